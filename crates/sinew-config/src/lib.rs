@@ -1,0 +1,150 @@
+//! Sinew's configuration: the model ([`model`]), loading it from YAML, and checking it
+//! whole before anything runs on it.
+//!
+//! Every problem is reported as a [`ConfigError`] with the field path; [`Diagnostics`]
+//! adds the file, line and column, so that `sinew validate` can print
+//! `file:line:col: field.path: what is wrong` for every error at once.
+
+pub mod duration;
+pub mod model;
+pub mod source;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use model::Config;
+pub use source::{Position, SourceMap};
+
+/// One problem with a config, at a field path such as `clusters[1].endpoints[0].address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+    /// Set when the parser itself knows the position (syntax and type errors).
+    pub position: Option<Position>,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+            position: None,
+        }
+    }
+}
+
+/// All the errors of one config file, ready to print.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+    source_map: SourceMap,
+}
+
+impl Diagnostics {
+    pub fn new(file: impl Into<String>, source_map: SourceMap, errors: Vec<ConfigError>) -> Self {
+        Self {
+            file: file.into(),
+            errors,
+            source_map,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            let pos = e.position.or_else(|| self.source_map.lookup(&e.path));
+            let (line, column) = pos.map_or((1, 1), |p| (p.line, p.column));
+            let path = if e.path.is_empty() { "<root>" } else { &e.path };
+            write!(f, "{}:{line}:{column}: {path}: {}", self.file, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A parsed and checked config, with the map that turns later errors into positions.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub file: String,
+    pub config: Config,
+    pub source_map: SourceMap,
+}
+
+impl LoadedConfig {
+    /// Wraps errors found later (e.g. while compiling the data plane) with this file's positions.
+    pub fn diagnostics(&self, errors: Vec<ConfigError>) -> Diagnostics {
+        Diagnostics::new(self.file.clone(), self.source_map.clone(), errors)
+    }
+}
+
+/// Reads and checks a config file.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics::new(
+            name.clone(),
+            SourceMap::default(),
+            vec![ConfigError::new("", format!("cannot read file: {e}"))],
+        )
+    })?;
+    load_str(&name, &text)
+}
+
+/// Parses and checks config text; `name` is used in error messages.
+pub fn load_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
+    let source_map = SourceMap::index(text);
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let config: Config = match serde_path_to_error::deserialize(deserializer) {
+        Ok(c) => c,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // The field path is exact; the parser's own location is often the enclosing
+            // mapping, so it is only used when the path is unknown (syntax errors).
+            let position = match source_map.get(&path) {
+                Some(_) => None,
+                None => inner.location().map(|l| Position {
+                    line: l.line(),
+                    column: l.column(),
+                }),
+            };
+            let error = ConfigError {
+                path: if path == "." { String::new() } else { path },
+                message: strip_location(&inner.to_string()),
+                position,
+            };
+            return Err(Diagnostics::new(name, source_map, vec![error]));
+        }
+    };
+    let errors = validate::check(&config);
+    if errors.is_empty() {
+        Ok(LoadedConfig {
+            file: name.to_string(),
+            config,
+            source_map,
+        })
+    } else {
+        Err(Diagnostics::new(name, source_map, errors))
+    }
+}
+
+/// serde_yaml wraps messages as "path: message at line L column C"; we print the path and
+/// position ourselves.
+fn strip_location(message: &str) -> String {
+    let message = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    match message.split_once(": ") {
+        Some((prefix, rest)) if !prefix.contains(' ') => rest.to_string(),
+        _ => message.to_string(),
+    }
+}

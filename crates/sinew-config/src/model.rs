@@ -1,0 +1,536 @@
+//! The configuration model: listeners, route configurations, clusters and endpoints.
+//!
+//! It follows Envoy's resources one to one so that xDS can fill it later; the YAML is a
+//! friendlier spelling of the same thing. Everything here is plain data: compiling it
+//! into matchers, balancers and TLS contexts is the data plane's job.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::duration;
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Route configurations that HTTP listeners name with `route_config`.
+    #[serde(default)]
+    pub route_configs: Vec<RouteConfig>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+/// One listening socket and what runs on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    /// `ip:port`; IPv6 as `[::1]:8080`.
+    pub address: String,
+    /// At most this many downstream connections at once; further ones are closed at accept.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// TLS termination. Without it the listener is cleartext.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// An HTTP connection manager (HTTP/1.1 and HTTP/2 on one port).
+    #[serde(default)]
+    pub http: Option<HttpConnectionManager>,
+    /// A TCP proxy to a cluster or weighted clusters.
+    #[serde(default)]
+    pub tcp: Option<TcpProxy>,
+}
+
+/// Certificates for a listener that terminates TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// ALPN protocols offered, in order of preference.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}
+
+/// The HTTP connection manager of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectionManager {
+    /// Name of an entry in `route_configs`; exclusive with `virtual_hosts`.
+    #[serde(default)]
+    pub route_config: Option<String>,
+    /// Inline virtual hosts; exclusive with `route_config`.
+    #[serde(default)]
+    pub virtual_hosts: Option<Vec<VirtualHost>>,
+    /// Request headers (all of them, in KiB) larger than this get 431.
+    #[serde(default = "default_max_request_headers_kb")]
+    pub max_request_headers_kb: u32,
+    /// Request bodies larger than this get 413 (buffered or streamed).
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
+    /// A client must send its whole request head within this time.
+    #[serde(
+        default = "default_request_headers_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub request_headers_timeout: Duration,
+    /// A downstream connection with no request in flight is closed after this.
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub idle_timeout: Duration,
+    /// Whole-request timeout applied when a route sets none. `0` disables it.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub request_timeout: Duration,
+    /// Generate `x-request-id` when a request has none.
+    #[serde(default = "default_true")]
+    pub generate_request_id: bool,
+    /// The pseudonym added to `Via` (`1.1 sinew`). Empty disables `Via`.
+    #[serde(default = "default_via")]
+    pub via: String,
+    /// Treat the client as trusted: keep its `X-Forwarded-*` and append to them. When false,
+    /// incoming `X-Forwarded-For` is replaced by the client's address.
+    #[serde(default = "default_true")]
+    pub trust_forwarded_headers: bool,
+}
+
+fn default_max_request_headers_kb() -> u32 {
+    60
+}
+fn default_request_headers_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_via() -> String {
+    "sinew".into()
+}
+
+/// A TCP proxy listener's target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxy {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedCluster>>,
+    /// A connection with no bytes either way for this long is closed.
+    #[serde(
+        default = "default_tcp_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub idle_timeout: Duration,
+}
+
+fn default_tcp_idle_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// A named set of virtual hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// Routes chosen by the request's Host / `:authority`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    pub name: String,
+    /// `example.com`, `*.example.com`, `api.*` or `*`. Exact beats suffix beats prefix beats `*`.
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub request_headers: HeaderActions,
+    #[serde(default)]
+    pub response_headers: HeaderActions,
+}
+
+/// One route: a match and what to do with what matches. First match wins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub match_: RouteMatch,
+    // Exactly one action.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Vec<WeightedCluster>>,
+    #[serde(default)]
+    pub redirect: Option<Redirect>,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Only endpoints whose metadata has all these labels (e.g. `version: v2`).
+    #[serde(default)]
+    pub metadata_match: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Whole-request timeout, including retries. `0` disables it.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// What ring hash and Maglev hash on; the first policy that yields a key is used.
+    #[serde(default)]
+    pub hash_policy: Vec<HashPolicy>,
+    #[serde(default)]
+    pub request_headers: HeaderActions,
+    #[serde(default)]
+    pub response_headers: HeaderActions,
+}
+
+/// What a request must look like to take a route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Path prefix (the default, `/`, matches everything).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Exact path (without the query string).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Regular expression that must match the whole path.
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    /// Any of these methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(default)]
+    pub query: Vec<QueryMatch>,
+}
+
+/// A condition on one request header. Exactly one of the conditions is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `true`: the header must be present; `false`: it must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+    /// Negate the condition.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// A condition on one query parameter. With no condition the parameter must be present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryMatch {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// A cluster and its share of traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+    #[serde(default)]
+    pub metadata_match: BTreeMap<String, String>,
+}
+
+/// Answer with a redirect. Unset parts keep the request's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Replace the whole path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Replace the matched prefix.
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub strip_query: bool,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_code")]
+    pub code: u16,
+}
+
+fn default_redirect_code() -> u16 {
+    301
+}
+
+/// Answer directly, without an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// Path and host rewriting before the request goes upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replace the matched prefix (needs `match.prefix`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Replace every match of `pattern` in the path with `substitution` (`$1` for groups).
+    #[serde(default)]
+    pub regex: Option<RegexRewrite>,
+    /// Replace the Host / `:authority`.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
+}
+
+/// When and how to try again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Any of `5xx`, `gateway-error`, `connect-failure`, `reset`, `retriable-status-codes`.
+    pub retry_on: Vec<String>,
+    #[serde(default = "default_num_retries")]
+    pub num_retries: u32,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub per_try_timeout: Option<Duration>,
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u16>,
+    /// First backoff interval; each next one doubles, with full jitter, up to `max_backoff`.
+    #[serde(
+        default = "default_base_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub base_backoff: Duration,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub max_backoff: Option<Duration>,
+    /// A request body is kept for replay only up to this size; larger ones are not retried.
+    #[serde(default = "default_retry_buffer")]
+    pub max_buffered_body_bytes: usize,
+}
+
+fn default_num_retries() -> u32 {
+    1
+}
+fn default_base_backoff() -> Duration {
+    Duration::from_millis(25)
+}
+fn default_retry_buffer() -> usize {
+    64 * 1024
+}
+
+/// One way to derive the hash key of a request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashPolicy {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub source_ip: bool,
+}
+
+/// Header edits. Names are case-insensitive.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderActions {
+    /// Appended, keeping values already there.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Replacing values already there.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl HeaderActions {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A group of upstream endpoints and how to reach them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    /// `static` (IP addresses) or `dns` (names re-resolved every `dns_refresh`).
+    #[serde(default, rename = "type")]
+    pub discovery: Discovery,
+    #[serde(
+        default = "default_dns_refresh",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub dns_refresh: Duration,
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// Ring hash only.
+    #[serde(default = "default_min_ring")]
+    pub ring_size: usize,
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub connect_timeout: Duration,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_min_ring() -> usize {
+    1024
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    #[default]
+    Static,
+    Dns,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    SmoothWeighted,
+    Random,
+    LeastRequest,
+    RingHash,
+    Maglev,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+    /// The same protocol the downstream request came in with.
+    SameAsDownstream,
+}
+
+/// One upstream address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `ip:port`, or `host:port` for `dns` clusters.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Labels such as `version: v2`, matched by `metadata_match`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// TLS to the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Server name sent in SNI and verified in the certificate.
+    pub sni: String,
+    /// PEM file of trusted CA certificates.
+    pub ca: String,
+    /// ALPN offered; defaults from `protocol` (h2 for http2, http/1.1 otherwise).
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+}
+
+/// Per-endpoint connection pooling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_endpoint: usize,
+    /// An idle pooled connection is closed after this.
+    #[serde(
+        default = "default_pool_idle",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub idle_timeout: Duration,
+    /// Streams per HTTP/2 connection, further capped by the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[serde(default = "default_h2_streams")]
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_per_endpoint: default_max_idle(),
+            idle_timeout: default_pool_idle(),
+            http2_max_concurrent_streams: default_h2_streams(),
+        }
+    }
+}
+
+fn default_max_idle() -> usize {
+    64
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_h2_streams() -> u32 {
+    100
+}

@@ -1,0 +1,203 @@
+//! Where each field of a YAML file is, so an error about `routes[2].match.path_regex`
+//! can say `file:line:col`.
+//!
+//! serde gives us typed values but forgets positions, and semantic checks run after
+//! deserialization; so we walk the YAML events once more and remember the position of
+//! every field path, in the same spelling serde_path_to_error uses.
+
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A line and column, both 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Field path → position of the field (its key, or the item for sequence elements).
+#[derive(Debug, Default, Clone)]
+pub struct SourceMap {
+    positions: HashMap<String, Position>,
+}
+
+impl SourceMap {
+    /// Indexes `text`. A syntax error yields an empty map: serde reports it with its own position.
+    pub fn index(text: &str) -> SourceMap {
+        let mut builder = Builder::default();
+        let mut parser = Parser::new_from_str(text);
+        let _ = parser.load(&mut builder, false);
+        SourceMap {
+            positions: builder.positions,
+        }
+    }
+
+    /// The position of exactly `path`.
+    pub fn get(&self, path: &str) -> Option<Position> {
+        self.positions.get(path).copied()
+    }
+
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn lookup(&self, path: &str) -> Option<Position> {
+        let mut path = path;
+        loop {
+            if let Some(p) = self.positions.get(path) {
+                return Some(*p);
+            }
+            let cut = path.rfind(['.', '['])?;
+            path = &path[..cut];
+        }
+    }
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<String>,
+        first_key: bool,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+    /// A complex key, whose contents we do not index.
+    Ignored,
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    positions: HashMap<String, Position>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Builder {
+    /// Claims the next value slot in the current container and returns its path.
+    fn value_path(&mut self, mark: Marker) -> Option<String> {
+        let path = match self.stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Map { path, key, .. }) => join(path, &key.take()?),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                p
+            }
+            Some(Frame::Ignored) => return None,
+        };
+        let position = Position {
+            line: mark.line(),
+            column: mark.col() + 1,
+        };
+        self.positions.entry(path.clone()).or_insert(position);
+        Some(path)
+    }
+
+    fn expecting_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) if self.expecting_key() => {
+                if let Some(Frame::Map {
+                    path,
+                    key,
+                    first_key,
+                }) = self.stack.last_mut()
+                {
+                    let position = Position {
+                        line: mark.line(),
+                        column: mark.col() + 1,
+                    };
+                    // A block mapping's start mark lands after its first key; a sequence
+                    // item reads better pointing at that key.
+                    if *first_key && path.ends_with(']') {
+                        self.positions.insert(path.clone(), position);
+                    }
+                    *first_key = false;
+                    self.positions.insert(join(path, &value), position);
+                    *key = Some(value);
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) if self.expecting_key() => {
+                self.stack.push(Frame::Ignored);
+            }
+            Event::Scalar(..) | Event::Alias(..) => {
+                self.value_path(mark);
+            }
+            Event::MappingStart(..) => {
+                let frame = match self.value_path(mark) {
+                    Some(path) => Frame::Map {
+                        path,
+                        key: None,
+                        first_key: true,
+                    },
+                    None => Frame::Ignored,
+                };
+                self.stack.push(frame);
+            }
+            Event::SequenceStart(..) => {
+                let frame = match self.value_path(mark) {
+                    Some(path) => Frame::Seq { path, next: 0 },
+                    None => Frame::Ignored,
+                };
+                self.stack.push(frame);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                if let Some(Frame::Ignored) = self.stack.pop() {
+                    // The ignored complex key is done; its value comes next and is skipped too.
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        *key = Some("?".into());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_fields_and_sequence_items() {
+        let text =
+            "listeners:\n  - name: a\n    http:\n      routes:\n        - match: {prefix: /}\n";
+        let map = SourceMap::index(text);
+        assert_eq!(
+            map.lookup("listeners"),
+            Some(Position { line: 1, column: 1 })
+        );
+        assert_eq!(
+            map.lookup("listeners[0].name"),
+            Some(Position { line: 2, column: 5 })
+        );
+        assert_eq!(
+            map.lookup("listeners[0].http.routes[0].match.prefix"),
+            Some(Position {
+                line: 5,
+                column: 19
+            })
+        );
+    }
+
+    #[test]
+    fn falls_back_to_the_nearest_ancestor() {
+        let map = SourceMap::index("clusters:\n  - name: x\n");
+        assert_eq!(
+            map.lookup("clusters[0].endpoints"),
+            Some(Position { line: 2, column: 5 })
+        );
+    }
+}

@@ -1,0 +1,598 @@
+//! Checks that a deserialized config is whole: names unique and resolvable, exactly one
+//! action per route, addresses that parse. It collects every error rather than stopping
+//! at the first, so a user fixes a file in one pass.
+//!
+//! Checks that need compiling (regexes, certificates) happen where they are compiled, in
+//! the data plane, and report through the same [`ConfigError`] paths.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use crate::model::*;
+use crate::ConfigError;
+
+pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
+    let mut v = Checker::default();
+    let clusters: HashSet<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    let route_configs: HashSet<&str> = config
+        .route_configs
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+
+    v.unique_names("clusters", config.clusters.iter().map(|c| c.name.as_str()));
+    v.unique_names(
+        "listeners",
+        config.listeners.iter().map(|l| l.name.as_str()),
+    );
+    v.unique_names(
+        "route_configs",
+        config.route_configs.iter().map(|r| r.name.as_str()),
+    );
+
+    let mut addresses = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        match l.address.parse::<SocketAddr>() {
+            Ok(a) => {
+                if a.port() != 0 {
+                    if let Some(first) = addresses.insert(a, i) {
+                        v.err(
+                            format!("{p}.address"),
+                            format!("address {a} is already used by listeners[{first}]"),
+                        );
+                    }
+                }
+            }
+            Err(_) => v.err(
+                format!("{p}.address"),
+                format!("{:?} is not ip:port (IPv6 as [::1]:8080)", l.address),
+            ),
+        }
+        if l.max_connections == Some(0) {
+            v.err(format!("{p}.max_connections"), "must be at least 1");
+        }
+        if let Some(tls) = &l.tls {
+            if tls.alpn.is_empty() {
+                v.err(format!("{p}.tls.alpn"), "must offer at least one protocol");
+            }
+            for (j, proto) in tls.alpn.iter().enumerate() {
+                if !matches!(proto.as_str(), "h2" | "http/1.1") {
+                    v.err(
+                        format!("{p}.tls.alpn[{j}]"),
+                        format!("unsupported ALPN protocol {proto:?} (use h2 or http/1.1)"),
+                    );
+                }
+            }
+        }
+        match (&l.http, &l.tcp) {
+            (Some(_), Some(_)) => v.err(&p, "set either `http` or `tcp`, not both"),
+            (None, None) => v.err(&p, "set one of `http` or `tcp`"),
+            (Some(http), None) => {
+                let hp = format!("{p}.http");
+                match (&http.route_config, &http.virtual_hosts) {
+                    (Some(_), Some(_)) => v.err(
+                        &hp,
+                        "set either `route_config` or `virtual_hosts`, not both",
+                    ),
+                    (None, None) => v.err(&hp, "set one of `route_config` or `virtual_hosts`"),
+                    (Some(name), None) => {
+                        if !route_configs.contains(name.as_str()) {
+                            v.err(
+                                format!("{hp}.route_config"),
+                                format!("no route config named {name:?}"),
+                            );
+                        }
+                    }
+                    (None, Some(vhosts)) => {
+                        v.virtual_hosts(&format!("{hp}.virtual_hosts"), vhosts, &clusters)
+                    }
+                }
+                if http.max_request_headers_kb == 0 {
+                    v.err(format!("{hp}.max_request_headers_kb"), "must be at least 1");
+                }
+                if http.request_headers_timeout.is_zero() {
+                    v.err(format!("{hp}.request_headers_timeout"), "must be positive");
+                }
+            }
+            (None, Some(tcp)) => {
+                let tp = format!("{p}.tcp");
+                match (&tcp.cluster, &tcp.weighted_clusters) {
+                    (Some(_), Some(_)) => {
+                        v.err(&tp, "set either `cluster` or `weighted_clusters`, not both")
+                    }
+                    (None, None) => v.err(&tp, "set one of `cluster` or `weighted_clusters`"),
+                    (Some(c), None) => v.cluster_ref(format!("{tp}.cluster"), c, &clusters),
+                    (None, Some(w)) => v.weighted(&format!("{tp}.weighted_clusters"), w, &clusters),
+                }
+                if l.tls.is_some() {
+                    v.err(
+                        format!("{p}.tls"),
+                        "TLS termination is for HTTP listeners; a TCP proxy passes TLS through",
+                    );
+                }
+            }
+        }
+    }
+
+    for (i, rc) in config.route_configs.iter().enumerate() {
+        v.virtual_hosts(
+            &format!("route_configs[{i}].virtual_hosts"),
+            &rc.virtual_hosts,
+            &clusters,
+        );
+    }
+
+    for (i, c) in config.clusters.iter().enumerate() {
+        v.cluster(&format!("clusters[{i}]"), c);
+    }
+    v.errors
+}
+
+#[derive(Default)]
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    fn unique_names<'a>(&mut self, list: &str, names: impl Iterator<Item = &'a str>) {
+        let mut seen = HashMap::new();
+        for (i, name) in names.enumerate() {
+            if name.is_empty() {
+                self.err(format!("{list}[{i}].name"), "must not be empty");
+            } else if let Some(first) = seen.insert(name, i) {
+                self.err(
+                    format!("{list}[{i}].name"),
+                    format!("name {name:?} is already used by {list}[{first}]"),
+                );
+            }
+        }
+    }
+
+    fn cluster_ref(&mut self, path: String, name: &str, clusters: &HashSet<&str>) {
+        if !clusters.contains(name) {
+            self.err(path, format!("no cluster named {name:?}"));
+        }
+    }
+
+    fn weighted(&mut self, path: &str, list: &[WeightedCluster], clusters: &HashSet<&str>) {
+        if list.is_empty() {
+            self.err(path, "must name at least one cluster");
+        }
+        if list.iter().all(|w| w.weight == 0) && !list.is_empty() {
+            self.err(path, "weights must not all be zero");
+        }
+        for (i, w) in list.iter().enumerate() {
+            self.cluster_ref(format!("{path}[{i}].cluster"), &w.cluster, clusters);
+        }
+    }
+
+    fn virtual_hosts(&mut self, path: &str, vhosts: &[VirtualHost], clusters: &HashSet<&str>) {
+        let mut domains = HashMap::new();
+        for (i, vh) in vhosts.iter().enumerate() {
+            let vp = format!("{path}[{i}]");
+            if vh.domains.is_empty() {
+                self.err(format!("{vp}.domains"), "must list at least one domain");
+            }
+            for (j, d) in vh.domains.iter().enumerate() {
+                let dp = format!("{vp}.domains[{j}]");
+                if let Err(e) = check_domain(d) {
+                    self.err(&dp, e);
+                }
+                if let Some(first) = domains.insert(d.to_ascii_lowercase(), i) {
+                    self.err(
+                        dp,
+                        format!("domain {d:?} is already served by {path}[{first}]"),
+                    );
+                }
+            }
+            self.headers(&format!("{vp}.request_headers"), &vh.request_headers);
+            self.headers(&format!("{vp}.response_headers"), &vh.response_headers);
+            for (j, r) in vh.routes.iter().enumerate() {
+                self.route(&format!("{vp}.routes[{j}]"), r, clusters);
+            }
+        }
+    }
+
+    fn route(&mut self, p: &str, r: &Route, clusters: &HashSet<&str>) {
+        let m = &r.match_;
+        let path_kinds = [&m.prefix, &m.path, &m.path_regex]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if path_kinds > 1 {
+            self.err(
+                format!("{p}.match"),
+                "set at most one of `prefix`, `path` and `path_regex`",
+            );
+        }
+        for (field, value) in [("prefix", &m.prefix), ("path", &m.path)] {
+            if let Some(value) = value {
+                if !value.starts_with('/') {
+                    self.err(format!("{p}.match.{field}"), "must start with `/`");
+                }
+            }
+        }
+        for (i, method) in m.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(is_tchar) {
+                self.err(
+                    format!("{p}.match.methods[{i}]"),
+                    format!("{method:?} is not a method token"),
+                );
+            }
+        }
+        for (i, h) in m.headers.iter().enumerate() {
+            let hp = format!("{p}.match.headers[{i}]");
+            self.header_name(&format!("{hp}.name"), &h.name);
+            let conditions = [
+                h.exact.is_some(),
+                h.prefix.is_some(),
+                h.regex.is_some(),
+                h.present.is_some(),
+            ];
+            if conditions.iter().filter(|c| **c).count() > 1 {
+                self.err(
+                    hp,
+                    "set at most one of `exact`, `prefix`, `regex` and `present`",
+                );
+            }
+        }
+        for (i, q) in m.query.iter().enumerate() {
+            let conditions = [q.exact.is_some(), q.regex.is_some(), q.present.is_some()];
+            if conditions.iter().filter(|c| **c).count() > 1 {
+                self.err(
+                    format!("{p}.match.query[{i}]"),
+                    "set at most one of `exact`, `regex` and `present`",
+                );
+            }
+        }
+
+        let actions = [
+            r.cluster.is_some(),
+            r.weighted_clusters.is_some(),
+            r.redirect.is_some(),
+            r.direct_response.is_some(),
+        ]
+        .iter()
+        .filter(|a| **a)
+        .count();
+        if actions != 1 {
+            self.err(
+                p,
+                "set exactly one action: `cluster`, `weighted_clusters`, `redirect` or `direct_response`",
+            );
+        }
+        if let Some(c) = &r.cluster {
+            self.cluster_ref(format!("{p}.cluster"), c, clusters);
+        }
+        if let Some(w) = &r.weighted_clusters {
+            self.weighted(&format!("{p}.weighted_clusters"), w, clusters);
+        }
+        if let Some(rd) = &r.redirect {
+            if !matches!(rd.code, 301 | 302 | 303 | 307 | 308) {
+                self.err(
+                    format!("{p}.redirect.code"),
+                    format!(
+                        "{} is not a redirect code (301, 302, 303, 307, 308)",
+                        rd.code
+                    ),
+                );
+            }
+            if rd.path.is_some() && rd.prefix_rewrite.is_some() {
+                self.err(
+                    format!("{p}.redirect"),
+                    "set at most one of `path` and `prefix_rewrite`",
+                );
+            }
+            if rd.prefix_rewrite.is_some() && m.prefix.is_none() {
+                self.err(
+                    format!("{p}.redirect.prefix_rewrite"),
+                    "needs the route to match on `prefix`",
+                );
+            }
+            if let Some(s) = &rd.scheme {
+                if !matches!(s.as_str(), "http" | "https") {
+                    self.err(format!("{p}.redirect.scheme"), "must be http or https");
+                }
+            }
+        }
+        if let Some(d) = &r.direct_response {
+            if !(200..=599).contains(&d.status) {
+                self.err(
+                    format!("{p}.direct_response.status"),
+                    "must be between 200 and 599",
+                );
+            }
+        }
+        if let Some(rw) = &r.rewrite {
+            if rw.prefix.is_some() && rw.regex.is_some() {
+                self.err(
+                    format!("{p}.rewrite"),
+                    "set at most one of `prefix` and `regex`",
+                );
+            }
+            if rw.prefix.is_some() && m.prefix.is_none() {
+                self.err(
+                    format!("{p}.rewrite.prefix"),
+                    "needs the route to match on `prefix`",
+                );
+            }
+        }
+        if let Some(retry) = &r.retry {
+            for (i, on) in retry.retry_on.iter().enumerate() {
+                if !matches!(
+                    on.as_str(),
+                    "5xx"
+                        | "gateway-error"
+                        | "connect-failure"
+                        | "reset"
+                        | "retriable-status-codes"
+                ) {
+                    self.err(
+                        format!("{p}.retry.retry_on[{i}]"),
+                        format!("unknown condition {on:?} (5xx, gateway-error, connect-failure, reset, retriable-status-codes)"),
+                    );
+                }
+            }
+            if retry.retry_on.iter().any(|o| o == "retriable-status-codes")
+                && retry.retriable_status_codes.is_empty()
+            {
+                self.err(
+                    format!("{p}.retry.retriable_status_codes"),
+                    "must list codes when retry_on has retriable-status-codes",
+                );
+            }
+            if retry.base_backoff.is_zero() {
+                self.err(format!("{p}.retry.base_backoff"), "must be positive");
+            }
+        }
+        for (i, h) in r.hash_policy.iter().enumerate() {
+            let n = [h.header.is_some(), h.cookie.is_some(), h.source_ip]
+                .iter()
+                .filter(|x| **x)
+                .count();
+            if n != 1 {
+                self.err(
+                    format!("{p}.hash_policy[{i}]"),
+                    "set exactly one of `header`, `cookie` and `source_ip: true`",
+                );
+            }
+            if let Some(name) = &h.header {
+                self.header_name(&format!("{p}.hash_policy[{i}].header"), name);
+            }
+        }
+        self.headers(&format!("{p}.request_headers"), &r.request_headers);
+        self.headers(&format!("{p}.response_headers"), &r.response_headers);
+    }
+
+    fn headers(&mut self, path: &str, actions: &HeaderActions) {
+        for (kind, map) in [("add", &actions.add), ("set", &actions.set)] {
+            for (name, value) in map {
+                self.header_name(&format!("{path}.{kind}.{name}"), name);
+                if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    self.err(
+                        format!("{path}.{kind}.{name}"),
+                        "header values must not contain CR, LF or NUL",
+                    );
+                }
+            }
+        }
+        for (i, name) in actions.remove.iter().enumerate() {
+            self.header_name(&format!("{path}.remove[{i}]"), name);
+        }
+    }
+
+    fn header_name(&mut self, path: &str, name: &str) {
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            self.err(path, format!("{name:?} is not a valid header name"));
+        }
+    }
+
+    fn cluster(&mut self, p: &str, c: &Cluster) {
+        for (i, e) in c.endpoints.iter().enumerate() {
+            let ep = format!("{p}.endpoints[{i}]");
+            match c.discovery {
+                Discovery::Static => {
+                    if e.address.parse::<SocketAddr>().is_err() {
+                        self.err(
+                            format!("{ep}.address"),
+                            format!(
+                                "{:?} is not ip:port (use `type: dns` for host names)",
+                                e.address
+                            ),
+                        );
+                    }
+                }
+                Discovery::Dns => {
+                    let ok = e.address.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok()
+                    });
+                    if !ok {
+                        self.err(
+                            format!("{ep}.address"),
+                            format!("{:?} is not host:port", e.address),
+                        );
+                    }
+                }
+            }
+            if e.weight == 0 {
+                self.err(format!("{ep}.weight"), "must be at least 1");
+            }
+        }
+        if c.pool.http2_max_concurrent_streams == 0 {
+            self.err(
+                format!("{p}.pool.http2_max_concurrent_streams"),
+                "must be at least 1",
+            );
+        }
+        if c.ring_size == 0 {
+            self.err(format!("{p}.ring_size"), "must be at least 1");
+        }
+        if c.connect_timeout.is_zero() {
+            self.err(format!("{p}.connect_timeout"), "must be positive");
+        }
+        if c.discovery == Discovery::Dns && c.dns_refresh.is_zero() {
+            self.err(format!("{p}.dns_refresh"), "must be positive");
+        }
+    }
+}
+
+/// Virtual host domains: exact, `*.suffix`, `prefix.*`, or `*` alone.
+fn check_domain(d: &str) -> Result<(), String> {
+    if d == "*" {
+        return Ok(());
+    }
+    let stars = d.matches('*').count();
+    let ok = match stars {
+        0 => !d.is_empty(),
+        1 => (d.starts_with('*') && d.len() > 1) || (d.ends_with('*') && d.len() > 1),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{d:?} is not a domain: use `example.com`, `*.example.com`, `api.*` or `*`"
+        ))
+    }
+}
+
+/// RFC 9110 token characters, for header names and methods.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+
+    fn errors(yaml: &str) -> String {
+        match load_str("t.yaml", yaml) {
+            Ok(_) => String::new(),
+            Err(d) => d.to_string(),
+        }
+    }
+
+    const GOOD: &str = "
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {prefix: /}
+              cluster: backend
+clusters:
+  - name: backend
+    endpoints:
+      - address: 127.0.0.1:9000
+";
+
+    #[test]
+    fn accepts_a_minimal_config() {
+        assert_eq!(errors(GOOD), "");
+    }
+
+    #[test]
+    fn reports_every_error_with_file_line_column_and_path() {
+        let yaml = "
+listeners:
+  - name: web
+    address: nowhere
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {prefix: /}
+              cluster: missing
+clusters:
+  - name: backend
+    endpoints:
+      - address: 127.0.0.1:9000
+        weight: 0
+";
+        let out = errors(yaml);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].starts_with("t.yaml:4:5: listeners[0].address: "),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "t.yaml:11:15: listeners[0].http.virtual_hosts[0].routes[0].cluster: no cluster named \"missing\""
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[2]
+                .starts_with("t.yaml:16:9: clusters[0].endpoints[0].weight: must be at least 1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn reports_type_errors_at_their_position() {
+        let out = errors("clusters:\n  - name: a\n    endpoints: []\n    connect_timeout: soon\n");
+        assert!(
+            out.starts_with("t.yaml:4:5: clusters[0].connect_timeout: duration \"soon\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn reports_unknown_fields() {
+        let out = errors("clusters:\n  - name: a\n    endpoints: []\n    lb_polcy: random\n");
+        assert!(out.contains("clusters[0]"), "{out}");
+        assert!(out.contains("unknown field `lb_polcy`"), "{out}");
+        assert!(out.starts_with("t.yaml:4:"), "{out}");
+    }
+
+    #[test]
+    fn rejects_routes_with_two_actions_and_bad_domains() {
+        let yaml = GOOD
+            .replace(
+                "cluster: backend",
+                "cluster: backend\n              direct_response: {status: 200}",
+            )
+            .replace("['*']", "['a.*.b']");
+        let out = errors(&yaml);
+        assert!(out.contains("set exactly one action"), "{out}");
+        assert!(
+            out.contains("domains[0]: \"a.*.b\" is not a domain"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_names_and_unknown_route_configs() {
+        let yaml = "
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    http: {route_config: nope}
+  - name: a
+    address: 127.0.0.1:1
+    tcp: {cluster: c}
+clusters:
+  - {name: c, endpoints: []}
+";
+        let out = errors(yaml);
+        assert!(out.contains("no route config named \"nope\""), "{out}");
+        assert!(
+            out.contains("listeners[1].name: name \"a\" is already used"),
+            "{out}"
+        );
+        assert!(
+            out.contains("listeners[1].address: address 127.0.0.1:1 is already used"),
+            "{out}"
+        );
+    }
+}
