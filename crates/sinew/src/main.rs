@@ -1,1 +1,157 @@
-fn main() {}
+//! The `sinew` command: the quickstart, the proxy, and config validation.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const QUICKSTART_CONFIG: &str = include_str!("quickstart.yaml");
+
+/// Sinew: a fast, multi-protocol service-mesh proxy.
+///
+/// With no command, runs the quickstart: a gateway on 127.0.0.1:8080 in front of two
+/// demo services, on a config embedded in the binary.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Print the quickstart's embedded config and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the data plane on a config file. SIGHUP or a change of the file reloads it.
+    Proxy {
+        /// The config file (YAML; see docs/config.md).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a config file and print every error as file:line:col: field.path: message.
+    Validate {
+        /// The config file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if cli.print_config {
+        print!("{QUICKSTART_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    match cli.command {
+        Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Proxy { config }) => run(cli.workers, async move { proxy(&config).await }),
+        None => run(cli.workers, quickstart()),
+    }
+}
+
+fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    match builder.enable_all().build() {
+        Ok(rt) => rt.block_on(main),
+        Err(e) => {
+            eprintln!("sinew: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(file: &Path) -> ExitCode {
+    let result = sinew_config::load_file(file).and_then(|loaded| sinew_proxy::check(&loaded));
+    match result {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            eprintln!("{d}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn proxy(path: &Path) -> ExitCode {
+    let loaded = match sinew_config::load_file(path) {
+        Ok(l) => l,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let proxy = match sinew_proxy::Proxy::start(&loaded).await {
+        Ok(p) => p,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::spawn(sinew_proxy::reload::watch(proxy, path.to_path_buf()));
+    wait_for_shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn quickstart() -> ExitCode {
+    for (name, address) in [("blue", "127.0.0.1:18081"), ("green", "127.0.0.1:18082")] {
+        if let Err(e) = demo::serve(name, address.parse().expect("literal address")).await {
+            eprintln!("sinew: cannot start the {name} demo service on {address}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let loaded = match sinew_config::load_str("<embedded quickstart.yaml>", QUICKSTART_CONFIG) {
+        Ok(l) => l,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(d) = sinew_proxy::Proxy::start(&loaded).await {
+        eprintln!("{d}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "Sinew quickstart is running: a gateway on 127.0.0.1:8080 splitting traffic 80/20
+between two demo services, blue (127.0.0.1:18081) and green (127.0.0.1:18082).
+
+Try:
+  curl http://127.0.0.1:8080/                # blue about 80% of the time, green 20%
+  for i in $(seq 20); do curl -s http://127.0.0.1:8080/; done | sort | uniq -c
+  curl http://127.0.0.1:8080/green           # always green
+  curl http://127.0.0.1:8080/hello           # answered by the proxy itself
+  curl --http2-prior-knowledge http://127.0.0.1:8080/   # HTTP/2 on the same port
+
+The config it runs is embedded in the binary: crates/sinew/src/quickstart.yaml,
+or print it with `sinew --print-config`. Run your own with `sinew proxy -c FILE`.
+Press Ctrl-C to stop."
+    );
+    wait_for_shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("shutting down");
+}

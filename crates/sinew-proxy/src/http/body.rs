@@ -1,0 +1,56 @@
+//! The response body Sinew sends downstream: streamed from an upstream, or made locally.
+//! An enum rather than a boxed trait object, so a proxied response costs no allocation.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use sinew_upstream::UpstreamBody;
+
+pub enum ResponseBody {
+    Upstream(UpstreamBody),
+    Local(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        ResponseBody::Local(None)
+    }
+
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        let bytes = text.into();
+        ResponseBody::Local((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Local(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Local(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Forwarding a request upstream: header rewriting, the body (streamed, or buffered when
+//! it may be replayed), endpoint choice, attempts with retries and backoff, timeouts,
+//! and protocol upgrades such as WebSocket.
+
+use std::time::Duration;
+
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sinew_config::model::UpstreamProtocol;
+use sinew_router::{Action, Route, VirtualHost};
+use sinew_upstream::{BodyError, RequestBody, SendError, UpstreamBody, WireProtocol};
+
+use super::body::ResponseBody;
+use super::flags::ResponseFlags;
+use super::headers::{self, X_REQUEST_ID};
+use super::local_reply;
+use super::ConnContext;
+use crate::snapshot::{HttpManager, RouteSet};
+
+/// Why an attempt got no usable response.
+enum Failure {
+    NoHealthyUpstream,
+    Connect,
+    /// The peer closed or reset the connection before a response.
+    Reset,
+    /// The response was not valid HTTP.
+    Protocol,
+    PerTryTimeout,
+    BodyTooLarge,
+    /// The downstream client went away mid-body.
+    Downstream,
+}
+
+impl Failure {
+    fn reply(&self, grpc: bool) -> Response<ResponseBody> {
+        let (status, flags, message) = match self {
+            Failure::NoHealthyUpstream => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::NO_HEALTHY_UPSTREAM,
+                "no healthy upstream",
+            ),
+            Failure::Connect => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UPSTREAM_CONNECT_FAILURE,
+                "upstream connect error",
+            ),
+            Failure::Reset => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+                "upstream connection terminated",
+            ),
+            Failure::Protocol => (
+                StatusCode::BAD_GATEWAY,
+                ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+                "upstream protocol error",
+            ),
+            Failure::PerTryTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                ResponseFlags::UPSTREAM_TIMEOUT,
+                "upstream request timeout",
+            ),
+            Failure::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ResponseFlags::REQUEST_BODY_TOO_LARGE,
+                "request body too large",
+            ),
+            Failure::Downstream => (
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+                "downstream request body incomplete",
+            ),
+        };
+        local_reply::error(status, flags, message, grpc)
+    }
+}
+
+/// The parts of the upstream request that every attempt reuses.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    mut req: Request<Incoming>,
+    host: String,
+    conn: &ConnContext,
+    manager: &HttpManager,
+    routes: &RouteSet,
+    vhost: &VirtualHost,
+    route: &Route,
+    grpc: bool,
+) -> Response<ResponseBody> {
+    let upgrade = is_upgrade(&req);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let downstream_h2 = parts.version == Version::HTTP_2;
+
+    if let (Some(limit), Some(length)) = (
+        manager.max_request_body_bytes,
+        content_length(&parts.headers),
+    ) {
+        if length > limit {
+            return Failure::BodyTooLarge.reply(grpc);
+        }
+    }
+
+    let mut timeout = route.timeout.unwrap_or(manager.request_timeout);
+    if grpc {
+        if let Some(deadline) = parts.headers.get("grpc-timeout").and_then(grpc_timeout) {
+            timeout = if timeout.is_zero() {
+                deadline
+            } else {
+                timeout.min(deadline)
+            };
+        }
+    }
+    let hash = route.hash(&parts.headers, conn.peer.ip());
+
+    let mut headers = parts.headers;
+    headers::remove_hop_by_hop(&mut headers, upgrade);
+    if manager.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(&X_REQUEST_ID, headers::new_request_id());
+    }
+    headers::set_forwarded(
+        &mut headers,
+        conn.peer.ip(),
+        conn.tls,
+        manager.trust_forwarded_headers,
+    );
+    let via = if downstream_h2 {
+        &manager.via_http2
+    } else {
+        &manager.via_http1
+    };
+    if let Some(via) = via {
+        headers::append_via(&mut headers, via);
+    }
+    // The most specific level is applied last, so a route's `set` wins over its host's.
+    vhost.request_headers.apply(&mut headers);
+    route.request_headers.apply(&mut headers);
+
+    let path_and_query = match route.rewrite_path(parts.uri.path(), parts.uri.query()) {
+        Some(rewritten) => PathAndQuery::try_from(rewritten).ok(),
+        None => parts.uri.path_and_query().cloned(),
+    }
+    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let authority = match route.host_rewrite() {
+        Some(h) => h.clone(),
+        None => HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("")),
+    };
+
+    let body = match prepare_body(body, manager.max_request_body_bytes, route).await {
+        Ok(b) => b,
+        Err(f) => return f.reply(grpc),
+    };
+
+    let prepared = Prepared {
+        method: parts.method,
+        uri: Uri::from(path_and_query),
+        headers,
+    };
+    let attempts = attempts(
+        prepared,
+        authority,
+        body,
+        downstream_h2,
+        upgrade,
+        routes,
+        route,
+        hash,
+        grpc,
+    );
+    let response = if timeout.is_zero() {
+        attempts.await
+    } else {
+        match tokio::time::timeout(timeout, attempts).await {
+            Ok(r) => r,
+            Err(_) => Err(local_reply::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                ResponseFlags::UPSTREAM_TIMEOUT,
+                "upstream request timeout",
+                grpc,
+            )),
+        }
+    };
+    let mut response = match response {
+        Ok(r) => r,
+        Err(local) => return local,
+    };
+
+    if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream) = downstream_upgrade {
+            tunnel(downstream, hyper::upgrade::on(&mut response));
+        }
+    } else {
+        headers::remove_hop_by_hop(response.headers_mut(), false);
+    }
+    if let Some(via) = via {
+        headers::append_via(response.headers_mut(), via);
+    }
+    route.response_headers.apply(response.headers_mut());
+    vhost.response_headers.apply(response.headers_mut());
+    response.map(ResponseBody::Upstream)
+}
+
+/// Tries endpoints until one answers acceptably or the retry policy says stop.
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    prepared: Prepared,
+    authority: HeaderValue,
+    body: RequestBody,
+    downstream_h2: bool,
+    upgrade: bool,
+    routes: &RouteSet,
+    route: &Route,
+    hash: Option<u64>,
+    grpc: bool,
+) -> Result<Response<UpstreamBody>, Response<ResponseBody>> {
+    let policy = route.retry.as_ref();
+    // A streamed body can be sent once only.
+    let max_retries = match (policy, body.try_clone().is_some()) {
+        (Some(p), true) => p.num_retries,
+        _ => 0,
+    };
+    let mut prepared = Some(prepared);
+    let mut body = Some(body);
+    let mut last_endpoint = None;
+    let mut attempt = 0u32;
+    loop {
+        let last_try = attempt >= max_retries;
+        let target = match &route.action {
+            Action::Cluster(t) => *t,
+            Action::Weighted(w) => w.pick(),
+            _ => unreachable!("only cluster actions are forwarded"),
+        };
+        let (cluster, subset) = routes.target(target);
+        let protocol = match cluster.protocol {
+            _ if upgrade => WireProtocol::Http1,
+            UpstreamProtocol::Http1 => WireProtocol::Http1,
+            UpstreamProtocol::Http2 => WireProtocol::Http2,
+            UpstreamProtocol::SameAsDownstream if downstream_h2 => WireProtocol::Http2,
+            UpstreamProtocol::SameAsDownstream => WireProtocol::Http1,
+        };
+        let Some(endpoint) = cluster.pick(subset, hash, last_endpoint) else {
+            return Err(Failure::NoHealthyUpstream.reply(grpc));
+        };
+        last_endpoint = Some(endpoint.state.address);
+
+        // The last attempt takes the parts; earlier ones copy them.
+        let (parts, this_body) = if last_try {
+            (
+                prepared.take().expect("present until the last try"),
+                body.take().expect("present until the last try"),
+            )
+        } else {
+            let p = prepared.as_ref().expect("present until the last try");
+            let copy = Prepared {
+                method: p.method.clone(),
+                uri: p.uri.clone(),
+                headers: p.headers.clone(),
+            };
+            (
+                copy,
+                body.as_ref()
+                    .and_then(RequestBody::try_clone)
+                    .expect("replayable"),
+            )
+        };
+        let tls = endpoint.state.settings().tls.is_some();
+        let request = build_request(parts, &authority, this_body, protocol, tls);
+
+        let sent = endpoint.state.send(request, protocol);
+        let outcome = match policy.and_then(|p| p.per_try_timeout) {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(result) => result.map_err(classify),
+                Err(_) => Err(Failure::PerTryTimeout),
+            },
+            None => sent.await.map_err(classify),
+        };
+        drop(endpoint);
+
+        let retry = match (&outcome, policy) {
+            (_, None) => false,
+            (Ok(r), Some(p)) => p.retry_on_status(r.status()),
+            (Err(Failure::Connect), Some(p)) => p.retry_on_connect_failure(),
+            (Err(Failure::Reset), Some(p)) => p.retry_on_reset(),
+            (Err(Failure::PerTryTimeout), Some(p)) => p.retry_on_per_try_timeout(),
+            (Err(_), Some(_)) => false,
+        };
+        if !retry || last_try {
+            return match outcome {
+                Ok(r) => Ok(r),
+                Err(f) => {
+                    let mut reply = f.reply(grpc);
+                    if attempt > 0 && retry {
+                        if let Some(flags) = reply.extensions_mut().get_mut::<ResponseFlags>() {
+                            *flags = *flags | ResponseFlags::RETRY_LIMIT_EXCEEDED;
+                        }
+                    }
+                    Err(reply)
+                }
+            };
+        }
+        attempt += 1;
+        if let Some(p) = policy {
+            tokio::time::sleep(p.backoff(attempt)).await;
+        }
+    }
+}
+
+fn classify(e: SendError) -> Failure {
+    match e {
+        SendError::Connect(_) => Failure::Connect,
+        SendError::Request(e) => {
+            if let Some(body) = find_cause::<BodyError>(&e) {
+                return match body {
+                    BodyError::TooLarge => Failure::BodyTooLarge,
+                    BodyError::Downstream(_) => Failure::Downstream,
+                };
+            }
+            if e.is_parse() || e.is_parse_status() {
+                Failure::Protocol
+            } else {
+                Failure::Reset
+            }
+        }
+    }
+}
+
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+fn build_request(
+    parts: Prepared,
+    authority: &HeaderValue,
+    body: RequestBody,
+    protocol: WireProtocol,
+    tls: bool,
+) -> Request<RequestBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.headers_mut() = parts.headers;
+    match protocol {
+        WireProtocol::Http1 => {
+            *request.uri_mut() = parts.uri;
+            request.headers_mut().insert(HOST, authority.clone());
+        }
+        WireProtocol::Http2 => {
+            // HTTP/2 carries the authority in the URI (`:authority`), not in Host.
+            request.headers_mut().remove(HOST);
+            let mut uri = parts.uri.into_parts();
+            uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+            uri.authority = authority.to_str().ok().and_then(|a| a.parse().ok());
+            if let Ok(u) = Uri::from_parts(uri) {
+                *request.uri_mut() = u;
+            }
+        }
+    }
+    request
+}
+
+/// Chooses how the body travels: buffered when a retry may need it again, else streamed.
+async fn prepare_body(
+    body: Incoming,
+    limit: Option<u64>,
+    route: &Route,
+) -> Result<RequestBody, Failure> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    if let Some(policy) = &route.retry {
+        let cap = policy.max_buffered_body_bytes as u64;
+        let exact = body.size_hint().exact();
+        if exact.is_some_and(|n| n <= cap && limit.is_none_or(|l| n <= l)) {
+            let collected = body.collect().await.map_err(|_| Failure::Downstream)?;
+            return Ok(RequestBody::Full(Some(collected.to_bytes())));
+        }
+    }
+    Ok(RequestBody::streaming(body, limit))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let v = value.as_bytes();
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit[0] {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && req.headers().get_all(CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Joins the two halves of an upgraded connection once both sides have switched.
+fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::join!(downstream, upstream) {
+            (Ok(down), Ok(up)) => {
+                let mut down = TokioIo::new(down);
+                let mut up = TokioIo::new(up);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                }
+            }
+            (d, u) => tracing::debug!(downstream = ?d.err(), upstream = ?u.err(), "upgrade failed"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        let t = |s: &'static str| grpc_timeout(&HeaderValue::from_static(s));
+        assert_eq!(t("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("5x"), None);
+        assert_eq!(t("123456789S"), None);
+    }
+}

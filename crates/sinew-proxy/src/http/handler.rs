@@ -1,0 +1,130 @@
+//! A request's life, as named phases: check its framing, find its virtual host and
+//! route, then act — answer directly, redirect, or forward upstream.
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use sinew_router::{Action, RequestView};
+
+use super::body::ResponseBody;
+use super::flags::ResponseFlags;
+use super::forward;
+use super::local_reply;
+use super::ConnContext;
+use crate::snapshot::ListenerKind;
+
+pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Response<ResponseBody> {
+    // The listener's config as of this request: a reload mid-connection applies to the
+    // next request, and this one keeps what it started with.
+    let config = conn.slot.config.load_full();
+    let ListenerKind::Http(manager) = &config.kind else {
+        return local_reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ResponseFlags::NO_ROUTE,
+            "listener is no longer HTTP",
+            false,
+        );
+    };
+    let grpc = is_grpc(req.headers());
+
+    // Phase 1: framing. hyper rejects most malformed messages itself; these are the
+    // request-smuggling shapes it lets through (RFC 9112 §6.1, §6.3).
+    if req.version() <= Version::HTTP_11 {
+        if let Err(message) = check_framing(req.headers()) {
+            return local_reply::bad_request(message);
+        }
+    }
+    let host = match host_of(&req) {
+        Some(h) => h,
+        None if req.version() == Version::HTTP_11 => {
+            return local_reply::bad_request("missing Host header");
+        }
+        None => "",
+    };
+
+    // Phase 2: route.
+    let routes = &manager.routes;
+    let Some(vhost) = routes.table.virtual_host(host) else {
+        return local_reply::error(
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NO_ROUTE,
+            "no route",
+            grpc,
+        );
+    };
+    let view = RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some(route) = vhost.route(&view) else {
+        return local_reply::error(
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NO_ROUTE,
+            "no route",
+            grpc,
+        );
+    };
+
+    // Phase 3: act.
+    let mut response = match &route.action {
+        Action::DirectResponse {
+            status,
+            body,
+            content_type,
+        } => local_reply::direct(*status, body, content_type.as_ref()),
+        Action::Redirect(redirect) => {
+            let scheme = if conn.tls { "https" } else { "http" };
+            let location = redirect.location(scheme, host, req.uri().path(), req.uri().query());
+            local_reply::redirect(redirect.code, location)
+        }
+        Action::Cluster(_) | Action::Weighted(_) => {
+            let host = host.to_string();
+            return forward::forward(req, host, conn, manager, routes, vhost, route, grpc).await;
+        }
+    };
+    route.response_headers.apply(response.headers_mut());
+    vhost.response_headers.apply(response.headers_mut());
+    response
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Host without port comes from the router; here the raw authority is enough.
+fn host_of(req: &Request<Incoming>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Rejects requests whose body length is ambiguous.
+fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let has_length = lengths.next().is_some();
+    if lengths.next().is_some() {
+        return Err("more than one Content-Length");
+    }
+    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if encodings.peek().is_some() {
+        if has_length {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .last()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        if !last.is_some_and(|l| l.eq_ignore_ascii_case("chunked")) {
+            return Err("Transfer-Encoding must end with chunked");
+        }
+    }
+    Ok(())
+}

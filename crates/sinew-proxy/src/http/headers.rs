@@ -1,0 +1,158 @@
+//! Header work every proxied request and response gets: hop-by-hop removal (RFC 9110
+//! §7.6.1), `X-Forwarded-For`, `X-Forwarded-Proto`, `Via`, and `x-request-id`.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::{HeaderMap, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: the fixed ones and any the `Connection` header names.
+/// `TE: trailers` survives (gRPC needs it over HTTP/2); upgrades keep their two headers.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(connection) = headers.get(CONNECTION) {
+        // Collect first: the names borrow the map we are about to change. Rare enough
+        // (most requests name only keep-alive or close) that the small Vec is fine.
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    if let Some(te) = headers.get(TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(TE);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For` and `X-Forwarded-Proto`. A trusted client's values are kept
+/// and appended to; an untrusted client's are replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, trusted: bool) {
+    let mut ip_buf = [0u8; 48];
+    let ip = format_ip(client, &mut ip_buf);
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(existing) if trusted && !existing.is_empty() => {
+            let mut v = Vec::with_capacity(existing.len() + 2 + ip.len());
+            v.extend_from_slice(existing.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => HeaderValue::from_str(ip).ok(),
+    };
+    if let Some(xff) = xff {
+        headers.insert(&X_FORWARDED_FOR, xff);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
+
+/// Writes an IP address into `buf` without allocating.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+/// Appends this proxy to `Via` (`1.1 sinew`, `2 sinew`).
+pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    headers.append(VIA, via.clone());
+}
+
+/// A random version 4 UUID, for requests that arrive without an `x-request-id`.
+pub fn new_request_id() -> HeaderValue {
+    let hi = fastrand::u64(..);
+    let lo = fastrand::u64(..);
+    // Version 4, variant 10xx.
+    let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let text = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&text).expect("hex and dashes are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_upgrade_headers_when_upgrading() {
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h[TE], "trailers");
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends_for_trusted_and_replaces_for_untrusted() {
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        set_forwarded(&mut h, ip, false, true);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        set_forwarded(&mut h, "::1".parse().unwrap(), false, false);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4_shaped_and_distinct() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+    }
+}

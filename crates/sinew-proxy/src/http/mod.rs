@@ -1,0 +1,149 @@
+//! The HTTP connection manager: one downstream connection (HTTP/1.1 or HTTP/2, cleartext
+//! or TLS), its timeouts, and the request handler every request on it goes through.
+
+pub mod body;
+pub mod flags;
+mod forward;
+mod handler;
+pub mod headers;
+pub mod local_reply;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::listener::ListenerSlot;
+use crate::snapshot::{HttpManager, ListenerConfig, ListenerKind};
+
+/// What a request handler knows of its connection.
+pub(crate) struct ConnContext {
+    pub slot: Arc<ListenerSlot>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    started: Instant,
+    active_requests: AtomicU32,
+    /// Milliseconds after `started` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl ConnContext {
+    fn request_started(&self) {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn request_finished(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(now, Ordering::Relaxed);
+        self.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long the connection has had no request in flight, or None while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.active_requests.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = self.idle_since_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(since)))
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: &Arc<ListenerSlot>,
+    config: &Arc<ListenerConfig>,
+) {
+    let ListenerKind::Http(manager) = &config.kind else {
+        return;
+    };
+    match &config.tls {
+        None => serve_io(stream, peer, slot.clone(), manager, false).await,
+        Some(acceptor) => {
+            // The handshake shares the header deadline: a silent client holds nothing.
+            let handshake =
+                tokio::time::timeout(manager.request_headers_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => serve_io(tls, peer, slot.clone(), manager, true).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<IO>(
+    io: IO,
+    peer: SocketAddr,
+    slot: Arc<ListenerSlot>,
+    manager: &HttpManager,
+    tls: bool,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ConnContext {
+        slot,
+        peer,
+        tls,
+        started: Instant::now(),
+        active_requests: AtomicU32::new(0),
+        idle_since_ms: AtomicU64::new(0),
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(manager.request_headers_timeout)
+        // hyper answers 431 when the request head outgrows its buffer; it needs >= 8 KiB.
+        .max_buf_size(manager.max_request_headers_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(manager.max_request_headers_bytes as u32);
+    let service_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = service_ctx.clone();
+        async move {
+            ctx.request_started();
+            let response = handler::handle(req, &ctx).await;
+            ctx.request_finished();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let idle_timeout = manager.idle_timeout;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut shutting_down = false;
+    loop {
+        let wait = match ctx.idle_for() {
+            Some(idle) if idle >= idle_timeout && !shutting_down => {
+                // Graceful: HTTP/1.1 finishes the response in progress, HTTP/2 sends GOAWAY.
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+                idle_timeout
+            }
+            Some(idle) => idle_timeout
+                .saturating_sub(idle)
+                .max(Duration::from_millis(10)),
+            None => idle_timeout,
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

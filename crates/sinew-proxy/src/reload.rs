@@ -1,0 +1,48 @@
+//! Reloading the config file on SIGHUP or when it changes on disk.
+//!
+//! The file is polled once a second rather than watched with inotify: it needs no
+//! extra dependency, works across editors that replace the file, and a second's delay
+//! is fine for config. A change is detected by content, not modification time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::Proxy;
+
+/// Watches `path` and reloads `proxy` until the process ends.
+pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file change only");
+            None
+        }
+    };
+    let mut last = std::fs::read(&path).ok();
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let forced = tokio::select! {
+            _ = poll.tick() => false,
+            _ = async { match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+        };
+        let now = std::fs::read(&path).ok();
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        tracing::info!(file = %path.display(), reason = if forced { "SIGHUP" } else { "file changed" }, "reloading config");
+        let loaded = match sinew_config::load_file(&path) {
+            Ok(l) => l,
+            Err(d) => {
+                tracing::error!("config refused; the running config keeps serving:\n{d}");
+                continue;
+            }
+        };
+        if let Err(d) = proxy.reload(&loaded).await {
+            tracing::error!("config refused; the running config keeps serving:\n{d}");
+        }
+    }
+}

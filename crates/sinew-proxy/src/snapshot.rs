@@ -1,0 +1,290 @@
+//! Compiling a config into the immutable snapshot the data plane runs on.
+//!
+//! Compiling is where a config is proven whole: regexes compile, certificates load,
+//! every route resolves to a cluster and subset. A config that fails here never serves
+//! a request; the snapshot that was running keeps running.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use sinew_balance::{Balancer, PickContext, Policy};
+use sinew_config::model::{self, Listener};
+use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
+use sinew_router::{RouteTable, Target};
+use sinew_upstream::{Cluster, ClusterBuilder};
+use tokio_rustls::TlsAcceptor;
+
+/// Everything the data plane needs, compiled; replaced whole on reload.
+pub struct Snapshot {
+    pub version: u64,
+    pub listeners: Vec<Arc<ListenerConfig>>,
+    pub clusters: Vec<Arc<Cluster>>,
+}
+
+/// One listener's compiled config.
+pub struct ListenerConfig {
+    pub name: Arc<str>,
+    /// As written in the config; a listener keeps its socket across reloads while this
+    /// stays the same (so port 0 keeps its port).
+    pub address_text: String,
+    pub address: SocketAddr,
+    pub max_connections: Option<u32>,
+    pub tls: Option<TlsAcceptor>,
+    pub kind: ListenerKind,
+}
+
+pub enum ListenerKind {
+    Http(Arc<HttpManager>),
+    Tcp(Arc<TcpProxy>),
+}
+
+/// A route table with the clusters its targets point at.
+pub struct RouteSet {
+    pub table: RouteTable,
+    targets: Vec<(Arc<Cluster>, usize)>,
+}
+
+impl RouteSet {
+    /// The cluster and subset a route target stands for.
+    pub fn target(&self, t: Target) -> (&Arc<Cluster>, usize) {
+        let (c, s) = &self.targets[t.0];
+        (c, *s)
+    }
+}
+
+/// The HTTP connection manager of one listener.
+pub struct HttpManager {
+    pub routes: Arc<RouteSet>,
+    pub max_request_headers_bytes: usize,
+    pub max_request_body_bytes: Option<u64>,
+    pub request_headers_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub generate_request_id: bool,
+    pub trust_forwarded_headers: bool,
+    pub tls: bool,
+    /// `Via` values for HTTP/1.1 and HTTP/2 requests; None when `via` is empty.
+    pub via_http1: Option<HeaderValue>,
+    pub via_http2: Option<HeaderValue>,
+}
+
+/// A TCP proxy's targets.
+pub struct TcpProxy {
+    pub clusters: Vec<Arc<Cluster>>,
+    balancer: Balancer,
+    pub idle_timeout: Duration,
+}
+
+impl TcpProxy {
+    /// Chooses a cluster by weight.
+    pub fn pick_cluster(&self) -> Option<&Arc<Cluster>> {
+        let i = self.balancer.pick(&PickContext::none())?;
+        self.clusters.get(i)
+    }
+}
+
+/// Compiles `loaded` into a snapshot. Clusters named as in `previous` keep their
+/// endpoints' pooled connections.
+pub fn compile(
+    loaded: &LoadedConfig,
+    previous: Option<&Snapshot>,
+    version: u64,
+) -> Result<Snapshot, Diagnostics> {
+    let config = &loaded.config;
+    let mut errors: Vec<ConfigError> = Vec::new();
+
+    let mut builders: Vec<ClusterBuilder> = config
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ClusterBuilder::new(c, format!("clusters[{i}]")))
+        .collect();
+    let cluster_index: HashMap<String, usize> = builders
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.name().to_string(), i))
+        .collect();
+
+    // Route tables, with targets as (cluster index, subset) until clusters are built.
+    let compile_table = |vhosts: &[model::VirtualHost],
+                         path: &str,
+                         builders: &mut Vec<ClusterBuilder>| {
+        let mut targets: Vec<(usize, usize)> = Vec::new();
+        let mut resolve = |name: &str, selector: &std::collections::BTreeMap<String, String>| {
+            let ci = cluster_index[name];
+            let si = builders[ci].subset(selector);
+            let t = (ci, si);
+            Target(match targets.iter().position(|x| *x == t) {
+                Some(i) => i,
+                None => {
+                    targets.push(t);
+                    targets.len() - 1
+                }
+            })
+        };
+        let table = RouteTable::compile(vhosts, path, &mut resolve);
+        table.map(|table| (table, targets))
+    };
+    let mut named_tables = HashMap::new();
+    for (i, rc) in config.route_configs.iter().enumerate() {
+        match compile_table(
+            &rc.virtual_hosts,
+            &format!("route_configs[{i}].virtual_hosts"),
+            &mut builders,
+        ) {
+            Ok(t) => {
+                named_tables.insert(rc.name.clone(), t);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut listener_tables = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let inline = l.http.as_ref().and_then(|h| h.virtual_hosts.as_ref());
+        match inline {
+            Some(vhosts) => {
+                match compile_table(
+                    vhosts,
+                    &format!("listeners[{i}].http.virtual_hosts"),
+                    &mut builders,
+                ) {
+                    Ok(t) => listener_tables.push(Some(t)),
+                    Err(e) => {
+                        errors.extend(e);
+                        listener_tables.push(None);
+                    }
+                }
+            }
+            None => listener_tables.push(None),
+        }
+    }
+
+    let previous_clusters: HashMap<&str, &Arc<Cluster>> = previous
+        .map(|p| p.clusters.iter().map(|c| (&*c.name, c)).collect())
+        .unwrap_or_default();
+    let mut clusters = Vec::with_capacity(builders.len());
+    for b in builders {
+        let prev = previous_clusters.get(b.name()).map(|c| c.as_ref());
+        match b.build(prev) {
+            Ok(c) => clusters.push(c),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(loaded.diagnostics(errors));
+    }
+
+    let resolve_set = |(table, targets): (RouteTable, Vec<(usize, usize)>)| {
+        Arc::new(RouteSet {
+            table,
+            targets: targets
+                .into_iter()
+                .map(|(c, s)| (clusters[c].clone(), s))
+                .collect(),
+        })
+    };
+    let named_sets: HashMap<String, Arc<RouteSet>> = named_tables
+        .into_iter()
+        .map(|(name, t)| (name, resolve_set(t)))
+        .collect();
+
+    let mut listeners = Vec::new();
+    for (i, (l, inline)) in config.listeners.iter().zip(listener_tables).enumerate() {
+        let path = format!("listeners[{i}]");
+        let tls = match &l.tls {
+            Some(t) => match tls_acceptor(t) {
+                Ok(a) => Some(a),
+                Err((field, message)) => {
+                    errors.push(ConfigError::new(format!("{path}.tls.{field}"), message));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let kind = if let Some(http) = &l.http {
+            let routes = match (inline, &http.route_config) {
+                (Some(t), _) => resolve_set(t),
+                (None, Some(name)) => named_sets[name].clone(),
+                (None, None) => unreachable!("validation requires route_config or virtual_hosts"),
+            };
+            ListenerKind::Http(Arc::new(http_manager(http, routes, l)))
+        } else if let Some(tcp) = &l.tcp {
+            let (names, weights): (Vec<&str>, Vec<u32>) =
+                match (&tcp.cluster, &tcp.weighted_clusters) {
+                    (Some(c), _) => (vec![c.as_str()], vec![1]),
+                    (None, Some(w)) => w.iter().map(|w| (w.cluster.as_str(), w.weight)).unzip(),
+                    (None, None) => {
+                        unreachable!("validation requires cluster or weighted_clusters")
+                    }
+                };
+            ListenerKind::Tcp(Arc::new(TcpProxy {
+                clusters: names
+                    .iter()
+                    .map(|n| clusters[cluster_index[*n]].clone())
+                    .collect(),
+                balancer: Balancer::new(&Policy::Random, &weights),
+                idle_timeout: tcp.idle_timeout,
+            }))
+        } else {
+            unreachable!("validation requires http or tcp");
+        };
+        listeners.push(Arc::new(ListenerConfig {
+            name: l.name.as_str().into(),
+            address_text: l.address.clone(),
+            address: l.address.parse().expect("validated"),
+            max_connections: l.max_connections,
+            tls,
+            kind,
+        }));
+    }
+    if !errors.is_empty() {
+        return Err(loaded.diagnostics(errors));
+    }
+    Ok(Snapshot {
+        version,
+        listeners,
+        clusters,
+    })
+}
+
+fn http_manager(
+    http: &model::HttpConnectionManager,
+    routes: Arc<RouteSet>,
+    l: &Listener,
+) -> HttpManager {
+    let via = |version: &str| {
+        (!http.via.is_empty())
+            .then(|| HeaderValue::from_str(&format!("{version} {}", http.via)).ok())
+            .flatten()
+    };
+    HttpManager {
+        routes,
+        max_request_headers_bytes: http.max_request_headers_kb as usize * 1024,
+        max_request_body_bytes: http.max_request_body_bytes,
+        request_headers_timeout: http.request_headers_timeout,
+        idle_timeout: http.idle_timeout,
+        request_timeout: http.request_timeout,
+        generate_request_id: http.generate_request_id,
+        trust_forwarded_headers: http.trust_forwarded_headers,
+        tls: l.tls.is_some(),
+        via_http1: via("1.1"),
+        via_http2: via("2"),
+    }
+}
+
+fn tls_acceptor(t: &model::ListenerTls) -> Result<TlsAcceptor, (&'static str, String)> {
+    use sinew_upstream::tls;
+    let certs = tls::load_certs(&t.cert).map_err(|e| ("cert", e))?;
+    let key = tls::load_key(&t.key).map_err(|e| ("key", e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ("key", format!("certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

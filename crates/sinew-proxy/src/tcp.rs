@@ -1,0 +1,140 @@
+//! The TCP proxy: one upstream connection per downstream connection, bytes copied both
+//! ways until either side closes or the connection sits idle too long.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::snapshot::TcpProxy;
+
+/// How many endpoints to try before giving up on a connection.
+const CONNECT_ATTEMPTS: usize = 3;
+
+pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
+    let peer = downstream.peer_addr().ok();
+    let mut upstream = None;
+    let mut avoid = None;
+    for _ in 0..CONNECT_ATTEMPTS {
+        let Some(cluster) = config.pick_cluster() else {
+            break;
+        };
+        let Some(endpoint) = cluster.pick(0, None, avoid) else {
+            tracing::debug!(cluster = %cluster.name, "no endpoint for TCP connection");
+            continue;
+        };
+        let address = endpoint.state.address;
+        let timeout = endpoint.state.settings().connect_timeout;
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                upstream = Some((stream, endpoint));
+                break;
+            }
+            Ok(Err(e)) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
+            Err(_) => tracing::debug!(%address, "TCP upstream connect timed out"),
+        }
+        avoid = Some(address);
+    }
+    let Some((upstream, _endpoint)) = upstream else {
+        tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
+        return;
+    };
+    let activity = Arc::new(Activity::new());
+    let mut down = Tracked::new(downstream, activity.clone());
+    let mut up = Tracked::new(upstream, activity.clone());
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    loop {
+        let idle = activity.idle();
+        if idle >= config.idle_timeout {
+            tracing::debug!(?peer, "TCP connection idle; closing");
+            return;
+        }
+        tokio::select! {
+            result = &mut copy => {
+                if let Err(e) = result {
+                    tracing::debug!(?peer, error = %e, "TCP connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(config.idle_timeout - idle) => {}
+        }
+    }
+}
+
+/// When bytes last moved, in milliseconds since the connection began.
+struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that records activity on every successful read or write.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Tracked {
+    fn new(inner: TcpStream, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(_))) {
+            this.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

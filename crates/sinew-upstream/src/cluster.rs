@@ -1,0 +1,362 @@
+//! A cluster: its endpoints, its subsets, its balancers, and the background task that
+//! re-resolves DNS names and ages out idle connections.
+//!
+//! The live endpoint set is an immutable [`HostSet`] behind an `ArcSwap`: picking an
+//! endpoint reads it without a lock, and a DNS change publishes a whole new set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sinew_balance::{hash_key, Balancer, PickContext, Policy};
+use sinew_config::model::{self, Discovery, LbPolicy, UpstreamProtocol};
+use sinew_config::ConfigError;
+
+use crate::connect::UpstreamTls;
+use crate::pool::{ConnectSettings, EndpointState};
+
+/// One endpoint of a host set: its address, weight and labels, and its live state.
+pub struct Endpoint {
+    pub weight: u32,
+    pub metadata: Arc<BTreeMap<String, String>>,
+    pub state: Arc<EndpointState>,
+}
+
+impl Endpoint {
+    pub fn address(&self) -> SocketAddr {
+        self.state.address
+    }
+}
+
+struct Subset {
+    /// Indexes into `HostSet::endpoints`.
+    members: Vec<usize>,
+    balancer: Balancer,
+}
+
+/// The endpoints of a cluster at one moment, with a balancer per subset.
+pub struct HostSet {
+    pub endpoints: Vec<Endpoint>,
+    subsets: Vec<Subset>,
+}
+
+impl HostSet {
+    fn new(
+        endpoints: Vec<Endpoint>,
+        selectors: &[BTreeMap<String, String>],
+        policy: &Policy,
+    ) -> Self {
+        let subsets = selectors
+            .iter()
+            .map(|selector| {
+                let members: Vec<usize> = endpoints
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| selector.iter().all(|(k, v)| e.metadata.get(k) == Some(v)))
+                    .map(|(i, _)| i)
+                    .collect();
+                let weights: Vec<u32> = members.iter().map(|&i| endpoints[i].weight).collect();
+                // Hash policies key endpoints by address so a key keeps its endpoint when
+                // other endpoints come and go.
+                let ids: Vec<u64> = members
+                    .iter()
+                    .map(|&i| hash_key(endpoints[i].address().to_string().as_bytes()))
+                    .collect();
+                Subset {
+                    balancer: Balancer::with_ids(policy, &weights, &ids),
+                    members,
+                }
+            })
+            .collect();
+        HostSet { endpoints, subsets }
+    }
+}
+
+/// A cluster of upstream endpoints.
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub protocol: UpstreamProtocol,
+    config: model::Cluster,
+    settings: Arc<ConnectSettings>,
+    policy: Policy,
+    /// Subset selectors routes asked for; index 0 is the whole cluster.
+    selectors: Vec<BTreeMap<String, String>>,
+    hosts: ArcSwap<HostSet>,
+}
+
+/// Collects the subsets routes need before the cluster is frozen.
+pub struct ClusterBuilder<'a> {
+    config: &'a model::Cluster,
+    path: String,
+    selectors: Vec<BTreeMap<String, String>>,
+}
+
+impl<'a> ClusterBuilder<'a> {
+    /// `path` is the cluster's config path, e.g. `clusters[3]`, for error messages.
+    pub fn new(config: &'a model::Cluster, path: String) -> Self {
+        Self {
+            config,
+            path,
+            selectors: vec![BTreeMap::new()],
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The subset index for endpoints whose metadata has all of `selector`'s labels.
+    pub fn subset(&mut self, selector: &BTreeMap<String, String>) -> usize {
+        match self.selectors.iter().position(|s| s == selector) {
+            Some(i) => i,
+            None => {
+                self.selectors.push(selector.clone());
+                self.selectors.len() - 1
+            }
+        }
+    }
+
+    /// Builds the cluster. Endpoint state (and so pooled connections) is taken over from
+    /// `previous` — the same-named cluster of the running config — when the way of
+    /// connecting has not changed.
+    pub fn build(self, previous: Option<&Cluster>) -> Result<Arc<Cluster>, Vec<ConfigError>> {
+        let cfg = self.config;
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => {
+                let alpn = match &t.alpn {
+                    Some(list) => list.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                    None => match cfg.protocol {
+                        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+                        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                        UpstreamProtocol::SameAsDownstream => {
+                            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+                        }
+                    },
+                };
+                match UpstreamTls::new(&t.sni, &t.ca, alpn) {
+                    Ok(tls) => Some(tls),
+                    Err((field, message)) => {
+                        return Err(vec![ConfigError::new(
+                            format!("{}.tls.{field}", self.path),
+                            message,
+                        )])
+                    }
+                }
+            }
+        };
+        let same_connections = previous.is_some_and(|p| {
+            p.config.protocol == cfg.protocol
+                && p.config.connect_timeout == cfg.connect_timeout
+                && format!("{:?}{:?}", p.config.tls, p.config.pool)
+                    == format!("{:?}{:?}", cfg.tls, cfg.pool)
+        });
+        let settings = match previous {
+            Some(p) if same_connections => p.settings.clone(),
+            _ => Arc::new(ConnectSettings {
+                connect_timeout: cfg.connect_timeout,
+                tls,
+                pool: cfg.pool.clone(),
+            }),
+        };
+        let policy = match cfg.lb {
+            LbPolicy::RoundRobin => Policy::RoundRobin,
+            LbPolicy::SmoothWeighted => Policy::SmoothWeighted,
+            LbPolicy::Random => Policy::Random,
+            LbPolicy::LeastRequest => Policy::least_request(),
+            LbPolicy::RingHash => Policy::RingHash {
+                min_ring_size: cfg.ring_size,
+                max_ring_size: cfg.ring_size.max(8 * 1024 * 1024),
+            },
+            LbPolicy::Maglev => Policy::maglev(),
+        };
+        let reusable: HashMap<SocketAddr, Arc<EndpointState>> = match previous {
+            Some(p) if same_connections => p
+                .hosts
+                .load()
+                .endpoints
+                .iter()
+                .map(|e| (e.address(), e.state.clone()))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let addresses: Vec<(SocketAddr, &model::Endpoint)> = match cfg.discovery {
+            Discovery::Static => cfg
+                .endpoints
+                .iter()
+                .filter_map(|e| e.address.parse().ok().map(|a| (a, e)))
+                .collect(),
+            // DNS clusters start from what the running config last resolved, so a reload
+            // leaves no gap; the background task resolves again at once.
+            Discovery::Dns => match previous {
+                Some(p) if p.config.discovery == Discovery::Dns => {
+                    let hosts = p.hosts.load();
+                    hosts
+                        .endpoints
+                        .iter()
+                        .filter_map(|e| {
+                            let source =
+                                p.config.endpoints.iter().position(|c| {
+                                    c.metadata == *e.metadata && c.weight == e.weight
+                                })?;
+                            cfg.endpoints.get(source).map(|c| (e.address(), c))
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            },
+        };
+        let endpoints = make_endpoints(&addresses, &reusable, &settings);
+        let hosts = HostSet::new(endpoints, &self.selectors, &policy);
+        Ok(Arc::new(Cluster {
+            name: cfg.name.as_str().into(),
+            protocol: cfg.protocol,
+            config: cfg.clone(),
+            settings,
+            policy,
+            selectors: self.selectors,
+            hosts: ArcSwap::from_pointee(hosts),
+        }))
+    }
+}
+
+fn make_endpoints(
+    addresses: &[(SocketAddr, &model::Endpoint)],
+    reusable: &HashMap<SocketAddr, Arc<EndpointState>>,
+    settings: &Arc<ConnectSettings>,
+) -> Vec<Endpoint> {
+    addresses
+        .iter()
+        .map(|(addr, cfg)| Endpoint {
+            weight: cfg.weight,
+            metadata: Arc::new(cfg.metadata.clone()),
+            state: reusable
+                .get(addr)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(EndpointState::new(*addr, settings.clone()))),
+        })
+        .collect()
+}
+
+/// A chosen endpoint, counted as active until dropped.
+pub struct Picked {
+    pub state: Arc<EndpointState>,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.state.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Cluster {
+    /// Picks an endpoint of `subset` (0 = all), skipping `avoid` when another is available.
+    pub fn pick(
+        &self,
+        subset: usize,
+        hash: Option<u64>,
+        avoid: Option<SocketAddr>,
+    ) -> Option<Picked> {
+        let hosts = self.hosts.load();
+        let subset = hosts.subsets.get(subset)?;
+        let active = |i: usize| {
+            hosts.endpoints[subset.members[i]]
+                .state
+                .active_requests
+                .load(Ordering::Relaxed)
+        };
+        let ctx = PickContext {
+            hash,
+            active: &active,
+        };
+        let mut index = subset.members[subset.balancer.pick(&ctx)?];
+        if avoid == Some(hosts.endpoints[index].address()) && subset.members.len() > 1 {
+            // A retry should land elsewhere; one more pick is enough for every policy but
+            // hashing, and hashing keys are sticky by design, so take the next member.
+            let again = subset.members[subset.balancer.pick(&ctx)?];
+            index = if again != index {
+                again
+            } else {
+                let pos = subset.members.iter().position(|&m| m == index).unwrap_or(0);
+                subset.members[(pos + 1) % subset.members.len()]
+            };
+        }
+        let state = hosts.endpoints[index].state.clone();
+        state.active_requests.fetch_add(1, Ordering::Relaxed);
+        Some(Picked { state })
+    }
+
+    /// The current endpoints (for the admin API and tests).
+    pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
+        self.hosts.load()
+    }
+
+    /// Starts the cluster's background work: DNS re-resolution and pool pruning. The
+    /// task holds only a weak reference and ends when the cluster is dropped.
+    pub fn start(self: &Arc<Self>) {
+        let weak: Weak<Cluster> = Arc::downgrade(self);
+        let dns = self.config.discovery == Discovery::Dns;
+        let refresh = self.config.dns_refresh;
+        tokio::spawn(async move {
+            let tick = Duration::from_secs(1).min(refresh);
+            let mut since_resolve = refresh;
+            loop {
+                let Some(cluster) = weak.upgrade() else {
+                    return;
+                };
+                if dns && since_resolve >= refresh {
+                    cluster.resolve().await;
+                    since_resolve = Duration::ZERO;
+                }
+                for e in &cluster.hosts.load().endpoints {
+                    e.state.prune();
+                }
+                drop(cluster);
+                tokio::time::sleep(tick).await;
+                since_resolve += tick;
+            }
+        });
+    }
+
+    /// Resolves every endpoint name and publishes the new set if it changed.
+    async fn resolve(&self) {
+        let mut resolved: Vec<(SocketAddr, &model::Endpoint)> = Vec::new();
+        for endpoint in &self.config.endpoints {
+            match tokio::net::lookup_host(endpoint.address.as_str()).await {
+                Ok(addrs) => resolved.extend(addrs.map(|a| (a, endpoint))),
+                Err(e) => {
+                    tracing::warn!(cluster = %self.name, address = %endpoint.address, error = %e,
+                        "DNS resolution failed; keeping the last answer");
+                    return;
+                }
+            }
+        }
+        resolved.sort_by_key(|(a, _)| *a);
+        resolved.dedup_by_key(|(a, _)| *a);
+        let current = self.hosts.load();
+        let unchanged = current.endpoints.len() == resolved.len()
+            && current
+                .endpoints
+                .iter()
+                .zip(&resolved)
+                .all(|(e, (a, _))| e.address() == *a);
+        if unchanged {
+            return;
+        }
+        let reusable: HashMap<SocketAddr, Arc<EndpointState>> = current
+            .endpoints
+            .iter()
+            .map(|e| (e.address(), e.state.clone()))
+            .collect();
+        let endpoints = make_endpoints(&resolved, &reusable, &self.settings);
+        tracing::info!(cluster = %self.name, endpoints = endpoints.len(), "DNS answer changed");
+        self.hosts.store(Arc::new(HostSet::new(
+            endpoints,
+            &self.selectors,
+            &self.policy,
+        )));
+    }
+}

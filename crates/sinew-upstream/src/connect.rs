@@ -1,0 +1,168 @@
+//! Opening a connection to one endpoint: TCP with a deadline, then TLS when the cluster asks.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// TLS settings of a cluster, compiled once.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
+impl UpstreamTls {
+    pub fn new(
+        sni: &str,
+        ca_file: &str,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<UpstreamTls, (&'static str, String)> {
+        let roots = crate::tls::load_roots(ca_file).map_err(|e| ("ca", e))?;
+        let server_name =
+            ServerName::try_from(sni.to_string()).map_err(|e| ("sni", format!("{sni:?}: {e}")))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ("ca", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn;
+        Ok(UpstreamTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Io(io::Error),
+    Tls(io::Error),
+    /// The peer did not agree to HTTP/2 over ALPN.
+    NoH2,
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => write!(f, "connect timeout"),
+            ConnectError::Io(e) => write!(f, "connect: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
+            ConnectError::NoH2 => write!(f, "upstream did not negotiate h2 over ALPN"),
+            ConnectError::Handshake(e) => write!(f, "HTTP handshake: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A plain or TLS upstream stream.
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connects within `timeout`; with `tls`, also handshakes (inside the same deadline).
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<UpstreamIo, ConnectError> {
+    let work = async {
+        let tcp = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(UpstreamIo::Plain(tcp)),
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), tcp)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                Ok(UpstreamIo::Tls(Box::new(stream)))
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+impl UpstreamIo {
+    /// The ALPN protocol the peer chose, if TLS.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            UpstreamIo::Plain(_) => None,
+            UpstreamIo::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

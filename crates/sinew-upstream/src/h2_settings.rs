@@ -1,0 +1,214 @@
+//! Learns an HTTP/2 upstream's SETTINGS_MAX_CONCURRENT_STREAMS.
+//!
+//! hyper does not expose the peer's settings, yet the pool must know how many streams a
+//! connection may carry so it opens another connection instead of queueing behind a
+//! full one. The server's connection preface begins with a SETTINGS frame (RFC 9113
+//! §3.4), so reading that one frame as it passes by is enough. Later SETTINGS changes
+//! are not followed; the configured cap still bounds the count.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const FRAME_HEADER: usize = 9;
+const SETTINGS_FRAME: u8 = 0x4;
+const ACK_FLAG: u8 = 0x1;
+const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+/// Reads the first SETTINGS frame of a byte stream.
+#[derive(Debug)]
+pub struct SettingsParser {
+    state: State,
+    limit: Arc<AtomicU32>,
+}
+
+#[derive(Debug)]
+enum State {
+    Header {
+        buf: [u8; FRAME_HEADER],
+        have: usize,
+    },
+    Payload {
+        remaining: usize,
+        entry: [u8; 6],
+        have: usize,
+    },
+    Done,
+}
+
+impl SettingsParser {
+    /// `limit` receives the peer's value; it keeps its initial value if the peer sends none.
+    pub fn new(limit: Arc<AtomicU32>) -> Self {
+        Self {
+            state: State::Header {
+                buf: [0; FRAME_HEADER],
+                have: 0,
+            },
+            limit,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Done => return,
+                State::Header { buf, have } => {
+                    let n = (FRAME_HEADER - *have).min(bytes.len());
+                    buf[*have..*have + n].copy_from_slice(&bytes[..n]);
+                    *have += n;
+                    bytes = &bytes[n..];
+                    if *have == FRAME_HEADER {
+                        let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+                        self.state = if buf[3] == SETTINGS_FRAME && buf[4] & ACK_FLAG == 0 {
+                            State::Payload {
+                                remaining: len,
+                                entry: [0; 6],
+                                have: 0,
+                            }
+                        } else {
+                            State::Done
+                        };
+                        if let State::Payload { remaining: 0, .. } = self.state {
+                            self.state = State::Done;
+                        }
+                    }
+                }
+                State::Payload {
+                    remaining,
+                    entry,
+                    have,
+                } => {
+                    let n = (6 - *have).min(bytes.len()).min(*remaining);
+                    entry[*have..*have + n].copy_from_slice(&bytes[..n]);
+                    *have += n;
+                    *remaining -= n;
+                    bytes = &bytes[n..];
+                    if *have == 6 {
+                        let id = u16::from_be_bytes([entry[0], entry[1]]);
+                        let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
+                        if id == MAX_CONCURRENT_STREAMS {
+                            self.limit.store(value, Ordering::Relaxed);
+                        }
+                        *have = 0;
+                    }
+                    if *remaining == 0 {
+                        self.state = State::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Passes an upstream stream through, parsing the peer's first SETTINGS frame on the way.
+    pub struct SettingsSniffer<T> {
+        #[pin]
+        inner: T,
+        parser: SettingsParser,
+    }
+}
+
+impl<T> SettingsSniffer<T> {
+    pub fn new(inner: T, limit: Arc<AtomicU32>) -> Self {
+        Self {
+            inner,
+            parser: SettingsParser::new(limit),
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for SettingsSniffer<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if !this.parser.is_done() {
+            this.parser.feed(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for SettingsSniffer<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, b)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_frame(entries: &[(u16, u32)]) -> Vec<u8> {
+        let len = entries.len() * 6;
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            SETTINGS_FRAME,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        for (id, v) in entries {
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn reads_max_concurrent_streams_split_across_reads() {
+        let limit = Arc::new(AtomicU32::new(100));
+        let mut p = SettingsParser::new(limit.clone());
+        let frame = settings_frame(&[(0x1, 4096), (0x3, 7), (0x4, 65535)]);
+        for b in frame.chunks(4) {
+            p.feed(b);
+        }
+        assert!(p.is_done());
+        assert_eq!(limit.load(Ordering::Relaxed), 7);
+        // Later frames are ignored.
+        p.feed(&settings_frame(&[(0x3, 1)]));
+        assert_eq!(limit.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn keeps_the_default_when_the_peer_sets_no_limit() {
+        let limit = Arc::new(AtomicU32::new(100));
+        let mut p = SettingsParser::new(limit.clone());
+        p.feed(&settings_frame(&[(0x4, 65535)]));
+        assert!(p.is_done());
+        assert_eq!(limit.load(Ordering::Relaxed), 100);
+    }
+}

@@ -1,0 +1,14 @@
+//! The upstream layer: clusters of endpoints, how one is picked, and how a request gets
+//! to it (pooled HTTP/1.1 and HTTP/2 connections, TLS, timeouts on connect).
+
+pub mod body;
+pub mod cluster;
+pub mod connect;
+pub mod h2_settings;
+pub mod pool;
+pub mod tls;
+
+pub use body::{BodyError, RequestBody, UpstreamBody};
+pub use cluster::{Cluster, ClusterBuilder, Picked};
+pub use connect::ConnectError;
+pub use pool::{EndpointState, SendError, WireProtocol};

@@ -1,0 +1,276 @@
+//! Per-endpoint connection pools and sending one request on them.
+//!
+//! HTTP/1.1: idle connections wait in a small stack (LIFO, so the warmest one is reused
+//! and the coldest ones age out); a connection returns when its response body ends.
+//! HTTP/2: connections are shared; each carries at most the smaller of the configured
+//! stream cap and the peer's SETTINGS_MAX_CONCURRENT_STREAMS, and a new connection is
+//! opened when every one is full.
+//!
+//! The pool takes a short mutex per checkout. It guards only this endpoint's idle list,
+//! never config, and is held for a push or a pop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Version};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sinew_config::model::PoolConfig;
+
+use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
+use crate::connect::{connect, ConnectError, UpstreamTls};
+use crate::h2_settings::SettingsSniffer;
+
+/// How to open and pool connections to a cluster's endpoints.
+pub struct ConnectSettings {
+    pub connect_timeout: Duration,
+    pub tls: Option<UpstreamTls>,
+    pub pool: PoolConfig,
+}
+
+/// Which HTTP version to speak upstream for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireProtocol {
+    Http1,
+    Http2,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened (nothing was sent).
+    Connect(ConnectError),
+    /// The connection failed while the request was out, or the response was malformed.
+    Request(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "{e}"),
+            SendError::Request(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+struct IdleHttp1 {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+struct SharedHttp2 {
+    sender: http2::SendRequest<RequestBody>,
+    streams: Arc<AtomicU32>,
+    peer_limit: Arc<AtomicU32>,
+}
+
+/// The live state of one endpoint address: its pools and its load. It outlives config
+/// reloads that keep the endpoint, so pooled connections survive them.
+pub struct EndpointState {
+    pub address: SocketAddr,
+    settings: Arc<ConnectSettings>,
+    /// Requests in flight (least-request balancing reads it).
+    pub active_requests: AtomicU64,
+    /// Connections opened so far, all protocols.
+    pub connections_opened: AtomicU64,
+    idle_http1: Mutex<Vec<IdleHttp1>>,
+    http2: Mutex<Vec<SharedHttp2>>,
+}
+
+impl EndpointState {
+    pub fn new(address: SocketAddr, settings: Arc<ConnectSettings>) -> Self {
+        Self {
+            address,
+            settings,
+            active_requests: AtomicU64::new(0),
+            connections_opened: AtomicU64::new(0),
+            idle_http1: Mutex::new(Vec::new()),
+            http2: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &Arc<ConnectSettings> {
+        &self.settings
+    }
+
+    /// Sends one request to this endpoint, on a pooled connection when one is free.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+        protocol: WireProtocol,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        match protocol {
+            WireProtocol::Http1 => self.send_http1(request).await,
+            WireProtocol::Http2 => self.send_http2(request).await,
+        }
+    }
+
+    async fn send_http1(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut sender = match self.check_out_http1() {
+            Some(s) => s,
+            None => self.connect_http1().await.map_err(SendError::Connect)?,
+        };
+        *request.version_mut() = Version::HTTP_11;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(SendError::Request)?;
+        // An upgraded (101) connection leaves HTTP for good; it is never pooled.
+        let lease =
+            (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Lease::Http1 {
+                sender,
+                endpoint: self.clone(),
+            });
+        Ok(response.map(|b| UpstreamBody::new(b, lease)))
+    }
+
+    fn check_out_http1(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let timeout = self.settings.pool.idle_timeout;
+        let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.sender.is_ready() && conn.since.elapsed() < timeout {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response just ended; a full pool closes it instead.
+    pub(crate) fn check_in(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.settings.pool.max_idle_per_endpoint {
+            idle.push(IdleHttp1 {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        let io = connect(
+            self.address,
+            self.settings.connect_timeout,
+            self.settings.tls.as_ref(),
+        )
+        .await?;
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%address, error = %e, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_http2(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let (mut sender, permit) = match self.check_out_http2() {
+            Some(found) => found,
+            None => self.connect_http2().await.map_err(SendError::Connect)?,
+        };
+        *request.version_mut() = Version::HTTP_2;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(SendError::Request)?;
+        Ok(response.map(|b| UpstreamBody::new(b, Some(Lease::Http2 { _permit: permit }))))
+    }
+
+    fn check_out_http2(&self) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
+        let cap = self.settings.pool.http2_max_concurrent_streams;
+        let mut conns = self.http2.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|c| !c.sender.is_closed());
+        for conn in conns.iter() {
+            let limit = cap.min(conn.peer_limit.load(Ordering::Relaxed));
+            let taken = conn
+                .streams
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok();
+            if taken {
+                return Some((conn.sender.clone(), StreamPermit(conn.streams.clone())));
+            }
+        }
+        None
+    }
+
+    async fn connect_http2(
+        &self,
+    ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), ConnectError> {
+        let io = connect(
+            self.address,
+            self.settings.connect_timeout,
+            self.settings.tls.as_ref(),
+        )
+        .await?;
+        if self.settings.tls.is_some() && io.alpn() != Some(b"h2") {
+            return Err(ConnectError::NoH2);
+        }
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+        // Until the peer's SETTINGS arrive, assume the configured cap.
+        let peer_limit = Arc::new(AtomicU32::new(u32::MAX));
+        let io = SettingsSniffer::new(io, peer_limit.clone());
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%address, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        let streams = Arc::new(AtomicU32::new(1));
+        let permit = StreamPermit(streams.clone());
+        self.http2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(SharedHttp2 {
+                sender: sender.clone(),
+                streams,
+                peer_limit,
+            });
+        Ok((sender, permit))
+    }
+
+    /// Closes idle HTTP/1.1 connections past the idle timeout and forgets dead HTTP/2 ones.
+    pub fn prune(&self) {
+        let timeout = self.settings.pool.idle_timeout;
+        self.idle_http1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+        self.http2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !c.sender.is_closed());
+    }
+
+    /// Idle HTTP/1.1 connections right now (for tests and the admin API).
+    pub fn idle_http1_count(&self) -> usize {
+        self.idle_http1.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Open HTTP/2 connections right now.
+    pub fn http2_connection_count(&self) -> usize {
+        self.http2.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
