@@ -107,14 +107,19 @@ pub fn load_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            // The field path is exact; the parser's own location is often the enclosing
-            // mapping, so it is only used when the path is unknown (syntax errors).
-            let position = match source_map.get(&path) {
-                Some(_) => None,
-                None => inner.location().map(|l| Position {
-                    line: l.line(),
-                    column: l.column(),
-                }),
+            // For a type error the parser points at the enclosing mapping and the field's
+            // own key (from the source map) is better; for a syntax error the parser's
+            // location is the real one and the map only knows an ancestor. The later of
+            // the two is right in both cases.
+            let parser = inner.location().map(|l| Position {
+                line: l.line(),
+                column: l.column(),
+            });
+            let mapped = source_map.lookup(&path);
+            let position = match (parser, mapped) {
+                (Some(p), Some(m)) if (p.line, p.column) > (m.line, m.column) => Some(p),
+                (Some(_), Some(_)) => None,
+                (p, _) => p,
             };
             let error = ConfigError {
                 path: if path == "." { String::new() } else { path },

@@ -23,7 +23,8 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
-    /// Indexes `text`. A syntax error yields an empty map: serde reports it with its own position.
+    /// Indexes `text`. After a syntax error the map holds what came before it; serde reports
+    /// the error itself with its own position.
     pub fn index(text: &str) -> SourceMap {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);

@@ -548,6 +548,12 @@ clusters:
     }
 
     #[test]
+    fn reports_syntax_errors_where_they_are() {
+        let out = errors("clusters:\n\t- name: a\n");
+        assert!(out.starts_with("t.yaml:2:"), "{out}");
+    }
+
+    #[test]
     fn reports_unknown_fields() {
         let out = errors("clusters:\n  - name: a\n    endpoints: []\n    lb_polcy: random\n");
         assert!(out.contains("clusters[0]"), "{out}");
