@@ -89,7 +89,6 @@ struct Prepared {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     mut req: Request<Incoming>,
-    host: String,
     conn: &ConnContext,
     manager: &HttpManager,
     routes: &RouteSet,
@@ -151,9 +150,18 @@ pub(super) async fn forward(
         None => parts.uri.path_and_query().cloned(),
     }
     .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let authority = match route.host_rewrite() {
-        Some(h) => h.clone(),
-        None => HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("")),
+    // Cloning the Host value shares hyper's buffer; only HTTP/2's :authority is copied.
+    let authority = match (
+        route.host_rewrite(),
+        headers.get(HOST),
+        parts.uri.authority(),
+    ) {
+        (Some(rewritten), _, _) => rewritten.clone(),
+        (None, Some(host), _) => host.clone(),
+        (None, None, Some(a)) => {
+            HeaderValue::from_str(a.as_str()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+        (None, None, None) => HeaderValue::from_static(""),
     };
 
     let body = match prepare_body(body, manager.max_request_body_bytes, route).await {

@@ -80,8 +80,7 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
             local_reply::redirect(redirect.code, location)
         }
         Action::Cluster(_) | Action::Weighted(_) => {
-            let host = host.to_string();
-            return forward::forward(req, host, conn, manager, routes, vhost, route, grpc).await;
+            return forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
         }
     };
     route.response_headers.apply(response.headers_mut());
@@ -118,7 +117,7 @@ fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
         let last = headers
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .last()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim);

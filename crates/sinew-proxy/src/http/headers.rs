@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::header::{HeaderName, CONNECTION, EXPECT, TE, TRANSFER_ENCODING, UPGRADE, VIA};
 use http::{HeaderMap, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -38,6 +38,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
     headers.remove(TRANSFER_ENCODING);
+    // The downstream `100 Continue` is hyper's to send, when the body is first read;
+    // hyper's client would not wait for one from upstream, so the expectation ends here.
+    if headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        headers.remove(EXPECT);
+    }
     if let Some(te) = headers.get(TE) {
         if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
             headers.remove(TE);
@@ -112,6 +120,7 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(TE, HeaderValue::from_static("gzip"));
+        h.insert(EXPECT, HeaderValue::from_static("100-continue"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");

@@ -1,0 +1,109 @@
+//! HTTP/1.1 behaviour seen on the wire: `Expect: 100-continue`, pipelining, chunked
+//! request bodies. Raw sockets, so nothing a client library smooths over is hidden.
+
+use std::time::Duration;
+
+use sinew_integration::{TestProxy, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy_to(up: &Upstream) -> TestProxy {
+    TestProxy::start(&format!(
+        "
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: up
+clusters:
+  - name: up
+    endpoints: [{{address: {}}}]
+",
+        up.addr
+    ))
+    .await
+}
+
+/// Reads until `needle` has been seen `count` times, or fails after a deadline.
+async fn read_until(stream: &mut TcpStream, needle: &str, count: usize) -> String {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {count}× {needle:?}; got:\n{text}"))
+            .expect("read");
+        assert!(n > 0, "connection closed early; got:\n{text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_100_before_the_body_is_sent() {
+    let up = Upstream::start("up").await;
+    let proxy = proxy_to(&up).await;
+    let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let interim = read_until(&mut s, "HTTP/1.1 100 Continue\r\n\r\n", 1).await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    s.write_all(b"hello").await.unwrap();
+    let rest = read_until(&mut s, "up\n", 1).await;
+    assert!(rest.contains("HTTP/1.1 200 OK"), "{rest}");
+}
+
+#[tokio::test]
+async fn pipelined_requests_get_responses_in_order() {
+    let up = Upstream::start("up").await;
+    let proxy = proxy_to(&up).await;
+    let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: x\r\nx-test-echo: 1\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: x\r\nx-test-echo: 1\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: x\r\nx-test-echo: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_until(&mut s, "HTTP/1.1 200 OK", 3).await;
+    let text = read_until_complete(&mut s, text, "GET /three").await;
+    let one = text.find("GET /one").expect("first response");
+    let two = text.find("GET /two").expect("second response");
+    let three = text.find("GET /three").expect("third response");
+    assert!(one < two && two < three, "{text}");
+}
+
+async fn read_until_complete(s: &mut TcpStream, mut text: String, needle: &str) -> String {
+    if !text.contains(needle) {
+        text.push_str(&read_until(s, needle, 1).await);
+    }
+    text
+}
+
+#[tokio::test]
+async fn chunked_request_body_is_forwarded_with_its_length() {
+    let up = Upstream::start("up").await;
+    let proxy = proxy_to(&up).await;
+    let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nx-test-echo: 1\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_until(&mut s, "POST /upload", 1).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    // The upstream saw a chunked body (hyper forwards an unknown length as chunked).
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert_eq!(up.requests(), 1);
+}
