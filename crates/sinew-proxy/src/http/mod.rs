@@ -5,6 +5,7 @@ pub mod body;
 pub mod flags;
 mod forward;
 mod handler;
+mod head_guard;
 pub mod headers;
 pub mod local_reply;
 
@@ -28,6 +29,8 @@ pub(crate) struct ConnContext {
     pub slot: Arc<ListenerSlot>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// Which request heads had bare LFs (HTTP/1 only).
+    pub head_check: Arc<head_guard::HeadCheck>,
     started: Instant,
     active_requests: AtomicU32,
     /// Milliseconds after `started` when the last request finished.
@@ -90,10 +93,13 @@ async fn serve_io<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let head_check = head_guard::HeadCheck::new();
+    let io = head_guard::Guarded::new(io, head_check.clone());
     let ctx = Arc::new(ConnContext {
         slot,
         peer,
         tls,
+        head_check,
         started: Instant::now(),
         active_requests: AtomicU32::new(0),
         idle_since_ms: AtomicU64::new(0),

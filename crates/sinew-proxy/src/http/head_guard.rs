@@ -1,0 +1,352 @@
+//! Rejects bare LF line endings in HTTP/1 request heads.
+//!
+//! RFC 9112 §2.2 lets a recipient accept a lone LF as a line ending, and hyper's parser
+//! does; but disagreements about line endings between hops are a request-smuggling
+//! vector, so Sinew refuses them. hyper gives no hook for it, so this reader watches the
+//! bytes on their way to hyper: it follows the message framing (head, then a
+//! Content-Length or chunked body, then the next head) and records which request's head
+//! held a bare LF. The handler answers that request 400 and closes the connection.
+//!
+//! It only watches: bytes pass through unchanged. Anything it does not follow (HTTP/2,
+//! upgrades, CONNECT, header lines too long to inspect) makes it stand down.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared between the reader and the request handler of one connection.
+#[derive(Debug)]
+pub struct HeadCheck {
+    /// Index (0-based, in arrival order) of the first request whose head had a bare LF.
+    bad_head: AtomicU64,
+    /// Requests the handler has seen.
+    handled: AtomicU64,
+}
+
+impl HeadCheck {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            bad_head: AtomicU64::new(u64::MAX),
+            handled: AtomicU64::new(0),
+        })
+    }
+
+    /// Called once per request, in order: was this request's head malformed?
+    pub fn next_request_is_bad(&self) -> bool {
+        let index = self.handled.fetch_add(1, Ordering::Relaxed);
+        self.bad_head.load(Ordering::Acquire) == index
+    }
+}
+
+/// Longest header line prefix kept for inspection; framing headers are short.
+const LINE_KEEP: usize = 96;
+
+#[derive(Debug)]
+enum State {
+    /// Nothing read yet: HTTP/2's preface makes the scanner stand down.
+    Start,
+    Head,
+    Body(u64),
+    ChunkSize {
+        size: u64,
+        in_extension: bool,
+    },
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailers,
+    Off,
+}
+
+/// Follows HTTP/1 request framing over a byte stream.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    heads: u64,
+    prev: u8,
+    line: [u8; LINE_KEEP],
+    line_len: usize,
+    line_overflow: bool,
+    first_line: bool,
+    content_length: Option<u64>,
+    chunked: bool,
+    stop_after_head: bool,
+    check: Arc<HeadCheck>,
+}
+
+impl Scanner {
+    pub fn new(check: Arc<HeadCheck>) -> Self {
+        Self {
+            state: State::Start,
+            heads: 0,
+            prev: 0,
+            line: [0; LINE_KEEP],
+            line_len: 0,
+            line_overflow: false,
+            first_line: true,
+            content_length: None,
+            chunked: false,
+            stop_after_head: false,
+            check,
+        }
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Start => {
+                    if bytes.starts_with(b"PRI") || (bytes.len() < 3 && b"PRI".starts_with(bytes)) {
+                        self.state = State::Off;
+                        return;
+                    }
+                    self.state = State::Head;
+                }
+                State::Body(remaining) => {
+                    let n = (*remaining).min(bytes.len() as u64);
+                    *remaining -= n;
+                    bytes = &bytes[n as usize..];
+                    if *remaining == 0 {
+                        self.state = State::Head;
+                    }
+                }
+                State::ChunkData(remaining) => {
+                    let n = (*remaining).min(bytes.len() as u64);
+                    *remaining -= n;
+                    bytes = &bytes[n as usize..];
+                    if *remaining == 0 {
+                        self.state = State::ChunkEnd;
+                    }
+                }
+                State::ChunkEnd => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    if b == b'\n' {
+                        self.state = State::ChunkSize {
+                            size: 0,
+                            in_extension: false,
+                        };
+                    }
+                }
+                State::ChunkSize { size, in_extension } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    match b {
+                        b'\n' => {
+                            self.state = if *size == 0 {
+                                State::Trailers
+                            } else {
+                                State::ChunkData(*size)
+                            };
+                            self.prev = b'\n';
+                        }
+                        b'\r' => {}
+                        _ if *in_extension => {}
+                        b';' | b' ' | b'\t' => *in_extension = true,
+                        _ => match (b as char).to_digit(16) {
+                            Some(d) if *size < (1 << 56) => *size = *size * 16 + d as u64,
+                            // Malformed or huge: hyper rejects it; stop following.
+                            _ => self.state = State::Off,
+                        },
+                    }
+                }
+                State::Trailers => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    if b == b'\n' {
+                        // An empty line (LF right after the previous LF, CR aside) ends them.
+                        if self.line_len == 0 {
+                            self.state = State::Head;
+                            self.first_line = true;
+                        }
+                        self.line_len = 0;
+                    } else if b != b'\r' {
+                        self.line_len = 1;
+                    }
+                }
+                State::Head => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    if b == b'\n' {
+                        if self.prev != b'\r' {
+                            self.check.bad_head.store(self.heads, Ordering::Release);
+                            self.state = State::Off;
+                            return;
+                        }
+                        self.end_of_line();
+                    } else if b != b'\r' {
+                        if self.line_len < LINE_KEEP {
+                            self.line[self.line_len] = b;
+                            self.line_len += 1;
+                        } else {
+                            self.line_overflow = true;
+                        }
+                    }
+                    self.prev = b;
+                }
+            }
+        }
+    }
+
+    fn end_of_line(&mut self) {
+        let line = &self.line[..self.line_len];
+        if self.first_line {
+            // Leading empty lines before a request are allowed (RFC 9112 §2.2).
+            if !line.is_empty() {
+                self.first_line = false;
+                self.stop_after_head = line.starts_with(b"CONNECT ");
+            }
+        } else if line.is_empty() {
+            self.end_of_head();
+        } else {
+            let lower = |prefix: &[u8]| {
+                line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+            };
+            let value = |prefix_len: usize| {
+                std::str::from_utf8(&line[prefix_len..])
+                    .unwrap_or("")
+                    .trim()
+            };
+            if lower(b"content-length:") {
+                if self.line_overflow {
+                    self.state = State::Off;
+                }
+                self.content_length = value(15).parse().ok();
+            } else if lower(b"transfer-encoding:") {
+                if self.line_overflow {
+                    self.state = State::Off;
+                }
+                self.chunked = value(18).to_ascii_lowercase().contains("chunked");
+            } else if lower(b"upgrade:") {
+                self.stop_after_head = true;
+            }
+        }
+        self.line_len = 0;
+        self.line_overflow = false;
+    }
+
+    fn end_of_head(&mut self) {
+        self.heads += 1;
+        self.first_line = true;
+        let (chunked, length) = (self.chunked, self.content_length);
+        self.chunked = false;
+        self.content_length = None;
+        if matches!(self.state, State::Off) || self.stop_after_head {
+            self.state = State::Off;
+            return;
+        }
+        self.state = match (chunked, length) {
+            (true, _) => State::ChunkSize {
+                size: 0,
+                in_extension: false,
+            },
+            (false, Some(n)) if n > 0 => State::Body(n),
+            _ => State::Head,
+        };
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A downstream stream whose reads pass through a [`Scanner`].
+    pub struct Guarded<T> {
+        #[pin]
+        inner: T,
+        scanner: Scanner,
+    }
+}
+
+impl<T> Guarded<T> {
+    pub fn new(inner: T, check: Arc<HeadCheck>) -> Self {
+        Self {
+            inner,
+            scanner: Scanner::new(check),
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Guarded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        this.scanner.feed(&buf.filled()[before..]);
+        result
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, b)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_heads(input: &[u8], chunk: usize) -> Vec<bool> {
+        let check = HeadCheck::new();
+        let mut s = Scanner::new(check.clone());
+        for c in input.chunks(chunk) {
+            s.feed(c);
+        }
+        (0..4).map(|_| check.next_request_is_bad()).collect()
+    }
+
+    #[test]
+    fn accepts_crlf_requests_with_bodies_of_every_kind() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\na\nb\n\
+POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\n\n\n\n\r\n0\r\nT: 1\r\n\r\n\
+GET / HTTP/1.1\r\n\r\n";
+        for chunk in [1, 3, 7, 1000] {
+            assert_eq!(
+                bad_heads(input, chunk),
+                vec![false; 4],
+                "chunk size {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_the_request_whose_head_has_a_bare_lf() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\nHost: a\n\n";
+        assert_eq!(bad_heads(input, 5), vec![false, true, false, false]);
+        let input = b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n";
+        assert_eq!(bad_heads(input, 100), vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn stands_down_for_http2_and_upgrades() {
+        assert_eq!(
+            bad_heads(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n", 4),
+            vec![false; 4]
+        );
+        let input = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nbinary\nframes\n";
+        assert_eq!(bad_heads(input, 4), vec![false; 4]);
+    }
+}
