@@ -208,6 +208,14 @@ impl RouteMatcher {
 
 impl HeaderMatcher {
     fn matches(&self, headers: &http::HeaderMap) -> bool {
+        // As in Envoy, an inverted value condition still needs the header: `exact: prod,
+        // invert: true` means "present and not prod", not "anything but prod".
+        if self.invert
+            && !matches!(self.condition, HeaderCondition::Present(_))
+            && !headers.contains_key(&self.name)
+        {
+            return false;
+        }
         self.invert != self.holds(headers)
     }
 
@@ -436,7 +444,8 @@ mod tests {
         let m = "{headers: [{name: x-env, exact: prod, invert: true}]}";
         assert!(!matches(m, "GET", "/", &[("x-env", "prod")]));
         assert!(matches(m, "GET", "/", &[("x-env", "staging")]));
-        assert!(matches(m, "GET", "/", &[]));
+        // Envoy's rule: an inverted value matcher needs the header present.
+        assert!(!matches(m, "GET", "/", &[]));
 
         let m = "{headers: [{name: x-env, present: true, invert: true}]}";
         assert!(matches(m, "GET", "/", &[]));
