@@ -81,6 +81,7 @@ impl Proxy {
 
         let next = Arc::new(next);
         for cluster in &next.clusters {
+            cluster.warm().await;
             cluster.start();
         }
         // Keep, update or stop the running slots, then start the new ones.
@@ -119,6 +120,18 @@ impl Proxy {
             .iter()
             .find(|s| &*s.name == name)
             .map(|s| s.bound)
+    }
+
+    /// Stops every listener and waits until their sockets are closed; connections
+    /// already accepted carry on.
+    pub async fn stop_listening(&self) {
+        let slots = std::mem::take(&mut *self.slots.lock().await);
+        for slot in &slots {
+            slot.stop();
+        }
+        for slot in &slots {
+            slot.wait_stopped().await;
+        }
     }
 
     /// The running snapshot.

@@ -80,6 +80,12 @@ impl ListenerSlot {
         let _ = self.stop.send(true);
     }
 
+    /// Resolves once the accept loop has ended and its socket is closed.
+    pub async fn wait_stopped(&self) {
+        // The accept loop holds the only receiver; the channel closes when it ends.
+        self.stop.closed().await;
+    }
+
     pub fn active_connections(&self) -> usize {
         self.active_connections.load(Ordering::Relaxed)
     }
@@ -123,5 +129,8 @@ async fn accept_loop(
             }
         });
     }
+    // The socket closes before the receiver goes, so `wait_stopped` means the port is free.
+    drop(listener);
+    drop(stopped);
     tracing::info!(listener = %slot.name, "stopped accepting");
 }

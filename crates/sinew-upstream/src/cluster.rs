@@ -294,6 +294,14 @@ impl Cluster {
         self.hosts.load()
     }
 
+    /// Resolves a DNS cluster that has no endpoints yet, as Envoy warms clusters before
+    /// they take traffic. Bounded: a resolver that does not answer leaves it empty.
+    pub async fn warm(&self) {
+        if self.config.discovery == Discovery::Dns && self.hosts.load().endpoints.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.resolve()).await;
+        }
+    }
+
     /// Starts the cluster's background work: DNS re-resolution and pool pruning. The
     /// task holds only a weak reference and ends when the cluster is dropped.
     pub fn start(self: &Arc<Self>) {
