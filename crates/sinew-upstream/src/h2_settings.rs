@@ -6,13 +6,8 @@
 //! §3.4), so reading that one frame as it passes by is enough. Later SETTINGS changes
 //! are not followed; the configured cap still bounds the count.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const FRAME_HEADER: usize = 9;
 const SETTINGS_FRAME: u8 = 0x4;
@@ -108,59 +103,12 @@ impl SettingsParser {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Passes an upstream stream through, parsing the peer's first SETTINGS frame on the way.
-    pub struct SettingsSniffer<T> {
-        #[pin]
-        inner: T,
-        parser: SettingsParser,
+impl crate::tap::ReadObserver for SettingsParser {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
     }
-}
-
-impl<T> SettingsSniffer<T> {
-    pub fn new(inner: T, limit: Arc<AtomicU32>) -> Self {
-        Self {
-            inner,
-            parser: SettingsParser::new(limit),
-        }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for SettingsSniffer<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if !this.parser.is_done() {
-            this.parser.feed(&buf.filled()[before..]);
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for SettingsSniffer<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, b)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+    fn is_done(&self) -> bool {
+        SettingsParser::is_done(self)
     }
 }
 

@@ -21,7 +21,8 @@ use sinew_config::model::PoolConfig;
 
 use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
 use crate::connect::{connect, ConnectError, UpstreamTls};
-use crate::h2_settings::SettingsSniffer;
+use crate::h2_settings::SettingsParser;
+use crate::tap::ReadTap;
 
 /// How to open and pool connections to a cluster's endpoints.
 pub struct ConnectSettings {
@@ -225,7 +226,7 @@ impl EndpointState {
         self.connections_opened.fetch_add(1, Ordering::Relaxed);
         // Until the peer's SETTINGS arrive, assume the configured cap.
         let peer_limit = Arc::new(AtomicU32::new(u32::MAX));
-        let io = SettingsSniffer::new(io, peer_limit.clone());
+        let io = ReadTap::new(io, SettingsParser::new(peer_limit.clone()));
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)

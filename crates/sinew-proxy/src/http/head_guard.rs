@@ -10,13 +10,8 @@
 //! It only watches: bytes pass through unchanged. Anything it does not follow (HTTP/2,
 //! upgrades, CONNECT, header lines too long to inspect) makes it stand down.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Shared between the reader and the request handler of one connection.
 #[derive(Debug)]
@@ -250,57 +245,12 @@ impl Scanner {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A downstream stream whose reads pass through a [`Scanner`].
-    pub struct Guarded<T> {
-        #[pin]
-        inner: T,
-        scanner: Scanner,
+impl sinew_upstream::tap::ReadObserver for Scanner {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
     }
-}
-
-impl<T> Guarded<T> {
-    pub fn new(inner: T, check: Arc<HeadCheck>) -> Self {
-        Self {
-            inner,
-            scanner: Scanner::new(check),
-        }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Guarded<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        this.scanner.feed(&buf.filled()[before..]);
-        result
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, b)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Off)
     }
 }
 

@@ -94,7 +94,7 @@ async fn serve_io<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let head_check = head_guard::HeadCheck::new();
-    let io = head_guard::Guarded::new(io, head_check.clone());
+    let io = sinew_upstream::tap::ReadTap::new(io, head_guard::Scanner::new(head_check.clone()));
     let ctx = Arc::new(ConnContext {
         slot,
         peer,
