@@ -3,9 +3,12 @@
 //!
 //! Everything binds port 0 on loopback, so tests run in parallel and leave nothing behind.
 
+pub mod grpc_kit;
+pub mod tls_kit;
 pub mod upstream;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamOptions};
 
 /// A proxy running in this process.
 pub struct TestProxy {
@@ -87,6 +90,16 @@ impl TestClient {
         }
     }
 
+    /// An HTTP/1.1 client whose connections come from `local` (any 127.0.0.0/8 address works
+    /// on Linux), to play several clients for source-IP hashing.
+    pub fn http1_from(local: IpAddr) -> Self {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_local_address(Some(local));
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
     /// GET `http://{addr}{path}` with the given extra headers (`Host` among them if set).
     pub async fn get(&self, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.send(Method::GET, addr, path, headers, Bytes::new())
@@ -101,6 +114,30 @@ impl TestClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Reply {
+        self.try_send(method, addr, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`TestClient::get`], but a failure (or no answer within 20 s) is an `Err`.
+    pub async fn try_get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        self.try_send(Method::GET, addr, path, headers, Bytes::new())
+            .await
+    }
+
+    pub async fn try_send(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"));
@@ -108,10 +145,49 @@ impl TestClient {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body)).expect("valid request");
-        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("request failed: {e:?}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("response body failed: {e:?}"))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                version: parts.version,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(20), exchange)
             .await
-            .expect("request timed out")
-            .expect("request failed");
+            .map_err(|_| "request timed out".to_string())?
+    }
+}
+
+/// Sends one request on a new HTTP/2 (prior knowledge) connection to `addr`, with `uri`'s
+/// authority as `:authority` whatever `addr` is — for virtual-host matching over HTTP/2.
+pub async fn h2_request(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(Method::GET).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::new())).expect("valid request");
+        let resp = sender.send_request(req).await.expect("h2 request");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         Reply {
@@ -120,6 +196,139 @@ impl TestClient {
             headers: parts.headers,
             body,
         }
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("h2 request timed out")
+}
+
+/// What a batch of requests got: answers counted by the `x-upstream` header (or `-` when
+/// absent), non-2xx statuses, and failures (with the first few of either).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub by_upstream: BTreeMap<String, usize>,
+    pub non_2xx: usize,
+    pub errors: usize,
+    pub first_errors: Vec<String>,
+}
+
+impl Tally {
+    pub fn count(&self, upstream: &str) -> usize {
+        self.by_upstream.get(upstream).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> usize {
+        self.by_upstream.values().sum::<usize>() + self.errors
+    }
+    fn merge(&mut self, other: Tally) {
+        for (k, v) in other.by_upstream {
+            *self.by_upstream.entry(k).or_default() += v;
+        }
+        self.non_2xx += other.non_2xx;
+        self.errors += other.errors;
+        self.first_errors.extend(other.first_errors);
+        self.first_errors.truncate(5);
+    }
+}
+
+/// Sends `total` GETs for `path` from `concurrency` tasks sharing `client` (so keep-alive
+/// connections are reused), and gives up after `deadline`; panics if not all were sent.
+pub async fn tally(
+    client: &TestClient,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    total: usize,
+    concurrency: usize,
+    deadline: Duration,
+) -> Tally {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let until = tokio::time::Instant::now() + deadline;
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let headers = headers.clone();
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut t = Tally::default();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
+                && tokio::time::Instant::now() < until
+            {
+                match client.try_get(addr, &path, &headers).await {
+                    Ok(r) => {
+                        if !r.status.is_success() {
+                            t.non_2xx += 1;
+                            if t.first_errors.len() < 5 {
+                                t.first_errors.push(format!("{} {}", r.status, r.text()));
+                            }
+                        }
+                        let who = r.header("x-upstream").unwrap_or("-").to_string();
+                        *t.by_upstream.entry(who).or_default() += 1;
+                    }
+                    Err(e) => {
+                        t.errors += 1;
+                        if t.first_errors.len() < 5 {
+                            t.first_errors.push(e);
+                        }
+                    }
+                }
+            }
+            t
+        }));
+    }
+    let mut all = Tally::default();
+    for task in tasks {
+        all.merge(task.await.expect("load task"));
+    }
+    assert_eq!(
+        all.total(),
+        total,
+        "only {} of {total} requests were sent within {deadline:?}",
+        all.total()
+    );
+    all
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released), for
+/// configs that must name a port before the process that binds it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A loopback address where nothing listens (a port bound and released).
+pub fn closed_port_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().expect("try_wait")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -6,10 +6,17 @@
 //! - `x-test-close: 1` closes the connection without answering;
 //! - `x-test-echo: 1` answers with the request head as text: the request line
 //!   (`METHOD PATH-AND-QUERY VERSION`) then `name: value` lines, lowercase names;
-//! - `x-test-body-bytes: N` answers N bytes of `x`.
+//! - `x-test-body-bytes: N` answers N bytes of `x`;
+//! - `x-test-echo-body: 1` answers with the request body, byte for byte;
+//! - `x-test-response-header: name: value` (repeatable) adds that header to the response;
+//! - `x-test-target: NAME` limits the status, delay and close directives above to the
+//!   upstream called NAME (the others answer normally), so one request can make one
+//!   endpoint of a cluster fail while the rest work.
 //!
-//! It counts connections and requests, and can stop accepting (`stop`) and start again
-//! on the same port (`restart`), to play a dying endpoint.
+//! [`UpstreamOptions`] set behaviour for every request (a fixed delay, an HTTP/2 stream
+//! limit). It counts connections (opened and still open) and requests, and can stop
+//! accepting (`stop`) and start again on the same port (`restart`), to play a dying
+//! endpoint.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -29,14 +36,27 @@ use tokio::task::JoinHandle;
 
 #[derive(Default)]
 pub struct Counters {
+    /// Connections accepted so far.
     pub connections: AtomicUsize,
+    /// Connections accepted and not yet closed.
+    pub open: AtomicUsize,
     pub requests: AtomicUsize,
+}
+
+/// Behaviour of an [`Upstream`] for every request, whatever its headers say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamOptions {
+    /// Wait this long before answering any request.
+    pub delay: Option<Duration>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS sent to HTTP/2 clients.
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 pub struct Upstream {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub counters: Arc<Counters>,
+    options: UpstreamOptions,
     accept: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -47,20 +67,43 @@ impl Upstream {
     }
 
     pub async fn start_on(name: &'static str, addr: SocketAddr) -> Upstream {
+        Self::start_with_options(name, addr, UpstreamOptions::default()).await
+    }
+
+    /// Starts on an ephemeral loopback port, answering every request after `delay`.
+    pub async fn start_with_delay(name: &'static str, delay: Duration) -> Upstream {
+        let options = UpstreamOptions {
+            delay: Some(delay),
+            ..UpstreamOptions::default()
+        };
+        Self::start_with_options(name, "127.0.0.1:0".parse().unwrap(), options).await
+    }
+
+    pub async fn start_with_options(
+        name: &'static str,
+        addr: SocketAddr,
+        options: UpstreamOptions,
+    ) -> Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let counters = Arc::new(Counters::default());
-        let accept = tokio::spawn(accept_loop(listener, name, counters.clone()));
+        let accept = tokio::spawn(accept_loop(listener, name, counters.clone(), options));
         Upstream {
             name,
             addr,
             counters,
+            options,
             accept: Mutex::new(Some(accept)),
         }
     }
 
     pub fn connections(&self) -> usize {
         self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open right now (accepted and not yet closed by either side).
+    pub fn open_connections(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> usize {
@@ -93,6 +136,7 @@ impl Upstream {
             listener,
             self.name,
             self.counters.clone(),
+            self.options,
         )));
     }
 }
@@ -103,22 +147,46 @@ impl Drop for Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: &'static str, counters: Arc<Counters>) {
+/// Decrements the open-connection count when a connection's task ends.
+struct OpenGuard(Arc<Counters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    name: &'static str,
+    counters: Arc<Counters>,
+    options: UpstreamOptions,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         counters.connections.fetch_add(1, Ordering::SeqCst);
+        counters.open.fetch_add(1, Ordering::SeqCst);
+        let guard = OpenGuard(counters.clone());
         let counters = counters.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let service = service_fn(move |req| {
                 let counters = counters.clone();
                 async move {
                     counters.requests.fetch_add(1, Ordering::SeqCst);
+                    if let Some(delay) = options.delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     answer(name, req).await
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            if let Some(n) = options.h2_max_concurrent_streams {
+                builder.http2().max_concurrent_streams(n);
+            }
+            let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
@@ -135,17 +203,50 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
+    // Directives addressed to another upstream are ignored here.
+    let mine = header("x-test-target").is_none_or(|t| t == name);
+    if let Some(ms) = header("x-test-delay-ms")
+        .filter(|_| mine)
+        .and_then(|v| v.parse().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if header("x-test-close").is_some() {
+    if mine && header("x-test-close").is_some() {
         // An error from the service makes hyper drop the connection without a response.
         return Err(std::io::Error::other("closing as asked"));
     }
     let status = header("x-test-status")
+        .filter(|_| mine)
         .and_then(|v| v.parse().ok())
         .and_then(|s: u16| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    let extra: Vec<(http::HeaderName, http::HeaderValue)> = req
+        .headers()
+        .get_all("x-test-response-header")
+        .iter()
+        .filter_map(|v| {
+            let (n, v) = v.to_str().ok()?.split_once(':')?;
+            Some((n.trim().parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect();
+    let finish = move |mut resp: Response<Full<Bytes>>| {
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert("x-upstream", http::HeaderValue::from_static(name));
+        for (n, v) in extra {
+            h.append(n, v);
+        }
+        resp
+    };
+    if header("x-test-echo-body").is_some() {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        return Ok(finish(Response::new(Full::new(body))));
+    }
     let body = if header("x-test-echo").is_some() {
         let mut text = format!(
             "{} {} {:?}\n",
@@ -164,9 +265,5 @@ async fn answer(
     };
     // Drain the request body so keep-alive works.
     let _ = req.into_body().collect().await;
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert("x-upstream", http::HeaderValue::from_static(name));
-    Ok(resp)
+    Ok(finish(Response::new(Full::new(body))))
 }

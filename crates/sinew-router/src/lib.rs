@@ -63,7 +63,19 @@ impl Errors {
         match regex::Regex::new(pattern) {
             Ok(r) => Some(r),
             Err(e) => {
-                self.push(path, format!("regex does not compile: {e}"));
+                // The regex crate's message spans lines (pattern, caret, reason), but a
+                // diagnostic is one `file:line:col: path: message` line: keep the reason
+                // and quote the pattern.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.trim().strip_prefix("error: "))
+                    .unwrap_or_else(|| text.lines().next().unwrap_or("").trim());
+                self.push(
+                    path,
+                    format!("regex does not compile: {reason} in {pattern:?}"),
+                );
                 None
             }
         }

@@ -75,7 +75,14 @@ impl Failure {
                 "downstream request body incomplete",
             ),
         };
-        local_reply::error(status, flags, message, grpc)
+        let mut reply = local_reply::error(status, flags, message, grpc);
+        if matches!(self, Failure::Downstream) {
+            // The body's framing broke: nothing after it on this connection can be trusted.
+            reply
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        reply
     }
 }
 

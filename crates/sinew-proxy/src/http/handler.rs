@@ -30,8 +30,8 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
     // Phase 1: framing. hyper rejects most malformed messages itself; these are the
     // request-smuggling shapes it lets through (RFC 9112 §6.1, §6.3).
     if req.version() <= Version::HTTP_11 {
-        if conn.head_check.next_request_is_bad() {
-            return local_reply::bad_request("bare LF in request head");
+        if let Some(problem) = conn.head_check.next_request_problem() {
+            return local_reply::bad_request(problem);
         }
         if let Err(message) = check_framing(req.headers()) {
             return local_reply::bad_request(message);

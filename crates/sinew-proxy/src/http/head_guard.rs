@@ -10,14 +10,16 @@
 //! It only watches: bytes pass through unchanged. Anything it does not follow (HTTP/2,
 //! upgrades, CONNECT, header lines too long to inspect) makes it stand down.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Shared between the reader and the request handler of one connection.
 #[derive(Debug)]
 pub struct HeadCheck {
-    /// Index (0-based, in arrival order) of the first request whose head had a bare LF.
+    /// Index (0-based, in arrival order) of the first request whose head was bad.
     bad_head: AtomicU64,
+    /// Why it was bad: one of the `REASON_*` values.
+    reason: AtomicU8,
     /// Requests the handler has seen.
     handled: AtomicU64,
 }
@@ -26,16 +28,31 @@ impl HeadCheck {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             bad_head: AtomicU64::new(u64::MAX),
+            reason: AtomicU8::new(0),
             handled: AtomicU64::new(0),
         })
     }
 
-    /// Called once per request, in order: was this request's head malformed?
-    pub fn next_request_is_bad(&self) -> bool {
+    /// Called once per request, in order: why this request's head is malformed, if it is.
+    pub fn next_request_problem(&self) -> Option<&'static str> {
         let index = self.handled.fetch_add(1, Ordering::Relaxed);
-        self.bad_head.load(Ordering::Acquire) == index
+        if self.bad_head.load(Ordering::Acquire) != index {
+            return None;
+        }
+        Some(match self.reason.load(Ordering::Relaxed) {
+            REASON_AMBIGUOUS_LENGTH => "ambiguous request framing (Content-Length)",
+            _ => "bare LF in request head",
+        })
+    }
+
+    fn flag(&self, head: u64, reason: u8) {
+        self.reason.store(reason, Ordering::Relaxed);
+        self.bad_head.store(head, Ordering::Release);
     }
 }
+
+const REASON_BARE_LF: u8 = 1;
+const REASON_AMBIGUOUS_LENGTH: u8 = 2;
 
 /// Longest header line prefix kept for inspection; framing headers are short.
 const LINE_KEEP: usize = 96;
@@ -168,7 +185,7 @@ impl Scanner {
                     bytes = &bytes[1..];
                     if b == b'\n' {
                         if self.prev != b'\r' {
-                            self.check.bad_head.store(self.heads, Ordering::Release);
+                            self.check.flag(self.heads, REASON_BARE_LF);
                             self.state = State::Off;
                             return;
                         }
@@ -206,18 +223,28 @@ impl Scanner {
                     .unwrap_or("")
                     .trim()
             };
+            // A second Content-Length, or one beside Transfer-Encoding, makes the framing
+            // ambiguous (RFC 9112 §6.3). hyper quietly merges equal lengths and drops the
+            // length beside chunked, so only the raw head still shows them.
+            let mut ambiguous = false;
             if lower(b"content-length:") {
                 if self.line_overflow {
                     self.state = State::Off;
                 }
+                ambiguous = self.content_length.is_some() || self.chunked;
                 self.content_length = value(15).parse().ok();
             } else if lower(b"transfer-encoding:") {
                 if self.line_overflow {
                     self.state = State::Off;
                 }
+                ambiguous = self.content_length.is_some();
                 self.chunked = value(18).to_ascii_lowercase().contains("chunked");
             } else if lower(b"upgrade:") {
                 self.stop_after_head = true;
+            }
+            if ambiguous {
+                self.check.flag(self.heads, REASON_AMBIGUOUS_LENGTH);
+                self.state = State::Off;
             }
         }
         self.line_len = 0;
@@ -264,7 +291,9 @@ mod tests {
         for c in input.chunks(chunk) {
             s.feed(c);
         }
-        (0..4).map(|_| check.next_request_is_bad()).collect()
+        (0..4)
+            .map(|_| check.next_request_problem().is_some())
+            .collect()
     }
 
     #[test]
