@@ -466,6 +466,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_failure_has_its_status_and_envoy_flag() {
+        let cases = [
+            (Failure::NoHealthyUpstream, 503, "UH"),
+            (Failure::Connect, 503, "UF"),
+            (Failure::Reset, 503, "UC"),
+            (Failure::Protocol, 502, "UPE"),
+            (Failure::PerTryTimeout, 504, "UT"),
+            (Failure::BodyTooLarge, 413, "RBL"),
+            (Failure::Downstream, 400, "DC"),
+        ];
+        for (failure, status, flag) in cases {
+            let reply = failure.reply(false);
+            assert_eq!(reply.status(), status);
+            let flags = reply.extensions().get::<ResponseFlags>().copied().unwrap();
+            assert_eq!(flags.to_string(), flag);
+        }
+        let close = Failure::Downstream.reply(false);
+        assert_eq!(close.headers()[http::header::CONNECTION], "close");
+    }
+
+    #[test]
+    fn failures_reach_grpc_clients_as_grpc_statuses() {
+        let cases = [
+            (Failure::NoHealthyUpstream, "14"),
+            (Failure::Connect, "14"),
+            (Failure::PerTryTimeout, "4"),
+            (Failure::BodyTooLarge, "8"),
+        ];
+        for (failure, code) in cases {
+            let reply = failure.reply(true);
+            assert_eq!(reply.status(), 200, "gRPC errors ride on HTTP 200");
+            assert_eq!(reply.headers()["grpc-status"], code);
+            assert_eq!(reply.headers()["content-type"], "application/grpc");
+        }
+    }
+
+    #[test]
     fn parses_grpc_timeouts() {
         let t = |s: &'static str| grpc_timeout(&HeaderValue::from_static(s));
         assert_eq!(t("100m"), Some(Duration::from_millis(100)));
