@@ -145,7 +145,6 @@ async fn default_pool_keeps_idle_connections_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a cold HTTP/2 pool opens a connection per request that arrives during the first handshake (sinew-upstream pool.rs send_http2)"]
 async fn http2_upstream_multiplexes_concurrent_requests_on_one_connection() {
     let up = Upstream::start("up").await;
     let (_proxy, addr) = proxy_to(&up, "    protocol: http2").await;
@@ -275,7 +274,6 @@ async fn http2_pool_honours_the_peers_max_concurrent_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: new HTTP/2 connections take streams past the peer's limit before its SETTINGS arrive; the refused streams become 503s"]
 async fn http2_pool_burst_past_the_peers_stream_limit_fails_no_request() {
     let up = four_stream_upstream().await;
     let (_proxy, addr) = proxy_to(&up, "    protocol: http2").await;

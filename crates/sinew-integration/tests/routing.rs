@@ -585,7 +585,6 @@ async fn request_and_response_headers_are_edited_per_route_and_virtual_host() {
 }
 
 #[tokio::test]
-#[ignore = "bug: request header actions run virtual host first, then route; docs/config.md and the response side run the route's first"]
 async fn virtual_host_header_actions_run_after_the_routes_as_documented() {
     let up = Upstream::start("up").await;
     let proxy = TestProxy::start(&single_cluster(

@@ -51,6 +51,8 @@ pub enum ConnectError {
     /// The peer did not agree to HTTP/2 over ALPN.
     NoH2,
     Handshake(hyper::Error),
+    /// Another request's attempt to this endpoint, which this one waited for, failed.
+    FailedWhileWaiting,
 }
 
 impl std::fmt::Display for ConnectError {
@@ -61,6 +63,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
             ConnectError::NoH2 => write!(f, "upstream did not negotiate h2 over ALPN"),
             ConnectError::Handshake(e) => write!(f, "HTTP handshake: {e}"),
+            ConnectError::FailedWhileWaiting => write!(f, "a concurrent connection attempt failed"),
         }
     }
 }

@@ -4,21 +4,43 @@
 //! connection may carry so it opens another connection instead of queueing behind a
 //! full one. The server's connection preface begins with a SETTINGS frame (RFC 9113
 //! §3.4), so reading that one frame as it passes by is enough. Later SETTINGS changes
-//! are not followed; the configured cap still bounds the count.
+//! are not followed; the configured cap still bounds the count. The pool waits for that
+//! first frame before it shares a new connection, so no stream is opened past a limit
+//! it has not read yet.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 const FRAME_HEADER: usize = 9;
 const SETTINGS_FRAME: u8 = 0x4;
 const ACK_FLAG: u8 = 0x1;
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 
+/// What the peer's first SETTINGS frame said, shared with the pool.
+#[derive(Debug)]
+pub struct PeerSettings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; `u32::MAX` when the peer sets none.
+    pub max_concurrent_streams: AtomicU32,
+    /// Notified once the first SETTINGS frame has been read (or the stream was not HTTP/2).
+    pub seen: Notify,
+}
+
+impl PeerSettings {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            max_concurrent_streams: AtomicU32::new(u32::MAX),
+            seen: Notify::new(),
+        })
+    }
+}
+
 /// Reads the first SETTINGS frame of a byte stream.
 #[derive(Debug)]
 pub struct SettingsParser {
     state: State,
-    limit: Arc<AtomicU32>,
+    peer: Arc<PeerSettings>,
 }
 
 #[derive(Debug)]
@@ -36,15 +58,20 @@ enum State {
 }
 
 impl SettingsParser {
-    /// `limit` receives the peer's value; it keeps its initial value if the peer sends none.
-    pub fn new(limit: Arc<AtomicU32>) -> Self {
+    pub fn new(peer: Arc<PeerSettings>) -> Self {
         Self {
             state: State::Header {
                 buf: [0; FRAME_HEADER],
                 have: 0,
             },
-            limit,
+            peer,
         }
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Done;
+        // A stored permit: the pool may start waiting after this.
+        self.peer.seen.notify_one();
     }
 
     pub fn is_done(&self) -> bool {
@@ -71,8 +98,11 @@ impl SettingsParser {
                         } else {
                             State::Done
                         };
-                        if let State::Payload { remaining: 0, .. } = self.state {
-                            self.state = State::Done;
+                        if matches!(
+                            self.state,
+                            State::Done | State::Payload { remaining: 0, .. }
+                        ) {
+                            self.finish();
                         }
                     }
                 }
@@ -90,12 +120,14 @@ impl SettingsParser {
                         let id = u16::from_be_bytes([entry[0], entry[1]]);
                         let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
                         if id == MAX_CONCURRENT_STREAMS {
-                            self.limit.store(value, Ordering::Relaxed);
+                            self.peer
+                                .max_concurrent_streams
+                                .store(value, Ordering::Relaxed);
                         }
                         *have = 0;
                     }
                     if *remaining == 0 {
-                        self.state = State::Done;
+                        self.finish();
                     }
                 }
             }
@@ -138,25 +170,39 @@ mod tests {
 
     #[test]
     fn reads_max_concurrent_streams_split_across_reads() {
-        let limit = Arc::new(AtomicU32::new(100));
-        let mut p = SettingsParser::new(limit.clone());
+        let peer = PeerSettings::new();
+        let mut p = SettingsParser::new(peer.clone());
         let frame = settings_frame(&[(0x1, 4096), (0x3, 7), (0x4, 65535)]);
         for b in frame.chunks(4) {
             p.feed(b);
         }
         assert!(p.is_done());
-        assert_eq!(limit.load(Ordering::Relaxed), 7);
+        assert_eq!(peer.max_concurrent_streams.load(Ordering::Relaxed), 7);
         // Later frames are ignored.
         p.feed(&settings_frame(&[(0x3, 1)]));
-        assert_eq!(limit.load(Ordering::Relaxed), 7);
+        assert_eq!(peer.max_concurrent_streams.load(Ordering::Relaxed), 7);
     }
 
     #[test]
-    fn keeps_the_default_when_the_peer_sets_no_limit() {
-        let limit = Arc::new(AtomicU32::new(100));
-        let mut p = SettingsParser::new(limit.clone());
+    fn means_unlimited_when_the_peer_sets_no_limit() {
+        let peer = PeerSettings::new();
+        let mut p = SettingsParser::new(peer.clone());
         p.feed(&settings_frame(&[(0x4, 65535)]));
         assert!(p.is_done());
-        assert_eq!(limit.load(Ordering::Relaxed), 100);
+        assert_eq!(
+            peer.max_concurrent_streams.load(Ordering::Relaxed),
+            u32::MAX
+        );
+    }
+
+    #[tokio::test]
+    async fn signals_the_pool_once_the_first_settings_are_read() {
+        let peer = PeerSettings::new();
+        let mut p = SettingsParser::new(peer.clone());
+        p.feed(&settings_frame(&[]));
+        // The permit was stored before anyone waited.
+        tokio::time::timeout(std::time::Duration::from_secs(1), peer.seen.notified())
+            .await
+            .expect("notified");
     }
 }

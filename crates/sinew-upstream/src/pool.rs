@@ -21,7 +21,7 @@ use sinew_config::model::PoolConfig;
 
 use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
 use crate::connect::{connect, ConnectError, UpstreamTls};
-use crate::h2_settings::SettingsParser;
+use crate::h2_settings::{PeerSettings, SettingsParser};
 use crate::tap::ReadTap;
 
 /// How to open and pool connections to a cluster's endpoints.
@@ -64,7 +64,7 @@ struct IdleHttp1 {
 struct SharedHttp2 {
     sender: http2::SendRequest<RequestBody>,
     streams: Arc<AtomicU32>,
-    peer_limit: Arc<AtomicU32>,
+    peer: Arc<PeerSettings>,
 }
 
 /// The live state of one endpoint address: its pools and its load. It outlives config
@@ -78,6 +78,10 @@ pub struct EndpointState {
     pub connections_opened: AtomicU64,
     idle_http1: Mutex<Vec<IdleHttp1>>,
     http2: Mutex<Vec<SharedHttp2>>,
+    /// Held while an HTTP/2 connection is being opened, so requests that arrive during
+    /// the handshake wait for it rather than each opening their own. Holds when the
+    /// last attempt failed, so waiters behind a failure fail at once instead of in turn.
+    http2_connecting: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl EndpointState {
@@ -89,6 +93,7 @@ impl EndpointState {
             connections_opened: AtomicU64::new(0),
             idle_http1: Mutex::new(Vec::new()),
             http2: Mutex::new(Vec::new()),
+            http2_connecting: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -182,7 +187,10 @@ impl EndpointState {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (mut sender, permit) = match self.check_out_http2() {
             Some(found) => found,
-            None => self.connect_http2().await.map_err(SendError::Connect)?,
+            None => self
+                .check_out_or_connect_http2()
+                .await
+                .map_err(SendError::Connect)?,
         };
         *request.version_mut() = Version::HTTP_2;
         let response = sender
@@ -192,12 +200,28 @@ impl EndpointState {
         Ok(response.map(|b| UpstreamBody::new(b, Some(Lease::Http2 { _permit: permit }))))
     }
 
+    async fn check_out_or_connect_http2(
+        &self,
+    ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), ConnectError> {
+        let waiting_since = Instant::now();
+        let mut last_failure = self.http2_connecting.lock().await;
+        if let Some(found) = self.check_out_http2() {
+            return Ok(found);
+        }
+        if last_failure.is_some_and(|failed| failed >= waiting_since) {
+            return Err(ConnectError::FailedWhileWaiting);
+        }
+        let result = self.connect_http2().await;
+        *last_failure = result.is_err().then(Instant::now);
+        result
+    }
+
     fn check_out_http2(&self) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
         let cap = self.settings.pool.http2_max_concurrent_streams;
         let mut conns = self.http2.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.sender.is_closed());
         for conn in conns.iter() {
-            let limit = cap.min(conn.peer_limit.load(Ordering::Relaxed));
+            let limit = cap.min(conn.peer.max_concurrent_streams.load(Ordering::Relaxed));
             let taken = conn
                 .streams
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -224,9 +248,8 @@ impl EndpointState {
             return Err(ConnectError::NoH2);
         }
         self.connections_opened.fetch_add(1, Ordering::Relaxed);
-        // Until the peer's SETTINGS arrive, assume the configured cap.
-        let peer_limit = Arc::new(AtomicU32::new(u32::MAX));
-        let io = ReadTap::new(io, SettingsParser::new(peer_limit.clone()));
+        let peer = PeerSettings::new();
+        let io = ReadTap::new(io, SettingsParser::new(peer.clone()));
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
@@ -239,6 +262,10 @@ impl EndpointState {
                 tracing::debug!(%address, error = %e, "upstream HTTP/2 connection ended");
             }
         });
+        // Share the connection only once its stream limit is known (one round trip).
+        tokio::time::timeout(self.settings.connect_timeout, peer.seen.notified())
+            .await
+            .map_err(|_| ConnectError::Timeout)?;
         let streams = Arc::new(AtomicU32::new(1));
         let permit = StreamPermit(streams.clone());
         self.http2
@@ -247,7 +274,7 @@ impl EndpointState {
             .push(SharedHttp2 {
                 sender: sender.clone(),
                 streams,
-                peer_limit,
+                peer,
             });
         Ok((sender, permit))
     }

@@ -148,9 +148,9 @@ pub(super) async fn forward(
     if let Some(via) = via {
         headers::append_via(&mut headers, via);
     }
-    // The most specific level is applied last, so a route's `set` wins over its host's.
-    vhost.request_headers.apply(&mut headers);
+    // Envoy's order, the same as for responses: the route's edits, then its host's.
     route.request_headers.apply(&mut headers);
+    vhost.request_headers.apply(&mut headers);
 
     let path_and_query = match route.rewrite_path(parts.uri.path(), parts.uri.query()) {
         Some(rewritten) => PathAndQuery::try_from(rewritten).ok(),
