@@ -54,13 +54,22 @@ impl Diagnostics {
 }
 
 impl fmt::Display for Diagnostics {
+    /// One line per error, in the order they appear in the file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
+        let mut located: Vec<(usize, usize, &ConfigError)> = self
+            .errors
+            .iter()
+            .map(|e| {
+                let pos = e.position.or_else(|| self.source_map.lookup(&e.path));
+                let (line, column) = pos.map_or((1, 1), |p| (p.line, p.column));
+                (line, column, e)
+            })
+            .collect();
+        located.sort_by_key(|(line, column, _)| (*line, *column));
+        for (i, (line, column, e)) in located.into_iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            let pos = e.position.or_else(|| self.source_map.lookup(&e.path));
-            let (line, column) = pos.map_or((1, 1), |p| (p.line, p.column));
             let path = if e.path.is_empty() { "<root>" } else { &e.path };
             write!(f, "{}:{line}:{column}: {path}: {}", self.file, e.message)?;
         }
@@ -87,6 +96,31 @@ impl LoadedConfig {
 
 /// Reads and checks a config file.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Diagnostics> {
+    let loaded = parse_file(path)?;
+    checked(loaded)
+}
+
+/// Parses and checks config text; `name` is used in error messages.
+pub fn load_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
+    checked(parse_str(name, text)?)
+}
+
+fn checked(loaded: LoadedConfig) -> Result<LoadedConfig, Diagnostics> {
+    let errors = validate(&loaded.config);
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(loaded.diagnostics(errors))
+    }
+}
+
+/// Every structural and reference error of a parsed config (empty when it is whole).
+pub fn validate(config: &Config) -> Vec<ConfigError> {
+    validate::check(config)
+}
+
+/// Reads and parses a config file without checking it; see [`validate`].
+pub fn parse_file(path: &Path) -> Result<LoadedConfig, Diagnostics> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Diagnostics::new(
@@ -95,17 +129,23 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, Diagnostics> {
             vec![ConfigError::new("", format!("cannot read file: {e}"))],
         )
     })?;
-    load_str(&name, &text)
+    parse_str(&name, &text)
 }
 
-/// Parses and checks config text; `name` is used in error messages.
-pub fn load_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
+/// Parses config text without checking it. Syntax and type errors stop parsing, so only
+/// the first is reported.
+pub fn parse_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
     let source_map = SourceMap::index(text);
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    let config: Config = match serde_path_to_error::deserialize(deserializer) {
-        Ok(c) => c,
+    match serde_path_to_error::deserialize(deserializer) {
+        Ok(config) => Ok(LoadedConfig {
+            file: name.to_string(),
+            config,
+            source_map,
+        }),
         Err(e) => {
             let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
             let inner = e.into_inner();
             // For a type error the parser points at the enclosing mapping and the field's
             // own key (from the source map) is better; for a syntax error the parser's
@@ -122,22 +162,12 @@ pub fn load_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
                 (p, _) => p,
             };
             let error = ConfigError {
-                path: if path == "." { String::new() } else { path },
+                path,
                 message: strip_location(&inner.to_string()),
                 position,
             };
-            return Err(Diagnostics::new(name, source_map, vec![error]));
+            Err(Diagnostics::new(name, source_map, vec![error]))
         }
-    };
-    let errors = validate::check(&config);
-    if errors.is_empty() {
-        Ok(LoadedConfig {
-            file: name.to_string(),
-            config,
-            source_map,
-        })
-    } else {
-        Err(Diagnostics::new(name, source_map, errors))
     }
 }
 

@@ -201,7 +201,6 @@ fn validate_prints_regex_errors_one_line_each() {
 }
 
 #[test]
-#[ignore = "bug: structural errors hide data-plane errors (regexes) in the same file; one pass should report both"]
 fn validate_reports_structural_and_regex_errors_together() {
     let dir = TempDir::new("cli-mixed");
     let file = dir.file("mixed.yaml");

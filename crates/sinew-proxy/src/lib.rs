@@ -31,9 +31,23 @@ pub struct Proxy {
     slots: Mutex<Vec<Arc<ListenerSlot>>>,
 }
 
-/// Compiles a config without running it: everything `sinew validate` checks.
+/// Compiles a config without running it.
 pub fn check(loaded: &LoadedConfig) -> Result<(), Diagnostics> {
     snapshot::compile(loaded, None, 0).map(|_| ())
+}
+
+/// Reads a config file and checks it whole — structure, references, and all that
+/// compiling needs (regexes, header values, certificates) — reporting every error in
+/// one pass. What `sinew validate` prints, and what a start or a reload refuses.
+pub fn load_file(path: &std::path::Path) -> Result<LoadedConfig, Diagnostics> {
+    let loaded = sinew_config::parse_file(path)?;
+    let mut errors = sinew_config::validate(&loaded.config);
+    if errors.is_empty() {
+        check(&loaded)?;
+        return Ok(loaded);
+    }
+    errors.extend(snapshot::lint(&loaded));
+    Err(loaded.diagnostics(errors))
 }
 
 impl Proxy {

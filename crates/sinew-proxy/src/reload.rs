@@ -34,7 +34,7 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
         }
         last = now;
         tracing::info!(file = %path.display(), reason = if forced { "SIGHUP" } else { "file changed" }, "reloading config");
-        let loaded = match sinew_config::load_file(&path) {
+        let loaded = match crate::load_file(&path) {
             Ok(l) => l,
             Err(d) => {
                 tracing::error!("config refused; the running config keeps serving:\n{d}");

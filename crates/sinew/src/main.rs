@@ -76,9 +76,8 @@ fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>
 }
 
 fn validate(file: &Path) -> ExitCode {
-    let result = sinew_config::load_file(file).and_then(|loaded| sinew_proxy::check(&loaded));
-    match result {
-        Ok(()) => {
+    match sinew_proxy::load_file(file) {
+        Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }
@@ -90,7 +89,7 @@ fn validate(file: &Path) -> ExitCode {
 }
 
 async fn proxy(path: &Path) -> ExitCode {
-    let loaded = match sinew_config::load_file(path) {
+    let loaded = match sinew_proxy::load_file(path) {
         Ok(l) => l,
         Err(d) => {
             eprintln!("{d}");
