@@ -107,3 +107,49 @@ async fn chunked_request_body_is_forwarded_with_its_length() {
     assert!(text.contains("transfer-encoding: chunked"), "{text}");
     assert_eq!(up.requests(), 1);
 }
+
+/// The header timeout guards a request head in progress, not the wait for the next one:
+/// an idle keep-alive connection lives until `idle_timeout`, as in Envoy.
+#[tokio::test]
+async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
+    let up = Upstream::start("up").await;
+    let proxy = TestProxy::start(&format!(
+        "
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http:
+      request_headers_timeout: 300ms
+      idle_timeout: 60s
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: up
+clusters:
+  - name: up
+    endpoints: [{{address: {}}}]
+",
+        up.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, "up\n", 1).await;
+    // Idle well past the header timeout, then use the connection again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let again = read_until(&mut s, "up\n", 1).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+
+    // A head that starts but never finishes is still cut off.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a stalled request head was not cut off");
+}

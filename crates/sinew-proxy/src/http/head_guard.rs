@@ -7,11 +7,17 @@
 //! Content-Length or chunked body, then the next head) and records which request's head
 //! held a bare LF. The handler answers that request 400 and closes the connection.
 //!
+//! Since it sees where each head begins and ends, it also times heads: the header-read
+//! timeout runs from a head's first byte to its last, as Envoy's does, rather than
+//! from the moment a keep-alive connection starts waiting (hyper's own timer), which
+//! would cut idle connections long before their idle timeout.
+//!
 //! It only watches: bytes pass through unchanged. Anything it does not follow (HTTP/2,
-//! upgrades, CONNECT, header lines too long to inspect) makes it stand down.
+//! upgrades, CONNECT) makes it stand down.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Shared between the reader and the request handler of one connection.
 #[derive(Debug)]
@@ -22,6 +28,9 @@ pub struct HeadCheck {
     reason: AtomicU8,
     /// Requests the handler has seen.
     handled: AtomicU64,
+    created: Instant,
+    /// Milliseconds after `created` (plus one) when the head being read began; 0 if none is.
+    head_began: AtomicU64,
 }
 
 impl HeadCheck {
@@ -30,7 +39,25 @@ impl HeadCheck {
             bad_head: AtomicU64::new(u64::MAX),
             reason: AtomicU8::new(0),
             handled: AtomicU64::new(0),
+            created: Instant::now(),
+            head_began: AtomicU64::new(0),
         })
+    }
+
+    /// How long the request head now being read has been in progress, if one is.
+    pub fn head_in_progress_for(&self) -> Option<Duration> {
+        let began = self.head_began.load(Ordering::Relaxed);
+        let now = self.created.elapsed().as_millis() as u64 + 1;
+        (began != 0).then(|| Duration::from_millis(now.saturating_sub(began)))
+    }
+
+    fn head_started(&self) {
+        let now = self.created.elapsed().as_millis() as u64 + 1;
+        self.head_began.store(now, Ordering::Relaxed);
+    }
+
+    fn head_ended(&self) {
+        self.head_began.store(0, Ordering::Relaxed);
     }
 
     /// Called once per request, in order: why this request's head is malformed, if it is.
@@ -41,6 +68,7 @@ impl HeadCheck {
         }
         Some(match self.reason.load(Ordering::Relaxed) {
             REASON_AMBIGUOUS_LENGTH => "ambiguous request framing (Content-Length)",
+            REASON_FRAMING_TOO_LONG => "framing header too long",
             _ => "bare LF in request head",
         })
     }
@@ -53,6 +81,7 @@ impl HeadCheck {
 
 const REASON_BARE_LF: u8 = 1;
 const REASON_AMBIGUOUS_LENGTH: u8 = 2;
+const REASON_FRAMING_TOO_LONG: u8 = 3;
 
 /// Longest header line prefix kept for inspection; framing headers are short.
 const LINE_KEEP: usize = 96;
@@ -87,6 +116,8 @@ pub struct Scanner {
     content_length: Option<u64>,
     chunked: bool,
     stop_after_head: bool,
+    /// A head has begun and not yet ended.
+    head_open: bool,
     check: Arc<HeadCheck>,
 }
 
@@ -103,6 +134,7 @@ impl Scanner {
             content_length: None,
             chunked: false,
             stop_after_head: false,
+            head_open: false,
             check,
         }
     }
@@ -183,6 +215,10 @@ impl Scanner {
                 State::Head => {
                     let b = bytes[0];
                     bytes = &bytes[1..];
+                    if !self.head_open {
+                        self.head_open = true;
+                        self.check.head_started();
+                    }
                     if b == b'\n' {
                         if self.prev != b'\r' {
                             self.check.flag(self.heads, REASON_BARE_LF);
@@ -227,22 +263,23 @@ impl Scanner {
             // ambiguous (RFC 9112 §6.3). hyper quietly merges equal lengths and drops the
             // length beside chunked, so only the raw head still shows them.
             let mut ambiguous = false;
+            // A framing header too long to read whole is refused, not skipped: standing
+            // down would leave its body, and the heads after it, unwatched.
+            let too_long = self.line_overflow;
             if lower(b"content-length:") {
-                if self.line_overflow {
-                    self.state = State::Off;
-                }
                 ambiguous = self.content_length.is_some() || self.chunked;
                 self.content_length = value(15).parse().ok();
             } else if lower(b"transfer-encoding:") {
-                if self.line_overflow {
-                    self.state = State::Off;
-                }
                 ambiguous = self.content_length.is_some();
                 self.chunked = value(18).to_ascii_lowercase().contains("chunked");
             } else if lower(b"upgrade:") {
                 self.stop_after_head = true;
             }
-            if ambiguous {
+            let framing = lower(b"content-length:") || lower(b"transfer-encoding:");
+            if framing && too_long {
+                self.check.flag(self.heads, REASON_FRAMING_TOO_LONG);
+                self.state = State::Off;
+            } else if ambiguous {
                 self.check.flag(self.heads, REASON_AMBIGUOUS_LENGTH);
                 self.state = State::Off;
             }
@@ -252,6 +289,8 @@ impl Scanner {
     }
 
     fn end_of_head(&mut self) {
+        self.head_open = false;
+        self.check.head_ended();
         self.heads += 1;
         self.first_line = true;
         let (chunked, length) = (self.chunked, self.content_length);
@@ -317,6 +356,25 @@ GET / HTTP/1.1\r\n\r\n";
         assert_eq!(bad_heads(input, 5), vec![false, true, false, false]);
         let input = b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n";
         assert_eq!(bad_heads(input, 100), vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn times_a_head_from_its_first_byte_to_its_end() {
+        let check = HeadCheck::new();
+        let mut s = Scanner::new(check.clone());
+        assert_eq!(check.head_in_progress_for(), None, "idle is not a head");
+        s.feed(b"GET / HTTP/1.1\r\nHo");
+        assert!(check.head_in_progress_for().is_some());
+        s.feed(b"st: a\r\n\r\n");
+        assert_eq!(check.head_in_progress_for(), None);
+    }
+
+    #[test]
+    fn refuses_framing_headers_too_long_to_read_whole() {
+        let mut input = b"POST / HTTP/1.1\r\nContent-Length: ".to_vec();
+        input.extend(std::iter::repeat_n(b'0', 200));
+        input.extend_from_slice(b"5\r\n\r\nhello");
+        assert_eq!(bad_heads(&input, 16), vec![true, false, false, false]);
     }
 
     #[test]

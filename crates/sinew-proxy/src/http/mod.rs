@@ -108,7 +108,10 @@ async fn serve_io<IO>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(manager.request_headers_timeout)
+        // hyper's header timer also runs while a keep-alive connection waits for its next
+        // request, which would close idle connections early; the head guard times heads
+        // instead (see below).
+        .header_read_timeout(None)
         // hyper answers 431 when the request head outgrows its buffer; it needs >= 8 KiB.
         .max_buf_size(manager.max_request_headers_bytes.max(8192));
     builder
@@ -126,11 +129,23 @@ async fn serve_io<IO>(
         }
     });
     let idle_timeout = manager.idle_timeout;
+    let head_timeout = manager.request_headers_timeout;
+    // While no head is in progress the loop still wakes this often, so a head that starts
+    // during a long sleep is cut off within 1.5 × its timeout, at no cost per request.
+    let head_check_interval = (head_timeout / 2).max(Duration::from_millis(10));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutting_down = false;
     loop {
-        let wait = match ctx.idle_for() {
+        let head_wait = match ctx.head_check.head_in_progress_for() {
+            Some(elapsed) if elapsed >= head_timeout => {
+                tracing::debug!(%peer, "request head not received in time; closing");
+                return;
+            }
+            Some(elapsed) => head_timeout - elapsed,
+            None => head_check_interval,
+        };
+        let idle_wait = match ctx.idle_for() {
             Some(idle) if idle >= idle_timeout && !shutting_down => {
                 // Graceful: HTTP/1.1 finishes the response in progress, HTTP/2 sends GOAWAY.
                 conn.as_mut().graceful_shutdown();
@@ -142,6 +157,7 @@ async fn serve_io<IO>(
                 .max(Duration::from_millis(10)),
             None => idle_timeout,
         };
+        let wait = idle_wait.min(head_wait);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
