@@ -5,13 +5,15 @@
 # The full harness (issue 3) will replace this; it is kept small on purpose.
 #
 # Usage: bench/compare-nginx.sh [seconds]   (needs wrk and nginx: apt-get install wrk nginx)
+# SINEW_BIN=path runs another build of sinew (for A/B comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 for cmd in wrk nginx taskset; do
   command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install wrk nginx util-linux)"; exit 1; }
 done
-cargo build --release -q -p sinew
+sinew=${SINEW_BIN:-./target/release/sinew}
+[ -n "${SINEW_BIN:-}" ] || cargo build --release -q -p sinew
 dir=$(mktemp -d)
 trap 'kill $(cat $dir/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf $dir' EXIT
 body=$(printf 'x%.0s' $(seq 64))
@@ -50,7 +52,7 @@ CONF
 
 taskset -c 1 nginx -c $dir/upstream.conf & 
 taskset -c 0 nginx -c $dir/nginx.conf &
-taskset -c 0 ./target/release/sinew --workers 1 proxy -c $dir/sinew.yaml 2>$dir/sinew.err & echo $! > $dir/sinew.pid
+taskset -c 0 $sinew --workers 1 proxy -c $dir/sinew.yaml 2>$dir/sinew.err & echo $! > $dir/sinew.pid
 for p in $UP $NG $SW; do
   for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done
 done
