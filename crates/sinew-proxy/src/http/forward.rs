@@ -136,7 +136,7 @@ pub(super) async fn forward(
     }
     headers::set_forwarded(
         &mut headers,
-        conn.peer.ip(),
+        &conn.peer_ip_value,
         conn.tls,
         manager.trust_forwarded_headers,
     );

@@ -213,35 +213,47 @@ impl Scanner {
                     }
                 }
                 State::Head => {
-                    let b = bytes[0];
-                    bytes = &bytes[1..];
                     if !self.head_open {
                         self.head_open = true;
                         self.check.head_started();
                     }
-                    if b == b'\n' {
-                        if self.prev != b'\r' {
-                            self.check.flag(self.heads, REASON_BARE_LF);
-                            self.state = State::Off;
-                            return;
-                        }
-                        self.end_of_line();
-                    } else if b != b'\r' {
-                        if self.line_len < LINE_KEEP {
-                            self.line[self.line_len] = b;
-                            self.line_len += 1;
-                        } else {
-                            self.line_overflow = true;
-                        }
+                    // Jump from line feed to line feed; only line starts are inspected.
+                    let Some(lf) = memchr::memchr(b'\n', bytes) else {
+                        self.keep(bytes);
+                        self.prev = bytes[bytes.len() - 1];
+                        return;
+                    };
+                    let before = if lf > 0 { bytes[lf - 1] } else { self.prev };
+                    if before != b'\r' {
+                        self.check.flag(self.heads, REASON_BARE_LF);
+                        self.state = State::Off;
+                        return;
                     }
-                    self.prev = b;
+                    self.keep(&bytes[..lf]);
+                    self.prev = b'\n';
+                    bytes = &bytes[lf + 1..];
+                    self.end_of_line();
                 }
             }
         }
     }
 
+    /// Keeps the start of the current line, enough to recognise framing headers.
+    fn keep(&mut self, segment: &[u8]) {
+        let room = LINE_KEEP - self.line_len;
+        let take = segment.len().min(room);
+        self.line[self.line_len..self.line_len + take].copy_from_slice(&segment[..take]);
+        self.line_len += take;
+        if segment.len() > room {
+            self.line_overflow = true;
+        }
+    }
+
     fn end_of_line(&mut self) {
-        let line = &self.line[..self.line_len];
+        let mut line = &self.line[..self.line_len];
+        if let Some((b'\r', rest)) = line.split_last() {
+            line = rest;
+        }
         if self.first_line {
             // Leading empty lines before a request are allowed (RFC 9112 §2.2).
             if !line.is_empty() {

@@ -12,18 +12,41 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether a header is hop-by-hop by itself (without being named in `Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == UPGRADE
+        || name == TRANSFER_ENCODING
+        || name == TE
+        || name == EXPECT
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers: the fixed ones and any the `Connection` header names.
 /// `TE: trailers` survives (gRPC needs it over HTTP/2); upgrades keep their two headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over the
+    // names finds out, instead of a hash lookup per candidate.
+    if !headers.keys().any(is_hop_by_hop) {
+        if keep_upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if let Some(connection) = headers.get(CONNECTION) {
-        // Collect first: the names borrow the map we are about to change. Rare enough
-        // (most requests name only keep-alive or close) that the small Vec is fine.
+        // Names other than the usual tokens are collected first (they borrow the map we
+        // are about to change); the Vec allocates only if there are any.
         let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == UPGRADE))
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(|t| t.trim_ascii())
+            .filter(|t| {
+                !(t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"upgrade"))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -53,20 +76,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The client address as a header value; made once per connection.
+pub fn client_address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
+}
+
 /// Sets `X-Forwarded-For` and `X-Forwarded-Proto`. A trusted client's values are kept
-/// and appended to; an untrusted client's are replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, trusted: bool) {
-    let mut ip_buf = [0u8; 48];
-    let ip = format_ip(client, &mut ip_buf);
+/// and appended to; an untrusted client's are replaced. `client` is the value of
+/// [`client_address_value`].
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, trusted: bool) {
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(existing) if trusted && !existing.is_empty() => {
-            let mut v = Vec::with_capacity(existing.len() + 2 + ip.len());
+            let mut v = Vec::with_capacity(existing.len() + 2 + client.len());
             v.extend_from_slice(existing.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
+            v.extend_from_slice(client.as_bytes());
             HeaderValue::from_bytes(&v).ok()
         }
-        _ => HeaderValue::from_str(ip).ok(),
+        _ => Some(client.clone()),
     };
     if let Some(xff) = xff {
         headers.insert(&X_FORWARDED_FOR, xff);
@@ -75,15 +102,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, trusted
         let proto = if tls { "https" } else { "http" };
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-}
-
-/// Writes an IP address into `buf` without allocating.
-fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// Appends this proxy to `Via` (`1.1 sinew`, `2 sinew`).
@@ -141,16 +159,21 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_for_trusted_and_replaces_for_untrusted() {
-        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let ip = client_address_value("10.0.0.7".parse().unwrap());
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, ip, false, true);
+        set_forwarded(&mut h, &ip, false, true);
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "::1".parse().unwrap(), false, false);
+        set_forwarded(
+            &mut h,
+            &client_address_value("::1".parse().unwrap()),
+            false,
+            false,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }

@@ -28,6 +28,8 @@ use crate::snapshot::{HttpManager, ListenerConfig, ListenerKind};
 pub(crate) struct ConnContext {
     pub slot: Arc<ListenerSlot>,
     pub peer: SocketAddr,
+    /// The peer's IP as a header value, for `X-Forwarded-For`.
+    pub peer_ip_value: http::HeaderValue,
     pub tls: bool,
     /// Which request heads had bare LFs (HTTP/1 only).
     pub head_check: Arc<head_guard::HeadCheck>,
@@ -98,6 +100,7 @@ async fn serve_io<IO>(
     let ctx = Arc::new(ConnContext {
         slot,
         peer,
+        peer_ip_value: headers::client_address_value(peer.ip()),
         tls,
         head_check,
         started: Instant::now(),
