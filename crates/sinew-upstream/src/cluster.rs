@@ -18,6 +18,30 @@ use sinew_config::ConfigError;
 use crate::connect::UpstreamTls;
 use crate::pool::{ConnectSettings, EndpointState};
 
+/// Turns `host:port` into addresses. The system resolver in production; tests script one.
+pub trait Resolver: Send + Sync {
+    fn resolve<'a>(
+        &'a self,
+        host_port: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
+    >;
+}
+
+/// getaddrinfo, through tokio's blocking pool.
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve<'a>(
+        &'a self,
+        host_port: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
+    > {
+        Box::pin(async move { Ok(tokio::net::lookup_host(host_port).await?.collect()) })
+    }
+}
+
 /// One endpoint of a host set: its address, weight and labels, and its live state.
 pub struct Endpoint {
     pub weight: u32,
@@ -85,6 +109,7 @@ pub struct Cluster {
     /// Subset selectors routes asked for; index 0 is the whole cluster.
     selectors: Vec<BTreeMap<String, String>>,
     hosts: ArcSwap<HostSet>,
+    resolver: Arc<dyn Resolver>,
 }
 
 /// Collects the subsets routes need before the cluster is frozen.
@@ -92,6 +117,7 @@ pub struct ClusterBuilder<'a> {
     config: &'a model::Cluster,
     path: String,
     selectors: Vec<BTreeMap<String, String>>,
+    resolver: Arc<dyn Resolver>,
 }
 
 impl<'a> ClusterBuilder<'a> {
@@ -101,7 +127,14 @@ impl<'a> ClusterBuilder<'a> {
             config,
             path,
             selectors: vec![BTreeMap::new()],
+            resolver: Arc::new(SystemResolver),
         }
+    }
+
+    /// Resolves DNS endpoints with `resolver` instead of the system's.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -219,6 +252,7 @@ impl<'a> ClusterBuilder<'a> {
             policy,
             selectors: self.selectors,
             hosts: ArcSwap::from_pointee(hosts),
+            resolver: self.resolver,
         }))
     }
 }
@@ -333,8 +367,8 @@ impl Cluster {
     async fn resolve(&self) {
         let mut resolved: Vec<(SocketAddr, &model::Endpoint)> = Vec::new();
         for endpoint in &self.config.endpoints {
-            match tokio::net::lookup_host(endpoint.address.as_str()).await {
-                Ok(addrs) => resolved.extend(addrs.map(|a| (a, endpoint))),
+            match self.resolver.resolve(&endpoint.address).await {
+                Ok(addrs) => resolved.extend(addrs.into_iter().map(|a| (a, endpoint))),
                 Err(e) => {
                     tracing::warn!(cluster = %self.name, address = %endpoint.address, error = %e,
                         "DNS resolution failed; keeping the last answer");
@@ -366,5 +400,74 @@ impl Cluster {
             &self.selectors,
             &self.policy,
         )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Answers whatever the test last set.
+    struct Scripted(Mutex<Vec<SocketAddr>>);
+
+    impl Resolver for Scripted {
+        fn resolve<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
+        > {
+            let answer = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    fn addresses(cluster: &Cluster) -> Vec<SocketAddr> {
+        cluster
+            .hosts()
+            .endpoints
+            .iter()
+            .map(|e| e.address())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn dns_clusters_follow_a_changing_answer_every_refresh() {
+        let config: model::Cluster = serde_yaml_ng::from_str(
+            "{name: c, type: dns, dns_refresh: 50ms, endpoints: [{address: 'svc.test:80'}]}",
+        )
+        .unwrap();
+        let a: SocketAddr = "127.0.0.10:80".parse().unwrap();
+        let b: SocketAddr = "127.0.0.11:80".parse().unwrap();
+        let resolver = Arc::new(Scripted(Mutex::new(vec![a])));
+        let cluster = ClusterBuilder::new(&config, "clusters[0]".into())
+            .with_resolver(resolver.clone())
+            .build(None)
+            .unwrap();
+        cluster.warm().await;
+        assert_eq!(addresses(&cluster), vec![a], "warmed before traffic");
+        cluster.start();
+
+        *resolver.0.lock().unwrap() = vec![a, b];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while addresses(&cluster) != vec![a, b] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "new address not picked up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The endpoint that stayed keeps its state (and so its pooled connections).
+        let kept = cluster.hosts().endpoints[0].state.clone();
+        *resolver.0.lock().unwrap() = vec![a];
+        while addresses(&cluster) != vec![a] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "removed address not dropped"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(Arc::ptr_eq(&kept, &cluster.hosts().endpoints[0].state));
     }
 }

@@ -10,6 +10,6 @@ pub mod tap;
 pub mod tls;
 
 pub use body::{BodyError, RequestBody, UpstreamBody};
-pub use cluster::{Cluster, ClusterBuilder, Picked};
+pub use cluster::{Cluster, ClusterBuilder, Picked, Resolver, SystemResolver};
 pub use connect::ConnectError;
 pub use pool::{EndpointState, SendError, WireProtocol};
