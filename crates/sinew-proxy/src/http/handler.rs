@@ -1,7 +1,7 @@
 //! A request's life, as named phases: check its framing, find its virtual host and
 //! route, then act — answer directly, redirect, or forward upstream.
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use sinew_router::{Action, RequestView};
@@ -27,14 +27,13 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
     };
     let grpc = is_grpc(req.headers());
 
-    // Phase 1: framing. hyper rejects most malformed messages itself; these are the
-    // request-smuggling shapes it lets through (RFC 9112 §6.1, §6.3).
+    // Phase 1: framing. hyper rejects most malformed messages itself, but by the time it
+    // hands over a request it has merged duplicate Content-Lengths and dropped one beside
+    // chunked; the head guard saw the raw bytes and says whether this head was one of the
+    // request-smuggling shapes (RFC 9112 §2.2, §6.1, §6.3).
     if req.version() <= Version::HTTP_11 {
         if let Some(problem) = conn.head_check.next_request_problem() {
             return local_reply::bad_request(problem);
-        }
-        if let Err(message) = check_framing(req.headers()) {
-            return local_reply::bad_request(message);
         }
     }
     let host = match host_of(&req) {
@@ -103,30 +102,4 @@ fn host_of(req: &Request<Incoming>) -> Option<&str> {
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-}
-
-/// Rejects requests whose body length is ambiguous.
-fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let has_length = lengths.next().is_some();
-    if lengths.next().is_some() {
-        return Err("more than one Content-Length");
-    }
-    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
-    if encodings.peek().is_some() {
-        if has_length {
-            return Err("both Content-Length and Transfer-Encoding");
-        }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        if !last.is_some_and(|l| l.eq_ignore_ascii_case("chunked")) {
-            return Err("Transfer-Encoding must end with chunked");
-        }
-    }
-    Ok(())
 }
