@@ -51,6 +51,88 @@ impl TestProxy {
     }
 }
 
+/// The config most tests need: one HTTP listener `web` on 127.0.0.1:0 with one route
+/// sending every request to cluster `svc`. Each extra is YAML spliced into its block,
+/// already indented for it: listener fields 4 spaces, `http` fields 6, route fields 14,
+/// cluster fields 4.
+#[derive(Default, Clone)]
+pub struct OneRoute {
+    endpoints: Vec<SocketAddr>,
+    listener: String,
+    http: String,
+    route: String,
+    cluster: String,
+}
+
+impl OneRoute {
+    pub fn to(endpoints: &[SocketAddr]) -> Self {
+        Self {
+            endpoints: endpoints.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    pub fn listener(mut self, yaml: &str) -> Self {
+        self.listener = yaml.to_string();
+        self
+    }
+
+    pub fn http(mut self, yaml: &str) -> Self {
+        self.http = yaml.to_string();
+        self
+    }
+
+    pub fn route(mut self, yaml: &str) -> Self {
+        self.route = yaml.to_string();
+        self
+    }
+
+    pub fn cluster(mut self, yaml: &str) -> Self {
+        self.cluster = yaml.to_string();
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let endpoints: String = self
+            .endpoints
+            .iter()
+            .map(|a| format!("{{address: {a}}}, "))
+            .collect();
+        format!(
+            "
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+{listener}
+    http:
+{http}
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: svc
+{route}
+clusters:
+  - name: svc
+    endpoints: [{endpoints}]
+{cluster}
+",
+            listener = self.listener,
+            http = self.http,
+            route = self.route,
+            cluster = self.cluster,
+        )
+    }
+
+    /// Starts the proxy; returns it with the listener's address.
+    pub async fn start(&self) -> (TestProxy, SocketAddr) {
+        let proxy = TestProxy::start(&self.yaml()).await;
+        let addr = proxy.addr("web").await;
+        (proxy, addr)
+    }
+}
+
 /// A response read whole.
 #[derive(Debug)]
 pub struct Reply {

@@ -3,30 +3,12 @@
 
 use std::time::Duration;
 
-use sinew_integration::{TestProxy, Upstream};
+use sinew_integration::{OneRoute, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn proxy_to(up: &Upstream) -> TestProxy {
-    TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    http:
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes:
-            - match: {{prefix: /}}
-              cluster: up
-clusters:
-  - name: up
-    endpoints: [{{address: {}}}]
-",
-        up.addr
-    ))
-    .await
+    OneRoute::to(&[up.addr]).start().await.0
 }
 
 /// Reads until `needle` has been seen `count` times, or fails after a deadline.
@@ -113,27 +95,10 @@ async fn chunked_request_body_is_forwarded_with_its_length() {
 #[tokio::test]
 async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
     let up = Upstream::start("up").await;
-    let proxy = TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    http:
-      request_headers_timeout: 300ms
-      idle_timeout: 60s
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes:
-            - match: {{prefix: /}}
-              cluster: up
-clusters:
-  - name: up
-    endpoints: [{{address: {}}}]
-",
-        up.addr
-    ))
-    .await;
+    let (proxy, _) = OneRoute::to(&[up.addr])
+        .http("      request_headers_timeout: 300ms\n      idle_timeout: 60s")
+        .start()
+        .await;
     let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await

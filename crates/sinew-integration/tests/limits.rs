@@ -7,32 +7,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
-use sinew_integration::{TestClient, TestProxy, Upstream};
+use sinew_integration::{OneRoute, TestClient, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn proxy_with(up: &Upstream, listener_extra: &str, http_extra: &str) -> TestProxy {
-    TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-{listener_extra}
-    http:
-{http_extra}
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes:
-            - match: {{prefix: /}}
-              cluster: alpha
-clusters:
-  - name: alpha
-    endpoints: [{{address: {}}}]
-",
-        up.addr
-    ))
-    .await
+    let config = OneRoute::to(&[up.addr])
+        .listener(listener_extra)
+        .http(http_extra);
+    config.start().await.0
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns its head and body.

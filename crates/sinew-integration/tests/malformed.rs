@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sinew_integration::{TestClient, TestProxy, Upstream};
+use sinew_integration::{OneRoute, TestClient, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,25 +20,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let up = Upstream::start("alpha").await;
-    let proxy = TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    http:
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes:
-            - match: {{prefix: /}}
-              cluster: alpha
-clusters:
-  - name: alpha
-    endpoints: [{{address: {}}}]
-",
-        up.addr
-    ))
-    .await;
+    let (proxy, _) = OneRoute::to(&[up.addr]).start().await;
     Harness { proxy, up }
 }
 

@@ -5,30 +5,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sinew_integration::{eventually, tally, TestClient, TestProxy, Upstream, UpstreamOptions};
+use sinew_integration::{
+    eventually, tally, OneRoute, TestClient, TestProxy, Upstream, UpstreamOptions,
+};
 
 /// A proxy routing everything to `up`; `cluster_extra` is appended to the cluster.
 async fn proxy_to(up: &Upstream, cluster_extra: &str) -> (TestProxy, SocketAddr) {
-    let proxy = TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    http:
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes: [{{match: {{prefix: /}}, cluster: up}}]
-clusters:
-  - name: up
-    endpoints: [{{address: {}}}]
-{cluster_extra}
-",
-        up.addr
-    ))
-    .await;
-    let addr = proxy.addr("web").await;
-    (proxy, addr)
+    OneRoute::to(&[up.addr])
+        .cluster(cluster_extra)
+        .start()
+        .await
 }
 
 #[tokio::test]

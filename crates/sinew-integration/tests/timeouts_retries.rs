@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
-use sinew_integration::{closed_port_addr, TestClient, TestProxy, Upstream};
+use sinew_integration::{closed_port_addr, OneRoute, TestClient, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,33 +19,12 @@ async fn proxy(
     http_extra: &str,
     cluster_extra: &str,
 ) -> (TestProxy, SocketAddr) {
-    let endpoints: String = endpoints
-        .iter()
-        .map(|a| format!("{{address: {a}}}, "))
-        .collect();
-    let proxy = TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    http:
-{http_extra}
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes:
-            - match: {{prefix: /}}
-              cluster: svc
-{route_extra}
-clusters:
-  - name: svc
-    endpoints: [{endpoints}]
-{cluster_extra}
-"
-    ))
-    .await;
-    let addr = proxy.addr("web").await;
-    (proxy, addr)
+    OneRoute::to(endpoints)
+        .route(route_extra)
+        .http(http_extra)
+        .cluster(cluster_extra)
+        .start()
+        .await
 }
 
 // ---------------------------------------------------------------------------------------

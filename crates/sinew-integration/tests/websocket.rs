@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sinew_integration::TestProxy;
+use sinew_integration::OneRoute;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -87,26 +87,10 @@ async fn recv(ws: &mut Client) -> Message {
 #[tokio::test]
 async fn websocket_handshake_messages_and_close_pass_through() {
     let (upstream, mut seen) = ws_upstream().await;
-    let proxy = TestProxy::start(&format!(
-        "
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    http:
-      virtual_hosts:
-        - name: all
-          domains: ['*']
-          routes:
-            - match: {{prefix: /}}
-              cluster: ws
-clusters:
-  - name: ws
-    protocol: http1
-    endpoints: [{{address: {upstream}}}]
-"
-    ))
-    .await;
-    let addr = proxy.addr("web").await;
+    let (_proxy, addr) = OneRoute::to(&[upstream])
+        .cluster("    protocol: http1")
+        .start()
+        .await;
     let step = Duration::from_secs(5);
 
     let (mut ws, response) = tokio::time::timeout(
