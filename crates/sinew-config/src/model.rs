@@ -485,7 +485,7 @@ fn default_weight() -> u32 {
 }
 
 /// TLS to the upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// Server name sent in SNI and verified in the certificate.
@@ -498,7 +498,7 @@ pub struct UpstreamTls {
 }
 
 /// Per-endpoint connection pooling.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Idle HTTP/1.1 connections kept per endpoint.

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod listener;
+mod moment;
 pub mod reload;
 pub mod snapshot;
 mod tcp;
@@ -36,14 +37,15 @@ pub fn check(loaded: &LoadedConfig) -> Result<(), Diagnostics> {
     snapshot::compile(loaded, None, 0).map(|_| ())
 }
 
-/// Reads a config file and checks it whole — structure, references, and all that
-/// compiling needs (regexes, header values, certificates) — reporting every error in
-/// one pass. What `sinew validate` prints, and what a start or a reload refuses.
+/// Reads a config file and checks its structure and references. When those fail, the
+/// checks compiling makes (regexes, header values, certificates) run too, so every error
+/// comes in one pass. A config that passes still needs compiling — [`check`] without
+/// running it, or [`Proxy::start`] / [`Proxy::reload`], which compile once and report
+/// the same way.
 pub fn load_file(path: &std::path::Path) -> Result<LoadedConfig, Diagnostics> {
     let loaded = sinew_config::parse_file(path)?;
     let mut errors = sinew_config::validate(&loaded.config);
     if errors.is_empty() {
-        check(&loaded)?;
         return Ok(loaded);
     }
     errors.extend(snapshot::lint(&loaded));

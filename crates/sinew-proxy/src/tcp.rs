@@ -3,14 +3,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::moment::SharedMoment;
 use crate::snapshot::TcpProxy;
 
 /// How many endpoints to try before giving up on a connection.
@@ -45,13 +44,13 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
         return;
     };
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(SharedMoment::now());
     let mut down = Tracked::new(downstream, activity.clone());
     let mut up = Tracked::new(upstream, activity.clone());
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     tokio::pin!(copy);
     loop {
-        let idle = activity.idle();
+        let idle = activity.elapsed().unwrap_or_default();
         if idle >= config.idle_timeout {
             tracing::debug!(?peer, "TCP connection idle; closing");
             return;
@@ -68,37 +67,14 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     }
 }
 
-/// When bytes last moved, in milliseconds since the connection began.
-struct Activity {
-    started: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-    fn touch(&self) {
-        self.last_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn idle(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
 /// A stream that records activity on every successful read or write.
 struct Tracked {
     inner: TcpStream,
-    activity: Arc<Activity>,
+    activity: Arc<SharedMoment>,
 }
 
 impl Tracked {
-    fn new(inner: TcpStream, activity: Arc<Activity>) -> Self {
+    fn new(inner: TcpStream, activity: Arc<SharedMoment>) -> Self {
         Self { inner, activity }
     }
 }
@@ -112,7 +88,7 @@ impl AsyncRead for Tracked {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) {
-            this.activity.touch();
+            this.activity.mark();
         }
         r
     }
@@ -127,7 +103,7 @@ impl AsyncWrite for Tracked {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(_))) {
-            this.activity.touch();
+            this.activity.mark();
         }
         r
     }

@@ -184,8 +184,8 @@ impl<'a> ClusterBuilder<'a> {
         let same_connections = previous.is_some_and(|p| {
             p.config.protocol == cfg.protocol
                 && p.config.connect_timeout == cfg.connect_timeout
-                && format!("{:?}{:?}", p.config.tls, p.config.pool)
-                    == format!("{:?}{:?}", cfg.tls, cfg.pool)
+                && p.config.tls == cfg.tls
+                && p.config.pool == cfg.pool
         });
         let settings = match previous {
             Some(p) if same_connections => p.settings.clone(),

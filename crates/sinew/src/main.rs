@@ -90,7 +90,7 @@ fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>
 }
 
 fn validate(file: &Path) -> ExitCode {
-    match sinew_proxy::load_file(file) {
+    match sinew_proxy::load_file(file).and_then(|loaded| sinew_proxy::check(&loaded)) {
         Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS

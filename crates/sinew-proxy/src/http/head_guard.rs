@@ -17,7 +17,9 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::moment::SharedMoment;
 
 /// Shared between the reader and the request handler of one connection.
 #[derive(Debug)]
@@ -28,9 +30,8 @@ pub struct HeadCheck {
     reason: AtomicU8,
     /// Requests the handler has seen.
     handled: AtomicU64,
-    created: Instant,
-    /// Milliseconds after `created` (plus one) when the head being read began; 0 if none is.
-    head_began: AtomicU64,
+    /// When the head being read began; unset between heads.
+    head_began: SharedMoment,
 }
 
 impl HeadCheck {
@@ -39,25 +40,21 @@ impl HeadCheck {
             bad_head: AtomicU64::new(u64::MAX),
             reason: AtomicU8::new(0),
             handled: AtomicU64::new(0),
-            created: Instant::now(),
-            head_began: AtomicU64::new(0),
+            head_began: SharedMoment::unset(),
         })
     }
 
     /// How long the request head now being read has been in progress, if one is.
     pub fn head_in_progress_for(&self) -> Option<Duration> {
-        let began = self.head_began.load(Ordering::Relaxed);
-        let now = self.created.elapsed().as_millis() as u64 + 1;
-        (began != 0).then(|| Duration::from_millis(now.saturating_sub(began)))
+        self.head_began.elapsed()
     }
 
     fn head_started(&self) {
-        let now = self.created.elapsed().as_millis() as u64 + 1;
-        self.head_began.store(now, Ordering::Relaxed);
+        self.head_began.mark();
     }
 
     fn head_ended(&self) {
-        self.head_began.store(0, Ordering::Relaxed);
+        self.head_began.clear();
     }
 
     /// Called once per request, in order: why this request's head is malformed, if it is.

@@ -109,22 +109,25 @@ pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     headers.append(VIA, via.clone());
 }
 
-/// A random version 4 UUID, for requests that arrive without an `x-request-id`.
+/// A random version 4 UUID, for requests that arrive without an `x-request-id`. Written
+/// into a stack buffer: the header value's own copy is the only allocation.
 pub fn new_request_id() -> HeaderValue {
-    let hi = fastrand::u64(..);
-    let lo = fastrand::u64(..);
-    // Version 4, variant 10xx.
-    let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let text = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&text).expect("hex and dashes are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Version 4 in the third group, variant 10xx in the fourth.
+    let hi = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let lo = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let bits = (u128::from(hi) << 64) | u128::from(lo);
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+        } else {
+            *byte = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+            nibble += 1;
+        }
+    }
+    HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
 }
 
 #[cfg(test)]
@@ -186,5 +189,11 @@ mod tests {
         let s = a.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
+        assert!(
+            matches!(&s[19..20], "8" | "9" | "a" | "b"),
+            "variant 10xx: {s}"
+        );
+        let dashes: Vec<usize> = s.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, vec![8, 13, 18, 23], "{s}");
     }
 }

@@ -11,9 +11,9 @@ pub mod local_reply;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::listener::ListenerSlot;
+use crate::moment::SharedMoment;
 use crate::snapshot::{HttpManager, ListenerConfig, ListenerKind};
 
 /// What a request handler knows of its connection.
@@ -33,10 +34,9 @@ pub(crate) struct ConnContext {
     pub tls: bool,
     /// Which request heads had bare LFs (HTTP/1 only).
     pub head_check: Arc<head_guard::HeadCheck>,
-    started: Instant,
     active_requests: AtomicU32,
-    /// Milliseconds after `started` when the last request finished.
-    idle_since_ms: AtomicU64,
+    /// When the last request finished (or the connection began).
+    idle_since: SharedMoment,
 }
 
 impl ConnContext {
@@ -45,8 +45,7 @@ impl ConnContext {
     }
 
     fn request_finished(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.idle_since_ms.store(now, Ordering::Relaxed);
+        self.idle_since.mark();
         self.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -55,9 +54,7 @@ impl ConnContext {
         if self.active_requests.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let since = self.idle_since_ms.load(Ordering::Relaxed);
-        let now = self.started.elapsed().as_millis() as u64;
-        Some(Duration::from_millis(now.saturating_sub(since)))
+        self.idle_since.elapsed()
     }
 }
 
@@ -103,9 +100,8 @@ async fn serve_io<IO>(
         peer_ip_value: headers::client_address_value(peer.ip()),
         tls,
         head_check,
-        started: Instant::now(),
         active_requests: AtomicU32::new(0),
-        idle_since_ms: AtomicU64::new(0),
+        idle_since: SharedMoment::now(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
