@@ -134,29 +134,32 @@ async fn per_try_timeout_without_retries_left_answers_504() {
     assert_eq!(slow.requests(), 2);
 }
 
-#[tokio::test]
-async fn connect_timeout_gives_up_on_an_endpoint_that_never_accepts() {
-    // A listener with a backlog of 0 whose queue is already full: the kernel drops further
-    // SYNs, so a connect to it hangs rather than being refused.
+/// A loopback address whose connects hang: a listener with a backlog of 0 whose queue is
+/// already full, so the kernel drops further SYNs instead of refusing them. Keep the
+/// returned listener and fillers alive while the address is in use.
+async fn black_hole() -> (tokio::net::TcpListener, Vec<TcpStream>, SocketAddr) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(0).unwrap();
-    let black_hole = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(black_hole)).await
-        {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
             Ok(Ok(s)) => fillers.push(s),
             _ => break,
         }
     }
-    let probe =
-        tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(black_hole)).await;
+    let probe = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await;
     assert!(
         probe.is_err(),
         "this kernel completes connects to a full backlog-0 listener; cannot simulate a hanging connect"
     );
+    (listener, fillers, addr)
+}
 
+#[tokio::test]
+async fn connect_timeout_gives_up_on_an_endpoint_that_never_accepts() {
+    let (listener, _fillers, black_hole) = black_hole().await;
     let (_p, addr) = proxy(&[black_hole], "", "", "    connect_timeout: 200ms").await;
     let started = Instant::now();
     let r = TestClient::http1().get(addr, "/", &[]).await;
@@ -166,6 +169,30 @@ async fn connect_timeout_gives_up_on_an_endpoint_that_never_accepts() {
     assert!(took >= Duration::from_millis(180), "{took:?}");
     assert!(took < Duration::from_millis(2000), "{took:?}");
     drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_queued_behind_a_failed_connect_fail_with_it() {
+    // One HTTP/2 connection attempt runs per endpoint at a time; requests that waited
+    // for it must fail when it fails, not each wait out a connect timeout in turn.
+    let (_listener, _fillers, black_hole) = black_hole().await;
+    let (_p, addr) = proxy(
+        &[black_hole],
+        "",
+        "",
+        "    protocol: http2\n    connect_timeout: 300ms",
+    )
+    .await;
+    let client = TestClient::http1();
+    let started = Instant::now();
+    let replies = futures_util::future::join_all((0..6).map(|_| client.get(addr, "/", &[]))).await;
+    let took = started.elapsed();
+    for r in &replies {
+        assert_eq!(r.status, 503);
+        assert_eq!(r.text(), "upstream connect error");
+    }
+    // Six attempts in turn would take 1.8 s.
+    assert!(took < Duration::from_millis(1000), "{took:?}");
 }
 
 /// Sends one request on a raw socket and reads its response (Content-Length framing).
