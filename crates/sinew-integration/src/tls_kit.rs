@@ -67,6 +67,22 @@ pub struct CertFiles {
 }
 
 impl CertFiles {
+    /// Reads an existing PEM certificate and PKCS#8 key (such as examples/certs/).
+    pub fn from_pem(cert: &Path, key: &Path) -> CertFiles {
+        use rustls::pki_types::pem::PemObject;
+        let cert_der = CertificateDer::from_pem_file(cert).expect("PEM certificate");
+        let key_der = match PrivateKeyDer::from_pem_file(key).expect("PEM key") {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => panic!("{} is not a PKCS#8 key", key.display()),
+        };
+        CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            cert_der,
+            key_der,
+        }
+    }
+
     pub fn cert_path(&self) -> &str {
         self.cert.to_str().expect("utf-8 temp path")
     }
