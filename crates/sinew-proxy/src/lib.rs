@@ -149,9 +149,4 @@ impl Proxy {
             slot.wait_stopped().await;
         }
     }
-
-    /// The running snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
 }

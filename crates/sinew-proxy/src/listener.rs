@@ -85,10 +85,6 @@ impl ListenerSlot {
         // The accept loop holds the only receiver; the channel closes when it ends.
         self.stop.closed().await;
     }
-
-    pub fn active_connections(&self) -> usize {
-        self.active_connections.load(Ordering::Relaxed)
-    }
 }
 
 async fn accept_loop(

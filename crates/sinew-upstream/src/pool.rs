@@ -74,8 +74,6 @@ pub struct EndpointState {
     settings: Arc<ConnectSettings>,
     /// Requests in flight (least-request balancing reads it).
     pub active_requests: AtomicU64,
-    /// Connections opened so far, all protocols.
-    pub connections_opened: AtomicU64,
     idle_http1: Mutex<Vec<IdleHttp1>>,
     http2: Mutex<Vec<SharedHttp2>>,
     /// Held while an HTTP/2 connection is being opened, so requests that arrive during
@@ -90,7 +88,6 @@ impl EndpointState {
             address,
             settings,
             active_requests: AtomicU64::new(0),
-            connections_opened: AtomicU64::new(0),
             idle_http1: Mutex::new(Vec::new()),
             http2: Mutex::new(Vec::new()),
             http2_connecting: tokio::sync::Mutex::new(None),
@@ -167,7 +164,6 @@ impl EndpointState {
             self.settings.tls.as_ref(),
         )
         .await?;
-        self.connections_opened.fetch_add(1, Ordering::Relaxed);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -247,7 +243,6 @@ impl EndpointState {
         if self.settings.tls.is_some() && io.alpn() != Some(b"h2") {
             return Err(ConnectError::NoH2);
         }
-        self.connections_opened.fetch_add(1, Ordering::Relaxed);
         let peer = PeerSettings::new();
         let io = ReadTap::new(io, SettingsParser::new(peer.clone()));
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -290,15 +285,5 @@ impl EndpointState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| !c.sender.is_closed());
-    }
-
-    /// Idle HTTP/1.1 connections right now (for tests and the admin API).
-    pub fn idle_http1_count(&self) -> usize {
-        self.idle_http1.lock().map(|v| v.len()).unwrap_or(0)
-    }
-
-    /// Open HTTP/2 connections right now.
-    pub fn http2_connection_count(&self) -> usize {
-        self.http2.lock().map(|v| v.len()).unwrap_or(0)
     }
 }
