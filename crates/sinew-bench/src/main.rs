@@ -1,0 +1,96 @@
+//! `sinew-bench`: the load side of `bench/run`. It is not part of the proxy; it exists so the
+//! harness measures proxies against an upstream and clients whose cost is small and known.
+//!
+//! - `upstream` serves fixed bodies over HTTP/1.1, h2c and TLS, and an endless byte stream
+//!   over TCP, so the direct baseline and every proxy talk to the same server.
+//! - `tcp-read` reads from a TCP stream as fast as it can and reports the rate.
+//! - `hold` opens many keep-alive connections, makes one request on each, and keeps them
+//!   open until its standard input closes, so the harness can read a proxy's RSS meanwhile.
+
+mod hold;
+mod tcp;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sinew-bench",
+    about = "Upstream and clients for Sinew's benchmark harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve 64-byte bodies (any path) and 1 MiB bodies (`/1m`), and a TCP byte stream.
+    Upstream {
+        /// HTTP/1.1 and h2c (prior knowledge) on one port.
+        #[arg(long)]
+        http: SocketAddr,
+        /// The same over TLS (ALPN h2 and http/1.1); needs --cert and --key.
+        #[arg(long)]
+        tls: Option<SocketAddr>,
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Every connection accepted here is sent an endless stream of bytes.
+        #[arg(long)]
+        tcp_source: Option<SocketAddr>,
+    },
+    /// Read from `--connect` over `--streams` connections for `--secs` seconds; print JSON.
+    TcpRead {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Open `--conns` keep-alive connections, make one GET on each, print JSON once all
+    /// are idle, and hold them until standard input closes.
+    Hold {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Upstream {
+                http,
+                tls,
+                cert,
+                key,
+                tcp_source,
+            } => upstream::run(http, tls.map(|addr| (addr, cert, key)), tcp_source).await,
+            Command::TcpRead {
+                connect,
+                streams,
+                secs,
+            } => tcp::read(connect, streams, secs).await,
+            Command::Hold { connect, conns } => hold::run(connect, conns).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sinew-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
