@@ -114,9 +114,13 @@ impl EndpointState {
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        // Connecting is rare and its future is large: boxed, it does not grow the future
+        // of every request that finds a pooled connection (see `send`).
         let mut sender = match self.check_out_http1() {
             Some(s) => s,
-            None => self.connect_http1().await.map_err(SendError::Connect)?,
+            None => Box::pin(self.connect_http1())
+                .await
+                .map_err(SendError::Connect)?,
         };
         *request.version_mut() = Version::HTTP_11;
         let response = sender
@@ -183,8 +187,7 @@ impl EndpointState {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (mut sender, permit) = match self.check_out_http2() {
             Some(found) => found,
-            None => self
-                .check_out_or_connect_http2()
+            None => Box::pin(self.check_out_or_connect_http2())
                 .await
                 .map_err(SendError::Connect)?,
         };
