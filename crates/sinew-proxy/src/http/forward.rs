@@ -130,6 +130,10 @@ pub(super) async fn forward(
     let hash = route.hash(&parts.headers, conn.peer.ip());
 
     let mut headers = parts.headers;
+    // hyper sizes the map to the headers it parsed; room for the usual additions
+    // (X-Forwarded-For, X-Forwarded-Proto, Via, x-request-id) makes it grow once, not
+    // once for each.
+    headers.reserve(4);
     headers::remove_hop_by_hop(&mut headers, upgrade);
     if manager.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, headers::new_request_id());

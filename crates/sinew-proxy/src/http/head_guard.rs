@@ -272,19 +272,25 @@ impl Scanner {
             // ambiguous (RFC 9112 §6.3). hyper quietly merges equal lengths and drops the
             // length beside chunked, so only the raw head still shows them.
             let mut ambiguous = false;
+            let mut framing = false;
             // A framing header too long to read whole is refused, not skipped: standing
             // down would leave its body, and the heads after it, unwatched.
             let too_long = self.line_overflow;
-            if lower(b"content-length:") {
-                ambiguous = self.content_length.is_some() || self.chunked;
-                self.content_length = value(15).parse().ok();
-            } else if lower(b"transfer-encoding:") {
-                ambiguous = self.content_length.is_some();
-                self.chunked = value(18).to_ascii_lowercase().contains("chunked");
-            } else if lower(b"upgrade:") {
-                self.stop_after_head = true;
+            // Most lines are none of the three: their first byte says so without a compare.
+            match line.first().map(u8::to_ascii_lowercase) {
+                Some(b'c') if lower(b"content-length:") => {
+                    framing = true;
+                    ambiguous = self.content_length.is_some() || self.chunked;
+                    self.content_length = value(15).parse().ok();
+                }
+                Some(b't') if lower(b"transfer-encoding:") => {
+                    framing = true;
+                    ambiguous = self.content_length.is_some();
+                    self.chunked = value(18).to_ascii_lowercase().contains("chunked");
+                }
+                Some(b'u') if lower(b"upgrade:") => self.stop_after_head = true,
+                _ => {}
             }
-            let framing = lower(b"content-length:") || lower(b"transfer-encoding:");
             if framing && too_long {
                 self.check.flag(self.heads, REASON_FRAMING_TOO_LONG);
                 self.state = State::Off;

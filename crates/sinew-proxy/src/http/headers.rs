@@ -28,12 +28,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none, or only `Connection: keep-alive`: one pass over the
     // names finds out, instead of a hash lookup per candidate.
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut hop_by_hop = headers.keys().filter(|name| is_hop_by_hop(name));
+    let Some(first) = hop_by_hop.next() else {
         if keep_upgrade {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
         return;
-    }
+    };
+    let only_connection = first == CONNECTION && hop_by_hop.next().is_none();
     if let Some(connection) = headers.get(CONNECTION) {
         // Names other than the usual tokens are collected first (they borrow the map we
         // are about to change); the Vec allocates only if there are any.
@@ -51,6 +53,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         for name in named {
             headers.remove(name);
         }
+    }
+    if only_connection && !keep_upgrade {
+        headers.remove(CONNECTION);
+        return;
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -146,6 +152,25 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn a_lone_connection_header_goes_with_the_headers_it_names() {
+        for value in ["keep-alive", "Keep-Alive, x-secret", "close"] {
+            let mut h = HeaderMap::new();
+            h.insert(CONNECTION, HeaderValue::from_static(value));
+            h.insert("x-secret", HeaderValue::from_static("1"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            remove_hop_by_hop(&mut h, false);
+            let mut kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            kept.sort();
+            let want: &[&str] = if value.contains("x-secret") {
+                &["x-kept"]
+            } else {
+                &["x-kept", "x-secret"]
+            };
+            assert_eq!(kept, want, "Connection: {value}");
+        }
     }
 
     #[test]
