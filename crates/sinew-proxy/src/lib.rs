@@ -15,6 +15,12 @@ pub mod reload;
 pub mod snapshot;
 mod tcp;
 
+/// Internals the criterion benches (`benches/`) measure; not a stable API.
+#[doc(hidden)]
+pub mod bench_api {
+    pub use crate::http::head_guard::{HeadCheck, Scanner};
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@ use sinew_upstream::{BodyError, RequestBody, SendError, UpstreamBody, WireProtoc
 
 use super::body::ResponseBody;
 use super::flags::ResponseFlags;
-use super::headers::{self, X_REQUEST_ID};
+use super::headers;
 use super::local_reply;
 use super::ConnContext;
 use crate::snapshot::{HttpManager, RouteSet};
@@ -129,29 +129,21 @@ pub(super) async fn forward(
     }
     let hash = route.hash(&parts.headers, conn.peer.ip());
 
+    let via = if downstream_h2 {
+        manager.via_http2.as_ref()
+    } else {
+        manager.via_http1.as_ref()
+    };
     let mut headers = parts.headers;
-    // hyper sizes the map to the headers it parsed; room for the usual additions
-    // (X-Forwarded-For, X-Forwarded-Proto, Via, x-request-id) makes it grow once, not
-    // once for each.
-    headers.reserve(4);
-    headers::remove_hop_by_hop(&mut headers, upgrade);
-    if manager.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(&X_REQUEST_ID, headers::new_request_id());
-    }
-    headers::set_forwarded(
+    headers::prepare_request(
         &mut headers,
+        upgrade,
+        manager.generate_request_id,
         &conn.peer_ip_value,
         conn.tls,
         manager.trust_forwarded_headers,
+        via,
     );
-    let via = if downstream_h2 {
-        &manager.via_http2
-    } else {
-        &manager.via_http1
-    };
-    if let Some(via) = via {
-        headers::append_via(&mut headers, via);
-    }
     // Envoy's order, the same as for responses: the route's edits, then its host's.
     route.request_headers.apply(&mut headers);
     vhost.request_headers.apply(&mut headers);

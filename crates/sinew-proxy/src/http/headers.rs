@@ -82,6 +82,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// What a proxied request's headers get before the route's own edits: hop-by-hop
+/// removal, an `x-request-id` if asked for and missing, `X-Forwarded-For`/`-Proto`, and
+/// `Via`. One function, so the benches measure what requests pay.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    upgrade: bool,
+    generate_request_id: bool,
+    client: &HeaderValue,
+    tls: bool,
+    trust_forwarded: bool,
+    via: Option<&HeaderValue>,
+) {
+    // hyper sizes the map to the headers it parsed; room for the usual additions makes it
+    // grow once, not once for each.
+    headers.reserve(4);
+    remove_hop_by_hop(headers, upgrade);
+    if generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(&X_REQUEST_ID, new_request_id());
+    }
+    set_forwarded(headers, client, tls, trust_forwarded);
+    if let Some(via) = via {
+        append_via(headers, via);
+    }
+}
+
 /// The client address as a header value; made once per connection.
 pub fn client_address_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")

@@ -5,7 +5,7 @@ pub mod body;
 pub mod flags;
 mod forward;
 mod handler;
-mod head_guard;
+pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
 
