@@ -70,16 +70,25 @@ pub(crate) async fn serve(
     };
     match &config.tls {
         None => serve_io(stream, peer, slot.clone(), manager, false).await,
-        Some(acceptor) => {
-            // The handshake shares the header deadline: a silent client holds nothing.
-            let handshake =
-                tokio::time::timeout(manager.request_headers_timeout, acceptor.accept(stream));
-            match handshake.await {
-                Ok(Ok(tls)) => serve_io(tls, peer, slot.clone(), manager, true).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        }
+        // Boxed: inline, the TLS states (handshake, TLS stream) would size every
+        // connection's task, cleartext ones too: 8,944 bytes a task instead of 4,128.
+        Some(acceptor) => Box::pin(serve_tls(stream, peer, slot, manager, acceptor)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: &Arc<ListenerSlot>,
+    manager: &HttpManager,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) {
+    // The handshake shares the header deadline: a silent client holds nothing.
+    let handshake = tokio::time::timeout(manager.request_headers_timeout, acceptor.accept(stream));
+    match handshake.await {
+        Ok(Ok(tls)) => serve_io(tls, peer, slot.clone(), manager, true).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -120,12 +129,17 @@ async fn serve_io<IO>(
     let service_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = service_ctx.clone();
-        async move {
+        // Boxed: hyper keeps a slot for the request future in every connection, idle or
+        // not, sized to the future (5,392 bytes); boxed, the slot is a pointer and the
+        // request's state exists only while the request does. With the TLS path boxed
+        // (`serve`), RSS per idle keep-alive connection went from 25.7 to 19.4 KiB
+        // (bench/idle_conns.py), for one allocation per request.
+        Box::pin(async move {
             ctx.request_started();
             let response = handler::handle(req, &ctx).await;
             ctx.request_finished();
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let idle_timeout = manager.idle_timeout;
     let head_timeout = manager.request_headers_timeout;
