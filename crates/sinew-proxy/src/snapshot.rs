@@ -69,6 +69,9 @@ pub struct HttpManager {
     /// `Via` values for HTTP/1.1 and HTTP/2 requests; None when `via` is empty.
     pub via_http1: Option<HeaderValue>,
     pub via_http2: Option<HeaderValue>,
+    /// hyper's connection settings, built once: connections borrow it rather than each
+    /// holding a copy for its whole life.
+    pub conn_builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
 }
 
 /// A TCP proxy's targets.
@@ -309,6 +312,7 @@ fn http_manager(
         tls: l.tls.is_some(),
         via_http1: via("1.1"),
         via_http2: via("2"),
+        conn_builder: crate::http::connection_builder(http.max_request_headers_kb as usize * 1024),
     }
 }
 
