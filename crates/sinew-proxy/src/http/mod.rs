@@ -139,7 +139,7 @@ async fn serve_io<IO>(
         // not, sized to the future (5,392 bytes); boxed, the slot is a pointer and the
         // request's state exists only while the request does. With the TLS path boxed
         // (`serve`), RSS per idle keep-alive connection went from 25.7 to 19.4 KiB
-        // (bench/idle_conns.py), for one allocation per request.
+        // (scenario h of bench/run), for one allocation per request.
         Box::pin(async move {
             ctx.request_started();
             let response = handler::handle(req, &ctx).await;
