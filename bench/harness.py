@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "bench", "configs")
@@ -539,7 +540,8 @@ def measure_once(scenario, target, args, rate, warm=False):
     try:
         return measure(target, scenario_action(scenario, target, args, rate))
     except Exception as e:
-        return {"failed": str(e)[:300]}
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return {"failed": f"{type(e).__name__} at line {where.lineno}: {str(e)[:300]}"}
 
 
 def summary_line(scenario, r):

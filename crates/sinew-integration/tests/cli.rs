@@ -188,7 +188,10 @@ fn validate_accepts_the_benchmark_config() {
     let dir = TempDir::new("cli-bench");
     let file = dir.file("sinew.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let out = sinew(&["validate", file.to_str().unwrap()], Duration::from_secs(10));
+    let out = sinew(
+        &["validate", file.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
 }
 
