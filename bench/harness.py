@@ -371,11 +371,13 @@ def run_load(cmd, timeout):
     return out.stdout
 
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
 def wrk_latency_ms(text):
-    value = re.match(r"([\d.]+)(us|ms|s)$", text)
+    value = re.match(r"([\d.]+)(us|ms|s|m|h)$", text)
+    if not value:
+        raise RuntimeError(f"cannot read the latency {text!r}")
     return float(value.group(1)) * UNITS[value.group(2)]
 
 
