@@ -402,8 +402,9 @@ def wrk(url, secs, conns, headers=()):
         "requests": int(find(r"(\d+) requests in", out, "request count").group(1)),
         "rps": float(find(r"Requests/sec:\s+([\d.]+)", out, "request rate").group(1)),
         "mb_per_s": float(transfer.group(1)) * scale / 1e6,
-        "p50_ms": wrk_latency_ms(find(r"50%\s+(\S+)", out, "p50").group(1)),
-        "p99_ms": wrk_latency_ms(find(r"99%\s+(\S+)", out, "p99").group(1)),
+        # Anchored to the start of a line: "+/- Stdev" columns such as "87.99%" end lines too.
+        "p50_ms": wrk_latency_ms(find(r"(?m)^\s+50%\s+(\S+)", out, "p50").group(1)),
+        "p99_ms": wrk_latency_ms(find(r"(?m)^\s+99%\s+(\S+)", out, "p99").group(1)),
         "errors": int(errors.group(1)) if errors else 0,
     }
     if socket_errors:

@@ -64,9 +64,9 @@ fn main() -> ExitCode {
 /// Builds the runtime: one worker per core unless `--workers` says otherwise.
 ///
 /// With one worker, a current-thread runtime: measured side by side with nginx and HAProxy
-/// (HTTP/1.1 keep-alive, 64-byte bodies; the script has since become bench/run) it spent 7-19% less CPU per request than a
-/// one-worker multi-thread runtime in three paired runs, since nothing is stolen or
-/// handed between threads. With more workers, tokio's multi-thread runtime; per-core
+/// (HTTP/1.1 keep-alive, 64-byte bodies; that script has since become bench/run), it
+/// spent 7-19% less CPU per request than a one-worker multi-thread runtime in three paired
+/// runs, since nothing is stolen or handed between threads. With more workers, tokio's multi-thread runtime; per-core
 /// current-thread runtimes with SO_REUSEPORT listeners (Envoy's shape) are the next
 /// thing to measure.
 fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
