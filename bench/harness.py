@@ -338,9 +338,6 @@ class Direct:
 
     name = "direct"
 
-    def __init__(self, upstream):
-        self.upstream = upstream
-
     def cpu_seconds(self):
         return None
 
@@ -481,10 +478,9 @@ def measure(target, action):
     return result
 
 
-def scenario_action(scenario, target, args, rate=None):
+def scenario_action(scenario, target, secs, rate=None):
     ports = PORTS[target.name]
     http = f"http://127.0.0.1:{ports['http']}/"
-    secs = args.secs
     if scenario in ("a", "a-all"):
         return lambda: wrk(http, secs, 50)
     if scenario == "b":
@@ -504,8 +500,23 @@ def scenario_action(scenario, target, args, rate=None):
     raise ValueError(scenario)
 
 
-def run_throughput(scenarios, targets, args, results):
-    """Runs every scenario but (h) on targets that are already running."""
+def run_throughput(scenarios, chosen, workers, args, results):
+    """Starts the chosen proxies with `workers` workers each and runs `scenarios` (not (h))
+    against them and, if chosen, direct; stops the proxies again."""
+    targets = [Direct()] if "direct" in chosen else []
+    try:
+        for name in PROXIES:
+            if name in chosen:
+                targets.append(Target(name, workers))
+                targets[-1].start()
+        run_scenarios(scenarios, targets, args, results)
+    finally:
+        for target in targets:
+            if isinstance(target, Target):
+                target.stop()
+
+
+def run_scenarios(scenarios, targets, args, results):
     for scenario in scenarios:
         rate = None
         if scenario == "b":
@@ -533,15 +544,13 @@ def run_throughput(scenarios, targets, args, results):
 
 def measure_once(scenario, target, args, rate, warm=False):
     if warm:
-        warm_args = argparse.Namespace(**vars(args))
-        warm_args.secs = 1
         try:
-            scenario_action(scenario, target, warm_args, rate)()
+            scenario_action(scenario, target, 1, rate)()
         except Exception as e:  # a failing warm-up shows again in the measured run
             print(f"    {target.name}: warm-up failed: {e}", file=sys.stderr)
         return None
     try:
-        return measure(target, scenario_action(scenario, target, args, rate))
+        return measure(target, scenario_action(scenario, target, args.secs, rate))
     except Exception as e:
         where = traceback.extract_tb(e.__traceback__)[-1]
         return {"failed": f"{type(e).__name__} at line {where.lineno}: {str(e)[:300]}"}
@@ -836,38 +845,15 @@ def main():
     machine = machine_info()
     results = {}
     upstream = start_upstream()
-    started = []
     try:
         one_core = [s for s in scenarios if s not in ("h", "a-all")]
         if one_core:
-            targets = [Direct(upstream)] if "direct" in chosen else []
-            for name in PROXIES:
-                if name in chosen:
-                    t = Target(name, 1)
-                    t.start()
-                    started.append(t)
-                    targets.append(t)
-            run_throughput(one_core, targets, args, results)
-            for t in started:
-                t.stop()
-            started.clear()
+            run_throughput(one_core, chosen, 1, args, results)
         if "a-all" in scenarios:
-            targets = [Direct(upstream)] if "direct" in chosen else []
-            for name in PROXIES:
-                if name in chosen:
-                    t = Target(name, 2)
-                    t.start()
-                    started.append(t)
-                    targets.append(t)
-            run_throughput(["a-all"], targets, args, results)
-            for t in started:
-                t.stop()
-            started.clear()
+            run_throughput(["a-all"], chosen, 2, args, results)
         if "h" in scenarios:
             results["h"] = run_memory(args, upstream)
     finally:
-        for t in started:
-            t.stop()
         os.killpg(upstream.pid, signal.SIGTERM)
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
