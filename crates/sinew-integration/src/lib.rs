@@ -143,6 +143,22 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole response: status, version, headers and the collected body.
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("response body failed: {e:?}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -233,18 +249,7 @@ impl TestClient {
                 .request(req)
                 .await
                 .map_err(|e| format!("request failed: {e:?}"))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("response body failed: {e:?}"))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                version: parts.version,
-                headers: parts.headers,
-                body,
-            })
+            Reply::read(resp).await
         };
         tokio::time::timeout(Duration::from_secs(20), exchange)
             .await
@@ -270,14 +275,7 @@ pub async fn h2_request(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -
         }
         let req = req.body(Full::new(Bytes::new())).expect("valid request");
         let resp = sender.send_request(req).await.expect("h2 request");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        }
+        Reply::read(resp).await.unwrap_or_else(|e| panic!("{e}"))
     };
     tokio::time::timeout(Duration::from_secs(20), exchange)
         .await

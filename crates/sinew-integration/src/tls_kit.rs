@@ -300,17 +300,7 @@ pub async fn tls_get(
                 .unwrap();
             send.send_request(req).await.map_err(|e| e.to_string())?
         };
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((
-            alpn,
-            Reply {
-                status: parts.status,
-                version: parts.version,
-                headers: parts.headers,
-                body,
-            },
-        ))
+        Ok((alpn, Reply::read(response).await?))
     };
     tokio::time::timeout(Duration::from_secs(20), work)
         .await
