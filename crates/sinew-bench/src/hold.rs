@@ -45,26 +45,20 @@ async fn open_one(connect: SocketAddr) -> Result<TcpStream, String> {
         .map_err(|e| e.to_string())?;
     let mut response = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
-    loop {
+    while !response_complete(&response)? {
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("the connection closed before the response ended".into());
         }
         response.extend_from_slice(&buf[..n]);
-        if let Some(complete) = response_complete(&response)? {
-            if !complete {
-                continue;
-            }
-            return Ok(stream);
-        }
     }
+    Ok(stream)
 }
 
-/// Whether `response` holds a whole response with a Content-Length body; None while the
-/// head is incomplete.
-fn response_complete(response: &[u8]) -> Result<Option<bool>, String> {
+/// Whether `response` holds a whole 200 response with a Content-Length body.
+fn response_complete(response: &[u8]) -> Result<bool, String> {
     let Some(head_end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
+        return Ok(false);
     };
     let head = std::str::from_utf8(&response[..head_end]).map_err(|e| e.to_string())?;
     if !head.starts_with("HTTP/1.1 200") {
@@ -81,5 +75,5 @@ fn response_complete(response: &[u8]) -> Result<Option<bool>, String> {
                 .then(|| value.trim().parse::<usize>().ok())?
         })
         .ok_or("the response has no Content-Length")?;
-    Ok(Some(response.len() >= head_end + 4 + length))
+    Ok(response.len() >= head_end + 4 + length)
 }

@@ -28,6 +28,8 @@ pub async fn run(
 ) -> Result<(), String> {
     let large = Bytes::from(vec![b'x'; LARGE_LEN]);
     let http_listener = bind(http).await?;
+    // The bound addresses, one JSON line, so that a caller may ask for port 0.
+    let mut bound = format!("{{\"http\": \"{}\"", local_addr(&http_listener)?);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(serve_http(http_listener, None, large.clone()));
     if let Some((addr, cert, key)) = tls {
@@ -35,11 +37,16 @@ pub async fn run(
             return Err("--tls needs --cert and --key".into());
         };
         let acceptor = tls_acceptor(&cert, &key)?;
-        tasks.spawn(serve_http(bind(addr).await?, Some(acceptor), large.clone()));
+        let listener = bind(addr).await?;
+        bound += &format!(", \"tls\": \"{}\"", local_addr(&listener)?);
+        tasks.spawn(serve_http(listener, Some(acceptor), large.clone()));
     }
     if let Some(addr) = tcp_source {
-        tasks.spawn(serve_tcp_source(bind(addr).await?));
+        let listener = bind(addr).await?;
+        bound += &format!(", \"tcp_source\": \"{}\"", local_addr(&listener)?);
+        tasks.spawn(serve_tcp_source(listener));
     }
+    println!("{bound}}}");
     while let Some(done) = tasks.join_next().await {
         done.map_err(|e| e.to_string())??;
     }
@@ -50,6 +57,10 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, String> {
+    listener.local_addr().map_err(|e| e.to_string())
 }
 
 fn tls_acceptor(
