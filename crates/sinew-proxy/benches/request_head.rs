@@ -128,8 +128,7 @@ fn forward_request(headers: &mut HeaderMap, client: &HeaderValue, via: &HeaderVa
 
 /// And to the upstream response on the way back.
 fn forward_response(headers: &mut HeaderMap, via: &HeaderValue) {
-    headers::remove_hop_by_hop(headers, false);
-    headers::append_via(headers, via);
+    headers::prepare_response(headers, false, Some(via));
 }
 
 fn forward(c: &mut Criterion) {

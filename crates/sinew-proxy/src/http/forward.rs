@@ -206,16 +206,13 @@ pub(super) async fn forward(
         Err(local) => return local,
     };
 
-    if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+    let switching_protocols = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching_protocols {
         if let Some(downstream) = downstream_upgrade {
             tunnel(downstream, hyper::upgrade::on(&mut response));
         }
-    } else {
-        headers::remove_hop_by_hop(response.headers_mut(), false);
     }
-    if let Some(via) = via {
-        headers::append_via(response.headers_mut(), via);
-    }
+    headers::prepare_response(response.headers_mut(), switching_protocols, via);
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
     response.map(ResponseBody::Upstream)

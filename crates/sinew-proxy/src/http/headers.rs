@@ -107,6 +107,22 @@ pub fn prepare_request(
     }
 }
 
+/// What an upstream response's headers get before the route's own edits: hop-by-hop
+/// removal (not on a switch of protocols, whose `Connection`/`Upgrade` the client needs)
+/// and `Via`.
+pub fn prepare_response(
+    headers: &mut HeaderMap,
+    switching_protocols: bool,
+    via: Option<&HeaderValue>,
+) {
+    if !switching_protocols {
+        remove_hop_by_hop(headers, false);
+    }
+    if let Some(via) = via {
+        append_via(headers, via);
+    }
+}
+
 /// The client address as a header value; made once per connection.
 pub fn client_address_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
