@@ -19,25 +19,20 @@ use crate::connect::UpstreamTls;
 use crate::pool::{ConnectSettings, EndpointState};
 
 /// Turns `host:port` into addresses. The system resolver in production; tests script one.
+/// A resolution in progress: the addresses a `host:port` stands for.
+pub type Resolving<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
+>;
+
 pub trait Resolver: Send + Sync {
-    fn resolve<'a>(
-        &'a self,
-        host_port: &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
-    >;
+    fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a>;
 }
 
 /// getaddrinfo, through tokio's blocking pool.
 pub struct SystemResolver;
 
 impl Resolver for SystemResolver {
-    fn resolve<'a>(
-        &'a self,
-        host_port: &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
-    > {
+    fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a> {
         Box::pin(async move { Ok(tokio::net::lookup_host(host_port).await?.collect()) })
     }
 }
@@ -412,12 +407,7 @@ mod tests {
     struct Scripted(Mutex<Vec<SocketAddr>>);
 
     impl Resolver for Scripted {
-        fn resolve<'a>(
-            &'a self,
-            _: &'a str,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
-        > {
+        fn resolve<'a>(&'a self, _: &'a str) -> Resolving<'a> {
             let answer = self.0.lock().unwrap().clone();
             Box::pin(async move { Ok(answer) })
         }
