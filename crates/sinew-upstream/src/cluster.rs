@@ -18,12 +18,12 @@ use sinew_config::ConfigError;
 use crate::connect::UpstreamTls;
 use crate::pool::{ConnectSettings, EndpointState};
 
-/// Turns `host:port` into addresses. The system resolver in production; tests script one.
 /// A resolution in progress: the addresses a `host:port` stands for.
 pub type Resolving<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
 >;
 
+/// Turns `host:port` into addresses. The system resolver in production; tests script one.
 pub trait Resolver: Send + Sync {
     fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a>;
 }
