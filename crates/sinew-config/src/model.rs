@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::duration;
 
+pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -351,6 +353,14 @@ pub struct RetryPolicy {
     /// A request body is kept for replay only up to this size; larger ones are not retried.
     #[serde(default = "default_retry_buffer")]
     pub max_buffered_body_bytes: usize,
+    /// `previous_hosts`: a retry avoids every endpoint this request has already tried,
+    /// not only the last one. Envoy: `retry_host_predicate`.
+    #[serde(default)]
+    pub retry_host_predicate: Vec<String>,
+    /// How many times a pick may be redrawn to satisfy the host predicate. Envoy:
+    /// `host_selection_retry_max_attempts`.
+    #[serde(default = "default_host_selection_attempts")]
+    pub host_selection_retry_max_attempts: u32,
 }
 
 fn default_num_retries() -> u32 {
@@ -358,6 +368,9 @@ fn default_num_retries() -> u32 {
 }
 fn default_base_backoff() -> Duration {
     Duration::from_millis(25)
+}
+fn default_host_selection_attempts() -> u32 {
+    3
 }
 fn default_retry_buffer() -> usize {
     64 * 1024
@@ -425,6 +438,8 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     #[serde(default)]
     pub pool: PoolConfig,
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
 }
 
 fn default_dns_refresh() -> Duration {

@@ -26,7 +26,12 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         let Some(cluster) = config.pick_cluster() else {
             break;
         };
-        let Some(endpoint) = cluster.pick(0, None, avoid) else {
+        // The cluster's `max_connections` bounds proxied TCP connections too (UO).
+        let Some(slot) = cluster.breakers().try_connection() else {
+            tracing::debug!(cluster = %cluster.name, "TCP connection over the circuit breaker (UO)");
+            continue;
+        };
+        let Some(endpoint) = cluster.pick(0, None, avoid.as_slice(), 1) else {
             tracing::debug!(cluster = %cluster.name, "no endpoint for TCP connection");
             continue;
         };
@@ -35,7 +40,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                upstream = Some((stream, endpoint));
+                upstream = Some((stream, endpoint, slot));
                 break;
             }
             Ok(Err(e)) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
@@ -43,7 +48,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         }
         avoid = Some(address);
     }
-    let Some((upstream, _endpoint)) = upstream else {
+    let Some((upstream, _endpoint, _slot)) = upstream else {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
         return;
     };
