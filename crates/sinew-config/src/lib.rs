@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod model;
+pub mod rate_limit;
 pub mod source;
 mod validate;
 
