@@ -186,7 +186,11 @@ impl GlobalLimiter {
     }
 
     fn timed_out(&self, connection: &Arc<MultiplexedConnection>) {
-        let n = self.shared.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self
+            .shared
+            .timeouts_in_a_row
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if n >= STALLED_AFTER {
             tracing::debug!("global rate limit: Redis stalled; reconnecting");
             self.broken(connection);

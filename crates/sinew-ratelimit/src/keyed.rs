@@ -97,7 +97,9 @@ impl KeyedBuckets {
         // The map indexes by the low bits and tags by the top seven; the shard takes bits
         // from the middle so neither loses entropy within a shard.
         let shard = &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)];
-        let mut shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shard = shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(state) = shard.buckets.get_mut(&hash) {
             let (next, take) = self.spec.take(*state, now);
             *state = next;
@@ -176,7 +178,10 @@ mod tests {
     fn at_the_bound_refilled_buckets_make_room_again() {
         let t = table(1, 1);
         assert!(t.try_take_at(b"a", 0).allowed);
-        assert!(t.try_take_at(b"b", 0).allowed, "b takes the overflow bucket's token");
+        assert!(
+            t.try_take_at(b"b", 0).allowed,
+            "b takes the overflow bucket's token"
+        );
         assert!(!t.try_take_at(b"c", 0).allowed, "and c finds it empty");
         assert_eq!(t.overflowed(), 2);
         // A fill interval later, a's bucket is full again and forgettable: d gets its own.
@@ -192,7 +197,11 @@ mod tests {
             for i in 0..100u32 {
                 t.try_take_at(&i.to_le_bytes(), 0);
             }
-            assert!(t.len() <= max_keys as usize, "max_keys {max_keys}: {}", t.len());
+            assert!(
+                t.len() <= max_keys as usize,
+                "max_keys {max_keys}: {}",
+                t.len()
+            );
         }
     }
 }

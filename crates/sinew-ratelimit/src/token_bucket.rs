@@ -194,7 +194,14 @@ mod tests {
         }
         assert!(!s.take(state, 99 * MS).1.allowed, "no fill before 100ms");
         let (after_one, take) = s.take(state, 100 * MS);
-        assert_eq!(take, Take { allowed: true, remaining: 3 }, "one fill adds 4");
+        assert_eq!(
+            take,
+            Take {
+                allowed: true,
+                remaining: 3
+            },
+            "one fill adds 4"
+        );
         let (_, take) = s.take(after_one, 250 * MS);
         assert_eq!(take.remaining, 3 + 4 - 1, "a second fill adds 4 more");
         let (_, take) = s.take(state, 10_000 * MS);

@@ -27,8 +27,12 @@ impl ResponseFlags {
     pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 8);
     /// Request body over the limit; Envoy has no code for it, Sinew uses its own (RBL).
     pub const REQUEST_BODY_TOO_LARGE: Self = Self(1 << 9);
+    /// Over a local or global rate limit (RL).
+    pub const RATE_LIMITED: Self = Self(1 << 10);
+    /// The global rate-limit service (Redis) failed and `failure_mode_deny` refused (RLSE).
+    pub const RATE_LIMIT_SERVICE_ERROR: Self = Self(1 << 11);
 
-    const NAMES: [(Self, &'static str); 10] = [
+    const NAMES: [(Self, &'static str); 12] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -39,6 +43,8 @@ impl ResponseFlags {
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::REQUEST_BODY_TOO_LARGE, "RBL"),
+        (Self::RATE_LIMITED, "RL"),
+        (Self::RATE_LIMIT_SERVICE_ERROR, "RLSE"),
     ];
 
     pub fn contains(self, other: Self) -> bool {
