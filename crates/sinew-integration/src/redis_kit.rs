@@ -48,7 +48,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on {} did not answer PING within 10s", self.addr);
+        panic!(
+            "redis-server on {} did not answer PING within 10s",
+            self.addr
+        );
     }
 
     /// Kills the server (SIGKILL) and waits for it to go.
