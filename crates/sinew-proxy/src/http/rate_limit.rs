@@ -220,7 +220,7 @@ fn position<T>(all: &[T], one: &T) -> Option<usize> {
     let size = std::mem::size_of::<T>().max(1);
     let offset = (one as *const T as usize).wrapping_sub(all.as_ptr() as usize);
     let i = offset / size;
-    (offset % size == 0 && i < all.len() && std::ptr::eq(&all[i], one)).then_some(i)
+    (i * size == offset && i < all.len() && std::ptr::eq(&all[i], one)).then_some(i)
 }
 
 impl HttpRateLimits {
@@ -404,7 +404,6 @@ pub(crate) fn compile(
             VhostLimits { own, routes }
         })
         .collect();
-    drop(reuse);
     let global =
         http.global_rate_limit
             .as_ref()
