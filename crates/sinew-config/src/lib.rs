@@ -8,6 +8,7 @@
 pub mod circuit_breaker;
 pub mod duration;
 pub mod model;
+pub mod rate_limit;
 pub mod source;
 mod validate;
 

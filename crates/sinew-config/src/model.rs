@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
+pub use crate::rate_limit::*;
 
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 
@@ -35,6 +36,8 @@ pub struct Listener {
     /// At most this many downstream connections at once; further ones are closed at accept.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub connection_rate_limit: Option<ConnectionRateLimit>,
     /// TLS termination. Without it the listener is cleartext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
@@ -107,6 +110,10 @@ pub struct HttpConnectionManager {
     /// incoming `X-Forwarded-For` is replaced by the client's address.
     #[serde(default = "default_true")]
     pub trust_forwarded_headers: bool,
+    #[serde(default)]
+    pub local_rate_limit: Option<LocalRateLimit>,
+    #[serde(default)]
+    pub global_rate_limit: Option<GlobalRateLimit>,
 }
 
 fn default_max_request_headers_kb() -> u32 {
@@ -168,6 +175,8 @@ pub struct VirtualHost {
     pub request_headers: HeaderActions,
     #[serde(default)]
     pub response_headers: HeaderActions,
+    #[serde(default)]
+    pub local_rate_limit: Option<LocalRateLimit>,
 }
 
 /// One route: a match and what to do with what matches. First match wins.
@@ -204,6 +213,8 @@ pub struct Route {
     pub request_headers: HeaderActions,
     #[serde(default)]
     pub response_headers: HeaderActions,
+    #[serde(default)]
+    pub local_rate_limit: Option<LocalRateLimit>,
 }
 
 /// What a request must look like to take a route.

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use crate::model::*;
+use crate::rate_limit;
 use crate::ConfigError;
 
 pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
@@ -52,6 +53,13 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
         if l.max_connections == Some(0) {
             v.err(format!("{p}.max_connections"), "must be at least 1");
         }
+        if let Some(c) = &l.connection_rate_limit {
+            rate_limit::check_token_bucket(
+                &format!("{p}.connection_rate_limit.token_bucket"),
+                &c.token_bucket,
+                &mut v.errors,
+            );
+        }
         if let Some(tls) = &l.tls {
             if tls.alpn.is_empty() {
                 v.err(format!("{p}.tls.alpn"), "must offer at least one protocol");
@@ -93,6 +101,12 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 }
                 if http.request_headers_timeout.is_zero() {
                     v.err(format!("{hp}.request_headers_timeout"), "must be positive");
+                }
+                if let Some(l) = &http.local_rate_limit {
+                    rate_limit::check_local(&format!("{hp}.local_rate_limit"), l, &mut v.errors);
+                }
+                if let Some(g) = &http.global_rate_limit {
+                    rate_limit::check_global(&format!("{hp}.global_rate_limit"), g, &mut v.errors);
                 }
             }
             (None, Some(tcp)) => {
@@ -192,6 +206,9 @@ impl Checker {
             }
             self.headers(&format!("{vp}.request_headers"), &vh.request_headers);
             self.headers(&format!("{vp}.response_headers"), &vh.response_headers);
+            if let Some(l) = &vh.local_rate_limit {
+                rate_limit::check_local(&format!("{vp}.local_rate_limit"), l, &mut self.errors);
+            }
             for (j, r) in vh.routes.iter().enumerate() {
                 self.route(&format!("{vp}.routes[{j}]"), r, clusters);
             }
@@ -199,6 +216,9 @@ impl Checker {
     }
 
     fn route(&mut self, p: &str, r: &Route, clusters: &HashSet<&str>) {
+        if let Some(l) = &r.local_rate_limit {
+            rate_limit::check_local(&format!("{p}.local_rate_limit"), l, &mut self.errors);
+        }
         let m = &r.match_;
         let path_kinds = [&m.prefix, &m.path, &m.path_regex]
             .iter()

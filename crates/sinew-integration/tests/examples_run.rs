@@ -80,6 +80,18 @@ async fn every_example_starts_and_proxies() {
                 );
             }
         }
+        if name == "rate-limits.yaml" {
+            // The /api route's bucket holds 3 per key: a burst of 8 meets a 429.
+            let addr = proxy.addr("limited").await;
+            let mut statuses = Vec::new();
+            for _ in 0..8 {
+                statuses.push(client.get(addr, "/api", &[("x-api-key", "k")]).await.status);
+            }
+            assert!(
+                statuses.contains(&http::StatusCode::TOO_MANY_REQUESTS),
+                "{name}: {statuses:?}"
+            );
+        }
         proxy.proxy.stop_listening().await;
     }
     assert!(

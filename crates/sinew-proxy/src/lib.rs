@@ -8,6 +8,7 @@
 //! up). Per-core current-thread runtimes with SO_REUSEPORT are the alternative DESIGN.md
 //! names; the benchmark harness (issue 3) is where that choice gets measured.
 
+pub mod connection_rate_limit;
 pub mod http;
 pub mod listener;
 mod moment;
@@ -106,6 +107,7 @@ impl Proxy {
             cluster.warm().await;
             cluster.start();
         }
+        http::rate_limit::warm(&next).await;
         // Keep, update or stop the running slots, then start the new ones.
         slots.retain(|slot| {
             match next

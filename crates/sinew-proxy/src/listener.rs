@@ -107,6 +107,13 @@ async fn accept_loop(
             }
         };
         let config = slot.config.load_full();
+        if let Some(rate) = &config.connection_rate_limit {
+            if !rate.admit() {
+                tracing::debug!(listener = %slot.name, %peer, "connection rate limit reached; closing");
+                drop(stream);
+                continue;
+            }
+        }
         let limit = config.max_connections.map_or(usize::MAX, |m| m as usize);
         if slot.active_connections.fetch_add(1, Ordering::Relaxed) >= limit {
             slot.active_connections.fetch_sub(1, Ordering::Relaxed);

@@ -17,6 +17,9 @@ use sinew_router::{RouteTable, Target};
 use sinew_upstream::{Cluster, ClusterBuilder};
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection_rate_limit::ConnectionRateLimit;
+use crate::http::rate_limit::HttpRateLimits;
+
 /// Everything the data plane needs, compiled; replaced whole on reload.
 pub struct Snapshot {
     pub version: u64,
@@ -32,6 +35,7 @@ pub struct ListenerConfig {
     pub address_text: String,
     pub address: SocketAddr,
     pub max_connections: Option<u32>,
+    pub connection_rate_limit: Option<Arc<ConnectionRateLimit>>,
     pub tls: Option<TlsAcceptor>,
     pub kind: ListenerKind,
 }
@@ -72,6 +76,8 @@ pub struct HttpManager {
     /// hyper's connection settings, built once: connections borrow it rather than each
     /// holding a copy for its whole life.
     pub conn_builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// None when no level of this listener has a rate limit.
+    pub rate_limits: Option<Arc<HttpRateLimits>>,
 }
 
 /// A TCP proxy's targets.
@@ -197,6 +203,7 @@ pub fn compile(
     let mut listeners = Vec::new();
     for (i, (l, inline)) in config.listeners.iter().zip(listener_tables).enumerate() {
         let path = format!("listeners[{i}]");
+        let before = previous.and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name));
         let tls = match &l.tls {
             Some(t) => match tls_acceptor(t) {
                 Ok(a) => Some(a),
@@ -213,7 +220,21 @@ pub fn compile(
                 (None, Some(name)) => named_sets[name].clone(),
                 (None, None) => unreachable!("validation requires route_config or virtual_hosts"),
             };
-            ListenerKind::Http(Arc::new(http_manager(http, routes, l)))
+            let vhosts = match &http.virtual_hosts {
+                Some(v) => &v[..],
+                None => config
+                    .route_configs
+                    .iter()
+                    .find(|rc| Some(&rc.name) == http.route_config.as_ref())
+                    .map_or(&[][..], |rc| &rc.virtual_hosts[..]),
+            };
+            let before = before.and_then(|b| match &b.kind {
+                ListenerKind::Http(m) => m.rate_limits.as_deref(),
+                ListenerKind::Tcp(_) => None,
+            });
+            let mut manager = http_manager(http, routes, l);
+            manager.rate_limits = crate::http::rate_limit::compile(http, vhosts, before);
+            ListenerKind::Http(Arc::new(manager))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
                 match (&tcp.cluster, &tcp.weighted_clusters) {
@@ -239,6 +260,12 @@ pub fn compile(
             address_text: l.address.clone(),
             address: l.address.parse().expect("validated"),
             max_connections: l.max_connections,
+            connection_rate_limit: l.connection_rate_limit.as_ref().map(|c| {
+                ConnectionRateLimit::compile(
+                    c,
+                    before.and_then(|b| b.connection_rate_limit.as_ref()),
+                )
+            }),
             tls,
             kind,
         }));
@@ -313,6 +340,7 @@ fn http_manager(
         via_http1: via("1.1"),
         via_http2: via("2"),
         conn_builder: crate::http::connection_builder(http.max_request_headers_kb as usize * 1024),
+        rate_limits: None,
     }
 }
 

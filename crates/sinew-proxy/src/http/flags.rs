@@ -29,8 +29,12 @@ impl ResponseFlags {
     pub const REQUEST_BODY_TOO_LARGE: Self = Self(1 << 9);
     /// A circuit breaker turned the request away (UO).
     pub const UPSTREAM_OVERFLOW: Self = Self(1 << 10);
+    /// Over a local or global rate limit (RL).
+    pub const RATE_LIMITED: Self = Self(1 << 11);
+    /// The global rate-limit service (Redis) failed and `failure_mode_deny` refused (RLSE).
+    pub const RATE_LIMIT_SERVICE_ERROR: Self = Self(1 << 12);
 
-    const NAMES: [(Self, &'static str); 11] = [
+    const NAMES: [(Self, &'static str); 13] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -42,6 +46,8 @@ impl ResponseFlags {
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::REQUEST_BODY_TOO_LARGE, "RBL"),
         (Self::UPSTREAM_OVERFLOW, "UO"),
+        (Self::RATE_LIMITED, "RL"),
+        (Self::RATE_LIMIT_SERVICE_ERROR, "RLSE"),
     ];
 
     pub fn contains(self, other: Self) -> bool {

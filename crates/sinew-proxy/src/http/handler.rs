@@ -1,5 +1,5 @@
 //! A request's life, as named phases: check its framing, find its virtual host and
-//! route, then act — answer directly, redirect, or forward upstream.
+//! route, apply its rate limits, then act — answer directly, redirect, or forward upstream.
 
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -10,6 +10,7 @@ use super::body::ResponseBody;
 use super::flags::ResponseFlags;
 use super::forward;
 use super::local_reply;
+use super::rate_limit;
 use super::ConnContext;
 use crate::snapshot::ListenerKind;
 
@@ -69,7 +70,16 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
         );
     };
 
-    // Phase 3: act.
+    // Phase 3: rate limits.
+    let quota = match &manager.rate_limits {
+        None => None,
+        Some(limits) => match limits.check(routes, vhost, route, &req, conn, grpc).await {
+            Ok(quota) => quota,
+            Err(refused) => return refused,
+        },
+    };
+
+    // Phase 4: act.
     let mut response = match &route.action {
         Action::DirectResponse {
             status,
@@ -82,12 +92,13 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
             local_reply::redirect(redirect.code, location)
         }
         Action::Cluster(_) | Action::Weighted(_) => {
-            return forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
+            let response = forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
+            return rate_limit::annotate(response, quota);
         }
     };
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
-    response
+    rate_limit::annotate(response, quota)
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -18,6 +18,7 @@ fn grpc_status(status: StatusCode) -> &'static str {
         404 => "12",       // UNIMPLEMENTED
         413 | 431 => "8",  // RESOURCE_EXHAUSTED
         504 => "4",        // DEADLINE_EXCEEDED
+        429 => "14",       // UNAVAILABLE, as gRPC's HTTP mapping says
         502 | 503 => "14", // UNAVAILABLE
         _ => "2",          // UNKNOWN
     }

@@ -8,6 +8,7 @@ mod handler;
 pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
+pub(crate) mod rate_limit;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
