@@ -6,6 +6,8 @@
 //! `file:line:col: field.path: what is wrong` for every error at once.
 
 pub mod duration;
+pub mod fault;
+pub mod mirror;
 pub mod model;
 pub mod source;
 mod validate;

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
+pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
+pub use crate::mirror::RequestMirrorPolicy;
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -202,6 +204,10 @@ pub struct Route {
     pub request_headers: HeaderActions,
     #[serde(default)]
     pub response_headers: HeaderActions,
+    #[serde(default)]
+    pub fault: Option<FaultInjection>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RequestMirrorPolicy>,
 }
 
 /// What a request must look like to take a route.
