@@ -27,8 +27,12 @@ impl ResponseFlags {
     pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 8);
     /// Request body over the limit; Envoy has no code for it, Sinew uses its own (RBL).
     pub const REQUEST_BODY_TOO_LARGE: Self = Self(1 << 9);
+    /// The request was aborted by fault injection (FI).
+    pub const FAULT_INJECTED: Self = Self(1 << 10);
+    /// The request was delayed by fault injection (DI).
+    pub const DELAY_INJECTED: Self = Self(1 << 11);
 
-    const NAMES: [(Self, &'static str); 10] = [
+    const NAMES: [(Self, &'static str); 12] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -39,6 +43,8 @@ impl ResponseFlags {
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::REQUEST_BODY_TOO_LARGE, "RBL"),
+        (Self::FAULT_INJECTED, "FI"),
+        (Self::DELAY_INJECTED, "DI"),
     ];
 
     pub fn contains(self, other: Self) -> bool {
@@ -86,5 +92,7 @@ mod tests {
         assert_eq!(ResponseFlags::default().to_string(), "-");
         let f = ResponseFlags::UPSTREAM_CONNECT_FAILURE | ResponseFlags::RETRY_LIMIT_EXCEEDED;
         assert_eq!(f.to_string(), "UF,URX");
+        let f = ResponseFlags::DELAY_INJECTED | ResponseFlags::FAULT_INJECTED;
+        assert_eq!(f.to_string(), "FI,DI");
     }
 }
