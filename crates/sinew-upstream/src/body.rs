@@ -102,7 +102,7 @@ impl Body for RequestBody {
                     // last look at it.
                     if body.is_end_stream() {
                         if let Some(t) = tee.take() {
-                            t.finish();
+                            (*t).finish();
                         }
                     }
                     Poll::Ready(Some(Ok(frame)))
@@ -113,7 +113,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(None) => {
                     if let Some(t) = tee.take() {
-                        t.finish();
+                        (*t).finish();
                     }
                     Poll::Ready(None)
                 }

@@ -39,7 +39,7 @@ impl BodyTee {
     }
 
     /// The body has ended: each waiter whose cap the copy fits gets it.
-    pub(crate) fn finish(self: Box<Self>) {
+    pub(crate) fn finish(self) {
         let body = self.copy.freeze();
         for (cap, waiter) in self.waiters {
             if body.len() <= cap {
