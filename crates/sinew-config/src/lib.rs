@@ -7,6 +7,8 @@
 
 pub mod circuit_breaker;
 pub mod duration;
+pub mod fault;
+pub mod mirror;
 pub mod model;
 pub mod rate_limit;
 pub mod source;

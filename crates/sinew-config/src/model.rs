@@ -12,6 +12,8 @@ use crate::duration;
 pub use crate::rate_limit::*;
 
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
+pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
+pub use crate::mirror::RequestMirrorPolicy;
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -215,6 +217,10 @@ pub struct Route {
     pub response_headers: HeaderActions,
     #[serde(default)]
     pub local_rate_limit: Option<LocalRateLimit>,
+    #[serde(default)]
+    pub fault: Option<FaultInjection>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RequestMirrorPolicy>,
 }
 
 /// What a request must look like to take a route.

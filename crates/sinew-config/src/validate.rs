@@ -245,22 +245,7 @@ impl Checker {
                 );
             }
         }
-        for (i, h) in m.headers.iter().enumerate() {
-            let hp = format!("{p}.match.headers[{i}]");
-            self.header_name(&format!("{hp}.name"), &h.name);
-            let conditions = [
-                h.exact.is_some(),
-                h.prefix.is_some(),
-                h.regex.is_some(),
-                h.present.is_some(),
-            ];
-            if conditions.iter().filter(|c| **c).count() > 1 {
-                self.err(
-                    hp,
-                    "set at most one of `exact`, `prefix`, `regex` and `present`",
-                );
-            }
-        }
+        self.header_matchers(&format!("{p}.match.headers"), &m.headers);
         for (i, q) in m.query.iter().enumerate() {
             let conditions = [q.exact.is_some(), q.regex.is_some(), q.present.is_some()];
             if conditions.iter().filter(|c| **c).count() > 1 {
@@ -399,8 +384,107 @@ impl Checker {
                 self.header_name(&format!("{p}.hash_policy[{i}].header"), name);
             }
         }
+        if let Some(fault) = &r.fault {
+            self.fault(&format!("{p}.fault"), fault);
+        }
+        self.mirrors(p, r, clusters);
         self.headers(&format!("{p}.request_headers"), &r.request_headers);
         self.headers(&format!("{p}.response_headers"), &r.response_headers);
+    }
+
+    /// Header conditions, as in `match.headers` (and fault `headers`).
+    fn header_matchers(&mut self, path: &str, list: &[HeaderMatch]) {
+        for (i, h) in list.iter().enumerate() {
+            let hp = format!("{path}[{i}]");
+            self.header_name(&format!("{hp}.name"), &h.name);
+            let conditions = [
+                h.exact.is_some(),
+                h.prefix.is_some(),
+                h.regex.is_some(),
+                h.present.is_some(),
+            ];
+            if conditions.iter().filter(|c| **c).count() > 1 {
+                self.err(
+                    hp,
+                    "set at most one of `exact`, `prefix`, `regex` and `present`",
+                );
+            }
+        }
+    }
+
+    /// A share of requests, written as a percentage.
+    fn percentage(&mut self, path: String, value: f64) {
+        if !(0.0..=100.0).contains(&value) {
+            self.err(path, format!("{value} is not a percentage from 0 to 100"));
+        }
+    }
+
+    fn fault(&mut self, p: &str, f: &FaultInjection) {
+        if f.delay.is_none() && f.abort.is_none() {
+            self.err(p, "set `delay`, `abort` or both");
+        }
+        if let Some(d) = &f.delay {
+            let dp = format!("{p}.delay");
+            match (d.fixed_delay, &d.header_delay) {
+                (Some(_), Some(_)) => {
+                    self.err(&dp, "set either `fixed_delay` or `header_delay`, not both")
+                }
+                (None, None) => self.err(&dp, "set one of `fixed_delay` or `header_delay`"),
+                (Some(t), None) if t.is_zero() => {
+                    self.err(format!("{dp}.fixed_delay"), "must be positive")
+                }
+                _ => {}
+            }
+            self.percentage(format!("{dp}.percentage"), d.percentage);
+        }
+        if let Some(a) = &f.abort {
+            let ap = format!("{p}.abort");
+            let kinds = [
+                a.http_status.is_some(),
+                a.grpc_status.is_some(),
+                a.header_abort.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                self.err(
+                    &ap,
+                    "set exactly one of `http_status`, `grpc_status` and `header_abort`",
+                );
+            }
+            if a.http_status.is_some_and(|s| !(200..=599).contains(&s)) {
+                self.err(format!("{ap}.http_status"), "must be between 200 and 599");
+            }
+            if a.grpc_status.is_some_and(|s| s > 16) {
+                self.err(
+                    format!("{ap}.grpc_status"),
+                    "must be a gRPC status code from 0 to 16",
+                );
+            }
+            self.percentage(format!("{ap}.percentage"), a.percentage);
+        }
+        self.header_matchers(&format!("{p}.headers"), &f.headers);
+        if f.max_active_faults == Some(0) {
+            self.err(format!("{p}.max_active_faults"), "must be at least 1");
+        }
+    }
+
+    fn mirrors(&mut self, p: &str, r: &Route, clusters: &HashSet<&str>) {
+        if !r.request_mirror_policies.is_empty()
+            && r.cluster.is_none()
+            && r.weighted_clusters.is_none()
+        {
+            self.err(
+                format!("{p}.request_mirror_policies"),
+                "mirrors requests sent upstream: needs `cluster` or `weighted_clusters`",
+            );
+        }
+        for (i, m) in r.request_mirror_policies.iter().enumerate() {
+            let mp = format!("{p}.request_mirror_policies[{i}]");
+            self.cluster_ref(format!("{mp}.cluster"), &m.cluster, clusters);
+            self.percentage(format!("{mp}.percentage"), m.percentage);
+            if m.max_in_flight == 0 {
+                self.err(format!("{mp}.max_in_flight"), "must be at least 1");
+            }
+        }
     }
 
     fn headers(&mut self, path: &str, actions: &HeaderActions) {

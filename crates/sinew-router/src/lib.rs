@@ -8,9 +8,12 @@
 //! allocate on the common path (prefix/exact path, methods, exact headers).
 
 mod action;
+mod fault;
 mod hash;
 mod headers;
 mod matcher;
+mod mirror;
+mod percentage;
 mod redirect;
 mod retry;
 mod rewrite;
@@ -25,7 +28,11 @@ use std::collections::BTreeMap;
 use sinew_config::ConfigError;
 
 pub use action::{Action, WeightedTargets};
+pub use fault::{Abort, FaultPolicy, Injection};
 pub use headers::HeaderOps;
+pub use matcher::HeaderMatchers;
+pub use mirror::{MirrorPolicy, MirrorSlot, MirrorState};
+pub use percentage::Percentage;
 pub use redirect::Redirect;
 pub use retry::RetryPolicy;
 pub use route::Route;

@@ -15,9 +15,13 @@ pub(crate) struct RouteMatcher {
     path: PathMatch,
     /// Empty: any method.
     methods: Box<[Method]>,
-    headers: Box<[HeaderMatcher]>,
+    headers: HeaderMatchers,
     query: Box<[QueryMatcher]>,
 }
+
+/// Header conditions that must all hold: a route's `match.headers`, a fault's `headers`.
+#[derive(Debug, Default)]
+pub struct HeaderMatchers(Box<[HeaderMatcher]>);
 
 #[derive(Debug)]
 enum PathMatch {
@@ -135,30 +139,8 @@ impl RouteMatcher {
             }
         }
 
-        let mut headers = Vec::with_capacity(m.headers.len());
-        for (i, h) in m.headers.iter().enumerate() {
-            let hp = format!("{mp}.headers[{i}]");
-            let name = errors.header_name(&format!("{hp}.name"), &h.name);
-            let condition = if let Some(v) = &h.exact {
-                Some(HeaderCondition::Exact(v.as_bytes().into()))
-            } else if let Some(v) = &h.prefix {
-                Some(HeaderCondition::Prefix(v.as_bytes().into()))
-            } else if let Some(re) = &h.regex {
-                errors
-                    .whole_bytes_regex(&format!("{hp}.regex"), re)
-                    .map(HeaderCondition::Regex)
-            } else {
-                Some(HeaderCondition::Present(h.present.unwrap_or(true)))
-            };
-            match (name, condition) {
-                (Some(name), Some(condition)) => headers.push(HeaderMatcher {
-                    name,
-                    condition,
-                    invert: h.invert,
-                }),
-                _ => ok = false,
-            }
-        }
+        let headers = HeaderMatchers::compile(&m.headers, &format!("{mp}.headers"), errors);
+        ok &= headers.is_some();
 
         let mut query = Vec::with_capacity(m.query.len());
         for (i, q) in m.query.iter().enumerate() {
@@ -183,7 +165,7 @@ impl RouteMatcher {
         ok.then(|| RouteMatcher {
             path,
             methods: methods.into(),
-            headers: headers.into(),
+            headers: headers.unwrap_or_default(),
             query: query.into(),
         })
     }
@@ -192,7 +174,7 @@ impl RouteMatcher {
     pub(crate) fn matches(&self, req: &RequestView<'_>, path_head: u64) -> bool {
         (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && self.path_matches(req.path, path_head)
-            && self.headers.iter().all(|h| h.matches(req.headers))
+            && self.headers.matches(req.headers)
             && self.query.iter().all(|q| q.matches(req.query))
     }
 
@@ -203,6 +185,51 @@ impl RouteMatcher {
             PathMatch::Exact(p) => p.equals(path, path_head),
             PathMatch::Regex(re) => re.is_match(path),
         }
+    }
+}
+
+impl HeaderMatchers {
+    /// `p` is the list's path; errors are reported under `{p}[i]`.
+    pub(crate) fn compile(
+        list: &[model::HeaderMatch],
+        p: &str,
+        errors: &mut Errors,
+    ) -> Option<HeaderMatchers> {
+        let mut ok = true;
+        let mut headers = Vec::with_capacity(list.len());
+        for (i, h) in list.iter().enumerate() {
+            let hp = format!("{p}[{i}]");
+            let name = errors.header_name(&format!("{hp}.name"), &h.name);
+            let condition = if let Some(v) = &h.exact {
+                Some(HeaderCondition::Exact(v.as_bytes().into()))
+            } else if let Some(v) = &h.prefix {
+                Some(HeaderCondition::Prefix(v.as_bytes().into()))
+            } else if let Some(re) = &h.regex {
+                errors
+                    .whole_bytes_regex(&format!("{hp}.regex"), re)
+                    .map(HeaderCondition::Regex)
+            } else {
+                Some(HeaderCondition::Present(h.present.unwrap_or(true)))
+            };
+            match (name, condition) {
+                (Some(name), Some(condition)) => headers.push(HeaderMatcher {
+                    name,
+                    condition,
+                    invert: h.invert,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then(|| HeaderMatchers(headers.into()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every condition holds (true for none).
+    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
+        self.0.iter().all(|h| h.matches(headers))
     }
 }
 

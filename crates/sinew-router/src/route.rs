@@ -7,9 +7,11 @@ use std::time::Duration;
 use sinew_config::model;
 
 use crate::action::Action;
+use crate::fault::FaultPolicy;
 use crate::hash::{self, HashPolicy};
 use crate::headers::HeaderOps;
 use crate::matcher::RouteMatcher;
+use crate::mirror::MirrorPolicy;
 use crate::retry::RetryPolicy;
 use crate::rewrite::PathRewrite;
 use crate::{Errors, Resolver};
@@ -26,6 +28,10 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Applied to responses of this route, before the virtual host's.
     pub response_headers: HeaderOps,
+    /// Delays and aborts injected for chaos testing; None when not configured.
+    pub fault: Option<Box<FaultPolicy>>,
+    /// Where copies of requests go; empty when not configured.
+    pub mirrors: Box<[MirrorPolicy]>,
     path_rewrite: Option<PathRewrite>,
     host_rewrite: Option<http::HeaderValue>,
     hash_policy: Box<[HashPolicy]>,
@@ -66,6 +72,17 @@ impl Route {
             &format!("{p}.response_headers"),
             errors,
         );
+        let fault = match &r.fault {
+            Some(f) => FaultPolicy::compile(f, &format!("{p}.fault"), errors)
+                .map(|f| Some(Box::new(f)))
+                .ok_or(()),
+            None => Ok(None),
+        };
+        let mirrors = r
+            .request_mirror_policies
+            .iter()
+            .map(|m| MirrorPolicy::compile(m, resolve))
+            .collect();
         let route = Route {
             name: name.into(),
             action: action?,
@@ -73,6 +90,8 @@ impl Route {
             retry: r.retry.as_ref().map(RetryPolicy::compile),
             request_headers: request_headers?,
             response_headers: response_headers?,
+            fault: fault.ok()?,
+            mirrors,
             path_rewrite: path_rewrite.ok()?,
             host_rewrite: host_rewrite.ok()?,
             hash_policy: hash_policy?,

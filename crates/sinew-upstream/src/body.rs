@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 
 use crate::breaker::Slot;
 use crate::pool::EndpointState;
+use crate::tee::BodyTee;
 
 /// A request body on its way upstream.
 pub enum RequestBody {
@@ -27,6 +28,8 @@ pub enum RequestBody {
     Streaming {
         body: Incoming,
         remaining: u64,
+        /// A copy being made for shadow requests (see [`RequestBody::shadow_copy`]).
+        tee: Option<Box<BodyTee>>,
     },
 }
 
@@ -35,6 +38,7 @@ impl RequestBody {
         RequestBody::Streaming {
             body,
             remaining: limit.unwrap_or(u64::MAX),
+            tee: None,
         }
     }
 
@@ -78,19 +82,42 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Streaming { body, remaining } => match Pin::new(body).poll_frame(cx) {
+            RequestBody::Streaming {
+                body,
+                remaining,
+                tee,
+            } => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         let len = data.len() as u64;
                         if len > *remaining {
+                            *tee = None;
                             return Poll::Ready(Some(Err(BodyError::TooLarge)));
                         }
                         *remaining -= len;
+                        if tee.as_mut().is_some_and(|t| !t.copy(data)) {
+                            *tee = None;
+                        }
+                    }
+                    // hyper stops polling a body that says it has ended: this may be the
+                    // last look at it.
+                    if body.is_end_stream() {
+                        if let Some(t) = tee.take() {
+                            (*t).finish();
+                        }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => {
+                    *tee = None;
+                    Poll::Ready(Some(Err(BodyError::Downstream(e))))
+                }
+                Poll::Ready(None) => {
+                    if let Some(t) = tee.take() {
+                        (*t).finish();
+                    }
+                    Poll::Ready(None)
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod h2_settings;
 pub mod pool;
 pub mod tap;
+pub mod tee;
 pub mod tls;
 
 pub use body::{BodyError, RequestBody, UpstreamBody};
@@ -15,3 +16,4 @@ pub use breaker::{BreakerCounts, CircuitBreakers, Slot};
 pub use cluster::{Cluster, ClusterBuilder, Picked, Resolver, SystemResolver};
 pub use connect::ConnectError;
 pub use pool::{EndpointState, SendError, WireProtocol};
+pub use tee::ShadowBody;

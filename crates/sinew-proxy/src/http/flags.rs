@@ -33,8 +33,12 @@ impl ResponseFlags {
     pub const RATE_LIMITED: Self = Self(1 << 11);
     /// The global rate-limit service (Redis) failed and `failure_mode_deny` refused (RLSE).
     pub const RATE_LIMIT_SERVICE_ERROR: Self = Self(1 << 12);
+    /// The request was aborted by fault injection (FI).
+    pub const FAULT_INJECTED: Self = Self(1 << 13);
+    /// The request was delayed by fault injection (DI).
+    pub const DELAY_INJECTED: Self = Self(1 << 14);
 
-    const NAMES: [(Self, &'static str); 13] = [
+    const NAMES: [(Self, &'static str); 15] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -48,6 +52,8 @@ impl ResponseFlags {
         (Self::UPSTREAM_OVERFLOW, "UO"),
         (Self::RATE_LIMITED, "RL"),
         (Self::RATE_LIMIT_SERVICE_ERROR, "RLSE"),
+        (Self::FAULT_INJECTED, "FI"),
+        (Self::DELAY_INJECTED, "DI"),
     ];
 
     pub fn contains(self, other: Self) -> bool {
@@ -95,5 +101,7 @@ mod tests {
         assert_eq!(ResponseFlags::default().to_string(), "-");
         let f = ResponseFlags::UPSTREAM_CONNECT_FAILURE | ResponseFlags::RETRY_LIMIT_EXCEEDED;
         assert_eq!(f.to_string(), "UF,URX");
+        let f = ResponseFlags::DELAY_INJECTED | ResponseFlags::FAULT_INJECTED;
+        assert_eq!(f.to_string(), "FI,DI");
     }
 }

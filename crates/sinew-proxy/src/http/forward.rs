@@ -20,6 +20,7 @@ use super::body::ResponseBody;
 use super::flags::ResponseFlags;
 use super::headers;
 use super::local_reply;
+use super::mirror;
 use super::ConnContext;
 use crate::snapshot::{HttpManager, RouteSet};
 
@@ -94,11 +95,12 @@ impl Failure {
     }
 }
 
-/// The parts of the upstream request that every attempt reuses.
-struct Prepared {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+/// The parts of the upstream request that every attempt (and shadow request) reuses.
+#[derive(Clone)]
+pub(super) struct Prepared {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -175,7 +177,7 @@ pub(super) async fn forward(
         (None, None, None) => HeaderValue::from_static(""),
     };
 
-    let body = match prepare_body(body, manager.max_request_body_bytes, route).await {
+    let mut body = match prepare_body(body, manager.max_request_body_bytes, route).await {
         Ok(b) => b,
         Err(f) => return f.reply(grpc),
     };
@@ -185,6 +187,10 @@ pub(super) async fn forward(
         uri: Uri::from(path_and_query),
         headers,
     };
+    if !route.mirrors.is_empty() && !upgrade {
+        let shadow = mirror::Source::new(&prepared, &authority, downstream_h2, timeout);
+        mirror::send_copies(&route.mirrors, routes, &shadow, &mut body);
+    }
     let attempts = attempts(
         prepared,
         authority,
@@ -259,13 +265,7 @@ async fn attempts(
             _ => unreachable!("only cluster actions are forwarded"),
         };
         let (cluster, subset) = routes.target(target);
-        let protocol = match cluster.protocol {
-            _ if upgrade => WireProtocol::Http1,
-            UpstreamProtocol::Http1 => WireProtocol::Http1,
-            UpstreamProtocol::Http2 => WireProtocol::Http2,
-            UpstreamProtocol::SameAsDownstream if downstream_h2 => WireProtocol::Http2,
-            UpstreamProtocol::SameAsDownstream => WireProtocol::Http1,
-        };
+        let protocol = wire_protocol(cluster.protocol, downstream_h2, upgrade);
         let Some(request_slot) = cluster.breakers().try_request() else {
             return Err(Failure::Overflow.reply(grpc));
         };
@@ -288,14 +288,8 @@ async fn attempts(
                 body.take().expect("present until the last try"),
             )
         } else {
-            let p = prepared.as_ref().expect("present until the last try");
-            let copy = Prepared {
-                method: p.method.clone(),
-                uri: p.uri.clone(),
-                headers: p.headers.clone(),
-            };
             (
-                copy,
+                prepared.clone().expect("present until the last try"),
                 body.as_ref()
                     .and_then(RequestBody::try_clone)
                     .expect("replayable"),
@@ -387,7 +381,22 @@ fn find_cause<'a, T: std::error::Error + 'static>(
     None
 }
 
-fn build_request(
+/// The protocol to speak to a cluster's endpoint; an upgrade (WebSocket) needs HTTP/1.1.
+pub(super) fn wire_protocol(
+    cluster: UpstreamProtocol,
+    downstream_h2: bool,
+    upgrade: bool,
+) -> WireProtocol {
+    match cluster {
+        _ if upgrade => WireProtocol::Http1,
+        UpstreamProtocol::Http1 => WireProtocol::Http1,
+        UpstreamProtocol::Http2 => WireProtocol::Http2,
+        UpstreamProtocol::SameAsDownstream if downstream_h2 => WireProtocol::Http2,
+        UpstreamProtocol::SameAsDownstream => WireProtocol::Http1,
+    }
+}
+
+pub(super) fn build_request(
     parts: Prepared,
     authority: &HeaderValue,
     body: RequestBody,

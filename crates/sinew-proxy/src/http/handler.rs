@@ -1,5 +1,6 @@
 //! A request's life, as named phases: check its framing, find its virtual host and
-//! route, apply its rate limits, then act — answer directly, redirect, or forward upstream.
+//! route, apply its rate limits, inject the faults it asks for, then act — answer
+//! directly, redirect, or forward upstream.
 
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -7,6 +8,7 @@ use hyper::body::Incoming;
 use sinew_router::{Action, RequestView};
 
 use super::body::ResponseBody;
+use super::fault;
 use super::flags::ResponseFlags;
 use super::forward;
 use super::local_reply;
@@ -79,7 +81,16 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
         },
     };
 
-    // Phase 4: act.
+    // Phase 4: faults (chaos testing): a delay, an abort, or nothing.
+    let fault_flags = match &route.fault {
+        Some(policy) => match fault::inject(policy, req.headers(), grpc).await {
+            Ok(flags) => flags,
+            Err(abort) => return abort,
+        },
+        None => ResponseFlags::default(),
+    };
+
+    // Phase 5: act.
     let mut response = match &route.action {
         Action::DirectResponse {
             status,
@@ -92,12 +103,15 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
             local_reply::redirect(redirect.code, location)
         }
         Action::Cluster(_) | Action::Weighted(_) => {
-            let response = forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
+            let mut response =
+                forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
+            fault::add_flags(&mut response, fault_flags);
             return rate_limit::annotate(response, quota);
         }
     };
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
+    fault::add_flags(&mut response, fault_flags);
     rate_limit::annotate(response, quota)
 }
 

@@ -31,22 +31,34 @@ pub fn error(
     message: &'static str,
     grpc: bool,
 ) -> Response<ResponseBody> {
-    let mut response = if grpc {
-        let mut r = Response::new(ResponseBody::empty());
-        let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));
-        h.insert("grpc-message", HeaderValue::from_static(message));
-        r
-    } else {
-        let mut r = Response::new(ResponseBody::text(Bytes::from_static(message.as_bytes())));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        r
-    };
-    response.extensions_mut().insert(flags);
-    response
+    if grpc {
+        return grpc_error(
+            HeaderValue::from_static(grpc_status(status)),
+            flags,
+            message,
+        );
+    }
+    let mut r = Response::new(ResponseBody::text(Bytes::from_static(message.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.extensions_mut().insert(flags);
+    r
+}
+
+/// A gRPC error with status `code`, in Trailers-Only form (HTTP 200).
+pub fn grpc_error(
+    code: HeaderValue,
+    flags: ResponseFlags,
+    message: &'static str,
+) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::empty());
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", code);
+    h.insert("grpc-message", HeaderValue::from_static(message));
+    r.extensions_mut().insert(flags);
+    r
 }
 
 /// A 400 for a request whose framing cannot be trusted: the connection must close after

@@ -2,12 +2,14 @@
 //! or TLS), its timeouts, and the request handler every request on it goes through.
 
 pub mod body;
+mod fault;
 pub mod flags;
 mod forward;
 mod handler;
 pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
+mod mirror;
 pub(crate) mod rate_limit;
 
 use std::convert::Infallible;
