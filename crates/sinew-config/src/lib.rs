@@ -6,6 +6,7 @@
 //! `file:line:col: field.path: what is wrong` for every error at once.
 
 pub mod duration;
+pub mod health;
 pub mod model;
 pub mod source;
 mod validate;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
+pub use crate::health::{HealthCheck, OutlierDetection};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -425,6 +426,15 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Active health checks (Envoy `health_checks`); see `health.rs`.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// Passive health checking (Envoy `outlier_detection`).
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Percent (Envoy `common_lb_config.healthy_panic_threshold`, default 50; 0 disables).
+    #[serde(default = "crate::health::default_healthy_panic_threshold")]
+    pub healthy_panic_threshold: f64,
 }
 
 fn default_dns_refresh() -> Duration {
