@@ -22,6 +22,7 @@ use sinew_config::model::PoolConfig;
 use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
 use crate::connect::{connect, ConnectError, UpstreamTls};
 use crate::h2_settings::{PeerSettings, SettingsParser};
+use crate::health::EndpointHealth;
 use crate::tap::ReadTap;
 
 /// How to open and pool connections to a cluster's endpoints.
@@ -74,6 +75,8 @@ pub struct EndpointState {
     settings: Arc<ConnectSettings>,
     /// Requests in flight (least-request balancing reads it).
     pub active_requests: AtomicU64,
+    /// Active-check and outlier state (see `health.rs`).
+    pub health: EndpointHealth,
     idle_http1: Mutex<Vec<IdleHttp1>>,
     http2: Mutex<Vec<SharedHttp2>>,
     /// Held while an HTTP/2 connection is being opened, so requests that arrive during
@@ -88,6 +91,7 @@ impl EndpointState {
             address,
             settings,
             active_requests: AtomicU64::new(0),
+            health: EndpointHealth::default(),
             idle_http1: Mutex::new(Vec::new()),
             http2: Mutex::new(Vec::new()),
             http2_connecting: tokio::sync::Mutex::new(None),
