@@ -101,7 +101,7 @@ impl Payload {
     /// The bytes `text` stands for.
     pub fn bytes(&self) -> Result<Vec<u8>, String> {
         let t = self.text.as_bytes();
-        if t.len() % 2 != 0 {
+        if !t.len().is_multiple_of(2) {
             return Err("hex text must have an even number of digits".into());
         }
         t.chunks(2)

@@ -146,7 +146,9 @@ impl EndpointHealth {
 
     /// Whether the balancer may pick it, counting only the mechanisms the cluster runs.
     pub(crate) fn healthy(&self, active: bool, outlier: bool) -> bool {
-        !(active && self.active_check_failed()) && !(outlier && self.ejected())
+        let failing_checks = active && self.active_check_failed();
+        let ejected = outlier && self.ejected();
+        !failing_checks && !ejected
     }
 }
 
