@@ -8,6 +8,7 @@
 pub mod circuit_breaker;
 pub mod duration;
 pub mod fault;
+pub mod health;
 pub mod mirror;
 pub mod model;
 pub mod rate_limit;

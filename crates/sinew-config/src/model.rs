@@ -14,6 +14,7 @@ pub use crate::rate_limit::*;
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
 pub use crate::mirror::RequestMirrorPolicy;
+pub use crate::health::{HealthCheck, OutlierDetection};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -457,6 +458,15 @@ pub struct Cluster {
     pub pool: PoolConfig,
     #[serde(default)]
     pub circuit_breakers: CircuitBreakers,
+    /// Active health checks (Envoy `health_checks`); see `health.rs`.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// Passive health checking (Envoy `outlier_detection`).
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Percent (Envoy `common_lb_config.healthy_panic_threshold`, default 50; 0 disables).
+    #[serde(default = "crate::health::default_healthy_panic_threshold")]
+    pub healthy_panic_threshold: f64,
 }
 
 fn default_dns_refresh() -> Duration {

@@ -557,6 +557,13 @@ impl Checker {
         if c.discovery == Discovery::Dns && c.dns_refresh.is_zero() {
             self.err(format!("{p}.dns_refresh"), "must be positive");
         }
+        crate::health::check(
+            p,
+            &c.health_checks,
+            c.outlier_detection.as_ref(),
+            c.healthy_panic_threshold,
+            &mut self.errors,
+        );
     }
 
     fn circuit_breakers(&mut self, p: &str, b: &crate::model::CircuitBreakers) {

@@ -17,16 +17,23 @@
 //! limit). It counts connections (opened and still open) and requests, and can stop
 //! accepting (`stop`) and start again on the same port (`restart`), to play a dying
 //! endpoint.
+//!
+//! For health checkers it answers, apart from the requests above (and not counted with
+//! them, but in `health_checks`): `GET /healthz` with 200 (or 503 after
+//! `set_healthy(false)`), and the gRPC call `grpc.health.v1.Health/Check` (h2c) with
+//! `SERVING` (or `NOT_SERVING`), its message encoded by prost.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,6 +48,19 @@ pub struct Counters {
     /// Connections accepted and not yet closed.
     pub open: AtomicUsize,
     pub requests: AtomicUsize,
+    /// Health checks answered (`/healthz` and gRPC `Health/Check`).
+    pub health_checks: AtomicUsize,
+    /// What health checks are told; true unless `set_healthy(false)`.
+    pub healthy: AtomicBool,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Counters {
+            healthy: AtomicBool::new(true),
+            ..Counters::default()
+        }
+    }
 }
 
 /// Behaviour of an [`Upstream`] for every request, whatever its headers say.
@@ -86,7 +106,7 @@ impl Upstream {
     ) -> Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().unwrap();
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new());
         let accept = tokio::spawn(accept_loop(listener, name, counters.clone(), options));
         Upstream {
             name,
@@ -108,6 +128,17 @@ impl Upstream {
 
     pub fn requests(&self) -> usize {
         self.counters.requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes health checks pass (`true`) or fail: `/healthz` answers 503 and gRPC
+    /// `Health/Check` answers `NOT_SERVING`. Other requests are not affected.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.counters.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Health checks answered so far.
+    pub fn health_checks(&self) -> usize {
+        self.counters.health_checks.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and frees the port (open connections are not touched).
@@ -175,11 +206,17 @@ async fn accept_loop(
             let service = service_fn(move |req| {
                 let counters = counters.clone();
                 async move {
+                    if let Some(reply) = answer_health_check(&req, &counters) {
+                        return Ok(reply);
+                    }
                     counters.requests.fetch_add(1, Ordering::SeqCst);
                     if let Some(delay) = options.delay {
                         tokio::time::sleep(delay).await;
                     }
-                    answer(name, req).await
+                    let reply = answer(name, req).await?;
+                    Ok::<_, std::io::Error>(
+                        reply.map(|b| b.map_err(|never| match never {}).boxed()),
+                    )
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -191,6 +228,60 @@ async fn accept_loop(
                 .await;
         });
     }
+}
+
+/// `HealthCheckResponse` of grpc.health.v1 (status: 1 SERVING, 2 NOT_SERVING).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+type AnyBody = BoxBody<Bytes, std::io::Error>;
+
+/// The answer to a health check, or `None` for any other request.
+fn answer_health_check(req: &Request<Incoming>, counters: &Counters) -> Option<Response<AnyBody>> {
+    let healthy = counters.healthy.load(Ordering::SeqCst);
+    let reply = match req.uri().path() {
+        "/healthz" => {
+            let status = if healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut reply = Response::new(
+                Full::new(Bytes::from_static(b"health\n"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            *reply.status_mut() = status;
+            reply
+        }
+        "/grpc.health.v1.Health/Check" => {
+            let message = prost::Message::encode_to_vec(&HealthCheckResponse {
+                status: if healthy { 1 } else { 2 },
+            });
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&message);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(Bytes::from(frame))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut reply =
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+            reply.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            reply
+        }
+        _ => return None,
+    };
+    counters.health_checks.fetch_add(1, Ordering::SeqCst);
+    Some(reply)
 }
 
 async fn answer(

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use sinew_upstream::Outcome;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -40,12 +41,14 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                cluster.report(&endpoint, Outcome::Connected);
                 upstream = Some((stream, endpoint, slot));
                 break;
             }
             Ok(Err(e)) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
             Err(_) => tracing::debug!(%address, "TCP upstream connect timed out"),
         }
+        cluster.report(&endpoint, Outcome::ConnectFailure);
         avoid = Some(address);
     }
     let Some((upstream, _endpoint, _slot)) = upstream else {

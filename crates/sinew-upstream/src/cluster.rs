@@ -1,13 +1,15 @@
-//! A cluster: its endpoints, its subsets, its balancers, and the background task that
-//! re-resolves DNS names and ages out idle connections.
+//! A cluster: its endpoints, its subsets, its balancers, and the background tasks that
+//! re-resolve DNS names, age out idle connections, run active health checks and outlier
+//! detection.
 //!
 //! The live endpoint set is an immutable [`HostSet`] behind an `ArcSwap`: picking an
-//! endpoint reads it without a lock, and a DNS change publishes a whole new set.
+//! endpoint reads it without a lock, and a DNS or health change publishes a whole new set
+//! whose balancers hold only the healthy endpoints (all of them in panic mode).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,6 +19,9 @@ use sinew_config::ConfigError;
 
 use crate::breaker::CircuitBreakers;
 use crate::connect::UpstreamTls;
+use crate::health::{eligible, Outcome};
+use crate::health_check::ActiveChecker;
+use crate::outlier::OutlierDetector;
 use crate::pool::{ConnectSettings, EndpointState};
 
 /// A resolution in progress: the addresses a `host:port` stands for.
@@ -39,6 +44,7 @@ impl Resolver for SystemResolver {
 }
 
 /// One endpoint of a host set: its address, weight and labels, and its live state.
+#[derive(Clone)]
 pub struct Endpoint {
     pub weight: u32,
     pub metadata: Arc<BTreeMap<String, String>>,
@@ -54,11 +60,24 @@ impl Endpoint {
 struct Subset {
     /// Indexes into `HostSet::endpoints`.
     members: Vec<usize>,
+    /// The members the balancer picks from (its indexes are into this): the healthy ones,
+    /// or all of them in panic mode.
+    eligible: Vec<usize>,
+    panic: bool,
     balancer: Balancer,
+}
+
+/// Which health mechanisms a cluster runs, and its panic threshold (percent).
+#[derive(Debug, Clone, Copy)]
+struct HealthPolicy {
+    active: bool,
+    outlier: bool,
+    panic_threshold: f64,
 }
 
 /// The endpoints of a cluster at one moment, with a balancer per subset.
 pub struct HostSet {
+    /// Every endpoint, healthy or not (the admin API shows them all).
     pub endpoints: Vec<Endpoint>,
     subsets: Vec<Subset>,
 }
@@ -68,6 +87,7 @@ impl HostSet {
         endpoints: Vec<Endpoint>,
         selectors: &[BTreeMap<String, String>],
         policy: &Policy,
+        health: HealthPolicy,
     ) -> Self {
         let subsets = selectors
             .iter()
@@ -78,20 +98,53 @@ impl HostSet {
                     .filter(|(_, e)| selector.iter().all(|(k, v)| e.metadata.get(k) == Some(v)))
                     .map(|(i, _)| i)
                     .collect();
-                let weights: Vec<u32> = members.iter().map(|&i| endpoints[i].weight).collect();
+                let (eligible, panic) = eligible(
+                    &members,
+                    |i| {
+                        endpoints[i]
+                            .state
+                            .health
+                            .healthy(health.active, health.outlier)
+                    },
+                    health.panic_threshold,
+                );
+                let weights: Vec<u32> = eligible.iter().map(|&i| endpoints[i].weight).collect();
                 // Hash policies key endpoints by address so a key keeps its endpoint when
-                // other endpoints come and go.
-                let ids: Vec<u64> = members
+                // other endpoints come and go (or fall ill and recover).
+                let ids: Vec<u64> = eligible
                     .iter()
                     .map(|&i| hash_key(endpoints[i].address().to_string().as_bytes()))
                     .collect();
                 Subset {
                     balancer: Balancer::with_ids(policy, &weights, &ids),
                     members,
+                    eligible,
+                    panic,
                 }
             })
             .collect();
         HostSet { endpoints, subsets }
+    }
+
+    /// Whether `subset` balances over all its members because too few are healthy.
+    pub fn in_panic(&self, subset: usize) -> bool {
+        self.subsets.get(subset).is_some_and(|s| s.panic)
+    }
+
+    /// Every endpoint of `subset`, healthy or not.
+    pub fn members(&self, subset: usize) -> impl Iterator<Item = &Endpoint> {
+        self.subsets
+            .get(subset)
+            .into_iter()
+            .flat_map(|s| s.members.iter().map(|&i| &self.endpoints[i]))
+    }
+
+    /// The endpoints `subset` picks from now.
+    pub fn eligible(&self, subset: usize) -> impl Iterator<Item = &Endpoint> {
+        self.subsets
+            .get(subset)
+            .into_iter()
+            .flat_map(|s| s.eligible.iter().map(|&i| &self.endpoints[i]))
     }
 }
 
@@ -107,6 +160,13 @@ pub struct Cluster {
     hosts: ArcSwap<HostSet>,
     resolver: Arc<dyn Resolver>,
     breakers: CircuitBreakers,
+    health: HealthPolicy,
+    /// `None` when the cluster has no active health check.
+    active: Option<Arc<ActiveChecker>>,
+    /// `None` when outlier detection is off: reporting outcomes then costs one branch.
+    outlier: Option<Arc<OutlierDetector>>,
+    /// Serializes publishing a new host set (DNS and health tasks both do).
+    publishing: Mutex<()>,
 }
 
 /// Collects the subsets routes need before the cluster is frozen.
@@ -203,15 +263,20 @@ impl<'a> ClusterBuilder<'a> {
             },
             LbPolicy::Maglev => Policy::maglev(),
         };
-        let reusable: HashMap<SocketAddr, Arc<EndpointState>> = match previous {
-            Some(p) if same_connections => p
-                .hosts
-                .load()
-                .endpoints
-                .iter()
-                .map(|e| (e.address(), e.state.clone()))
-                .collect(),
-            _ => HashMap::new(),
+        let previous_states: HashMap<SocketAddr, Arc<EndpointState>> = previous
+            .map(|p| {
+                p.hosts
+                    .load()
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.address(), e.state.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reusable = if same_connections {
+            previous_states.clone()
+        } else {
+            HashMap::new()
         };
         let addresses: Vec<(SocketAddr, &model::Endpoint)> = match cfg.discovery {
             Discovery::Static => cfg
@@ -239,8 +304,29 @@ impl<'a> ClusterBuilder<'a> {
                 _ => Vec::new(),
             },
         };
-        let endpoints = make_endpoints(&addresses, &reusable, &settings);
-        let hosts = HostSet::new(endpoints, &self.selectors, &policy);
+        let active = cfg
+            .health_checks
+            .first()
+            .map(|hc| Arc::new(ActiveChecker::new(hc, &cfg.name, cfg.protocol)));
+        let outlier = cfg
+            .outlier_detection
+            .clone()
+            .map(|od| Arc::new(OutlierDetector::new(od)));
+        let health = HealthPolicy {
+            active: active.is_some(),
+            outlier: outlier.is_some(),
+            panic_threshold: cfg.healthy_panic_threshold,
+        };
+        let endpoints = make_endpoints(&addresses, &reusable, &settings, health.active);
+        // Endpoints that stay keep their health even when their connections are new.
+        for e in &endpoints {
+            if let Some(old) = previous_states.get(&e.address()) {
+                if !Arc::ptr_eq(old, &e.state) {
+                    e.state.health.take_over(&old.health);
+                }
+            }
+        }
+        let hosts = HostSet::new(endpoints, &self.selectors, &policy, health);
         Ok(Arc::new(Cluster {
             name: cfg.name.as_str().into(),
             protocol: cfg.protocol,
@@ -257,24 +343,32 @@ impl<'a> ClusterBuilder<'a> {
                     .map(|p| p.breakers.counts().clone())
                     .unwrap_or_default(),
             ),
+            health,
+            active,
+            outlier,
+            publishing: Mutex::new(()),
         }))
     }
 }
 
+/// Endpoints for `addresses`, reusing the states in `reusable`. New ones wait for their
+/// first active check when `awaiting_check`, so no traffic goes to them before it passes.
 fn make_endpoints(
     addresses: &[(SocketAddr, &model::Endpoint)],
     reusable: &HashMap<SocketAddr, Arc<EndpointState>>,
     settings: &Arc<ConnectSettings>,
+    awaiting_check: bool,
 ) -> Vec<Endpoint> {
     addresses
         .iter()
         .map(|(addr, cfg)| Endpoint {
             weight: cfg.weight,
             metadata: Arc::new(cfg.metadata.clone()),
-            state: reusable
-                .get(addr)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(EndpointState::new(*addr, settings.clone()))),
+            state: reusable.get(addr).cloned().unwrap_or_else(|| {
+                let mut state = EndpointState::new(*addr, settings.clone());
+                state.health = crate::health::EndpointHealth::new(awaiting_check);
+                Arc::new(state)
+            }),
         })
         .collect()
 }
@@ -308,7 +402,7 @@ impl Cluster {
         let hosts = self.hosts.load();
         let subset = hosts.subsets.get(subset)?;
         let active = |i: usize| {
-            hosts.endpoints[subset.members[i]]
+            hosts.endpoints[subset.eligible[i]]
                 .state
                 .active_requests
                 .load(Ordering::Relaxed)
@@ -317,23 +411,24 @@ impl Cluster {
             hash,
             active: &active,
         };
-        let mut index = subset.members[subset.balancer.pick(&ctx)?];
+        let pickable = &subset.eligible;
+        let mut index = pickable[subset.balancer.pick(&ctx)?];
         let avoided = |i: usize| avoid.contains(&hosts.endpoints[i].address());
-        if !avoid.is_empty() && avoided(index) && subset.members.len() > 1 {
+        if !avoid.is_empty() && avoided(index) && pickable.len() > 1 {
             // A retry should land elsewhere. A fresh pick does it for every policy but
             // hashing, whose keys are sticky by design: for those, take the next member
             // not avoided (or, if all were tried, the next one).
             let redrawn = (0..redraws)
                 .filter_map(|_| subset.balancer.pick(&ctx))
-                .map(|i| subset.members[i])
+                .map(|i| pickable[i])
                 .find(|&i| !avoided(i));
             index = redrawn.unwrap_or_else(|| {
-                let pos = subset.members.iter().position(|&m| m == index).unwrap_or(0);
-                let n = subset.members.len();
+                let pos = pickable.iter().position(|&m| m == index).unwrap_or(0);
+                let n = pickable.len();
                 (1..n)
-                    .map(|step| subset.members[(pos + step) % n])
+                    .map(|step| pickable[(pos + step) % n])
                     .find(|&i| !avoided(i))
-                    .unwrap_or(subset.members[(pos + 1) % n])
+                    .unwrap_or(pickable[(pos + 1) % n])
             });
         }
         let state = hosts.endpoints[index].state.clone();
@@ -341,17 +436,100 @@ impl Cluster {
         Some(Picked { state })
     }
 
+    /// Tells outlier detection how an exchange with `picked` went. Free when outlier
+    /// detection is off; otherwise a few relaxed atomic operations.
+    #[inline]
+    pub fn report(&self, picked: &Picked, outcome: Outcome) {
+        if let Some(outlier) = &self.outlier {
+            outlier.record(&picked.state.health.outlier, outcome);
+        }
+    }
+
     /// The current endpoints (for the admin API and tests).
     pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
         self.hosts.load()
     }
 
-    /// Resolves a DNS cluster that has no endpoints yet, as Envoy warms clusters before
-    /// they take traffic. Bounded: a resolver that does not answer leaves it empty.
+    /// Gets the cluster ready for traffic, as Envoy warms clusters: resolves a DNS
+    /// cluster that has no endpoints yet, and runs a first round of active health checks
+    /// when some endpoint has not been checked. Bounded: a resolver or an endpoint that
+    /// does not answer leaves the cluster as it is.
     pub async fn warm(&self) {
         if self.config.discovery == Discovery::Dns && self.hosts.load().endpoints.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.resolve()).await;
         }
+        if let Some(checker) = &self.active {
+            let unchecked = self
+                .hosts
+                .load()
+                .endpoints
+                .iter()
+                .any(|e| !e.state.health.active_checked.load(Ordering::Relaxed));
+            if unchecked {
+                let bound = checker.timeout + Duration::from_secs(1);
+                let _ = tokio::time::timeout(bound, self.check_round(checker)).await;
+            }
+        }
+    }
+
+    /// Checks every endpoint once, at the same time, and publishes a new host set if any
+    /// endpoint's health changed.
+    async fn check_round(&self, checker: &Arc<ActiveChecker>) {
+        let endpoints: Vec<Arc<EndpointState>> = self
+            .hosts
+            .load()
+            .endpoints
+            .iter()
+            .map(|e| e.state.clone())
+            .collect();
+        let mut checks = tokio::task::JoinSet::new();
+        for state in endpoints {
+            let checker = checker.clone();
+            checks.spawn(async move {
+                let result = checker.check(&state).await;
+                (state, result)
+            });
+        }
+        let mut changed = false;
+        while let Some(done) = checks.join_next().await {
+            let Ok((state, result)) = done else { continue };
+            if let Err(why) = &result {
+                tracing::debug!(cluster = %self.name, address = %state.address, %why,
+                    "health check failed");
+            }
+            let health = &state.health;
+            if health.record_active_check(
+                result.is_ok(),
+                checker.healthy_threshold,
+                checker.unhealthy_threshold,
+            ) {
+                changed = true;
+                tracing::info!(cluster = %self.name, address = %state.address,
+                    healthy = result.is_ok(), "active health check changed endpoint health");
+            }
+            if result.is_ok() {
+                if let Some(outlier) = &self.outlier {
+                    if outlier.unejects_on_active_pass() && outlier.uneject(&health.outlier) {
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.republish();
+        }
+    }
+
+    /// Rebuilds the balancers over the endpoints' current health.
+    fn republish(&self) {
+        let _one_at_a_time = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        let endpoints = self.hosts.load().endpoints.clone();
+        self.hosts.store(Arc::new(HostSet::new(
+            endpoints,
+            &self.selectors,
+            &self.policy,
+            self.health,
+        )));
     }
 
     /// Starts the cluster's background work: DNS re-resolution and pool pruning. The
@@ -379,6 +557,46 @@ impl Cluster {
                 since_resolve += tick;
             }
         });
+        if let Some(checker) = self.active.clone() {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(checker.next_delay()).await;
+                    let Some(cluster) = weak.upgrade() else {
+                        return;
+                    };
+                    cluster.check_round(&checker).await;
+                }
+            });
+        }
+        if let Some(outlier) = self.outlier.clone() {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let interval = outlier.interval();
+                let mut next_sweep = tokio::time::Instant::now() + interval;
+                loop {
+                    // Wake at the sweep, when a threshold rings, and at least every second
+                    // to notice that the cluster is gone.
+                    let wait = next_sweep
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(Duration::from_secs(1));
+                    let _ = tokio::time::timeout(wait, outlier.wake.notified()).await;
+                    let Some(cluster) = weak.upgrade() else {
+                        return;
+                    };
+                    let due = tokio::time::Instant::now() >= next_sweep;
+                    if due {
+                        next_sweep += interval;
+                    }
+                    let hosts = cluster.hosts.load();
+                    if outlier.sweep(&hosts.endpoints, due) {
+                        tracing::info!(cluster = %cluster.name, "outlier ejections changed");
+                        drop(hosts);
+                        cluster.republish();
+                    }
+                }
+            });
+        }
     }
 
     /// Resolves every endpoint name and publishes the new set if it changed.
@@ -411,12 +629,14 @@ impl Cluster {
             .iter()
             .map(|e| (e.address(), e.state.clone()))
             .collect();
-        let endpoints = make_endpoints(&resolved, &reusable, &self.settings);
+        let endpoints = make_endpoints(&resolved, &reusable, &self.settings, self.health.active);
         tracing::info!(cluster = %self.name, endpoints = endpoints.len(), "DNS answer changed");
+        let _one_at_a_time = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         self.hosts.store(Arc::new(HostSet::new(
             endpoints,
             &self.selectors,
             &self.policy,
+            self.health,
         )));
     }
 }

@@ -23,6 +23,7 @@ use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
 use crate::breaker::{CircuitBreakers, Slot};
 use crate::connect::{connect, ConnectError, UpstreamTls};
 use crate::h2_settings::{PeerSettings, SettingsParser};
+use crate::health::EndpointHealth;
 use crate::tap::ReadTap;
 
 /// How to open and pool connections to a cluster's endpoints.
@@ -78,6 +79,8 @@ pub struct EndpointState {
     settings: Arc<ConnectSettings>,
     /// Requests in flight (least-request balancing reads it).
     pub active_requests: AtomicU64,
+    /// Active-check and outlier state (see `health.rs`).
+    pub health: EndpointHealth,
     idle_http1: Mutex<Vec<IdleHttp1>>,
     /// Woken when an HTTP/1.1 connection comes back to the pool, for requests waiting at
     /// the cluster's connection limit.
@@ -95,6 +98,7 @@ impl EndpointState {
             address,
             settings,
             active_requests: AtomicU64::new(0),
+            health: EndpointHealth::default(),
             idle_http1: Mutex::new(Vec::new()),
             http1_returned: tokio::sync::Notify::new(),
             http2: Mutex::new(Vec::new()),

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sinew_config::model::UpstreamProtocol;
 use sinew_router::{Action, Route, VirtualHost};
-use sinew_upstream::{BodyError, RequestBody, SendError, UpstreamBody, WireProtocol};
+use sinew_upstream::{BodyError, Outcome, RequestBody, SendError, UpstreamBody, WireProtocol};
 
 use super::body::ResponseBody;
 use super::flags::ResponseFlags;
@@ -306,6 +306,9 @@ async fn attempts(
             },
             None => sent.await.map_err(classify),
         };
+        if let Some(o) = upstream_outcome(&outcome) {
+            cluster.report(&endpoint, o);
+        }
         drop(endpoint);
         // A retry's place under the limit is held for its own attempt only.
         drop(retry_slot.take());
@@ -346,6 +349,19 @@ async fn attempts(
             tokio::time::sleep(p.backoff(attempt)).await;
         }
     }
+}
+
+/// What an attempt says about the endpoint, for outlier detection (nothing when the
+/// fault was on this side: a body too large, a client gone).
+fn upstream_outcome(outcome: &Result<Response<UpstreamBody>, Failure>) -> Option<Outcome> {
+    Some(match outcome {
+        Ok(r) => Outcome::Status(r.status().as_u16()),
+        Err(Failure::Connect) => Outcome::ConnectFailure,
+        Err(Failure::Reset) => Outcome::Reset,
+        Err(Failure::Protocol) => Outcome::Status(502),
+        Err(Failure::PerTryTimeout) => Outcome::Timeout,
+        Err(_) => return None,
+    })
 }
 
 fn classify(e: SendError) -> Failure {
