@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod model;
+pub mod socket;
 pub mod source;
 mod validate;
 

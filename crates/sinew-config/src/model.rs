@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
+pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -21,6 +22,9 @@ pub struct Config {
     pub route_configs: Vec<RouteConfig>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// How long a drain (SIGTERM, Ctrl-C) lets connections finish (Envoy: `--drain-time-s`).
+    #[serde(default = "crate::socket::default_drain_timeout", deserialize_with = "duration::deserialize")]
+    pub drain_timeout: Duration,
 }
 
 /// One listening socket and what runs on it.
@@ -33,6 +37,9 @@ pub struct Listener {
     /// At most this many downstream connections at once; further ones are closed at accept.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// Keepalive on accepted sockets; off when unset.
+    #[serde(default)]
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// TLS termination. Without it the listener is cleartext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
@@ -425,6 +432,8 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     #[serde(default)]
     pub pool: PoolConfig,
+    #[serde(default)]
+    pub upstream_connection_options: UpstreamConnectionOptions,
 }
 
 fn default_dns_refresh() -> Duration {

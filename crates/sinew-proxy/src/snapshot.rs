@@ -22,6 +22,7 @@ pub struct Snapshot {
     pub version: u64,
     pub listeners: Vec<Arc<ListenerConfig>>,
     pub clusters: Vec<Arc<Cluster>>,
+    pub drain_timeout: Duration,
 }
 
 /// One listener's compiled config.
@@ -32,6 +33,8 @@ pub struct ListenerConfig {
     pub address_text: String,
     pub address: SocketAddr,
     pub max_connections: Option<u32>,
+    /// Keepalive set on each accepted socket; None leaves the kernel's default (off).
+    pub tcp_keepalive: Option<socket2::TcpKeepalive>,
     pub tls: Option<TlsAcceptor>,
     pub kind: ListenerKind,
 }
@@ -239,6 +242,7 @@ pub fn compile(
             address_text: l.address.clone(),
             address: l.address.parse().expect("validated"),
             max_connections: l.max_connections,
+            tcp_keepalive: l.tcp_keepalive.as_ref().map(sinew_upstream::socket::keepalive),
             tls,
             kind,
         }));
@@ -250,6 +254,7 @@ pub fn compile(
         version,
         listeners,
         clusters,
+        drain_timeout: config.drain_timeout,
     })
 }
 

@@ -35,6 +35,9 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                if let Some(keepalive) = &endpoint.state.settings().tcp_keepalive {
+                    sinew_upstream::socket::set_keepalive(&stream, keepalive);
+                }
                 upstream = Some((stream, endpoint));
                 break;
             }

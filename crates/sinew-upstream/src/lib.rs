@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod connect;
 pub mod h2_settings;
 pub mod pool;
+pub mod socket;
 pub mod tap;
 pub mod tls;
 
