@@ -23,7 +23,10 @@ pub struct Config {
     #[serde(default)]
     pub clusters: Vec<Cluster>,
     /// How long a drain (SIGTERM, Ctrl-C) lets connections finish (Envoy: `--drain-time-s`).
-    #[serde(default = "crate::socket::default_drain_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "crate::socket::default_drain_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
     pub drain_timeout: Duration,
 }
 

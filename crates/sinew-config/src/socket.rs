@@ -146,11 +146,14 @@ clusters:
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         assert!(
-            lines[0].starts_with("t.yaml:5:") && lines[0].contains("listeners[0].tcp_keepalive.keepalive_time: must be whole seconds"),
+            lines[0].starts_with("t.yaml:5:")
+                && lines[0]
+                    .contains("listeners[0].tcp_keepalive.keepalive_time: must be whole seconds"),
             "{out}"
         );
         assert!(
-            lines[1].contains("listeners[0].tcp_keepalive.keepalive_probes: must be between 1 and 127"),
+            lines[1]
+                .contains("listeners[0].tcp_keepalive.keepalive_probes: must be between 1 and 127"),
             "{out}"
         );
         assert!(

@@ -216,11 +216,8 @@ impl Proxy {
             cut = self.drain.live();
             self.drain.set(Phase::Closing);
             // Cut tasks end at their next poll; wait for their sockets to close, briefly.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                self.drain.emptied(),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), self.drain.emptied()).await;
         }
         DrainReport {
             finished,

@@ -242,7 +242,10 @@ pub fn compile(
             address_text: l.address.clone(),
             address: l.address.parse().expect("validated"),
             max_connections: l.max_connections,
-            tcp_keepalive: l.tcp_keepalive.as_ref().map(sinew_upstream::socket::keepalive),
+            tcp_keepalive: l
+                .tcp_keepalive
+                .as_ref()
+                .map(sinew_upstream::socket::keepalive),
             tls,
             kind,
         }));

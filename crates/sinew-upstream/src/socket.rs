@@ -53,7 +53,10 @@ mod tests {
         set_keepalive(&client, &keepalive(&config));
         let socket = SockRef::from(&client);
         assert!(socket.keepalive().unwrap());
-        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(77));
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(77)
+        );
         assert_eq!(
             socket.tcp_keepalive_interval().unwrap(),
             Duration::from_secs(13)

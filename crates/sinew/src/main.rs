@@ -189,7 +189,11 @@ async fn serve_until_signalled(
     let mut signals = ShutdownSignals::new();
     let first = signals.next().await;
     let deadline = drain_timeout.unwrap_or_else(|| proxy.drain_timeout());
-    tracing::info!(signal = first, ?deadline, "draining; a second SIGTERM or Ctrl-C exits at once");
+    tracing::info!(
+        signal = first,
+        ?deadline,
+        "draining; a second SIGTERM or Ctrl-C exits at once"
+    );
     tokio::select! {
         report = proxy.drain(deadline) => {
             tracing::info!(
