@@ -325,11 +325,12 @@ clusters:
     )
 }
 
-/// Starts `sinew proxy` on `yaml` and waits until `addr` accepts.
+/// Starts `sinew proxy -c FILE extra...` on `yaml` and waits until `addr` accepts.
 async fn start_binary(
     dir: &TempDir,
     yaml: &str,
     addr: SocketAddr,
+    extra: &[&str],
 ) -> (ChildGuard, std::path::PathBuf) {
     let file = dir.file("sinew.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -337,6 +338,7 @@ async fn start_binary(
     let child = Command::new(sinew_binary())
         .args(["proxy", "-c"])
         .arg(&file)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -391,7 +393,8 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0_with_the_port_cl
     let up = Upstream::start("alpha").await;
     let dir = TempDir::new("drain-bin");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (mut child, log) = start_binary(&dir, &config(&addr.to_string(), &up, "10s"), addr).await;
+    let (mut child, log) =
+        start_binary(&dir, &config(&addr.to_string(), &up, "10s"), addr, &[]).await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
     send_slow_get(&mut stream, 1000).await;
@@ -414,7 +417,8 @@ async fn a_second_sigterm_while_draining_exits_at_once() {
     let up = Upstream::start("alpha").await;
     let dir = TempDir::new("drain-bin2");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (mut child, log) = start_binary(&dir, &config(&addr.to_string(), &up, "60s"), addr).await;
+    let (mut child, log) =
+        start_binary(&dir, &config(&addr.to_string(), &up, "60s"), addr, &[]).await;
 
     let mut stuck = TcpStream::connect(addr).await.unwrap();
     send_slow_get(&mut stuck, 30_000).await;
@@ -437,4 +441,55 @@ async fn a_second_sigterm_while_draining_exits_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2));
     let (closed, _) = read_to_close(&mut stuck, Duration::from_secs(2)).await;
     assert!(closed, "its connections went with it");
+}
+
+#[tokio::test]
+async fn drain_timeout_flag_overrides_the_config_and_cuts_what_is_left() {
+    let up = Upstream::start("alpha").await;
+    let dir = TempDir::new("drain-bin3");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = config(&addr.to_string(), &up, "60s");
+    let (mut child, log) = start_binary(&dir, &yaml, addr, &["--drain-timeout", "300ms"]).await;
+
+    let mut stuck = TcpStream::connect(addr).await.unwrap();
+    send_slow_get(&mut stuck, 30_000).await;
+    until_upstream_has(&up, 1).await;
+    let started = Instant::now();
+    signal(&child, "-TERM");
+    let status = exit_of(&mut child, Duration::from_secs(3), &log).await;
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a drain cut at its deadline still exits 0:\n{text}"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "300 ms, not the config's 60 s: {took:?}"
+    );
+    assert!(
+        without_ansi(&text).contains("cut=1"),
+        "the log says what was cut:\n{text}"
+    );
+    let (closed, got) = read_to_close(&mut stuck, Duration::from_secs(2)).await;
+    assert!(closed && got.is_empty());
+}
+
+/// The log without its colour codes (`ESC [ ... m`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
