@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::duration;
 pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 
+pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +363,14 @@ pub struct RetryPolicy {
     /// A request body is kept for replay only up to this size; larger ones are not retried.
     #[serde(default = "default_retry_buffer")]
     pub max_buffered_body_bytes: usize,
+    /// `previous_hosts`: a retry avoids every endpoint this request has already tried,
+    /// not only the last one. Envoy: `retry_host_predicate`.
+    #[serde(default)]
+    pub retry_host_predicate: Vec<String>,
+    /// How many times a pick may be redrawn to satisfy the host predicate. Envoy:
+    /// `host_selection_retry_max_attempts`.
+    #[serde(default = "default_host_selection_attempts")]
+    pub host_selection_retry_max_attempts: u32,
 }
 
 fn default_num_retries() -> u32 {
@@ -368,6 +378,9 @@ fn default_num_retries() -> u32 {
 }
 fn default_base_backoff() -> Duration {
     Duration::from_millis(25)
+}
+fn default_host_selection_attempts() -> u32 {
+    3
 }
 fn default_retry_buffer() -> usize {
     64 * 1024
@@ -435,6 +448,8 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     #[serde(default)]
     pub pool: PoolConfig,
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
     #[serde(default)]
     pub upstream_connection_options: UpstreamConnectionOptions,
 }

@@ -352,6 +352,20 @@ impl Checker {
             if retry.base_backoff.is_zero() {
                 self.err(format!("{p}.retry.base_backoff"), "must be positive");
             }
+            for (i, predicate) in retry.retry_host_predicate.iter().enumerate() {
+                if predicate != "previous_hosts" {
+                    self.err(
+                        format!("{p}.retry.retry_host_predicate[{i}]"),
+                        format!("unknown predicate {predicate:?} (previous_hosts)"),
+                    );
+                }
+            }
+            if retry.host_selection_retry_max_attempts == 0 {
+                self.err(
+                    format!("{p}.retry.host_selection_retry_max_attempts"),
+                    "must be at least 1",
+                );
+            }
         }
         for (i, h) in r.hash_policy.iter().enumerate() {
             let n = [h.header.is_some(), h.cookie.is_some(), h.source_ip]
@@ -432,6 +446,7 @@ impl Checker {
                 "must be at least 1",
             );
         }
+        self.circuit_breakers(&format!("{p}.circuit_breakers"), &c.circuit_breakers);
         if c.ring_size == 0 {
             self.err(format!("{p}.ring_size"), "must be at least 1");
         }
@@ -444,6 +459,26 @@ impl Checker {
         }
         if c.discovery == Discovery::Dns && c.dns_refresh.is_zero() {
             self.err(format!("{p}.dns_refresh"), "must be positive");
+        }
+    }
+
+    fn circuit_breakers(&mut self, p: &str, b: &crate::model::CircuitBreakers) {
+        for (field, value) in [
+            ("max_connections", b.max_connections),
+            ("max_pending_requests", b.max_pending_requests),
+            ("max_requests", b.max_requests),
+        ] {
+            if value == 0 {
+                self.err(format!("{p}.{field}"), "must be at least 1");
+            }
+        }
+        if let Some(budget) = &b.retry_budget {
+            if !(0.0..=100.0).contains(&budget.budget_percent) {
+                self.err(
+                    format!("{p}.retry_budget.budget_percent"),
+                    "must be between 0 and 100",
+                );
+            }
         }
     }
 }
@@ -605,6 +640,32 @@ clusters:
         );
         assert!(
             out.contains("listeners[1].address: address 127.0.0.1:1 is already used"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_circuit_breakers_and_retry_predicates() {
+        let yaml = format!(
+            "{GOOD}    circuit_breakers: {{max_requests: 0, retry_budget: {{budget_percent: 150}}}}\n"
+        )
+        .replace(
+            "cluster: backend\n",
+            "cluster: backend\n              retry: {retry_on: [5xx], retry_host_predicate: [other_hosts]}\n",
+        );
+        let out = errors(&yaml);
+        assert!(
+            out.contains(
+                "t.yaml:17:24: clusters[0].circuit_breakers.max_requests: must be at least 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("clusters[0].circuit_breakers.retry_budget.budget_percent: must be between 0 and 100"),
+            "{out}"
+        );
+        assert!(
+            out.contains("retry.retry_host_predicate[0]: unknown predicate \"other_hosts\""),
             "{out}"
         );
     }

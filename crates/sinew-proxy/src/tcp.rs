@@ -26,7 +26,12 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         let Some(cluster) = config.pick_cluster() else {
             break;
         };
-        let Some(endpoint) = cluster.pick(0, None, avoid) else {
+        // The cluster's `max_connections` bounds proxied TCP connections too (UO).
+        let Some(slot) = cluster.breakers().try_connection() else {
+            tracing::debug!(cluster = %cluster.name, "TCP connection over the circuit breaker (UO)");
+            continue;
+        };
+        let Some(endpoint) = cluster.pick(0, None, avoid.as_slice(), 1) else {
             tracing::debug!(cluster = %cluster.name, "no endpoint for TCP connection");
             continue;
         };
@@ -38,7 +43,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
                 if let Some(keepalive) = &endpoint.state.settings().tcp_keepalive {
                     sinew_upstream::socket::set_keepalive(&stream, keepalive);
                 }
-                upstream = Some((stream, endpoint));
+                upstream = Some((stream, endpoint, slot));
                 break;
             }
             Ok(Err(e)) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
@@ -46,7 +51,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         }
         avoid = Some(address);
     }
-    let Some((upstream, _endpoint)) = upstream else {
+    let Some((upstream, _endpoint, _slot)) = upstream else {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
         return;
     };

@@ -17,6 +17,10 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Bodies larger than this are streamed rather than kept, and so not retried.
     pub max_buffered_body_bytes: usize,
+    /// Retries avoid every endpoint tried so far (`previous_hosts`), not only the last.
+    pub avoid_all_previous_hosts: bool,
+    /// Fresh picks a retry may draw to find an endpoint it should not avoid.
+    pub host_selection_attempts: u32,
     on_5xx: bool,
     on_gateway_error: bool,
     on_connect_failure: bool,
@@ -35,6 +39,8 @@ impl RetryPolicy {
             base_backoff: r.base_backoff,
             max_backoff: r.max_backoff.unwrap_or(r.base_backoff.saturating_mul(10)),
             max_buffered_body_bytes: r.max_buffered_body_bytes,
+            avoid_all_previous_hosts: r.retry_host_predicate.iter().any(|p| p == "previous_hosts"),
+            host_selection_attempts: r.host_selection_retry_max_attempts,
             on_5xx: on("5xx"),
             on_gateway_error: on("gateway-error"),
             on_connect_failure: on("connect-failure"),

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::breaker::Slot;
 use crate::pool::EndpointState;
 
 /// A request body on its way upstream.
@@ -136,11 +137,23 @@ impl Drop for StreamPermit {
 pub struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// The request's place under its cluster's `max_requests`, held to the body's end.
+    _request_slot: Option<Slot>,
 }
 
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, lease: Option<Lease>) -> Self {
-        Self { inner, lease }
+        Self {
+            inner,
+            lease,
+            _request_slot: None,
+        }
+    }
+
+    /// Keeps `slot` until this body is done with, so the request counts as in flight
+    /// while its response streams.
+    pub fn hold(&mut self, slot: Slot) {
+        self._request_slot = Some(slot);
     }
 
     /// Gives an HTTP/1.1 connection back to its pool once the message is complete.

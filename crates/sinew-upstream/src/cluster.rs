@@ -15,6 +15,7 @@ use sinew_balance::{hash_key, Balancer, PickContext, Policy};
 use sinew_config::model::{self, Discovery, LbPolicy, UpstreamProtocol};
 use sinew_config::ConfigError;
 
+use crate::breaker::CircuitBreakers;
 use crate::connect::UpstreamTls;
 use crate::pool::{ConnectSettings, EndpointState};
 
@@ -105,6 +106,7 @@ pub struct Cluster {
     selectors: Vec<BTreeMap<String, String>>,
     hosts: ArcSwap<HostSet>,
     resolver: Arc<dyn Resolver>,
+    breakers: CircuitBreakers,
 }
 
 /// Collects the subsets routes need before the cluster is frozen.
@@ -251,6 +253,13 @@ impl<'a> ClusterBuilder<'a> {
             selectors: self.selectors,
             hosts: ArcSwap::from_pointee(hosts),
             resolver: self.resolver,
+            // What is in flight under the running config stays counted under this one.
+            breakers: CircuitBreakers::new(
+                &cfg.circuit_breakers,
+                previous
+                    .map(|p| p.breakers.counts().clone())
+                    .unwrap_or_default(),
+            ),
         }))
     }
 }
@@ -285,12 +294,19 @@ impl Drop for Picked {
 }
 
 impl Cluster {
-    /// Picks an endpoint of `subset` (0 = all), skipping `avoid` when another is available.
+    /// The cluster's circuit breakers.
+    pub fn breakers(&self) -> &CircuitBreakers {
+        &self.breakers
+    }
+
+    /// Picks an endpoint of `subset` (0 = all), skipping those in `avoid` when another is
+    /// available: up to `redraws` fresh picks, then the next member in order.
     pub fn pick(
         &self,
         subset: usize,
         hash: Option<u64>,
-        avoid: Option<SocketAddr>,
+        avoid: &[SocketAddr],
+        redraws: u32,
     ) -> Option<Picked> {
         let hosts = self.hosts.load();
         let subset = hosts.subsets.get(subset)?;
@@ -305,16 +321,23 @@ impl Cluster {
             active: &active,
         };
         let mut index = subset.members[subset.balancer.pick(&ctx)?];
-        if avoid == Some(hosts.endpoints[index].address()) && subset.members.len() > 1 {
-            // A retry should land elsewhere; one more pick is enough for every policy but
-            // hashing, and hashing keys are sticky by design, so take the next member.
-            let again = subset.members[subset.balancer.pick(&ctx)?];
-            index = if again != index {
-                again
-            } else {
+        let avoided = |i: usize| avoid.contains(&hosts.endpoints[i].address());
+        if !avoid.is_empty() && avoided(index) && subset.members.len() > 1 {
+            // A retry should land elsewhere. A fresh pick does it for every policy but
+            // hashing, whose keys are sticky by design: for those, take the next member
+            // not avoided (or, if all were tried, the next one).
+            let redrawn = (0..redraws)
+                .filter_map(|_| subset.balancer.pick(&ctx))
+                .map(|i| subset.members[i])
+                .find(|&i| !avoided(i));
+            index = redrawn.unwrap_or_else(|| {
                 let pos = subset.members.iter().position(|&m| m == index).unwrap_or(0);
-                subset.members[(pos + 1) % subset.members.len()]
-            };
+                let n = subset.members.len();
+                (1..n)
+                    .map(|step| subset.members[(pos + step) % n])
+                    .find(|&i| !avoided(i))
+                    .unwrap_or(subset.members[(pos + 1) % n])
+            });
         }
         let state = hosts.endpoints[index].state.clone();
         state.active_requests.fetch_add(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! to it (pooled HTTP/1.1 and HTTP/2 connections, TLS, timeouts on connect).
 
 pub mod body;
+pub mod breaker;
 pub mod cluster;
 pub mod connect;
 pub mod h2_settings;
@@ -11,6 +12,7 @@ pub mod tap;
 pub mod tls;
 
 pub use body::{BodyError, RequestBody, UpstreamBody};
+pub use breaker::{BreakerCounts, CircuitBreakers, Slot};
 pub use cluster::{Cluster, ClusterBuilder, Picked, Resolver, SystemResolver};
 pub use connect::ConnectError;
 pub use pool::{EndpointState, SendError, WireProtocol};

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_config::model::PoolConfig;
 
 use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
+use crate::breaker::{CircuitBreakers, Slot};
 use crate::connect::{connect, ConnectError, UpstreamTls};
 use crate::h2_settings::{PeerSettings, SettingsParser};
 use crate::tap::ReadTap;
@@ -47,6 +48,8 @@ pub enum SendError {
     Connect(ConnectError),
     /// The connection failed while the request was out, or the response was malformed.
     Request(hyper::Error),
+    /// The cluster's circuit breakers turned the request away (nothing was sent).
+    Overflow,
 }
 
 impl std::fmt::Display for SendError {
@@ -54,6 +57,7 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Connect(e) => write!(f, "{e}"),
             SendError::Request(e) => write!(f, "{e}"),
+            SendError::Overflow => write!(f, "circuit breaker overflow"),
         }
     }
 }
@@ -77,6 +81,9 @@ pub struct EndpointState {
     /// Requests in flight (least-request balancing reads it).
     pub active_requests: AtomicU64,
     idle_http1: Mutex<Vec<IdleHttp1>>,
+    /// Woken when an HTTP/1.1 connection comes back to the pool, for requests waiting at
+    /// the cluster's connection limit.
+    http1_returned: tokio::sync::Notify,
     http2: Mutex<Vec<SharedHttp2>>,
     /// Held while an HTTP/2 connection is being opened, so requests that arrive during
     /// the handshake wait for it rather than each opening their own. Holds when the
@@ -91,6 +98,7 @@ impl EndpointState {
             settings,
             active_requests: AtomicU64::new(0),
             idle_http1: Mutex::new(Vec::new()),
+            http1_returned: tokio::sync::Notify::new(),
             http2: Mutex::new(Vec::new()),
             http2_connecting: tokio::sync::Mutex::new(None),
         }
@@ -100,29 +108,30 @@ impl EndpointState {
         &self.settings
     }
 
-    /// Sends one request to this endpoint, on a pooled connection when one is free.
+    /// Sends one request to this endpoint, on a pooled connection when one is free. New
+    /// connections and waiting for one count against `breakers`.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
         protocol: WireProtocol,
+        breakers: &CircuitBreakers,
     ) -> Result<Response<UpstreamBody>, SendError> {
         match protocol {
-            WireProtocol::Http1 => self.send_http1(request).await,
-            WireProtocol::Http2 => self.send_http2(request).await,
+            WireProtocol::Http1 => self.send_http1(request, breakers).await,
+            WireProtocol::Http2 => self.send_http2(request, breakers).await,
         }
     }
 
     async fn send_http1(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
+        breakers: &CircuitBreakers,
     ) -> Result<Response<UpstreamBody>, SendError> {
         // Connecting is rare and its future is large: boxed, it does not grow the future
         // of every request that finds a pooled connection (see `send`).
         let mut sender = match self.check_out_http1() {
             Some(s) => s,
-            None => Box::pin(self.connect_http1())
-                .await
-                .map_err(SendError::Connect)?,
+            None => Box::pin(self.connect_or_wait_http1(breakers)).await?,
         };
         *request.version_mut() = Version::HTTP_11;
         let response = sender
@@ -160,10 +169,47 @@ impl EndpointState {
                 sender,
                 since: Instant::now(),
             });
+            drop(idle);
+            self.http1_returned.notify_one();
         }
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+    /// No pooled connection was free: open one, or — at the cluster's connection limit —
+    /// wait as a pending request for one to come back, up to the connect timeout.
+    async fn connect_or_wait_http1(
+        &self,
+        breakers: &CircuitBreakers,
+    ) -> Result<http1::SendRequest<RequestBody>, SendError> {
+        let _pending = breakers.try_pending().ok_or(SendError::Overflow)?;
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        loop {
+            if let Some(slot) = breakers.try_connection() {
+                return self.connect_http1(slot).await.map_err(SendError::Connect);
+            }
+            if let Some(sender) = self.check_out_http1() {
+                return Ok(sender);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SendError::Overflow);
+            }
+            // A connection to another endpoint closing frees a slot without waking us,
+            // so look again every few milliseconds as well.
+            let recheck = tokio::time::sleep_until(
+                (tokio::time::Instant::now() + Duration::from_millis(5)).min(deadline),
+            );
+            tokio::select! {
+                _ = self.http1_returned.notified() => {}
+                _ = recheck => {}
+            }
+        }
+    }
+
+    /// Opens an HTTP/1.1 connection that holds `slot` of the cluster's connection limit
+    /// for as long as it lives.
+    async fn connect_http1(
+        &self,
+        slot: Slot,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         let io = connect(
             self.address,
             self.settings.connect_timeout,
@@ -177,6 +223,7 @@ impl EndpointState {
             .map_err(ConnectError::Handshake)?;
         let address = self.address;
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%address, error = %e, "upstream HTTP/1.1 connection ended");
             }
@@ -187,12 +234,11 @@ impl EndpointState {
     async fn send_http2(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
+        breakers: &CircuitBreakers,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (mut sender, permit) = match self.check_out_http2() {
             Some(found) => found,
-            None => Box::pin(self.check_out_or_connect_http2())
-                .await
-                .map_err(SendError::Connect)?,
+            None => Box::pin(self.check_out_or_connect_http2(breakers)).await?,
         };
         *request.version_mut() = Version::HTTP_2;
         let response = sender
@@ -204,18 +250,35 @@ impl EndpointState {
 
     async fn check_out_or_connect_http2(
         &self,
-    ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), ConnectError> {
+        breakers: &CircuitBreakers,
+    ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), SendError> {
+        let _pending = breakers.try_pending().ok_or(SendError::Overflow)?;
         let waiting_since = Instant::now();
         let mut last_failure = self.http2_connecting.lock().await;
         if let Some(found) = self.check_out_http2() {
             return Ok(found);
         }
         if last_failure.is_some_and(|failed| failed >= waiting_since) {
-            return Err(ConnectError::FailedWhileWaiting);
+            return Err(SendError::Connect(ConnectError::FailedWhileWaiting));
         }
-        let result = self.connect_http2().await;
+        let Some(slot) = breakers.try_connection() else {
+            // At the cluster's connection limit, streams share the open connections past
+            // their cap: the HTTP/2 client queues them until the peer allows more.
+            return self.least_loaded_http2().ok_or(SendError::Overflow);
+        };
+        let result = self.connect_http2(slot).await;
         *last_failure = result.is_err().then(Instant::now);
-        result
+        result.map_err(SendError::Connect)
+    }
+
+    fn least_loaded_http2(&self) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
+        let conns = self.http2.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = conns
+            .iter()
+            .filter(|c| !c.sender.is_closed())
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        Some((conn.sender.clone(), StreamPermit(conn.streams.clone())))
     }
 
     fn check_out_http2(&self) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
@@ -239,6 +302,7 @@ impl EndpointState {
 
     async fn connect_http2(
         &self,
+        slot: Slot,
     ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), ConnectError> {
         let io = connect(
             self.address,
@@ -260,6 +324,7 @@ impl EndpointState {
             .map_err(ConnectError::Handshake)?;
         let address = self.address;
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(%address, error = %e, "upstream HTTP/2 connection ended");
             }

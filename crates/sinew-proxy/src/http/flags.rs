@@ -27,8 +27,10 @@ impl ResponseFlags {
     pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 8);
     /// Request body over the limit; Envoy has no code for it, Sinew uses its own (RBL).
     pub const REQUEST_BODY_TOO_LARGE: Self = Self(1 << 9);
+    /// A circuit breaker turned the request away (UO).
+    pub const UPSTREAM_OVERFLOW: Self = Self(1 << 10);
 
-    const NAMES: [(Self, &'static str); 10] = [
+    const NAMES: [(Self, &'static str); 11] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -39,6 +41,7 @@ impl ResponseFlags {
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::REQUEST_BODY_TOO_LARGE, "RBL"),
+        (Self::UPSTREAM_OVERFLOW, "UO"),
     ];
 
     pub fn contains(self, other: Self) -> bool {

@@ -2,6 +2,7 @@
 //! it may be replayed), endpoint choice, attempts with retries and backoff, timeouts,
 //! and protocol upgrades such as WebSocket.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
@@ -25,6 +26,8 @@ use crate::snapshot::{HttpManager, RouteSet};
 /// Why an attempt got no usable response.
 enum Failure {
     NoHealthyUpstream,
+    /// A circuit breaker of the cluster is full.
+    Overflow,
     Connect,
     /// The peer closed or reset the connection before a response.
     Reset,
@@ -43,6 +46,11 @@ impl Failure {
                 StatusCode::SERVICE_UNAVAILABLE,
                 ResponseFlags::NO_HEALTHY_UPSTREAM,
                 "no healthy upstream",
+            ),
+            Failure::Overflow => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UPSTREAM_OVERFLOW,
+                "upstream overflow",
             ),
             Failure::Connect => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -239,7 +247,9 @@ async fn attempts(
     };
     let mut prepared = Some(prepared);
     let mut body = Some(body);
-    let mut last_endpoint = None;
+    // Endpoints already tried; it grows only when a retry follows.
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retry_slot: Option<sinew_upstream::Slot> = None;
     let mut attempt = 0u32;
     loop {
         let last_try = attempt >= max_retries;
@@ -256,10 +266,20 @@ async fn attempts(
             UpstreamProtocol::SameAsDownstream if downstream_h2 => WireProtocol::Http2,
             UpstreamProtocol::SameAsDownstream => WireProtocol::Http1,
         };
-        let Some(endpoint) = cluster.pick(subset, hash, last_endpoint) else {
+        let Some(request_slot) = cluster.breakers().try_request() else {
+            return Err(Failure::Overflow.reply(grpc));
+        };
+        // By default a retry avoids the endpoint that just failed; `previous_hosts`
+        // makes it avoid every one tried.
+        let avoid: &[SocketAddr] = match policy {
+            Some(p) if p.avoid_all_previous_hosts => &tried,
+            _ => tried.last().map_or(&[], std::slice::from_ref),
+        };
+        let redraws = policy.map_or(1, |p| p.host_selection_attempts);
+        let Some(endpoint) = cluster.pick(subset, hash, avoid, redraws) else {
             return Err(Failure::NoHealthyUpstream.reply(grpc));
         };
-        last_endpoint = Some(endpoint.state.address);
+        let address = endpoint.state.address;
 
         // The last attempt takes the parts; earlier ones copy them.
         let (parts, this_body) = if last_try {
@@ -284,7 +304,7 @@ async fn attempts(
         let tls = endpoint.state.settings().tls.is_some();
         let request = build_request(parts, &authority, this_body, protocol, tls);
 
-        let sent = endpoint.state.send(request, protocol);
+        let sent = endpoint.state.send(request, protocol, cluster.breakers());
         let outcome = match policy.and_then(|p| p.per_try_timeout) {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(result) => result.map_err(classify),
@@ -293,6 +313,8 @@ async fn attempts(
             None => sent.await.map_err(classify),
         };
         drop(endpoint);
+        // A retry's place under the limit is held for its own attempt only.
+        drop(retry_slot.take());
 
         let retry = match (&outcome, policy) {
             (_, None) => false,
@@ -302,9 +324,17 @@ async fn attempts(
             (Err(Failure::PerTryTimeout), Some(p)) => p.retry_on_per_try_timeout(),
             (Err(_), Some(_)) => false,
         };
-        if !retry || last_try {
+        // A retry takes a place under the cluster's retry limit (or budget); when there is
+        // none, the answer in hand stands, as in Envoy.
+        if retry && !last_try {
+            retry_slot = cluster.breakers().try_retry();
+        }
+        if !retry || last_try || retry_slot.is_none() {
             return match outcome {
-                Ok(r) => Ok(r),
+                Ok(mut r) => {
+                    r.body_mut().hold(request_slot);
+                    Ok(r)
+                }
                 Err(f) => {
                     let mut reply = f.reply(grpc);
                     if attempt > 0 && retry {
@@ -316,6 +346,7 @@ async fn attempts(
                 }
             };
         }
+        tried.push(address);
         attempt += 1;
         if let Some(p) = policy {
             tokio::time::sleep(p.backoff(attempt)).await;
@@ -326,6 +357,7 @@ async fn attempts(
 fn classify(e: SendError) -> Failure {
     match e {
         SendError::Connect(_) => Failure::Connect,
+        SendError::Overflow => Failure::Overflow,
         SendError::Request(e) => {
             if let Some(body) = find_cause::<BodyError>(&e) {
                 return match body {
@@ -470,6 +502,7 @@ mod tests {
     fn each_failure_has_its_status_and_envoy_flag() {
         let cases = [
             (Failure::NoHealthyUpstream, 503, "UH"),
+            (Failure::Overflow, 503, "UO"),
             (Failure::Connect, 503, "UF"),
             (Failure::Reset, 503, "UC"),
             (Failure::Protocol, 502, "UPE"),
