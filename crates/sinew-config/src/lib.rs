@@ -12,6 +12,7 @@ pub mod health;
 pub mod mirror;
 pub mod model;
 pub mod rate_limit;
+pub mod socket;
 pub mod source;
 mod validate;
 

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use crate::duration;
 pub use crate::rate_limit::*;
+pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
-pub use crate::mirror::RequestMirrorPolicy;
 pub use crate::health::{HealthCheck, OutlierDetection};
+pub use crate::mirror::RequestMirrorPolicy;
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -27,6 +28,12 @@ pub struct Config {
     pub route_configs: Vec<RouteConfig>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// How long a drain (SIGTERM, Ctrl-C) lets connections finish (Envoy: `--drain-time-s`).
+    #[serde(
+        default = "crate::socket::default_drain_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub drain_timeout: Duration,
 }
 
 /// One listening socket and what runs on it.
@@ -41,6 +48,9 @@ pub struct Listener {
     pub max_connections: Option<u32>,
     #[serde(default)]
     pub connection_rate_limit: Option<ConnectionRateLimit>,
+    /// Keepalive on accepted sockets; off when unset.
+    #[serde(default)]
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// TLS termination. Without it the listener is cleartext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
@@ -467,6 +477,8 @@ pub struct Cluster {
     /// Percent (Envoy `common_lb_config.healthy_panic_threshold`, default 50; 0 disables).
     #[serde(default = "crate::health::default_healthy_panic_threshold")]
     pub healthy_panic_threshold: f64,
+    #[serde(default)]
+    pub upstream_connection_options: UpstreamConnectionOptions,
 }
 
 fn default_dns_refresh() -> Duration {

@@ -60,6 +60,9 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 &mut v.errors,
             );
         }
+        if let Some(k) = &l.tcp_keepalive {
+            v.errors.extend(k.check(&format!("{p}.tcp_keepalive")));
+        }
         if let Some(tls) = &l.tls {
             if tls.alpn.is_empty() {
                 v.err(format!("{p}.tls.alpn"), "must offer at least one protocol");
@@ -553,6 +556,10 @@ impl Checker {
         }
         if c.connect_timeout.is_zero() {
             self.err(format!("{p}.connect_timeout"), "must be positive");
+        }
+        if let Some(k) = &c.upstream_connection_options.tcp_keepalive {
+            let path = format!("{p}.upstream_connection_options.tcp_keepalive");
+            self.errors.extend(k.check(&path));
         }
         if c.discovery == Discovery::Dns && c.dns_refresh.is_zero() {
             self.err(format!("{p}.dns_refresh"), "must be positive");

@@ -239,7 +239,11 @@ clusters:
             s.at >= Duration::from_secs_f64(FAULTS.0) && s.at < Duration::from_secs_f64(FAULTS.1)
         })
         .collect();
-    for (label, set) in [("before the faults", &before), ("during the faults", &during), ("whole run", &all)] {
+    for (label, set) in [
+        ("before the faults", &before),
+        ("during the faults", &during),
+        ("whole run", &all),
+    ] {
         let (sent, failed, p50, p99) = summary(set);
         eprintln!(
             "chaos {label}: {sent} requests, {failed} failed, p50 {:.2} ms, p99 {:.2} ms",

@@ -179,20 +179,22 @@ fn validate_accepts_a_good_file() {
 /// The benchmark harness's Sinew config (bench/configs/, written by bench/harness.py) is one
 /// a user could run: it passes the same validation.
 #[test]
-fn validate_accepts_the_benchmark_config() {
+fn validate_accepts_the_benchmark_configs() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let yaml = std::fs::read_to_string(repo.join("bench/configs/sinew.yaml")).unwrap();
-    // Its certificate paths are relative to the repository root; this test runs elsewhere.
-    let certs = repo.join("examples/certs/");
-    let yaml = yaml.replace("examples/certs/", &certs.to_string_lossy());
-    let dir = TempDir::new("cli-bench");
-    let file = dir.file("sinew.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = sinew(
-        &["validate", file.to_str().unwrap()],
-        Duration::from_secs(10),
-    );
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    for name in ["sinew.yaml", "sinew-resilience.yaml"] {
+        let yaml = std::fs::read_to_string(repo.join("bench/configs").join(name)).unwrap();
+        // Its certificate paths are relative to the repository root; this test runs elsewhere.
+        let certs = repo.join("examples/certs/");
+        let yaml = yaml.replace("examples/certs/", &certs.to_string_lossy());
+        let dir = TempDir::new("cli-bench");
+        let file = dir.file(name);
+        std::fs::write(&file, yaml).unwrap();
+        let out = sinew(
+            &["validate", file.to_str().unwrap()],
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    }
 }
 
 #[test]

@@ -264,6 +264,13 @@ async fn third_connection_over_max_connections_is_closed_while_two_are_served() 
         "and not served: {:?}",
         String::from_utf8_lossy(&got)
     );
+    let listener = proxy.proxy.listener("web").await.unwrap();
+    assert_eq!(
+        listener.rejected_connections(),
+        1,
+        "the rejection is counted"
+    );
+    assert_eq!(listener.active_connections(), 2);
 
     // The two keep being served on the same connections.
     for _ in 0..3 {

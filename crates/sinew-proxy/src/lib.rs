@@ -4,11 +4,15 @@
 //! Config is data, swapped whole: [`Proxy::reload`] compiles a new snapshot completely,
 //! binds any new sockets, and only then publishes it. Requests read it without locks.
 //!
+//! [`Proxy::drain`] stops it gracefully: listeners close, connections finish what they
+//! have in flight, and whatever is left at the deadline is cut (see [`drain`]).
+//!
 //! Concurrency: one tokio multi-thread runtime with a worker per core (the binary sets it
 //! up). Per-core current-thread runtimes with SO_REUSEPORT are the alternative DESIGN.md
 //! names; the benchmark harness (issue 3) is where that choice gets measured.
 
 pub mod connection_rate_limit;
+pub mod drain;
 pub mod http;
 pub mod listener;
 mod moment;
@@ -29,6 +33,8 @@ use arc_swap::ArcSwap;
 use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
 use tokio::sync::Mutex;
 
+pub use crate::drain::DrainReport;
+use crate::drain::{Drain, Phase};
 use crate::listener::ListenerSlot;
 use crate::snapshot::Snapshot;
 
@@ -37,6 +43,8 @@ pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
     /// Held only while reloading, never on the request path.
     slots: Mutex<Vec<Arc<ListenerSlot>>>,
+    /// Shared with every listener slot and, through them, every connection.
+    drain: Arc<Drain>,
 }
 
 /// Compiles a config without running it.
@@ -67,8 +75,10 @@ impl Proxy {
                 version: 0,
                 listeners: Vec::new(),
                 clusters: Vec::new(),
+                drain_timeout: std::time::Duration::ZERO,
             }),
             slots: Mutex::new(Vec::new()),
+            drain: Arc::new(Drain::new()),
         });
         proxy.reload(loaded).await?;
         Ok(proxy)
@@ -77,6 +87,12 @@ impl Proxy {
     /// Swaps in a new config, or refuses it and keeps the running one.
     pub async fn reload(&self, loaded: &LoadedConfig) -> Result<u64, Diagnostics> {
         let mut slots = self.slots.lock().await;
+        if self.drain.phase() != Phase::Serving {
+            return Err(loaded.diagnostics(vec![ConfigError::new(
+                "",
+                "the proxy is draining; it takes no new config",
+            )]));
+        }
         let current = self.snapshot.load_full();
         let version = current.version + 1;
         let next = snapshot::compile(loaded, Some(&current), version)?;
@@ -126,7 +142,7 @@ impl Proxy {
             }
         });
         for (socket, config) in fresh {
-            match ListenerSlot::start(socket, config) {
+            match ListenerSlot::start(socket, config, self.drain.clone()) {
                 Ok(slot) => slots.push(slot),
                 Err(e) => tracing::error!(error = %e, "cannot start listener"),
             }
@@ -144,6 +160,72 @@ impl Proxy {
             .iter()
             .find(|s| &*s.name == name)
             .map(|s| s.bound)
+    }
+
+    /// A running listener, for its counters.
+    pub async fn listener(&self, name: &str) -> Option<Arc<ListenerSlot>> {
+        self.slots
+            .lock()
+            .await
+            .iter()
+            .find(|s| &*s.name == name)
+            .cloned()
+    }
+
+    /// The config's `drain_timeout`: how long [`Proxy::drain`] should give connections.
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        self.snapshot.load().drain_timeout
+    }
+
+    /// Drains gracefully within `deadline`:
+    ///
+    /// 1. every listener stops accepting and its port closes;
+    /// 2. every HTTP connection is told to finish: HTTP/1.1 completes the response in
+    ///    flight with `Connection: close` and closes (at once when idle), HTTP/2 sends
+    ///    GOAWAY and finishes its open streams;
+    /// 3. TCP proxy connections and upgraded tunnels run on;
+    /// 4. resolves when every connection has closed, or at the deadline, when the
+    ///    connections still open are closed.
+    ///
+    /// Afterwards the proxy serves nothing and refuses reloads. Calling it again waits
+    /// for the same connections.
+    pub async fn drain(&self, deadline: std::time::Duration) -> DrainReport {
+        let started = tokio::time::Instant::now();
+        let until = started + deadline;
+        let slots = {
+            let mut slots = self.slots.lock().await;
+            if self.drain.phase() == Phase::Serving {
+                // Under the lock, so a reload cannot open a listener after this.
+                self.drain.set(Phase::Draining);
+            }
+            std::mem::take(&mut *slots)
+        };
+        // A connection accepted in the meantime sees `Draining` as it starts (its watch
+        // reads the current phase), so none goes unsignalled.
+        for slot in &slots {
+            slot.stop();
+        }
+        for slot in &slots {
+            slot.wait_stopped().await;
+        }
+        let open = self.drain.live();
+        tracing::info!(connections = open, ?deadline, "draining: listeners closed");
+        let finished = tokio::time::timeout_at(until, self.drain.emptied())
+            .await
+            .is_ok();
+        let mut cut = 0;
+        if !finished {
+            cut = self.drain.live();
+            self.drain.set(Phase::Closing);
+            // Cut tasks end at their next poll; wait for their sockets to close, briefly.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), self.drain.emptied()).await;
+        }
+        DrainReport {
+            finished,
+            cut,
+            took: started.elapsed(),
+        }
     }
 
     /// Stops every listener and waits until their sockets are closed; connections

@@ -4,10 +4,14 @@
 //! its socket keeps accepting and only its config (read lock-free per connection and
 //! per request) changes. A slot that a reload removes stops accepting; the connections
 //! it already has finish on their own.
+//!
+//! Every connection (and every upgraded tunnel born from one) holds a
+//! [`ConnectionGuard`], which counts it against `max_connections` and in the proxy's
+//! drain count until it closes.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::drain::Drain;
 use crate::snapshot::{ListenerConfig, ListenerKind};
 
 pub struct ListenerSlot {
@@ -24,15 +29,19 @@ pub struct ListenerSlot {
     pub bound: SocketAddr,
     pub config: ArcSwap<ListenerConfig>,
     active_connections: AtomicUsize,
+    /// Connections closed at accept because `max_connections` was reached.
+    rejected_connections: AtomicU64,
     stop: watch::Sender<bool>,
+    pub(crate) drain: Arc<Drain>,
 }
 
-/// Counts a connection against its listener until dropped.
+/// Counts a connection against its listener, and in the drain count, until dropped.
 pub struct ConnectionGuard(Arc<ListenerSlot>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.drain.connection_closed();
     }
 }
 
@@ -55,9 +64,10 @@ pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 impl ListenerSlot {
     /// Starts accepting on `socket` with `config`.
-    pub fn start(
+    pub(crate) fn start(
         socket: std::net::TcpListener,
         config: Arc<ListenerConfig>,
+        drain: Arc<Drain>,
     ) -> io::Result<Arc<Self>> {
         let bound = socket.local_addr()?;
         let listener = TcpListener::from_std(socket)?;
@@ -68,7 +78,9 @@ impl ListenerSlot {
             bound,
             config: ArcSwap::new(config),
             active_connections: AtomicUsize::new(0),
+            rejected_connections: AtomicU64::new(0),
             stop,
+            drain,
         });
         tracing::info!(listener = %slot.name, address = %bound, "listening");
         tokio::spawn(accept_loop(slot.clone(), listener, stopped));
@@ -78,6 +90,25 @@ impl ListenerSlot {
     /// Stops accepting; connections already accepted carry on.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Connections open on this listener now.
+    pub fn active_connections(&self) -> usize {
+        self.active_connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept because `max_connections` was reached, since the
+    /// listener started.
+    pub fn rejected_connections(&self) -> u64 {
+        self.rejected_connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more connection (beyond `max_connections` if need be): for an upgraded
+    /// tunnel, which outlives the HTTP connection it came from.
+    pub(crate) fn hold(self: &Arc<Self>) -> ConnectionGuard {
+        self.active_connections.fetch_add(1, Ordering::Relaxed);
+        self.drain.connection_opened();
+        ConnectionGuard(self.clone())
     }
 
     /// Resolves once the accept loop has ended and its socket is closed.
@@ -117,20 +148,26 @@ async fn accept_loop(
         let limit = config.max_connections.map_or(usize::MAX, |m| m as usize);
         if slot.active_connections.fetch_add(1, Ordering::Relaxed) >= limit {
             slot.active_connections.fetch_sub(1, Ordering::Relaxed);
+            slot.rejected_connections.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(listener = %slot.name, %peer, "connection limit reached; closing");
             drop(stream);
             continue;
         }
+        slot.drain.connection_opened();
         let guard = ConnectionGuard(slot.clone());
         let _ = stream.set_nodelay(true);
+        if let Some(keepalive) = &config.tcp_keepalive {
+            sinew_upstream::socket::set_keepalive(&stream, keepalive);
+        }
         let slot = slot.clone();
-        tokio::spawn(async move {
+        let drain = slot.drain.watch();
+        tokio::spawn(drain.cut_at_deadline(async move {
             let _guard = guard;
             match &config.kind {
                 ListenerKind::Http(_) => crate::http::serve(stream, peer, &slot, &config).await,
                 ListenerKind::Tcp(tcp) => crate::tcp::proxy(stream, tcp.clone()).await,
             }
-        });
+        }));
     }
     // The socket closes before the receiver goes, so `wait_stopped` means the port is free.
     drop(listener);

@@ -25,6 +25,7 @@ pub struct Snapshot {
     pub version: u64,
     pub listeners: Vec<Arc<ListenerConfig>>,
     pub clusters: Vec<Arc<Cluster>>,
+    pub drain_timeout: Duration,
 }
 
 /// One listener's compiled config.
@@ -36,6 +37,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub max_connections: Option<u32>,
     pub connection_rate_limit: Option<Arc<ConnectionRateLimit>>,
+    /// Keepalive set on each accepted socket; None leaves the kernel's default (off).
+    pub tcp_keepalive: Option<socket2::TcpKeepalive>,
     pub tls: Option<TlsAcceptor>,
     pub kind: ListenerKind,
 }
@@ -266,6 +269,10 @@ pub fn compile(
                     before.and_then(|b| b.connection_rate_limit.as_ref()),
                 )
             }),
+            tcp_keepalive: l
+                .tcp_keepalive
+                .as_ref()
+                .map(sinew_upstream::socket::keepalive),
             tls,
             kind,
         }));
@@ -277,6 +284,7 @@ pub fn compile(
         version,
         listeners,
         clusters,
+        drain_timeout: config.drain_timeout,
     })
 }
 

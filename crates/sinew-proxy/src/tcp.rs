@@ -42,6 +42,9 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 cluster.report(&endpoint, Outcome::Connected);
+                if let Some(keepalive) = &endpoint.state.settings().tcp_keepalive {
+                    sinew_upstream::socket::set_keepalive(&stream, keepalive);
+                }
                 upstream = Some((stream, endpoint, slot));
                 break;
             }

@@ -243,6 +243,7 @@ impl<'a> ClusterBuilder<'a> {
                 && p.config.connect_timeout == cfg.connect_timeout
                 && p.config.tls == cfg.tls
                 && p.config.pool == cfg.pool
+                && p.config.upstream_connection_options == cfg.upstream_connection_options
         });
         let settings = match previous {
             Some(p) if same_connections => p.settings.clone(),
@@ -250,6 +251,8 @@ impl<'a> ClusterBuilder<'a> {
                 connect_timeout: cfg.connect_timeout,
                 tls,
                 pool: cfg.pool.clone(),
+                tcp_keepalive: (cfg.upstream_connection_options.tcp_keepalive.as_ref())
+                    .map(crate::socket::keepalive),
             }),
         };
         let policy = match cfg.lb {

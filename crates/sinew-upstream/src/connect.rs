@@ -77,14 +77,19 @@ pub enum UpstreamIo {
 }
 
 /// Connects within `timeout`; with `tls`, also handshakes (inside the same deadline).
+/// With `keepalive`, TCP keepalive is turned on for the connection.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&UpstreamTls>,
+    keepalive: Option<&socket2::TcpKeepalive>,
 ) -> Result<UpstreamIo, ConnectError> {
     let work = async {
         let tcp = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
         let _ = tcp.set_nodelay(true);
+        if let Some(keepalive) = keepalive {
+            crate::socket::set_keepalive(&tcp, keepalive);
+        }
         match tls {
             None => Ok(UpstreamIo::Plain(tcp)),
             Some(tls) => {

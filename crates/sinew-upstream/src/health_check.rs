@@ -115,7 +115,7 @@ impl ActiveChecker {
 
     async fn check_once(&self, endpoint: &Arc<EndpointState>) -> Result<(), String> {
         let settings = endpoint.settings();
-        let io = connect(endpoint.address, self.timeout, settings.tls.as_ref())
+        let io = connect(endpoint.address, self.timeout, settings.tls.as_ref(), None)
             .await
             .map_err(|e| e.to_string())?;
         let tls = settings.tls.is_some();

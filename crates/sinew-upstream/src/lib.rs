@@ -10,6 +10,7 @@ pub mod health;
 pub mod health_check;
 pub mod outlier;
 pub mod pool;
+pub mod socket;
 pub mod tap;
 pub mod tee;
 pub mod tls;

@@ -31,6 +31,8 @@ pub struct ConnectSettings {
     pub connect_timeout: Duration,
     pub tls: Option<UpstreamTls>,
     pub pool: PoolConfig,
+    /// `upstream_connection_options.tcp_keepalive`, compiled; None: off.
+    pub tcp_keepalive: Option<socket2::TcpKeepalive>,
 }
 
 /// Which HTTP version to speak upstream for one request.
@@ -216,6 +218,7 @@ impl EndpointState {
             self.address,
             self.settings.connect_timeout,
             self.settings.tls.as_ref(),
+            self.settings.tcp_keepalive.as_ref(),
         )
         .await?;
         let (sender, conn) = http1::Builder::new()
@@ -309,6 +312,7 @@ impl EndpointState {
             self.address,
             self.settings.connect_timeout,
             self.settings.tls.as_ref(),
+            self.settings.tcp_keepalive.as_ref(),
         )
         .await?;
         if self.settings.tls.is_some() && io.alpn() != Some(b"h2") {

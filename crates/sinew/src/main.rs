@@ -1,9 +1,13 @@
 //! The `sinew` command: the quickstart, the proxy, and config validation.
+//!
+//! SIGTERM or Ctrl-C drains the proxy (listeners close, requests in flight finish, for up
+//! to `drain_timeout` or `--drain-timeout`) and exits 0; a second one exits at once, 1.
 
 mod demo;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -24,11 +28,16 @@ struct Cli {
     /// Worker threads (default: one per core).
     #[arg(long, global = true)]
     workers: Option<usize>,
+    /// How long SIGTERM or Ctrl-C lets connections finish before they are closed, e.g.
+    /// `30s` (default: the config's `drain_timeout`, 20s).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = sinew_config::duration::parse)]
+    drain_timeout: Option<Duration>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the data plane on a config file. SIGHUP or a change of the file reloads it.
+    /// Run the data plane on a config file. SIGHUP or a change of the file reloads it;
+    /// SIGTERM or Ctrl-C drains it and exits.
     Proxy {
         /// The config file (YAML; see docs/config.md).
         #[arg(short, long)]
@@ -56,8 +65,10 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Validate { file }) => validate(&file),
-        Some(Command::Proxy { config }) => run(cli.workers, async move { proxy(&config).await }),
-        None => run(cli.workers, quickstart()),
+        Some(Command::Proxy { config }) => run(cli.workers, async move {
+            proxy(&config, cli.drain_timeout).await
+        }),
+        None => run(cli.workers, quickstart(cli.drain_timeout)),
     }
 }
 
@@ -81,7 +92,13 @@ fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>
         b
     };
     match builder.enable_all().build() {
-        Ok(rt) => rt.block_on(main),
+        Ok(rt) => {
+            let code = rt.block_on(main);
+            // The drain is done (or was cut short on purpose): exit without waiting for
+            // background tasks such as a DNS lookup on the blocking pool.
+            rt.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("sinew: cannot start the runtime: {e}");
             ExitCode::FAILURE
@@ -102,7 +119,7 @@ fn validate(file: &Path) -> ExitCode {
     }
 }
 
-async fn proxy(path: &Path) -> ExitCode {
+async fn proxy(path: &Path, drain_timeout: Option<Duration>) -> ExitCode {
     let loaded = match sinew_proxy::load_file(path) {
         Ok(l) => l,
         Err(d) => {
@@ -117,12 +134,14 @@ async fn proxy(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(sinew_proxy::reload::watch(proxy, path.to_path_buf()));
-    wait_for_shutdown().await;
-    ExitCode::SUCCESS
+    tokio::spawn(sinew_proxy::reload::watch(
+        proxy.clone(),
+        path.to_path_buf(),
+    ));
+    serve_until_signalled(&proxy, drain_timeout).await
 }
 
-async fn quickstart() -> ExitCode {
+async fn quickstart(drain_timeout: Option<Duration>) -> ExitCode {
     for (name, address) in [("blue", "127.0.0.1:18081"), ("green", "127.0.0.1:18082")] {
         if let Err(e) = demo::serve(name, address.parse().expect("literal address")).await {
             eprintln!("sinew: cannot start the {name} demo service on {address}: {e}");
@@ -136,10 +155,13 @@ async fn quickstart() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(d) = sinew_proxy::Proxy::start(&loaded).await {
-        eprintln!("{d}");
-        return ExitCode::FAILURE;
-    }
+    let proxy = match sinew_proxy::Proxy::start(&loaded).await {
+        Ok(p) => p,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "Sinew quickstart is running: a gateway on 127.0.0.1:8080 splitting traffic 80/20
 between two demo services, blue (127.0.0.1:18081) and green (127.0.0.1:18082).
@@ -155,16 +177,75 @@ The config it runs is embedded in the binary: crates/sinew/src/quickstart.yaml,
 or print it with `sinew --print-config`. Run your own with `sinew proxy -c FILE`.
 Press Ctrl-C to stop."
     );
-    wait_for_shutdown().await;
-    ExitCode::SUCCESS
+    serve_until_signalled(&proxy, drain_timeout).await
 }
 
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
+/// Serves until SIGTERM or Ctrl-C, then drains within `drain_timeout` (or the config's)
+/// and exits 0; a second signal while draining exits at once with 1.
+async fn serve_until_signalled(
+    proxy: &sinew_proxy::Proxy,
+    drain_timeout: Option<Duration>,
+) -> ExitCode {
+    let mut signals = ShutdownSignals::new();
+    let first = signals.next().await;
+    let deadline = drain_timeout.unwrap_or_else(|| proxy.drain_timeout());
+    tracing::info!(
+        signal = first,
+        ?deadline,
+        "draining; a second SIGTERM or Ctrl-C exits at once"
+    );
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        report = proxy.drain(deadline) => {
+            tracing::info!(
+                finished = report.finished,
+                cut = report.cut,
+                took = ?report.took,
+                "drained; exiting"
+            );
+            ExitCode::SUCCESS
+        }
+        second = signals.next() => {
+            tracing::warn!(signal = second, "second signal while draining; exiting now");
+            ExitCode::FAILURE
+        }
     }
-    tracing::info!("shutting down");
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), as one stream.
+struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}");
+                None
+            }
+        };
+        ShutdownSignals {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => "SIGTERM",
+            _ = recv(&mut self.interrupt) => "SIGINT",
+        }
+    }
 }

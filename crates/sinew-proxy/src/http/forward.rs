@@ -223,7 +223,7 @@ pub(super) async fn forward(
     let switching_protocols = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching_protocols {
         if let Some(downstream) = downstream_upgrade {
-            tunnel(downstream, hyper::upgrade::on(&mut response));
+            tunnel(downstream, hyper::upgrade::on(&mut response), &conn.slot);
         }
     }
     headers::prepare_response(response.headers_mut(), switching_protocols, via);
@@ -495,9 +495,17 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
         })
 }
 
-/// Joins the two halves of an upgraded connection once both sides have switched.
-fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
+/// Joins the two halves of an upgraded connection once both sides have switched. The
+/// tunnel counts as one of its listener's connections until it ends, and a drain treats
+/// it as a TCP proxy connection: it runs until the deadline.
+fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    slot: &std::sync::Arc<crate::listener::ListenerSlot>,
+) {
+    let guard = slot.hold();
+    tokio::spawn(slot.drain.watch().cut_at_deadline(async move {
+        let _guard = guard;
         match tokio::join!(downstream, upstream) {
             (Ok(down), Ok(up)) => {
                 let mut down = TokioIo::new(down);
@@ -508,7 +516,7 @@ fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpg
             }
             (d, u) => tracing::debug!(downstream = ?d.err(), upstream = ?u.err(), "upgrade failed"),
         }
-    });
+    }));
 }
 
 #[cfg(test)]

@@ -160,6 +160,7 @@ async fn serve_io<IO>(
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutting_down = false;
+    let mut drain = ctx.slot.drain.watch();
     loop {
         let head_wait = match ctx.head_check.head_in_progress_for() {
             Some(elapsed) if elapsed >= head_timeout => {
@@ -190,6 +191,12 @@ async fn serve_io<IO>(
                 return;
             }
             _ = tokio::time::sleep(wait) => {}
+            // The proxy is draining: as at the idle timeout, finish what is in flight
+            // (with `Connection: close` on HTTP/1.1), close at once if idle, GOAWAY on HTTP/2.
+            _ = drain.draining(), if !shutting_down => {
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
         }
     }
 }
