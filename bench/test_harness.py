@@ -127,6 +127,18 @@ class Report(unittest.TestCase):
         self.assertIn("0.80× the better of nginx and HAProxy (10.0 µs); target ≤ 0.80×: met", text)
         self.assertIn("target ≥ both: met", text)
 
+    def test_resilience_cost_is_judged_against_plain_sinew(self):
+        def results(resilient_rps):
+            return {"a": {"runs": {
+                "sinew": [{"rps": 100.0, "cpu_us_per_request": 8.0}],
+                "nginx": [{"rps": 90.0, "cpu_us_per_request": 10.0}],
+                "haproxy": [{"rps": 95.0, "cpu_us_per_request": 12.0}],
+                "sinew-resilience": [{"rps": resilient_rps, "cpu_us_per_request": 8.2}],
+            }}}
+        self.assertIn("98 req/s = 0.980× plain Sinew's, at 1.025× its CPU per request; "
+                      "target ≥ 0.97×: met", harness.targets_section(results(98.0)))
+        self.assertIn("target ≥ 0.97×: not met", harness.targets_section(results(96.0)))
+
 
 if __name__ == "__main__":
     unittest.main()
