@@ -27,7 +27,8 @@ pub(super) async fn inject(
     };
     let mut flags = ResponseFlags::default();
     if let Some(delay) = injection.delay {
-        tokio::time::sleep(delay).await;
+        // Boxed: a timer entry inline would size every request's future, faulted or not.
+        Box::pin(tokio::time::sleep(delay)).await;
         flags = ResponseFlags::DELAY_INJECTED;
     }
     let flags_if_aborted = flags | ResponseFlags::FAULT_INJECTED;

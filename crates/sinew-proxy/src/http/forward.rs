@@ -191,7 +191,10 @@ pub(super) async fn forward(
         let shadow = mirror::Source::new(&prepared, &authority, downstream_h2, timeout);
         mirror::send_copies(&route.mirrors, routes, &shadow, &mut body);
     }
-    let attempts = attempts(
+    // Boxed: the attempts' state (the pool's send, retries, circuit-breaker slots) is
+    // large, and inline it would be copied whole each time the request's future moves
+    // (into the timeout, into hyper's task); boxed, those moves copy a pointer.
+    let attempts = Box::pin(attempts(
         prepared,
         authority,
         body,
@@ -201,7 +204,7 @@ pub(super) async fn forward(
         route,
         hash,
         grpc,
-    );
+    ));
     let response = if timeout.is_zero() {
         attempts.await
     } else {

@@ -258,7 +258,9 @@ impl HttpRateLimits {
             }
         }
         if let Some(global) = &self.global {
-            global.check(&keys, &mut quota, grpc).await?;
+            // Boxed: the Redis round trip's state is large, and inline it would size the
+            // future of every request on every listener, limited or not.
+            Box::pin(global.check(&keys, &mut quota, grpc)).await?;
         }
         Ok(quota)
     }
