@@ -10,7 +10,9 @@
 //! when the phase becomes [`Phase::Closing`] (the drain deadline).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::sync::{watch, Notify};
 
@@ -105,12 +107,38 @@ impl DrainWatch {
     }
 
     /// Runs `work` (a whole connection) until it ends or the drain deadline cuts it.
-    pub async fn cut_at_deadline(mut self, work: impl Future<Output = ()>) {
-        tokio::select! {
-            biased;
-            _ = work => {}
-            _ = self.closing() => {}
+    pub fn cut_at_deadline<F: Future<Output = ()>>(mut self, work: F) -> CutAtDeadline<F> {
+        CutAtDeadline {
+            work,
+            // Boxed: one small allocation per connection, polled only when the drain
+            // phase changes.
+            closing: Box::pin(async move { self.closing().await }),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's work, cut short when the drain deadline passes. A struct rather
+    /// than an async fn: an async fn keeps its `work` argument and the copy it moves into
+    /// the select side by side, which doubled every connection's task (about 2 KB more
+    /// per idle keep-alive connection in bench scenario (h)).
+    pub(crate) struct CutAtDeadline<F> {
+        #[pin]
+        work: F,
+        closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for CutAtDeadline<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        // The work first, as the select this replaces was biased towards it.
+        if this.work.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.closing.as_mut().poll(cx)
     }
 }
 
