@@ -4,6 +4,7 @@
 //! Everything binds port 0 on loopback, so tests run in parallel and leave nothing behind.
 
 pub mod grpc_kit;
+pub mod probe;
 pub mod redis_kit;
 pub mod tls_kit;
 pub mod upstream;

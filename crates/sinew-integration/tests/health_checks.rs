@@ -6,46 +6,11 @@
 //! Clusters balance round robin, so N requests in a row reach every eligible endpoint
 //! when there are N of them: a probe of that size tells exactly who is in.
 
-use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use sinew_integration::probe::{reached_ok as reached, set, wait_for};
 use sinew_integration::{OneRoute, TestClient, Upstream};
-
-/// Who answered `n` requests in a row.
-async fn reached(client: &TestClient, addr: SocketAddr, n: usize) -> BTreeSet<String> {
-    let mut who = BTreeSet::new();
-    for _ in 0..n {
-        let reply = client.get(addr, "/", &[]).await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        who.insert(reply.header("x-upstream").unwrap_or("-").to_string());
-    }
-    who
-}
-
-fn set(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-/// Polls `check` every 20 ms until it holds; panics naming `what` after `deadline`.
-async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 const HTTP_CHECK: &str = "    health_checks:
       - timeout: 500ms

@@ -7,43 +7,11 @@
 //! Clusters balance round robin, so N requests in a row reach every eligible endpoint
 //! when there are N of them: a probe of that size tells exactly who is in.
 
-use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use sinew_integration::probe::{reached, set, wait_for};
 use sinew_integration::{closed_port_addr, tally, OneRoute, TestClient, Upstream};
-
-async fn reached(client: &TestClient, addr: SocketAddr, n: usize) -> BTreeSet<String> {
-    let mut who = BTreeSet::new();
-    for _ in 0..n {
-        let reply = client.get(addr, "/", &[]).await;
-        who.insert(reply.header("x-upstream").unwrap_or("-").to_string());
-    }
-    who
-}
-
-fn set(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Sends requests with `headers` until `upstream` has answered `count` of them with a
 /// 5xx (or, with `upstream` "-", until `count` requests failed without reaching anyone).
