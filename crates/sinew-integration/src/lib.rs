@@ -5,6 +5,7 @@
 
 pub mod grpc_kit;
 pub mod probe;
+pub mod raw;
 pub mod redis_kit;
 pub mod tls_kit;
 pub mod upstream;

@@ -8,57 +8,16 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sinew_integration::raw::read_to_close;
 use sinew_integration::tls_kit::TempDir;
 use sinew_integration::{free_port, sinew_binary, ChildGuard, OneRoute, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Reads one HTTP/1.1 response with a Content-Length body; returns its head and body.
+/// One response off `stream` (within 10 s), its head lowercased for matching.
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
-                return (head.to_ascii_lowercase(), body);
-            }
-        }
-        let n = tokio::time::timeout_at(until, stream.read(&mut chunk))
-            .await
-            .expect("response in time")
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed mid-response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Reads until the peer closes (true) or `within` passes (false); returns what came too.
-async fn read_to_close(stream: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
-    let until = tokio::time::Instant::now() + within;
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
-            Err(_) => return (false, got),
-            Ok(Ok(0)) | Ok(Err(_)) => return (true, got),
-            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let (head, body) = sinew_integration::raw::read_response(stream, Duration::from_secs(10)).await;
+    (head.to_ascii_lowercase(), body)
 }
 
 /// Sends a GET that the upstream answers after `delay_ms`.
