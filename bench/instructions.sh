@@ -8,6 +8,8 @@
 # valgrind nginx nghttp2-client). SINEW_BIN=path measures another build. LISTENER_EXTRA,
 # HTTP_EXTRA, ROUTE_EXTRA and CLUSTER_EXTRA are YAML spliced into the config (indented for
 # their blocks: 4, 6, 14 and 4 spaces), to count what a feature costs per request.
+# CALLGRIND_KEEP=prefix keeps each run's callgrind output as prefix.N (for
+# callgrind_annotate --inclusive=yes), to see where a difference goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-2000}; n2=${2:-6000}
@@ -55,6 +57,7 @@ CONF
   kill -TERM $vp; wait $vp 2>/dev/null || true
   kill "$(cat $dir/up.pid)"
   grep -E "^(summary|totals):" $dir/cg.out | head -1 | awk '{print $2}'
+  [ -z "${CALLGRIND_KEEP:-}" ] || cp $dir/cg.out "$CALLGRIND_KEEP.$n"
   rm -rf "$dir"
 }
 a=$(count "$n1"); b=$(count "$n2")

@@ -21,6 +21,7 @@ use super::flags::ResponseFlags;
 use super::headers;
 use super::local_reply;
 use super::mirror;
+use super::replay::HeadCopy;
 use super::ConnContext;
 use crate::snapshot::{HttpManager, RouteSet};
 
@@ -254,6 +255,8 @@ async fn attempts(
         (Some(p), true) => p.num_retries,
         _ => 0,
     };
+    // The first try sends the head itself; retries send copies of what it was.
+    let copy = (max_retries > 0).then(|| HeadCopy::of(&prepared));
     let mut prepared = Some(prepared);
     let mut body = Some(body);
     // Endpoints already tried; it grows only when a retry follows.
@@ -284,19 +287,18 @@ async fn attempts(
         };
         let address = endpoint.state.address;
 
-        // The last attempt takes the parts; earlier ones copy them.
-        let (parts, this_body) = if last_try {
-            (
-                prepared.take().expect("present until the last try"),
-                body.take().expect("present until the last try"),
-            )
+        let parts = match (prepared.take(), &copy) {
+            (Some(first), _) => first,
+            (None, Some(copy)) => copy.to_prepared(),
+            (None, None) => unreachable!("a retry has a copy of the head"),
+        };
+        // The last attempt takes the body; earlier ones share it.
+        let this_body = if last_try {
+            body.take().expect("present until the last try")
         } else {
-            (
-                prepared.clone().expect("present until the last try"),
-                body.as_ref()
-                    .and_then(RequestBody::try_clone)
-                    .expect("replayable"),
-            )
+            body.as_ref()
+                .and_then(RequestBody::try_clone)
+                .expect("replayable")
         };
         let tls = endpoint.state.settings().tls.is_some();
         let request = build_request(parts, &authority, this_body, protocol, tls);

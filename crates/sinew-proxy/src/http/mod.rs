@@ -11,6 +11,7 @@ pub mod headers;
 pub mod local_reply;
 mod mirror;
 pub(crate) mod rate_limit;
+mod replay;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
