@@ -80,7 +80,7 @@ impl KeyedBuckets {
             per_shard: max_keys / shards,
             overflow: TokenBucket::new(spec),
             overflowed: AtomicU64::new(0),
-            seed: RandomState::new().hash_one(0x5ee_du64),
+            seed: RandomState::new().hash_one(0x5eedu64),
             hasher: RandomState::new(),
         }
     }
