@@ -88,72 +88,72 @@ impl Metrics {
         let r = &mut registry;
         r.register(
             "sinew_listener_downstream_cx",
-            "Connections accepted.",
+            "Connections accepted",
             m.listener_cx.clone(),
         );
         r.register(
             "sinew_listener_downstream_cx_active",
-            "Connections open now.",
+            "Connections open now",
             m.listener_cx_active.clone(),
         );
         r.register(
             "sinew_listener_downstream_cx_destroy",
-            "Connections closed.",
+            "Connections closed",
             m.listener_cx_destroy.clone(),
         );
         r.register(
             "sinew_listener_ssl_handshake",
-            "TLS handshakes completed.",
+            "TLS handshakes completed",
             m.listener_ssl_handshake.clone(),
         );
         r.register(
             "sinew_listener_ssl_handshake_error",
-            "TLS handshakes that failed or timed out.",
+            "TLS handshakes that failed or timed out",
             m.listener_ssl_error.clone(),
         );
         r.register(
             "sinew_vhost_route_rq",
-            "Requests by virtual host, route and response status class, counted at the response head.",
+            "Requests by virtual host, route and response status class, counted at the response head",
             m.route_rq.clone(),
         );
         r.register(
             "sinew_cluster_upstream_rq",
-            "Upstream responses by status class (each attempt, retries included).",
+            "Upstream responses by status class (each attempt, retries included)",
             m.cluster_rq.clone(),
         );
         r.register(
             "sinew_cluster_upstream_rq_time_seconds",
-            "Time from sending an upstream request to its response head.",
+            "Time from sending an upstream request to its response head",
             m.cluster_rq_time.clone(),
         );
         r.register(
             "sinew_cluster_upstream_cx_connect_fail",
-            "Upstream connection attempts that failed.",
+            "Upstream connection attempts that failed",
             m.cluster_cx_connect_fail.clone(),
         );
         r.register(
             "sinew_cluster_upstream_rq_retry",
-            "Retries made.",
+            "Retries made",
             m.cluster_rq_retry.clone(),
         );
         r.register(
             "sinew_cluster_upstream_rq_timeout",
-            "Requests that timed out (per-try or whole-request timeout).",
+            "Requests that timed out (per-try or whole-request timeout)",
             m.cluster_rq_timeout.clone(),
         );
         r.register(
             "sinew_server_reloads",
-            "Config reloads applied.",
+            "Config reloads applied",
             m.reloads_succeeded.clone(),
         );
         r.register(
             "sinew_server_reloads_failed",
-            "Config reloads refused (the running config kept serving).",
+            "Config reloads refused (the running config kept serving)",
             m.reloads_failed.clone(),
         );
         r.register(
             "sinew_server_config_version",
-            "Version of the running config (1 at start, +1 per applied reload).",
+            "Version of the running config (1 at start, +1 per applied reload)",
             m.config_version.clone(),
         );
         registry.register_collector(Box::new(scrape));

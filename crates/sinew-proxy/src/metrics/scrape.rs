@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::Labels;
@@ -47,14 +47,24 @@ impl Samples {
         };
         let mut family = encoder.encode_descriptor(self.name, self.help, None, kind)?;
         for (labels, value) in &self.values {
-            let mut m = family.encode_family(labels)?;
-            if self.counter {
-                m.encode_counter::<NoLabelSet, _, u64>(&(*value as u64), None)?;
+            // A family without labels is written bare (`x 1`, not `x{} 1`).
+            if labels.is_empty() {
+                self.value(&mut family, *value)?;
             } else {
-                m.encode_gauge(value)?;
+                self.value(&mut family.encode_family(labels)?, *value)?;
             }
         }
         Ok(())
+    }
+}
+
+impl Samples {
+    fn value(&self, m: &mut MetricEncoder, value: f64) -> Result<(), std::fmt::Error> {
+        if self.counter {
+            m.encode_counter::<NoLabelSet, _, u64>(&(value as u64), None)
+        } else {
+            m.encode_gauge(&value)
+        }
     }
 }
 
@@ -65,11 +75,11 @@ impl Collector for ScrapeTime {
         };
         let none: Labels = Vec::new();
         let mut server = vec![
-            Samples::new("sinew_server_uptime_seconds", "Seconds since the proxy started.", false),
-            Samples::new("sinew_server_memory_resident_bytes", "Resident memory (RSS).", false),
+            Samples::new("sinew_server_uptime_seconds", "Seconds since the proxy started", false),
+            Samples::new("sinew_server_memory_resident_bytes", "Resident memory (RSS)", false),
             Samples::new(
                 "sinew_server_live",
-                "1 while serving; 0 when draining or failed by /healthcheck/fail.",
+                "1 while serving; 0 when draining or failed by /healthcheck/fail",
                 false,
             ),
         ];
@@ -91,44 +101,44 @@ impl Collector for ScrapeTime {
         }
 
         let mut cluster = [
-            Samples::new("sinew_cluster_membership_total", "Endpoints in the cluster.", false),
+            Samples::new("sinew_cluster_membership_total", "Endpoints in the cluster", false),
             Samples::new(
                 "sinew_cluster_membership_healthy",
-                "Endpoints that pass health checks and are not ejected.",
+                "Endpoints that pass health checks and are not ejected",
                 false,
             ),
-            Samples::new("sinew_cluster_upstream_cx_active", "Upstream connections open.", false),
-            Samples::new("sinew_cluster_upstream_rq_active", "Upstream requests in flight.", false),
+            Samples::new("sinew_cluster_upstream_cx_active", "Upstream connections open", false),
+            Samples::new("sinew_cluster_upstream_rq_active", "Upstream requests in flight", false),
             Samples::new(
                 "sinew_cluster_upstream_rq_pending_active",
-                "Requests waiting for an upstream connection.",
+                "Requests waiting for an upstream connection",
                 false,
             ),
             Samples::new(
                 "sinew_cluster_upstream_cx_overflow",
-                "Times max_connections was reached (circuit breaker).",
+                "Times max_connections was reached (circuit breaker)",
                 true,
             ),
             Samples::new(
                 "sinew_cluster_upstream_rq_pending_overflow",
-                "Requests answered 503 because max_pending_requests were waiting.",
+                "Requests answered 503 because max_pending_requests were waiting",
                 true,
             ),
             Samples::new(
                 "sinew_cluster_upstream_rq_overflow",
-                "Requests answered 503 because max_requests were in flight.",
+                "Requests answered 503 because max_requests were in flight",
                 true,
             ),
             Samples::new(
                 "sinew_cluster_upstream_rq_retry_overflow",
-                "Retries not made because max_retries (or the retry budget) was reached.",
+                "Retries not made because max_retries (or the retry budget) was reached",
                 true,
             ),
-            Samples::new("sinew_cluster_health_check_success", "Active health checks passed.", true),
-            Samples::new("sinew_cluster_health_check_failure", "Active health checks failed.", true),
+            Samples::new("sinew_cluster_health_check_success", "Active health checks passed", true),
+            Samples::new("sinew_cluster_health_check_failure", "Active health checks failed", true),
             Samples::new(
                 "sinew_cluster_outlier_detection_ejections",
-                "Endpoints ejected by outlier detection.",
+                "Endpoints ejected by outlier detection",
                 true,
             ),
         ];
@@ -164,12 +174,12 @@ impl Collector for ScrapeTime {
         let mut listener = [
             Samples::new(
                 "sinew_listener_downstream_cx_overflow",
-                "Connections closed at accept because max_connections was reached.",
+                "Connections closed at accept because max_connections was reached",
                 true,
             ),
             Samples::new(
                 "sinew_listener_downstream_cx_rate_limited",
-                "Connections closed at accept by the listener's connection_rate_limit.",
+                "Connections closed at accept by the listener's connection_rate_limit",
                 true,
             ),
         ];
@@ -220,18 +230,18 @@ impl Collector for ScrapeTime {
             }
         }
         let mut mirror = [
-            Samples::new("sinew_route_mirror_started", "Shadow requests sent.", true),
+            Samples::new("sinew_route_mirror_started", "Shadow requests sent", true),
             Samples::new(
                 "sinew_route_mirror_skipped_in_flight",
-                "Shadow requests not sent: max_in_flight were out.",
+                "Shadow requests not sent: max_in_flight were out",
                 true,
             ),
             Samples::new(
                 "sinew_route_mirror_skipped_body",
-                "Shadow requests not sent: the body was over max_body_bytes.",
+                "Shadow requests not sent: the body was over max_body_bytes",
                 true,
             ),
-            Samples::new("sinew_route_mirror_failed", "Shadow requests that failed or timed out.", true),
+            Samples::new("sinew_route_mirror_failed", "Shadow requests that failed or timed out", true),
         ];
         for ((route, cluster), values) in mirrors {
             let labels: Labels = vec![("route", route), ("cluster", cluster)];
