@@ -463,6 +463,16 @@ impl Cluster {
         (self.active.is_some(), self.outlier.is_some())
     }
 
+    /// Endpoints that pass active health checks and are not ejected, panic mode or not.
+    pub fn healthy_endpoints(&self) -> usize {
+        self.hosts
+            .load()
+            .endpoints
+            .iter()
+            .filter(|e| e.state.health.healthy(self.health.active, self.health.outlier))
+            .count()
+    }
+
     /// The current endpoints (for the admin API and tests).
     pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
         self.hosts.load()

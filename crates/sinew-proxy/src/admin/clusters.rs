@@ -60,7 +60,8 @@ pub(super) fn clusters(admin: &Admin, query: &Query) -> Reply {
         clusters.push(json!({
             "name": &*c.name,
             "endpoints": endpoints,
-            "healthy_endpoints": hosts.eligible(0).count(),
+            "healthy_endpoints": c.healthy_endpoints(),
+            "in_panic": hosts.in_panic(0),
             "active_health_checks": active_checks,
             "outlier_detection": outlier_detection,
             "requests_in_flight": breakers.requests.load(Ordering::Relaxed),

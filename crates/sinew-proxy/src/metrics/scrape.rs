@@ -145,7 +145,7 @@ impl Collector for ScrapeTime {
         for c in &snapshot.clusters {
             let labels: Labels = vec![("cluster", c.name.to_string())];
             let hosts = c.hosts();
-            let healthy = hosts.eligible(0).count();
+            let healthy = c.healthy_endpoints();
             let counts = c.breakers().counts();
             let events = c.events();
             let read = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
