@@ -119,7 +119,7 @@ impl Admin {
             ),
             "/metrics" | "/stats/prometheus" => (
                 &[Method::GET],
-                get(&method).then(|| stats::metrics(self, &accept)),
+                get(&method).then(|| stats::metrics(self, &accept, &query)),
             ),
             "/stats" => (&[Method::GET], get(&method).then(|| stats::json(self))),
             "/clusters" => (
@@ -166,7 +166,7 @@ fn index() -> Reply {
         StatusCode::OK,
         "GET  /ready              200 LIVE when serving, 503 when draining or failed\n\
          GET  /healthz            200 while the process runs\n\
-         GET  /metrics            Prometheus text (OpenMetrics with Accept: application/openmetrics-text)\n\
+         GET  /metrics            Prometheus text; OpenMetrics for Accept: application/openmetrics-text (?format=text|openmetrics)\n\
          GET  /stats              every metric as JSON\n\
          GET  /clusters           endpoints with health, weight, outlier state (?format=text)\n\
          GET  /config_dump        the running config as JSON, secrets redacted\n\

@@ -5,10 +5,22 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{Admin, Reply};
+use super::{Admin, Query, Reply};
 
-pub(super) fn metrics(admin: &Admin, accept: &str) -> Reply {
-    let openmetrics = accept.contains("application/openmetrics-text");
+/// The format follows `Accept`; `?format=text` or `?format=openmetrics` overrides it
+/// (Prometheus before 2.49 cannot be told which to ask for).
+pub(super) fn metrics(admin: &Admin, accept: &str, query: &Query) -> Reply {
+    let openmetrics = match query.get("format") {
+        None => accept.contains("application/openmetrics-text"),
+        Some("text") => false,
+        Some("openmetrics") => true,
+        Some(other) => {
+            return super::text(
+                StatusCode::BAD_REQUEST,
+                format!("format={other}: use text or openmetrics\n"),
+            )
+        }
+    };
     let body = admin.proxy.metrics.render(openmetrics);
     let mut r = super::text(StatusCode::OK, body);
     r.headers_mut().insert(
