@@ -51,9 +51,7 @@ pub struct StatsMatcher {
 impl StatsConfig {
     /// Whether metrics are kept (`stats_matcher.reject_all` is not set).
     pub fn enabled(config: &Option<StatsConfig>) -> bool {
-        !config
-            .as_ref()
-            .is_some_and(|s| s.stats_matcher.reject_all)
+        !config.as_ref().is_some_and(|s| s.stats_matcher.reject_all)
     }
 }
 
@@ -80,12 +78,7 @@ mod tests {
 
     #[test]
     fn a_bare_port_binds_on_loopback() {
-        let a = |s: &str| {
-            Admin {
-                address: s.into(),
-            }
-            .socket_address()
-        };
+        let a = |s: &str| Admin { address: s.into() }.socket_address();
         assert_eq!(a("9901"), Some("127.0.0.1:9901".parse().unwrap()));
         assert_eq!(a(":9901"), Some("127.0.0.1:9901".parse().unwrap()));
         assert_eq!(a("0.0.0.0:9901"), Some("0.0.0.0:9901".parse().unwrap()));
@@ -103,9 +96,11 @@ mod tests {
 
     #[test]
     fn reject_all_turns_metrics_off() {
-        let loaded =
-            crate::parse_str("t.yaml", "stats_config: {stats_matcher: {reject_all: true}}\n")
-                .unwrap();
+        let loaded = crate::parse_str(
+            "t.yaml",
+            "stats_config: {stats_matcher: {reject_all: true}}\n",
+        )
+        .unwrap();
         assert!(!StatsConfig::enabled(&loaded.config.stats_config));
         assert!(StatsConfig::enabled(&None));
     }

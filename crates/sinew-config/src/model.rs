@@ -12,11 +12,11 @@ use crate::duration;
 pub use crate::rate_limit::*;
 pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 
+pub use crate::admin::{Admin, StatsConfig, StatsMatcher};
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
 pub use crate::health::{HealthCheck, OutlierDetection};
 pub use crate::mirror::RequestMirrorPolicy;
-pub use crate::admin::{Admin, StatsConfig, StatsMatcher};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -30,12 +30,18 @@ async fn ready_fails_after_healthcheck_fail_and_recovers_after_ok_while_traffic_
     let admin = admin_server.address;
     let client = TestClient::http1();
     let ready = client.get(admin, "/ready", &[]).await;
-    assert_eq!((ready.status.as_u16(), ready.text().as_str()), (200, "LIVE\n"));
+    assert_eq!(
+        (ready.status.as_u16(), ready.text().as_str()),
+        (200, "LIVE\n")
+    );
     assert_eq!(client.get(admin, "/healthz", &[]).await.status, 200);
 
     assert_eq!(post(admin, "/healthcheck/fail").await.status, 200);
     let ready = client.get(admin, "/ready", &[]).await;
-    assert_eq!((ready.status.as_u16(), ready.text().as_str()), (503, "FAILED\n"));
+    assert_eq!(
+        (ready.status.as_u16(), ready.text().as_str()),
+        (503, "FAILED\n")
+    );
     assert_eq!(
         client.get(addr, "/", &[]).await.status,
         200,
@@ -102,7 +108,10 @@ async fn unknown_paths_are_404_wrong_methods_405_and_bad_queries_400() {
     assert!(bad.text().contains("level"), "{}", bad.text());
     assert_eq!(post(admin, "/logging").await.status, 400);
     assert_eq!(post(admin, "/drain?timeout=soon").await.status, 400);
-    assert_eq!(client.get(admin, "/clusters?format=xml", &[]).await.status, 400);
+    assert_eq!(
+        client.get(admin, "/clusters?format=xml", &[]).await.status,
+        400
+    );
     assert_eq!(
         client.get(admin, "/ready", &[]).await.status,
         200,
@@ -177,15 +186,19 @@ async fn clusters_lists_endpoints_with_weight_health_and_requests_in_flight() {
     let client = TestClient::http1();
     for _ in 0..6 {
         client
-            .get(addr, "/", &[("x-test-status", "500"), ("x-test-target", "bad")])
+            .get(
+                addr,
+                "/",
+                &[("x-test-status", "500"), ("x-test-target", "bad")],
+            )
             .await;
     }
     let bad_addr = bad.addr.to_string();
     let mut endpoints = serde_json::Value::Null;
     let mut ejected = false;
     for _ in 0..150 {
-        endpoints = json(&client.get(admin, "/clusters", &[]).await)["clusters"][0]["endpoints"]
-            .clone();
+        endpoints =
+            json(&client.get(admin, "/clusters", &[]).await)["clusters"][0]["endpoints"].clone();
         ejected = endpoints
             .as_array()
             .unwrap()
@@ -209,10 +222,15 @@ async fn clusters_lists_endpoints_with_weight_health_and_requests_in_flight() {
 
     let text = client.get(admin, "/clusters?format=text", &[]).await.text();
     assert!(
-        text.contains(&format!("svc::{bad_addr}::health_flags::/failed_outlier_check")),
+        text.contains(&format!(
+            "svc::{bad_addr}::health_flags::/failed_outlier_check"
+        )),
         "{text}"
     );
-    assert!(text.contains(&format!("svc::{}::health_flags::healthy", good.addr)), "{text}");
+    assert!(
+        text.contains(&format!("svc::{}::health_flags::healthy", good.addr)),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -265,7 +283,9 @@ async fn the_binary_changes_its_log_level_through_logging() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let ready = tokio::time::timeout(Duration::from_secs(10), up).await.expect("admin up");
+    let ready = tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .expect("admin up");
     assert_eq!(ready.status, 200);
     assert_eq!(client.get(admin, "/logging", &[]).await.text(), "warn\n");
 
@@ -273,7 +293,10 @@ async fn the_binary_changes_its_log_level_through_logging() {
     let r = post(admin, "/logging?sinew_proxy=info").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "warn,sinew_proxy=info\n");
-    assert_eq!(client.get(admin, "/logging", &[]).await.text(), "warn,sinew_proxy=info\n");
+    assert_eq!(
+        client.get(admin, "/logging", &[]).await.text(),
+        "warn,sinew_proxy=info\n"
+    );
     std::fs::write(&config, format!("{yaml}# changed\n")).unwrap();
     let logged = eventually(Duration::from_secs(5), || {
         std::fs::read_to_string(&stderr_path).is_ok_and(|t| t.contains("config applied"))
@@ -300,7 +323,10 @@ async fn an_embedded_proxy_without_log_control_answers_501_for_logging() {
     .await
     .unwrap();
     assert_eq!(
-        TestClient::http1().get(admin.address, "/logging", &[]).await.status,
+        TestClient::http1()
+            .get(admin.address, "/logging", &[])
+            .await
+            .status,
         501
     );
 }

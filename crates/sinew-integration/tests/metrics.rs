@@ -17,7 +17,10 @@ async fn scrape_until(
         if check(&text) {
             return text;
         }
-        assert!(tokio::time::Instant::now() < until, "{what}; last scrape:\n{text}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}; last scrape:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -32,7 +35,11 @@ async fn requests_count_by_route_and_cluster_status_class_with_their_duration() 
         assert_eq!(client.get(addr, "/", &[]).await.status, 200);
     }
     let r = client
-        .get(addr, "/", &[("x-test-status", "404"), ("x-test-delay-ms", "30")])
+        .get(
+            addr,
+            "/",
+            &[("x-test-status", "404"), ("x-test-delay-ms", "30")],
+        )
         .await;
     assert_eq!(r.status, 404);
 
@@ -42,15 +49,31 @@ async fn requests_count_by_route_and_cluster_status_class_with_their_duration() 
     assert_eq!(value(&m, "sinew_vhost_route_rq_total", &class("2xx")), 3.0);
     assert_eq!(value(&m, "sinew_vhost_route_rq_total", &class("4xx")), 1.0);
     let cluster = |c| [("cluster", "svc"), ("code_class", c)];
-    assert_eq!(value(&m, "sinew_cluster_upstream_rq_total", &cluster("2xx")), 3.0);
-    assert_eq!(value(&m, "sinew_cluster_upstream_rq_total", &cluster("4xx")), 1.0);
+    assert_eq!(
+        value(&m, "sinew_cluster_upstream_rq_total", &cluster("2xx")),
+        3.0
+    );
+    assert_eq!(
+        value(&m, "sinew_cluster_upstream_rq_total", &cluster("4xx")),
+        1.0
+    );
     let svc = [("cluster", "svc")];
-    assert_eq!(value(&m, "sinew_cluster_upstream_rq_time_seconds_count", &svc), 4.0);
+    assert_eq!(
+        value(&m, "sinew_cluster_upstream_rq_time_seconds_count", &svc),
+        4.0
+    );
     let sum = value(&m, "sinew_cluster_upstream_rq_time_seconds_sum", &svc);
-    assert!(sum >= 0.030, "the delayed response took 30 ms at least: sum {sum}");
+    assert!(
+        sum >= 0.030,
+        "the delayed response took 30 ms at least: sum {sum}"
+    );
     let within_25ms = [("cluster", "svc"), ("le", "0.025")];
     assert_eq!(
-        value(&m, "sinew_cluster_upstream_rq_time_seconds_bucket", &within_25ms),
+        value(
+            &m,
+            "sinew_cluster_upstream_rq_time_seconds_bucket",
+            &within_25ms
+        ),
         3.0,
         "the 30 ms response is not within 25 ms"
     );
@@ -92,9 +115,7 @@ async fn connect_failures_retries_and_timeouts_are_counted_on_the_cluster() {
         assert_eq!(client.get(addr, "/", &[]).await.status, 200);
     }
     // A response slower than the per-try timeout, on every try: 504.
-    let slow = client
-        .get(addr, "/", &[("x-test-delay-ms", "300")])
-        .await;
+    let slow = client.get(addr, "/", &[("x-test-delay-ms", "300")]).await;
     assert_eq!(slow.status, 504);
 
     let m = admin_kit::metrics(admin.address).await;
@@ -102,9 +123,18 @@ async fn connect_failures_retries_and_timeouts_are_counted_on_the_cluster() {
     let connect = value(&m, "sinew_cluster_upstream_cx_connect_fail_total", &svc);
     let retries = value(&m, "sinew_cluster_upstream_rq_retry_total", &svc);
     let timeouts = value(&m, "sinew_cluster_upstream_rq_timeout_total", &svc);
-    assert!(connect >= 2.0, "round robin sends half the first tries to the closed port: {connect}");
-    assert!(retries >= connect, "every connect failure was retried: {retries} < {connect}");
-    assert!(timeouts >= 1.0, "the slow request timed out per try: {timeouts}");
+    assert!(
+        connect >= 2.0,
+        "round robin sends half the first tries to the closed port: {connect}"
+    );
+    assert!(
+        retries >= connect,
+        "every connect failure was retried: {retries} < {connect}"
+    );
+    assert!(
+        timeouts >= 1.0,
+        "the slow request timed out per try: {timeouts}"
+    );
 }
 
 #[tokio::test]
@@ -126,7 +156,10 @@ async fn circuit_breaker_overflows_are_read_from_the_breakers() {
     assert_eq!(r.status, 503);
     let m = admin_kit::metrics(admin.address).await;
     let svc = [("cluster", "svc")];
-    assert_eq!(value(&m, "sinew_cluster_upstream_rq_overflow_total", &svc), 1.0);
+    assert_eq!(
+        value(&m, "sinew_cluster_upstream_rq_overflow_total", &svc),
+        1.0
+    );
     assert_eq!(value(&m, "sinew_cluster_upstream_rq_active", &svc), 1.0);
     assert_eq!(slow.await.unwrap(), 200);
 }
@@ -143,7 +176,11 @@ async fn outlier_ejections_and_healthy_membership_follow_the_endpoints() {
     let client = TestClient::http1();
     for _ in 0..10 {
         client
-            .get(addr, "/", &[("x-test-status", "500"), ("x-test-target", "bad")])
+            .get(
+                addr,
+                "/",
+                &[("x-test-status", "500"), ("x-test-target", "bad")],
+            )
             .await;
     }
     let svc = [("cluster", "svc")];
@@ -203,19 +240,27 @@ async fn counters_survive_a_reload_that_keeps_the_names() {
     let route = [("route", "all/0"), ("code_class", "2xx")];
     assert_eq!(value(&m, "sinew_vhost_route_rq_total", &route), 2.0);
     assert_eq!(value(&m, "sinew_server_config_version", &[]), 2.0);
-    assert_eq!(value(&m, "sinew_server_reloads_total", &[]), 2.0, "start + reload");
+    assert_eq!(
+        value(&m, "sinew_server_reloads_total", &[]),
+        2.0,
+        "start + reload"
+    );
 }
 
 #[tokio::test]
 async fn reject_all_keeps_no_request_metrics() {
     let up = Upstream::start("up").await;
-    let yaml = OneRoute::to(&[up.addr]).yaml() + "stats_config: {stats_matcher: {reject_all: true}}\n";
+    let yaml =
+        OneRoute::to(&[up.addr]).yaml() + "stats_config: {stats_matcher: {reject_all: true}}\n";
     let proxy = TestProxy::start(&yaml).await;
     let addr = proxy.addr("web").await;
     let admin = admin_kit::start(&proxy).await;
     assert_eq!(TestClient::http1().get(addr, "/", &[]).await.status, 200);
     let m = admin_kit::metrics(admin.address).await;
-    assert!(m.contains("sinew_server_uptime_seconds "), "server metrics stay:\n{m}");
+    assert!(
+        m.contains("sinew_server_uptime_seconds "),
+        "server metrics stay:\n{m}"
+    );
     for gone in [
         "sinew_cluster_upstream_rq_total{",
         "sinew_vhost_route_rq_total{",
@@ -233,7 +278,10 @@ async fn openmetrics_is_served_when_asked_for_and_the_text_format_otherwise() {
     let admin = admin_kit::start(&proxy).await;
     let client = TestClient::http1();
     let text = client.get(admin.address, "/metrics", &[]).await;
-    assert_eq!(text.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     assert!(!text.text().contains("# EOF"));
     assert!(text
         .text()
@@ -250,5 +298,42 @@ async fn openmetrics_is_served_when_asked_for_and_the_text_format_otherwise() {
         .unwrap()
         .starts_with("application/openmetrics-text"));
     assert!(om.text().ends_with("# EOF\n"));
-    assert!(om.text().contains("# TYPE sinew_cluster_upstream_rq counter"));
+    assert!(om
+        .text()
+        .contains("# TYPE sinew_cluster_upstream_rq counter"));
+}
+
+#[tokio::test]
+async fn tls_handshakes_and_their_failures_are_counted_per_listener() {
+    use sinew_integration::tls_kit::{tls_get, TestCa};
+    use tokio::io::AsyncWriteExt;
+
+    let ca = TestCa::new("metrics-tls");
+    let cert = ca.issue("proxy", &["proxy.test"]);
+    let up = Upstream::start("up").await;
+    let (proxy, addr) = OneRoute::to(&[up.addr])
+        .listener(&format!(
+            "    tls: {{cert: '{}', key: '{}'}}",
+            cert.cert_path(),
+            cert.key_path()
+        ))
+        .start()
+        .await;
+    let admin = admin_kit::start(&proxy).await;
+    let (_, reply) = tls_get(addr, ca.client_config(&["http/1.1"]), "proxy.test", "/")
+        .await
+        .expect("TLS request");
+    assert_eq!(reply.status, 200);
+    // Not TLS at all: the handshake fails.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let web = [("listener", "web")];
+    scrape_until(admin.address, "one handshake and one failure", |m| {
+        sample(m, "sinew_listener_ssl_handshake_total", &web) == Some(1.0)
+            && sample(m, "sinew_listener_ssl_handshake_error_total", &web) == Some(1.0)
+    })
+    .await;
 }

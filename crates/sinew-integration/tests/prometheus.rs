@@ -79,7 +79,11 @@ fn encode(q: &str) -> String {
 /// The value of a PromQL query whose result is one sample; None when it has none.
 async fn query(prometheus: SocketAddr, promql: &str) -> Option<f64> {
     let r = TestClient::http1()
-        .get(prometheus, &format!("/api/v1/query?query={}", encode(promql)), &[])
+        .get(
+            prometheus,
+            &format!("/api/v1/query?query={}", encode(promql)),
+            &[],
+        )
         .await;
     assert_eq!(r.status, 200, "{promql}: {}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -123,7 +127,10 @@ async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
         let v = query_until(prom, &up_query, Duration::from_secs(10), |v| v == 1.0).await;
         if v != Some(1.0) {
             let targets = TestClient::http1().get(prom, "/api/v1/targets", &[]).await;
-            panic!("job {job} does not scrape Sinew (up = {v:?}); targets: {}", targets.text());
+            panic!(
+                "job {job} does not scrape Sinew (up = {v:?}); targets: {}",
+                targets.text()
+            );
         }
     }
 
@@ -189,5 +196,8 @@ async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
     )
     .await
     .expect("a p50");
-    assert!(p50 > 0.05 && p50 <= 0.1, "p50 {p50} s for a {DELAY_MS} ms upstream");
+    assert!(
+        p50 > 0.05 && p50 <= 0.1,
+        "p50 {p50} s for a {DELAY_MS} ms upstream"
+    );
 }

@@ -36,8 +36,8 @@ use arc_swap::ArcSwap;
 use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
 use tokio::sync::Mutex;
 
-pub use crate::drain::{DrainReport, Phase};
 use crate::drain::Drain;
+pub use crate::drain::{DrainReport, Phase};
 use crate::listener::ListenerSlot;
 use crate::snapshot::Snapshot;
 

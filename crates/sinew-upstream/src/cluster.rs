@@ -469,7 +469,11 @@ impl Cluster {
             .load()
             .endpoints
             .iter()
-            .filter(|e| e.state.health.healthy(self.health.active, self.health.outlier))
+            .filter(|e| {
+                e.state
+                    .health
+                    .healthy(self.health.active, self.health.outlier)
+            })
             .count()
     }
 

@@ -71,6 +71,9 @@ pub(super) fn clusters(admin: &Admin, query: &Query) -> Reply {
     if as_text {
         text(StatusCode::OK, lines)
     } else {
-        super::json(StatusCode::OK, &json!({ "clusters": Value::Array(clusters) }))
+        super::json(
+            StatusCode::OK,
+            &json!({ "clusters": Value::Array(clusters) }),
+        )
     }
 }

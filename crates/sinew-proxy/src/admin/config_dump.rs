@@ -84,6 +84,9 @@ mod tests {
         assert_eq!(r["listeners"][0]["tls"]["cert"], "c.pem");
         assert_eq!(r["redis"]["password"], REDACTED);
         assert_eq!(r["redis"]["address"], "redis://[redacted]@127.0.0.1:6379");
-        assert_eq!(r["route"]["key"]["header"], "x", "a rate-limit key is no secret");
+        assert_eq!(
+            r["route"]["key"]["header"], "x",
+            "a rate-limit key is no secret"
+        );
     }
 }

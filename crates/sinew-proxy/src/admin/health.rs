@@ -64,10 +64,7 @@ pub(super) fn drain(admin: &Admin, query: &Query) -> Reply {
         tracing::info!(finished = report.finished, cut = report.cut, took = ?report.took,
             "drain requested through the admin API is done");
     });
-    text(
-        StatusCode::OK,
-        format!("draining within {deadline:?}\n"),
-    )
+    text(StatusCode::OK, format!("draining within {deadline:?}\n"))
 }
 
 pub(super) fn server_info(admin: &Admin) -> Reply {

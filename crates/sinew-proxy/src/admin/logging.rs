@@ -39,12 +39,18 @@ pub(super) fn set(admin: &Admin, query: &Query) -> Reply {
         if !LEVELS.contains(&level.as_str()) {
             return text(
                 StatusCode::BAD_REQUEST,
-                format!("{name}={level}: the level is one of {}\n", LEVELS.join(", ")),
+                format!(
+                    "{name}={level}: the level is one of {}\n",
+                    LEVELS.join(", ")
+                ),
             );
         }
         if name == "level" {
             filter = level;
-        } else if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+        } else if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
             // Later directives for the same module replace earlier ones.
             let kept: Vec<&str> = filter
                 .split(',')

@@ -138,7 +138,12 @@ impl Admin {
                     _ => None,
                 },
             ),
-            _ => return text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}; GET / lists them\n")),
+            _ => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("no admin endpoint {path}; GET / lists them\n"),
+                )
+            }
         };
         match reply {
             Some(r) => r,

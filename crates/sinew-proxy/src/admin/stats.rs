@@ -75,7 +75,10 @@ fn parse_labels(mut s: &str) -> Map<String, Value> {
                 c => value.push(c),
             }
         }
-        labels.insert(key.trim_start_matches(',').to_string(), Value::String(value));
+        labels.insert(
+            key.trim_start_matches(',').to_string(),
+            Value::String(value),
+        );
         s = &rest[end..];
     }
     labels

@@ -213,11 +213,11 @@ pub(super) async fn forward(
             Err(_) => Err({
                 count_route_timeout(routes, route);
                 local_reply::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                ResponseFlags::UPSTREAM_TIMEOUT,
-                "upstream request timeout",
-                grpc,
-            )
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ResponseFlags::UPSTREAM_TIMEOUT,
+                    "upstream request timeout",
+                    grpc,
+                )
             }),
         }
     };

@@ -84,7 +84,11 @@ mod tests {
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(30));
         h.observe(Duration::from_secs(100));
-        let counts: Vec<u64> = h.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> =
+            h.0.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
         assert_eq!(counts[0], 1, "0.5 ms is within le=0.0005");
         assert_eq!(counts[6], 1, "30 ms is within le=0.05");
         assert_eq!(counts[16], 1, "100 s only within +Inf");

@@ -75,8 +75,16 @@ impl Collector for ScrapeTime {
         };
         let none: Labels = Vec::new();
         let mut server = vec![
-            Samples::new("sinew_server_uptime_seconds", "Seconds since the proxy started", false),
-            Samples::new("sinew_server_memory_resident_bytes", "Resident memory (RSS)", false),
+            Samples::new(
+                "sinew_server_uptime_seconds",
+                "Seconds since the proxy started",
+                false,
+            ),
+            Samples::new(
+                "sinew_server_memory_resident_bytes",
+                "Resident memory (RSS)",
+                false,
+            ),
             Samples::new(
                 "sinew_server_live",
                 "1 while serving; 0 when draining or failed by /healthcheck/fail",
@@ -101,14 +109,26 @@ impl Collector for ScrapeTime {
         }
 
         let mut cluster = [
-            Samples::new("sinew_cluster_membership_total", "Endpoints in the cluster", false),
+            Samples::new(
+                "sinew_cluster_membership_total",
+                "Endpoints in the cluster",
+                false,
+            ),
             Samples::new(
                 "sinew_cluster_membership_healthy",
                 "Endpoints that pass health checks and are not ejected",
                 false,
             ),
-            Samples::new("sinew_cluster_upstream_cx_active", "Upstream connections open", false),
-            Samples::new("sinew_cluster_upstream_rq_active", "Upstream requests in flight", false),
+            Samples::new(
+                "sinew_cluster_upstream_cx_active",
+                "Upstream connections open",
+                false,
+            ),
+            Samples::new(
+                "sinew_cluster_upstream_rq_active",
+                "Upstream requests in flight",
+                false,
+            ),
             Samples::new(
                 "sinew_cluster_upstream_rq_pending_active",
                 "Requests waiting for an upstream connection",
@@ -134,8 +154,16 @@ impl Collector for ScrapeTime {
                 "Retries not made because max_retries (or the retry budget) was reached",
                 true,
             ),
-            Samples::new("sinew_cluster_health_check_success", "Active health checks passed", true),
-            Samples::new("sinew_cluster_health_check_failure", "Active health checks failed", true),
+            Samples::new(
+                "sinew_cluster_health_check_success",
+                "Active health checks passed",
+                true,
+            ),
+            Samples::new(
+                "sinew_cluster_health_check_failure",
+                "Active health checks failed",
+                true,
+            ),
             Samples::new(
                 "sinew_cluster_outlier_detection_ejections",
                 "Endpoints ejected by outlier detection",
@@ -241,7 +269,11 @@ impl Collector for ScrapeTime {
                 "Shadow requests not sent: the body was over max_body_bytes",
                 true,
             ),
-            Samples::new("sinew_route_mirror_failed", "Shadow requests that failed or timed out", true),
+            Samples::new(
+                "sinew_route_mirror_failed",
+                "Shadow requests that failed or timed out",
+                true,
+            ),
         ];
         for ((route, cluster), values) in mirrors {
             let labels: Labels = vec![("route", route), ("cluster", cluster)];
@@ -255,4 +287,3 @@ impl Collector for ScrapeTime {
         Ok(())
     }
 }
-
