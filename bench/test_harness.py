@@ -139,6 +139,30 @@ class Report(unittest.TestCase):
                       "target ≥ 0.97×: met", harness.targets_section(results(98.0)))
         self.assertIn("target ≥ 0.97×: not met", harness.targets_section(results(96.0)))
 
+    def test_metrics_cost_is_judged_against_sinew_with_metrics_off(self):
+        def results(off_rps):
+            return {"a": {"runs": {
+                "sinew": [{"rps": 100.0, "cpu_us_per_request": 8.0}],
+                "nginx": [{"rps": 90.0, "cpu_us_per_request": 10.0}],
+                "haproxy": [{"rps": 95.0, "cpu_us_per_request": 12.0}],
+                "sinew-nometrics": [{"rps": off_rps, "cpu_us_per_request": 7.9}],
+            }}}
+        self.assertIn("100 vs 101 req/s = 0.990×, at 1.013× the CPU per request; "
+                      "target ≥ 0.98×: met", harness.targets_section(results(101.0)))
+        self.assertIn("target ≥ 0.98×: not met", harness.targets_section(results(103.0)))
+
+    def test_the_nometrics_config_turns_metrics_off_and_nothing_else(self):
+        on = harness.sinew_config()
+        off = harness.sinew_config(metrics=False)
+        self.assertNotIn("stats_config", on)
+        self.assertIn("stats_config: {stats_matcher: {reject_all: true}}", off)
+        ports = harness.PORTS
+        same = off.replace(str(ports["sinew-nometrics"]["http"]), str(ports["sinew"]["http"]))
+        same = same.replace(str(ports["sinew-nometrics"]["tls"]), str(ports["sinew"]["tls"]))
+        same = same.replace(str(ports["sinew-nometrics"]["tcp"]), str(ports["sinew"]["tcp"]))
+        same = same.replace("stats_config: {stats_matcher: {reject_all: true}}\n", "")
+        self.assertEqual(same.splitlines()[1:], on.splitlines()[1:])
+
 
 if __name__ == "__main__":
     unittest.main()

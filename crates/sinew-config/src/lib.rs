@@ -5,6 +5,7 @@
 //! adds the file, line and column, so that `sinew validate` can print
 //! `file:line:col: field.path: what is wrong` for every error at once.
 
+pub mod admin;
 pub mod circuit_breaker;
 pub mod duration;
 pub mod fault;
@@ -91,6 +92,8 @@ pub struct LoadedConfig {
     pub file: String,
     pub config: Config,
     pub source_map: SourceMap,
+    /// The text it was parsed from (for the admin API's config dump).
+    pub source: std::sync::Arc<str>,
 }
 
 impl LoadedConfig {
@@ -122,7 +125,9 @@ fn checked(loaded: LoadedConfig) -> Result<LoadedConfig, Diagnostics> {
 
 /// Every structural and reference error of a parsed config (empty when it is whole).
 pub fn validate(config: &Config) -> Vec<ConfigError> {
-    validate::check(config)
+    let mut errors = validate::check(config);
+    errors.extend(admin::check(config));
+    errors
 }
 
 /// Reads and parses a config file without checking it; see [`validate`].
@@ -148,6 +153,7 @@ pub fn parse_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
             file: name.to_string(),
             config,
             source_map,
+            source: text.into(),
         }),
         Err(e) => {
             let path = e.path().to_string();

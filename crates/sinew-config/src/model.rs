@@ -12,6 +12,7 @@ use crate::duration;
 pub use crate::rate_limit::*;
 pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 
+pub use crate::admin::{Admin, StatsConfig, StatsMatcher};
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
 pub use crate::health::{HealthCheck, OutlierDetection};
@@ -34,6 +35,12 @@ pub struct Config {
         deserialize_with = "duration::deserialize"
     )]
     pub drain_timeout: Duration,
+    /// The admin HTTP server; none when absent (Envoy: bootstrap `admin`).
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// `{stats_matcher: {reject_all: true}}` turns metrics off (Envoy: bootstrap `stats_config`).
+    #[serde(default)]
+    pub stats_config: Option<StatsConfig>,
 }
 
 /// One listening socket and what runs on it.

@@ -3,6 +3,7 @@
 //!
 //! Everything binds port 0 on loopback, so tests run in parallel and leave nothing behind.
 
+pub mod admin_kit;
 pub mod grpc_kit;
 pub mod probe;
 pub mod raw;

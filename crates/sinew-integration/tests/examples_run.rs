@@ -80,6 +80,22 @@ async fn every_example_starts_and_proxies() {
                 );
             }
         }
+        if let Some(admin) = &config.config.admin {
+            // The binary starts the admin server; here the test does, where it says.
+            let address = admin.socket_address().expect("validated");
+            let server = sinew_proxy::admin::AdminServer::start(proxy.proxy.clone(), address, None)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: admin on {address}: {e}"));
+            let ready = client.get(server.address, "/ready", &[]).await;
+            assert_eq!(ready.status, 200, "{name}: /ready");
+            let metrics = client.get(server.address, "/metrics", &[]).await.text();
+            assert!(
+                metrics.contains(
+                    "sinew_cluster_upstream_rq_total{cluster=\"app\",code_class=\"2xx\"} 1"
+                ),
+                "{name}: the request above is counted:\n{metrics}"
+            );
+        }
         if name == "rate-limits.yaml" {
             // The /api route's bucket holds 3 per key: a burst of 8 meets a 429.
             let addr = proxy.addr("limited").await;

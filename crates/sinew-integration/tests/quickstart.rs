@@ -151,7 +151,20 @@ async fn quickstart_runs_and_its_printed_curl_lines_work() {
     // Every printed line works as printed, and says what it promises.
     for line in lines {
         let out = shell(line.clone()).await;
-        if line.contains("/green") {
+        if line.contains(":9901/") {
+            // The admin API's lines.
+            let expected = [
+                ("/ready", "LIVE"),
+                ("/metrics", "sinew_cluster_upstream_rq_total{"),
+                ("/clusters", "\"name\": \"blue\""),
+                ("/logging", "sinew_proxy=debug"),
+            ];
+            let (_, want) = expected
+                .iter()
+                .find(|(path, _)| line.contains(path))
+                .unwrap_or_else(|| panic!("an admin line this test does not know: {line}"));
+            assert!(out.contains(want), "{line}: {out}");
+        } else if line.contains("/green") {
             assert_eq!(out, "green\n", "{line}");
         } else if line.contains("/hello") {
             assert_eq!(out, "hello from sinew\n", "{line}");

@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 
 /// Where the proxy is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+pub enum Phase {
     Serving,
     /// Listeners are closed; connections finish what they have in flight and close.
     Draining,

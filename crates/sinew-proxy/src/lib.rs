@@ -11,10 +11,12 @@
 //! up). Per-core current-thread runtimes with SO_REUSEPORT are the alternative DESIGN.md
 //! names; the benchmark harness (issue 3) is where that choice gets measured.
 
+pub mod admin;
 pub mod connection_rate_limit;
 pub mod drain;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 mod moment;
 pub mod reload;
 pub mod snapshot;
@@ -27,14 +29,15 @@ pub mod bench_api {
 }
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
 use tokio::sync::Mutex;
 
-pub use crate::drain::DrainReport;
-use crate::drain::{Drain, Phase};
+use crate::drain::Drain;
+pub use crate::drain::{DrainReport, Phase};
 use crate::listener::ListenerSlot;
 use crate::snapshot::Snapshot;
 
@@ -45,11 +48,20 @@ pub struct Proxy {
     slots: Mutex<Vec<Arc<ListenerSlot>>>,
     /// Shared with every listener slot and, through them, every connection.
     drain: Arc<Drain>,
+    /// Every metric family; handles are taken from it when a config compiles.
+    pub metrics: metrics::Metrics,
+    /// The running listeners, published after each reload for scrapes and the admin API
+    /// (which must not wait on a reload's lock).
+    live_slots: ArcSwap<Vec<Arc<ListenerSlot>>>,
+    /// Set by the admin API's `/healthcheck/fail`: `/ready` answers 503 while it is.
+    health_check_failed: AtomicBool,
+    /// The running config's file name and text, for `/config_dump`.
+    running_source: ArcSwap<(String, Arc<str>)>,
 }
 
 /// Compiles a config without running it.
 pub fn check(loaded: &LoadedConfig) -> Result<(), Diagnostics> {
-    snapshot::compile(loaded, None, 0).map(|_| ())
+    snapshot::compile(loaded, None, 0, None).map(|_| ())
 }
 
 /// Reads a config file and checks its structure and references. When those fail, the
@@ -70,22 +82,48 @@ pub fn load_file(path: &std::path::Path) -> Result<LoadedConfig, Diagnostics> {
 impl Proxy {
     /// Compiles `loaded`, binds its listeners and starts serving. Must run inside tokio.
     pub async fn start(loaded: &LoadedConfig) -> Result<Arc<Proxy>, Diagnostics> {
-        let proxy = Arc::new(Proxy {
+        let proxy = Arc::new_cyclic(|weak| Proxy {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 version: 0,
                 listeners: Vec::new(),
                 clusters: Vec::new(),
                 drain_timeout: std::time::Duration::ZERO,
+                metrics_enabled: false,
             }),
             slots: Mutex::new(Vec::new()),
             drain: Arc::new(Drain::new()),
+            metrics: metrics::Metrics::new(metrics::scrape::ScrapeTime {
+                proxy: weak.clone(),
+            }),
+            live_slots: ArcSwap::from_pointee(Vec::new()),
+            health_check_failed: AtomicBool::new(false),
+            running_source: ArcSwap::from_pointee((String::new(), Arc::from(""))),
         });
         proxy.reload(loaded).await?;
         Ok(proxy)
     }
 
-    /// Swaps in a new config, or refuses it and keeps the running one.
+    /// Swaps in a new config, or refuses it and keeps the running one. Counted in
+    /// `sinew_server_reloads_total` / `sinew_server_reloads_failed_total`.
     pub async fn reload(&self, loaded: &LoadedConfig) -> Result<u64, Diagnostics> {
+        let result = self.apply(loaded).await;
+        match &result {
+            Ok(version) => {
+                self.metrics.reloads_succeeded.inc();
+                self.metrics.config_version.set(*version as i64);
+            }
+            Err(_) => self.note_reload_failed(),
+        }
+        result
+    }
+
+    /// Counts a reload refused before it reached [`Proxy::reload`] (a file that does not
+    /// parse or validate).
+    pub fn note_reload_failed(&self) {
+        self.metrics.reloads_failed.inc();
+    }
+
+    async fn apply(&self, loaded: &LoadedConfig) -> Result<u64, Diagnostics> {
         let mut slots = self.slots.lock().await;
         if self.drain.phase() != Phase::Serving {
             return Err(loaded.diagnostics(vec![ConfigError::new(
@@ -95,7 +133,7 @@ impl Proxy {
         }
         let current = self.snapshot.load_full();
         let version = current.version + 1;
-        let next = snapshot::compile(loaded, Some(&current), version)?;
+        let next = snapshot::compile(loaded, Some(&current), version, Some(&self.metrics))?;
 
         // Bind what is new before changing anything, so a port in use refuses the reload.
         let mut fresh = Vec::new();
@@ -148,6 +186,9 @@ impl Proxy {
             }
         }
         self.snapshot.store(next);
+        self.live_slots.store(Arc::new(slots.clone()));
+        self.running_source
+            .store(Arc::new((loaded.file.clone(), loaded.source.clone())));
         tracing::info!(version, file = %loaded.file, "config applied");
         Ok(version)
     }
@@ -200,6 +241,7 @@ impl Proxy {
             }
             std::mem::take(&mut *slots)
         };
+        self.live_slots.store(Arc::new(Vec::new()));
         // A connection accepted in the meantime sees `Draining` as it starts (its watch
         // reads the current phase), so none goes unsignalled.
         for slot in &slots {
@@ -228,10 +270,42 @@ impl Proxy {
         }
     }
 
+    /// The running snapshot (for the admin API).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The running listeners, without waiting on a reload in progress.
+    pub fn listeners(&self) -> Arc<Vec<Arc<ListenerSlot>>> {
+        self.live_slots.load_full()
+    }
+
+    /// The running config's file name and text.
+    pub fn running_source(&self) -> Arc<(String, Arc<str>)> {
+        self.running_source.load_full()
+    }
+
+    /// Serving, or draining / closing.
+    pub fn phase(&self) -> Phase {
+        self.drain.phase()
+    }
+
+    /// Serving, and not failed by `/healthcheck/fail`: what `/ready` reports.
+    pub fn is_live(&self) -> bool {
+        self.drain.phase() == Phase::Serving && !self.health_check_failed.load(Ordering::Relaxed)
+    }
+
+    /// `/healthcheck/fail` (true) and `/healthcheck/ok` (false): fails readiness so a load
+    /// balancer stops sending, while the proxy keeps serving what arrives.
+    pub fn set_health_check_failed(&self, failed: bool) {
+        self.health_check_failed.store(failed, Ordering::Relaxed);
+    }
+
     /// Stops every listener and waits until their sockets are closed; connections
     /// already accepted carry on.
     pub async fn stop_listening(&self) {
         let slots = std::mem::take(&mut *self.slots.lock().await);
+        self.live_slots.store(Arc::new(Vec::new()));
         for slot in &slots {
             slot.stop();
         }

@@ -161,8 +161,10 @@ async fn accept_loop(
         }
         let slot = slot.clone();
         let drain = slot.drain.watch();
+        let counted = config.metrics.as_ref().map(|m| m.connection());
         tokio::spawn(drain.cut_at_deadline(async move {
             let _guard = guard;
+            let _counted = counted;
             match &config.kind {
                 ListenerKind::Http(_) => crate::http::serve(stream, peer, &slot, &config).await,
                 ListenerKind::Tcp(tcp) => crate::tcp::proxy(stream, tcp.clone()).await,

@@ -37,6 +37,7 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
         let loaded = match crate::load_file(&path) {
             Ok(l) => l,
             Err(d) => {
+                proxy.note_reload_failed();
                 tracing::error!("config refused; the running config keeps serving:\n{d}");
                 continue;
             }

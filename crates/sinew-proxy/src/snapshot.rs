@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection_rate_limit::ConnectionRateLimit;
 use crate::http::rate_limit::HttpRateLimits;
+use crate::metrics::{ListenerMetrics, Metrics, RouteSetMetrics};
 
 /// Everything the data plane needs, compiled; replaced whole on reload.
 pub struct Snapshot {
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub listeners: Vec<Arc<ListenerConfig>>,
     pub clusters: Vec<Arc<Cluster>>,
     pub drain_timeout: Duration,
+    /// False under `stats_config: {stats_matcher: {reject_all: true}}`: no handles below.
+    pub metrics_enabled: bool,
 }
 
 /// One listener's compiled config.
@@ -41,6 +44,8 @@ pub struct ListenerConfig {
     pub tcp_keepalive: Option<socket2::TcpKeepalive>,
     pub tls: Option<TlsAcceptor>,
     pub kind: ListenerKind,
+    /// None when metrics are off.
+    pub metrics: Option<Arc<ListenerMetrics>>,
 }
 
 pub enum ListenerKind {
@@ -52,6 +57,8 @@ pub enum ListenerKind {
 pub struct RouteSet {
     pub table: RouteTable,
     targets: Vec<(Arc<Cluster>, usize)>,
+    /// Per-route and per-target metric handles; None when metrics are off.
+    pub metrics: Option<RouteSetMetrics>,
 }
 
 impl RouteSet {
@@ -100,12 +107,16 @@ impl TcpProxy {
 
 /// Compiles `loaded` into a snapshot. Clusters named as in `previous` keep their
 /// endpoints' pooled connections.
+/// `metrics` is where handles come from; none are made when it is None or the config
+/// turns metrics off.
 pub fn compile(
     loaded: &LoadedConfig,
     previous: Option<&Snapshot>,
     version: u64,
+    metrics: Option<&Metrics>,
 ) -> Result<Snapshot, Diagnostics> {
     let config = &loaded.config;
+    let metrics = metrics.filter(|_| model::StatsConfig::enabled(&config.stats_config));
     let mut errors: Vec<ConfigError> = Vec::new();
 
     let mut builders: Vec<ClusterBuilder> = config
@@ -189,13 +200,17 @@ pub fn compile(
         return Err(loaded.diagnostics(errors));
     }
 
-    let resolve_set = |(table, targets): (RouteTable, Vec<(usize, usize)>)| {
+    let mut cluster_metrics = HashMap::new();
+    let mut resolve_set = |(table, targets): (RouteTable, Vec<(usize, usize)>)| {
+        let targets: Vec<(Arc<Cluster>, usize)> = targets
+            .into_iter()
+            .map(|(c, s)| (clusters[c].clone(), s))
+            .collect();
+        let metrics = metrics.map(|m| m.route_set(&table, &targets, &mut cluster_metrics));
         Arc::new(RouteSet {
             table,
-            targets: targets
-                .into_iter()
-                .map(|(c, s)| (clusters[c].clone(), s))
-                .collect(),
+            targets,
+            metrics,
         })
     };
     let named_sets: HashMap<String, Arc<RouteSet>> = named_tables
@@ -275,6 +290,7 @@ pub fn compile(
                 .map(sinew_upstream::socket::keepalive),
             tls,
             kind,
+            metrics: metrics.map(|m| m.listener(&l.name)),
         }));
     }
     if !errors.is_empty() {
@@ -285,6 +301,7 @@ pub fn compile(
         listeners,
         clusters,
         drain_timeout: config.drain_timeout,
+        metrics_enabled: metrics.is_some(),
     })
 }
 

@@ -20,6 +20,9 @@ use crate::{Errors, Resolver};
 pub struct Route {
     /// The configured name, or `<vhost>/<index>`.
     pub name: Arc<str>,
+    /// The route's position among all the routes of its table (0, 1, ... across virtual
+    /// hosts), so the data plane can keep per-route state in a plain array.
+    pub id: usize,
     pub action: Action,
     /// None = use listener default; Some(ZERO) = disabled.
     pub timeout: Option<Duration>,
@@ -85,6 +88,7 @@ impl Route {
             .collect();
         let route = Route {
             name: name.into(),
+            id: 0,
             action: action?,
             timeout: r.timeout,
             retry: r.retry.as_ref().map(RetryPolicy::compile),

@@ -74,11 +74,19 @@ impl RouteTable {
         let longest_first = |m: BTreeMap<usize, HashMap<Box<str>, usize>>| -> Wildcards {
             m.into_iter().rev().collect()
         };
+        let mut vhosts: Box<[VirtualHost]> = compiled
+            .into_iter()
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        for (id, route) in vhosts
+            .iter_mut()
+            .flat_map(|vh| vh.routes.iter_mut())
+            .enumerate()
+        {
+            route.id = id;
+        }
         let table = RouteTable {
-            vhosts: compiled
-                .into_iter()
-                .collect::<Option<_>>()
-                .unwrap_or_default(),
+            vhosts,
             exact,
             suffixes: longest_first(suffixes),
             prefixes: longest_first(prefixes),

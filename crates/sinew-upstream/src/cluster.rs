@@ -165,6 +165,8 @@ pub struct Cluster {
     active: Option<Arc<ActiveChecker>>,
     /// `None` when outlier detection is off: reporting outcomes then costs one branch.
     outlier: Option<Arc<OutlierDetector>>,
+    /// Health-check results and ejections, for metrics; carried over from `previous`.
+    events: Arc<crate::ClusterEvents>,
     /// Serializes publishing a new host set (DNS and health tasks both do).
     publishing: Mutex<()>,
 }
@@ -311,10 +313,12 @@ impl<'a> ClusterBuilder<'a> {
             .health_checks
             .first()
             .map(|hc| Arc::new(ActiveChecker::new(hc, &cfg.name, cfg.protocol)));
+        let events: Arc<crate::ClusterEvents> =
+            previous.map(|p| p.events.clone()).unwrap_or_default();
         let outlier = cfg
             .outlier_detection
             .clone()
-            .map(|od| Arc::new(OutlierDetector::new(od)));
+            .map(|od| Arc::new(OutlierDetector::new(od).counting_into(events.clone())));
         let health = HealthPolicy {
             active: active.is_some(),
             outlier: outlier.is_some(),
@@ -349,6 +353,7 @@ impl<'a> ClusterBuilder<'a> {
             health,
             active,
             outlier,
+            events,
             publishing: Mutex::new(()),
         }))
     }
@@ -448,6 +453,30 @@ impl Cluster {
         }
     }
 
+    /// Health-check results and outlier ejections so far (for metrics).
+    pub fn events(&self) -> &crate::ClusterEvents {
+        &self.events
+    }
+
+    /// Whether the cluster runs active health checks / outlier detection (for the admin API).
+    pub fn checks_health(&self) -> (bool, bool) {
+        (self.active.is_some(), self.outlier.is_some())
+    }
+
+    /// Endpoints that pass active health checks and are not ejected, panic mode or not.
+    pub fn healthy_endpoints(&self) -> usize {
+        self.hosts
+            .load()
+            .endpoints
+            .iter()
+            .filter(|e| {
+                e.state
+                    .health
+                    .healthy(self.health.active, self.health.outlier)
+            })
+            .count()
+    }
+
     /// The current endpoints (for the admin API and tests).
     pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
         self.hosts.load()
@@ -500,6 +529,11 @@ impl Cluster {
                 tracing::debug!(cluster = %self.name, address = %state.address, %why,
                     "health check failed");
             }
+            crate::ClusterEvents::bump(if result.is_ok() {
+                &self.events.health_check_success
+            } else {
+                &self.events.health_check_failure
+            });
             let health = &state.health;
             if health.record_active_check(
                 result.is_ok(),

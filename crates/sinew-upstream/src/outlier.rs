@@ -25,6 +25,8 @@ pub struct OutlierDetector {
     cfg: OutlierDetection,
     /// Rung when an endpoint reaches a consecutive-failure threshold.
     pub(crate) wake: Notify,
+    /// Where ejections are counted for metrics: the cluster's, shared across reloads.
+    events: std::sync::Arc<crate::ClusterEvents>,
 }
 
 impl OutlierDetector {
@@ -32,7 +34,14 @@ impl OutlierDetector {
         Self {
             cfg,
             wake: Notify::new(),
+            events: Default::default(),
         }
+    }
+
+    /// Counts ejections into `events` (the cluster's) instead of a private count.
+    pub fn counting_into(mut self, events: std::sync::Arc<crate::ClusterEvents>) -> Self {
+        self.events = events;
+        self
     }
 
     pub(crate) fn interval(&self) -> Duration {
@@ -163,6 +172,7 @@ impl OutlierDetector {
             reset(&s.consecutive_local);
             *ejected += 1;
             changed = true;
+            crate::ClusterEvents::bump(&self.events.outlier_ejections);
         };
         for e in endpoints {
             let s = &e.state.health.outlier;

@@ -4,9 +4,11 @@
 //! to `drain_timeout` or `--drain-timeout`) and exits 0; a second one exits at once, 1.
 
 mod demo;
+mod log_control;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -52,13 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log = log_control::init();
     if cli.print_config {
         print!("{QUICKSTART_CONFIG}");
         return ExitCode::SUCCESS;
@@ -66,9 +62,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { file }) => validate(&file),
         Some(Command::Proxy { config }) => run(cli.workers, async move {
-            proxy(&config, cli.drain_timeout).await
+            proxy(&config, cli.drain_timeout, log).await
         }),
-        None => run(cli.workers, quickstart(cli.drain_timeout)),
+        None => run(cli.workers, quickstart(cli.drain_timeout, log)),
     }
 }
 
@@ -119,7 +115,11 @@ fn validate(file: &Path) -> ExitCode {
     }
 }
 
-async fn proxy(path: &Path, drain_timeout: Option<Duration>) -> ExitCode {
+async fn proxy(
+    path: &Path,
+    drain_timeout: Option<Duration>,
+    log: Arc<dyn sinew_proxy::admin::LogControl>,
+) -> ExitCode {
     let loaded = match sinew_proxy::load_file(path) {
         Ok(l) => l,
         Err(d) => {
@@ -134,6 +134,10 @@ async fn proxy(path: &Path, drain_timeout: Option<Duration>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _admin = match start_admin(&proxy, &loaded, log).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     tokio::spawn(sinew_proxy::reload::watch(
         proxy.clone(),
         path.to_path_buf(),
@@ -141,7 +145,10 @@ async fn proxy(path: &Path, drain_timeout: Option<Duration>) -> ExitCode {
     serve_until_signalled(&proxy, drain_timeout).await
 }
 
-async fn quickstart(drain_timeout: Option<Duration>) -> ExitCode {
+async fn quickstart(
+    drain_timeout: Option<Duration>,
+    log: Arc<dyn sinew_proxy::admin::LogControl>,
+) -> ExitCode {
     for (name, address) in [("blue", "127.0.0.1:18081"), ("green", "127.0.0.1:18082")] {
         if let Err(e) = demo::serve(name, address.parse().expect("literal address")).await {
             eprintln!("sinew: cannot start the {name} demo service on {address}: {e}");
@@ -162,6 +169,13 @@ async fn quickstart(drain_timeout: Option<Duration>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = match start_admin(&proxy, &loaded, log).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let admin_address = admin
+        .as_ref()
+        .map_or_else(|| "(off)".to_string(), |a| a.address.to_string());
     println!(
         "Sinew quickstart is running: a gateway on 127.0.0.1:8080 splitting traffic 80/20
 between two demo services, blue (127.0.0.1:18081) and green (127.0.0.1:18082).
@@ -173,11 +187,40 @@ Try:
   curl http://127.0.0.1:8080/hello           # answered by the proxy itself
   curl --http2-prior-knowledge http://127.0.0.1:8080/   # HTTP/2 on the same port
 
+The admin API is on {admin_address} (docs/admin.md):
+  curl http://{admin_address}/ready            # LIVE
+  curl http://{admin_address}/metrics          # Prometheus metrics
+  curl http://{admin_address}/clusters         # endpoints, health, requests in flight
+  curl -X POST 'http://{admin_address}/logging?sinew_proxy=debug'
+
 The config it runs is embedded in the binary: crates/sinew/src/quickstart.yaml,
 or print it with `sinew --print-config`. Run your own with `sinew proxy -c FILE`.
 Press Ctrl-C to stop."
     );
     serve_until_signalled(&proxy, drain_timeout).await
+}
+
+/// Starts the admin server when the config has `admin` (Envoy's bootstrap `admin`). Its
+/// address is read once, at start: a reload does not move it.
+async fn start_admin(
+    proxy: &Arc<sinew_proxy::Proxy>,
+    loaded: &sinew_config::LoadedConfig,
+    log: Arc<dyn sinew_proxy::admin::LogControl>,
+) -> Result<Option<sinew_proxy::admin::AdminServer>, ExitCode> {
+    let Some(admin) = &loaded.config.admin else {
+        return Ok(None);
+    };
+    let address = admin.socket_address().expect("validated");
+    match sinew_proxy::admin::AdminServer::start(proxy.clone(), address, Some(log)).await {
+        Ok(server) => {
+            println!("admin API listening on http://{}", server.address);
+            Ok(Some(server))
+        }
+        Err(e) => {
+            eprintln!("sinew: cannot start the admin server on {address}: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains within `drain_timeout` (or the config's)

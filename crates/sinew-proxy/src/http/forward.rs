@@ -211,12 +211,15 @@ pub(super) async fn forward(
     } else {
         match tokio::time::timeout(timeout, attempts).await {
             Ok(r) => r,
-            Err(_) => Err(local_reply::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                ResponseFlags::UPSTREAM_TIMEOUT,
-                "upstream request timeout",
-                grpc,
-            )),
+            Err(_) => Err({
+                count_route_timeout(routes, route);
+                local_reply::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ResponseFlags::UPSTREAM_TIMEOUT,
+                    "upstream request timeout",
+                    grpc,
+                )
+            }),
         }
     };
     let mut response = match response {
@@ -271,6 +274,7 @@ async fn attempts(
             _ => unreachable!("only cluster actions are forwarded"),
         };
         let (cluster, subset) = routes.target(target);
+        let cluster_metrics = routes.metrics.as_ref().and_then(|m| m.target(target));
         let protocol = wire_protocol(cluster.protocol, downstream_h2, upgrade);
         let Some(request_slot) = cluster.breakers().try_request() else {
             return Err(Failure::Overflow.reply(grpc));
@@ -303,6 +307,7 @@ async fn attempts(
         let tls = endpoint.state.settings().tls.is_some();
         let request = build_request(parts, &authority, this_body, protocol, tls);
 
+        let sent_at = cluster_metrics.map(|_| std::time::Instant::now());
         let sent = endpoint.state.send(request, protocol, cluster.breakers());
         let outcome = match policy.and_then(|p| p.per_try_timeout) {
             Some(t) => match tokio::time::timeout(t, sent).await {
@@ -313,6 +318,18 @@ async fn attempts(
         };
         if let Some(o) = upstream_outcome(&outcome) {
             cluster.report(&endpoint, o);
+        }
+        if let (Some(m), Some(sent_at)) = (cluster_metrics, sent_at) {
+            match &outcome {
+                Ok(r) => m.response(r.status(), sent_at.elapsed()),
+                Err(Failure::Connect) => {
+                    m.connect_failures.inc();
+                }
+                Err(Failure::PerTryTimeout) => {
+                    m.timeouts.inc();
+                }
+                Err(_) => {}
+            }
         }
         drop(endpoint);
         // A retry's place under the limit is held for its own attempt only.
@@ -350,8 +367,22 @@ async fn attempts(
         }
         tried.push(address);
         attempt += 1;
+        if let Some(m) = cluster_metrics {
+            m.retries.inc();
+        }
         if let Some(p) = policy {
             tokio::time::sleep(p.backoff(attempt)).await;
+        }
+    }
+}
+
+/// A whole-request timeout, counted on the route's cluster (on none for a weighted
+/// route: which of its clusters the attempt in flight went to is not known here).
+#[cold]
+fn count_route_timeout(routes: &RouteSet, route: &Route) {
+    if let (Some(m), Action::Cluster(t)) = (&routes.metrics, &route.action) {
+        if let Some(c) = m.target(*t) {
+            c.timeouts.inc();
         }
     }
 }

@@ -72,12 +72,21 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
         );
     };
 
+    // Every response from here on is counted for its route at its head (metrics on).
+    let route_metrics = routes.metrics.as_ref().and_then(|m| m.route(route.id));
+    let counted = |response: Response<ResponseBody>| {
+        if let Some(m) = route_metrics {
+            m.count(response.status());
+        }
+        response
+    };
+
     // Phase 3: rate limits.
     let quota = match &manager.rate_limits {
         None => None,
         Some(limits) => match limits.check(routes, vhost, route, &req, conn, grpc).await {
             Ok(quota) => quota,
-            Err(refused) => return refused,
+            Err(refused) => return counted(refused),
         },
     };
 
@@ -85,7 +94,7 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
     let fault_flags = match &route.fault {
         Some(policy) => match fault::inject(policy, req.headers(), grpc).await {
             Ok(flags) => flags,
-            Err(abort) => return abort,
+            Err(abort) => return counted(abort),
         },
         None => ResponseFlags::default(),
     };
@@ -106,13 +115,13 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
             let mut response =
                 forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
             fault::add_flags(&mut response, fault_flags);
-            return rate_limit::annotate(response, quota);
+            return counted(rate_limit::annotate(response, quota));
         }
     };
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
     fault::add_flags(&mut response, fault_flags);
-    rate_limit::annotate(response, quota)
+    counted(rate_limit::annotate(response, quota))
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

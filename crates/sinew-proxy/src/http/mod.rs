@@ -96,7 +96,10 @@ pub(crate) async fn serve(
         None => serve_io(stream, peer, slot.clone(), manager, false).await,
         // Boxed: inline, the TLS states (handshake, TLS stream) would size every
         // connection's task, cleartext ones too: 8,944 bytes a task instead of 4,128.
-        Some(acceptor) => Box::pin(serve_tls(stream, peer, slot, manager, acceptor)).await,
+        Some(acceptor) => {
+            let metrics = config.metrics.as_deref();
+            Box::pin(serve_tls(stream, peer, slot, manager, acceptor, metrics)).await
+        }
     }
 }
 
@@ -106,10 +109,18 @@ async fn serve_tls(
     slot: &Arc<ListenerSlot>,
     manager: &HttpManager,
     acceptor: &tokio_rustls::TlsAcceptor,
+    metrics: Option<&crate::metrics::ListenerMetrics>,
 ) {
     // The handshake shares the header deadline: a silent client holds nothing.
     let handshake = tokio::time::timeout(manager.request_headers_timeout, acceptor.accept(stream));
-    match handshake.await {
+    let handshake = handshake.await;
+    if let Some(m) = metrics {
+        match &handshake {
+            Ok(Ok(_)) => m.tls_handshakes.inc(),
+            _ => m.tls_errors.inc(),
+        };
+    }
+    match handshake {
         Ok(Ok(tls)) => serve_io(tls, peer, slot.clone(), manager, true).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

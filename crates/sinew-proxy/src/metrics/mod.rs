@@ -1,0 +1,389 @@
+//! Metrics: what the proxy counts, with Prometheus names and labels, and their
+//! exposition for the admin API's `/metrics` and `/stats`.
+//!
+//! Names follow Envoy's stats with a `sinew_` prefix and the dimensions Envoy puts in the
+//! stat name as labels: Envoy's `cluster.a.upstream_rq_2xx` is
+//! `sinew_cluster_upstream_rq_total{cluster="a",code_class="2xx"}`. docs/metrics.md lists
+//! every one.
+//!
+//! Cost: prometheus-client's `Family` takes a lock to find a label set's metric, so every
+//! handle a request needs is looked up once, when a config is compiled into its snapshot
+//! ([`Metrics::listener`], [`Metrics::route_set`]), and kept there: the request path only
+//! does relaxed atomic adds on handles it already holds. The families keep each metric by
+//! its labels, so a reload that keeps a listener, route or cluster name gets the same
+//! counters back. What can be read rather than counted (endpoints, circuit-breaker
+//! overflows, health-check results, uptime) is read at scrape time ([`scrape`]).
+//! With `stats_config: {stats_matcher: {reject_all: true}}` no handle is made: every
+//! handle slot is `None` and the request path does no metric work.
+
+mod histogram;
+pub mod scrape;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sinew_router::RouteTable;
+use sinew_upstream::Cluster;
+
+pub use histogram::{LatencyHistogram, BOUNDS_SECONDS};
+
+/// A metric's labels, in a fixed order per family.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Status classes, index `status / 100 - 1`.
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: StatusCode) -> usize {
+    (status.as_u16() / 100).clamp(1, 5) as usize - 1
+}
+
+/// Every metric family the proxy keeps, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    listener_cx: Family<Labels, Counter>,
+    listener_cx_active: Family<Labels, Gauge>,
+    listener_cx_destroy: Family<Labels, Counter>,
+    listener_ssl_handshake: Family<Labels, Counter>,
+    listener_ssl_error: Family<Labels, Counter>,
+    route_rq: Family<Labels, Counter>,
+    cluster_rq: Family<Labels, Counter>,
+    cluster_rq_time: Family<Labels, LatencyHistogram>,
+    cluster_cx_connect_fail: Family<Labels, Counter>,
+    cluster_rq_retry: Family<Labels, Counter>,
+    cluster_rq_timeout: Family<Labels, Counter>,
+    pub reloads_succeeded: Counter,
+    pub reloads_failed: Counter,
+    pub config_version: Gauge,
+    pub started: Instant,
+}
+
+impl Metrics {
+    /// The families, registered; `scrape` adds what is read at scrape time.
+    pub fn new(scrape: scrape::ScrapeTime) -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            listener_cx: Family::default(),
+            listener_cx_active: Family::default(),
+            listener_cx_destroy: Family::default(),
+            listener_ssl_handshake: Family::default(),
+            listener_ssl_error: Family::default(),
+            route_rq: Family::default(),
+            cluster_rq: Family::default(),
+            cluster_rq_time: Family::default(),
+            cluster_cx_connect_fail: Family::default(),
+            cluster_rq_retry: Family::default(),
+            cluster_rq_timeout: Family::default(),
+            reloads_succeeded: Counter::default(),
+            reloads_failed: Counter::default(),
+            config_version: Gauge::default(),
+            started: Instant::now(),
+        };
+        let r = &mut registry;
+        r.register(
+            "sinew_listener_downstream_cx",
+            "Connections accepted",
+            m.listener_cx.clone(),
+        );
+        r.register(
+            "sinew_listener_downstream_cx_active",
+            "Connections open now",
+            m.listener_cx_active.clone(),
+        );
+        r.register(
+            "sinew_listener_downstream_cx_destroy",
+            "Connections closed",
+            m.listener_cx_destroy.clone(),
+        );
+        r.register(
+            "sinew_listener_ssl_handshake",
+            "TLS handshakes completed",
+            m.listener_ssl_handshake.clone(),
+        );
+        r.register(
+            "sinew_listener_ssl_handshake_error",
+            "TLS handshakes that failed or timed out",
+            m.listener_ssl_error.clone(),
+        );
+        r.register(
+            "sinew_vhost_route_rq",
+            "Requests by virtual host, route and response status class, counted at the response head",
+            m.route_rq.clone(),
+        );
+        r.register(
+            "sinew_cluster_upstream_rq",
+            "Upstream responses by status class (each attempt, retries included)",
+            m.cluster_rq.clone(),
+        );
+        r.register(
+            "sinew_cluster_upstream_rq_time_seconds",
+            "Time from sending an upstream request to its response head",
+            m.cluster_rq_time.clone(),
+        );
+        r.register(
+            "sinew_cluster_upstream_cx_connect_fail",
+            "Upstream connection attempts that failed",
+            m.cluster_cx_connect_fail.clone(),
+        );
+        r.register(
+            "sinew_cluster_upstream_rq_retry",
+            "Retries made",
+            m.cluster_rq_retry.clone(),
+        );
+        r.register(
+            "sinew_cluster_upstream_rq_timeout",
+            "Requests that timed out (per-try or whole-request timeout)",
+            m.cluster_rq_timeout.clone(),
+        );
+        r.register(
+            "sinew_server_reloads",
+            "Config reloads applied",
+            m.reloads_succeeded.clone(),
+        );
+        r.register(
+            "sinew_server_reloads_failed",
+            "Config reloads refused (the running config kept serving)",
+            m.reloads_failed.clone(),
+        );
+        r.register(
+            "sinew_server_config_version",
+            "Version of the running config (1 at start, +1 per applied reload)",
+            m.config_version.clone(),
+        );
+        registry.register_collector(Box::new(scrape));
+        Metrics { registry, ..m }
+    }
+
+    /// One listener's handles.
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        let l: Labels = vec![("listener", name.to_string())];
+        Arc::new(ListenerMetrics {
+            accepted: self.listener_cx.get_or_create(&l).clone(),
+            active: self.listener_cx_active.get_or_create(&l).clone(),
+            closed: self.listener_cx_destroy.get_or_create(&l).clone(),
+            tls_handshakes: self.listener_ssl_handshake.get_or_create(&l).clone(),
+            tls_errors: self.listener_ssl_error.get_or_create(&l).clone(),
+        })
+    }
+
+    /// One cluster's per-request handles.
+    pub fn cluster(&self, name: &str) -> Arc<ClusterMetrics> {
+        let l: Labels = vec![("cluster", name.to_string())];
+        Arc::new(ClusterMetrics {
+            responses: CODE_CLASSES.map(|class| {
+                let labels: Labels = vec![
+                    ("cluster", name.to_string()),
+                    ("code_class", class.to_string()),
+                ];
+                self.cluster_rq.get_or_create(&labels).clone()
+            }),
+            time: self.cluster_rq_time.get_or_create(&l).clone(),
+            connect_failures: self.cluster_cx_connect_fail.get_or_create(&l).clone(),
+            retries: self.cluster_rq_retry.get_or_create(&l).clone(),
+            timeouts: self.cluster_rq_timeout.get_or_create(&l).clone(),
+        })
+    }
+
+    /// The handles of a route table's routes (by `Route::id`) and targets (by `Target`).
+    pub fn route_set(
+        &self,
+        table: &RouteTable,
+        targets: &[(Arc<Cluster>, usize)],
+        clusters: &mut HashMap<Arc<str>, Arc<ClusterMetrics>>,
+    ) -> RouteSetMetrics {
+        let routes = table
+            .virtual_hosts()
+            .iter()
+            .flat_map(|vh| vh.routes().iter().map(move |r| (vh, r)))
+            .map(|(vh, r)| RouteMetrics {
+                responses: CODE_CLASSES.map(|class| {
+                    let labels: Labels = vec![
+                        ("virtual_host", vh.name.to_string()),
+                        ("route", r.name.to_string()),
+                        ("code_class", class.to_string()),
+                    ];
+                    self.route_rq.get_or_create(&labels).clone()
+                }),
+            })
+            .collect();
+        let targets = targets
+            .iter()
+            .map(|(c, _)| {
+                clusters
+                    .entry(c.name.clone())
+                    .or_insert_with(|| self.cluster(&c.name))
+                    .clone()
+            })
+            .collect();
+        RouteSetMetrics { routes, targets }
+    }
+
+    /// Prometheus text format 0.0.4, or OpenMetrics 1.0 when `openmetrics`.
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail; a collector's error would only cut it short.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if openmetrics {
+            out
+        } else {
+            openmetrics_to_prometheus_text(&out)
+        }
+    }
+}
+
+/// prometheus-client writes OpenMetrics. The 0.0.4 text format differs in what matters
+/// here in three ways: a counter's TYPE and HELP name the sample (`x_total`), not the
+/// family (`x`); there is no `# EOF`; and `# UNIT` does not exist.
+fn openmetrics_to_prometheus_text(om: &str) -> String {
+    let mut counters: std::collections::HashSet<&str> = Default::default();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name);
+            }
+        }
+    }
+    let mut out = String::with_capacity(om.len() + counters.len() * 12);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# TYPE ")
+            .map(|r| ("# TYPE ", r))
+            .or_else(|| line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(kind);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A listener's counters; the connection path holds them through its config.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    pub accepted: Counter,
+    pub active: Gauge,
+    pub closed: Counter,
+    pub tls_handshakes: Counter,
+    pub tls_errors: Counter,
+}
+
+impl ListenerMetrics {
+    /// Counts a connection open until the returned guard drops (also when the
+    /// connection's task is cut at a drain deadline).
+    pub fn connection(self: &Arc<Self>) -> ConnectionCount {
+        self.accepted.inc();
+        self.active.inc();
+        ConnectionCount(self.clone())
+    }
+}
+
+/// Counts one connection as active until dropped.
+pub struct ConnectionCount(Arc<ListenerMetrics>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.active.dec();
+        self.0.closed.inc();
+    }
+}
+
+/// A route's responses by status class.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    responses: [Counter; 5],
+}
+
+impl RouteMetrics {
+    #[inline]
+    pub fn count(&self, status: StatusCode) {
+        self.responses[class_index(status)].inc();
+    }
+}
+
+/// A cluster's per-request counters.
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    responses: [Counter; 5],
+    time: LatencyHistogram,
+    pub connect_failures: Counter,
+    pub retries: Counter,
+    pub timeouts: Counter,
+}
+
+impl ClusterMetrics {
+    /// An upstream response head arrived `took` after the request went out.
+    #[inline]
+    pub fn response(&self, status: StatusCode, took: Duration) {
+        self.responses[class_index(status)].inc();
+        self.time.observe(took);
+    }
+}
+
+/// Handles for one route table: per route (by `Route::id`) and per target.
+pub struct RouteSetMetrics {
+    routes: Box<[RouteMetrics]>,
+    targets: Box<[Arc<ClusterMetrics>]>,
+}
+
+impl RouteSetMetrics {
+    #[inline]
+    pub fn route(&self, id: usize) -> Option<&RouteMetrics> {
+        self.routes.get(id)
+    }
+
+    #[inline]
+    pub fn target(&self, t: sinew_router::Target) -> Option<&ClusterMetrics> {
+        self.targets.get(t.0).map(|c| &**c)
+    }
+}
+
+/// Resident memory in bytes: `VmRSS` of `/proc/self/status` (kB). `/proc/self/statm`
+/// counts the same in pages, but its page size is not in the file and needs libc to ask.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_sample_in_the_prometheus_text_format() {
+        let om = "# HELP a_rq Requests.\n# TYPE a_rq counter\na_rq_total{x=\"1\"} 2\n\
+                  # HELP b Bytes.\n# TYPE b gauge\n# UNIT b bytes\nb 3\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(om),
+            "# HELP a_rq_total Requests.\n# TYPE a_rq_total counter\na_rq_total{x=\"1\"} 2\n\
+             # HELP b Bytes.\n# TYPE b gauge\nb 3\n"
+        );
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(class_index(StatusCode::OK), 1);
+        assert_eq!(class_index(StatusCode::SWITCHING_PROTOCOLS), 0);
+        assert_eq!(class_index(StatusCode::SERVICE_UNAVAILABLE), 4);
+    }
+}
