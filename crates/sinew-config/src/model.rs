@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
+pub use crate::access_log::{AccessLog, AccessLogFilter};
 pub use crate::rate_limit::*;
 pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 
@@ -127,6 +128,9 @@ pub struct HttpConnectionManager {
     pub local_rate_limit: Option<LocalRateLimit>,
     #[serde(default)]
     pub global_rate_limit: Option<GlobalRateLimit>,
+    /// Access logs for this listener's requests (Envoy: `access_log`); off when unset.
+    #[serde(default)]
+    pub access_log: Option<Vec<AccessLog>>,
 }
 
 fn default_max_request_headers_kb() -> u32 {
@@ -162,6 +166,9 @@ pub struct TcpProxy {
         deserialize_with = "duration::deserialize"
     )]
     pub idle_timeout: Duration,
+    /// Access logs for this listener's connections (Envoy: tcp_proxy `access_log`).
+    #[serde(default)]
+    pub access_log: Option<Vec<AccessLog>>,
 }
 
 fn default_tcp_idle_timeout() -> Duration {
