@@ -138,6 +138,7 @@ async fn proxy(path: &Path, drain_timeout: Option<Duration>) -> ExitCode {
         proxy.clone(),
         path.to_path_buf(),
     ));
+    tokio::spawn(reopen_access_logs_on_sigusr1());
     serve_until_signalled(&proxy, drain_timeout).await
 }
 
@@ -178,6 +179,19 @@ or print it with `sinew --print-config`. Run your own with `sinew proxy -c FILE`
 Press Ctrl-C to stop."
     );
     serve_until_signalled(&proxy, drain_timeout).await
+}
+
+/// SIGUSR1 reopens access-log files, for logrotate (see docs/access-log.md).
+async fn reopen_access_logs_on_sigusr1() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1; access logs will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        tracing::info!("SIGUSR1: reopening access-log files");
+        sinew_proxy::access_log::reopen_files();
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains within `drain_timeout` (or the config's)

@@ -6,6 +6,7 @@ mod fault;
 pub mod flags;
 mod forward;
 mod handler;
+pub(crate) mod logged;
 pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
