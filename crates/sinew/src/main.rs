@@ -189,8 +189,8 @@ async fn reopen_access_logs_on_sigusr1() {
         return;
     };
     while usr1.recv().await.is_some() {
-        tracing::info!("SIGUSR1: reopening access-log files");
         sinew_proxy::access_log::reopen_files();
+        tracing::info!("SIGUSR1: access-log files will be reopened before their next line");
     }
 }
 
