@@ -300,8 +300,9 @@ async fn a_full_queue_drops_and_counts_entries_instead_of_blocking_requests() {
         .start()
         .await;
     let dropped_before = sinew_proxy::access_log::dropped_entries();
-    // Nobody reads the FIFO: its writer blocks opening it, holding one entry; two more
-    // fill the queue; the rest must be dropped while the requests go on unhindered.
+    // Nobody reads the FIFO: its writer blocks opening it, holding what it took (the
+    // first entry and at most a queue's worth gathered after it); two more fill the
+    // queue; the rest must be dropped while the requests go on unhindered.
     let client = TestClient::http1();
     let started = Instant::now();
     const REQUESTS: usize = 30;
@@ -315,7 +316,7 @@ async fn a_full_queue_drops_and_counts_entries_instead_of_blocking_requests() {
         started.elapsed()
     );
     let dropped = sinew_proxy::access_log::dropped_entries() - dropped_before;
-    assert!(dropped >= (REQUESTS - 3) as u64, "dropped {dropped}");
+    assert!(dropped >= (REQUESTS - 5) as u64, "dropped {dropped}");
 
     // Now read the FIFO: what was queued arrives, and together with the dropped it is
     // every request.
