@@ -439,10 +439,7 @@ mod tests {
     #[test]
     fn parses_envoys_default_format() {
         let parts = parse(DEFAULT_FORMAT).unwrap();
-        let ops = parts
-            .iter()
-            .filter(|p| matches!(p, Part::Op(_)))
-            .count();
+        let ops = parts.iter().filter(|p| matches!(p, Part::Op(_))).count();
         assert_eq!(ops, 15);
         assert_eq!(parts[0], Part::Literal("[".into()));
         assert_eq!(parts[1], Part::Op(Operator::StartTime(None)));

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::duration;
 pub use crate::access_log::{AccessLog, AccessLogFilter};
+use crate::duration;
 pub use crate::rate_limit::*;
 pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 

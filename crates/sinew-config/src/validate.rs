@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use crate::model::*;
 use crate::access_log;
+use crate::model::*;
 use crate::rate_limit;
 use crate::ConfigError;
 

@@ -30,7 +30,11 @@ fn read_lines(path: &Path) -> Vec<String> {
 async fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
     let found = eventually(Duration::from_secs(5), || read_lines(path).len() >= n).await;
     let lines = read_lines(path);
-    assert!(found, "expected {n} lines in {}, got {lines:?}", path.display());
+    assert!(
+        found,
+        "expected {n} lines in {}, got {lines:?}",
+        path.display()
+    );
     lines
 }
 
@@ -85,7 +89,10 @@ async fn default_format_is_envoys_line_field_by_field() {
     assert_eq!(fields[3], "100", "bytes sent: {line}");
     assert!(fields[4].parse::<u64>().is_ok(), "duration: {line}");
     assert_eq!(fields[5], "-", "no x-envoy-upstream-service-time: {line}");
-    let quoted: Vec<&str> = fields[6].split('"').filter(|s| !s.trim().is_empty()).collect();
+    let quoted: Vec<&str> = fields[6]
+        .split('"')
+        .filter(|s| !s.trim().is_empty())
+        .collect();
     assert_eq!(
         quoted,
         [
@@ -136,7 +143,10 @@ async fn every_operator_renders_its_value() {
     let epoch: f64 = epoch.parse().unwrap();
     assert!((epoch as u64).abs_diff(before) <= 2, "{line}");
     assert_eq!(f[1], "PUT");
-    assert_eq!(f[2], "/p?x=1", "fallback to :path when the first header is absent");
+    assert_eq!(
+        f[2], "/p?x=1",
+        "fallback to :path when the first header is absent"
+    );
     assert_eq!(f[3], addr.to_string());
     assert_eq!(f[4], "http");
     assert_eq!(f[5], "curl", "USER-AGENT cut to 4 bytes");
@@ -146,14 +156,24 @@ async fn every_operator_renders_its_value() {
     assert_eq!(f[9], "200");
     assert_eq!(f[10], "-");
     assert_eq!(f[11], "10");
-    assert_eq!(f[12], reply.body.len().to_string(), "bytes sent = body length");
+    assert_eq!(
+        f[12],
+        reply.body.len().to_string(),
+        "bytes sent = body length"
+    );
     let duration: u64 = f[13].parse().unwrap();
     let response_duration: u64 = f[14].parse().unwrap();
     assert!(duration >= 60, "upstream waited 60 ms: {line}");
-    assert!(response_duration >= 60 && response_duration <= duration, "{line}");
+    assert!(
+        response_duration >= 60 && response_duration <= duration,
+        "{line}"
+    );
     assert_eq!(f[15], up.addr.to_string());
     assert_eq!(f[16], "svc");
-    assert!(f[17].starts_with("127.0.0.1:") && f[17] != "127.0.0.1:0", "{line}");
+    assert!(
+        f[17].starts_with("127.0.0.1:") && f[17] != "127.0.0.1:0",
+        "{line}"
+    );
     assert_eq!(f[18], "127.0.0.1");
     assert_eq!(f[19], addr.to_string());
     assert!(!f[20].is_empty() && f[20] != "-", "hostname: {line}");
@@ -208,7 +228,9 @@ async fn json_lines_parse_with_numbers_as_numbers_and_absent_values_as_null() {
         .start()
         .await;
     let client = TestClient::http1();
-    client.get(addr, "/a", &[("user-agent", "quote\" back\\slash")]).await;
+    client
+        .get(addr, "/a", &[("user-agent", "quote\" back\\slash")])
+        .await;
     client.get(addr, "/b", &[("x-test-status", "404")]).await;
     let lines = wait_for_lines(&log, 2).await;
     let objects: Vec<serde_json::Value> = lines
@@ -269,7 +291,9 @@ async fn filters_keep_only_the_entries_they_match() {
     client.get(addr, "/ok", &[]).await;
     client.get(addr, "/404", &[("x-test-status", "404")]).await;
     client.get(addr, "/503", &[("x-test-status", "503")]).await;
-    client.get(addr, "/slow", &[("x-test-delay-ms", "200")]).await;
+    client
+        .get(addr, "/slow", &[("x-test-delay-ms", "200")])
+        .await;
     assert_eq!(wait_for_lines(&all, 4).await.len(), 4);
     assert_eq!(wait_for_lines(&errors, 1).await, ["503 /503"]);
     assert_eq!(wait_for_lines(&slow, 1).await, ["200 /slow"]);
@@ -343,7 +367,10 @@ async fn a_full_queue_drops_and_counts_entries_instead_of_blocking_requests() {
         REQUESTS as u64,
         "logged {logged:?}, dropped {dropped}"
     );
-    assert_eq!(logged[0], "/0", "the first entry was taken before the queue filled");
+    assert_eq!(
+        logged[0], "/0",
+        "the first entry was taken before the queue filled"
+    );
     drop(proxy);
 }
 
@@ -376,7 +403,9 @@ fn a_bad_format_is_refused_at_load_with_file_line_column() {
         "{err}"
     );
     assert!(
-        err.contains("t.yaml:10:13: listeners[0].http.access_log[1].json_format.bad: operator %REQ(:BOGUS)%"),
+        err.contains(
+            "t.yaml:10:13: listeners[0].http.access_log[1].json_format.bad: operator %REQ(:BOGUS)%"
+        ),
         "{err}"
     );
 }
@@ -482,7 +511,11 @@ listeners:
         std::net::TcpStream::connect(addr).is_ok()
     })
     .await;
-    assert!(up, "sinew did not listen: {:?}", std::fs::read_to_string(&stderr_path));
+    assert!(
+        up,
+        "sinew did not listen: {:?}",
+        std::fs::read_to_string(&stderr_path)
+    );
 
     client.get(addr, "/before", &[]).await;
     assert_eq!(wait_for_lines(&log, 1).await, ["/before"]);

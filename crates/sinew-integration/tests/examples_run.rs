@@ -40,10 +40,8 @@ async fn every_example_starts_and_proxies() {
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         // Example paths are relative to the repository root; tests run elsewhere.
-        let access_log = std::env::temp_dir().join(format!(
-            "sinew-example-access-{}.log",
-            std::process::id()
-        ));
+        let access_log =
+            std::env::temp_dir().join(format!("sinew-example-access-{}.log", std::process::id()));
         let yaml = std::fs::read_to_string(&file)
             .unwrap()
             .replace("examples/certs/", &certs.to_string_lossy())
@@ -111,7 +109,11 @@ async fn every_example_starts_and_proxies() {
             })
             .await;
             let _ = std::fs::remove_file(&access_log);
-            assert!(logged, "{name}: no JSON line for the 404 in {}", access_log.display());
+            assert!(
+                logged,
+                "{name}: no JSON line for the 404 in {}",
+                access_log.display()
+            );
         }
         proxy.proxy.stop_listening().await;
     }

@@ -78,7 +78,8 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     // byte of HAProxy in bench/run's scenario (g).
     // In a block so the copy's borrows end before the access log reads the counts.
     {
-        let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, TCP_BUFFER, TCP_BUFFER);
+        let copy =
+            tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, TCP_BUFFER, TCP_BUFFER);
         tokio::pin!(copy);
         loop {
             let idle = activity.elapsed().unwrap_or_default();

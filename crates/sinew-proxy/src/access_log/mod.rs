@@ -23,8 +23,8 @@ use sinew_config::access_log::{
 };
 
 use crate::http::flags::ResponseFlags;
-pub use sink::{dropped_entries, reopen_files};
 use sink::Sink;
+pub use sink::{dropped_entries, reopen_files};
 
 /// The access logs of one listener, compiled.
 pub struct AccessLogs {
@@ -278,6 +278,8 @@ mod tests {
         let f = filter("runtime_filter: {percent_sampled: 25}");
         let kept = (0..4000).filter(|_| f.keeps(&entry(200, 0))).count();
         assert!((800..1200).contains(&kept), "kept {kept} of 4000 at 25%");
-        assert!(!(0..100).any(|_| filter("runtime_filter: {percent_sampled: 0}").keeps(&entry(200, 0))));
+        assert!(
+            !(0..100).any(|_| filter("runtime_filter: {percent_sampled: 0}").keeps(&entry(200, 0)))
+        );
     }
 }

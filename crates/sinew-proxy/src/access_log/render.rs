@@ -177,7 +177,10 @@ fn request_value<'a>(source: &HeaderSource, e: &'a Entry) -> Option<Cow<'a, str>
     match source {
         HeaderSource::Method => e.method.as_ref().map(|m| Cow::Borrowed(m.as_str())),
         HeaderSource::Path => e.path.as_ref().map(|p| Cow::Borrowed(p.as_str())),
-        HeaderSource::Authority => e.authority.as_ref().map(|a| String::from_utf8_lossy(a.as_bytes())),
+        HeaderSource::Authority => e
+            .authority
+            .as_ref()
+            .map(|a| String::from_utf8_lossy(a.as_bytes())),
         HeaderSource::Scheme => e
             .version
             .map(|_| Cow::Borrowed(if e.tls { "https" } else { "http" })),
@@ -388,11 +391,17 @@ mod tests {
     fn formats_times_in_utc_like_envoy() {
         // 2016-04-15T20:17:00.310Z, the time in Envoy's access-log docs.
         let t = UNIX_EPOCH + Duration::from_millis(1_460_751_420_310);
-        assert_eq!(strftime(t, "%Y-%m-%dT%H:%M:%S.%3fZ"), "2016-04-15T20:17:00.310Z");
+        assert_eq!(
+            strftime(t, "%Y-%m-%dT%H:%M:%S.%3fZ"),
+            "2016-04-15T20:17:00.310Z"
+        );
         let mut fast = String::new();
         rfc3339_millis(t, &mut fast);
         assert_eq!(fast, "2016-04-15T20:17:00.310Z");
-        assert_eq!(strftime(t, "%F %T %z %j %a %b %e"), "2016-04-15 20:17:00 +0000 106 Fri Apr 15");
+        assert_eq!(
+            strftime(t, "%F %T %z %j %a %b %e"),
+            "2016-04-15 20:17:00 +0000 106 Fri Apr 15"
+        );
         assert_eq!(strftime(t, "%s.%6f %%"), "1460751420.310000 %");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(strftime(leap, "%F %j"), "2000-02-29 060");

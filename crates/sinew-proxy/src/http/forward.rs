@@ -20,6 +20,7 @@ use super::body::ResponseBody;
 use super::flags::ResponseFlags;
 use super::headers;
 use super::local_reply;
+use super::logged::UpstreamInfo;
 use super::mirror;
 use super::ConnContext;
 use crate::snapshot::{HttpManager, RouteSet};
@@ -333,14 +334,15 @@ async fn attempts(
             return match outcome {
                 Ok(mut r) => {
                     r.body_mut().hold(request_slot);
-                    r.extensions_mut().insert(upstream_info(address, cluster));
+                    r.extensions_mut()
+                        .insert(UpstreamInfo::new(address, cluster));
                     Ok(r)
                 }
                 Err(f) => {
                     let mut reply = f.reply(grpc);
                     reply
                         .extensions_mut()
-                        .insert(upstream_info(address, cluster));
+                        .insert(UpstreamInfo::new(address, cluster));
                     if attempt > 0 && retry {
                         if let Some(flags) = reply.extensions_mut().get_mut::<ResponseFlags>() {
                             *flags = *flags | ResponseFlags::RETRY_LIMIT_EXCEEDED;
@@ -576,13 +578,5 @@ mod tests {
         assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(t("5x"), None);
         assert_eq!(t("123456789S"), None);
-    }
-}
-
-/// Who answered, for the access log's `%UPSTREAM_HOST%` / `%UPSTREAM_CLUSTER%`.
-fn upstream_info(host: SocketAddr, cluster: &sinew_upstream::Cluster) -> super::logged::UpstreamInfo {
-    super::logged::UpstreamInfo {
-        host,
-        cluster: cluster.name.clone(),
     }
 }

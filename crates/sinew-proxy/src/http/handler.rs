@@ -17,7 +17,10 @@ use super::rate_limit;
 use super::ConnContext;
 use crate::snapshot::{HttpManager, ListenerKind};
 
-pub(crate) async fn handle(mut req: Request<Incoming>, conn: &ConnContext) -> Response<ResponseBody> {
+pub(crate) async fn handle(
+    mut req: Request<Incoming>,
+    conn: &ConnContext,
+) -> Response<ResponseBody> {
     // The listener's config as of this request: a reload mid-connection applies to the
     // next request, and this one keeps what it started with.
     let config = conn.slot.config.load_full();

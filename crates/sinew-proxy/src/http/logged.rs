@@ -27,6 +27,15 @@ pub struct UpstreamInfo {
     pub cluster: Arc<str>,
 }
 
+impl UpstreamInfo {
+    pub fn new(host: SocketAddr, cluster: &sinew_upstream::Cluster) -> Self {
+        Self {
+            host,
+            cluster: cluster.name.clone(),
+        }
+    }
+}
+
 /// The request's half of an entry, taken before the request is handed on.
 pub(crate) struct Started {
     entry: Entry,

@@ -6,10 +6,10 @@ mod fault;
 pub mod flags;
 mod forward;
 mod handler;
-pub(crate) mod logged;
 pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
+pub(crate) mod logged;
 mod mirror;
 pub(crate) mod rate_limit;
 
