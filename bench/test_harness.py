@@ -163,6 +163,23 @@ class Report(unittest.TestCase):
         same = same.replace("stats_config: {stats_matcher: {reject_all: true}}\n", "")
         self.assertEqual(same.splitlines()[1:], on.splitlines()[1:])
 
+    def test_access_log_cost_is_reported_against_plain_sinew(self):
+        results = {"a": {"runs": {
+            "sinew": [{"rps": 100.0, "cpu_us_per_request": 8.0}],
+            "nginx": [{"rps": 90.0, "cpu_us_per_request": 10.0}],
+            "haproxy": [{"rps": 95.0, "cpu_us_per_request": 12.0}],
+            "sinew-accesslog": [{"rps": 90.0, "cpu_us_per_request": 8.8}],
+        }}}
+        self.assertIn("access log to a file (Envoy's default line): 90 req/s = 0.900× plain "
+                      "Sinew's, at 1.100× its CPU per request", harness.targets_section(results))
+
+    def test_the_access_log_target_logs_to_the_scratch_dir(self):
+        config = harness.sinew_config(access_log=True)
+        self.assertIn(f"access_log:\n        - path: {harness.ACCESS_LOG}", config)
+        self.assertIn(f"127.0.0.1:{harness.PORTS['sinew-accesslog']['http']}", config)
+        self.assertTrue(harness.ACCESS_LOG.startswith("bench/.run/"))
+        self.assertIn("sinew-accesslog", harness.TARGETS)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -5,6 +5,7 @@
 //! adds the file, line and column, so that `sinew validate` can print
 //! `file:line:col: field.path: what is wrong` for every error at once.
 
+pub mod access_log;
 pub mod admin;
 pub mod circuit_breaker;
 pub mod duration;

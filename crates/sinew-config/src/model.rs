@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::access_log::{AccessLog, AccessLogFilter};
 use crate::duration;
 pub use crate::rate_limit::*;
 pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
@@ -134,6 +135,9 @@ pub struct HttpConnectionManager {
     pub local_rate_limit: Option<LocalRateLimit>,
     #[serde(default)]
     pub global_rate_limit: Option<GlobalRateLimit>,
+    /// Access logs for this listener's requests (Envoy: `access_log`); off when unset.
+    #[serde(default)]
+    pub access_log: Option<Vec<AccessLog>>,
 }
 
 fn default_max_request_headers_kb() -> u32 {
@@ -169,6 +173,9 @@ pub struct TcpProxy {
         deserialize_with = "duration::deserialize"
     )]
     pub idle_timeout: Duration,
+    /// Access logs for this listener's connections (Envoy: tcp_proxy `access_log`).
+    #[serde(default)]
+    pub access_log: Option<Vec<AccessLog>>,
 }
 
 fn default_tcp_idle_timeout() -> Duration {

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+use crate::access_log;
 use crate::model::*;
 use crate::rate_limit;
 use crate::ConfigError;
@@ -111,6 +112,9 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 if let Some(g) = &http.global_rate_limit {
                     rate_limit::check_global(&format!("{hp}.global_rate_limit"), g, &mut v.errors);
                 }
+                if let Some(logs) = &http.access_log {
+                    access_log::check(&format!("{hp}.access_log"), logs, &mut v.errors);
+                }
             }
             (None, Some(tcp)) => {
                 let tp = format!("{p}.tcp");
@@ -121,6 +125,9 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                     (None, None) => v.err(&tp, "set one of `cluster` or `weighted_clusters`"),
                     (Some(c), None) => v.cluster_ref(format!("{tp}.cluster"), c, &clusters),
                     (None, Some(w)) => v.weighted(&format!("{tp}.weighted_clusters"), w, &clusters),
+                }
+                if let Some(logs) = &tcp.access_log {
+                    access_log::check(&format!("{tp}.access_log"), logs, &mut v.errors);
                 }
                 if l.tls.is_some() {
                     v.err(
@@ -615,7 +622,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 }
 
 /// RFC 9110 token characters, for header names and methods.
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

@@ -40,9 +40,15 @@ async fn every_example_starts_and_proxies() {
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         // Example paths are relative to the repository root; tests run elsewhere.
+        let access_log =
+            std::env::temp_dir().join(format!("sinew-example-access-{}.log", std::process::id()));
         let yaml = std::fs::read_to_string(&file)
             .unwrap()
-            .replace("examples/certs/", &certs.to_string_lossy());
+            .replace("examples/certs/", &certs.to_string_lossy())
+            .replace(
+                "/tmp/sinew-access-errors.log",
+                &access_log.to_string_lossy(),
+            );
         let config = sinew_config::load_str(&name, &yaml).unwrap_or_else(|d| panic!("{d}"));
         // Its clusters speak TLS: point them at the TLS upstream instead.
         let yaml = if config.config.clusters.iter().any(|c| c.tls.is_some()) {
@@ -106,6 +112,23 @@ async fn every_example_starts_and_proxies() {
             assert!(
                 statuses.contains(&http::StatusCode::TOO_MANY_REQUESTS),
                 "{name}: {statuses:?}"
+            );
+        }
+        if name == "access-log.yaml" {
+            // A 404 passes the file log's filter and arrives as a JSON line.
+            let addr = proxy.addr("web").await;
+            let reply = client.get(addr, "/gone", &[("x-test-status", "404")]).await;
+            assert_eq!(reply.status, 404);
+            let logged = sinew_integration::eventually(Duration::from_secs(5), || {
+                std::fs::read_to_string(&access_log)
+                    .is_ok_and(|t| t.contains(r#""path":"/gone""#) && t.contains(r#""status":404"#))
+            })
+            .await;
+            let _ = std::fs::remove_file(&access_log);
+            assert!(
+                logged,
+                "{name}: no JSON line for the 404 in {}",
+                access_log.display()
             );
         }
         proxy.proxy.stop_listening().await;

@@ -11,6 +11,7 @@
 //! up). Per-core current-thread runtimes with SO_REUSEPORT are the alternative DESIGN.md
 //! names; the benchmark harness (issue 3) is where that choice gets measured.
 
+pub mod access_log;
 pub mod admin;
 pub mod connection_rate_limit;
 pub mod drain;

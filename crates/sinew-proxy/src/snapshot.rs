@@ -88,6 +88,8 @@ pub struct HttpManager {
     pub conn_builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     /// None when no level of this listener has a rate limit.
     pub rate_limits: Option<Arc<HttpRateLimits>>,
+    /// None when the listener has no `access_log`.
+    pub access_log: Option<Arc<crate::access_log::AccessLogs>>,
 }
 
 /// A TCP proxy's targets.
@@ -95,6 +97,8 @@ pub struct TcpProxy {
     pub clusters: Vec<Arc<Cluster>>,
     balancer: Balancer,
     pub idle_timeout: Duration,
+    /// None when the listener has no `access_log`.
+    pub access_log: Option<Arc<crate::access_log::AccessLogs>>,
 }
 
 impl TcpProxy {
@@ -269,6 +273,7 @@ pub fn compile(
                     .collect(),
                 balancer: Balancer::new(&Policy::Random, &weights),
                 idle_timeout: tcp.idle_timeout,
+                access_log: crate::access_log::AccessLogs::compile(tcp.access_log.as_deref()),
             }))
         } else {
             unreachable!("validation requires http or tcp");
@@ -366,6 +371,7 @@ fn http_manager(
         via_http2: via("2"),
         conn_builder: crate::http::connection_builder(http.max_request_headers_kb as usize * 1024),
         rate_limits: None,
+        access_log: crate::access_log::AccessLogs::compile(http.access_log.as_deref()),
     }
 }
 

@@ -21,6 +21,10 @@ const CONNECT_ATTEMPTS: usize = 3;
 
 pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     let peer = downstream.peer_addr().ok();
+    let log_start = config
+        .access_log
+        .as_ref()
+        .map(|_| (std::time::SystemTime::now(), std::time::Instant::now()));
     let mut upstream = None;
     let mut avoid = None;
     for _ in 0..CONNECT_ATTEMPTS {
@@ -45,7 +49,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
                 if let Some(keepalive) = &endpoint.state.settings().tcp_keepalive {
                     sinew_upstream::socket::set_keepalive(&stream, keepalive);
                 }
-                upstream = Some((stream, endpoint, slot));
+                upstream = Some((stream, endpoint, slot, cluster.name.clone()));
                 break;
             }
             Ok(Err(e)) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
@@ -54,33 +58,80 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         cluster.report(&endpoint, Outcome::ConnectFailure);
         avoid = Some(address);
     }
-    let Some((upstream, _endpoint, _slot)) = upstream else {
+    let Some((upstream, endpoint, _slot, cluster_name)) = upstream else {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
+        if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
+            let entry = tcp_entry(&downstream, start, None, (0, 0));
+            logs.record(crate::access_log::Entry {
+                flags: crate::http::flags::ResponseFlags::UPSTREAM_CONNECT_FAILURE,
+                ..entry
+            });
+        }
         return;
     };
+    let upstream_host = (endpoint.state.address, cluster_name);
     let activity = Arc::new(SharedMoment::now());
     let mut down = Tracked::new(downstream, activity.clone());
     let mut up = Tracked::new(upstream, activity.clone());
     // 16 KiB each way, as nginx's stream proxy_buffer_size and HAProxy's bufsize in the
     // benchmark; tokio's default of 8 KiB took twice the syscalls and 1.8x the CPU per
     // byte of HAProxy in bench/run's scenario (g).
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, TCP_BUFFER, TCP_BUFFER);
-    tokio::pin!(copy);
-    loop {
-        let idle = activity.elapsed().unwrap_or_default();
-        if idle >= config.idle_timeout {
-            tracing::debug!(?peer, "TCP connection idle; closing");
-            return;
-        }
-        tokio::select! {
-            result = &mut copy => {
-                if let Err(e) = result {
-                    tracing::debug!(?peer, error = %e, "TCP connection ended with an error");
-                }
-                return;
+    // In a block so the copy's borrows end before the access log reads the counts.
+    {
+        let copy =
+            tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, TCP_BUFFER, TCP_BUFFER);
+        tokio::pin!(copy);
+        loop {
+            let idle = activity.elapsed().unwrap_or_default();
+            if idle >= config.idle_timeout {
+                tracing::debug!(?peer, "TCP connection idle; closing");
+                break;
             }
-            _ = tokio::time::sleep(config.idle_timeout - idle) => {}
+            tokio::select! {
+                result = &mut copy => {
+                    if let Err(e) = result {
+                        tracing::debug!(?peer, error = %e, "TCP connection ended with an error");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(config.idle_timeout - idle) => {}
+            }
         }
+    }
+    if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
+        let counts = (down.bytes_read, down.bytes_written);
+        logs.record(tcp_entry(&down.inner, start, Some(upstream_host), counts));
+    }
+}
+
+/// A TCP connection's access-log entry: no HTTP fields, bytes as the client saw them.
+fn tcp_entry(
+    downstream: &TcpStream,
+    (start, at): (std::time::SystemTime, std::time::Instant),
+    upstream: Option<(std::net::SocketAddr, Arc<str>)>,
+    (bytes_received, bytes_sent): (u64, u64),
+) -> crate::access_log::Entry {
+    let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let (upstream_host, upstream_cluster) = upstream.unzip();
+    crate::access_log::Entry {
+        start,
+        method: None,
+        path: None,
+        authority: None,
+        tls: false,
+        version: None,
+        status: None,
+        flags: Default::default(),
+        bytes_received,
+        bytes_sent,
+        duration: at.elapsed(),
+        response_duration: None,
+        upstream_host,
+        upstream_cluster,
+        downstream_remote: downstream.peer_addr().unwrap_or(unknown),
+        downstream_local: downstream.local_addr().unwrap_or(unknown),
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
     }
 }
 
@@ -88,11 +139,19 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
 struct Tracked {
     inner: TcpStream,
     activity: Arc<SharedMoment>,
+    /// For the access log's byte counts.
+    bytes_read: u64,
+    bytes_written: u64,
 }
 
 impl Tracked {
     fn new(inner: TcpStream, activity: Arc<SharedMoment>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            bytes_read: 0,
+            bytes_written: 0,
+        }
     }
 }
 
@@ -103,9 +162,11 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) {
             this.activity.mark();
+            this.bytes_read += (buf.filled().len() - before) as u64;
         }
         r
     }
@@ -119,8 +180,9 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(_))) {
+        if let Poll::Ready(Ok(n)) = r {
             this.activity.mark();
+            this.bytes_written += n as u64;
         }
         r
     }

@@ -142,6 +142,7 @@ async fn proxy(
         proxy.clone(),
         path.to_path_buf(),
     ));
+    tokio::spawn(reopen_access_logs_on_sigusr1());
     serve_until_signalled(&proxy, drain_timeout).await
 }
 
@@ -220,6 +221,19 @@ async fn start_admin(
             eprintln!("sinew: cannot start the admin server on {address}: {e}");
             Err(ExitCode::FAILURE)
         }
+    }
+}
+
+/// SIGUSR1 reopens access-log files, for logrotate (see docs/access-log.md).
+async fn reopen_access_logs_on_sigusr1() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1; access logs will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        sinew_proxy::access_log::reopen_files();
+        tracing::info!("SIGUSR1: access-log files will be reopened before their next line");
     }
 }
 

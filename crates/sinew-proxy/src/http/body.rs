@@ -11,6 +11,8 @@ use sinew_upstream::UpstreamBody;
 pub enum ResponseBody {
     Upstream(UpstreamBody),
     Local(Option<Bytes>),
+    /// Counted for the access log (only when the listener has one).
+    Logged(Box<super::logged::LoggedBody>),
 }
 
 impl ResponseBody {
@@ -35,6 +37,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Logged(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -42,6 +45,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Local(b) => b.is_none(),
+            ResponseBody::Logged(b) => b.is_end_stream(),
         }
     }
 
@@ -51,6 +55,7 @@ impl Body for ResponseBody {
             ResponseBody::Local(b) => {
                 SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
             }
+            ResponseBody::Logged(b) => b.size_hint(),
         }
     }
 }

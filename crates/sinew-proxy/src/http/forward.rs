@@ -20,6 +20,7 @@ use super::body::ResponseBody;
 use super::flags::ResponseFlags;
 use super::headers;
 use super::local_reply;
+use super::logged::UpstreamInfo;
 use super::mirror;
 use super::replay::HeadCopy;
 use super::ConnContext;
@@ -205,6 +206,7 @@ pub(super) async fn forward(
         route,
         hash,
         grpc,
+        manager.access_log.is_some(),
     ));
     let response = if timeout.is_zero() {
         attempts.await
@@ -251,6 +253,9 @@ async fn attempts(
     route: &Route,
     hash: Option<u64>,
     grpc: bool,
+    // Whether the access log wants the upstream host and cluster: inserting them into
+    // empty extensions allocates, which plain requests should not pay for.
+    log_upstream: bool,
 ) -> Result<Response<UpstreamBody>, Response<ResponseBody>> {
     let policy = route.retry.as_ref();
     // A streamed body can be sent once only.
@@ -352,10 +357,19 @@ async fn attempts(
             return match outcome {
                 Ok(mut r) => {
                     r.body_mut().hold(request_slot);
+                    if log_upstream {
+                        r.extensions_mut()
+                            .insert(UpstreamInfo::new(address, cluster));
+                    }
                     Ok(r)
                 }
                 Err(f) => {
                     let mut reply = f.reply(grpc);
+                    if log_upstream {
+                        reply
+                            .extensions_mut()
+                            .insert(UpstreamInfo::new(address, cluster));
+                    }
                     if attempt > 0 && retry {
                         if let Some(flags) = reply.extensions_mut().get_mut::<ResponseFlags>() {
                             *flags = *flags | ResponseFlags::RETRY_LIMIT_EXCEEDED;

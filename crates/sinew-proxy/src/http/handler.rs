@@ -12,11 +12,15 @@ use super::fault;
 use super::flags::ResponseFlags;
 use super::forward;
 use super::local_reply;
+use super::logged;
 use super::rate_limit;
 use super::ConnContext;
-use crate::snapshot::ListenerKind;
+use crate::snapshot::{HttpManager, ListenerKind};
 
-pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Response<ResponseBody> {
+pub(crate) async fn handle(
+    mut req: Request<Incoming>,
+    conn: &ConnContext,
+) -> Response<ResponseBody> {
     // The listener's config as of this request: a reload mid-connection applies to the
     // next request, and this one keeps what it started with.
     let config = conn.slot.config.load_full();
@@ -28,6 +32,30 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: &ConnContext) -> Respon
             false,
         );
     };
+    // Access log: take the request's half of the entry now, the response's at the end.
+    match &manager.access_log {
+        None => phases(req, conn, manager).await,
+        Some(logs) => {
+            let started = logged::start(
+                logs,
+                &mut req,
+                manager.generate_request_id,
+                conn.peer,
+                conn.slot.bound,
+                conn.tls,
+            );
+            let response = phases(req, conn, manager).await;
+            logged::finish(logs, started, response)
+        }
+    }
+}
+
+/// The phases, in order; every early return is a local reply.
+async fn phases(
+    req: Request<Incoming>,
+    conn: &ConnContext,
+    manager: &HttpManager,
+) -> Response<ResponseBody> {
     let grpc = is_grpc(req.headers());
 
     // Phase 1: framing. hyper rejects most malformed messages itself, but by the time it

@@ -9,6 +9,7 @@ mod handler;
 pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
+pub(crate) mod logged;
 mod mirror;
 pub(crate) mod rate_limit;
 mod replay;
