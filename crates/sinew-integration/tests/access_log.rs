@@ -341,6 +341,15 @@ async fn a_full_queue_drops_and_counts_entries_instead_of_blocking_requests() {
     );
     let dropped = sinew_proxy::access_log::dropped_entries() - dropped_before;
     assert!(dropped >= (REQUESTS - 5) as u64, "dropped {dropped}");
+    // The admin API's metrics report them (a process-wide total, so at least these).
+    let admin = sinew_integration::admin_kit::start(&proxy).await;
+    let metrics = sinew_integration::admin_kit::metrics(admin.address).await;
+    let reported =
+        sinew_integration::admin_kit::value(&metrics, "sinew_access_log_dropped_total", &[]);
+    assert!(
+        reported >= dropped as f64,
+        "reported {reported}, dropped {dropped}"
+    );
 
     // Now read the FIFO: what was queued arrives, and together with the dropped it is
     // every request.

@@ -90,6 +90,11 @@ impl Collector for ScrapeTime {
                 "1 while serving; 0 when draining or failed by /healthcheck/fail",
                 false,
             ),
+            Samples::new(
+                "sinew_access_log_dropped",
+                "Access-log entries dropped because a log's queue was full",
+                true,
+            ),
         ];
         server[0]
             .values
@@ -99,7 +104,10 @@ impl Collector for ScrapeTime {
         }
         server[2]
             .values
-            .push((none, if proxy.is_live() { 1.0 } else { 0.0 }));
+            .push((none.clone(), if proxy.is_live() { 1.0 } else { 0.0 }));
+        server[3]
+            .values
+            .push((none, crate::access_log::dropped_entries() as f64));
         for s in &server {
             s.write(&mut encoder)?;
         }
