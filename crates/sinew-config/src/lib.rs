@@ -16,6 +16,7 @@ pub mod model;
 pub mod rate_limit;
 pub mod socket;
 pub mod source;
+pub mod trace;
 mod validate;
 
 use std::fmt;

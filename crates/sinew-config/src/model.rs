@@ -18,6 +18,7 @@ pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
 pub use crate::health::{HealthCheck, OutlierDetection};
 pub use crate::mirror::RequestMirrorPolicy;
+pub use crate::trace::{OtlpExporter, OtlpProtocol, Tracing};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -138,6 +139,9 @@ pub struct HttpConnectionManager {
     /// Access logs for this listener's requests (Envoy: `access_log`); off when unset.
     #[serde(default)]
     pub access_log: Option<Vec<AccessLog>>,
+    /// Trace context propagation, spans and OTLP export (Envoy: `tracing`); off when unset.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
 }
 
 fn default_max_request_headers_kb() -> u32 {

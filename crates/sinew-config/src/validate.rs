@@ -115,6 +115,9 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 if let Some(logs) = &http.access_log {
                     access_log::check(&format!("{hp}.access_log"), logs, &mut v.errors);
                 }
+                if let Some(tracing) = &http.tracing {
+                    crate::trace::check(&format!("{hp}.tracing"), tracing, &mut v.errors);
+                }
             }
             (None, Some(tcp)) => {
                 let tp = format!("{p}.tcp");

@@ -5,6 +5,7 @@
 
 pub mod admin_kit;
 pub mod grpc_kit;
+pub mod otlp_kit;
 pub mod probe;
 pub mod raw;
 pub mod redis_kit;

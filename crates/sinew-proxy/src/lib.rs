@@ -22,6 +22,7 @@ mod moment;
 pub mod reload;
 pub mod snapshot;
 mod tcp;
+pub mod trace;
 
 /// Internals the criterion benches (`benches/`) measure; not a stable API.
 #[doc(hidden)]

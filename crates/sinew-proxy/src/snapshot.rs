@@ -90,6 +90,8 @@ pub struct HttpManager {
     pub rate_limits: Option<Arc<HttpRateLimits>>,
     /// None when the listener has no `access_log`.
     pub access_log: Option<Arc<crate::access_log::AccessLogs>>,
+    /// None when the listener has no `tracing`.
+    pub tracing: Option<Arc<crate::trace::Tracer>>,
 }
 
 /// A TCP proxy's targets.
@@ -372,6 +374,12 @@ fn http_manager(
         conn_builder: crate::http::connection_builder(http.max_request_headers_kb as usize * 1024),
         rate_limits: None,
         access_log: crate::access_log::AccessLogs::compile(http.access_log.as_deref()),
+        tracing: http.tracing.as_ref().and_then(|t| {
+            // Validation has checked the endpoint; this cannot fail on a validated config.
+            crate::trace::Tracer::compile(t)
+                .map_err(|e| tracing::error!(listener = %l.name, "tracing is off: {e}"))
+                .ok()
+        }),
     }
 }
 

@@ -114,6 +114,8 @@ pub(super) async fn forward(
     vhost: &VirtualHost,
     route: &Route,
     grpc: bool,
+    // The access log or a sampled span wants the upstream host and cluster.
+    record_upstream: bool,
 ) -> Response<ResponseBody> {
     let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -206,7 +208,7 @@ pub(super) async fn forward(
         route,
         hash,
         grpc,
-        manager.access_log.is_some(),
+        record_upstream,
     ));
     let response = if timeout.is_zero() {
         attempts.await

@@ -1,6 +1,7 @@
 //! A request's life, as named phases: check its framing, find its virtual host and
 //! route, apply its rate limits, inject the faults it asks for, then act — answer
-//! directly, redirect, or forward upstream.
+//! directly, redirect, or forward upstream. Around them, when configured, its trace span
+//! and its access-log entry.
 
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -16,6 +17,7 @@ use super::logged;
 use super::rate_limit;
 use super::ConnContext;
 use crate::snapshot::{HttpManager, ListenerKind};
+use crate::trace;
 
 pub(crate) async fn handle(
     mut req: Request<Incoming>,
@@ -32,9 +34,15 @@ pub(crate) async fn handle(
             false,
         );
     };
+    // Tracing: read and pass on the trace context; a sampled request gets a span.
+    let span = match &manager.tracing {
+        None => None,
+        Some(tracer) => trace::start(tracer, &mut req, conn.peer, conn.tls),
+    };
+    let record_upstream = manager.access_log.is_some() || span.is_some();
     // Access log: take the request's half of the entry now, the response's at the end.
-    match &manager.access_log {
-        None => phases(req, conn, manager).await,
+    let response = match &manager.access_log {
+        None => phases(req, conn, manager, record_upstream).await,
         Some(logs) => {
             let started = logged::start(
                 logs,
@@ -44,10 +52,14 @@ pub(crate) async fn handle(
                 conn.slot.bound,
                 conn.tls,
             );
-            let response = phases(req, conn, manager).await;
+            let response = phases(req, conn, manager, record_upstream).await;
             logged::finish(logs, started, response)
         }
+    };
+    if let (Some(span), Some(tracer)) = (span, &manager.tracing) {
+        trace::finish(tracer, span, &response);
     }
+    response
 }
 
 /// The phases, in order; every early return is a local reply.
@@ -55,6 +67,7 @@ async fn phases(
     req: Request<Incoming>,
     conn: &ConnContext,
     manager: &HttpManager,
+    record_upstream: bool,
 ) -> Response<ResponseBody> {
     let grpc = is_grpc(req.headers());
 
@@ -140,8 +153,17 @@ async fn phases(
             local_reply::redirect(redirect.code, location)
         }
         Action::Cluster(_) | Action::Weighted(_) => {
-            let mut response =
-                forward::forward(req, conn, manager, routes, vhost, route, grpc).await;
+            let mut response = forward::forward(
+                req,
+                conn,
+                manager,
+                routes,
+                vhost,
+                route,
+                grpc,
+                record_upstream,
+            )
+            .await;
             fault::add_flags(&mut response, fault_flags);
             return counted(rate_limit::annotate(response, quota));
         }

@@ -95,6 +95,21 @@ impl Collector for ScrapeTime {
                 "Access-log entries dropped because a log's queue was full",
                 true,
             ),
+            Samples::new(
+                "sinew_tracing_spans_exported",
+                "Spans the OTLP collector accepted",
+                true,
+            ),
+            Samples::new(
+                "sinew_tracing_spans_dropped",
+                "Spans dropped because the export queue was full",
+                true,
+            ),
+            Samples::new(
+                "sinew_tracing_spans_failed",
+                "Spans in exports that failed or timed out",
+                true,
+            ),
         ];
         server[0]
             .values
@@ -107,7 +122,15 @@ impl Collector for ScrapeTime {
             .push((none.clone(), if proxy.is_live() { 1.0 } else { 0.0 }));
         server[3]
             .values
-            .push((none, crate::access_log::dropped_entries() as f64));
+            .push((none.clone(), crate::access_log::dropped_entries() as f64));
+        let spans = &crate::trace::export::SPANS;
+        for (i, count) in [&spans.exported, &spans.dropped, &spans.failed]
+            .into_iter()
+            .enumerate()
+        {
+            let value = count.load(std::sync::atomic::Ordering::Relaxed) as f64;
+            server[4 + i].values.push((none.clone(), value));
+        }
         for s in &server {
             s.write(&mut encoder)?;
         }

@@ -1,0 +1,178 @@
+//! Getting finished spans to an OTLP collector without the request path ever waiting:
+//! requests put spans on a bounded queue (dropping and counting them when it is full),
+//! and one task per collector drains it in batches through `opentelemetry-otlp`'s
+//! exporter, over gRPC (tonic) or HTTP/protobuf (hyper).
+//!
+//! Listeners with the same collector share one queue, and a reload that keeps the
+//! collector keeps the queue, so spans in flight across a reload are not lost. When the
+//! last listener using a collector goes, its task sends what is left and ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+use sinew_config::model::{OtlpExporter, OtlpProtocol};
+use tokio::sync::mpsc;
+
+/// Spans sent in one export at most (the SDK's batch processor default), and never more
+/// than the queue holds, so at most twice `max_queued_spans` are in memory.
+const MAX_BATCH: usize = 512;
+/// How long the first span of a batch waits for company before the batch goes.
+const BATCH_DELAY: Duration = Duration::from_millis(200);
+
+/// One collector's queue, shared by every listener that exports to it.
+pub struct SpanQueue {
+    sender: mpsc::Sender<SpanData>,
+}
+
+/// What happened to the process's spans, for `/metrics`.
+pub static SPANS: SpanCounts = SpanCounts {
+    dropped: AtomicU64::new(0),
+    exported: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+};
+
+#[derive(Debug)]
+pub struct SpanCounts {
+    /// Dropped because the queue was full (collector slow or down).
+    pub dropped: AtomicU64,
+    /// Sent and accepted by the collector.
+    pub exported: AtomicU64,
+    /// In batches the collector refused or that failed to reach it.
+    pub failed: AtomicU64,
+}
+
+impl SpanQueue {
+    /// Hands a finished span over; never waits.
+    pub fn push(&self, span: SpanData) {
+        if self.sender.try_send(span).is_err() {
+            SPANS.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+struct Key {
+    url: String,
+    protocol: OtlpProtocol,
+    timeout: Duration,
+    service_name: String,
+    capacity: usize,
+}
+
+/// Every live queue by its collector; locked only when a config compiles.
+static QUEUES: Mutex<Vec<(Key, Weak<SpanQueue>)>> = Mutex::new(Vec::new());
+
+/// The queue for this collector: the running one if a listener already exports there,
+/// else a new one with its export task. Must run inside the tokio runtime.
+pub fn queue_for(
+    exporter: &OtlpExporter,
+    service_name: &str,
+    capacity: usize,
+) -> Result<Arc<SpanQueue>, String> {
+    let key = Key {
+        url: exporter.url()?,
+        protocol: exporter.protocol,
+        timeout: exporter.timeout,
+        service_name: service_name.to_string(),
+        capacity,
+    };
+    let mut queues = QUEUES.lock().unwrap_or_else(|e| e.into_inner());
+    queues.retain(|(_, q)| q.strong_count() > 0);
+    if let Some(queue) = queues
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, q)| q.upgrade())
+    {
+        return Ok(queue);
+    }
+    let (sender, receiver) = mpsc::channel(capacity);
+    let queue = Arc::new(SpanQueue { sender });
+    tokio::spawn(run_exports(key.clone(), receiver));
+    queues.push((key, Arc::downgrade(&queue)));
+    Ok(queue)
+}
+
+/// The export task: batches spans and sends them until every sender is gone, then sends
+/// what is left.
+async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
+    let mut exporter = match build_exporter(&key) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(collector = %key.url, "tracing: cannot build the OTLP exporter: {e}");
+            // Keep draining so the queue reports drops rather than filling silently.
+            while let Some(_span) = receiver.recv().await {
+                SPANS.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+    };
+    exporter.set_resource(
+        &Resource::builder_empty()
+            .with_service_name(key.service_name.clone())
+            .build(),
+    );
+    let max_batch = MAX_BATCH.min(key.capacity);
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut failures_logged = 0u32;
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        // Let the batch fill for a moment (or until full) rather than one export per span.
+        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+        while batch.len() < max_batch {
+            let room = max_batch - batch.len();
+            match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let spans = batch.len() as u64;
+        let sent = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+        // The exporter retries with backoff inside; the outer bound keeps a dead
+        // collector from holding the queue for longer than one timeout and a bit.
+        let result = tokio::time::timeout(key.timeout * 2, exporter.export(sent)).await;
+        match result {
+            Ok(Ok(())) => {
+                SPANS.exported.fetch_add(spans, Ordering::Relaxed);
+                failures_logged = 0;
+            }
+            Ok(Err(e)) => {
+                SPANS.failed.fetch_add(spans, Ordering::Relaxed);
+                log_failure(&key, &mut failures_logged, &e.to_string());
+            }
+            Err(_) => {
+                SPANS.failed.fetch_add(spans, Ordering::Relaxed);
+                log_failure(&key, &mut failures_logged, "timed out");
+            }
+        }
+    }
+    let _ = exporter.shutdown();
+}
+
+/// A dead collector fails every batch: say so once, then every hundredth time.
+fn log_failure(key: &Key, failures: &mut u32, error: &str) {
+    if (*failures).is_multiple_of(100) {
+        tracing::warn!(collector = %key.url, failures = *failures + 1, "tracing: export failed: {error}");
+    }
+    *failures += 1;
+}
+
+fn build_exporter(key: &Key) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let built = match key.protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(key.url.clone())
+            .with_timeout(key.timeout)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(key.url.clone())
+            .with_timeout(key.timeout)
+            .build(),
+    };
+    built.map_err(|e| e.to_string())
+}
