@@ -131,6 +131,23 @@ async fn every_example_starts_and_proxies() {
                 access_log.display()
             );
         }
+        if name == "tracing.yaml" {
+            // The caller's trace goes on to the upstream, under the proxy's own span.
+            let addr = proxy.addr("web").await;
+            let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let echo = client
+                .get(addr, "/", &[("traceparent", caller), ("x-test-echo", "1")])
+                .await
+                .text();
+            let seen = echo
+                .lines()
+                .find_map(|l| l.strip_prefix("traceparent: "))
+                .unwrap_or_else(|| panic!("{name}: no traceparent upstream:\n{echo}"));
+            assert!(
+                seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && seen != caller,
+                "{name}: {seen}"
+            );
+        }
         proxy.proxy.stop_listening().await;
     }
     assert!(
