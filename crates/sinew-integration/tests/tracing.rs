@@ -500,3 +500,33 @@ async fn a_bad_tracing_config_names_the_field() {
     );
     assert!(errors.contains("tracing.yaml:"), "file:line:col: {errors}");
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_rate_keeps_exporting_and_can_turn_tracing_off() {
+    let collector = Collector::start(Transport::Grpc).await;
+    let upstream = Upstream::start("a").await;
+    let route = traced(upstream.addr, &tracing_to(&collector, "grpc", 100.0));
+    let (proxy, addr) = route.start().await;
+    echo_through(addr, "/before", &[]).await;
+
+    // Same collector, rate 0: new traces are no longer sampled, a sampled parent still is.
+    let zero = traced(upstream.addr, &tracing_to(&collector, "grpc", 0.0));
+    proxy.reload(&zero.yaml()).await.unwrap();
+    let echo = echo_through(addr, "/unsampled", &[]).await;
+    assert_eq!(seen_traceparent(&echo).2, "00");
+    let others = flush_with_marker(addr, &collector).await;
+    let paths: Vec<_> = others
+        .iter()
+        .filter_map(|s| s.attribute("url.path"))
+        .collect();
+    assert_eq!(paths, ["/before"], "{others:#?}");
+
+    // Off: trace headers pass through as they came.
+    proxy
+        .reload(&OneRoute::to(&[upstream.addr]).yaml())
+        .await
+        .unwrap();
+    let echo = echo_through(addr, "/off", &[("b3", "1")]).await;
+    assert_eq!(seen(&echo, "traceparent"), None);
+    assert_eq!(seen(&echo, "b3").as_deref(), Some("1"));
+}

@@ -14,7 +14,6 @@ pub static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 pub static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 pub static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 pub static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
-pub static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 /// The caller's span: the trace it belongs to and its id, which becomes our parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +33,7 @@ pub struct Incoming {
     pub sampled: Option<bool>,
     /// The parent came from a well-formed `traceparent` (so its `tracestate` stands).
     pub from_w3c: bool,
+    pub has_tracestate: bool,
     /// The forms present, each rewritten on the way upstream so none is left pointing at
     /// the caller's span.
     pub has_b3_single: bool,
@@ -44,18 +44,59 @@ pub struct Incoming {
     pub b3_debug: bool,
 }
 
-/// Reads a request's trace context. Costs a few hash lookups when there is none.
+/// The trace headers of one request, found in one pass over its header names (a request
+/// has a handful; four hash lookups for names that are usually absent cost more).
+#[derive(Default)]
+struct Found<'a> {
+    traceparent: Option<&'a HeaderValue>,
+    tracestate: bool,
+    b3: Option<&'a HeaderValue>,
+    x_b3_traceid: Option<&'a HeaderValue>,
+    x_b3_spanid: Option<&'a HeaderValue>,
+    x_b3_sampled: Option<&'a HeaderValue>,
+    x_b3_flags: Option<&'a HeaderValue>,
+}
+
+impl<'a> Found<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut found = Found::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "traceparent" => &mut found.traceparent,
+                "tracestate" => {
+                    found.tracestate = true;
+                    continue;
+                }
+                "b3" => &mut found.b3,
+                "x-b3-traceid" => &mut found.x_b3_traceid,
+                "x-b3-spanid" => &mut found.x_b3_spanid,
+                "x-b3-sampled" => &mut found.x_b3_sampled,
+                "x-b3-flags" => &mut found.x_b3_flags,
+                _ => continue,
+            };
+            // The first of repeated values counts.
+            slot.get_or_insert(value);
+        }
+        found
+    }
+}
+
+/// Reads a request's trace context.
 pub fn extract(headers: &HeaderMap) -> Incoming {
-    let mut incoming = Incoming::default();
-    if let Some((parent, sampled)) = headers
-        .get(&TRACEPARENT)
+    let found = Found::scan(headers);
+    let mut incoming = Incoming {
+        has_tracestate: found.tracestate,
+        ..Incoming::default()
+    };
+    if let Some((parent, sampled)) = found
+        .traceparent
         .and_then(|v| parse_traceparent(v.as_bytes()))
     {
         incoming.parent = Some(parent);
         incoming.sampled = Some(sampled);
         incoming.from_w3c = true;
     }
-    if let Some(value) = headers.get(&B3) {
+    if let Some(value) = found.b3 {
         incoming.has_b3_single = true;
         if let Some(single) = parse_b3_single(value.as_bytes()) {
             if incoming.parent.is_none() {
@@ -66,14 +107,11 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
             incoming.b3_debug |= single.debug;
         }
     }
-    if headers.contains_key(&X_B3_TRACEID) || headers.contains_key(&X_B3_SAMPLED) {
+    if found.x_b3_traceid.is_some() || found.x_b3_sampled.is_some() {
         incoming.has_b3_multi = true;
-        let debug = headers
-            .get(&X_B3_FLAGS)
-            .is_some_and(|f| f.as_bytes() == b"1");
-        incoming.b3_debug |= debug;
+        incoming.b3_debug |= found.x_b3_flags.is_some_and(|f| f.as_bytes() == b"1");
         if incoming.parent.is_none() && incoming.sampled.is_none() {
-            let multi = parse_b3_multi(headers);
+            let multi = parse_b3_multi(&found);
             incoming.parent = multi.parent;
             incoming.sampled = multi.sampled;
             incoming.b3_short_trace_id = multi.short_trace_id;
@@ -148,18 +186,16 @@ fn parse_b3_single(value: &[u8]) -> Option<B3Parsed> {
     })
 }
 
-fn parse_b3_multi(headers: &HeaderMap) -> B3Parsed {
-    let sampled = headers.get(&X_B3_SAMPLED).and_then(|v| match v.as_bytes() {
+fn parse_b3_multi(found: &Found) -> B3Parsed {
+    let sampled = found.x_b3_sampled.and_then(|v| match v.as_bytes() {
         b"1" | b"true" => Some(true),
         b"0" | b"false" => Some(false),
         _ => None,
     });
-    let trace = headers.get(&X_B3_TRACEID).map(|v| v.as_bytes());
-    let ids = trace.and_then(b3_trace_id).zip(
-        headers
-            .get(&X_B3_SPANID)
-            .and_then(|v| b3_span_id(v.as_bytes())),
-    );
+    let trace = found.x_b3_traceid.map(|v| v.as_bytes());
+    let ids = trace
+        .and_then(b3_trace_id)
+        .zip(found.x_b3_spanid.and_then(|v| b3_span_id(v.as_bytes())));
     B3Parsed {
         parent: ids.map(|(trace_id, span_id)| Parent { trace_id, span_id }),
         sampled,
@@ -218,7 +254,7 @@ pub struct Outgoing {
 /// proxy's span (with the caller's as parent). `tracestate` passes through as it came,
 /// unless the request's `traceparent` was unusable (W3C: then it is dropped too).
 pub fn inject(headers: &mut HeaderMap, incoming: &Incoming, out: Outgoing) {
-    if !incoming.from_w3c {
+    if incoming.has_tracestate && !incoming.from_w3c {
         headers.remove(&TRACESTATE);
     }
     let mut buf = [0u8; 55];

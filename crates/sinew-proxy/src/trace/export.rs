@@ -116,7 +116,10 @@ async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
             .build(),
     );
     let max_batch = MAX_BATCH.min(key.capacity);
-    let mut batch = Vec::with_capacity(max_batch);
+    // Batches start small and grow: a full-size buffer per batch (over 100 KiB) is
+    // allocated outside malloc's fast bins, at a cost callgrind shows per span.
+    let first_capacity = max_batch.min(64);
+    let mut batch = Vec::with_capacity(first_capacity);
     let mut failures_logged = 0u32;
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -130,7 +133,7 @@ async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
             }
         }
         let spans = batch.len() as u64;
-        let sent = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+        let sent = std::mem::replace(&mut batch, Vec::with_capacity(first_capacity));
         // The exporter retries with backoff inside; the outer bound keeps a dead
         // collector from holding the queue for longer than one timeout and a bit.
         let result = tokio::time::timeout(key.timeout * 2, exporter.export(sent)).await;
