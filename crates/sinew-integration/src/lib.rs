@@ -7,6 +7,7 @@ pub mod admin_kit;
 pub mod grpc_kit;
 pub mod otlp_kit;
 pub mod probe;
+pub mod python_xds;
 pub mod raw;
 pub mod redis_kit;
 pub mod tls_kit;

@@ -5,6 +5,7 @@
 
 mod demo;
 mod log_control;
+mod xds;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,15 +42,48 @@ enum Command {
     /// Run the data plane on a config file. SIGHUP or a change of the file reloads it;
     /// SIGTERM or Ctrl-C drains it and exits.
     Proxy {
-        /// The config file (YAML; see docs/config.md).
-        #[arg(short, long)]
-        config: PathBuf,
+        /// The config file (YAML; see docs/config.md). With `--xds` it is optional: its
+        /// listeners and clusters run beside those from the control plane.
+        #[arg(short, long, required_unless_present = "xds")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        xds: XdsArgs,
     },
     /// Check a config file and print every error as file:line:col: field.path: message.
     Validate {
         /// The config file to check.
         file: PathBuf,
     },
+}
+
+/// Taking config from an xDS control plane (docs/xds.md).
+#[derive(clap::Args)]
+struct XdsArgs {
+    /// A control plane's gRPC address, e.g. `http://127.0.0.1:18000`. Repeat it for
+    /// replicas: the proxy uses one at a time and fails over to the next.
+    #[arg(long = "xds", value_name = "URL")]
+    xds: Vec<String>,
+    /// This proxy's node id, as the control plane knows it.
+    #[arg(long, default_value = "sinew")]
+    node_id: String,
+    /// This proxy's node cluster (the service it runs beside).
+    #[arg(long, default_value = "")]
+    node_cluster: String,
+    /// Node metadata, `key=value`; repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    node_metadata: Vec<(String, String)>,
+    /// `sotw` (state of the world) or `delta` (incremental).
+    #[arg(long, default_value = "sotw", value_parser = ["sotw", "delta"])]
+    xds_variant: String,
+    /// `ads` (one aggregated stream) or `per-type` (a stream per resource type).
+    #[arg(long, default_value = "ads", value_parser = ["ads", "per-type"])]
+    xds_streams: String,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 fn main() -> ExitCode {
@@ -61,8 +95,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Validate { file }) => validate(&file),
-        Some(Command::Proxy { config }) => run(cli.workers, async move {
-            proxy(&config, cli.drain_timeout, log).await
+        Some(Command::Proxy { config, xds }) => run(cli.workers, async move {
+            proxy(config.as_deref(), xds, cli.drain_timeout, log).await
         }),
         None => run(cli.workers, quickstart(cli.drain_timeout, log)),
     }
@@ -116,15 +150,21 @@ fn validate(file: &Path) -> ExitCode {
 }
 
 async fn proxy(
-    path: &Path,
+    path: Option<&Path>,
+    xds: XdsArgs,
     drain_timeout: Option<Duration>,
     log: Arc<dyn sinew_proxy::admin::LogControl>,
 ) -> ExitCode {
-    let loaded = match sinew_proxy::load_file(path) {
-        Ok(l) => l,
-        Err(d) => {
-            eprintln!("{d}");
-            return ExitCode::FAILURE;
+    let loaded = match path {
+        Some(path) => match sinew_proxy::load_file(path) {
+            Ok(l) => l,
+            Err(d) => {
+                eprintln!("{d}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            sinew_config::load_str("<no static config>", "{}").expect("an empty config is valid")
         }
     };
     let proxy = match sinew_proxy::Proxy::start(&loaded).await {
@@ -138,10 +178,19 @@ async fn proxy(
         Ok(a) => a,
         Err(code) => return code,
     };
-    tokio::spawn(sinew_proxy::reload::watch(
-        proxy.clone(),
-        path.to_path_buf(),
-    ));
+    // With a control plane the static file is read once: xDS updates are assembled on
+    // top of it, and a file reload would drop them.
+    let _xds_client = if xds.xds.is_empty() {
+        if let Some(path) = path {
+            tokio::spawn(sinew_proxy::reload::watch(
+                proxy.clone(),
+                path.to_path_buf(),
+            ));
+        }
+        None
+    } else {
+        Some(start_xds(&proxy, &loaded, xds))
+    };
     tokio::spawn(reopen_access_logs_on_sigusr1());
     serve_until_signalled(&proxy, drain_timeout).await
 }
@@ -199,6 +248,32 @@ or print it with `sinew --print-config`. Run your own with `sinew proxy -c FILE`
 Press Ctrl-C to stop."
     );
     serve_until_signalled(&proxy, drain_timeout).await
+}
+
+/// Subscribes the proxy to its control planes; dropping the client stops it.
+fn start_xds(
+    proxy: &Arc<sinew_proxy::Proxy>,
+    loaded: &sinew_config::LoadedConfig,
+    args: XdsArgs,
+) -> sinew_xds_client::XdsClient {
+    use sinew_xds_client::{ClientConfig, Mode, Streams};
+    let config = ClientConfig {
+        servers: args.xds,
+        node: xds::node(args.node_id, args.node_cluster, &args.node_metadata),
+        mode: if args.xds_variant == "delta" {
+            Mode::Delta
+        } else {
+            Mode::StateOfTheWorld
+        },
+        streams: if args.xds_streams == "per-type" {
+            Streams::PerType
+        } else {
+            Streams::Aggregated
+        },
+        connect_timeout: Duration::from_secs(5),
+    };
+    let handler = xds::ProxyHandler::new(proxy.clone(), loaded.config.clone());
+    sinew_xds_client::XdsClient::start(config, handler)
 }
 
 /// Starts the admin server when the config has `admin` (Envoy's bootstrap `admin`). Its

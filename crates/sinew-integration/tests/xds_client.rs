@@ -1,0 +1,180 @@
+//! The proxy steered over xDS by a control plane Sinew did not write: Python's grpcio
+//! serving Envoy's types from the `envoy-data-plane` package (generated from Envoy's own
+//! .proto files). Each variant — state of the world or delta, over ADS or a stream per
+//! type — serves traffic from what it was sent, ACKs it, NACKs a listener with an HTTP
+//! filter Sinew does not run (naming the resource and field) while the last good config
+//! keeps serving, and then takes the next good update.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sinew_integration::python_xds::PythonControlPlane;
+use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, Upstream};
+
+fn start_proxy(control_plane: &str, node: &str, variant: &str, streams: &str) -> ChildGuard {
+    let child = Command::new(sinew_binary())
+        .args(["proxy", "--xds", control_plane, "--node-id", node])
+        .args(["--xds-variant", variant, "--xds-streams", streams])
+        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("start sinew");
+    ChildGuard(child)
+}
+
+/// Waits until requests to `addr` are answered by the upstream called `name`.
+async fn served_by(addr: SocketAddr, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match TestClient::http1().try_get(addr, "/", &[]).await {
+            Ok(reply) if reply.status == 200 && reply.text().trim_end() == name => return,
+            Ok(reply) => last = format!("{} {}", reply.status, reply.text()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} was not served by {name} within 15 s; last answer: {last}");
+}
+
+fn text<'a>(request: &'a Value, field: &str) -> &'a str {
+    request[field].as_str().unwrap_or("")
+}
+
+fn is_ack(request: &Value, kind: &str, version: &str) -> bool {
+    let acked = text(request, "type") == kind
+        && request["error"].is_null()
+        && !text(request, "nonce").is_empty();
+    // Delta ACKs carry no version; state of the world ACKs carry the one accepted.
+    acked && (request["stream"] == "delta" || text(request, "version") == version)
+}
+
+async fn steered(variant: &str, streams: &str) {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mut control_plane = PythonControlPlane::start(0);
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    control_plane.push("1", port, &[a.addr], false);
+    let node = format!("node-{variant}-{streams}");
+    let _proxy = start_proxy(&control_plane.url(), &node, variant, streams);
+
+    served_by(addr, "a").await;
+    for kind in ["CDS", "EDS", "LDS", "RDS"] {
+        control_plane
+            .wait_for(&format!("ACKing {kind} version 1"), |r| {
+                is_ack(r, kind, "1")
+            })
+            .await;
+    }
+    assert!(
+        control_plane
+            .requests()
+            .iter()
+            .any(|r| r["node"] == node.as_str()),
+        "the node id reached the control plane"
+    );
+    let expected_streams = if streams == "ads" { "one" } else { "four" };
+    let first_requests = control_plane
+        .requests()
+        .iter()
+        .filter(|r| !r["node"].is_null())
+        .count();
+    assert_eq!(
+        first_requests,
+        if streams == "ads" { 1 } else { 4 },
+        "{expected_streams} stream(s), each presenting the node once"
+    );
+
+    // A listener Sinew cannot run: NACKed by name and field, the old config serving on.
+    control_plane.push("2", port, &[a.addr], true);
+    let nack = control_plane
+        .wait_for("NACKing LDS version 2", |r| {
+            text(r, "type") == "LDS" && !r["error"].is_null()
+        })
+        .await;
+    let error = text(&nack, "error");
+    assert!(
+        error.starts_with(
+            "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0]: "
+        ) && error.contains("envoy.filters.http.lua"),
+        "{error}"
+    );
+    if variant == "sotw" {
+        assert_eq!(
+            text(&nack, "version"),
+            "1",
+            "a NACK carries the last accepted version"
+        );
+    }
+    for _ in 0..20 {
+        let reply = TestClient::http1().get(addr, "/", &[]).await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "a\n"));
+    }
+
+    // The next good update goes in.
+    control_plane.push("3", port, &[b.addr], false);
+    served_by(addr, "b").await;
+    control_plane
+        .wait_for("ACKing EDS version 3", |r| is_ack(r, "EDS", "3"))
+        .await;
+}
+
+#[tokio::test]
+async fn state_of_the_world_over_ads_from_a_python_control_plane() {
+    steered("sotw", "ads").await;
+}
+
+#[tokio::test]
+async fn delta_over_ads_from_a_python_control_plane() {
+    steered("delta", "ads").await;
+}
+
+#[tokio::test]
+async fn state_of_the_world_over_per_type_streams_from_a_python_control_plane() {
+    steered("sotw", "per-type").await;
+}
+
+#[tokio::test]
+async fn delta_over_per_type_streams_from_a_python_control_plane() {
+    steered("delta", "per-type").await;
+}
+
+/// The control plane dies: the proxy serves on with what it has, reconnects with backoff,
+/// tells the new one what it holds, and takes its updates.
+#[tokio::test]
+async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mut control_plane = PythonControlPlane::start(0);
+    let xds_port = control_plane.port;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    control_plane.push("1", port, &[a.addr], false);
+    let _proxy = start_proxy(&control_plane.url(), "reconnecting", "sotw", "ads");
+    served_by(addr, "a").await;
+    control_plane
+        .wait_for("ACKing EDS version 1", |r| is_ack(r, "EDS", "1"))
+        .await;
+    drop(control_plane);
+
+    for _ in 0..20 {
+        let reply = TestClient::http1().get(addr, "/", &[]).await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "a\n"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut control_plane = PythonControlPlane::start(xds_port);
+    let hello = control_plane
+        .wait_for("opening a new stream", |r| r["node"] == "reconnecting")
+        .await;
+    assert_eq!(
+        text(&hello, "version"),
+        "1",
+        "the new stream says what the proxy holds: {hello}"
+    );
+    control_plane.push("2", port, &[b.addr], false);
+    served_by(addr, "b").await;
+}

@@ -1,0 +1,174 @@
+//! Running the client: which streams to open, to which server, and what survives a
+//! reconnect (the last accepted versions, so a server can skip resending what we have).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::backoff::Backoff;
+use crate::handler::ResourceHandler;
+use crate::type_url::Kind;
+use crate::{delta, sotw};
+
+/// State of the world or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    StateOfTheWorld,
+    Delta,
+}
+
+/// One aggregated (ADS) stream for every type, or one stream per type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    Aggregated,
+    PerType,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `http://host:port` of each control plane; the client uses one at a time and moves
+    /// to the next when a stream breaks.
+    pub servers: Vec<String>,
+    pub node: Node,
+    pub mode: Mode,
+    pub streams: Streams,
+    pub connect_timeout: Duration,
+}
+
+/// The handler and what streams share through it.
+pub(crate) struct Shared<H> {
+    pub handler: Mutex<H>,
+    /// The names the handler wants, for the two by-name types.
+    pub wanted: HashMap<Kind, watch::Sender<Vec<String>>>,
+}
+
+impl<H: ResourceHandler> Shared<H> {
+    /// Publishes what the handler now wants; streams subscribed to those types see it.
+    pub fn publish_wanted(&self, handler: &H) {
+        for (kind, sender) in &self.wanted {
+            let mut names = handler.wanted(*kind);
+            names.sort();
+            names.dedup();
+            sender.send_if_modified(|current| {
+                if *current == names {
+                    false
+                } else {
+                    *current = names;
+                    true
+                }
+            });
+        }
+    }
+}
+
+/// What one stream keeps across reconnects.
+#[derive(Default)]
+pub(crate) struct Remembered {
+    /// Last accepted `version_info` per type (state of the world).
+    pub versions: HashMap<Kind, String>,
+    /// Last accepted version of each resource per type (delta's
+    /// `initial_resource_versions`).
+    pub resource_versions: HashMap<Kind, HashMap<String, String>>,
+}
+
+/// The running client; dropping it stops every stream.
+pub struct XdsClient {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for XdsClient {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl XdsClient {
+    /// Starts the streams. Must run inside the tokio runtime.
+    pub fn start<H: ResourceHandler>(config: ClientConfig, handler: H) -> XdsClient {
+        let wanted = [Kind::Endpoint, Kind::Route]
+            .into_iter()
+            .map(|k| (k, watch::channel(Vec::new()).0))
+            .collect();
+        let shared = Arc::new(Shared {
+            handler: Mutex::new(handler),
+            wanted,
+        });
+        let config = Arc::new(config);
+        let groups: Vec<Vec<Kind>> = match config.streams {
+            Streams::Aggregated => vec![Kind::ALL.to_vec()],
+            Streams::PerType => Kind::ALL.into_iter().map(|k| vec![k]).collect(),
+        };
+        let tasks = groups
+            .into_iter()
+            .map(|kinds| tokio::spawn(run_stream(config.clone(), kinds, shared.clone())))
+            .collect();
+        XdsClient { tasks }
+    }
+}
+
+/// Keeps one stream (for `kinds`) up for as long as the client lives.
+async fn run_stream<H: ResourceHandler>(
+    config: Arc<ClientConfig>,
+    kinds: Vec<Kind>,
+    shared: Arc<Shared<H>>,
+) {
+    let mut remembered = Remembered::default();
+    let mut backoff = Backoff::new();
+    let mut server = 0usize;
+    loop {
+        // A stream of its own for endpoints or route configurations opens only once
+        // something needs them, as Envoy's does: with nothing to ask for there would be
+        // no first request, and a server may hold its response headers (and so the
+        // stream's opening) until it has something to send.
+        if let [kind] = kinds.as_slice() {
+            if let Some(wanted) = shared.wanted.get(kind) {
+                let mut names = wanted.subscribe();
+                if names.wait_for(|n| !n.is_empty()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let address = &config.servers[server % config.servers.len()];
+        match connect(address, config.connect_timeout).await {
+            Ok(channel) => {
+                let outcome = match config.mode {
+                    Mode::StateOfTheWorld => {
+                        sotw::run(channel, &kinds, &config.node, &shared, &mut remembered).await
+                    }
+                    Mode::Delta => {
+                        delta::run(channel, &kinds, &config.node, &shared, &mut remembered).await
+                    }
+                };
+                if outcome.delivered {
+                    backoff.reset();
+                }
+                tracing::warn!(server = %address, "xDS stream ended: {}", outcome.reason);
+            }
+            Err(e) => tracing::warn!(server = %address, "xDS connect failed: {e}"),
+        }
+        server = server.wrapping_add(1);
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// How a stream ended.
+pub(crate) struct Outcome {
+    /// At least one response arrived (the server was healthy for a while).
+    pub delivered: bool,
+    pub reason: String,
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| format!("bad server address {address:?}: {e}"))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    endpoint.connect().await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,43 @@
+//! What the client hands over: one response's resources of one type, and the seam where
+//! the proxy maps them into its config and says yes or no.
+
+use std::future::Future;
+
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::type_url::Kind;
+
+/// One resource of an update.
+#[derive(Debug, Clone)]
+pub struct UpdatedResource {
+    /// The resource's name as the server gave it (delta), or None (state of the world:
+    /// the name is inside the resource).
+    pub name: Option<String>,
+    pub resource: Any,
+}
+
+/// One accepted-or-rejected unit: a response's resources of one type.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub kind: Kind,
+    /// `version_info` (state of the world) or `system_version_info` (delta).
+    pub version: String,
+    pub resources: Vec<UpdatedResource>,
+    /// Names the server removed (delta only).
+    pub removed: Vec<String>,
+    /// True when `resources` is the whole set of this type (state of the world), so any
+    /// resource of this type not in it is gone. Endpoints and route configurations in a
+    /// state-of-the-world response are complete for the names subscribed.
+    pub complete: bool,
+}
+
+/// Turns updates into running config.
+pub trait ResourceHandler: Send + 'static {
+    /// Applies an update. `Err` is the NACK's message: it names the resource and the
+    /// field, and the running config must stay as it was.
+    fn apply(&mut self, update: Update) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The endpoint (`ClusterLoadAssignment`) or route configuration names the accepted
+    /// clusters and listeners refer to; the client subscribes to exactly these.
+    fn wanted(&self, kind: Kind) -> Vec<String>;
+}

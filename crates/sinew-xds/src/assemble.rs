@@ -1,0 +1,370 @@
+//! The resources a proxy holds from xDS, and the one config they make together.
+//!
+//! Warming follows Envoy: an EDS cluster is ready once its `ClusterLoadAssignment` has
+//! arrived (an empty one counts), and a listener is ready once its route configuration
+//! has arrived and every cluster it can send to is ready. What is not ready is left out
+//! of the config and reported as warming; it goes in with the update that completes it.
+//! Route configurations and endpoint assignments that nothing refers to any more are
+//! dropped, as Envoy unsubscribes from them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sinew_config::model;
+use sinew_config::Config;
+
+use crate::cluster::Endpoints;
+use crate::{cluster, endpoint, listener, route, Ctx, XdsError};
+
+/// One resource type, as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceType {
+    Listener,
+    RouteConfiguration,
+    Cluster,
+    ClusterLoadAssignment,
+}
+
+#[derive(Debug, Clone)]
+struct HeldListener {
+    listener: model::Listener,
+    rds: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct HeldCluster {
+    cluster: model::Cluster,
+    endpoints: Endpoints,
+}
+
+/// Every accepted resource, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    listeners: BTreeMap<String, HeldListener>,
+    routes: BTreeMap<String, model::RouteConfig>,
+    clusters: BTreeMap<String, HeldCluster>,
+    assignments: BTreeMap<String, Vec<model::Endpoint>>,
+}
+
+/// A change to one resource type: resources added or replaced, names removed, and
+/// whether `updated` is the whole set (state of the world for listeners and clusters).
+pub struct Change<T> {
+    pub updated: Vec<T>,
+    pub removed: Vec<String>,
+    pub complete: bool,
+}
+
+/// The config the resources make, on top of the static one.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    pub config: Config,
+    /// Listeners and clusters left out until what they wait for arrives, with why.
+    pub warming: Vec<String>,
+    /// For each listener, route configuration and cluster of `config`, the resource it
+    /// came from (None for the static config's own).
+    origins: Origins,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Origins {
+    listeners: Vec<Option<String>>,
+    route_configs: Vec<Option<String>>,
+    clusters: Vec<Option<String>>,
+}
+
+impl Resources {
+    pub fn listeners(&self, change: Change<Listener>) -> Result<Resources, XdsError> {
+        let mut mapped = Vec::new();
+        for l in &change.updated {
+            let m = listener::map(l)?;
+            let ctx = Ctx::new("listener", &m.name);
+            let model = from_json(&ctx, m.json)?;
+            mapped.push((
+                m.name,
+                HeldListener {
+                    listener: model,
+                    rds: m.rds,
+                },
+            ));
+        }
+        let mut next = self.clone();
+        apply(
+            &mut next.listeners,
+            mapped,
+            &change.removed,
+            change.complete,
+        );
+        next.prune();
+        Ok(next)
+    }
+
+    pub fn routes(&self, change: Change<RouteConfiguration>) -> Result<Resources, XdsError> {
+        let mut mapped = Vec::new();
+        for r in &change.updated {
+            let ctx = Ctx::new("route_configuration", &r.name);
+            let model: model::RouteConfig = from_json(&ctx, route::map(r)?)?;
+            mapped.push((r.name.clone(), model));
+        }
+        let mut next = self.clone();
+        // Route configurations are asked for by name: one missing from a response is
+        // unchanged, not gone.
+        apply(&mut next.routes, mapped, &change.removed, false);
+        next.prune();
+        Ok(next)
+    }
+
+    pub fn clusters(&self, change: Change<Cluster>) -> Result<Resources, XdsError> {
+        let mut mapped = Vec::new();
+        for c in &change.updated {
+            let m = cluster::map(c)?;
+            let ctx = Ctx::new("cluster", &m.name);
+            let model = from_json(&ctx, m.json)?;
+            mapped.push((
+                m.name,
+                HeldCluster {
+                    cluster: model,
+                    endpoints: m.endpoints,
+                },
+            ));
+        }
+        let mut next = self.clone();
+        apply(&mut next.clusters, mapped, &change.removed, change.complete);
+        next.prune();
+        Ok(next)
+    }
+
+    pub fn assignments(
+        &self,
+        change: Change<ClusterLoadAssignment>,
+    ) -> Result<Resources, XdsError> {
+        let mut mapped = Vec::new();
+        for a in &change.updated {
+            let ctx = Ctx::new("ClusterLoadAssignment", &a.cluster_name);
+            let endpoints: Vec<model::Endpoint> =
+                from_json(&ctx, Value::Array(endpoint::endpoints(a)?))?;
+            mapped.push((a.cluster_name.clone(), endpoints));
+        }
+        let mut next = self.clone();
+        apply(&mut next.assignments, mapped, &change.removed, false);
+        next.prune();
+        Ok(next)
+    }
+
+    /// The route configuration names the listeners use (what to subscribe to over RDS).
+    pub fn wanted_routes(&self) -> Vec<String> {
+        let names: BTreeSet<&String> = self
+            .listeners
+            .values()
+            .filter_map(|l| l.rds.as_ref())
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
+    /// The endpoint assignment names the EDS clusters use (what to subscribe to over EDS).
+    pub fn wanted_assignments(&self) -> Vec<String> {
+        let names: BTreeSet<&String> = self
+            .clusters
+            .values()
+            .filter_map(|c| match &c.endpoints {
+                Endpoints::Eds(name) => Some(name),
+                Endpoints::Inline => None,
+            })
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
+    fn prune(&mut self) {
+        let routes: BTreeSet<String> = self.wanted_routes().into_iter().collect();
+        self.routes.retain(|name, _| routes.contains(name));
+        let assignments: BTreeSet<String> = self.wanted_assignments().into_iter().collect();
+        self.assignments
+            .retain(|name, _| assignments.contains(name));
+    }
+
+    /// The static config with every ready resource added.
+    pub fn assemble(&self, base: &Config) -> Assembled {
+        let mut config = base.clone();
+        let mut origins = Origins {
+            listeners: vec![None; config.listeners.len()],
+            route_configs: vec![None; config.route_configs.len()],
+            clusters: vec![None; config.clusters.len()],
+        };
+        let mut warming = Vec::new();
+        let static_clusters: BTreeSet<&str> =
+            base.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut ready_clusters: BTreeSet<&str> = static_clusters.clone();
+        for (name, held) in &self.clusters {
+            let cluster = match &held.endpoints {
+                Endpoints::Inline => held.cluster.clone(),
+                Endpoints::Eds(service) => match self.assignments.get(service) {
+                    Some(endpoints) => {
+                        let mut c = held.cluster.clone();
+                        c.endpoints = endpoints.clone();
+                        c
+                    }
+                    None => {
+                        warming.push(format!(
+                            "cluster {name:?} waits for the endpoints of {service:?}"
+                        ));
+                        continue;
+                    }
+                },
+            };
+            ready_clusters.insert(name);
+            config.clusters.push(cluster);
+            origins.clusters.push(Some(format!("cluster {name:?}")));
+        }
+        for (name, held) in &self.listeners {
+            let route_config = match &held.rds {
+                Some(rds) => match self.routes.get(rds) {
+                    Some(r) => Some(r),
+                    None => {
+                        warming.push(format!(
+                            "listener {name:?} waits for route configuration {rds:?}"
+                        ));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let mut targets = BTreeSet::new();
+            listener_clusters(&held.listener, route_config, &mut targets);
+            if let Some(missing) = targets
+                .iter()
+                .find(|c| !ready_clusters.contains(c.as_str()))
+            {
+                warming.push(format!("listener {name:?} waits for cluster {missing:?}"));
+                continue;
+            }
+            if let Some(r) = route_config {
+                if !config.route_configs.iter().any(|c| c.name == r.name) {
+                    config.route_configs.push(r.clone());
+                    origins
+                        .route_configs
+                        .push(Some(format!("route_configuration {:?}", r.name)));
+                }
+            }
+            config.listeners.push(held.listener.clone());
+            origins.listeners.push(Some(format!("listener {name:?}")));
+        }
+        Assembled {
+            config,
+            warming,
+            origins,
+        }
+    }
+}
+
+impl Assembled {
+    /// Names the resource a config error path (`listeners[3].http.route_config`) points
+    /// into: `listener "web": http.route_config`. Paths into the static config stay as
+    /// they are.
+    pub fn blame(&self, path: &str) -> String {
+        let lists = [
+            ("listeners[", &self.origins.listeners),
+            ("route_configs[", &self.origins.route_configs),
+            ("clusters[", &self.origins.clusters),
+        ];
+        for (prefix, origins) in lists {
+            let Some(rest) = path.strip_prefix(prefix) else {
+                continue;
+            };
+            let Some((index, tail)) = rest.split_once(']') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<usize>() else {
+                continue;
+            };
+            if let Some(Some(resource)) = origins.get(index) {
+                let tail = tail.trim_start_matches('.');
+                return if tail.is_empty() {
+                    resource.clone()
+                } else {
+                    format!("{resource}: {tail}")
+                };
+            }
+        }
+        path.to_string()
+    }
+}
+
+/// Every cluster a listener may send to.
+fn listener_clusters(
+    l: &model::Listener,
+    route_config: Option<&model::RouteConfig>,
+    out: &mut BTreeSet<String>,
+) {
+    if let Some(tcp) = &l.tcp {
+        out.extend(tcp.cluster.iter().cloned());
+        out.extend(
+            tcp.weighted_clusters
+                .iter()
+                .flatten()
+                .map(|w| w.cluster.clone()),
+        );
+    }
+    let hosts = l
+        .http
+        .as_ref()
+        .and_then(|h| h.virtual_hosts.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(
+            route_config
+                .into_iter()
+                .flat_map(|r| r.virtual_hosts.iter()),
+        );
+    for host in hosts {
+        for route in &host.routes {
+            out.extend(route.cluster.iter().cloned());
+            out.extend(
+                route
+                    .weighted_clusters
+                    .iter()
+                    .flatten()
+                    .map(|w| w.cluster.clone()),
+            );
+            out.extend(
+                route
+                    .request_mirror_policies
+                    .iter()
+                    .map(|m| m.cluster.clone()),
+            );
+        }
+    }
+}
+
+fn apply<T>(
+    map: &mut BTreeMap<String, T>,
+    updated: Vec<(String, T)>,
+    removed: &[String],
+    complete: bool,
+) {
+    if complete {
+        map.clear();
+    }
+    for name in removed {
+        map.remove(name);
+    }
+    map.extend(updated);
+}
+
+/// The model type from a mapper's JSON; a failure (a value Sinew's model refuses, such
+/// as a duration out of range) names the field.
+fn from_json<T: DeserializeOwned>(ctx: &Ctx, json: Value) -> Result<T, XdsError> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = e.path().to_string();
+        ctx.error(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+//! Small conversions between Envoy's protobuf spellings and Sinew's model.
+
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, Metadata};
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::Duration;
+use serde_json::{Map, Value};
+
+use crate::{Ctx, XdsError};
+
+/// A protobuf duration as Sinew writes durations (`1500ms`).
+pub fn duration(d: &Duration) -> String {
+    let millis = d.seconds.max(0) as f64 * 1000.0 + d.nanos.max(0) as f64 / 1e6;
+    format!("{millis}ms")
+}
+
+/// `socket_address {address, port_value}` as `ip:port` (`[v6]:port`).
+pub fn socket_address(
+    ctx: &Ctx,
+    path: &str,
+    address: &Option<Address>,
+) -> Result<String, XdsError> {
+    let Some(Address {
+        address: Some(address::Address::SocketAddress(socket)),
+    }) = address
+    else {
+        return Err(ctx.error(path, "must be a socket_address"));
+    };
+    let mut rest = socket.clone();
+    let host = std::mem::take(&mut rest.address);
+    let port = match rest.port_specifier.take() {
+        Some(socket_address::PortSpecifier::PortValue(p)) => p,
+        Some(socket_address::PortSpecifier::NamedPort(_)) => {
+            return Err(ctx.error(
+                format!("{path}.socket_address.named_port"),
+                "is not supported by Sinew",
+            ))
+        }
+        None => 0,
+    };
+    // TCP is the default protocol (0); UDP is not served.
+    ctx.only_supported(&format!("{path}.socket_address"), &rest)?;
+    if port > u32::from(u16::MAX) {
+        return Err(ctx.error(format!("{path}.socket_address.port_value"), "is not a port"));
+    }
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// `filter_metadata["envoy.lb"]` as string labels: what Envoy's subset load balancer
+/// reads on endpoints and routes' `metadata_match`, and what Sinew's labels are.
+pub fn labels(metadata: Option<&Metadata>) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(lb) = metadata.and_then(|m| m.filter_metadata.get("envoy.lb")) {
+        for (key, value) in &lb.fields {
+            let text = match &value.kind {
+                Some(Kind::StringValue(s)) => s.clone(),
+                Some(Kind::NumberValue(n)) => n.to_string(),
+                Some(Kind::BoolValue(b)) => b.to_string(),
+                _ => continue,
+            };
+            out.insert(key.clone(), Value::String(text));
+        }
+    }
+    out
+}

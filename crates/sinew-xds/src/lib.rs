@@ -1,0 +1,86 @@
+//! Envoy's v3 API in Sinew: listeners, route configurations, clusters and endpoint
+//! assignments, as an xDS server (or an Envoy bootstrap) sends them, mapped into Sinew's
+//! one config model ([`sinew_config::model`]).
+//!
+//! Each mapper takes the fields it understands and then checks that nothing else is set:
+//! a field that would change behaviour and that Sinew does not support is an error that
+//! names the resource and the field path (it becomes the NACK's `error_detail`), never
+//! silently ignored. Fields without behaviour (names, stat prefixes, metadata Sinew does
+//! not read) are ignored; docs/xds.md lists both.
+//!
+//! Mappers produce the model's JSON shape (the same shape as Sinew's YAML), deserialized
+//! into the model types so every default is Sinew's own.
+
+// Control planes still send deprecated fields (`http2_protocol_options`, header matchers'
+// `exact_match`, `append`), and Envoy still honours them, so Sinew reads them too.
+#![allow(deprecated)]
+
+pub mod assemble;
+pub mod cluster;
+mod convert;
+pub mod endpoint;
+pub mod listener;
+pub mod route;
+mod unsupported;
+
+use std::fmt;
+
+/// Why a resource was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsError {
+    /// `listener "web"`, `cluster "svc"`, ...
+    pub resource: String,
+    /// The field path inside the resource, e.g. `filter_chains[0].filters[0]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for XdsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.resource, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.resource, self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for XdsError {}
+
+/// Builds errors for one resource.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    resource: String,
+}
+
+impl Ctx {
+    pub fn new(kind: &str, name: &str) -> Self {
+        Ctx {
+            resource: format!("{kind} {name:?}"),
+        }
+    }
+
+    pub fn error(&self, field: impl Into<String>, message: impl Into<String>) -> XdsError {
+        XdsError {
+            resource: self.resource.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Errs naming the first field still set in `rest` (under `path`).
+    pub fn only_supported<M: fmt::Debug + Default + PartialEq>(
+        &self,
+        path: &str,
+        rest: &M,
+    ) -> Result<(), XdsError> {
+        unsupported::first_set_field(rest).map_err(|field| {
+            let full = if path.is_empty() {
+                field
+            } else {
+                format!("{path}.{field}")
+            };
+            self.error(full, "is not supported by Sinew")
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! LDS: a `Listener` becomes a model listener. Sinew runs one filter chain per listener
+//! (no `filter_chain_match`), with one network filter: the HTTP connection manager (whose
+//! only HTTP filter may be the router) or the TCP proxy.
+
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    tcp_proxy::ClusterSpecifier, TcpProxy,
+};
+use envoy_types::pb::google::protobuf::Any;
+use serde_json::{json, Map, Value};
+
+use crate::convert::{duration, socket_address};
+use crate::route;
+use crate::{Ctx, XdsError};
+
+const HCM: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+/// A mapped listener: the model's JSON shape, and the route configuration it waits for.
+#[derive(Debug, Clone)]
+pub struct MappedListener {
+    pub name: String,
+    pub json: Value,
+    /// The RDS name its HTTP connection manager uses; the listener warms until it arrives.
+    pub rds: Option<String>,
+}
+
+pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
+    let ctx = Ctx::new("listener", &listener.name);
+    let mut rest = listener.clone();
+    let name = std::mem::take(&mut rest.name);
+    if name.is_empty() {
+        return Err(ctx.error("name", "is required"));
+    }
+    rest.stat_prefix.clear();
+    rest.metadata = None;
+    let address = socket_address(&ctx, "address", &rest.address.take())?;
+    let chains = std::mem::take(&mut rest.filter_chains);
+    ctx.only_supported("", &rest)?;
+    let [chain] = chains.as_slice() else {
+        return Err(ctx.error(
+            "filter_chains",
+            format!(
+                "Sinew runs exactly one filter chain per listener, not {}",
+                chains.len()
+            ),
+        ));
+    };
+    let mut chain = chain.clone();
+    chain.name.clear();
+    chain.metadata = None;
+    let filters = std::mem::take(&mut chain.filters);
+    ctx.only_supported("filter_chains[0]", &chain)?;
+    let [network_filter] = filters.as_slice() else {
+        return Err(ctx.error(
+            "filter_chains[0].filters",
+            format!(
+                "Sinew runs exactly one network filter (the HTTP connection manager or the TCP proxy), not {}",
+                filters.len()
+            ),
+        ));
+    };
+    let path = "filter_chains[0].filters[0]";
+    let typed = match &network_filter.config_type {
+        Some(filter::ConfigType::TypedConfig(any)) => any,
+        _ => return Err(ctx.error(format!("{path}.typed_config"), "is required")),
+    };
+    let mut out = Map::new();
+    out.insert("name".into(), json!(name));
+    out.insert("address".into(), json!(address));
+    let mut rds = None;
+    match typed.type_url.as_str() {
+        HCM => {
+            let hcm: HttpConnectionManager = decode(&ctx, path, typed)?;
+            let (http, name) = http_connection_manager(&ctx, &format!("{path}.typed_config"), hcm)?;
+            out.insert("http".into(), http);
+            rds = name;
+        }
+        TCP_PROXY => {
+            let tcp: TcpProxy = decode(&ctx, path, typed)?;
+            out.insert(
+                "tcp".into(),
+                tcp_proxy(&ctx, &format!("{path}.typed_config"), tcp)?,
+            );
+        }
+        other => {
+            return Err(ctx.error(
+                format!("{path}.typed_config"),
+                format!("network filter {other:?} is not supported by Sinew"),
+            ))
+        }
+    }
+    Ok(MappedListener {
+        name,
+        json: Value::Object(out),
+        rds,
+    })
+}
+
+pub(crate) fn decode<M: prost::Message + Default>(
+    ctx: &Ctx,
+    path: &str,
+    any: &Any,
+) -> Result<M, XdsError> {
+    M::decode(any.value.as_slice()).map_err(|e| {
+        ctx.error(
+            format!("{path}.typed_config"),
+            format!("does not decode: {e}"),
+        )
+    })
+}
+
+fn http_connection_manager(
+    ctx: &Ctx,
+    path: &str,
+    mut hcm: HttpConnectionManager,
+) -> Result<(Value, Option<String>), XdsError> {
+    let mut out = Map::new();
+    hcm.stat_prefix.clear();
+    // Sinew's listeners take HTTP/1.1 and HTTP/2 on one port whatever the codec says.
+    hcm.codec_type = 0;
+    let mut rds_name = None;
+    match hcm.route_specifier.take() {
+        Some(RouteSpecifier::Rds(rds)) => {
+            match rds
+                .config_source
+                .as_ref()
+                .and_then(|c| c.config_source_specifier.as_ref())
+            {
+                None
+                | Some(ConfigSourceSpecifier::Ads(_))
+                | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {}
+                Some(_) => {
+                    return Err(ctx.error(
+                        format!("{path}.rds.config_source"),
+                        "only ADS or an API config source is supported by Sinew (not files)",
+                    ))
+                }
+            }
+            if rds.route_config_name.is_empty() {
+                return Err(ctx.error(format!("{path}.rds.route_config_name"), "is required"));
+            }
+            out.insert("route_config".into(), json!(rds.route_config_name));
+            rds_name = Some(rds.route_config_name);
+        }
+        Some(RouteSpecifier::RouteConfig(config)) => {
+            let mapped = route::map(&config)
+                .map_err(|e| ctx.error(format!("{path}.route_config.{}", e.field), e.message))?;
+            out.insert("virtual_hosts".into(), mapped["virtual_hosts"].clone());
+        }
+        Some(_) => {
+            return Err(ctx.error(format!("{path}.scoped_routes"), "is not supported by Sinew"))
+        }
+        None => return Err(ctx.error(format!("{path}.rds"), "rds or route_config is required")),
+    }
+    let filters = std::mem::take(&mut hcm.http_filters);
+    for (i, filter) in filters.iter().enumerate() {
+        let fpath = format!("{path}.http_filters[{i}]");
+        let is_router = match &filter.config_type {
+            Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url == ROUTER,
+            None => filter.name == "envoy.filters.http.router",
+            Some(_) => false,
+        };
+        if !is_router {
+            return Err(ctx.error(
+                fpath,
+                format!(
+                    "HTTP filter {:?} is not supported by Sinew (only the router is)",
+                    filter.name
+                ),
+            ));
+        }
+        if i + 1 != filters.len() {
+            return Err(ctx.error(fpath, "the router must be the last HTTP filter"));
+        }
+        if let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type {
+            let router: envoy_types::pb::envoy::extensions::filters::http::router::v3::Router =
+                decode(ctx, &fpath, any)?;
+            ctx.only_supported(&format!("{fpath}.typed_config"), &router)?;
+        }
+    }
+    if let Some(kb) = hcm.max_request_headers_kb.take() {
+        out.insert("max_request_headers_kb".into(), json!(kb.value));
+    }
+    if let Some(t) = hcm.request_headers_timeout.take() {
+        out.insert("request_headers_timeout".into(), json!(duration(&t)));
+    }
+    if let Some(t) = hcm.request_timeout.take() {
+        // Envoy's request_timeout bounds the whole exchange when the route sets none.
+        out.insert("request_timeout".into(), json!(duration(&t)));
+    }
+    if let Some(mut common) = hcm.common_http_protocol_options.take() {
+        if let Some(t) = common.idle_timeout.take() {
+            out.insert("idle_timeout".into(), json!(duration(&t)));
+        }
+        ctx.only_supported(&format!("{path}.common_http_protocol_options"), &common)?;
+    }
+    if let Some(generate) = hcm.generate_request_id.take() {
+        out.insert("generate_request_id".into(), json!(generate.value));
+    }
+    if !hcm.via.is_empty() {
+        out.insert("via".into(), json!(std::mem::take(&mut hcm.via)));
+    } else {
+        // Envoy adds no Via unless asked; neither does a listener it configures.
+        out.insert("via".into(), json!(""));
+    }
+    ctx.only_supported(path, &hcm)?;
+    Ok((Value::Object(out), rds_name))
+}
+
+fn tcp_proxy(ctx: &Ctx, path: &str, mut tcp: TcpProxy) -> Result<Value, XdsError> {
+    let mut out = Map::new();
+    tcp.stat_prefix.clear();
+    match tcp.cluster_specifier.take() {
+        Some(ClusterSpecifier::Cluster(name)) => {
+            out.insert("cluster".into(), json!(name));
+        }
+        Some(ClusterSpecifier::WeightedClusters(weighted)) => {
+            let mut clusters = Vec::new();
+            for (i, c) in weighted.clusters.iter().enumerate() {
+                if c.metadata_match.is_some() {
+                    return Err(ctx.error(
+                        format!("{path}.weighted_clusters.clusters[{i}].metadata_match"),
+                        "is not supported by Sinew",
+                    ));
+                }
+                clusters.push(json!({"cluster": c.name, "weight": c.weight}));
+            }
+            out.insert("weighted_clusters".into(), Value::Array(clusters));
+        }
+        None => {
+            return Err(ctx.error(
+                format!("{path}.cluster"),
+                "cluster or weighted_clusters is required",
+            ))
+        }
+    }
+    if let Some(t) = tcp.idle_timeout.take() {
+        out.insert("idle_timeout".into(), json!(duration(&t)));
+    }
+    ctx.only_supported(path, &tcp)?;
+    Ok(Value::Object(out))
+}

@@ -1,0 +1,186 @@
+//! `sinew proxy --xds URL`: the proxy steered by a control plane. The xDS client
+//! ([`sinew_xds_client`]) delivers updates; this handler maps them ([`sinew_xds`]), adds
+//! them to the static config from `-c` (if any), and swaps the result in with
+//! [`Proxy::reload`]. A refused update is NACKed with the resource and field at fault
+//! and the running config stays as it was.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
+use sinew_config::{Config, LoadedConfig, SourceMap};
+use sinew_proxy::Proxy;
+use sinew_xds::assemble::{Assembled, Change, Resources};
+use sinew_xds_client::{Kind, Node, ResourceHandler, Update};
+
+/// Applies xDS updates to a running proxy.
+pub struct ProxyHandler {
+    proxy: Arc<Proxy>,
+    /// The config from `-c`, which xDS resources are added to.
+    base: Config,
+    resources: Resources,
+}
+
+impl ProxyHandler {
+    pub fn new(proxy: Arc<Proxy>, base: Config) -> Self {
+        ProxyHandler {
+            proxy,
+            base,
+            resources: Resources::default(),
+        }
+    }
+
+    /// The resources after `update`, or why it is refused.
+    fn next(&self, update: Update) -> Result<Resources, String> {
+        fn decode<M: prost::Message + Default>(update: &Update) -> Result<Vec<M>, String> {
+            update
+                .resources
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    if r.resource.type_url != update.kind.type_url() {
+                        return Err(format!(
+                            "resources[{i}]: type {:?} in a {} response",
+                            r.resource.type_url,
+                            update.kind.short_name()
+                        ));
+                    }
+                    M::decode(r.resource.value.as_slice())
+                        .map_err(|e| format!("resources[{i}]: does not decode: {e}"))
+                })
+                .collect()
+        }
+        fn change<T>(updated: Vec<T>, update: &Update) -> Change<T> {
+            Change {
+                updated,
+                removed: update.removed.clone(),
+                complete: update.complete,
+            }
+        }
+        let r = &self.resources;
+        let next = match update.kind {
+            Kind::Listener => r.listeners(change(decode::<Listener>(&update)?, &update)),
+            Kind::Route => r.routes(change(decode::<RouteConfiguration>(&update)?, &update)),
+            Kind::Cluster => r.clusters(change(decode::<Cluster>(&update)?, &update)),
+            Kind::Endpoint => {
+                r.assignments(change(decode::<ClusterLoadAssignment>(&update)?, &update))
+            }
+        };
+        next.map_err(|e| e.to_string())
+    }
+}
+
+impl ResourceHandler for ProxyHandler {
+    async fn apply(&mut self, update: Update) -> Result<(), String> {
+        let (kind, version) = (update.kind, update.version.clone());
+        let next = self.next(update)?;
+        let assembled = next.assemble(&self.base);
+        let errors = sinew_config::validate(&assembled.config);
+        if !errors.is_empty() {
+            return Err(blamed(
+                &assembled,
+                errors.iter().map(|e| (&e.path, &e.message)),
+            ));
+        }
+        let loaded = LoadedConfig {
+            file: format!("xDS {} version {version:?}", kind.short_name()),
+            source: summary(&assembled).into(),
+            config: assembled.config.clone(),
+            source_map: SourceMap::default(),
+        };
+        match self.proxy.reload(&loaded).await {
+            Ok(_) => {
+                for warming in &assembled.warming {
+                    tracing::info!("xDS: {warming}");
+                }
+                self.resources = next;
+                Ok(())
+            }
+            Err(d) => Err(blamed(
+                &assembled,
+                d.errors.iter().map(|e| (&e.path, &e.message)),
+            )),
+        }
+    }
+
+    fn wanted(&self, kind: Kind) -> Vec<String> {
+        match kind {
+            Kind::Route => self.resources.wanted_routes(),
+            Kind::Endpoint => self.resources.wanted_assignments(),
+            Kind::Listener | Kind::Cluster => Vec::new(),
+        }
+    }
+}
+
+/// Config errors as one NACK message, each naming the resource it is about.
+fn blamed<'a>(
+    assembled: &Assembled,
+    errors: impl Iterator<Item = (&'a String, &'a String)>,
+) -> String {
+    let mut out = String::new();
+    for (path, message) in errors {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        let _ = write!(out, "{}: {message}", assembled.blame(path));
+    }
+    out
+}
+
+/// What `/config_dump` shows for a config made from xDS: the resources by name and what
+/// is still warming.
+fn summary(assembled: &Assembled) -> String {
+    let c = &assembled.config;
+    let names = |items: Vec<&str>| items.join(", ");
+    let mut out = String::from("# assembled from the static config and xDS resources\n");
+    let _ = writeln!(
+        out,
+        "listeners: [{}]",
+        names(c.listeners.iter().map(|l| l.name.as_str()).collect())
+    );
+    let _ = writeln!(
+        out,
+        "route_configs: [{}]",
+        names(c.route_configs.iter().map(|r| r.name.as_str()).collect())
+    );
+    let _ = writeln!(
+        out,
+        "clusters: [{}]",
+        names(c.clusters.iter().map(|r| r.name.as_str()).collect())
+    );
+    for w in &assembled.warming {
+        let _ = writeln!(out, "# warming: {w}");
+    }
+    out
+}
+
+/// The node this proxy presents: `--node-id`, `--node-cluster` and `--node-metadata k=v`.
+pub fn node(id: String, cluster: String, metadata: &[(String, String)]) -> Node {
+    let fields = metadata
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value {
+                    kind: Some(value::Kind::StringValue(v.clone())),
+                },
+            )
+        })
+        .collect();
+    Node {
+        id,
+        cluster,
+        metadata: (!metadata.is_empty()).then_some(Struct { fields }),
+        user_agent_name: "sinew".into(),
+        user_agent_version_type: Some(
+            envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+                env!("CARGO_PKG_VERSION").into(),
+            ),
+        ),
+        ..Default::default()
+    }
+}
