@@ -49,6 +49,13 @@ enum Command {
         #[command(flatten)]
         xds: XdsArgs,
     },
+    /// Run the control plane: follow registries (a directory of YAML, etcd) and serve
+    /// xDS to proxies (docs/control.md). SIGTERM or Ctrl-C stops it.
+    Control {
+        /// The control plane's config file (YAML; see docs/control.md).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Check a config file and print every error as file:line:col: field.path: message.
     Validate {
         /// The config file to check.
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Control { config }) => run(cli.workers, control(config)),
         Some(Command::Proxy { config, xds }) => run(cli.workers, async move {
             proxy(config.as_deref(), xds, cli.drain_timeout, log).await
         }),
@@ -193,6 +201,31 @@ async fn proxy(
     };
     tokio::spawn(reopen_access_logs_on_sigusr1());
     serve_until_signalled(&proxy, drain_timeout).await
+}
+
+async fn control(path: PathBuf) -> ExitCode {
+    let config = match sinew_control::ControlConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let control = match sinew_control::ControlPlane::start(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sinew: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("xDS listening on http://{}", control.xds_address);
+    if let Some(admin) = control.admin_address {
+        println!("admin API listening on http://{admin}");
+    }
+    let signal = ShutdownSignals::new().next().await;
+    tracing::info!(signal, "stopping the control plane");
+    drop(control);
+    ExitCode::SUCCESS
 }
 
 async fn quickstart(

@@ -1,0 +1,18 @@
+//! `sinew control`: Sinew's control plane.
+//!
+//! registries ([`registry`]: a directory of YAML, etcd) → the service model
+//! ([`services`]) → resources built once per change and viewed per node ([`snapshot`])
+//! → the xDS server, state of the world and delta ([`server`]). Registry events are
+//! debounced into builds ([`run`]); versions are content hashes, so replicas that read
+//! the same registries serve the same versions and a proxy can fail over between them.
+
+pub mod config;
+pub mod registry;
+pub mod run;
+pub mod server;
+pub mod services;
+pub mod snapshot;
+mod status;
+
+pub use config::ControlConfig;
+pub use run::ControlPlane;

@@ -1,0 +1,157 @@
+//! Running the control plane: registries report to the builder, which debounces their
+//! bursts, rebuilds the resources and publishes them to every stream; the xDS server and
+//! the admin API run beside it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{ControlConfig, RegistryConfig};
+use crate::registry::{self, Report};
+use crate::server::{AdsServer, Status};
+use crate::services::Resource;
+use crate::snapshot::{Built, Catalog};
+use crate::status;
+
+/// A running control plane; dropping it stops everything.
+pub struct ControlPlane {
+    pub xds_address: SocketAddr,
+    pub admin_address: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Binds the xDS server (and admin API), starts the registries. Must run in tokio.
+    pub async fn start(config: ControlConfig) -> Result<ControlPlane, String> {
+        let xds = tokio::net::TcpListener::bind(config.xds_address)
+            .await
+            .map_err(|e| format!("cannot listen on {} for xDS: {e}", config.xds_address))?;
+        let xds_address = xds.local_addr().map_err(|e| e.to_string())?;
+        let (built_tx, built_rx) = watch::channel(Arc::new(Built::default()));
+        let status = Arc::new(Status::default());
+        let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (reports, inbox) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for r in &config.registries {
+            tasks.push(match r.clone() {
+                RegistryConfig::Directory { directory } => {
+                    tokio::spawn(registry::directory::watch(directory, reports.clone()))
+                }
+                RegistryConfig::Etcd { etcd } => tokio::spawn(registry::etcd::watch(
+                    etcd.endpoints,
+                    etcd.prefix,
+                    reports.clone(),
+                )),
+            });
+        }
+        tasks.push(tokio::spawn(build_loop(
+            inbox,
+            config.debounce,
+            built_tx,
+            problems.clone(),
+        )));
+        let service = AdsServer {
+            built: built_rx,
+            status: status.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(
+                    AggregatedDiscoveryServiceServer::new(service)
+                        .max_decoding_message_size(64 << 20),
+                )
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = result {
+                tracing::error!("xDS server stopped: {e}");
+            }
+        }));
+        let admin_address = match config.admin_address {
+            Some(address) => {
+                let (address, task) = status::serve(address, status, problems).await?;
+                tasks.push(task);
+                Some(address)
+            }
+            None => None,
+        };
+        Ok(ControlPlane {
+            xds_address,
+            admin_address,
+            tasks,
+        })
+    }
+}
+
+/// Folds registry reports into the catalog and publishes a build after each burst: the
+/// first report of a burst starts a `debounce` window, and everything arriving within it
+/// goes into the same build.
+async fn build_loop(
+    mut inbox: mpsc::UnboundedReceiver<Report>,
+    debounce: Duration,
+    built: watch::Sender<Arc<Built>>,
+    problems: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut definitions: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
+    let mut catalog = Catalog::default();
+    while let Some(first) = inbox.recv().await {
+        let mut reports = vec![first];
+        let window = tokio::time::sleep(debounce);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                () = &mut window => break,
+                next = inbox.recv() => match next {
+                    Some(r) => reports.push(r),
+                    None => break,
+                },
+            }
+        }
+        let mut redefined = false;
+        for report in reports {
+            match report {
+                Report::Definitions { source, resources } => {
+                    definitions.insert(source, resources);
+                    redefined = true;
+                }
+                Report::Instances { source, services } => {
+                    catalog.registered.insert(source, services);
+                }
+            }
+        }
+        if redefined {
+            catalog.services.clear();
+            catalog.listeners.clear();
+            for r in definitions.values().flatten() {
+                match r {
+                    Resource::Service(s) => {
+                        catalog.services.insert(s.name.clone(), s.clone());
+                    }
+                    Resource::Listener(l) => {
+                        catalog.listeners.insert(l.name.clone(), l.clone());
+                    }
+                }
+            }
+        }
+        let next = Built::new(&catalog);
+        for p in &next.problems {
+            tracing::error!("catalog: {p} (left out; the rest is served)");
+        }
+        *problems.lock().expect("problems lock") = next.problems.clone();
+        built.send_replace(Arc::new(next));
+    }
+}

@@ -1,0 +1,239 @@
+//! The service model `sinew control` serves: services with their endpoints and traffic
+//! policy, and listeners that route to them. It is a small set of YAML resources
+//! (docs/control.md); registries add endpoints to services by name.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One YAML document of the watched directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum Resource {
+    Service(Service),
+    Listener(Listener),
+}
+
+/// A service: where its instances are and how traffic to it behaves.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// Instances written in the file; registries add more.
+    #[serde(default)]
+    pub endpoints: Vec<Instance>,
+    /// `round_robin` (default), `least_request`, `random`, `ring_hash` or `maglev`.
+    #[serde(default)]
+    pub lb: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Whole-request timeout of routes to this service.
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub retries: Option<Retries>,
+    /// Traffic split by instance labels (e.g. 90% to `version: v1`, 10% to `version: v2`).
+    #[serde(default)]
+    pub subsets: Vec<Subset>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
+}
+
+/// One instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// `ip:port`.
+    pub address: String,
+    /// Labels such as `version: v2` and `zone: a`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Envoy's retry conditions: `5xx`, `gateway-error`, `connect-failure`, `reset`, ...
+    pub retry_on: Vec<String>,
+    #[serde(default = "one")]
+    pub num_retries: u32,
+    #[serde(default, with = "opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subset {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    #[serde(default)]
+    pub consecutive_5xx: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub base_ejection_time: Option<Duration>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+/// A listener the proxies run, routing by path to services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    /// `ip:port` the proxies listen on.
+    pub address: String,
+    /// Node ids or node clusters that run it; every proxy when empty.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Host names it answers (default `*`).
+    #[serde(default = "any_domain")]
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+fn any_domain() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Path prefix (default `/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A regular expression the whole path must match, instead of a prefix.
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    pub service: String,
+}
+
+impl Listener {
+    pub fn runs_on(&self, node_id: &str, node_cluster: &str) -> bool {
+        self.nodes.is_empty()
+            || self
+                .nodes
+                .iter()
+                .any(|n| n == node_id || (!node_cluster.is_empty() && n == node_cluster))
+    }
+}
+
+/// Durations spelled as Sinew writes them (`250ms`, `5s`).
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        sinew_config::duration::deserialize_opt(d)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&format!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Every resource in one YAML text (documents separated by `---`), or the first error
+/// as `line:column: message`.
+pub fn parse(text: &str) -> Result<Vec<Resource>, String> {
+    let mut out = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = serde_path_to_error::deserialize::<_, Option<Resource>>(document);
+        match value {
+            Ok(Some(resource)) => out.push(resource),
+            Ok(None) => {}
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let at = inner
+                    .location()
+                    .map(|l| format!("{}:{}: ", l.line(), l.column()))
+                    .unwrap_or_default();
+                let field = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
+                return Err(format!("{at}{field}{inner}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_and_listeners_parse_from_one_file() {
+        let resources = parse(
+            "kind: Service
+name: reviews
+lb: least_request
+timeout: 2s
+endpoints:
+  - {address: 127.0.0.1:9001, labels: {version: v1}}
+subsets:
+  - {name: v1, labels: {version: v1}, weight: 90}
+  - {name: v2, labels: {version: v2}, weight: 10}
+---
+kind: Listener
+name: edge
+address: 127.0.0.1:8080
+routes: [{prefix: /, service: reviews}]
+",
+        )
+        .unwrap();
+        assert_eq!(resources.len(), 2);
+        let Resource::Service(s) = &resources[0] else {
+            panic!()
+        };
+        assert_eq!(s.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(s.endpoints[0].weight, 1);
+        let Resource::Listener(l) = &resources[1] else {
+            panic!()
+        };
+        assert!(l.runs_on("any", ""));
+    }
+
+    #[test]
+    fn a_bad_field_is_reported_with_its_position() {
+        let err = parse("kind: Service\nname: a\nlb_policy: random\n").unwrap_err();
+        assert!(
+            err.starts_with("3:1: ") && err.contains("lb_policy"),
+            "{err}"
+        );
+    }
+}

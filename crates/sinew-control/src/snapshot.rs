@@ -1,0 +1,574 @@
+//! From the service model to Envoy's resources: one build for the whole catalog, then a
+//! view per node (a proxy gets the listeners that select it, and every cluster).
+//!
+//! Every resource carries a version that is a hash of the model it was made from, so a
+//! version changes only when content does: rebuilding an unchanged catalog changes
+//! nothing, and a node whose resources are untouched by a change is not sent anything.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
+    ConfigSource, Metadata, SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, route_match, weighted_cluster, Route, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
+use envoy_types::pb::google::protobuf::{self as pb, Any};
+use prost::Message;
+use serde::Serialize;
+use sinew_xds_client::Kind;
+
+use crate::services::{Instance, Listener, Service};
+
+/// Everything the registries know, merged.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub services: BTreeMap<String, Service>,
+    pub listeners: BTreeMap<String, Listener>,
+    /// Instances each registry reported, by registry, then service.
+    pub registered: BTreeMap<String, BTreeMap<String, Vec<Instance>>>,
+}
+
+/// One resource, encoded once and shared by every stream that sends it.
+#[derive(Debug)]
+pub struct Entry {
+    pub version: String,
+    pub any: Any,
+}
+
+pub type Entries = BTreeMap<String, Arc<Entry>>;
+
+/// The catalog as Envoy resources.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub clusters: Entries,
+    pub assignments: Entries,
+    /// Listeners with their route configuration (named after the listener), and the
+    /// nodes that run them.
+    pub listeners: Vec<(Listener, Arc<Entry>, Arc<Entry>)>,
+    /// Problems with the catalog (e.g. a listener address that is not `ip:port`); the
+    /// resource at fault is left out and the rest served.
+    pub problems: Vec<String>,
+}
+
+impl Built {
+    pub fn new(catalog: &Catalog) -> Built {
+        let mut built = Built::default();
+        let mut instances: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+        for service in catalog.services.values() {
+            instances
+                .entry(&service.name)
+                .or_default()
+                .extend(&service.endpoints);
+        }
+        for services in catalog.registered.values() {
+            for (name, list) in services {
+                instances.entry(name).or_default().extend(list);
+            }
+        }
+        // A service a route names gets a cluster even with no instances (503s rather
+        // than a listener that never warms).
+        let mut names: BTreeSet<&str> = instances.keys().copied().collect();
+        for l in catalog.listeners.values() {
+            names.extend(l.routes.iter().map(|r| r.service.as_str()));
+        }
+        let default = Service::default();
+        for name in names {
+            let service = catalog.services.get(name).unwrap_or(&default);
+            let mut list: Vec<&Instance> = instances.get(name).cloned().unwrap_or_default();
+            list.sort();
+            list.dedup_by(|a, b| a.address == b.address);
+            match cluster(name, service) {
+                Ok(c) => {
+                    let version = version_of(&("cluster", name, service));
+                    built
+                        .clusters
+                        .insert(name.into(), entry(Kind::Cluster, &c, version));
+                }
+                Err(e) => {
+                    built.problems.push(format!("service {name:?}: {e}"));
+                    continue;
+                }
+            }
+            let (cla, skipped) = assignment(name, &list);
+            for s in skipped {
+                built
+                    .problems
+                    .push(format!("service {name:?}: instance {s:?} is not ip:port"));
+            }
+            let version = version_of(&("endpoints", name, &list));
+            built
+                .assignments
+                .insert(name.into(), entry(Kind::Endpoint, &cla, version));
+        }
+        for l in catalog.listeners.values() {
+            let version = version_of(&("listener", l, route_services(l, catalog)));
+            match listener(l) {
+                Ok(listener) => {
+                    let routes = route_configuration(l, catalog);
+                    built.listeners.push((
+                        l.clone(),
+                        entry(Kind::Listener, &listener, version.clone()),
+                        entry(Kind::Route, &routes, version),
+                    ));
+                }
+                Err(e) => built.problems.push(format!("listener {:?}: {e}", l.name)),
+            }
+        }
+        built
+    }
+
+    /// What one node is served of one type: every cluster and endpoint assignment, and
+    /// the listeners (and their route configurations) that select the node.
+    pub fn entries(&self, kind: Kind, id: &str, cluster: &str) -> Cow<'_, Entries> {
+        match kind {
+            Kind::Cluster => Cow::Borrowed(&self.clusters),
+            Kind::Endpoint => Cow::Borrowed(&self.assignments),
+            Kind::Listener | Kind::Route => Cow::Owned(
+                self.listeners
+                    .iter()
+                    .filter(|(l, _, _)| l.runs_on(id, cluster))
+                    .map(|(l, listener, route)| {
+                        let e = if kind == Kind::Listener {
+                            listener
+                        } else {
+                            route
+                        };
+                        (l.name.clone(), e.clone())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The parts of the services a listener's routes use that shape its route configuration.
+fn route_services<'a>(l: &Listener, catalog: &'a Catalog) -> Vec<Option<&'a Service>> {
+    l.routes
+        .iter()
+        .map(|r| catalog.services.get(&r.service))
+        .collect()
+}
+
+fn entry<M: Message>(kind: Kind, message: &M, version: String) -> Arc<Entry> {
+    Arc::new(Entry {
+        version,
+        any: Any {
+            type_url: kind.type_url().into(),
+            value: message.encode_to_vec(),
+        },
+    })
+}
+
+/// A content hash (FNV-1a, 64 bits) of the model a resource is made from; prost's
+/// encoding is not canonical (maps), so the model's JSON is what is hashed. The same in
+/// every replica, so a proxy failing over is not sent what it has.
+pub fn version_of<T: Serialize>(model: &T) -> String {
+    let json = serde_json::to_vec(model).expect("the model serializes");
+    format!("{:016x}", fnv1a(&json))
+}
+
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn ads() -> Option<ConfigSource> {
+    Some(ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    })
+}
+
+fn duration(d: Duration) -> pb::Duration {
+    pb::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn u32_value(v: Option<u32>) -> Option<pb::UInt32Value> {
+    v.map(|value| pb::UInt32Value { value })
+}
+
+fn socket(address: &str) -> Result<Option<Address>, String> {
+    let parsed: SocketAddr = address
+        .parse()
+        .map_err(|_| format!("address {address:?} is not ip:port"))?;
+    Ok(Some(Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: parsed.ip().to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                parsed.port(),
+            ))),
+            ..Default::default()
+        })),
+    }))
+}
+
+fn cluster(name: &str, s: &Service) -> Result<Cluster, String> {
+    let lb_policy = match s.lb.as_deref().unwrap_or("round_robin") {
+        "round_robin" => LbPolicy::RoundRobin,
+        "least_request" => LbPolicy::LeastRequest,
+        "random" => LbPolicy::Random,
+        "ring_hash" => LbPolicy::RingHash,
+        "maglev" => LbPolicy::Maglev,
+        other => return Err(format!("lb {other:?} is not a policy")),
+    };
+    let outlier_detection = s.outlier_detection.as_ref().map(|o| {
+        envoy_types::pb::envoy::config::cluster::v3::OutlierDetection {
+            consecutive_5xx: u32_value(o.consecutive_5xx),
+            interval: o.interval.map(duration),
+            base_ejection_time: o.base_ejection_time.map(duration),
+            max_ejection_percent: u32_value(o.max_ejection_percent),
+            ..Default::default()
+        }
+    });
+    let circuit_breakers = s.circuit_breakers.as_ref().map(|b| CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_connections: u32_value(b.max_connections),
+            max_pending_requests: u32_value(b.max_pending_requests),
+            max_requests: u32_value(b.max_requests),
+            max_retries: u32_value(b.max_retries),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    Ok(Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: ads(),
+            service_name: String::new(),
+        }),
+        connect_timeout: s.connect_timeout.map(duration),
+        lb_policy: lb_policy as i32,
+        outlier_detection,
+        circuit_breakers,
+        ..Default::default()
+    })
+}
+
+/// The assignment, and the instances left out because their address is not `ip:port`.
+fn assignment(name: &str, instances: &[&Instance]) -> (ClusterLoadAssignment, Vec<String>) {
+    let mut skipped = Vec::new();
+    let mut lb_endpoints = Vec::new();
+    for i in instances {
+        let Ok(address) = socket(&i.address) else {
+            skipped.push(i.address.clone());
+            continue;
+        };
+        let labels = pb::Struct {
+            fields: i
+                .labels
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        pb::Value {
+                            kind: Some(pb::value::Kind::StringValue(v.clone())),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        lb_endpoints.push(LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address,
+                ..Default::default()
+            })),
+            metadata: (!i.labels.is_empty()).then(|| Metadata {
+                filter_metadata: [("envoy.lb".to_string(), labels)].into_iter().collect(),
+                ..Default::default()
+            }),
+            load_balancing_weight: (i.weight != 1).then_some(pb::UInt32Value { value: i.weight }),
+            ..Default::default()
+        });
+    }
+    let cla = ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    (cla, skipped)
+}
+
+fn any<M: Message>(type_url: &str, m: &M) -> Any {
+    Any {
+        type_url: format!("type.googleapis.com/{type_url}"),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn listener(
+    l: &Listener,
+) -> Result<envoy_types::pb::envoy::config::listener::v3::Listener, String> {
+    let hcm = HttpConnectionManager {
+        stat_prefix: l.name.clone(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: ads(),
+            route_config_name: l.name.clone(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                "envoy.extensions.filters.http.router.v3.Router",
+                &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Ok(envoy_types::pb::envoy::config::listener::v3::Listener {
+        name: l.name.clone(),
+        address: socket(&l.address)?,
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    &hcm,
+                ))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn route_configuration(l: &Listener, catalog: &Catalog) -> RouteConfiguration {
+    let default = Service::default();
+    let routes = l
+        .routes
+        .iter()
+        .map(|r| {
+            let service = catalog.services.get(&r.service).unwrap_or(&default);
+            let path_specifier = match (&r.path_regex, &r.prefix) {
+                (Some(regex), _) => route_match::PathSpecifier::SafeRegex(RegexMatcher {
+                    regex: regex.clone(),
+                    ..Default::default()
+                }),
+                (None, prefix) => {
+                    route_match::PathSpecifier::Prefix(prefix.clone().unwrap_or_else(|| "/".into()))
+                }
+            };
+            let cluster_specifier = if service.subsets.is_empty() {
+                route_action::ClusterSpecifier::Cluster(r.service.clone())
+            } else {
+                route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                    clusters: service
+                        .subsets
+                        .iter()
+                        .map(|s| weighted_cluster::ClusterWeight {
+                            name: r.service.clone(),
+                            weight: Some(pb::UInt32Value { value: s.weight }),
+                            metadata_match: Some(Metadata {
+                                filter_metadata: [(
+                                    "envoy.lb".to_string(),
+                                    pb::Struct {
+                                        fields: s
+                                            .labels
+                                            .iter()
+                                            .map(|(k, v)| {
+                                                (
+                                                    k.clone(),
+                                                    pb::Value {
+                                                        kind: Some(pb::value::Kind::StringValue(
+                                                            v.clone(),
+                                                        )),
+                                                    },
+                                                )
+                                            })
+                                            .collect(),
+                                    },
+                                )]
+                                .into_iter()
+                                .collect(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            };
+            let retry_policy = service.retries.as_ref().map(|r| {
+                envoy_types::pb::envoy::config::route::v3::RetryPolicy {
+                    retry_on: r.retry_on.join(","),
+                    num_retries: Some(pb::UInt32Value {
+                        value: r.num_retries,
+                    }),
+                    per_try_timeout: r.per_try_timeout.map(duration),
+                    ..Default::default()
+                }
+            });
+            Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(path_specifier),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(cluster_specifier),
+                    timeout: service.timeout.map(duration),
+                    retry_policy,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        })
+        .collect();
+    RouteConfiguration {
+        name: l.name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: l.name.clone(),
+            domains: l.domains.clone(),
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::{parse, Resource};
+
+    fn catalog(yaml: &str) -> Catalog {
+        let mut c = Catalog::default();
+        for r in parse(yaml).unwrap() {
+            match r {
+                Resource::Service(s) => {
+                    c.services.insert(s.name.clone(), s);
+                }
+                Resource::Listener(l) => {
+                    c.listeners.insert(l.name.clone(), l);
+                }
+            }
+        }
+        c
+    }
+
+    const MODEL: &str = "kind: Service
+name: a
+endpoints: [{address: 127.0.0.1:1}]
+---
+kind: Service
+name: b
+endpoints: [{address: 127.0.0.1:2}]
+---
+kind: Listener
+name: edge
+address: 127.0.0.1:8080
+nodes: [gateway]
+routes: [{prefix: /, service: a}]
+";
+
+    #[test]
+    fn versions_change_only_with_content() {
+        let first = Built::new(&catalog(MODEL));
+        let again = Built::new(&catalog(MODEL));
+        assert_eq!(first.clusters["a"].version, again.clusters["a"].version);
+        assert_eq!(first.listeners[0].1.version, again.listeners[0].1.version);
+
+        let mut changed = catalog(MODEL);
+        changed.registered.entry("etcd".into()).or_default().insert(
+            "b".into(),
+            vec![Instance {
+                address: "127.0.0.1:3".into(),
+                labels: BTreeMap::new(),
+                weight: 1,
+            }],
+        );
+        let next = Built::new(&changed);
+        assert_eq!(
+            first.assignments["a"].version,
+            next.assignments["a"].version
+        );
+        assert_ne!(
+            first.assignments["b"].version,
+            next.assignments["b"].version
+        );
+        assert_eq!(first.clusters["b"].version, next.clusters["b"].version);
+    }
+
+    #[test]
+    fn a_node_gets_only_the_listeners_that_select_it_and_a_route_needs_no_instances() {
+        let mut c = catalog(MODEL);
+        c.listeners.get_mut("edge").unwrap().routes[0].service = "nowhere".into();
+        let built = Built::new(&c);
+        assert!(built.problems.is_empty(), "{:?}", built.problems);
+        let of = |kind, id| built.entries(kind, id, "reviews").into_owned();
+        assert!(of(Kind::Cluster, "gateway").contains_key("nowhere"));
+        assert!(of(Kind::Endpoint, "gateway").contains_key("nowhere"));
+        assert_eq!(of(Kind::Listener, "gateway").len(), 1);
+        assert_eq!(of(Kind::Route, "gateway").len(), 1);
+        assert!(of(Kind::Listener, "sidecar-1").is_empty());
+        assert!(of(Kind::Route, "sidecar-1").is_empty());
+    }
+
+    #[test]
+    fn what_sinew_builds_sinew_accepts() {
+        use sinew_xds::assemble::{Change, Resources};
+        let built = Built::new(&catalog(MODEL));
+        let decode_all = |kind| -> Vec<Any> {
+            built
+                .entries(kind, "gateway", "")
+                .values()
+                .map(|e| e.any.clone())
+                .collect()
+        };
+        fn decode<M: Message + Default>(anys: Vec<Any>) -> Vec<M> {
+            anys.iter()
+                .map(|a| M::decode(a.value.as_slice()).unwrap())
+                .collect()
+        }
+        fn all<T>(updated: Vec<T>) -> Change<T> {
+            Change {
+                updated,
+                removed: Vec::new(),
+                complete: true,
+            }
+        }
+        let r = Resources::default()
+            .clusters(all(decode(decode_all(Kind::Cluster))))
+            .unwrap()
+            .assignments(all(decode(decode_all(Kind::Endpoint))))
+            .unwrap()
+            .listeners(all(decode(decode_all(Kind::Listener))))
+            .unwrap()
+            .routes(all(decode(decode_all(Kind::Route))))
+            .unwrap();
+        let assembled = r.assemble(&sinew_config::Config::default());
+        assert!(assembled.warming.is_empty(), "{:?}", assembled.warming);
+        assert!(sinew_config::validate(&assembled.config).is_empty());
+    }
+}

@@ -1,0 +1,268 @@
+//! `sinew control` end to end over real gRPC: a real etcd as the registry, a watched
+//! directory for services and listeners, and two Sinew proxies (one state of the world,
+//! one delta), each running the listener that selects its node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sinew_integration::etcd_kit::Etcd;
+use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, Upstream};
+
+struct Mesh {
+    dir: PathBuf,
+    admin: SocketAddr,
+    edges: [SocketAddr; 2],
+    _control: ChildGuard,
+    _proxies: Vec<ChildGuard>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn listeners_yaml(edges: &[SocketAddr; 2], regex_on_first: Option<&str>) -> String {
+    let first_route = match regex_on_first {
+        Some(regex) => format!("{{path_regex: '{regex}', service: web}}"),
+        None => "{prefix: /, service: web}".to_string(),
+    };
+    format!(
+        "kind: Listener
+name: edge-1
+address: {}
+nodes: [proxy-1]
+routes: [{first_route}]
+---
+kind: Listener
+name: edge-2
+address: {}
+nodes: [proxy-2]
+routes: [{{prefix: /, service: web}}]
+",
+        edges[0], edges[1]
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    // Write then rename, as editors and config managers do, so a poll never sees half.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn start_mesh(etcd: &Etcd) -> Mesh {
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-control-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edges = [
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    ];
+    write(
+        &dir.join("services/web.yaml"),
+        "kind: Service\nname: web\nconnect_timeout: 1s\nretries: {retry_on: [connect-failure], num_retries: 2}\n",
+    );
+    write(
+        &dir.join("services/listeners.yaml"),
+        &listeners_yaml(&edges, None),
+    );
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("control.yaml"),
+        &format!(
+            "xds_address: {xds}
+admin_address: {admin}
+debounce: 100ms
+registries:
+  - directory: services
+  - etcd: {{endpoints: ['{}'], prefix: /sinew/services/}}
+",
+            etcd.endpoint
+        ),
+    );
+    let control = Command::new(sinew_binary())
+        .args(["control", "-c"])
+        .arg(dir.join("control.yaml"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start sinew control");
+    let proxies = [("proxy-1", "sotw"), ("proxy-2", "delta")]
+        .iter()
+        .map(|(node, variant)| {
+            let child = Command::new(sinew_binary())
+                .args([
+                    "proxy",
+                    "--xds",
+                    &format!("http://{xds}"),
+                    "--node-id",
+                    node,
+                ])
+                .args(["--xds-variant", variant])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start sinew proxy");
+            ChildGuard(child)
+        })
+        .collect();
+    Mesh {
+        dir,
+        admin,
+        edges,
+        _control: ChildGuard(control),
+        _proxies: proxies,
+    }
+}
+
+/// The body (trimmed) or the status each edge answers now.
+async fn answers(edges: &[SocketAddr]) -> Vec<String> {
+    let mut out = Vec::new();
+    for edge in edges {
+        out.push(match TestClient::http1().try_get(*edge, "/", &[]).await {
+            Ok(r) if r.status == 200 => r.text().trim_end().to_string(),
+            Ok(r) => r.status.as_u16().to_string(),
+            Err(_) => "unreachable".into(),
+        });
+    }
+    out
+}
+
+/// Waits until every edge answers `expected`; returns how long that took.
+async fn until_all(edges: &[SocketAddr], expected: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    while start.elapsed() < within {
+        last = answers(edges).await;
+        if last.iter().all(|a| a == expected) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("edges did not all answer {expected:?} within {within:?}; last: {last:?}");
+}
+
+async fn status(admin: SocketAddr) -> Value {
+    let reply = TestClient::http1().get(admin, "/status", &[]).await;
+    serde_json::from_slice(&reply.body).expect("status is JSON")
+}
+
+#[tokio::test]
+async fn etcd_instances_take_traffic_within_a_second_and_leave_with_their_lease() {
+    let etcd = Etcd::start();
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mesh = start_mesh(&etcd);
+
+    // No instances yet: both proxies run their listener and answer 503.
+    until_all(&mesh.edges, "503", Duration::from_secs(15)).await;
+
+    let lease = etcd.grant(60);
+    let registered = Instant::now();
+    etcd.put(
+        "/sinew/services/web/a",
+        &format!(
+            r#"{{"address": "{}", "labels": {{"version": "v1"}}}}"#,
+            a.addr
+        ),
+        Some(&lease),
+    );
+    until_all(&mesh.edges, "a", Duration::from_secs(5)).await;
+    let took = registered.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "an etcd instance took {took:?} to take traffic"
+    );
+
+    etcd.put(
+        "/sinew/services/web/b",
+        &format!(r#"{{"address": "{}"}}"#, b.addr),
+        None,
+    );
+    let revoked = Instant::now();
+    etcd.revoke(&lease);
+    until_all(&mesh.edges, "b", Duration::from_secs(5)).await;
+    let left = revoked.elapsed();
+    for _ in 0..20 {
+        assert_eq!(answers(&mesh.edges).await, ["b", "b"]);
+    }
+    eprintln!("registered → serving: {took:?}; lease revoked → gone: {left:?}");
+
+    // Every node ACKed what it was sent.
+    let s = status(mesh.admin).await;
+    for node in ["proxy-1", "proxy-2"] {
+        for kind in ["CDS", "EDS", "LDS", "RDS"] {
+            let t = &s["nodes"][node]["types"][kind];
+            assert_eq!(t["sent"], t["acked"], "{node} {kind}: {s:#}");
+            assert!(t["nack"].is_null(), "{node} {kind}: {s:#}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
+    let etcd = Etcd::start();
+    let a = Upstream::start("a").await;
+    let mesh = start_mesh(&etcd);
+    etcd.put(
+        "/sinew/services/web/a",
+        &format!(r#"{{"address": "{}"}}"#, a.addr),
+        None,
+    );
+    until_all(&mesh.edges, "a", Duration::from_secs(15)).await;
+
+    // A regex the control plane passes through and the proxy cannot compile.
+    write(
+        &mesh.dir.join("services/listeners.yaml"),
+        &listeners_yaml(&mesh.edges, Some("(unclosed")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let nack = loop {
+        let s = status(mesh.admin).await;
+        if let Some(message) = s["nodes"]["proxy-1"]["types"]["RDS"]["nack"].as_str() {
+            break message.to_string();
+        }
+        assert!(Instant::now() < deadline, "no NACK from proxy-1: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        nack.starts_with(
+            "route_configuration \"edge-1\": virtual_hosts[0].routes[0].match.path_regex"
+        ),
+        "{nack}"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            answers(&mesh.edges).await,
+            ["a", "a"],
+            "both still serve the last good config"
+        );
+    }
+    let s = status(mesh.admin).await;
+    assert!(
+        s["nodes"]["proxy-2"]["types"]["RDS"]["nack"].is_null(),
+        "proxy-2 was not sent the bad route: {s:#}"
+    );
+
+    // Fixed: accepted again.
+    write(
+        &mesh.dir.join("services/listeners.yaml"),
+        &listeners_yaml(&mesh.edges, None),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(mesh.admin).await;
+        let rds = &s["nodes"]["proxy-1"]["types"]["RDS"];
+        if rds["nack"].is_null() && rds["sent"] == rds["acked"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fix was not ACKed: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
