@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// One YAML document of the watched directory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", deny_unknown_fields)]
+/// One YAML document of the watched directory, by its `kind`.
+#[derive(Debug, Clone)]
 pub enum Resource {
     Service(Service),
     Listener(Listener),
@@ -164,32 +163,82 @@ mod opt_duration {
     }
 }
 
-/// Every resource in one YAML text (documents separated by `---`), or the first error
-/// as `line:column: message`.
+/// Every resource in one YAML text (documents separated by `---` lines), or the first
+/// error as `line:column: field: message`.
 pub fn parse(text: &str) -> Result<Vec<Resource>, String> {
     let mut out = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let value = serde_path_to_error::deserialize::<_, Option<Resource>>(document);
-        match value {
-            Ok(Some(resource)) => out.push(resource),
-            Ok(None) => {}
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let at = inner
-                    .location()
-                    .map(|l| format!("{}:{}: ", l.line(), l.column()))
-                    .unwrap_or_default();
-                let field = if path == "." {
-                    String::new()
-                } else {
-                    format!("{path}: ")
-                };
-                return Err(format!("{at}{field}{inner}"));
-            }
+    for (first_line, document) in documents(text) {
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: String,
         }
+        let at = |line: usize, column: usize| format!("{}:{column}", first_line + line - 1);
+        let kind: Option<Kind> = serde_yaml_ng::from_str(&document).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            format!("{}: {e}", at(line, column))
+        })?;
+        let Some(kind) = kind else { continue };
+        // The kind is read; the rest is read as that resource, with the `kind` line
+        // blanked so positions stay true and the resource refuses unknown fields.
+        let body: String = document
+            .lines()
+            .map(|l| if l.starts_with("kind:") { "" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let located = |path: String, e: serde_yaml_ng::Error| {
+            let map = sinew_config::SourceMap::index(&body);
+            let (line, column) = map
+                .lookup(&path)
+                .map(|p| (p.line, p.column))
+                .or_else(|| e.location().map(|l| (l.line(), l.column())))
+                .unwrap_or((1, 1));
+            let field = if path == "." || path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            format!("{}: {field}{e}", at(line, column))
+        };
+        let resource = match kind.kind.as_str() {
+            "Service" => {
+                serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(&body))
+                    .map(Resource::Service)
+            }
+            "Listener" => {
+                serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(&body))
+                    .map(Resource::Listener)
+            }
+            other => {
+                return Err(format!(
+                    "{}: kind: {other:?} is not a resource (Service or Listener)",
+                    at(1, 1)
+                ))
+            }
+        };
+        out.push(resource.map_err(|e| {
+            let path = e.path().to_string();
+            located(path, e.into_inner())
+        })?);
     }
     Ok(out)
+}
+
+/// The documents of a YAML stream with the line each starts on.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" {
+            out.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    out.push((start, current));
+    out
 }
 
 #[cfg(test)]

@@ -558,7 +558,7 @@ routes: [{prefix: /, service: a}]
                 complete: true,
             }
         }
-        let r = Resources::default()
+        let mut r = Resources::default()
             .clusters(all(decode(decode_all(Kind::Cluster))))
             .unwrap()
             .assignments(all(decode(decode_all(Kind::Endpoint))))

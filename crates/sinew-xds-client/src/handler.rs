@@ -25,9 +25,9 @@ pub struct Update {
     pub resources: Vec<UpdatedResource>,
     /// Names the server removed (delta only).
     pub removed: Vec<String>,
-    /// True when `resources` is the whole set of this type (state of the world), so any
-    /// resource of this type not in it is gone. Endpoints and route configurations in a
-    /// state-of-the-world response are complete for the names subscribed.
+    /// True for state of the world: for listeners and clusters `resources` is the whole
+    /// set, so one not in it is gone. Endpoints and route configurations are asked for by
+    /// name, and one missing from a response is unchanged (as in Envoy).
     pub complete: bool,
 }
 

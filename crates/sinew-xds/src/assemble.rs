@@ -49,6 +49,11 @@ pub struct Resources {
     routes: BTreeMap<String, model::RouteConfig>,
     clusters: BTreeMap<String, HeldCluster>,
     assignments: BTreeMap<String, Vec<model::Endpoint>>,
+    /// Listeners the last assembly served. Warming holds a listener back only until it
+    /// first serves; after that a cluster it names that goes missing is served as an
+    /// empty one (503s, as Envoy answers for an unknown cluster) rather than closing
+    /// the port under its clients.
+    active: BTreeSet<String>,
 }
 
 /// A change to one resource type: resources added or replaced, names removed, and
@@ -186,8 +191,9 @@ impl Resources {
             .retain(|name, _| assignments.contains(name));
     }
 
-    /// The static config with every ready resource added.
-    pub fn assemble(&self, base: &Config) -> Assembled {
+    /// The static config with every ready resource added. Remembers which listeners it
+    /// served (see `active`), so keep the `Resources` whose assembly goes live.
+    pub fn assemble(&mut self, base: &Config) -> Assembled {
         let mut config = base.clone();
         let mut origins = Origins {
             listeners: vec![None; config.listeners.len()],
@@ -198,6 +204,7 @@ impl Resources {
         let static_clusters: BTreeSet<&str> =
             base.clusters.iter().map(|c| c.name.as_str()).collect();
         let mut ready_clusters: BTreeSet<&str> = static_clusters.clone();
+        let mut placeholders: BTreeSet<String> = BTreeSet::new();
         for (name, held) in &self.clusters {
             let cluster = match &held.endpoints {
                 Endpoints::Inline => held.cluster.clone(),
@@ -234,12 +241,26 @@ impl Resources {
             };
             let mut targets = BTreeSet::new();
             listener_clusters(&held.listener, route_config, &mut targets);
-            if let Some(missing) = targets
-                .iter()
-                .find(|c| !ready_clusters.contains(c.as_str()))
-            {
-                warming.push(format!("listener {name:?} waits for cluster {missing:?}"));
-                continue;
+            let missing: Vec<String> = targets
+                .into_iter()
+                .filter(|c| !ready_clusters.contains(c.as_str()) && !placeholders.contains(c))
+                .collect();
+            if let Some(first) = missing.first() {
+                if !self.active.contains(name) {
+                    warming.push(format!("listener {name:?} waits for cluster {first:?}"));
+                    continue;
+                }
+                for cluster in missing {
+                    let empty: model::Cluster = serde_json::from_value(
+                        serde_json::json!({"name": cluster, "endpoints": []}),
+                    )
+                    .expect("an empty cluster");
+                    config.clusters.push(empty);
+                    origins
+                        .clusters
+                        .push(Some(format!("cluster {cluster:?} (missing, served empty)")));
+                    placeholders.insert(cluster);
+                }
             }
             if let Some(r) = route_config {
                 if !config.route_configs.iter().any(|c| c.name == r.name) {
@@ -252,6 +273,7 @@ impl Resources {
             config.listeners.push(held.listener.clone());
             origins.listeners.push(Some(format!("listener {name:?}")));
         }
+        self.active = config.listeners.iter().map(|l| l.name.clone()).collect();
         Assembled {
             config,
             warming,

@@ -54,7 +54,13 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
     };
     let endpoints = match kind {
         DiscoveryType::Static => Endpoints::Inline,
-        DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+        DiscoveryType::LogicalDns => {
+            return Err(ctx.error(
+                "type",
+                "LOGICAL_DNS (first address only) is not supported by Sinew; STRICT_DNS is",
+            ))
+        }
+        DiscoveryType::StrictDns => {
             out.insert("type".into(), json!("dns"));
             if let Some(refresh) = rest.dns_refresh_rate.take() {
                 out.insert("dns_refresh".into(), json!(duration(&refresh)));

@@ -163,6 +163,11 @@ fn http_connection_manager(
     let filters = std::mem::take(&mut hcm.http_filters);
     for (i, filter) in filters.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
+        // A disabled filter runs only where a route enables it (per-route config, which
+        // Sinew refuses), and an optional one may be skipped by a proxy that lacks it.
+        if filter.disabled || filter.is_optional {
+            continue;
+        }
         let is_router = match &filter.config_type {
             Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url == ROUTER,
             None => filter.name == "envoy.filters.http.router",
@@ -191,10 +196,6 @@ fn http_connection_manager(
     }
     if let Some(t) = hcm.request_headers_timeout.take() {
         out.insert("request_headers_timeout".into(), json!(duration(&t)));
-    }
-    if let Some(t) = hcm.request_timeout.take() {
-        // Envoy's request_timeout bounds the whole exchange when the route sets none.
-        out.insert("request_timeout".into(), json!(duration(&t)));
     }
     if let Some(mut common) = hcm.common_http_protocol_options.take() {
         if let Some(t) = common.idle_timeout.take() {

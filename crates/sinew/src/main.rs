@@ -39,8 +39,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the data plane on a config file. SIGHUP or a change of the file reloads it;
-    /// SIGTERM or Ctrl-C drains it and exits.
+    /// Run the data plane on a config file, or steered by a control plane (--xds).
+    /// Without --xds, SIGHUP or a change of the file reloads it; SIGTERM or Ctrl-C
+    /// drains it and exits.
     Proxy {
         /// The config file (YAML; see docs/config.md). With `--xds` it is optional: its
         /// listeners and clusters run beside those from the control plane.
@@ -197,6 +198,7 @@ async fn proxy(
         }
         None
     } else {
+        tokio::spawn(ignore_sighup_under_xds());
         Some(start_xds(&proxy, &loaded, xds))
     };
     tokio::spawn(reopen_access_logs_on_sigusr1());
@@ -329,6 +331,18 @@ async fn start_admin(
             eprintln!("sinew: cannot start the admin server on {address}: {e}");
             Err(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Under a control plane there is no file to reload; SIGHUP (which would otherwise end
+/// the process) is logged and ignored.
+async fn ignore_sighup_under_xds() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP ignored: the config comes from the control plane (--xds)");
     }
 }
 

@@ -77,10 +77,13 @@ impl ProxyHandler {
 impl ResourceHandler for ProxyHandler {
     async fn apply(&mut self, update: Update) -> Result<(), String> {
         let (kind, version) = (update.kind, update.version.clone());
-        let next = self.next(update)?;
+        let mut next = self
+            .next(update)
+            .inspect_err(|_| self.proxy.note_reload_failed())?;
         let assembled = next.assemble(&self.base);
         let errors = sinew_config::validate(&assembled.config);
         if !errors.is_empty() {
+            self.proxy.note_reload_failed();
             return Err(blamed(
                 &assembled,
                 errors.iter().map(|e| (&e.path, &e.message)),
@@ -132,30 +135,18 @@ fn blamed<'a>(
 }
 
 /// What `/config_dump` shows for a config made from xDS: the resources by name and what
-/// is still warming.
+/// is still warming, as YAML (JSON strings quote any name).
 fn summary(assembled: &Assembled) -> String {
     let c = &assembled.config;
-    let names = |items: Vec<&str>| items.join(", ");
-    let mut out = String::from("# assembled from the static config and xDS resources\n");
-    let _ = writeln!(
-        out,
-        "listeners: [{}]",
-        names(c.listeners.iter().map(|l| l.name.as_str()).collect())
-    );
-    let _ = writeln!(
-        out,
-        "route_configs: [{}]",
-        names(c.route_configs.iter().map(|r| r.name.as_str()).collect())
-    );
-    let _ = writeln!(
-        out,
-        "clusters: [{}]",
-        names(c.clusters.iter().map(|r| r.name.as_str()).collect())
-    );
-    for w in &assembled.warming {
-        let _ = writeln!(out, "# warming: {w}");
-    }
-    out
+    let list = |names: Vec<&str>| serde_json::to_string(&names).expect("strings serialize");
+    format!(
+        "# assembled from the static config and xDS resources\n\
+         listeners: {}\nroute_configs: {}\nclusters: {}\nwarming: {}\n",
+        list(c.listeners.iter().map(|l| l.name.as_str()).collect()),
+        list(c.route_configs.iter().map(|r| r.name.as_str()).collect()),
+        list(c.clusters.iter().map(|r| r.name.as_str()).collect()),
+        list(assembled.warming.iter().map(String::as_str).collect()),
+    )
 }
 
 /// The node this proxy presents: `--node-id`, `--node-cluster` and `--node-metadata k=v`.

@@ -139,7 +139,7 @@ fn change<T>(updated: Vec<T>) -> Change<T> {
 #[test]
 fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
     let base = Config::default();
-    let r = Resources::default()
+    let mut r = Resources::default()
         .listeners(change(vec![http_listener(
             "web",
             "web-routes",
@@ -154,7 +154,7 @@ fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
         [r#"listener "web" waits for route configuration "web-routes""#]
     );
 
-    let r = r
+    let mut r = r
         .routes(change(vec![route_to("web-routes", "svc")]))
         .unwrap();
     assert_eq!(
@@ -162,7 +162,7 @@ fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
         [r#"listener "web" waits for cluster "svc""#]
     );
 
-    let r = r.clusters(change(vec![eds_cluster("svc")])).unwrap();
+    let mut r = r.clusters(change(vec![eds_cluster("svc")])).unwrap();
     assert_eq!(r.wanted_assignments(), ["svc"]);
     let a = r.assemble(&base);
     assert!(a.config.listeners.is_empty() && a.config.clusters.is_empty());
@@ -171,7 +171,7 @@ fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
         r#"cluster "svc" waits for the endpoints of "svc""#
     );
 
-    let r = r
+    let mut r = r
         .assignments(change(vec![assignment("svc", &[9001, 9002])]))
         .unwrap();
     let a = r.assemble(&base);
@@ -189,22 +189,22 @@ fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
 
 #[test]
 fn removing_a_cluster_drops_its_endpoints_and_a_complete_update_replaces_the_set() {
-    let r = Resources::default()
+    let mut r = Resources::default()
         .clusters(change(vec![eds_cluster("a"), eds_cluster("b")]))
         .unwrap()
         .assignments(change(vec![assignment("a", &[1]), assignment("b", &[2])]))
         .unwrap();
     assert_eq!(r.assemble(&Config::default()).config.clusters.len(), 2);
-    let r = r.clusters(change(vec![eds_cluster("b")])).unwrap();
+    let mut r = r.clusters(change(vec![eds_cluster("b")])).unwrap();
     assert_eq!(r.wanted_assignments(), ["b"]);
     assert_eq!(r.assemble(&Config::default()).config.clusters.len(), 1);
     // A cluster that comes back waits for fresh endpoints, not the dropped ones.
-    let r = r
+    let mut r = r
         .clusters(change(vec![eds_cluster("a"), eds_cluster("b")]))
         .unwrap();
     assert_eq!(r.assemble(&Config::default()).warming.len(), 1);
     // An endpoint update names what it carries; a name it leaves out is unchanged.
-    let r = r.assignments(change(vec![assignment("a", &[3])])).unwrap();
+    let mut r = r.assignments(change(vec![assignment("a", &[3])])).unwrap();
     assert_eq!(r.assemble(&Config::default()).config.clusters.len(), 2);
 }
 
@@ -249,7 +249,7 @@ fn blame_turns_a_config_path_into_the_resource_it_came_from() {
     let base = sinew_config::load_str("t", "clusters: [{name: local, endpoints: []}]")
         .unwrap()
         .config;
-    let r = Resources::default()
+    let mut r = Resources::default()
         .clusters(change(vec![eds_cluster("svc")]))
         .unwrap()
         .assignments(change(vec![assignment("svc", &[1])]))
@@ -261,4 +261,23 @@ fn blame_turns_a_config_path_into_the_resource_it_came_from() {
     );
     assert_eq!(a.blame("clusters[0].name"), "clusters[0].name");
     assert_eq!(a.blame("clusters[1]"), "cluster \"svc\"");
+}
+
+#[test]
+fn a_serving_listener_stays_when_a_cluster_it_names_goes_and_answers_for_it_empty() {
+    let mut r = Resources::default()
+        .listeners(change(vec![http_listener("web", "routes", vec![router()])]))
+        .unwrap()
+        .routes(change(vec![route_to("routes", "svc")]))
+        .unwrap()
+        .clusters(change(vec![eds_cluster("svc")]))
+        .unwrap()
+        .assignments(change(vec![assignment("svc", &[1])]))
+        .unwrap();
+    assert_eq!(r.assemble(&Config::default()).config.listeners.len(), 1);
+    let mut r = r.clusters(change(Vec::new())).unwrap();
+    let a = r.assemble(&Config::default());
+    assert_eq!(a.config.listeners.len(), 1, "{:?}", a.warming);
+    assert!(a.config.clusters[0].endpoints.is_empty());
+    assert!(sinew_config::validate(&a.config).is_empty());
 }
