@@ -68,6 +68,15 @@ impl ControlConfig {
                 format!("{name}:{at}: {field}: {inner}")
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        for (i, r) in config.registries.iter().enumerate() {
+            if let RegistryConfig::Etcd { etcd } = r {
+                if etcd.endpoints.is_empty() {
+                    return Err(format!(
+                        "{name}: registries[{i}].etcd.endpoints: needs at least one endpoint"
+                    ));
+                }
+            }
+        }
         for r in &mut config.registries {
             if let RegistryConfig::Directory { directory } = r {
                 if directory.is_relative() {

@@ -60,9 +60,11 @@ impl ControlPlane {
         tasks.push(tokio::spawn(build_loop(
             inbox,
             config.debounce,
+            config.registries.len(),
             built_tx,
             problems.clone(),
         )));
+        let built_rx_for_status = built_rx.clone();
         let service = AdsServer {
             built: built_rx,
             status: status.clone(),
@@ -83,7 +85,8 @@ impl ControlPlane {
         }));
         let admin_address = match config.admin_address {
             Some(address) => {
-                let (address, task) = status::serve(address, status, problems).await?;
+                let (address, task) =
+                    status::serve(address, status, problems, built_rx_for_status).await?;
                 tasks.push(task);
                 Some(address)
             }
@@ -97,18 +100,41 @@ impl ControlPlane {
     }
 }
 
+/// How long the first build waits for every registry's first report; after it, a
+/// registry that is down (an unreachable etcd) no longer keeps the rest from serving.
+const FIRST_BUILD_WAIT: Duration = Duration::from_secs(5);
+
 /// Folds registry reports into the catalog and publishes a build after each burst: the
 /// first report of a burst starts a `debounce` window, and everything arriving within it
-/// goes into the same build.
+/// goes into the same build. The first build waits until every registry has reported
+/// (or [`FIRST_BUILD_WAIT`]), so no proxy is sent a half-known world.
 async fn build_loop(
     mut inbox: mpsc::UnboundedReceiver<Report>,
     debounce: Duration,
+    registries: usize,
     built: watch::Sender<Arc<Built>>,
     problems: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     let mut definitions: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
     let mut catalog = Catalog::default();
-    while let Some(first) = inbox.recv().await {
+    let mut reported: std::collections::BTreeSet<String> = Default::default();
+    let first_deadline = tokio::time::Instant::now() + FIRST_BUILD_WAIT;
+    loop {
+        let first = if built.borrow().ready {
+            inbox.recv().await
+        } else {
+            match tokio::time::timeout_at(first_deadline, inbox.recv()).await {
+                Ok(report) => report,
+                Err(_) => {
+                    tracing::warn!(
+                        "not every registry has reported after {FIRST_BUILD_WAIT:?}; serving what is known"
+                    );
+                    publish(&catalog, &built, &problems);
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { return };
         let mut reports = vec![first];
         let window = tokio::time::sleep(debounce);
         tokio::pin!(window);
@@ -125,10 +151,12 @@ async fn build_loop(
         for report in reports {
             match report {
                 Report::Definitions { source, resources } => {
+                    reported.insert(source.clone());
                     definitions.insert(source, resources);
                     redefined = true;
                 }
                 Report::Instances { source, services } => {
+                    reported.insert(source.clone());
                     catalog.registered.insert(source, services);
                 }
             }
@@ -147,11 +175,21 @@ async fn build_loop(
                 }
             }
         }
-        let next = Built::new(&catalog);
-        for p in &next.problems {
-            tracing::error!("catalog: {p} (left out; the rest is served)");
+        if built.borrow().ready || reported.len() >= registries {
+            publish(&catalog, &built, &problems);
         }
-        *problems.lock().expect("problems lock") = next.problems.clone();
-        built.send_replace(Arc::new(next));
     }
+}
+
+fn publish(
+    catalog: &Catalog,
+    built: &watch::Sender<Arc<Built>>,
+    problems: &std::sync::Mutex<Vec<String>>,
+) {
+    let next = Built::new(catalog);
+    for p in &next.problems {
+        tracing::error!("catalog: {p} (left out; the rest is served)");
+    }
+    *problems.lock().expect("problems lock") = next.problems.clone();
+    built.send_replace(Arc::new(next));
 }

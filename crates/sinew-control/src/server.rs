@@ -262,6 +262,9 @@ impl Session {
         tx: &mpsc::Sender<Result<DiscoveryResponse, GrpcStatus>>,
     ) -> bool {
         let built = self.built.borrow().clone();
+        if !built.ready {
+            return true;
+        }
         let (id, cluster) = self.node.clone().unwrap_or_default();
         let all = built.entries(kind, &id, &cluster);
         let view = self.view(kind, &all);
@@ -339,6 +342,9 @@ impl Session {
         tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, GrpcStatus>>,
     ) -> bool {
         let built = self.built.borrow().clone();
+        if !built.ready {
+            return true;
+        }
         let (id, cluster) = self.node.clone().unwrap_or_default();
         let all = built.entries(kind, &id, &cluster);
         let view = self.view(kind, &all);

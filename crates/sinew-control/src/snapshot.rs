@@ -67,11 +67,17 @@ pub struct Built {
     /// Problems with the catalog (e.g. a listener address that is not `ip:port`); the
     /// resource at fault is left out and the rest served.
     pub problems: Vec<String>,
+    /// False for the placeholder served before the first build: streams send nothing
+    /// rather than an empty set that would make proxies drop what they run.
+    pub ready: bool,
 }
 
 impl Built {
     pub fn new(catalog: &Catalog) -> Built {
-        let mut built = Built::default();
+        let mut built = Built {
+            ready: true,
+            ..Built::default()
+        };
         let mut instances: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for service in catalog.services.values() {
             instances
@@ -98,7 +104,12 @@ impl Built {
             list.dedup_by(|a, b| a.address == b.address);
             match cluster(name, service) {
                 Ok(c) => {
-                    let version = version_of(&("cluster", name, service));
+                    // The policy only: instances are the assignment's business.
+                    let policy = Service {
+                        endpoints: Vec::new(),
+                        ..service.clone()
+                    };
+                    let version = version_of(&("cluster", name, &policy));
                     built
                         .clusters
                         .insert(name.into(), entry(Kind::Cluster, &c, version));
@@ -120,14 +131,15 @@ impl Built {
                 .insert(name.into(), entry(Kind::Endpoint, &cla, version));
         }
         for l in catalog.listeners.values() {
-            let version = version_of(&("listener", l, route_services(l, catalog)));
+            let listener_version = version_of(&("listener", &l.name, &l.address));
+            let route_version = version_of(&("routes", l, route_services(l, catalog)));
             match listener(l) {
                 Ok(listener) => {
                     let routes = route_configuration(l, catalog);
                     built.listeners.push((
                         l.clone(),
-                        entry(Kind::Listener, &listener, version.clone()),
-                        entry(Kind::Route, &routes, version),
+                        entry(Kind::Listener, &listener, listener_version),
+                        entry(Kind::Route, &routes, route_version),
                     ));
                 }
                 Err(e) => built.problems.push(format!("listener {:?}: {e}", l.name)),
@@ -280,9 +292,13 @@ fn assignment(name: &str, instances: &[&Instance]) -> (ClusterLoadAssignment, Ve
     let mut lb_endpoints = Vec::new();
     for i in instances {
         let Ok(address) = socket(&i.address) else {
-            skipped.push(i.address.clone());
+            skipped.push(format!("{:?} is not ip:port", i.address));
             continue;
         };
+        if i.weight == 0 {
+            skipped.push(format!("{:?} has weight 0", i.address));
+            continue;
+        }
         let labels = pb::Struct {
             fields: i
                 .labels

@@ -1,5 +1,6 @@
 //! The control plane's admin API: `GET /status` (every node: what it was sent, what it
-//! ACKed, its last NACK; and the catalog's problems) and `GET /ready`.
+//! ACKed, its last NACK; and the catalog's problems) and `GET /ready` (503 until the
+//! first build).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ pub async fn serve(
     address: SocketAddr,
     status: Arc<Status>,
     problems: Arc<Mutex<Vec<String>>>,
+    built: tokio::sync::watch::Receiver<Arc<crate::snapshot::Built>>,
 ) -> Result<(SocketAddr, JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -29,6 +31,7 @@ pub async fn serve(
             };
             let status = status.clone();
             let problems = problems.clone();
+            let built = built.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let (code, body) = match request.uri().path() {
@@ -40,7 +43,9 @@ pub async fn serve(
                                     .to_string(),
                             )
                         }
-                        "/ready" => (200, "LIVE\n".to_string()),
+                        // Ready once the first build is out (every registry heard from).
+                        "/ready" if built.borrow().ready => (200, "LIVE\n".to_string()),
+                        "/ready" => (503, "STARTING\n".to_string()),
                         _ => (404, "not found\n".to_string()),
                     };
                     let response = http::Response::builder()

@@ -266,3 +266,166 @@ async fn a_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Lines a child writes to stdout, collected by a thread.
+fn collect_lines(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Another implementation as the client: Python's grpcio with Envoy's own types decodes
+/// what `sinew control` serves, NACKs a listener update (recorded, not resent), and
+/// follows a change to an endpoint and to the listener.
+#[tokio::test]
+async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_recorded() {
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-control-py-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let service = |port: u16| {
+        format!("kind: Service\nname: web\nendpoints: [{{address: '127.0.0.1:{port}'}}]\n")
+    };
+    let listener = |port: u16| {
+        format!("kind: Listener\nname: edge\naddress: 127.0.0.1:{port}\nroutes: [{{prefix: /, service: web}}]\n")
+    };
+    write(&dir.join("services/web.yaml"), &service(9001));
+    write(&dir.join("services/edge.yaml"), &listener(8001));
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("control.yaml"),
+        &format!(
+            "xds_address: {xds}\nadmin_address: {admin}\nregistries: [{{directory: services}}]\n"
+        ),
+    );
+    let _control = ChildGuard(
+        Command::new(sinew_binary())
+            .args(["control", "-c"])
+            .arg(dir.join("control.yaml"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew control"),
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/xds/python_xds_client.py"
+    );
+    let mut child = Command::new("python3")
+        .args([script, &xds.to_string(), "python-client", "LDS"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let lines = collect_lines(&mut child);
+    let _client = ChildGuard(child);
+
+    let wait_line = |what: &'static str, check: Box<dyn Fn(&str) -> bool>| {
+        let lines = lines.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(l) = lines.lock().unwrap().iter().find(|l| check(l)) {
+                    return l.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no line {what}; got {:#?} (needs `pip install grpcio envoy-data-plane==2.2.0`, which scripts/test runs)",
+                    lines.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let json_of = |kind: &'static str| {
+        Box::new(move |l: &str| serde_json::from_str::<Value>(l).is_ok_and(|v| v["type"] == kind))
+            as Box<dyn Fn(&str) -> bool>
+    };
+    let cds: Value = serde_json::from_str(&wait_line("CDS", json_of("CDS")).await).unwrap();
+    assert_eq!(cds["clusters"], serde_json::json!(["web"]));
+    let eds: Value = serde_json::from_str(&wait_line("EDS", json_of("EDS")).await).unwrap();
+    assert_eq!(
+        eds["endpoints"]["web"],
+        serde_json::json!(["127.0.0.1:9001"])
+    );
+    let lds: Value = serde_json::from_str(&wait_line("LDS", json_of("LDS")).await).unwrap();
+    assert_eq!(lds["listeners"]["edge"], "127.0.0.1:8001");
+    wait_line("NACKED LDS", Box::new(|l| l.starts_with("NACKED LDS"))).await;
+
+    // The NACK is recorded by node and type, and the same version is not sent again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(admin).await;
+        let lds_status = &s["nodes"]["python-client"]["types"]["LDS"];
+        if lds_status["nack"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("python refuses LDS"))
+        {
+            assert_eq!(lds_status["nacks"], 1, "{s:#}");
+            assert_eq!(s["nodes"]["python-client"]["cluster"], "python");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the NACK was not recorded: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Changes reach the client: a new endpoint, then a new listener address, ACKed.
+    write(&dir.join("services/web.yaml"), &service(9002));
+    wait_line(
+        "EDS with 9002",
+        Box::new(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["endpoints"]["web"] == serde_json::json!(["127.0.0.1:9002"]))
+        }),
+    )
+    .await;
+    write(&dir.join("services/edge.yaml"), &listener(8002));
+    wait_line(
+        "LDS with 8002",
+        Box::new(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["listeners"]["edge"] == "127.0.0.1:8002")
+        }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(admin).await;
+        let t = &s["nodes"]["python-client"]["types"]["LDS"];
+        if t["nack"].is_null() && t["sent"] == t["acked"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new listener was not ACKed: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lds_responses = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| json_of("LDS")(l))
+        .count();
+    assert_eq!(
+        lds_responses,
+        2,
+        "one LDS response per version: {:#?}",
+        lines.lock().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
