@@ -35,6 +35,22 @@ pub enum RegistryConfig {
     Directory { directory: PathBuf },
     /// `- etcd: {endpoints: [http://127.0.0.1:2379], prefix: /sinew/services/}`
     Etcd { etcd: EtcdConfig },
+    /// `- zookeeper: {servers: [127.0.0.1:2181], root: /dubbo}`
+    Zookeeper { zookeeper: ZookeeperConfig },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZookeeperConfig {
+    /// `host:port` of each server; one is used at a time.
+    pub servers: Vec<String>,
+    /// Dubbo's registry root.
+    #[serde(default = "default_zookeeper_root")]
+    pub root: String,
+}
+
+fn default_zookeeper_root() -> String {
+    "/dubbo".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

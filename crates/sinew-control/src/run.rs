@@ -55,6 +55,9 @@ impl ControlPlane {
                     etcd.prefix,
                     reports.clone(),
                 )),
+                RegistryConfig::Zookeeper { zookeeper } => tokio::spawn(
+                    registry::zookeeper::watch(zookeeper.servers, zookeeper.root, reports.clone()),
+                ),
             });
         }
         tasks.push(tokio::spawn(build_loop(

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod redis_kit;
 pub mod tls_kit;
 pub mod upstream;
+pub mod zookeeper_kit;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -429,3 +429,78 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Dubbo's registry: a provider node written to a real ZooKeeper becomes an endpoint
+/// that takes traffic through a proxy, and leaves when the node is deleted.
+#[tokio::test]
+async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
+    use sinew_integration::zookeeper_kit::ZooKeeper;
+    let zk = ZooKeeper::start();
+    let provider = Upstream::start("provider").await;
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-control-zk-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("services/edge.yaml"),
+        &format!("kind: Listener\nname: edge\naddress: {edge}\nroutes: [{{prefix: /, service: com.example.DemoService}}]\n"),
+    );
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("control.yaml"),
+        &format!(
+            "xds_address: {xds}\nregistries:\n  - directory: services\n  - zookeeper: {{servers: ['{}']}}\n",
+            zk.address
+        ),
+    );
+    let _control = ChildGuard(
+        Command::new(sinew_binary())
+            .args(["control", "-c"])
+            .arg(dir.join("control.yaml"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew control"),
+    );
+    let _proxy = ChildGuard(
+        Command::new(sinew_binary())
+            .args([
+                "proxy",
+                "--xds",
+                &format!("http://{xds}"),
+                "--node-id",
+                "consumer",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew proxy"),
+    );
+    until_all(&[edge], "503", Duration::from_secs(15)).await;
+
+    let url = format!(
+        "dubbo://{}/com.example.DemoService?anyhost=true&application=demo&version=1.0.0&weight=100",
+        provider.addr
+    );
+    let node: String = url
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let path = format!("/dubbo/com.example.DemoService/providers/{node}");
+    zk.cli(&[
+        "create /dubbo \"\"",
+        "create /dubbo/com.example.DemoService \"\"",
+        "create /dubbo/com.example.DemoService/providers \"\"",
+        &format!("create {path} \"\""),
+    ])
+    .expect("zkCli create");
+    until_all(&[edge], "provider", Duration::from_secs(10)).await;
+
+    zk.cli(&[&format!("delete {path}")]).expect("zkCli delete");
+    until_all(&[edge], "503", Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
