@@ -92,6 +92,13 @@ impl ControlConfig {
                     ));
                 }
             }
+            if let RegistryConfig::Zookeeper { zookeeper } = r {
+                if zookeeper.servers.is_empty() {
+                    return Err(format!(
+                        "{name}: registries[{i}].zookeeper.servers: needs at least one server"
+                    ));
+                }
+            }
         }
         for r in &mut config.registries {
             if let RegistryConfig::Directory { directory } = r {

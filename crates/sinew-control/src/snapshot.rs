@@ -123,7 +123,7 @@ impl Built {
             for s in skipped {
                 built
                     .problems
-                    .push(format!("service {name:?}: instance {s:?} is not ip:port"));
+                    .push(format!("service {name:?}: instance {s}; left out"));
             }
             let version = version_of(&("endpoints", name, &list));
             built
