@@ -1,4 +1,5 @@
-//! The xDS server: Envoy's Aggregated Discovery Service, state of the world and delta.
+//! The xDS server: Envoy's Aggregated Discovery Service and the four per-type services,
+//! state of the world and delta.
 //!
 //! Each stream follows the latest build ([`Built`]) through a watch channel and works out
 //! its own node's view. It sends a type only when that view's version differs from what
@@ -80,22 +81,106 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, GrpcStatus> {
-        let (tx, rx) = mpsc::channel(16);
-        let session = Session::new(self.built.clone(), self.status.clone());
-        tokio::spawn(session.sotw(request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(self.open_sotw(request))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, GrpcStatus> {
+        Ok(self.open_delta(request))
+    }
+}
+
+impl AdsServer {
+    fn open_sotw(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Response<Responses<DiscoveryResponse>> {
+        let (tx, rx) = mpsc::channel(16);
+        let session = Session::new(self.built.clone(), self.status.clone());
+        tokio::spawn(session.sotw(request.into_inner(), tx));
+        Response::new(ReceiverStream::new(rx))
+    }
+
+    fn open_delta(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Response<Responses<DeltaDiscoveryResponse>> {
         let (tx, rx) = mpsc::channel(16);
         let session = Session::new(self.built.clone(), self.status.clone());
         tokio::spawn(session.delta(request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Response::new(ReceiverStream::new(rx))
     }
 }
+
+/// The per-type discovery services (CDS, EDS, LDS, RDS): the same sessions as ADS, on
+/// streams that each carry one type. REST-style `Fetch` calls are not served.
+macro_rules! per_type_service {
+    ($service:path, $stream_type:ident, $delta_type:ident, $stream:ident, $delta:ident, $fetch:ident) => {
+        #[tonic::async_trait]
+        impl $service for AdsServer {
+            type $stream_type = Responses<DiscoveryResponse>;
+            type $delta_type = Responses<DeltaDiscoveryResponse>;
+
+            async fn $stream(
+                &self,
+                request: Request<Streaming<DiscoveryRequest>>,
+            ) -> Result<Response<Self::$stream_type>, GrpcStatus> {
+                Ok(self.open_sotw(request))
+            }
+
+            async fn $delta(
+                &self,
+                request: Request<Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<Response<Self::$delta_type>, GrpcStatus> {
+                Ok(self.open_delta(request))
+            }
+
+            async fn $fetch(
+                &self,
+                _request: Request<DiscoveryRequest>,
+            ) -> Result<Response<DiscoveryResponse>, GrpcStatus> {
+                Err(GrpcStatus::unimplemented(
+                    "fetch is not served; open a stream",
+                ))
+            }
+        }
+    };
+}
+
+per_type_service!(
+    envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryService,
+    StreamClustersStream,
+    DeltaClustersStream,
+    stream_clusters,
+    delta_clusters,
+    fetch_clusters
+);
+per_type_service!(
+    envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryService,
+    StreamEndpointsStream,
+    DeltaEndpointsStream,
+    stream_endpoints,
+    delta_endpoints,
+    fetch_endpoints
+);
+per_type_service!(
+    envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryService,
+    StreamListenersStream,
+    DeltaListenersStream,
+    stream_listeners,
+    delta_listeners,
+    fetch_listeners
+);
+per_type_service!(
+    envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryService,
+    StreamRoutesStream,
+    DeltaRoutesStream,
+    stream_routes,
+    delta_routes,
+    fetch_routes
+);
 
 /// One type on one stream.
 #[derive(Default)]

@@ -1,6 +1,7 @@
 //! `sinew control` end to end over real gRPC: a real etcd as the registry, a watched
-//! directory for services and listeners, and two Sinew proxies (one state of the world,
-//! one delta), each running the listener that selects its node.
+//! directory for services and listeners, and two Sinew proxies (one state of the world
+//! over ADS, one delta over per-type streams), each running the listener that selects
+//! its node.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
