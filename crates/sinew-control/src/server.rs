@@ -317,8 +317,15 @@ impl Session {
                     let renamed = names != sub.names;
                     sub.names = names;
                     if first && !request.version_info.is_empty() {
-                        // A reconnecting client says what it holds; equal means nothing to send.
+                        // A reconnecting client (perhaps failing over from a replica) says
+                        // what it holds: equal means nothing to send, and it counts as
+                        // sent and ACKed.
                         sub.sent = Some(request.version_info.clone());
+                        let held = request.version_info.clone();
+                        self.status.typed(self.node_id(), kind, |t| {
+                            t.sent = held.clone();
+                            t.acked = held;
+                        });
                     }
                     let error = request.error_detail.as_ref().map(|s| s.message.as_str());
                     self.answered(kind, &request.response_nonce, error);

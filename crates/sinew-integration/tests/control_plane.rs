@@ -505,3 +505,116 @@ async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
     until_all(&[edge], "503", Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Replicas: two `sinew control` processes share nothing but the registries. A proxy
+/// given both fails over when its replica dies, is sent nothing it already has (the
+/// versions are content hashes, the same in both), and keeps taking changes.
+#[tokio::test]
+async fn a_proxy_fails_over_between_control_plane_replicas() {
+    let etcd = Etcd::start();
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-control-replicas-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("services/edge.yaml"),
+        &format!(
+            "kind: Listener\nname: edge\naddress: {edge}\nroutes: [{{prefix: /, service: web}}]\n"
+        ),
+    );
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    let mut admins = Vec::new();
+    for i in 0..2 {
+        let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.join(format!("control-{i}.yaml"));
+        write(
+            &config,
+            &format!(
+                "xds_address: {xds}\nadmin_address: {admin}\nregistries:\n  - directory: services\n  - etcd: {{endpoints: ['{}']}}\n",
+                etcd.endpoint
+            ),
+        );
+        replicas.push(Some(ChildGuard(
+            Command::new(sinew_binary())
+                .args(["control", "-c"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start sinew control"),
+        )));
+        urls.push(format!("http://{xds}"));
+        admins.push(admin);
+    }
+    etcd.put(
+        "/sinew/services/web/a",
+        &format!(r#"{{"address": "{}"}}"#, a.addr),
+        None,
+    );
+    let _proxy = ChildGuard(
+        Command::new(sinew_binary())
+            .args([
+                "proxy",
+                "--xds",
+                &urls[0],
+                "--xds",
+                &urls[1],
+                "--node-id",
+                "edge",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew proxy"),
+    );
+    until_all(&[edge], "a", Duration::from_secs(15)).await;
+    let first = status(admins[0]).await;
+    assert_eq!(
+        first["nodes"]["edge"]["streams"], 1,
+        "the proxy uses the first replica: {first:#}"
+    );
+
+    replicas[0] = None; // the first replica dies
+    for _ in 0..20 {
+        assert_eq!(
+            answers(&[edge]).await,
+            ["a"],
+            "the proxy serves on while it fails over"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        let s = status(admins[1]).await;
+        if s["nodes"]["edge"]["streams"] == 1
+            && s["nodes"]["edge"]["types"]["EDS"]["acked"].is_string()
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not fail over: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for kind in ["CDS", "EDS", "LDS", "RDS"] {
+        assert_eq!(
+            first["nodes"]["edge"]["types"][kind]["acked"],
+            second["nodes"]["edge"]["types"][kind]["acked"],
+            "{kind}: both replicas serve the same version"
+        );
+    }
+
+    etcd.put(
+        "/sinew/services/web/b",
+        &format!(r#"{{"address": "{}"}}"#, b.addr),
+        None,
+    );
+    etcd.ctl(&["del", "/sinew/services/web/a"]).expect("del");
+    until_all(&[edge], "b", Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
