@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -76,6 +80,10 @@ impl ControlPlane {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .add_service(ClusterDiscoveryServiceServer::new(service.clone()))
+                .add_service(EndpointDiscoveryServiceServer::new(service.clone()))
+                .add_service(ListenerDiscoveryServiceServer::new(service.clone()))
+                .add_service(RouteDiscoveryServiceServer::new(service.clone()))
                 .add_service(
                     AggregatedDiscoveryServiceServer::new(service)
                         .max_decoding_message_size(64 << 20),

@@ -299,29 +299,12 @@ fn assignment(name: &str, instances: &[&Instance]) -> (ClusterLoadAssignment, Ve
             skipped.push(format!("{:?} has weight 0", i.address));
             continue;
         }
-        let labels = pb::Struct {
-            fields: i
-                .labels
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        pb::Value {
-                            kind: Some(pb::value::Kind::StringValue(v.clone())),
-                        },
-                    )
-                })
-                .collect(),
-        };
         lb_endpoints.push(LbEndpoint {
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address,
                 ..Default::default()
             })),
-            metadata: (!i.labels.is_empty()).then(|| Metadata {
-                filter_metadata: [("envoy.lb".to_string(), labels)].into_iter().collect(),
-                ..Default::default()
-            }),
+            metadata: (!i.labels.is_empty()).then(|| lb_metadata(&i.labels)),
             load_balancing_weight: (i.weight != 1).then_some(pb::UInt32Value { value: i.weight }),
             ..Default::default()
         });
@@ -335,6 +318,26 @@ fn assignment(name: &str, instances: &[&Instance]) -> (ClusterLoadAssignment, Ve
         ..Default::default()
     };
     (cla, skipped)
+}
+
+/// Labels as `filter_metadata["envoy.lb"]`: what Envoy's subset balancer (and Sinew's
+/// xDS mapping, `sinew_xds::convert::labels`) reads on endpoints and `metadata_match`.
+fn lb_metadata(labels: &BTreeMap<String, String>) -> Metadata {
+    let fields = labels
+        .iter()
+        .map(|(k, v)| {
+            let value = pb::Value {
+                kind: Some(pb::value::Kind::StringValue(v.clone())),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    Metadata {
+        filter_metadata: [("envoy.lb".to_string(), pb::Struct { fields })]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
 }
 
 fn any<M: Message>(type_url: &str, m: &M) -> Any {
@@ -406,30 +409,7 @@ fn route_configuration(l: &Listener, catalog: &Catalog) -> RouteConfiguration {
                         .map(|s| weighted_cluster::ClusterWeight {
                             name: r.service.clone(),
                             weight: Some(pb::UInt32Value { value: s.weight }),
-                            metadata_match: Some(Metadata {
-                                filter_metadata: [(
-                                    "envoy.lb".to_string(),
-                                    pb::Struct {
-                                        fields: s
-                                            .labels
-                                            .iter()
-                                            .map(|(k, v)| {
-                                                (
-                                                    k.clone(),
-                                                    pb::Value {
-                                                        kind: Some(pb::value::Kind::StringValue(
-                                                            v.clone(),
-                                                        )),
-                                                    },
-                                                )
-                                            })
-                                            .collect(),
-                                    },
-                                )]
-                                .into_iter()
-                                .collect(),
-                                ..Default::default()
-                            }),
+                            metadata_match: Some(lb_metadata(&s.labels)),
                             ..Default::default()
                         })
                         .collect(),

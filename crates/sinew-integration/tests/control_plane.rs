@@ -55,6 +55,32 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+fn start_control(config: &Path) -> ChildGuard {
+    let child = Command::new(sinew_binary())
+        .args(["control", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start sinew control");
+    ChildGuard(child)
+}
+
+/// A proxy steered by the control planes at `xds` (replicas), as node `node`.
+fn start_proxy(xds: &[String], node: &str, flags: &[&str]) -> ChildGuard {
+    let mut command = Command::new(sinew_binary());
+    command.arg("proxy");
+    for url in xds {
+        command.args(["--xds", url]);
+    }
+    let child = command
+        .args(["--node-id", node])
+        .args(flags)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start sinew proxy");
+    ChildGuard(child)
+}
+
 fn start_mesh(etcd: &Etcd) -> Mesh {
     let dir = std::env::temp_dir().join(format!(
         "sinew-control-{}-{}",
@@ -89,35 +115,26 @@ registries:
             etcd.endpoint
         ),
     );
-    let control = Command::new(sinew_binary())
-        .args(["control", "-c"])
-        .arg(dir.join("control.yaml"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sinew control");
-    let proxies = [("proxy-1", "sotw"), ("proxy-2", "delta")]
-        .iter()
-        .map(|(node, variant)| {
-            let child = Command::new(sinew_binary())
-                .args([
-                    "proxy",
-                    "--xds",
-                    &format!("http://{xds}"),
-                    "--node-id",
-                    node,
-                ])
-                .args(["--xds-variant", variant])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start sinew proxy");
-            ChildGuard(child)
-        })
-        .collect();
+    let control = start_control(&dir.join("control.yaml"));
+    // proxy-1: state of the world over ADS; proxy-2: delta over a stream per type.
+    let xds = [format!("http://{xds}")];
+    let proxies = vec![
+        start_proxy(
+            &xds,
+            "proxy-1",
+            &["--xds-variant", "sotw", "--xds-streams", "ads"],
+        ),
+        start_proxy(
+            &xds,
+            "proxy-2",
+            &["--xds-variant", "delta", "--xds-streams", "per-type"],
+        ),
+    ];
     Mesh {
         dir,
         admin,
         edges,
-        _control: ChildGuard(control),
+        _control: control,
         _proxies: proxies,
     }
 }
@@ -312,14 +329,7 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
             "xds_address: {xds}\nadmin_address: {admin}\nregistries: [{{directory: services}}]\n"
         ),
     );
-    let _control = ChildGuard(
-        Command::new(sinew_binary())
-            .args(["control", "-c"])
-            .arg(dir.join("control.yaml"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew control"),
-    );
+    let _control = start_control(&dir.join("control.yaml"));
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/xds/python_xds_client.py"
@@ -457,27 +467,8 @@ async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
             zk.address
         ),
     );
-    let _control = ChildGuard(
-        Command::new(sinew_binary())
-            .args(["control", "-c"])
-            .arg(dir.join("control.yaml"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew control"),
-    );
-    let _proxy = ChildGuard(
-        Command::new(sinew_binary())
-            .args([
-                "proxy",
-                "--xds",
-                &format!("http://{xds}"),
-                "--node-id",
-                "consumer",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew proxy"),
-    );
+    let _control = start_control(&dir.join("control.yaml"));
+    let _proxy = start_proxy(&[format!("http://{xds}")], "consumer", &[]);
     until_all(&[edge], "503", Duration::from_secs(15)).await;
 
     let url = format!(
@@ -541,14 +532,7 @@ async fn a_proxy_fails_over_between_control_plane_replicas() {
                 etcd.endpoint
             ),
         );
-        replicas.push(Some(ChildGuard(
-            Command::new(sinew_binary())
-                .args(["control", "-c"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start sinew control"),
-        )));
+        replicas.push(Some(start_control(&config)));
         urls.push(format!("http://{xds}"));
         admins.push(admin);
     }
@@ -557,21 +541,7 @@ async fn a_proxy_fails_over_between_control_plane_replicas() {
         &format!(r#"{{"address": "{}"}}"#, a.addr),
         None,
     );
-    let _proxy = ChildGuard(
-        Command::new(sinew_binary())
-            .args([
-                "proxy",
-                "--xds",
-                &urls[0],
-                "--xds",
-                &urls[1],
-                "--node-id",
-                "edge",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew proxy"),
-    );
+    let _proxy = start_proxy(&urls, "edge", &[]);
     until_all(&[edge], "a", Duration::from_secs(15)).await;
     let first = status(admins[0]).await;
     assert_eq!(

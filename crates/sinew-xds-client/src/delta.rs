@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_client::RouteDiscoveryServiceClient;
-use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
@@ -22,8 +21,6 @@ use tonic::transport::Channel;
 use crate::client::{Outcome, Remembered, Shared};
 use crate::handler::{ResourceHandler, Update, UpdatedResource};
 use crate::type_url::Kind;
-
-const INVALID_ARGUMENT: i32 = 3;
 
 /// Per type, on this stream.
 #[derive(Default)]
@@ -204,11 +201,7 @@ async fn respond<H: ResourceHandler>(
         }
         Err(message) => {
             tracing::warn!("xDS: delta {} rejected: {message}", kind.short_name());
-            Some(Status {
-                code: INVALID_ARGUMENT,
-                message,
-                details: Vec::new(),
-            })
+            Some(crate::handler::nack(message))
         }
     };
     Some(DeltaDiscoveryRequest {

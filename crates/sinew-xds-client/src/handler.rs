@@ -41,3 +41,12 @@ pub trait ResourceHandler: Send + 'static {
     /// clusters and listeners refer to; the client subscribes to exactly these.
     fn wanted(&self, kind: Kind) -> Vec<String>;
 }
+
+/// The `error_detail` of a NACK: gRPC's INVALID_ARGUMENT with the handler's message.
+pub(crate) fn nack(message: String) -> envoy_types::pb::google::rpc::Status {
+    envoy_types::pb::google::rpc::Status {
+        code: 3,
+        message,
+        details: Vec::new(),
+    }
+}

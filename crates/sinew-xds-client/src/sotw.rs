@@ -11,7 +11,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_client::RouteDiscoveryServiceClient;
-use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
@@ -20,9 +19,6 @@ use tonic::transport::Channel;
 use crate::client::{Outcome, Remembered, Shared};
 use crate::handler::{ResourceHandler, Update, UpdatedResource};
 use crate::type_url::Kind;
-
-/// gRPC's INVALID_ARGUMENT, the code NACKs carry.
-const INVALID_ARGUMENT: i32 = 3;
 
 /// Per type, on this stream.
 struct Subscription {
@@ -176,11 +172,7 @@ async fn respond<H: ResourceHandler>(
         }
         Err(message) => {
             tracing::warn!(version = %response.version_info, "xDS: {} rejected: {message}", kind.short_name());
-            Some(Status {
-                code: INVALID_ARGUMENT,
-                message,
-                details: Vec::new(),
-            })
+            Some(crate::handler::nack(message))
         }
     };
     Some(DiscoveryRequest {

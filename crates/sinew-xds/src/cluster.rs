@@ -4,7 +4,6 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection};
-use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use serde_json::{json, Map, Value};
 
 use crate::convert::duration;
@@ -69,21 +68,11 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         }
         DiscoveryType::Eds => {
             let eds = rest.eds_cluster_config.take().unwrap_or_default();
-            match eds
-                .eds_config
-                .as_ref()
-                .and_then(|c| c.config_source_specifier.as_ref())
-            {
-                None
-                | Some(ConfigSourceSpecifier::Ads(_))
-                | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {}
-                Some(_) => {
-                    return Err(ctx.error(
-                        "eds_cluster_config.eds_config",
-                        "only ADS or an API config source is supported by Sinew (not files)",
-                    ))
-                }
-            }
+            crate::convert::config_source(
+                &ctx,
+                "eds_cluster_config.eds_config",
+                eds.eds_config.as_ref(),
+            )?;
             let service = if eds.service_name.is_empty() {
                 name.clone()
             } else {

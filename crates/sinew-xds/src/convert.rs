@@ -1,6 +1,9 @@
 //! Small conversions between Envoy's protobuf spellings and Sinew's model.
 
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, Metadata};
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address, Address, ConfigSource, Metadata,
+};
 use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::Duration;
 use serde_json::{Map, Value};
@@ -65,4 +68,18 @@ pub fn labels(metadata: Option<&Metadata>) -> Map<String, Value> {
         }
     }
     out
+}
+
+/// Sinew asks its own `--xds` servers for everything: a config source may say ADS or an
+/// API source, never a file.
+pub fn config_source(ctx: &Ctx, path: &str, source: Option<&ConfigSource>) -> Result<(), XdsError> {
+    match source.and_then(|c| c.config_source_specifier.as_ref()) {
+        None
+        | Some(ConfigSourceSpecifier::Ads(_))
+        | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Ok(()),
+        Some(_) => Err(ctx.error(
+            path,
+            "only ADS or an API config source is supported by Sinew (not files)",
+        )),
+    }
 }

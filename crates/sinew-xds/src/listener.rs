@@ -2,7 +2,6 @@
 //! (no `filter_chain_match`), with one network filter: the HTTP connection manager (whose
 //! only HTTP filter may be the router) or the TCP proxy.
 
-use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
@@ -129,21 +128,11 @@ fn http_connection_manager(
     let mut rds_name = None;
     match hcm.route_specifier.take() {
         Some(RouteSpecifier::Rds(rds)) => {
-            match rds
-                .config_source
-                .as_ref()
-                .and_then(|c| c.config_source_specifier.as_ref())
-            {
-                None
-                | Some(ConfigSourceSpecifier::Ads(_))
-                | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {}
-                Some(_) => {
-                    return Err(ctx.error(
-                        format!("{path}.rds.config_source"),
-                        "only ADS or an API config source is supported by Sinew (not files)",
-                    ))
-                }
-            }
+            crate::convert::config_source(
+                ctx,
+                &format!("{path}.rds.config_source"),
+                rds.config_source.as_ref(),
+            )?;
             if rds.route_config_name.is_empty() {
                 return Err(ctx.error(format!("{path}.rds.route_config_name"), "is required"));
             }
