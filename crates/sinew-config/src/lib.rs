@@ -160,28 +160,36 @@ pub fn parse_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            let inner = e.into_inner();
-            // For a type error the parser points at the enclosing mapping and the field's
-            // own key (from the source map) is better; for a syntax error the parser's
-            // location is the real one and the map only knows an ancestor. The later of
-            // the two is right in both cases.
-            let parser = inner.location().map(|l| Position {
-                line: l.line(),
-                column: l.column(),
-            });
-            let mapped = source_map.lookup(&path);
-            let position = match (parser, mapped) {
-                (Some(p), Some(m)) if (p.line, p.column) > (m.line, m.column) => Some(p),
-                (Some(_), Some(_)) => None,
-                (p, _) => p,
-            };
-            let error = ConfigError {
-                path,
-                message: strip_location(&inner.to_string()),
-                position,
-            };
+            let error = yaml_error(path, &e.into_inner(), &source_map);
             Err(Diagnostics::new(name, source_map, vec![error]))
         }
+    }
+}
+
+/// A YAML syntax or type error at `path` as a [`ConfigError`], at the best position known.
+pub fn yaml_error(
+    path: String,
+    inner: &serde_yaml_ng::Error,
+    source_map: &SourceMap,
+) -> ConfigError {
+    // For a type error the parser points at the enclosing mapping and the field's own key
+    // (from the source map) is better; for a syntax error the parser's location is the
+    // real one and the map only knows an ancestor. The later of the two is right in both
+    // cases.
+    let parser = inner.location().map(|l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    let mapped = source_map.lookup(&path);
+    let position = match (parser, mapped) {
+        (Some(p), Some(m)) if (p.line, p.column) > (m.line, m.column) => Some(p),
+        (Some(_), Some(_)) => None,
+        (p, _) => p,
+    };
+    ConfigError {
+        path,
+        message: strip_location(&inner.to_string()),
+        position,
     }
 }
 

@@ -4,16 +4,22 @@
 //! extra dependency, works across editors that replace the file, and a second's delay
 //! is fine for config. A change is detected by content, not modification time.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use sinew_config::{Diagnostics, LoadedConfig};
+
 use crate::Proxy;
 
+/// Reads and checks a config file: [`crate::load_file`], or one that also reads other
+/// formats (the `sinew` binary's, which takes Envoy bootstraps too).
+pub type Loader = fn(&Path) -> Result<LoadedConfig, Diagnostics>;
+
 /// Watches `path` and reloads `proxy` until the process ends.
-pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
+pub async fn watch(proxy: Arc<Proxy>, path: PathBuf, load: Loader) {
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -34,7 +40,7 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
         }
         last = now;
         tracing::info!(file = %path.display(), reason = if forced { "SIGHUP" } else { "file changed" }, "reloading config");
-        let loaded = match crate::load_file(&path) {
+        let loaded = match load(&path) {
             Ok(l) => l,
             Err(d) => {
                 proxy.note_reload_failed();

@@ -16,6 +16,7 @@
 #![allow(deprecated)]
 
 pub mod assemble;
+pub mod bootstrap;
 pub mod cluster;
 mod convert;
 pub mod endpoint;

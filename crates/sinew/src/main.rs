@@ -3,6 +3,7 @@
 //! SIGTERM or Ctrl-C drains the proxy (listeners close, requests in flight finish, for up
 //! to `drain_timeout` or `--drain-timeout`) and exits 0; a second one exits at once, 1.
 
+mod config_file;
 mod demo;
 mod log_control;
 mod xds;
@@ -43,7 +44,8 @@ enum Command {
     /// Without --xds, SIGHUP or a change of the file reloads it; SIGTERM or Ctrl-C
     /// drains it and exits.
     Proxy {
-        /// The config file (YAML; see docs/config.md). With `--xds` it is optional: its
+        /// The config file: Sinew's YAML (docs/config.md) or an Envoy v3 bootstrap
+        /// (YAML or JSON; docs/envoy-bootstrap.md). With `--xds` it is optional: its
         /// listeners and clusters run beside those from the control plane.
         #[arg(short, long, required_unless_present = "xds")]
         config: Option<PathBuf>,
@@ -71,12 +73,14 @@ struct XdsArgs {
     /// replicas: the proxy uses one at a time and fails over to the next.
     #[arg(long = "xds", value_name = "URL")]
     xds: Vec<String>,
-    /// This proxy's node id, as the control plane knows it.
-    #[arg(long, default_value = "sinew")]
-    node_id: String,
-    /// This proxy's node cluster (the service it runs beside).
-    #[arg(long, default_value = "")]
-    node_cluster: String,
+    /// This proxy's node id, as the control plane knows it [default: a bootstrap's
+    /// `node.id`, else sinew].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// This proxy's node cluster (the service it runs beside) [default: a bootstrap's
+    /// `node.cluster`].
+    #[arg(long)]
+    node_cluster: Option<String>,
     /// Node metadata, `key=value`; repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     node_metadata: Vec<(String, String)>,
@@ -146,7 +150,7 @@ fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>
 }
 
 fn validate(file: &Path) -> ExitCode {
-    match sinew_proxy::load_file(file).and_then(|loaded| sinew_proxy::check(&loaded)) {
+    match config_file::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
@@ -164,42 +168,50 @@ async fn proxy(
     drain_timeout: Option<Duration>,
     log: Arc<dyn sinew_proxy::admin::LogControl>,
 ) -> ExitCode {
-    let loaded = match path {
-        Some(path) => match sinew_proxy::load_file(path) {
-            Ok(l) => l,
+    let file = match path {
+        Some(path) => match config_file::load(path) {
+            Ok(f) => f,
             Err(d) => {
                 eprintln!("{d}");
                 return ExitCode::FAILURE;
             }
         },
-        None => {
-            sinew_config::load_str("<no static config>", "{}").expect("an empty config is valid")
-        }
+        None => config_file::ConfigFile::Sinew(
+            sinew_config::load_str("<no static config>", "{}").expect("an empty config is valid"),
+        ),
     };
-    let proxy = match sinew_proxy::Proxy::start(&loaded).await {
+    let loaded = file.loaded();
+    let proxy = match sinew_proxy::Proxy::start(loaded).await {
         Ok(p) => p,
         Err(d) => {
             eprintln!("{d}");
             return ExitCode::FAILURE;
         }
     };
-    let _admin = match start_admin(&proxy, &loaded, log).await {
+    let _admin = match start_admin(&proxy, loaded, log).await {
         Ok(a) => a,
         Err(code) => return code,
     };
     // With a control plane the static file is read once: xDS updates are assembled on
     // top of it, and a file reload would drop them.
-    let _xds_client = if xds.xds.is_empty() {
-        if let Some(path) = path {
-            tokio::spawn(sinew_proxy::reload::watch(
-                proxy.clone(),
-                path.to_path_buf(),
-            ));
+    let _xds_client = match xds_source(xds, &file) {
+        None => {
+            if let Some(path) = path {
+                tokio::spawn(sinew_proxy::reload::watch(
+                    proxy.clone(),
+                    path.to_path_buf(),
+                    config_file::load_config,
+                ));
+            }
+            None
         }
-        None
-    } else {
-        tokio::spawn(ignore_sighup_under_xds());
-        Some(start_xds(&proxy, &loaded, xds))
+        Some(source) => {
+            tokio::spawn(ignore_sighup_under_xds());
+            Some(sinew_xds_client::XdsClient::start(
+                source,
+                xds::ProxyHandler::new(proxy.clone(), loaded.config.clone()),
+            ))
+        }
     };
     tokio::spawn(reopen_access_logs_on_sigusr1());
     serve_until_signalled(&proxy, drain_timeout).await
@@ -285,30 +297,63 @@ Press Ctrl-C to stop."
     serve_until_signalled(&proxy, drain_timeout).await
 }
 
-/// Subscribes the proxy to its control planes; dropping the client stops it.
-fn start_xds(
-    proxy: &Arc<sinew_proxy::Proxy>,
-    loaded: &sinew_config::LoadedConfig,
+/// Where the proxy's xDS comes from: the `--xds` flags, else a bootstrap's
+/// `dynamic_resources`, else nowhere. The node is the flags' where given, else the
+/// bootstrap's.
+fn xds_source(
     args: XdsArgs,
-) -> sinew_xds_client::XdsClient {
+    file: &config_file::ConfigFile,
+) -> Option<sinew_xds_client::ClientConfig> {
     use sinew_xds_client::{ClientConfig, Mode, Streams};
-    let config = ClientConfig {
-        servers: args.xds,
-        node: xds::node(args.node_id, args.node_cluster, &args.node_metadata),
-        mode: if args.xds_variant == "delta" {
+    let bootstrap = match file {
+        config_file::ConfigFile::Envoy(b) => Some(b),
+        config_file::ConfigFile::Sinew(_) => None,
+    };
+    let from_file = bootstrap.and_then(|b| b.dynamic.clone());
+    let (servers, delta, aggregated) = if !args.xds.is_empty() {
+        (
+            args.xds,
+            args.xds_variant == "delta",
+            args.xds_streams != "per-type",
+        )
+    } else if let Some(d) = from_file {
+        (d.servers, d.delta, d.aggregated)
+    } else {
+        return None;
+    };
+    let file_node = bootstrap.and_then(|b| b.node.clone()).unwrap_or_default();
+    let mut node = xds::node(
+        args.node_id.unwrap_or_else(|| {
+            if file_node.id.is_empty() {
+                "sinew".into()
+            } else {
+                file_node.id.clone()
+            }
+        }),
+        args.node_cluster.unwrap_or(file_node.cluster),
+        &args.node_metadata,
+    );
+    if args.node_metadata.is_empty() {
+        node.metadata = file_node.metadata;
+    }
+    if file_node.locality.is_some() {
+        node.locality = file_node.locality;
+    }
+    Some(ClientConfig {
+        servers,
+        node,
+        mode: if delta {
             Mode::Delta
         } else {
             Mode::StateOfTheWorld
         },
-        streams: if args.xds_streams == "per-type" {
-            Streams::PerType
-        } else {
+        streams: if aggregated {
             Streams::Aggregated
+        } else {
+            Streams::PerType
         },
         connect_timeout: Duration::from_secs(5),
-    };
-    let handler = xds::ProxyHandler::new(proxy.clone(), loaded.config.clone());
-    sinew_xds_client::XdsClient::start(config, handler)
+    })
 }
 
 /// Starts the admin server when the config has `admin` (Envoy's bootstrap `admin`). Its

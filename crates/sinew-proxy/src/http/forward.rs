@@ -273,15 +273,17 @@ async fn attempts(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retry_slot: Option<sinew_upstream::Slot> = None;
     let mut attempt = 0u32;
+    // A weighted route picks its cluster once per request, as Envoy does: retries stay
+    // in the cluster the request went to.
+    let target = match &route.action {
+        Action::Cluster(t) => *t,
+        Action::Weighted(w) => w.pick(),
+        _ => unreachable!("only cluster actions are forwarded"),
+    };
+    let (cluster, subset) = routes.target(target);
+    let cluster_metrics = routes.metrics.as_ref().and_then(|m| m.target(target));
     loop {
         let last_try = attempt >= max_retries;
-        let target = match &route.action {
-            Action::Cluster(t) => *t,
-            Action::Weighted(w) => w.pick(),
-            _ => unreachable!("only cluster actions are forwarded"),
-        };
-        let (cluster, subset) = routes.target(target);
-        let cluster_metrics = routes.metrics.as_ref().and_then(|m| m.target(target));
         let protocol = wire_protocol(cluster.protocol, downstream_h2, upgrade);
         let Some(request_slot) = cluster.breakers().try_request() else {
             return Err(Failure::Overflow.reply(grpc));

@@ -1,0 +1,466 @@
+//! Envoy v3 bootstrap files (`static_resources`, `dynamic_resources`, `admin`, `node`;
+//! YAML or JSON) as a Sinew config, so an Envoy user can move with the files they have.
+//!
+//! The file is read with Envoy's own message descriptors (embedded by `build.rs`), so it
+//! takes exactly the proto3 JSON mapping Envoy takes: unknown fields, wrong types and
+//! unknown `@type`s are errors at their line and column. Static listeners and clusters
+//! then go through the same mappers as LDS and CDS resources, and a field Sinew does not
+//! support is an error naming it, as a NACK would. `dynamic_resources` says where the
+//! xDS client connects; what it receives is added on top of the static config.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::{DynamicResources, StaticResources};
+use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap};
+use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{ApiConfigSource, ConfigSource, Node};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage};
+use serde::de::DeserializeSeed;
+use sinew_config::{model, Config, ConfigError, Diagnostics, LoadedConfig, SourceMap};
+
+use crate::assemble::{Assembled, Change, Resources};
+use crate::convert::socket_address;
+use crate::{Ctx, XdsError};
+
+/// A bootstrap file as Sinew runs it.
+#[derive(Debug, Clone)]
+pub struct EnvoyBootstrap {
+    /// The static resources and admin, as a checked Sinew config.
+    pub loaded: LoadedConfig,
+    /// `node`, for the xDS client.
+    pub node: Option<Node>,
+    /// Where `dynamic_resources` come from, when the file has them.
+    pub dynamic: Option<DynamicSource>,
+    assembled: Assembled,
+    /// Each static resource's label (`listener "web"`) and its path in the file.
+    locations: BTreeMap<String, String>,
+}
+
+/// The control plane `dynamic_resources` points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicSource {
+    /// `http://ip:port` of each of the xDS cluster's endpoints (or the Google gRPC
+    /// `target_uri`); the client uses one at a time.
+    pub servers: Vec<String>,
+    /// `DELTA_GRPC` rather than `GRPC`.
+    pub delta: bool,
+    /// One ADS stream (`lds_config: {ads: {}}`) rather than a stream per type.
+    pub aggregated: bool,
+}
+
+/// Whether `text` is an Envoy bootstrap rather than a Sinew config: it has a top-level
+/// key only a bootstrap has. (`admin` is in both.)
+pub fn is_envoy_bootstrap(text: &str) -> bool {
+    let Ok(serde_yaml_ng::Value::Mapping(top)) = serde_yaml_ng::from_str(text) else {
+        return false;
+    };
+    top.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            Some("static_resources" | "dynamic_resources" | "node" | "layered_runtime")
+        )
+    })
+}
+
+/// Reads and maps a bootstrap file.
+pub fn load_file(path: &Path) -> Result<EnvoyBootstrap, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics::new(
+            name.clone(),
+            SourceMap::default(),
+            vec![ConfigError::new("", format!("cannot read file: {e}"))],
+        )
+    })?;
+    load_str(&name, &text)
+}
+
+/// Parses and maps bootstrap text; `name` is used in error messages.
+pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
+    let source_map = SourceMap::index(text);
+    let fail = |errors: Vec<ConfigError>| Diagnostics::new(name, source_map.clone(), errors);
+    let bootstrap = parse(text, &source_map).map_err(|e| fail(vec![e]))?;
+    let mut mapped = map(bootstrap).map_err(|e| fail(vec![e]))?;
+
+    let mut errors: Vec<ConfigError> = mapped.assembled.warming.iter().map(|w| {
+        // A static listener that waits is one whose route names a cluster nobody defines
+        // (or an RDS/EDS name only a control plane could send).
+        let resource = w.split(" waits").next().unwrap_or(w);
+        ConfigError::new(
+            mapped.locations.get(resource).cloned().unwrap_or_default(),
+            format!("{}{}", w, if mapped.dynamic.is_some() {
+                "; static resources must be complete on their own (Sinew does not add dynamic clusters, routes or endpoints to them)"
+            } else {
+                ""
+            }),
+        )
+    }).collect();
+    errors.extend(sinew_config::validate(&mapped.assembled.config));
+    let loaded = LoadedConfig {
+        file: name.to_string(),
+        config: std::mem::take(&mut mapped.assembled.config),
+        source_map,
+        source: text.into(),
+    };
+    let bootstrap = EnvoyBootstrap {
+        loaded,
+        node: mapped.node,
+        dynamic: mapped.dynamic,
+        assembled: mapped.assembled,
+        locations: mapped.locations,
+    };
+    if errors.is_empty() {
+        Ok(bootstrap)
+    } else {
+        Err(bootstrap.diagnostics(errors))
+    }
+}
+
+impl EnvoyBootstrap {
+    /// Errors about the mapped config (paths like `listeners[0].http.routes[1]`) as
+    /// errors about the file: the static resource they came from, and the path inside.
+    pub fn diagnostics(&self, errors: Vec<ConfigError>) -> Diagnostics {
+        let errors = errors
+            .into_iter()
+            .map(|e| {
+                if e.path.starts_with("static_resources") || e.path.starts_with("admin") {
+                    return e;
+                }
+                let blamed = self.assembled.blame(&e.path);
+                let (resource, tail) = match blamed.split_once(": ") {
+                    Some((r, t)) => (r, Some(t)),
+                    None => (blamed.as_str(), None),
+                };
+                match self.locations.get(resource) {
+                    Some(at) => ConfigError {
+                        path: at.clone(),
+                        message: match tail {
+                            Some(tail) => format!("{resource}: {tail}: {}", e.message),
+                            None => format!("{resource}: {}", e.message),
+                        },
+                        position: None,
+                    },
+                    None => e,
+                }
+            })
+            .collect();
+        self.loaded.diagnostics(errors)
+    }
+}
+
+/// Envoy's descriptors for the bootstrap and the extensions Sinew maps (see build.rs).
+fn descriptors() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(
+            include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin")).as_slice(),
+        )
+        .expect("build.rs embeds a valid descriptor set")
+    })
+}
+
+/// The proto3 JSON mapping of `Bootstrap`, read from YAML (JSON is YAML too).
+fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
+    struct Seed(prost_reflect::MessageDescriptor);
+    impl<'de> DeserializeSeed<'de> for Seed {
+        type Value = DynamicMessage;
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<DynamicMessage, D::Error> {
+            DynamicMessage::deserialize_with_options(
+                self.0,
+                deserializer,
+                &DeserializeOptions::new(),
+            )
+        }
+    }
+    let descriptor = descriptors()
+        .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
+        .expect("the bootstrap message is embedded");
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let message = Seed(descriptor)
+        .deserialize(serde_path_to_error::Deserializer::new(
+            deserializer,
+            &mut track,
+        ))
+        .map_err(|e| {
+            let path = track.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            sinew_config::yaml_error(path, &e, source_map)
+        })?;
+    message
+        .transcode_to::<Bootstrap>()
+        .map_err(|e| ConfigError::new("", format!("does not map to Envoy's Bootstrap: {e}")))
+}
+
+struct Mapped {
+    assembled: Assembled,
+    node: Option<Node>,
+    dynamic: Option<DynamicSource>,
+    locations: BTreeMap<String, String>,
+}
+
+fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
+    let ctx = Ctx::new("bootstrap", "");
+    let at_root = |e: XdsError| ConfigError::new(e.field, e.message);
+    let node = bootstrap.node.take();
+    // Sinew's defaults for what a bootstrap does not say (drain time and the like).
+    let mut base: Config =
+        serde_json::from_value(serde_json::json!({})).expect("an empty config is valid");
+    if let Some(admin) = bootstrap.admin.take() {
+        base.admin = Some(map_admin(&ctx, admin).map_err(at_root)?);
+    }
+    let statics = bootstrap.static_resources.take().unwrap_or_default();
+    let dynamic = bootstrap.dynamic_resources.take();
+    ctx.only_supported("", &bootstrap).map_err(at_root)?;
+
+    let StaticResources {
+        listeners,
+        clusters,
+        secrets,
+    } = statics;
+    if !secrets.is_empty() {
+        return Err(ConfigError::new(
+            "static_resources.secrets",
+            "is not supported by Sinew yet (TLS is configured in Sinew's own config)",
+        ));
+    }
+    let mut locations = BTreeMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let label = format!("listener {:?}", l.name);
+        if locations.contains_key(&label) {
+            return Err(ConfigError::new(
+                format!("static_resources.listeners[{i}].name"),
+                format!("{label} is defined twice"),
+            ));
+        }
+        locations.insert(label, format!("static_resources.listeners[{i}]"));
+    }
+    for (i, c) in clusters.iter().enumerate() {
+        let label = format!("cluster {:?}", c.name);
+        if locations.contains_key(&label) {
+            return Err(ConfigError::new(
+                format!("static_resources.clusters[{i}].name"),
+                format!("{label} is defined twice"),
+            ));
+        }
+        locations.insert(label, format!("static_resources.clusters[{i}]"));
+    }
+    let in_file = |e: XdsError| match locations.get(&e.resource) {
+        Some(at) => ConfigError::new(
+            if e.field.is_empty() {
+                at.clone()
+            } else {
+                format!("{at}.{}", e.field)
+            },
+            e.message,
+        ),
+        None => ConfigError::new("static_resources", e.to_string()),
+    };
+    let dynamic = match dynamic {
+        Some(d) => Some(map_dynamic(d, &clusters)?),
+        None => None,
+    };
+    fn complete<T>(updated: Vec<T>) -> Change<T> {
+        Change {
+            updated,
+            removed: Vec::new(),
+            complete: true,
+        }
+    }
+    let mut resources = Resources::default()
+        .clusters(complete(clusters))
+        .map_err(in_file)?
+        .listeners(complete(listeners))
+        .map_err(in_file)?;
+    let assembled = resources.assemble(&base);
+    Ok(Mapped {
+        assembled,
+        node,
+        dynamic,
+        locations,
+    })
+}
+
+fn map_admin(ctx: &Ctx, admin: Admin) -> Result<model::Admin, XdsError> {
+    let mut rest = admin;
+    let address = socket_address(ctx, "admin.address", &rest.address.take())?;
+    // Envoy's examples send the admin access log to /dev/null, which is what Sinew does.
+    if matches!(rest.access_log_path.as_str(), "" | "/dev/null") {
+        rest.access_log_path.clear();
+    }
+    rest.profile_path.clear();
+    ctx.only_supported("admin", &rest)?;
+    Ok(model::Admin { address })
+}
+
+/// `dynamic_resources`: which of the static clusters is the control plane, and how to
+/// talk to it. Sinew's client runs one variant over one kind of stream for every type, so
+/// LDS and CDS must agree.
+fn map_dynamic(
+    dynamic: DynamicResources,
+    clusters: &[envoy_types::pb::envoy::config::cluster::v3::Cluster],
+) -> Result<DynamicSource, ConfigError> {
+    let DynamicResources {
+        lds_config,
+        lds_resources_locator,
+        cds_config,
+        cds_resources_locator,
+        ads_config,
+    } = dynamic;
+    for (field, locator) in [
+        ("lds_resources_locator", &lds_resources_locator),
+        ("cds_resources_locator", &cds_resources_locator),
+    ] {
+        if !locator.is_empty() {
+            return Err(ConfigError::new(
+                format!("dynamic_resources.{field}"),
+                "xDS-TP locators are not supported by Sinew",
+            ));
+        }
+    }
+    let mut sources = Vec::new();
+    for (field, config) in [("lds_config", lds_config), ("cds_config", cds_config)] {
+        let Some(config) = config else { continue };
+        let path = format!("dynamic_resources.{field}");
+        let ConfigSource {
+            config_source_specifier,
+            initial_fetch_timeout: _,
+            resource_api_version: _,
+            authorities,
+        } = config;
+        if !authorities.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.authorities"),
+                "is not supported by Sinew",
+            ));
+        }
+        let source = match config_source_specifier {
+            Some(ConfigSourceSpecifier::Ads(_)) => {
+                let ads = ads_config.clone().ok_or_else(|| {
+                    ConfigError::new(format!("{path}.ads"), "needs dynamic_resources.ads_config")
+                })?;
+                api_source(&ads, "dynamic_resources.ads_config", clusters, true)?
+            }
+            Some(ConfigSourceSpecifier::ApiConfigSource(api)) => {
+                api_source(&api, &format!("{path}.api_config_source"), clusters, false)?
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    path,
+                    "only ADS or an API config source (gRPC) is supported by Sinew",
+                ))
+            }
+        };
+        sources.push((path, source));
+    }
+    let Some((_, first)) = sources.first().cloned() else {
+        return Err(ConfigError::new(
+            "dynamic_resources",
+            "needs lds_config or cds_config",
+        ));
+    };
+    if let Some((path, _)) = sources.iter().find(|(_, s)| *s != first) {
+        return Err(ConfigError::new(
+            path.clone(),
+            "Sinew's xDS client uses one server, variant and stream kind for every type; lds_config and cds_config must agree",
+        ));
+    }
+    Ok(first)
+}
+
+/// An `ApiConfigSource` (ADS or per-type) as servers and a variant.
+fn api_source(
+    api: &ApiConfigSource,
+    path: &str,
+    clusters: &[envoy_types::pb::envoy::config::cluster::v3::Cluster],
+    aggregated: bool,
+) -> Result<DynamicSource, ConfigError> {
+    let delta = match ApiType::try_from(api.api_type) {
+        Ok(ApiType::Grpc | ApiType::AggregatedGrpc) => false,
+        Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc) => true,
+        _ => {
+            return Err(ConfigError::new(
+                format!("{path}.api_type"),
+                "only GRPC and DELTA_GRPC are supported by Sinew",
+            ))
+        }
+    };
+    let mut rest = api.clone();
+    rest.api_type = 0;
+    rest.transport_api_version = 0;
+    rest.set_node_on_first_message_only = false;
+    let services = std::mem::take(&mut rest.grpc_services);
+    if let Err(field) = crate::unsupported::first_set_field(&rest) {
+        return Err(ConfigError::new(
+            format!("{path}.{field}"),
+            "is not supported by Sinew",
+        ));
+    }
+    let mut servers = Vec::new();
+    if services.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.grpc_services"),
+            "needs one gRPC service",
+        ));
+    }
+    for (i, service) in services.iter().enumerate() {
+        let at = format!("{path}.grpc_services[{i}]");
+        match &service.target_specifier {
+            Some(TargetSpecifier::EnvoyGrpc(grpc)) => {
+                let cluster = clusters
+                    .iter()
+                    .find(|c| c.name == grpc.cluster_name)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{at}.envoy_grpc.cluster_name"),
+                            format!(
+                                "{:?} is not a cluster in static_resources",
+                                grpc.cluster_name
+                            ),
+                        )
+                    })?;
+                let ctx = Ctx::new("cluster", &cluster.name);
+                for locality in cluster.load_assignment.iter().flat_map(|a| &a.endpoints) {
+                    for endpoint in &locality.lb_endpoints {
+                        use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+                        if let Some(HostIdentifier::Endpoint(e)) = &endpoint.host_identifier {
+                            let address = socket_address(&ctx, "address", &e.address)
+                                .map_err(|e| ConfigError::new(at.clone(), e.to_string()))?;
+                            servers.push(format!("http://{address}"));
+                        }
+                    }
+                }
+            }
+            Some(TargetSpecifier::GoogleGrpc(grpc)) => {
+                let target = grpc.target_uri.trim_start_matches("dns:///");
+                servers.push(if target.contains("://") {
+                    target.to_string()
+                } else {
+                    format!("http://{target}")
+                });
+            }
+            None => return Err(ConfigError::new(at, "needs envoy_grpc or google_grpc")),
+        }
+    }
+    if servers.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.grpc_services"),
+            "the xDS cluster has no endpoints",
+        ));
+    }
+    Ok(DynamicSource {
+        servers,
+        delta,
+        aggregated,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! Envoy bootstraps as Envoy's documentation writes them, mapped to Sinew's model; and
+//! the errors bad ones get.
+
+use std::path::PathBuf;
+
+use super::*;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/envoy")
+        .join(name)
+}
+
+fn error_of(text: &str) -> String {
+    match load_str("envoy.yaml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(d) => d.to_string(),
+    }
+}
+
+/// The Sinew config `front-proxy.yaml` means, written by hand in Sinew's own YAML.
+const FRONT_PROXY_IN_SINEW: &str = r#"
+admin:
+  address: 127.0.0.1:19901
+listeners:
+  - name: listener_0
+    address: 127.0.0.1:18100
+    http:
+      # Envoy adds no Via header unless asked to.
+      via: ""
+      virtual_hosts:
+        - name: backend
+          domains: ["*"]
+          routes:
+            - match: { prefix: /service/2 }
+              cluster: service2
+              timeout: 5s
+            - match: { prefix: / }
+              weighted_clusters:
+                - { cluster: service1, weight: 80 }
+                - { cluster: service2, weight: 20 }
+              timeout: 5s
+              retry:
+                retry_on: [connect-failure, 5xx]
+                num_retries: 2
+                per_try_timeout: 1s
+clusters:
+  - name: service1
+    connect_timeout: 250ms
+    lb: round_robin
+    endpoints:
+      - address: 127.0.0.1:19001
+      - address: 127.0.0.1:19003
+  - name: service2
+    type: dns
+    connect_timeout: 250ms
+    lb: least_request
+    endpoints:
+      - address: localhost:19002
+"#;
+
+#[test]
+fn front_proxy_example_maps_to_the_same_config_as_its_sinew_equivalent() {
+    let envoy = load_file(&example("front-proxy.yaml")).unwrap_or_else(|d| panic!("{d}"));
+    let sinew = sinew_config::load_str("sinew.yaml", FRONT_PROXY_IN_SINEW)
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        format!("{:#?}", envoy.loaded.config),
+        format!("{:#?}", sinew.config)
+    );
+    assert!(envoy.dynamic.is_none());
+    assert!(envoy.node.is_none());
+}
+
+#[test]
+fn json_bootstraps_are_read_like_yaml() {
+    let text = std::fs::read_to_string(example("tcp-proxy.json")).unwrap();
+    assert!(is_envoy_bootstrap(&text));
+    let b = load_str("tcp-proxy.json", &text).unwrap_or_else(|d| panic!("{d}"));
+    let listener = &b.loaded.config.listeners[0];
+    assert_eq!(listener.address, "127.0.0.1:18101");
+    assert!(listener.tcp.is_some() && listener.http.is_none());
+    assert_eq!(b.loaded.config.clusters[0].name, "service3");
+    assert_eq!(
+        b.loaded.config.clusters[0].endpoints[0].address,
+        "127.0.0.1:19003"
+    );
+}
+
+#[test]
+fn dynamic_resources_over_ads_name_the_static_xds_cluster_as_the_server() {
+    let b = load_file(&example("ads.yaml")).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        b.dynamic,
+        Some(DynamicSource {
+            servers: vec!["http://127.0.0.1:18000".into()],
+            delta: false,
+            aggregated: true,
+        })
+    );
+    let node = b.node.unwrap();
+    assert_eq!(
+        (node.id.as_str(), node.cluster.as_str()),
+        ("edge-1", "edge")
+    );
+    assert_eq!(b.loaded.config.clusters[0].name, "xds_cluster");
+    assert!(b.loaded.config.listeners.is_empty());
+}
+
+#[test]
+fn per_type_delta_sources_and_google_grpc_targets_are_read() {
+    let text = r#"
+dynamic_resources:
+  lds_config:
+    api_config_source:
+      api_type: DELTA_GRPC
+      transport_api_version: V3
+      grpc_services: [{google_grpc: {target_uri: "127.0.0.1:18000", stat_prefix: xds}}]
+  cds_config:
+    api_config_source:
+      api_type: DELTA_GRPC
+      transport_api_version: V3
+      grpc_services: [{google_grpc: {target_uri: "127.0.0.1:18000", stat_prefix: xds}}]
+"#;
+    let b = load_str("envoy.yaml", text).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        b.dynamic,
+        Some(DynamicSource {
+            servers: vec!["http://127.0.0.1:18000".into()],
+            delta: true,
+            aggregated: false,
+        })
+    );
+}
+
+#[test]
+fn sinew_configs_are_not_taken_for_bootstraps() {
+    let basic = std::fs::read_to_string(example("../basic-proxy.yaml")).expect("the basic example");
+    assert!(!is_envoy_bootstrap(&basic));
+    assert!(!is_envoy_bootstrap("admin: {address: 127.0.0.1:9901}"));
+    assert!(!is_envoy_bootstrap("not: [valid"));
+}
+
+#[test]
+fn an_unknown_field_inside_typed_config_is_an_error_naming_it_at_the_typed_config() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replace("codec_type: AUTO", "codec_typo: AUTO");
+    // An `Any` is read whole before its type is known, so the parser places errors inside
+    // it at its first line (the `@type`).
+    let line = text
+        .lines()
+        .position(|l| l.contains("HttpConnectionManager"))
+        .unwrap()
+        + 1;
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "envoy.yaml:{line}:11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config: unrecognized field name 'codec_typo'"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wrongly_typed_value_is_an_error_at_its_field() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replace("port_value: 19001", "port_value: nineteen");
+    let line = text.lines().position(|l| l.contains("nineteen")).unwrap() + 1;
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!("envoy.yaml:{line}:")),
+        "wrong line: {e}"
+    );
+    assert!(
+        e.contains("static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_extension_type_is_an_error() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replace(
+            "envoy.extensions.filters.http.router.v3.Router",
+            "envoy.extensions.filters.http.no_such_filter.v3.Filter",
+        );
+    let e = error_of(&text);
+    assert!(e.contains("no_such_filter"), "{e}");
+    assert!(e.contains("static_resources.listeners[0]"), "{e}");
+}
+
+#[test]
+fn an_unsupported_cluster_field_is_named_at_its_position_in_the_file() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen("lb_policy: ROUND_ROBIN", "lb_policy: CLUSTER_PROVIDED", 1);
+    let line = text
+        .lines()
+        .position(|l| l.contains("CLUSTER_PROVIDED"))
+        .unwrap()
+        + 1;
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "envoy.yaml:{line}:5: static_resources.clusters[0].lb_policy: "
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unsupported_bootstrap_section_is_named() {
+    let text = "static_resources: {}\noverload_manager: {refresh_interval: 1s}\n";
+    let e = error_of(text);
+    assert!(
+        e.starts_with("envoy.yaml:2:1: overload_manager: is not supported by Sinew"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_route_to_an_undefined_cluster_names_the_listener() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replace(
+            "route: { cluster: service2, timeout: 5s }",
+            "route: { cluster: nowhere }",
+        );
+    let e = error_of(&text);
+    let line = text
+        .lines()
+        .position(|l| l.contains("- name: listener_0"))
+        .unwrap()
+        + 1;
+    assert!(
+        e.starts_with(&format!(
+            "envoy.yaml:{line}:5: static_resources.listeners[0]: "
+        )),
+        "{e}"
+    );
+    assert!(e.contains("\"nowhere\""), "{e}");
+}
+
+#[test]
+fn an_ads_source_without_ads_config_is_an_error() {
+    let text = "dynamic_resources:\n  lds_config: {ads: {}}\n";
+    let e = error_of(text);
+    assert!(
+        e.contains("dynamic_resources.lds_config.ads: needs dynamic_resources.ads_config"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_xds_cluster_that_is_not_static_is_an_error() {
+    let text = r#"
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    grpc_services: [{envoy_grpc: {cluster_name: xds}}]
+  cds_config: {ads: {}}
+"#;
+    let e = error_of(text);
+    assert!(
+        e.contains("dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: \"xds\" is not a cluster in static_resources"),
+        "{e}"
+    );
+}
