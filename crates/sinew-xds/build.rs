@@ -30,14 +30,12 @@ const ROOTS: &[&str] = &[
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Only this target's packages: they are the ones the build has downloaded, so
+    // `--offline` holds on a fresh machine.
+    let target = std::env::var("TARGET").expect("cargo sets TARGET");
     let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &target, "--manifest-path"])
         .arg(PathBuf::from(&manifest).join("Cargo.toml"))
         .output()
         .expect("run cargo metadata");
