@@ -90,10 +90,10 @@ async fn client(config: &KubernetesConfig) -> Result<Client, String> {
     Client::try_from(kube_config).map_err(|e| format!("cannot make a client: {e}"))
 }
 
-/// Which kind of object a watcher event is about.
+/// Which kind of object a watcher event is about (boxed: a Service is large).
 enum Change {
-    Service(Result<Event<Service>, watcher::Error>),
-    Slice(Result<Event<EndpointSlice>, watcher::Error>),
+    Service(Box<Result<Event<Service>, watcher::Error>>),
+    Slice(Box<Result<Event<EndpointSlice>, watcher::Error>>),
 }
 
 /// One client's life. The watchers recover on their own (re-listing when they must), so
@@ -110,38 +110,40 @@ async fn follow(config: &KubernetesConfig, source: &str, reports: &Reports) -> R
     };
     let services = watcher::watcher(services, watcher::Config::default())
         .default_backoff()
-        .map(Change::Service);
+        .map(|e| Change::Service(Box::new(e)));
     // Only slices that name a Service can give a Service endpoints.
     let slices = watcher::watcher(
         slices,
         watcher::Config::default().labels(SERVICE_NAME_LABEL),
     )
     .default_backoff()
-    .map(Change::Slice);
+    .map(|e| Change::Slice(Box::new(e)));
     let mut changes = std::pin::pin!(futures_util::stream::select(services, slices));
 
     let mut state = State::default();
     let mut last: Option<BTreeMap<String, Vec<Instance>>> = None;
     while let Some(change) = changes.next().await {
-        match change {
-            Change::Service(Ok(event)) => {
-                state
+        let changed = match change {
+            Change::Service(change) => match *change {
+                Ok(event) => state
                     .services
-                    .apply(event, |s| Some((key(s)?, service_ports(s)?)));
-            }
-            Change::Slice(Ok(event)) => {
-                state.slices.apply(event, |s| Some((key(s)?, slice(s)?)));
-            }
-            Change::Service(Err(e)) => {
-                tracing::warn!("kubernetes registry: services: {e}");
-                continue;
-            }
-            Change::Slice(Err(e)) => {
-                tracing::warn!("kubernetes registry: endpointslices: {e}");
-                continue;
-            }
-        }
-        if !(state.services.listed && state.slices.listed) {
+                    .apply(event, |s| Some((key(s)?, service_ports(s)?))),
+                Err(e) => {
+                    // The watcher recovers by itself, after kube's backoff.
+                    tracing::warn!("kubernetes registry: services: {e}");
+                    continue;
+                }
+            },
+            Change::Slice(change) => match *change {
+                Ok(event) => state.slices.apply(event, |s| Some((key(s)?, slice(s)?))),
+                Err(e) => {
+                    tracing::warn!("kubernetes registry: endpointslices: {e}");
+                    continue;
+                }
+            },
+        };
+        // Reported after both first lists, then after each change that alters it.
+        if !(changed && state.services.listed && state.slices.listed) {
             continue;
         }
         let services = instances(&state.services.objects, &state.slices.objects);
@@ -192,14 +194,23 @@ impl<T> Default for Store<T> {
 
 impl<T> Store<T> {
     /// Folds in one watcher event; `keep` gives what is kept of an object, or `None` for
-    /// an object that means nothing here (which then counts as deleted).
-    fn apply<K: ResourceExt>(&mut self, event: Event<K>, keep: impl Fn(&K) -> Option<(Key, T)>) {
+    /// an object that means nothing here (which then counts as deleted). Says whether
+    /// `objects` may have changed (not while a list is still coming in).
+    fn apply<K: ResourceExt>(
+        &mut self,
+        event: Event<K>,
+        keep: impl Fn(&K) -> Option<(Key, T)>,
+    ) -> bool {
         match event {
-            Event::Init => self.listing = Some(BTreeMap::new()),
+            Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                return false;
+            }
             Event::InitApply(object) => {
                 if let (Some(listing), Some((key, value))) = (&mut self.listing, keep(&object)) {
                     listing.insert(key, value);
                 }
+                return false;
             }
             Event::InitDone => {
                 if let Some(listing) = self.listing.take() {
@@ -223,6 +234,7 @@ impl<T> Store<T> {
                 }
             }
         }
+        true
     }
 }
 
@@ -513,11 +525,12 @@ mod tests {
         assert!(store.listed && store.objects.len() == 1);
         store.apply(Event::Apply(object("b")), keep);
         assert_eq!(store.objects.len(), 2);
-        // A re-list in which `a` is gone: both stay until it completes.
-        store.apply(Event::Init, keep);
-        store.apply(Event::InitApply(object("b")), keep);
+        // A re-list in which `a` is gone: both stay until it completes, and nothing is
+        // worth reporting before then.
+        assert!(!store.apply(Event::Init, keep));
+        assert!(!store.apply(Event::InitApply(object("b")), keep));
         assert_eq!(store.objects.len(), 2);
-        store.apply(Event::InitDone, keep);
+        assert!(store.apply(Event::InitDone, keep));
         assert_eq!(
             store.objects.keys().collect::<Vec<_>>(),
             [&("shop".to_string(), "b".to_string())]
