@@ -1,6 +1,7 @@
 //! `sinew control`: Sinew's control plane.
 //!
-//! registries ([`registry`]: a directory of YAML, etcd, ZooKeeper's Dubbo providers) → the service model
+//! registries ([`registry`]: a directory of YAML, etcd, ZooKeeper's Dubbo providers,
+//! Kubernetes Services and EndpointSlices) → the service model
 //! ([`services`]) → resources built once per change and viewed per node ([`snapshot`])
 //! → the xDS server, state of the world and delta ([`server`]). Registry events are
 //! debounced into builds ([`run`]); versions are content hashes, so replicas that read

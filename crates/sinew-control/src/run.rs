@@ -62,6 +62,9 @@ impl ControlPlane {
                 RegistryConfig::Zookeeper { zookeeper } => tokio::spawn(
                     registry::zookeeper::watch(zookeeper.servers, zookeeper.root, reports.clone()),
                 ),
+                RegistryConfig::Kubernetes { kubernetes } => {
+                    tokio::spawn(registry::kubernetes::watch(kubernetes, reports.clone()))
+                }
             });
         }
         tasks.push(tokio::spawn(build_loop(

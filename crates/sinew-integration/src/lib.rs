@@ -6,6 +6,7 @@
 pub mod admin_kit;
 pub mod etcd_kit;
 pub mod grpc_kit;
+pub mod kube_api_kit;
 pub mod otlp_kit;
 pub mod probe;
 pub mod python_xds;

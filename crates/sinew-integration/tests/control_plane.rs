@@ -1,7 +1,8 @@
 //! `sinew control` end to end over real gRPC: a real etcd as the registry, a watched
 //! directory for services and listeners, and two Sinew proxies (one state of the world
 //! over ADS, one delta over per-type streams), each running the listener that selects
-//! its node.
+//! its node. Also a real ZooKeeper, and, since no Kubernetes cluster can run here, a
+//! stand-in API server serving recorded-format responses (`tests/kubernetes/`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -586,5 +587,194 @@ async fn a_proxy_fails_over_between_control_plane_replicas() {
     );
     etcd.ctl(&["del", "/sinew/services/web/a"]).expect("del");
     until_all(&[edge], "b", Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The fixture `tests/kubernetes/<name>` with every EndpointSlice's `http` port (and the
+/// unnamed one) set to `port`, the port the test's pods listen on.
+fn kubernetes_fixture(name: &str, port: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kubernetes")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let mut value: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    // A list, a watch event, or one object.
+    let objects: Vec<&mut Value> = if value.get("items").is_some() {
+        value["items"]
+            .as_array_mut()
+            .expect("items")
+            .iter_mut()
+            .collect()
+    } else if value.get("object").is_some() {
+        vec![&mut value["object"]]
+    } else {
+        vec![&mut value]
+    };
+    for object in objects {
+        for p in object
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if matches!(p["name"].as_str(), Some("http" | "")) {
+                p["port"] = port.into();
+            }
+        }
+    }
+    value.to_string()
+}
+
+/// Waits until requests for `path` are answered by exactly the upstreams `expected`
+/// (round robin, so a dozen requests reach each of them), then checks that it holds.
+async fn until_served_by(edge: SocketAddr, path: &str, expected: &[&str], within: Duration) {
+    let expected: std::collections::BTreeSet<String> =
+        expected.iter().map(|s| s.to_string()).collect();
+    let client = TestClient::http1();
+    let round = || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..12 {
+            seen.insert(match client.try_get(edge, path, &[]).await {
+                Ok(r) if r.status == 200 => r.text().trim_end().to_string(),
+                Ok(r) => r.status.as_u16().to_string(),
+                Err(_) => "unreachable".into(),
+            });
+        }
+        seen
+    };
+    let start = Instant::now();
+    let mut last = round().await;
+    while last != expected {
+        assert!(
+            start.elapsed() < within,
+            "{path} was not served by {expected:?} within {within:?}; last: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = round().await;
+    }
+    for _ in 0..3 {
+        assert_eq!(round().await, expected, "{path} after it settled");
+    }
+}
+
+/// The Kubernetes registry against a stand-in API server: Services and EndpointSlices
+/// listed from recorded-format responses become clusters and endpoints (multi-port and
+/// single-port naming, not-ready endpoints left out, one namespace), then follow watch
+/// events (a MODIFIED slice, a DELETED one) and a re-list after the watch expires.
+#[tokio::test]
+async fn kubernetes_endpoint_slices_become_endpoints_and_follow_the_watch() {
+    use sinew_integration::eventually;
+    use sinew_integration::kube_api_kit::KubeApi;
+    // The pods: loopback addresses of their own, one port shared (as a slice's port is).
+    let a = Upstream::start_on("a", "127.0.0.2:0".parse().unwrap()).await;
+    let port = a.addr.port();
+    let pod = |last: u8| SocketAddr::from(([127, 0, 0, last], port));
+    let _b = Upstream::start_on("b", pod(3)).await;
+    let c = Upstream::start_on("c", pod(4)).await;
+    let _ratings = Upstream::start_on("ratings", pod(5)).await;
+    let other_namespace = Upstream::start_on("other-namespace", pod(6)).await;
+    let _d = Upstream::start_on("d", pod(7)).await;
+    let api = KubeApi::start(
+        &kubernetes_fixture("services.json", port),
+        &kubernetes_fixture("endpointslices.json", port),
+    )
+    .await;
+
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-control-k8s-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("services/edge.yaml"),
+        &format!(
+            "kind: Listener
+name: edge
+address: {edge}
+routes:
+  - {{prefix: /ratings, service: ratings.shop}}
+  - {{prefix: /default, service: 'web.default'}}
+  - {{prefix: /, service: 'web.shop:http'}}
+"
+        ),
+    );
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("control.yaml"),
+        &format!(
+            "xds_address: {xds}
+registries:
+  - directory: services
+  - kubernetes: {{api_server: '{}', namespace: shop}}
+",
+            api.url
+        ),
+    );
+    let _control = start_control(&dir.join("control.yaml"));
+    let _proxy = start_proxy(&[format!("http://{xds}")], "edge", &[]);
+
+    // (a) The listed slice's ready endpoints take traffic; `c` (not ready) does not.
+    until_served_by(edge, "/", &["a", "b"], Duration::from_secs(15)).await;
+    until_served_by(edge, "/ratings", &["ratings"], Duration::from_secs(5)).await;
+    // `web` in namespace `default` is not followed: its route has no endpoints.
+    until_served_by(edge, "/default", &["503"], Duration::from_secs(5)).await;
+    assert_eq!(other_namespace.requests(), 0);
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.starts_with("/api/v1/namespaces/shop/services?")
+                || r.starts_with("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices?")),
+        "only namespace shop is asked for: {requests:#?}"
+    );
+    assert!(
+        requests.iter().any(|r| r.contains("/endpointslices?")
+            && r.contains("watch=true")
+            && r.contains("labelSelector=kubernetes.io%2Fservice-name")),
+        "slices are watched, only those that name a service: {requests:#?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || api.watching("services") == 1
+            && api.watching("endpointslices") == 1)
+        .await,
+        "both kinds are watched: {:#?}",
+        api.requests()
+    );
+    // A bookmark moves the watch's resource version on and changes nothing.
+    api.bookmark();
+
+    // (b) MODIFIED: `a` is terminating (not ready), `c` has become ready.
+    api.push(&kubernetes_fixture("web-slice-modified.json", port));
+    until_served_by(edge, "/", &["b", "c"], Duration::from_secs(10)).await;
+    let served_by_a = a.requests();
+
+    // A change the watch never sees (its history compacted): the watch is told
+    // `410 Expired`, and only a new list shows `a` gone and its replacement `d` ready.
+    let lists = |api: &KubeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.contains("/endpointslices?") && !r.contains("watch=true"))
+            .count()
+    };
+    assert_eq!(lists(&api), 1);
+    api.change_unwatched(&kubernetes_fixture("web-slice-replaced.json", port));
+    until_served_by(edge, "/", &["b", "c", "d"], Duration::from_secs(15)).await;
+    assert_eq!(lists(&api), 2, "{:#?}", api.requests());
+    assert_eq!(a.requests(), served_by_a, "a left when it was not ready");
+    assert!(c.requests() > 0);
+
+    // (c) DELETED: the slice goes, and with it every endpoint of `web.shop:http`.
+    assert!(
+        eventually(Duration::from_secs(10), || api.watching("endpointslices")
+            == 1)
+        .await,
+        "the slices are watched again after the re-list: {:#?}",
+        api.requests()
+    );
+    api.push(&kubernetes_fixture("web-slice-deleted.json", port));
+    until_served_by(edge, "/", &["503"], Duration::from_secs(10)).await;
+    until_served_by(edge, "/ratings", &["ratings"], Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,6 +4,7 @@
 
 pub mod directory;
 pub mod etcd;
+pub mod kubernetes;
 pub mod zookeeper;
 
 use std::collections::BTreeMap;
