@@ -3,14 +3,16 @@
 //! Envoy's YAML and JSON are the proto3 JSON mapping of its protos, so reading them takes
 //! the message descriptors (field names, types, enums, `Any` type URLs). `envoy-types`
 //! ships them, compiled from Envoy's own .proto files, as `src/generated/types.bin`; this
-//! script finds that file through `cargo metadata` (so registries, vendoring and
-//! `CARGO_HOME` all work), keeps only the files a bootstrap and the extensions Sinew maps
-//! need, drops their source comments, and writes the result to `OUT_DIR`. No protobuf
-//! compiler is needed.
+//! script finds that file in Cargo's registry (the version Cargo.lock pins; Cargo has
+//! unpacked it before any build script runs, as it is a dependency), keeps only the files
+//! a bootstrap and the extensions Sinew maps need, drops their source comments, and
+//! writes the result to `OUT_DIR`. No protobuf compiler is needed.
+//!
+//! (`cargo metadata` would find it too, but it resolves the whole workspace, which needs
+//! packages a `cargo build -p` has not downloaded.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Command;
 
 use prost::Message;
 use prost_types::FileDescriptorSet;
@@ -28,35 +30,7 @@ const ROOTS: &[&str] = &[
 ];
 
 fn main() {
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // Only this target's packages: they are the ones the build has downloaded, so
-    // `--offline` holds on a fresh machine.
-    let target = std::env::var("TARGET").expect("cargo sets TARGET");
-    let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .args(["--filter-platform", &target, "--manifest-path"])
-        .arg(PathBuf::from(&manifest).join("Cargo.toml"))
-        .output()
-        .expect("run cargo metadata");
-    assert!(
-        output.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
-    let envoy_manifest = metadata["packages"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .find(|p| p["name"] == "envoy-types")
-        .and_then(|p| p["manifest_path"].as_str())
-        .expect("envoy-types is a dependency");
-    let types = PathBuf::from(envoy_manifest)
-        .parent()
-        .expect("a manifest has a directory")
-        .join("src/generated/types.bin");
+    let types = envoy_types_descriptors();
     println!("cargo:rerun-if-changed={}", types.display());
     println!("cargo:rerun-if-changed=build.rs");
 
@@ -107,4 +81,45 @@ fn main() {
         FileDescriptorSet { file }.encode_to_vec(),
     )
     .expect("write the descriptors");
+}
+
+/// `types.bin` of the envoy-types that Cargo.lock pins, under `$CARGO_HOME/registry/src`
+/// (`~/.cargo` unless set) or a `vendor/` directory beside Cargo.lock.
+fn envoy_types_descriptors() -> PathBuf {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let lock_path = manifest
+        .ancestors()
+        .map(|d| d.join("Cargo.lock"))
+        .find(|p| p.exists())
+        .expect("a Cargo.lock above the crate");
+    println!("cargo:rerun-if-changed={}", lock_path.display());
+    let lock = std::fs::read_to_string(&lock_path).expect("read Cargo.lock");
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"envoy-types\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .expect("Cargo.lock pins envoy-types");
+    let crate_dir = format!("envoy-types-{version}");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .expect("CARGO_HOME or HOME");
+    let mut candidates = vec![lock_path
+        .parent()
+        .expect("Cargo.lock is in a directory")
+        .join("vendor")
+        .join(&crate_dir)];
+    if let Ok(registries) = std::fs::read_dir(cargo_home.join("registry/src")) {
+        candidates.extend(registries.flatten().map(|r| r.path().join(&crate_dir)));
+    }
+    candidates
+        .iter()
+        .map(|dir| dir.join("src/generated/types.bin"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "envoy-types {version}'s src/generated/types.bin is not in any of {candidates:?}"
+            )
+        })
 }

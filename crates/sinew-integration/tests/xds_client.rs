@@ -14,14 +14,37 @@ use sinew_integration::python_xds::PythonControlPlane;
 use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, Upstream};
 
 fn start_proxy(control_plane: &str, node: &str, variant: &str, streams: &str) -> ChildGuard {
+    start_proxy_with_admin(control_plane, node, variant, streams).0
+}
+
+/// The proxy with an admin API (from a static `-c` file), and the admin's address.
+fn start_proxy_with_admin(
+    control_plane: &str,
+    node: &str,
+    variant: &str,
+    streams: &str,
+) -> (ChildGuard, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = std::env::temp_dir().join(format!("sinew-xds-admin-{node}-{}.yaml", admin.port()));
+    std::fs::write(&file, format!("admin: {{address: '{admin}'}}\n")).unwrap();
     let child = Command::new(sinew_binary())
         .args(["proxy", "--xds", control_plane, "--node-id", node])
+        .arg("-c")
+        .arg(&file)
         .args(["--xds-variant", variant, "--xds-streams", streams])
         .stdout(Stdio::null())
         .env("RUST_LOG", "info")
         .spawn()
         .expect("start sinew");
-    ChildGuard(child)
+    (ChildGuard(child), admin)
+}
+
+/// The value of one sample line of the proxy's /metrics, 0 when absent.
+async fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    let text = TestClient::http1().get(admin, "/metrics", &[]).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Waits until requests to `addr` are answered by the upstream called `name`.
@@ -59,7 +82,7 @@ async fn steered(variant: &str, streams: &str) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     control_plane.push("1", port, &[a.addr], false);
     let node = format!("node-{variant}-{streams}");
-    let _proxy = start_proxy(&control_plane.url(), &node, variant, streams);
+    let (_proxy, admin) = start_proxy_with_admin(&control_plane.url(), &node, variant, streams);
 
     served_by(addr, "a").await;
     for kind in ["CDS", "EDS", "LDS", "RDS"] {
@@ -120,6 +143,26 @@ async fn steered(variant: &str, streams: &str) {
     control_plane
         .wait_for("ACKing EDS version 3", |r| is_ack(r, "EDS", "3"))
         .await;
+
+    // Counted: the NACKed listener, and the accepted updates with their apply time.
+    assert_eq!(
+        metric(
+            admin,
+            r#"sinew_xds_updates_total{type="LDS",result="rejected"}"#
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            admin,
+            r#"sinew_xds_updates_total{type="EDS",result="accepted"}"#
+        )
+        .await
+            >= 2.0
+    );
+    assert!(metric(admin, r#"sinew_xds_update_apply_seconds_count{type="EDS"}"#).await >= 2.0);
+    assert!(metric(admin, r#"sinew_xds_update_apply_seconds_sum{type="EDS"}"#).await > 0.0);
 }
 
 #[tokio::test]

@@ -72,10 +72,9 @@ impl ProxyHandler {
         };
         next.map_err(|e| e.to_string())
     }
-}
 
-impl ResourceHandler for ProxyHandler {
-    async fn apply(&mut self, update: Update) -> Result<(), String> {
+    /// Maps, checks and swaps in one update; the running config stays on any error.
+    async fn apply_update(&mut self, update: Update) -> Result<(), String> {
         let (kind, version) = (update.kind, update.version.clone());
         let mut next = self
             .next(update)
@@ -108,6 +107,25 @@ impl ResourceHandler for ProxyHandler {
                 d.errors.iter().map(|e| (&e.path, &e.message)),
             )),
         }
+    }
+}
+
+impl ResourceHandler for ProxyHandler {
+    async fn apply(&mut self, update: Update) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let kind = update.kind;
+        let result = self.apply_update(update).await;
+        self.proxy
+            .metrics
+            .xds_update(kind.short_name(), result.is_ok(), started.elapsed());
+        if result.is_ok() {
+            tracing::debug!(
+                kind = kind.short_name(),
+                took_us = started.elapsed().as_micros() as u64,
+                "xDS update applied"
+            );
+        }
+        result
     }
 
     fn wanted(&self, kind: Kind) -> Vec<String> {

@@ -57,6 +57,8 @@ pub struct Metrics {
     cluster_cx_connect_fail: Family<Labels, Counter>,
     cluster_rq_retry: Family<Labels, Counter>,
     cluster_rq_timeout: Family<Labels, Counter>,
+    xds_updates: Family<Labels, Counter>,
+    xds_apply_time: Family<Labels, LatencyHistogram>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -80,6 +82,8 @@ impl Metrics {
             cluster_cx_connect_fail: Family::default(),
             cluster_rq_retry: Family::default(),
             cluster_rq_timeout: Family::default(),
+            xds_updates: Family::default(),
+            xds_apply_time: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -142,6 +146,16 @@ impl Metrics {
             m.cluster_rq_timeout.clone(),
         );
         r.register(
+            "sinew_xds_updates",
+            "xDS responses handled, by resource type and result (accepted and ACKed, or rejected and NACKed)",
+            m.xds_updates.clone(),
+        );
+        r.register(
+            "sinew_xds_update_apply_seconds",
+            "Time from an xDS response's arrival to its config serving (mapping, checks and the swap), for accepted updates",
+            m.xds_apply_time.clone(),
+        );
+        r.register(
             "sinew_server_reloads",
             "Config reloads applied",
             m.reloads_succeeded.clone(),
@@ -158,6 +172,22 @@ impl Metrics {
         );
         registry.register_collector(Box::new(scrape));
         Metrics { registry, ..m }
+    }
+
+    /// Counts one xDS response of `kind` (`LDS`, `CDS`, ...), and times it when accepted.
+    pub fn xds_update(&self, kind: &str, accepted: bool, took: Duration) {
+        let result = if accepted { "accepted" } else { "rejected" };
+        self.xds_updates
+            .get_or_create(&vec![
+                ("type", kind.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+        if accepted {
+            self.xds_apply_time
+                .get_or_create(&vec![("type", kind.to_string())])
+                .observe(took);
+        }
     }
 
     /// One listener's handles.
