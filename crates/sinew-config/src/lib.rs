@@ -134,15 +134,22 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
 
 /// Reads and parses a config file without checking it; see [`validate`].
 pub fn parse_file(path: &Path) -> Result<LoadedConfig, Diagnostics> {
+    let (name, text) = read_file(path)?;
+    parse_str(&name, &text)
+}
+
+/// A config file's name (for messages) and text; a file that cannot be read is a
+/// diagnostic naming it.
+pub fn read_file(path: &Path) -> Result<(String, String), Diagnostics> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics::new(
-            name.clone(),
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((name, text)),
+        Err(e) => Err(Diagnostics::new(
+            name,
             SourceMap::default(),
             vec![ConfigError::new("", format!("cannot read file: {e}"))],
-        )
-    })?;
-    parse_str(&name, &text)
+        )),
+    }
 }
 
 /// Parses config text without checking it. Syntax and type errors stop parsing, so only

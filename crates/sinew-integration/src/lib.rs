@@ -421,6 +421,38 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A new directory under the system temp dir, unique to this process and call.
+pub fn scratch_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sinew-{label}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// `sinew control -c config`, killed when dropped.
+pub fn start_control(config: &std::path::Path) -> ChildGuard {
+    ChildGuard(
+        std::process::Command::new(sinew_binary())
+            .args(["control", "-c"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start sinew control"),
+    )
+}
+
+/// The nearest-rank percentile `p` (0..=1) of sorted durations; zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
 /// Polls `check` every 20 ms until it holds or `deadline` passes.
 pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let until = tokio::time::Instant::now() + deadline;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, TestProxy};
+use sinew_integration::{free_port, percentile, sinew_binary, ChildGuard, TestClient, TestProxy};
 
 /// One endpoint: a `sinew` process on a fixed port that answers its name.
 struct Endpoint {
@@ -82,14 +82,6 @@ struct Sample {
     at: Duration,
     took: Duration,
     ok: bool,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 fn summary(samples: &[&Sample]) -> (usize, usize, Duration, Duration) {

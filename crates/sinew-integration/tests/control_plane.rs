@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sinew_integration::etcd_kit::Etcd;
-use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, Upstream};
+use sinew_integration::{
+    free_port, scratch_dir, sinew_binary, start_control, ChildGuard, TestClient, Upstream,
+};
 
 struct Mesh {
     dir: PathBuf,
@@ -56,16 +58,6 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-fn start_control(config: &Path) -> ChildGuard {
-    let child = Command::new(sinew_binary())
-        .args(["control", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sinew control");
-    ChildGuard(child)
-}
-
 /// A proxy steered by the control planes at `xds` (replicas), as node `node`.
 fn start_proxy(xds: &[String], node: &str, flags: &[&str]) -> ChildGuard {
     let mut command = Command::new(sinew_binary());
@@ -83,11 +75,7 @@ fn start_proxy(xds: &[String], node: &str, flags: &[&str]) -> ChildGuard {
 }
 
 fn start_mesh(etcd: &Etcd) -> Mesh {
-    let dir = std::env::temp_dir().join(format!(
-        "sinew-control-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = scratch_dir("control");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let edges = [
         SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -308,11 +296,7 @@ fn collect_lines(child: &mut std::process::Child) -> std::sync::Arc<std::sync::M
 /// follows a change to an endpoint and to the listener.
 #[tokio::test]
 async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_recorded() {
-    let dir = std::env::temp_dir().join(format!(
-        "sinew-control-py-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = scratch_dir("control-py");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let service = |port: u16| {
         format!("kind: Service\nname: web\nendpoints: [{{address: '127.0.0.1:{port}'}}]\n")
@@ -449,11 +433,7 @@ async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
     use sinew_integration::zookeeper_kit::ZooKeeper;
     let zk = ZooKeeper::start();
     let provider = Upstream::start("provider").await;
-    let dir = std::env::temp_dir().join(format!(
-        "sinew-control-zk-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = scratch_dir("control-zk");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
     write(
@@ -506,11 +486,7 @@ async fn a_proxy_fails_over_between_control_plane_replicas() {
     let etcd = Etcd::start();
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let dir = std::env::temp_dir().join(format!(
-        "sinew-control-replicas-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = scratch_dir("control-replicas");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
     write(
@@ -680,11 +656,7 @@ async fn kubernetes_endpoint_slices_become_endpoints_and_follow_the_watch() {
     )
     .await;
 
-    let dir = std::env::temp_dir().join(format!(
-        "sinew-control-k8s-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = scratch_dir("control-k8s");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
     write(

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sinew_integration::{
-    closed_port_addr, eventually, free_port, sinew_binary, tally, ChildGuard, TestClient, Upstream,
+    closed_port_addr, eventually, free_port, scratch_dir, sinew_binary, start_control, tally,
+    ChildGuard, TestClient, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,13 +22,7 @@ fn example(name: &str) -> String {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sinew-envoy-bootstrap-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    scratch_dir("envoy-bootstrap").join(name)
 }
 
 fn start(config: &Path) -> ChildGuard {
@@ -235,14 +230,7 @@ async fn ads_bootstrap_is_steered_by_sinew_control() {
         format!("xds_address: {xds}\nregistries:\n  - directory: services\n"),
     )
     .unwrap();
-    let _control = ChildGuard(
-        Command::new(sinew_binary())
-            .args(["control", "-c"])
-            .arg(&control_file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew control"),
-    );
+    let _control = start_control(&control_file);
 
     let admin = free_port();
     let text = port_value(

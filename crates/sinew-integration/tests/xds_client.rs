@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sinew_integration::python_xds::PythonControlPlane;
-use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, Upstream};
+use sinew_integration::{admin_kit, free_port, sinew_binary, ChildGuard, TestClient, Upstream};
 
 fn start_proxy(control_plane: &str, node: &str, variant: &str, streams: &str) -> ChildGuard {
     start_proxy_with_admin(control_plane, node, variant, streams).0
@@ -37,14 +37,6 @@ fn start_proxy_with_admin(
         .spawn()
         .expect("start sinew");
     (ChildGuard(child), admin)
-}
-
-/// The value of one sample line of the proxy's /metrics, 0 when absent.
-async fn metric(admin: SocketAddr, sample: &str) -> f64 {
-    let text = TestClient::http1().get(admin, "/metrics", &[]).await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Waits until requests to `addr` are answered by the upstream called `name`.
@@ -145,24 +137,19 @@ async fn steered(variant: &str, streams: &str) {
         .await;
 
     // Counted: the NACKed listener, and the accepted updates with their apply time.
-    assert_eq!(
-        metric(
-            admin,
-            r#"sinew_xds_updates_total{type="LDS",result="rejected"}"#
+    let metrics = admin_kit::metrics(admin).await;
+    let updates = |kind, result| {
+        admin_kit::value(
+            &metrics,
+            "sinew_xds_updates_total",
+            &[("type", kind), ("result", result)],
         )
-        .await,
-        1.0
-    );
-    assert!(
-        metric(
-            admin,
-            r#"sinew_xds_updates_total{type="EDS",result="accepted"}"#
-        )
-        .await
-            >= 2.0
-    );
-    assert!(metric(admin, r#"sinew_xds_update_apply_seconds_count{type="EDS"}"#).await >= 2.0);
-    assert!(metric(admin, r#"sinew_xds_update_apply_seconds_sum{type="EDS"}"#).await > 0.0);
+    };
+    assert_eq!(updates("LDS", "rejected"), 1.0);
+    assert!(updates("EDS", "accepted") >= 2.0);
+    let eds = [("type", "EDS")];
+    assert!(admin_kit::value(&metrics, "sinew_xds_update_apply_seconds_count", &eds) >= 2.0);
+    assert!(admin_kit::value(&metrics, "sinew_xds_update_apply_seconds_sum", &eds) > 0.0);
 }
 
 #[tokio::test]

@@ -68,14 +68,7 @@ pub fn is_envoy_bootstrap(text: &str) -> bool {
 
 /// Reads and maps a bootstrap file.
 pub fn load_file(path: &Path) -> Result<EnvoyBootstrap, Diagnostics> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics::new(
-            name.clone(),
-            SourceMap::default(),
-            vec![ConfigError::new("", format!("cannot read file: {e}"))],
-        )
-    })?;
+    let (name, text) = sinew_config::read_file(path)?;
     load_str(&name, &text)
 }
 
@@ -231,26 +224,23 @@ fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
             "is not supported by Sinew yet (TLS is configured in Sinew's own config)",
         ));
     }
+    // Each static resource by the label its mapper's errors carry.
     let mut locations = BTreeMap::new();
-    for (i, l) in listeners.iter().enumerate() {
-        let label = format!("listener {:?}", l.name);
+    let names = listeners.iter().map(|l| ("listener", "listeners", &l.name));
+    let names = names.chain(clusters.iter().map(|c| ("cluster", "clusters", &c.name)));
+    let mut index = BTreeMap::new();
+    for (kind, list, name) in names {
+        let i = index.entry(list).or_insert(0usize);
+        let label = Ctx::new(kind, name).resource;
+        let at = format!("static_resources.{list}[{i}]");
         if locations.contains_key(&label) {
             return Err(ConfigError::new(
-                format!("static_resources.listeners[{i}].name"),
+                format!("{at}.name"),
                 format!("{label} is defined twice"),
             ));
         }
-        locations.insert(label, format!("static_resources.listeners[{i}]"));
-    }
-    for (i, c) in clusters.iter().enumerate() {
-        let label = format!("cluster {:?}", c.name);
-        if locations.contains_key(&label) {
-            return Err(ConfigError::new(
-                format!("static_resources.clusters[{i}].name"),
-                format!("{label} is defined twice"),
-            ));
-        }
-        locations.insert(label, format!("static_resources.clusters[{i}]"));
+        locations.insert(label, at);
+        *i += 1;
     }
     let in_file = |e: XdsError| match locations.get(&e.resource) {
         Some(at) => ConfigError::new(

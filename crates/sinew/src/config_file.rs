@@ -25,11 +25,9 @@ impl ConfigFile {
 /// Reads `path` and checks it as deeply as starting it would (compiling it without
 /// running it), so every error is reported with the file's own positions.
 pub fn load(path: &Path) -> Result<ConfigFile, Diagnostics> {
-    let is_bootstrap = std::fs::read_to_string(path)
-        .map(|text| bootstrap::is_envoy_bootstrap(&text))
-        .unwrap_or(false);
-    if is_bootstrap {
-        let b = bootstrap::load_file(path)?;
+    let (name, text) = sinew_config::read_file(path)?;
+    if bootstrap::is_envoy_bootstrap(&text) {
+        let b = bootstrap::load_str(&name, &text)?;
         sinew_proxy::check(&b.loaded).map_err(|d| b.diagnostics(d.errors))?;
         Ok(ConfigFile::Envoy(Box::new(b)))
     } else {

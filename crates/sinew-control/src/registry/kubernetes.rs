@@ -24,7 +24,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
-use super::{Report, Reports};
+use super::{InstanceReporter, Reports};
 use crate::config::KubernetesConfig;
 use crate::services::Instance;
 
@@ -121,7 +121,7 @@ async fn follow(config: &KubernetesConfig, source: &str, reports: &Reports) -> R
     let mut changes = std::pin::pin!(futures_util::stream::select(services, slices));
 
     let mut state = State::default();
-    let mut last: Option<BTreeMap<String, Vec<Instance>>> = None;
+    let mut reporter = InstanceReporter::new(source, reports);
     while let Some(change) = changes.next().await {
         let changed = match change {
             Change::Service(change) => match *change {
@@ -146,20 +146,9 @@ async fn follow(config: &KubernetesConfig, source: &str, reports: &Reports) -> R
         if !(changed && state.services.listed && state.slices.listed) {
             continue;
         }
-        let services = instances(&state.services.objects, &state.slices.objects);
-        if last.as_ref() == Some(&services) {
-            continue;
-        }
-        if reports
-            .send(Report::Instances {
-                source: source.to_string(),
-                services: services.clone(),
-            })
-            .is_err()
-        {
+        if !reporter.report(instances(&state.services.objects, &state.slices.objects)) {
             return Ok(());
         }
-        last = Some(services);
     }
     // The watchers' streams never end on their own.
     Err("the watch streams ended".into())

@@ -29,3 +29,37 @@ pub enum Report {
 }
 
 pub type Reports = mpsc::UnboundedSender<Report>;
+
+/// Sends a registry's instances only when they differ from what it sent last (within one
+/// session: a registry that reconnects starts a new one and reports again).
+pub struct InstanceReporter<'a> {
+    source: &'a str,
+    reports: &'a Reports,
+    last: Option<BTreeMap<String, Vec<Instance>>>,
+}
+
+impl<'a> InstanceReporter<'a> {
+    pub fn new(source: &'a str, reports: &'a Reports) -> Self {
+        InstanceReporter {
+            source,
+            reports,
+            last: None,
+        }
+    }
+
+    /// False when the builder has gone away.
+    pub fn report(&mut self, services: BTreeMap<String, Vec<Instance>>) -> bool {
+        if self.last.as_ref() == Some(&services) {
+            return true;
+        }
+        let sent = self
+            .reports
+            .send(Report::Instances {
+                source: self.source.to_string(),
+                services: services.clone(),
+            })
+            .is_ok();
+        self.last = Some(services);
+        sent
+    }
+}

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Report, Reports};
+use super::{InstanceReporter, Reports};
 use crate::services::Instance;
 
 const SESSION_TIMEOUT_MS: i32 = 10_000;
@@ -59,7 +59,7 @@ async fn follow(
 ) -> Result<(), String> {
     let mut session = Session::connect(server).await?;
     *delay = Duration::from_millis(100);
-    let mut last: Option<BTreeMap<String, Vec<Instance>>> = None;
+    let mut reporter = InstanceReporter::new(source, reports);
     loop {
         let mut services: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
         for interface in session.children(root).await?.unwrap_or_default() {
@@ -74,17 +74,8 @@ async fn follow(
                 }
             }
         }
-        if last.as_ref() != Some(&services) {
-            if reports
-                .send(Report::Instances {
-                    source: source.to_string(),
-                    services: services.clone(),
-                })
-                .is_err()
-            {
-                return Ok(());
-            }
-            last = Some(services);
+        if !reporter.report(services) {
+            return Ok(());
         }
         session.wait_for_change(Duration::from_secs(2)).await?;
     }

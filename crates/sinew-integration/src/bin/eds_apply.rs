@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sinew_integration::{free_port, sinew_binary, ChildGuard, TestClient, Upstream};
+use sinew_integration::{
+    admin_kit, free_port, percentile, scratch_dir, sinew_binary, start_control, ChildGuard,
+    TestClient, Upstream,
+};
 
 struct Args {
     endpoints: usize,
@@ -62,31 +65,13 @@ fn big_service(n: usize, round: usize) -> String {
 }
 
 /// `sum` and `count` of the proxy's EDS apply-time histogram.
-async fn eds_applied(client: &TestClient, admin: SocketAddr) -> (f64, u64) {
-    let reply = client.get(admin, "/metrics", &[]).await;
-    let text = reply.text();
-    let mut sum = 0.0;
-    let mut count = 0;
-    for line in text.lines() {
-        if !line.contains("type=\"EDS\"") {
-            continue;
-        }
-        let value = line.rsplit(' ').next().unwrap_or("0");
-        if line.starts_with("sinew_xds_update_apply_seconds_sum") {
-            sum = value.parse().unwrap_or(0.0);
-        } else if line.starts_with("sinew_xds_update_apply_seconds_count") {
-            count = value.parse().unwrap_or(0);
-        }
-    }
-    (sum, count)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
+async fn eds_applied(admin: SocketAddr) -> (f64, u64) {
+    let text = admin_kit::metrics(admin).await;
+    let series = |name| admin_kit::sample(&text, name, &[("type", "EDS")]).unwrap_or(0.0);
+    (
+        series("sinew_xds_update_apply_seconds_sum"),
+        series("sinew_xds_update_apply_seconds_count") as u64,
+    )
 }
 
 fn ms(d: Duration) -> String {
@@ -97,7 +82,7 @@ fn ms(d: Duration) -> String {
 async fn main() {
     let a = args();
     let web = Upstream::start("web").await;
-    let dir = std::env::temp_dir().join(format!("sinew-eds-apply-{}", std::process::id()));
+    let dir = scratch_dir("eds-apply");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -128,14 +113,7 @@ async fn main() {
         format!("admin: {{address: '{admin}'}}\n"),
     )
     .unwrap();
-    let _control = ChildGuard(
-        std::process::Command::new(sinew_binary())
-            .args(["control", "-c"])
-            .arg(dir.join("control.yaml"))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("sinew control"),
-    );
+    let _control = start_control(&dir.join("control.yaml"));
     let _proxy = ChildGuard(
         std::process::Command::new(sinew_binary())
             .args(["--workers", "1", "proxy", "--node-id", "edge", "--xds"])
@@ -158,7 +136,7 @@ async fn main() {
         assert!(Instant::now() < until, "the proxy never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, synced) = eds_applied(&client, admin).await;
+    let (_, synced) = eds_applied(admin).await;
     eprintln!(
         "synced ({synced} EDS updates applied); load and {} rounds ...",
         a.rounds
@@ -189,14 +167,14 @@ async fn main() {
 
     let mut windows = Vec::new();
     let mut applies = Vec::new();
-    let (mut sum, mut count) = eds_applied(&client, admin).await;
+    let (mut sum, mut count) = eds_applied(admin).await;
     for round in 1..=a.rounds {
         let text = big_service(a.endpoints, round);
         let written = Instant::now();
         std::fs::write(dir.join("services/big.yaml"), text).unwrap();
         let deadline = written + Duration::from_secs(20);
         loop {
-            let (s, c) = eds_applied(&client, admin).await;
+            let (s, c) = eds_applied(admin).await;
             if c > count {
                 applies.push(Duration::from_secs_f64((s - sum) / (c - count) as f64));
                 (sum, count) = (s, c);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sinew_integration::etcd_kit::Etcd;
-use sinew_integration::{free_port, sinew_binary, ChildGuard};
+use sinew_integration::{free_port, percentile, start_control};
 use sinew_xds_client::{
     ClientConfig, Kind, Mode, Node, ResourceHandler, Streams, Update, XdsClient,
 };
@@ -132,10 +132,6 @@ fn usage(pid: u32) -> (u64, f64) {
     (rss, ticks / 100.0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let a = args();
@@ -194,14 +190,7 @@ async fn main() {
         ),
     )
     .unwrap();
-    let control = ChildGuard(
-        std::process::Command::new(sinew_binary())
-            .args(["control", "-c"])
-            .arg(dir.join("control.yaml"))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("sinew control"),
-    );
+    let control = start_control(&dir.join("control.yaml"));
     let pid = control.id();
     // Past start-up and the first build, with no proxy yet.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -269,3 +269,15 @@ dynamic_resources:
         "{e}"
     );
 }
+
+#[test]
+fn a_cluster_defined_twice_is_an_error_at_the_second() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replace("- name: service2\n", "- name: service1\n");
+    let e = error_of(&text);
+    assert!(
+        e.contains("static_resources.clusters[1].name: cluster \"service1\" is defined twice"),
+        "{e}"
+    );
+}
