@@ -3,8 +3,10 @@
 //!
 //! Each stream follows the latest build ([`Built`]) through a watch channel and works out
 //! its own node's view. It sends a type only when that view's version differs from what
-//! it last sent, so a change reaches only the proxies whose resources it touches, and
-//! delta streams send only the resources that changed (and the names removed). ACKs and
+//! it last sent, so a change reaches only the proxies whose resources it touches. Delta
+//! streams send only the resources that changed (and the names removed); so do state of
+//! the world streams for the types asked for by name (endpoints, route configurations),
+//! which the protocol allows, while listeners and clusters go out whole. ACKs and
 //! NACKs are recorded per node in [`Status`] for the admin API.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -191,7 +193,8 @@ struct Subscription {
     wildcard: bool,
     /// State of the world: the version last sent (or that the client said it holds).
     sent: Option<String>,
-    /// Delta: each resource's version as the client holds it.
+    /// Each resource's version as the client holds it: delta, and the by-name types
+    /// (endpoints, route configurations) of state of the world.
     held: HashMap<String, String>,
     nonce: String,
     /// The version the outstanding nonce carried.
@@ -367,7 +370,31 @@ impl Session {
         if !force && self.subscriptions[&kind].sent.as_deref() == Some(version.as_str()) {
             return true;
         }
-        let resources = view.values().map(|e| e.any.clone()).collect();
+        let sub = self.subscriptions.get_mut(&kind).expect("subscribed");
+        let resources = if kind.is_wildcard() {
+            view.values().map(|e| e.any.clone()).collect()
+        } else {
+            // Endpoints and route configurations are asked for by name, and the protocol
+            // lets a response leave out the unchanged ones (the client keeps them), as
+            // delta does: a change to one service sends one assignment, not all of them.
+            if sub.held.is_empty() && sub.sent.as_deref() == Some(version.as_str()) {
+                // A reconnecting client holds exactly this view.
+                sub.held = view
+                    .iter()
+                    .map(|(name, e)| ((*name).clone(), e.version.clone()))
+                    .collect();
+                return true;
+            }
+            sub.held.retain(|name, _| view.contains_key(name));
+            let mut changed = Vec::new();
+            for (name, e) in &view {
+                if sub.held.get(name.as_str()) != Some(&e.version) {
+                    sub.held.insert((*name).clone(), e.version.clone());
+                    changed.push(e.any.clone());
+                }
+            }
+            changed
+        };
         let nonce = self.next_nonce();
         let sub = self.subscriptions.get_mut(&kind).expect("subscribed");
         sub.sent = Some(version.clone());

@@ -305,6 +305,10 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
         format!("kind: Listener\nname: edge\naddress: 127.0.0.1:{port}\nroutes: [{{prefix: /, service: web}}]\n")
     };
     write(&dir.join("services/web.yaml"), &service(9001));
+    write(
+        &dir.join("services/api.yaml"),
+        "kind: Service\nname: api\nendpoints: [{address: '127.0.0.1:9101'}]\n",
+    );
     write(&dir.join("services/edge.yaml"), &listener(8001));
     let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -349,11 +353,11 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
             as Box<dyn Fn(&str) -> bool>
     };
     let cds: Value = serde_json::from_str(&wait_line("CDS", json_of("CDS")).await).unwrap();
-    assert_eq!(cds["clusters"], serde_json::json!(["web"]));
+    assert_eq!(cds["clusters"], serde_json::json!(["api", "web"]));
     let eds: Value = serde_json::from_str(&wait_line("EDS", json_of("EDS")).await).unwrap();
     assert_eq!(
-        eds["endpoints"]["web"],
-        serde_json::json!(["127.0.0.1:9001"])
+        eds["endpoints"],
+        serde_json::json!({"api": ["127.0.0.1:9101"], "web": ["127.0.0.1:9001"]})
     );
     let lds: Value = serde_json::from_str(&wait_line("LDS", json_of("LDS")).await).unwrap();
     assert_eq!(lds["listeners"]["edge"], "127.0.0.1:8001");
@@ -379,9 +383,11 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Changes reach the client: a new endpoint, then a new listener address, ACKed.
+    // Changes reach the client: a new endpoint, then a new listener address, ACKed. The
+    // endpoint change sends web's assignment alone: state of the world may leave out
+    // the by-name resources that did not change, and the client keeps them.
     write(&dir.join("services/web.yaml"), &service(9002));
-    wait_line(
+    let eds = wait_line(
         "EDS with 9002",
         Box::new(|l| {
             serde_json::from_str::<Value>(l)
@@ -389,6 +395,12 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
         }),
     )
     .await;
+    let eds: Value = serde_json::from_str(&eds).unwrap();
+    assert_eq!(
+        eds["endpoints"],
+        serde_json::json!({"web": ["127.0.0.1:9002"]}),
+        "only the changed assignment is sent"
+    );
     write(&dir.join("services/edge.yaml"), &listener(8002));
     wait_line(
         "LDS with 8002",
