@@ -134,6 +134,9 @@ pub struct HttpConnectionManager {
     pub trust_forwarded_headers: bool,
     #[serde(default)]
     pub local_rate_limit: Option<LocalRateLimit>,
+    /// How the listener's, virtual hosts' and routes' `local_rate_limit`s combine.
+    #[serde(default)]
+    pub local_rate_limit_levels: LocalRateLimitLevels,
     #[serde(default)]
     pub global_rate_limit: Option<GlobalRateLimit>,
     /// Access logs for this listener's requests (Envoy: `access_log`); off when unset.

@@ -113,6 +113,20 @@ impl<'de> Deserialize<'de> for RateLimitKey {
     }
 }
 
+/// How the local limits of a listener, its virtual hosts and their routes combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalRateLimitLevels {
+    /// Each configured level applies in turn, and a request needs a token at each: a
+    /// route's limit cannot open a hole in the listener's.
+    #[default]
+    EveryLevel,
+    /// Only the most specific configured level applies (route, else virtual host, else
+    /// listener), as Envoy applies per-route filter config. Configs mapped from xDS and
+    /// Envoy bootstraps use this.
+    MostSpecific,
+}
+
 /// Envoy's `x_ratelimit_headers` options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

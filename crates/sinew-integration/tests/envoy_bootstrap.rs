@@ -1,6 +1,6 @@
 //! `sinew proxy -c envoy.yaml`: the Envoy bootstraps in examples/envoy/, run by the real
 //! binary against real upstreams — static listeners and clusters, weighted clusters,
-//! retries, a JSON file, reload, `sinew validate`, and `dynamic_resources` over ADS
+//! retries, local rate limits, a JSON file, reload, `sinew validate`, and `dynamic_resources` over ADS
 //! from `sinew control`.
 
 use std::net::SocketAddr;
@@ -133,6 +133,43 @@ async fn front_proxy_example_splits_retries_and_reloads() {
     )
     .await;
     assert!(t.count("service1") > 0 && t.count("service2") == 0, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_ratelimit_example_limits_per_route_in_place_of_the_filter_chain() {
+    let service1 = Upstream::start("service1").await;
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut text = example("local-ratelimit.yaml");
+    for (from, to) in [
+        (18200, listener.port()),
+        (19911, admin.port()),
+        (19001, service1.addr.port()),
+    ] {
+        text = port_value(&text, from, to);
+    }
+    let file = scratch("local-ratelimit.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let _proxy = start(&file);
+    wait_for_port(listener).await;
+    let client = TestClient::http1();
+
+    // The buckets refill once a minute, so the counts are exact.
+    let mut api = Vec::new();
+    for _ in 0..4 {
+        api.push(client.get(listener, "/api/x", &[]).await.status.as_u16());
+    }
+    assert_eq!(api, [200, 200, 429, 429], "/api has its own bucket of 2");
+    // /api took nothing from the filter chain's bucket of 5: its config replaced it.
+    let mut rest = Vec::new();
+    for _ in 0..6 {
+        rest.push(client.get(listener, "/", &[]).await);
+    }
+    let statuses: Vec<u16> = rest.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    assert_eq!(rest[0].header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(rest[0].header("x-ratelimit-remaining"), Some("4"));
+    assert_eq!(rest[5].header("x-ratelimit-remaining"), Some("0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,6 +263,34 @@ async fn listener_bucket_covers_every_virtual_host() {
 }
 
 #[tokio::test]
+async fn most_specific_levels_let_a_virtual_host_limit_replace_the_listeners() {
+    let up = Upstream::start("a").await;
+    let roomy = "{token_bucket: {max_tokens: 100, tokens_per_fill: 100, fill_interval: 1s}}";
+    let client = TestClient::http1();
+    for (levels, one_test_oks) in [("every_level", 3..=6), ("most_specific", 10..=10)] {
+        let proxy = TestProxy::start(&two_vhosts(
+            &format!(
+                "      local_rate_limit: {BUCKET_3_PER_SECOND}}}\n      local_rate_limit_levels: {levels}"
+            ),
+            &format!("          local_rate_limit: {roomy}"),
+            up.addr,
+        ))
+        .await;
+        let addr = proxy.addr("web").await;
+        let one = burst(&client, addr, "/a", &[("host", "one.test")], 10).await;
+        assert!(
+            one_test_oks.contains(&oks(&one)),
+            "{levels}: one.test has its own roomy bucket; {} of 10 answered",
+            oks(&one)
+        );
+        // two.test has no limit of its own: the listener's applies in either mode.
+        let two = burst(&client, addr, "/", &[("host", "two.test")], 10).await;
+        assert!(oks(&two) <= 6, "{levels}: {} of 10 answered", oks(&two));
+        assert_eq!(two.last().unwrap().status, 429, "{levels}");
+    }
+}
+
+#[tokio::test]
 async fn reload_keeps_an_unchanged_bucket_and_starts_a_changed_one_full() {
     let up = Upstream::start("a").await;
     let slow = "              local_rate_limit: {token_bucket: {max_tokens: 2, fill_interval: 1h}}";

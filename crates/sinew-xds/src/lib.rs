@@ -21,6 +21,7 @@ pub mod cluster;
 mod convert;
 pub mod endpoint;
 pub mod listener;
+mod local_ratelimit;
 pub mod route;
 mod unsupported;
 

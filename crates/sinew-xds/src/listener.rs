@@ -1,6 +1,6 @@
 //! LDS: a `Listener` becomes a model listener. Sinew runs one filter chain per listener
 //! (no `filter_chain_match`), with one network filter: the HTTP connection manager (whose
-//! only HTTP filter may be the router) or the TCP proxy.
+//! HTTP filters may be the local rate limit and the router) or the TCP proxy.
 
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -13,7 +13,7 @@ use envoy_types::pb::google::protobuf::Any;
 use serde_json::{json, Map, Value};
 
 use crate::convert::{duration, socket_address};
-use crate::route;
+use crate::{local_ratelimit, route};
 use crate::{Ctx, XdsError};
 
 const HCM: &str =
@@ -149,9 +149,37 @@ fn http_connection_manager(
         }
         None => return Err(ctx.error(format!("{path}.rds"), "rds or route_config is required")),
     }
+    // Envoy applies the most specific local_ratelimit config (route, virtual host,
+    // filter chain), whether or not this chain lists the filter.
+    out.insert("local_rate_limit_levels".into(), json!("most_specific"));
     let filters = std::mem::take(&mut hcm.http_filters);
+    let mut rate_limited = false;
     for (i, filter) in filters.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
+        if let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type {
+            if any.type_url == local_ratelimit::TYPE_URL {
+                if filter.disabled {
+                    // Enabled again only by a route's `FilterConfig`, which Sinew refuses.
+                    return Err(ctx.error(
+                        format!("{fpath}.disabled"),
+                        "is not supported by Sinew for local_ratelimit",
+                    ));
+                }
+                if std::mem::replace(&mut rate_limited, true) {
+                    return Err(ctx.error(
+                        fpath,
+                        "a second local_ratelimit filter is not supported by Sinew",
+                    ));
+                }
+                let tpath = format!("{fpath}.typed_config");
+                let config = local_ratelimit::decode(ctx, &tpath, any)?;
+                let level = local_ratelimit::Level::Listener;
+                if let Some(limit) = local_ratelimit::map(ctx, &tpath, config, level)? {
+                    out.insert("local_rate_limit".into(), limit);
+                }
+                continue;
+            }
+        }
         // A disabled filter runs only where a route enables it (per-route config, which
         // Sinew refuses), and an optional one may be skipped by a proxy that lacks it.
         if filter.disabled || filter.is_optional {
@@ -166,7 +194,8 @@ fn http_connection_manager(
             return Err(ctx.error(
                 fpath,
                 format!(
-                    "HTTP filter {:?} is not supported by Sinew (only the router is)",
+                    "HTTP filter {:?} is not supported by Sinew (only local_ratelimit and \
+                     the router are)",
                     filter.name
                 ),
             ));

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, 
 use serde_json::{json, Map, Value};
 
 use crate::convert::{duration, labels};
+use crate::local_ratelimit;
 use crate::{Ctx, XdsError};
 
 /// The model's JSON shape of `config` (`{name, virtual_hosts}`).
@@ -53,6 +54,10 @@ fn virtual_host(ctx: &Ctx, path: &str, host: &VirtualHost) -> Result<Value, XdsE
     )?;
     out.insert("request_headers".into(), request);
     out.insert("response_headers".into(), response);
+    let per_filter = std::mem::take(&mut rest.typed_per_filter_config);
+    if let Some(limit) = local_ratelimit::per_filter_config(ctx, path, per_filter)? {
+        out.insert("local_rate_limit".into(), limit);
+    }
     rest.metadata = None;
     ctx.only_supported(path, &rest)?;
     let mut mapped = Vec::new();
@@ -115,6 +120,10 @@ fn route(ctx: &Ctx, path: &str, r: &Route) -> Result<Value, XdsError> {
             ))
         }
         None => return Err(ctx.error(format!("{path}.route"), "an action is required")),
+    }
+    let per_filter = std::mem::take(&mut rest.typed_per_filter_config);
+    if let Some(limit) = local_ratelimit::per_filter_config(ctx, path, per_filter)? {
+        out.insert("local_rate_limit".into(), limit);
     }
     rest.metadata = None;
     rest.decorator = None;

@@ -3,7 +3,8 @@
 //!
 //! Levels combine by applying each configured one in turn — listener, virtual host,
 //! route — and a request must get through all of them. Envoy instead lets the most
-//! specific per-route config replace the others; Sinew does not, because the levels
+//! specific per-route config replace the others (`local_rate_limit_levels:
+//! most_specific`, which configs mapped from Envoy's use); by default Sinew does not, because the levels
 //! protect different things (the listener limit guards the proxy and everything behind
 //! it, a route limit guards one backend), and a route limit must not open a hole in the
 //! listener's. A request refused at a later level has already taken its token at the
@@ -42,6 +43,8 @@ use crate::snapshot::{ListenerKind, RouteSet, Snapshot};
 /// One listener's rate limits, compiled.
 pub struct HttpRateLimits {
     listener: Option<Arc<LocalLimit>>,
+    /// Only the most specific level applies (`local_rate_limit_levels: most_specific`).
+    most_specific: bool,
     /// Indexed like the route table's virtual hosts.
     vhosts: Box<[VhostLimits]>,
     global: Option<Arc<GlobalLimit>>,
@@ -251,14 +254,22 @@ impl HttpRateLimits {
         let mut quota = None;
         // One clock reading for every level: each costs about 75 instructions.
         let now = now_nanos();
-        for limit in [
-            self.listener.as_ref(),
-            levels.and_then(|v| v.own.as_ref()),
+        let mut applying = [
             levels.and_then(|v| v.routes.get(route_index)?.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        {
+            levels.and_then(|v| v.own.as_ref()),
+            self.listener.as_ref(),
+        ];
+        if self.most_specific {
+            let first = applying.iter().position(Option::is_some).unwrap_or(0);
+            for (i, level) in applying.iter_mut().enumerate() {
+                if i != first {
+                    *level = None;
+                }
+            }
+        }
+        // Outermost first: a request refused by the listener's limit spends no token of
+        // its route's.
+        for limit in applying.into_iter().rev().flatten() {
             if let Err(over) = limit.take(&keys, now, &mut quota) {
                 return Err(over_limit(over, grpc));
             }
@@ -421,6 +432,7 @@ pub(crate) fn compile(
             });
     Some(Arc::new(HttpRateLimits {
         listener,
+        most_specific: http.local_rate_limit_levels == model::LocalRateLimitLevels::MostSpecific,
         vhosts: compiled_vhosts,
         global,
         named,

@@ -2,6 +2,7 @@
 //! the errors bad ones get.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::*;
 
@@ -28,6 +29,8 @@ listeners:
     http:
       # Envoy adds no Via header unless asked to.
       via: ""
+      # Envoy applies the most specific local_ratelimit config.
+      local_rate_limit_levels: most_specific
       virtual_hosts:
         - name: backend
           domains: ["*"]
@@ -280,4 +283,75 @@ fn a_cluster_defined_twice_is_an_error_at_the_second() {
         e.contains("static_resources.clusters[1].name: cluster \"service1\" is defined twice"),
         "{e}"
     );
+}
+
+#[test]
+fn local_ratelimit_maps_the_filter_chain_and_per_route_buckets_most_specific_first() {
+    let loaded = load_file(&example("local-ratelimit.yaml")).unwrap_or_else(|d| panic!("{d}"));
+    let http = loaded.loaded.config.listeners[0]
+        .http
+        .as_ref()
+        .expect("an HTTP listener");
+    assert_eq!(
+        http.local_rate_limit_levels,
+        sinew_config::model::LocalRateLimitLevels::MostSpecific
+    );
+    let listener = http.local_rate_limit.as_ref().expect("the chain's bucket");
+    assert_eq!(listener.token_bucket.max_tokens, 5);
+    assert_eq!(listener.token_bucket.tokens_per_fill, 5);
+    assert_eq!(listener.token_bucket.fill_interval, Duration::from_secs(60));
+    assert_eq!(
+        listener.enable_x_ratelimit_headers,
+        sinew_config::model::XRateLimitHeaders::DraftVersion03
+    );
+    let routes = &http.virtual_hosts.as_ref().unwrap()[0].routes;
+    let api = routes[0].local_rate_limit.as_ref().expect("/api's bucket");
+    assert_eq!(api.token_bucket.max_tokens, 2);
+    assert!(routes[1].local_rate_limit.is_none());
+}
+
+/// The local rate limit example with `from` replaced by `to`.
+fn local_ratelimit_with(from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(example("local-ratelimit.yaml")).unwrap();
+    assert!(text.contains(from), "{from:?} is not in the example");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn local_ratelimit_settings_sinew_cannot_honour_are_refused_by_field() {
+    let api = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].typed_per_filter_config[\"envoy.filters.http.local_ratelimit\"]";
+    let chain = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config";
+    for (from, to, expected) in [
+        // Shadow mode: enabled, not enforced.
+        (
+            "default_value: { numerator: 100, denominator: HUNDRED }\n              enable_x",
+            "default_value: { numerator: 0, denominator: HUNDRED }\n              enable_x",
+            format!("{chain}.filter_enforced: a limit enabled but not enforced (shadow mode) is not supported by Sinew"),
+        ),
+        // A fraction of requests.
+        (
+            "numerator: 100, denominator: HUNDRED",
+            "numerator: 5000, denominator: TEN_THOUSAND",
+            format!("{api}.filter_enabled.default_value: only 0% or 100% is supported by Sinew"),
+        ),
+        // A per-route config that enables nothing would exempt the route in Envoy.
+        (
+            "                    filter_enabled:\n                      runtime_key: api_rate_limit_enabled\n                      default_value: { numerator: 100, denominator: HUNDRED }\n",
+            "",
+            format!("{api}: a per-route local_ratelimit must have a token_bucket and filter_enabled"),
+        ),
+        (
+            "stat_prefix: http_local_rate_limiter\n",
+            "stat_prefix: http_local_rate_limiter\n              local_rate_limit_per_downstream_connection: true\n",
+            format!("{chain}.local_rate_limit_per_downstream_connection: is not supported by Sinew"),
+        ),
+        (
+            "stat_prefix: http_local_rate_limiter\n",
+            "stat_prefix: http_local_rate_limiter\n              status: { code: 503 }\n",
+            format!("{chain}.status: only 429 is supported by Sinew"),
+        ),
+    ] {
+        let e = error_of(&local_ratelimit_with(from, to));
+        assert!(e.contains(&expected), "expected {expected:?} in:\n{e}");
+    }
 }
