@@ -39,6 +39,9 @@ pub struct Service {
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default)]
     pub circuit_breakers: Option<CircuitBreakers>,
+    /// A token bucket, in each proxy, on every route to this service.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One instance of a service.
@@ -101,6 +104,20 @@ pub struct CircuitBreakers {
     pub max_requests: Option<u32>,
     #[serde(default)]
     pub max_retries: Option<u32>,
+}
+
+/// Envoy's token bucket: it starts full with `max_tokens`, and every `fill_interval`
+/// `tokens_per_fill` more are added, up to `max_tokens`. Each request takes one; without
+/// one the proxy answers 429.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max_tokens: u32,
+    #[serde(default = "one")]
+    pub tokens_per_fill: u32,
+    /// Required: there is no default.
+    #[serde(with = "opt_duration")]
+    pub fill_interval: Option<Duration>,
 }
 
 /// A listener the proxies run, routing by path to services.
@@ -275,6 +292,26 @@ routes: [{prefix: /, service: reviews}]
             panic!()
         };
         assert!(l.runs_on("any", ""));
+    }
+
+    #[test]
+    fn a_rate_limit_needs_its_fill_interval() {
+        let resources =
+            parse("kind: Service\nname: a\nrate_limit: {max_tokens: 10, fill_interval: 1s}\n")
+                .unwrap();
+        let Resource::Service(s) = &resources[0] else {
+            panic!()
+        };
+        let limit = s.rate_limit.as_ref().unwrap();
+        assert_eq!(
+            (limit.max_tokens, limit.tokens_per_fill, limit.fill_interval),
+            (10, 1, Some(Duration::from_secs(1)))
+        );
+        let err = parse("kind: Service\nname: a\nrate_limit: {max_tokens: 10}\n").unwrap_err();
+        assert!(
+            err.starts_with("3:") && err.contains("rate_limit") && err.contains("fill_interval"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
-    ConfigSource, Metadata, SocketAddress,
+    ConfigSource, Metadata, RuntimeFractionalPercent, SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -27,16 +27,19 @@ use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, route_match, weighted_cluster, Route, RouteAction, RouteConfiguration,
     RouteMatch, VirtualHost, WeightedCluster,
 };
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket};
 use envoy_types::pb::google::protobuf::{self as pb, Any};
 use prost::Message;
 use serde::Serialize;
 use sinew_xds_client::Kind;
 
-use crate::services::{Instance, Listener, Service};
+use crate::services::{Instance, Listener, RateLimit, Service};
 
 /// Everything the registries know, merged.
 #[derive(Debug, Clone, Default)]
@@ -356,14 +359,30 @@ fn listener(
             config_source: ads(),
             route_config_name: l.name.clone(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                "envoy.extensions.filters.http.router.v3.Router",
-                &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: vec![
+            // Limits nothing itself (no bucket): it is there so that the per-route
+            // buckets of rate-limited services apply, in Envoy as in Sinew.
+            HttpFilter {
+                name: LOCAL_RATE_LIMIT.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                    &LocalRateLimit {
+                        stat_prefix: "local_rate_limit".into(),
+                        ..Default::default()
+                    },
+                ))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "envoy.extensions.filters.http.router.v3.Router",
+                    &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(
+                    ),
+                ))),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     Ok(envoy_types::pb::envoy::config::listener::v3::Listener {
@@ -381,6 +400,37 @@ fn listener(
         }],
         ..Default::default()
     })
+}
+
+/// The local rate limit filter's name, the key of its per-route config.
+const LOCAL_RATE_LIMIT: &str = "envoy.filters.http.local_ratelimit";
+
+/// A service's `rate_limit` as a route's local rate limit: its own bucket, enabled and
+/// enforced for every request (Envoy's defaults are 0%).
+fn route_rate_limit(limit: &RateLimit) -> Any {
+    let every_request = || {
+        Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: 100,
+                denominator: DenominatorType::Hundred as i32,
+            }),
+            runtime_key: String::new(),
+        })
+    };
+    any(
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        &LocalRateLimit {
+            stat_prefix: "service_rate_limit".into(),
+            token_bucket: Some(TokenBucket {
+                max_tokens: limit.max_tokens,
+                tokens_per_fill: u32_value(Some(limit.tokens_per_fill)),
+                fill_interval: limit.fill_interval.map(duration),
+            }),
+            filter_enabled: every_request(),
+            filter_enforced: every_request(),
+            ..Default::default()
+        },
+    )
 }
 
 fn route_configuration(l: &Listener, catalog: &Catalog) -> RouteConfiguration {
@@ -426,11 +476,17 @@ fn route_configuration(l: &Listener, catalog: &Catalog) -> RouteConfiguration {
                     ..Default::default()
                 }
             });
+            let typed_per_filter_config = service
+                .rate_limit
+                .iter()
+                .map(|limit| (LOCAL_RATE_LIMIT.to_string(), route_rate_limit(limit)))
+                .collect();
             Route {
                 r#match: Some(RouteMatch {
                     path_specifier: Some(path_specifier),
                     ..Default::default()
                 }),
+                typed_per_filter_config,
                 action: Some(route::Action::Route(RouteAction {
                     cluster_specifier: Some(cluster_specifier),
                     timeout: service.timeout.map(duration),
@@ -476,6 +532,7 @@ mod tests {
     const MODEL: &str = "kind: Service
 name: a
 endpoints: [{address: 127.0.0.1:1}]
+rate_limit: {max_tokens: 10, tokens_per_fill: 5, fill_interval: 1s}
 ---
 kind: Service
 name: b
@@ -566,5 +623,21 @@ routes: [{prefix: /, service: a}]
         let assembled = r.assemble(&sinew_config::Config::default());
         assert!(assembled.warming.is_empty(), "{:?}", assembled.warming);
         assert!(sinew_config::validate(&assembled.config).is_empty());
+        // Service a's rate limit is its route's own bucket, the most specific level.
+        let route = &assembled.config.route_configs[0].virtual_hosts[0].routes[0];
+        let limit = route.local_rate_limit.as_ref().expect("a's bucket");
+        assert_eq!(
+            (
+                limit.token_bucket.max_tokens,
+                limit.token_bucket.tokens_per_fill
+            ),
+            (10, 5)
+        );
+        let http = assembled.config.listeners[0].http.as_ref().unwrap();
+        assert!(http.local_rate_limit.is_none());
+        assert_eq!(
+            http.local_rate_limit_levels,
+            sinew_config::model::LocalRateLimitLevels::MostSpecific
+        );
     }
 }

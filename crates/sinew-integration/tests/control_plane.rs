@@ -490,6 +490,60 @@ async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A service's `rate_limit` reaches the proxies as its routes' own token bucket, and
+/// leaves with the policy.
+#[tokio::test]
+async fn a_service_rate_limit_becomes_a_bucket_on_its_routes_in_every_proxy() {
+    let a = Upstream::start("a").await;
+    let dir = scratch_dir("control-rate-limit");
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let service = |policy: &str| {
+        format!(
+            "kind: Service\nname: web\nendpoints: [{{address: '{}'}}]\n{policy}",
+            a.addr
+        )
+    };
+    // Refilled once a minute: the test sees the burst alone.
+    write(
+        &dir.join("services/web.yaml"),
+        &service("rate_limit: {max_tokens: 3, tokens_per_fill: 3, fill_interval: 60s}\n"),
+    );
+    write(
+        &dir.join("services/edge.yaml"),
+        &format!(
+            "kind: Listener\nname: edge\naddress: {edge}\nroutes: [{{prefix: /, service: web}}]\n"
+        ),
+    );
+    write(
+        &dir.join("control.yaml"),
+        &format!("xds_address: {xds}\nregistries: [{{directory: services}}]\n"),
+    );
+    let _control = start_control(&dir.join("control.yaml"));
+    let _proxy = start_proxy(&[format!("http://{xds}")], "edge", &[]);
+    // The first answer took one of the 3 tokens.
+    until_all(&[edge], "a", Duration::from_secs(15)).await;
+    let mut burst = Vec::new();
+    for _ in 0..5 {
+        burst.extend(answers(&[edge]).await);
+    }
+    assert_eq!(
+        burst.iter().filter(|a| *a == "a").count(),
+        2,
+        "3 tokens in all: {burst:?}"
+    );
+    assert_eq!(&burst[3..], ["429", "429"], "{burst:?}");
+
+    // Without the policy the route has no bucket.
+    write(&dir.join("services/web.yaml"), &service(""));
+    until_all(&[edge], "a", Duration::from_secs(15)).await;
+    for _ in 0..10 {
+        assert_eq!(answers(&[edge]).await, ["a"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Replicas: two `sinew control` processes share nothing but the registries. A proxy
 /// given both fails over when its replica dies, is sent nothing it already has (the
 /// versions are content hashes, the same in both), and keeps taking changes.
