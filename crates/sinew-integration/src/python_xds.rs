@@ -78,8 +78,15 @@ impl PythonControlPlane {
         bad: bool,
     ) {
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
-        let line = json!({"version": version, "listener_port": listener_port, "endpoints": endpoints, "bad": bad});
-        writeln!(self.stdin, "{line}").expect("write a snapshot");
+        self.push_snapshot(
+            json!({"version": version, "listener_port": listener_port, "endpoints": endpoints, "bad": bad}),
+        );
+    }
+
+    /// Serves a snapshot written out in full (the script's doc lists the fields), for
+    /// the options `push` does not take: `withhold`, `initial_fetch_timeout`.
+    pub fn push_snapshot(&mut self, snapshot: Value) {
+        writeln!(self.stdin, "{snapshot}").expect("write a snapshot");
         self.stdin.flush().expect("flush");
     }
 

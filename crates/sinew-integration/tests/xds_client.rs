@@ -208,3 +208,55 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
     control_plane.push("2", port, &[b.addr], false);
     served_by(addr, "b").await;
 }
+
+/// Envoy's `initial_fetch_timeout`: a listener whose route configuration never comes,
+/// and a cluster whose endpoints never come, stop warming when it runs out — the
+/// listener answers 404 (no routes), then 503 (routes, no endpoints) — and take what
+/// arrives late.
+#[tokio::test]
+async fn warming_stops_at_the_initial_fetch_timeout_and_late_resources_still_go_in() {
+    let a = Upstream::start("a").await;
+    let mut control_plane = PythonControlPlane::start(0);
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let snapshot = |version: &str, withhold: &[&str]| {
+        serde_json::json!({
+            "version": version, "listener_port": port, "endpoints": [a.addr.to_string()],
+            "bad": false, "withhold": withhold, "initial_fetch_timeout": "1s",
+        })
+    };
+    control_plane.push_snapshot(snapshot("1", &["RDS", "EDS"]));
+    let started = Instant::now();
+    let _proxy = start_proxy(&control_plane.url(), "impatient", "sotw", "ads");
+    let answer = || async {
+        match TestClient::http1().try_get(addr, "/", &[]).await {
+            Ok(reply) => reply.status.as_u16(),
+            Err(_) => 0,
+        }
+    };
+    let until = |expected: u16| async move {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = answer().await;
+            if got == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {expected} within 15 s; last {got}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    until(404).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the listener waited its second for routes: {:?}",
+        started.elapsed()
+    );
+    // Routes arrive; the cluster waited out its endpoints too, so it has none.
+    control_plane.push_snapshot(snapshot("2", &["EDS"]));
+    until(503).await;
+    control_plane.push_snapshot(snapshot("3", &[]));
+    served_by(addr, "a").await;
+}

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::{watch, Mutex};
@@ -45,11 +45,18 @@ pub(crate) struct Shared<H> {
     pub handler: Mutex<H>,
     /// The names the handler wants, for the two by-name types.
     pub wanted: HashMap<Kind, watch::Sender<Vec<String>>>,
+    /// The handler's next deadline, for the task that calls `expire`.
+    pub deadline: watch::Sender<Option<Instant>>,
 }
 
 impl<H: ResourceHandler> Shared<H> {
-    /// Publishes what the handler now wants; streams subscribed to those types see it.
-    pub fn publish_wanted(&self, handler: &H) {
+    /// Publishes what the handler now wants and its next deadline; streams subscribed
+    /// to those types, and the deadline task, see it.
+    pub fn publish(&self, handler: &H) {
+        self.deadline.send_if_modified(|current| {
+            let next = handler.next_deadline();
+            std::mem::replace(current, next) != next
+        });
         for (kind, sender) in &self.wanted {
             let mut names = handler.wanted(*kind);
             names.sort();
@@ -99,17 +106,47 @@ impl XdsClient {
         let shared = Arc::new(Shared {
             handler: Mutex::new(handler),
             wanted,
+            deadline: watch::channel(None).0,
         });
         let config = Arc::new(config);
         let groups: Vec<Vec<Kind>> = match config.streams {
             Streams::Aggregated => vec![Kind::ALL.to_vec()],
             Streams::PerType => Kind::ALL.into_iter().map(|k| vec![k]).collect(),
         };
-        let tasks = groups
+        let mut tasks: Vec<JoinHandle<()>> = groups
             .into_iter()
             .map(|kinds| tokio::spawn(run_stream(config.clone(), kinds, shared.clone())))
             .collect();
+        tasks.push(tokio::spawn(run_deadlines(shared)));
         XdsClient { tasks }
+    }
+}
+
+/// Calls the handler's `expire` at each deadline it publishes.
+async fn run_deadlines<H: ResourceHandler>(shared: Arc<Shared<H>>) {
+    let mut deadline = shared.deadline.subscribe();
+    let mut fired = None;
+    loop {
+        let next = *deadline.borrow_and_update();
+        let changed = match next {
+            // Nothing to wait for, or a deadline the handler did not move on from
+            // (its expiry failed): wait for the next one rather than spin.
+            None => deadline.changed().await,
+            Some(at) if fired == Some(at) => deadline.changed().await,
+            Some(at) => tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {
+                    fired = Some(at);
+                    let mut handler = shared.handler.lock().await;
+                    handler.expire().await;
+                    shared.publish(&handler);
+                    Ok(())
+                }
+                changed = deadline.changed() => changed,
+            },
+        };
+        if changed.is_err() {
+            return;
+        }
     }
 }
 

@@ -180,7 +180,7 @@ async fn respond<H: ResourceHandler>(
         let mut handler = shared.handler.lock().await;
         let result = handler.apply(update).await;
         if result.is_ok() {
-            shared.publish_wanted(&handler);
+            shared.publish(&handler);
         }
         result
     };

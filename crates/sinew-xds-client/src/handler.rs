@@ -2,6 +2,7 @@
 //! the proxy maps them into its config and says yes or no.
 
 use std::future::Future;
+use std::time::Instant;
 
 use envoy_types::pb::google::protobuf::Any;
 
@@ -40,6 +41,18 @@ pub trait ResourceHandler: Send + 'static {
     /// The endpoint (`ClusterLoadAssignment`) or route configuration names the accepted
     /// clusters and listeners refer to; the client subscribes to exactly these.
     fn wanted(&self, kind: Kind) -> Vec<String>;
+
+    /// When the handler next needs [`ResourceHandler::expire`] without an update: the
+    /// moment something waiting for a resource stops waiting (Envoy's
+    /// `initial_fetch_timeout`). None: nothing is waiting with a time limit.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called once `next_deadline` has passed, with no update.
+    fn expire(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// The `error_detail` of a NACK: gRPC's INVALID_ARGUMENT with the handler's message.

@@ -3,11 +3,14 @@
 //! Warming follows Envoy: an EDS cluster is ready once its `ClusterLoadAssignment` has
 //! arrived (an empty one counts), and a listener is ready once its route configuration
 //! has arrived and every cluster it can send to is ready. What is not ready is left out
-//! of the config and reported as warming; it goes in with the update that completes it.
+//! of the config and reported as warming; it goes in with the update that completes it,
+//! or when its config source's `initial_fetch_timeout` (15 s unless set) runs out: then
+//! a cluster serves with no endpoints and a listener with no routes, as Envoy's do.
 //! Route configurations and endpoint assignments that nothing refers to any more are
 //! dropped, as Envoy unsubscribes from them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -34,12 +37,20 @@ pub enum ResourceType {
 struct HeldListener {
     listener: model::Listener,
     rds: Option<String>,
+    /// How long it waits for `rds`, counted from `since`.
+    fetch_timeout: Option<Duration>,
+    /// When it started waiting for `rds` (kept across updates naming the same one).
+    since: Instant,
 }
 
 #[derive(Debug, Clone)]
 struct HeldCluster {
     cluster: model::Cluster,
     endpoints: Endpoints,
+    /// How long an EDS cluster waits for its endpoints, counted from `since`.
+    fetch_timeout: Option<Duration>,
+    /// When it started waiting (kept across updates naming the same assignment).
+    since: Instant,
 }
 
 /// Every accepted resource, by name.
@@ -54,6 +65,8 @@ pub struct Resources {
     /// empty one (503s, as Envoy answers for an unknown cluster) rather than closing
     /// the port under its clients.
     active: BTreeSet<String>,
+    /// The time the last assembly was made for.
+    assembled_at: Option<Instant>,
 }
 
 /// A change to one resource type: resources added or replaced, names removed, and
@@ -70,6 +83,9 @@ pub struct Assembled {
     pub config: Config,
     /// Listeners and clusters left out until what they wait for arrives, with why.
     pub warming: Vec<String>,
+    /// Listeners and clusters served without what they waited for, its
+    /// `initial_fetch_timeout` past.
+    pub timed_out: Vec<String>,
     /// For each listener, route configuration and cluster of `config`, the resource it
     /// came from (None for the static config's own).
     origins: Origins,
@@ -85,15 +101,22 @@ struct Origins {
 impl Resources {
     pub fn listeners(&self, change: Change<Listener>) -> Result<Resources, XdsError> {
         let mut mapped = Vec::new();
+        let now = Instant::now();
         for l in &change.updated {
             let m = listener::map(l)?;
             let ctx = Ctx::new("listener", &m.name);
             let model = from_json(&ctx, m.json)?;
+            let since = match self.listeners.get(&m.name) {
+                Some(held) if held.rds == m.rds => held.since,
+                _ => now,
+            };
             mapped.push((
                 m.name,
                 HeldListener {
                     listener: model,
                     rds: m.rds,
+                    fetch_timeout: m.rds_fetch_timeout,
+                    since,
                 },
             ));
         }
@@ -125,15 +148,22 @@ impl Resources {
 
     pub fn clusters(&self, change: Change<Cluster>) -> Result<Resources, XdsError> {
         let mut mapped = Vec::new();
+        let now = Instant::now();
         for c in &change.updated {
             let m = cluster::map(c)?;
             let ctx = Ctx::new("cluster", &m.name);
             let model = from_json(&ctx, m.json)?;
+            let since = match self.clusters.get(&m.name) {
+                Some(held) if held.endpoints == m.endpoints => held.since,
+                _ => now,
+            };
             mapped.push((
                 m.name,
                 HeldCluster {
                     cluster: model,
                     endpoints: m.endpoints,
+                    fetch_timeout: m.fetch_timeout,
+                    since,
                 },
             ));
         }
@@ -191,9 +221,37 @@ impl Resources {
             .retain(|name, _| assignments.contains(name));
     }
 
+    /// The next moment a listener or cluster stops waiting (its `initial_fetch_timeout`
+    /// runs out) after the last assembly: assemble again then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let listeners = self.listeners.values().filter_map(|l| {
+            let rds = l.rds.as_ref()?;
+            (!self.routes.contains_key(rds)).then_some(l.since + l.fetch_timeout?)
+        });
+        let clusters = self.clusters.values().filter_map(|c| match &c.endpoints {
+            Endpoints::Eds(name) if !self.assignments.contains_key(name) => {
+                Some(c.since + c.fetch_timeout?)
+            }
+            _ => None,
+        });
+        listeners
+            .chain(clusters)
+            .filter(|deadline| self.assembled_at.is_none_or(|at| *deadline > at))
+            .min()
+    }
+
     /// The static config with every ready resource added. Remembers which listeners it
     /// served (see `active`), so keep the `Resources` whose assembly goes live.
     pub fn assemble(&mut self, base: &Config) -> Assembled {
+        self.assemble_at(base, Instant::now())
+    }
+
+    /// [`Resources::assemble`] as of `now`, for the fetch timeouts.
+    pub fn assemble_at(&mut self, base: &Config, now: Instant) -> Assembled {
+        self.assembled_at = Some(now);
+        let waited_out =
+            |since: Instant, timeout: Option<Duration>| timeout.is_some_and(|t| now >= since + t);
+        let mut timed_out = Vec::new();
         let mut config = base.clone();
         let mut origins = Origins {
             listeners: vec![None; config.listeners.len()],
@@ -214,6 +272,13 @@ impl Resources {
                         c.endpoints = endpoints.clone();
                         c
                     }
+                    None if waited_out(held.since, held.fetch_timeout) => {
+                        timed_out.push(format!(
+                            "cluster {name:?} serves without endpoints: those of {service:?} \
+                             did not arrive within its initial_fetch_timeout"
+                        ));
+                        held.cluster.clone()
+                    }
                     None => {
                         warming.push(format!(
                             "cluster {name:?} waits for the endpoints of {service:?}"
@@ -227,9 +292,19 @@ impl Resources {
             origins.clusters.push(Some(format!("cluster {name:?}")));
         }
         for (name, held) in &self.listeners {
+            let empty_routes;
             let route_config = match &held.rds {
                 Some(rds) => match self.routes.get(rds) {
                     Some(r) => Some(r),
+                    None if waited_out(held.since, held.fetch_timeout) => {
+                        timed_out.push(format!(
+                            "listener {name:?} serves without routes (404): route \
+                             configuration {rds:?} did not arrive within its \
+                             initial_fetch_timeout"
+                        ));
+                        empty_routes = empty_route_config(rds);
+                        Some(&empty_routes)
+                    }
                     None => {
                         warming.push(format!(
                             "listener {name:?} waits for route configuration {rds:?}"
@@ -277,6 +352,7 @@ impl Resources {
         Assembled {
             config,
             warming,
+            timed_out,
             origins,
         }
     }
@@ -378,6 +454,13 @@ fn apply<T>(
 
 /// The model type from a mapper's JSON; a failure (a value Sinew's model refuses, such
 /// as a duration out of range) names the field.
+/// What a listener serves when its route configuration never came: no virtual hosts,
+/// so every request is answered 404, as Envoy answers without routes.
+fn empty_route_config(name: &str) -> model::RouteConfig {
+    serde_json::from_value(serde_json::json!({"name": name, "virtual_hosts": []}))
+        .expect("an empty route configuration")
+}
+
 fn from_json<T: DeserializeOwned>(ctx: &Ctx, json: Value) -> Result<T, XdsError> {
     serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();

@@ -26,6 +26,9 @@ pub struct MappedCluster {
     pub name: String,
     pub json: Value,
     pub endpoints: Endpoints,
+    /// EDS: how long the cluster waits for its endpoints before it serves without any
+    /// (`eds_config.initial_fetch_timeout`); None waits for ever.
+    pub fetch_timeout: Option<std::time::Duration>,
 }
 
 pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
@@ -51,6 +54,7 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
             ))
         }
     };
+    let mut fetch_timeout = None;
     let endpoints = match kind {
         DiscoveryType::Static => Endpoints::Inline,
         DiscoveryType::LogicalDns => {
@@ -68,7 +72,7 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         }
         DiscoveryType::Eds => {
             let eds = rest.eds_cluster_config.take().unwrap_or_default();
-            crate::convert::config_source(
+            fetch_timeout = crate::convert::config_source(
                 &ctx,
                 "eds_cluster_config.eds_config",
                 eds.eds_config.as_ref(),
@@ -227,6 +231,7 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         name,
         json: Value::Object(out),
         endpoints,
+        fetch_timeout,
     })
 }
 

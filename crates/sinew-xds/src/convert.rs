@@ -70,16 +70,31 @@ pub fn labels(metadata: Option<&Metadata>) -> Map<String, Value> {
     out
 }
 
+/// Envoy's default `initial_fetch_timeout`.
+pub const DEFAULT_INITIAL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Sinew asks its own `--xds` servers for everything: a config source may say ADS or an
-/// API source, never a file.
-pub fn config_source(ctx: &Ctx, path: &str, source: Option<&ConfigSource>) -> Result<(), XdsError> {
+/// API source, never a file. Returns how long what waits for the resource it names
+/// waits (`initial_fetch_timeout`: 15 s unless set; 0 = for ever).
+pub fn config_source(
+    ctx: &Ctx,
+    path: &str,
+    source: Option<&ConfigSource>,
+) -> Result<Option<std::time::Duration>, XdsError> {
     match source.and_then(|c| c.config_source_specifier.as_ref()) {
         None
         | Some(ConfigSourceSpecifier::Ads(_))
-        | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Ok(()),
-        Some(_) => Err(ctx.error(
-            path,
-            "only ADS or an API config source is supported by Sinew (not files)",
-        )),
+        | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {}
+        Some(_) => {
+            return Err(ctx.error(
+                path,
+                "only ADS or an API config source is supported by Sinew (not files)",
+            ))
+        }
     }
+    let timeout = match source.and_then(|c| c.initial_fetch_timeout.as_ref()) {
+        None => DEFAULT_INITIAL_FETCH_TIMEOUT,
+        Some(d) => std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32),
+    };
+    Ok((!timeout.is_zero()).then_some(timeout))
 }

@@ -29,6 +29,9 @@ pub struct MappedListener {
     pub json: Value,
     /// The RDS name its HTTP connection manager uses; the listener warms until it arrives.
     pub rds: Option<String>,
+    /// How long it warms at most (`rds.config_source.initial_fetch_timeout`): then it
+    /// serves without routes. None waits for ever.
+    pub rds_fetch_timeout: Option<std::time::Duration>,
 }
 
 pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
@@ -78,9 +81,10 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     match typed.type_url.as_str() {
         HCM => {
             let hcm: HttpConnectionManager = decode(&ctx, path, typed)?;
-            let (http, name) = http_connection_manager(&ctx, &format!("{path}.typed_config"), hcm)?;
+            let (http, names) =
+                http_connection_manager(&ctx, &format!("{path}.typed_config"), hcm)?;
             out.insert("http".into(), http);
-            rds = name;
+            rds = names;
         }
         TCP_PROXY => {
             let tcp: TcpProxy = decode(&ctx, path, typed)?;
@@ -96,10 +100,15 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
             ))
         }
     }
+    let (rds, rds_fetch_timeout) = match rds {
+        Some((name, timeout)) => (Some(name), timeout),
+        None => (None, None),
+    };
     Ok(MappedListener {
         name,
         json: Value::Object(out),
         rds,
+        rds_fetch_timeout,
     })
 }
 
@@ -116,11 +125,15 @@ pub(crate) fn decode<M: prost::Message + Default>(
     })
 }
 
+/// An RDS route configuration name, and how long a listener waits for it.
+type RdsWait = (String, Option<std::time::Duration>);
+
+/// The connection manager's JSON, and the route configuration it waits for.
 fn http_connection_manager(
     ctx: &Ctx,
     path: &str,
     mut hcm: HttpConnectionManager,
-) -> Result<(Value, Option<String>), XdsError> {
+) -> Result<(Value, Option<RdsWait>), XdsError> {
     let mut out = Map::new();
     hcm.stat_prefix.clear();
     // Sinew's listeners take HTTP/1.1 and HTTP/2 on one port whatever the codec says.
@@ -128,7 +141,7 @@ fn http_connection_manager(
     let mut rds_name = None;
     match hcm.route_specifier.take() {
         Some(RouteSpecifier::Rds(rds)) => {
-            crate::convert::config_source(
+            let timeout = crate::convert::config_source(
                 ctx,
                 &format!("{path}.rds.config_source"),
                 rds.config_source.as_ref(),
@@ -137,7 +150,7 @@ fn http_connection_manager(
                 return Err(ctx.error(format!("{path}.rds.route_config_name"), "is required"));
             }
             out.insert("route_config".into(), json!(rds.route_config_name));
-            rds_name = Some(rds.route_config_name);
+            rds_name = Some((rds.route_config_name, timeout));
         }
         Some(RouteSpecifier::RouteConfig(config)) => {
             let mapped = route::map(&config)

@@ -76,9 +76,19 @@ impl ProxyHandler {
     /// Maps, checks and swaps in one update; the running config stays on any error.
     async fn apply_update(&mut self, update: Update) -> Result<(), String> {
         let (kind, version) = (update.kind, update.version.clone());
-        let mut next = self
+        let next = self
             .next(update)
             .inspect_err(|_| self.proxy.note_reload_failed())?;
+        self.swap_in(
+            next,
+            format!("xDS {} version {version:?}", kind.short_name()),
+        )
+        .await
+    }
+
+    /// Assembles `next` into a config, checks it and swaps it in; on success `next`
+    /// becomes what the handler holds.
+    async fn swap_in(&mut self, mut next: Resources, label: String) -> Result<(), String> {
         let assembled = next.assemble(&self.base);
         let errors = sinew_config::validate(&assembled.config);
         if !errors.is_empty() {
@@ -89,7 +99,7 @@ impl ProxyHandler {
             ));
         }
         let loaded = LoadedConfig {
-            file: format!("xDS {} version {version:?}", kind.short_name()),
+            file: label,
             source: summary(&assembled).into(),
             config: assembled.config.clone(),
             source_map: SourceMap::default(),
@@ -98,6 +108,9 @@ impl ProxyHandler {
             Ok(_) => {
                 for warming in &assembled.warming {
                     tracing::info!("xDS: {warming}");
+                }
+                for timed_out in &assembled.timed_out {
+                    tracing::warn!("xDS: {timed_out}");
                 }
                 self.resources = next;
                 Ok(())
@@ -133,6 +146,22 @@ impl ResourceHandler for ProxyHandler {
             Kind::Route => self.resources.wanted_routes(),
             Kind::Endpoint => self.resources.wanted_assignments(),
             Kind::Listener | Kind::Cluster => Vec::new(),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.resources.next_deadline()
+    }
+
+    /// A warming listener or cluster waited out its `initial_fetch_timeout`: assemble
+    /// again, and it goes in without what it waited for.
+    async fn expire(&mut self) {
+        let next = self.resources.clone();
+        if let Err(e) = self
+            .swap_in(next, "xDS initial_fetch_timeout".to_string())
+            .await
+        {
+            tracing::warn!("xDS: serving what waited out its initial_fetch_timeout failed: {e}");
         }
     }
 }

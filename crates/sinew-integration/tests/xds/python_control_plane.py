@@ -9,7 +9,9 @@ argv:   [port] to listen on (127.0.0.1); 0 or none picks one.
 
 stdin:  one JSON snapshot per line: {"version": "2", "listener_port": 18000,
         "endpoints": ["127.0.0.1:9000"], "bad": false}. "bad": true adds an HTTP filter
-        Sinew does not support to the listener, to provoke a NACK.
+        Sinew does not support to the listener, to provoke a NACK. Optional:
+        "withhold": ["RDS", "EDS"] never sends those types; "initial_fetch_timeout": "1s"
+        sets it on the route and endpoint config sources.
 stdout: "LISTENING <port>", then one JSON line per request received: stream ("sotw" or
         "delta"), type (short: CDS, EDS, LDS, RDS), version, nonce, names, error (the
         NACK's message or null), subscribe, unsubscribe, initial_versions, node.
@@ -50,6 +52,9 @@ ADS = {"ads": {}, "resourceApiVersion": "V3"}
 
 def resources(snapshot):
     """name -> Any, per short type, for a snapshot."""
+    source = dict(ADS)
+    if "initial_fetch_timeout" in snapshot:
+        source["initialFetchTimeout"] = snapshot["initial_fetch_timeout"]
     http_filters = []
     if snapshot.get("bad"):
         http_filters.append({"name": "envoy.filters.http.lua"})
@@ -64,7 +69,7 @@ def resources(snapshot):
     hcm = HttpConnectionManager.from_dict(
         {
             "statPrefix": "web",
-            "rds": {"routeConfigName": "routes", "configSource": ADS},
+            "rds": {"routeConfigName": "routes", "configSource": source},
             "httpFilters": http_filters,
         }
     )
@@ -98,7 +103,7 @@ def resources(snapshot):
             "name": "svc",
             "type": "EDS",
             "connectTimeout": "1s",
-            "edsClusterConfig": {"edsConfig": ADS},
+            "edsClusterConfig": {"edsConfig": source},
         }
     )
     endpoints = []
@@ -111,12 +116,15 @@ def resources(snapshot):
         {"clusterName": "svc", "endpoints": [{"lbEndpoints": endpoints}]}
     )
     pack = lambda kind, msg: Any(type_url=TYPES[kind], value=bytes(msg))  # noqa: E731
-    return {
+    out = {
         "CDS": {"svc": pack("CDS", cluster)},
         "EDS": {"svc": pack("EDS", assignment)},
         "LDS": {"web": pack("LDS", listener)},
         "RDS": {"routes": pack("RDS", route)},
     }
+    for kind in snapshot.get("withhold", []):
+        del out[kind]
+    return out
 
 
 class State:

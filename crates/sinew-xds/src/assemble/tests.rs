@@ -17,6 +17,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
+use std::time::Duration;
+
 use super::*;
 
 fn socket(port: u32) -> Option<Address> {
@@ -280,4 +282,77 @@ fn a_serving_listener_stays_when_a_cluster_it_names_goes_and_answers_for_it_empt
     assert_eq!(a.config.listeners.len(), 1, "{:?}", a.warming);
     assert!(a.config.clusters[0].endpoints.is_empty());
     assert!(sinew_config::validate(&a.config).is_empty());
+}
+
+#[test]
+fn warming_gives_up_after_the_initial_fetch_timeout_and_serves_empty() {
+    let base = Config::default();
+    let start = std::time::Instant::now();
+    let mut r = Resources::default()
+        .listeners(change(vec![http_listener(
+            "web",
+            "web-routes",
+            vec![router()],
+        )]))
+        .unwrap()
+        .clusters(change(vec![eds_cluster("svc")]))
+        .unwrap();
+    // Envoy's default: 15 s.
+    assert_eq!(r.assemble_at(&base, start).warming.len(), 2);
+    let deadline = r.next_deadline().expect("a deadline");
+    assert!(
+        deadline > start + Duration::from_secs(14) && deadline <= start + Duration::from_secs(16),
+        "{:?}",
+        deadline - start
+    );
+    // A state-of-the-world LDS resending the same listener does not restart its wait.
+    let mut r = r
+        .listeners(change(vec![http_listener(
+            "web",
+            "web-routes",
+            vec![router()],
+        )]))
+        .unwrap();
+    assert_eq!(r.next_deadline(), Some(deadline));
+
+    let a = r.assemble_at(&base, start + Duration::from_secs(16));
+    assert!(a.warming.is_empty(), "{:?}", a.warming);
+    assert_eq!(a.timed_out.len(), 2, "{:?}", a.timed_out);
+    assert_eq!(a.config.listeners.len(), 1);
+    assert!(a.config.route_configs[0].virtual_hosts.is_empty());
+    assert!(a.config.clusters[0].endpoints.is_empty());
+    assert!(sinew_config::validate(&a.config).is_empty());
+    assert_eq!(r.next_deadline(), None, "nothing left to wait for");
+
+    // What arrives late goes in as usual.
+    let mut r = r
+        .routes(change(vec![route_to("web-routes", "svc")]))
+        .unwrap()
+        .assignments(change(vec![assignment("svc", &[9001])]))
+        .unwrap();
+    let a = r.assemble_at(&base, start + Duration::from_secs(17));
+    assert!(a.timed_out.is_empty());
+    assert_eq!(a.config.route_configs[0].virtual_hosts.len(), 1);
+    assert_eq!(a.config.clusters[0].endpoints.len(), 1);
+}
+
+#[test]
+fn an_initial_fetch_timeout_of_zero_waits_for_ever() {
+    let mut cluster = eds_cluster("svc");
+    cluster.eds_cluster_config = Some(EdsClusterConfig {
+        eds_config: Some(envoy_types::pb::envoy::config::core::v3::ConfigSource {
+            initial_fetch_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 0,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut r = Resources::default()
+        .clusters(change(vec![cluster]))
+        .unwrap();
+    assert_eq!(r.next_deadline(), None);
+    let later = std::time::Instant::now() + Duration::from_secs(3600);
+    assert_eq!(r.assemble_at(&Config::default(), later).warming.len(), 1);
 }
