@@ -173,7 +173,7 @@ async fn delta_over_per_type_streams_from_a_python_control_plane() {
 }
 
 /// The control plane dies: the proxy serves on with what it has, reconnects with backoff,
-/// tells the new one what it holds, and takes its updates.
+/// tells the new one what it holds, and takes its updates; the connection metrics follow.
 #[tokio::test]
 async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects() {
     let a = Upstream::start("a").await;
@@ -183,11 +183,18 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     control_plane.push("1", port, &[a.addr], false);
-    let _proxy = start_proxy(&control_plane.url(), "reconnecting", "sotw", "ads");
+    let (_proxy, admin) =
+        start_proxy_with_admin(&control_plane.url(), "reconnecting", "sotw", "ads");
     served_by(addr, "a").await;
     control_plane
         .wait_for("ACKing EDS version 1", |r| is_ack(r, "EDS", "1"))
         .await;
+    let connections = |metrics: &str, event| {
+        admin_kit::value(metrics, "sinew_xds_connections_total", &[("event", event)])
+    };
+    let metrics = admin_kit::metrics(admin).await;
+    assert_eq!(admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]), 1.0);
+    assert_eq!(connections(&metrics, "connected"), 1.0);
     drop(control_plane);
 
     for _ in 0..20 {
@@ -195,6 +202,11 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
         assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "a\n"));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The loss and the failed reconnects are counted.
+    let metrics = admin_kit::metrics(admin).await;
+    assert_eq!(admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]), 0.0);
+    assert_eq!(connections(&metrics, "lost"), 1.0);
+    assert!(connections(&metrics, "failed") >= 1.0, "{metrics}");
 
     let mut control_plane = PythonControlPlane::start(xds_port);
     let hello = control_plane
@@ -207,6 +219,9 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
     );
     control_plane.push("2", port, &[b.addr], false);
     served_by(addr, "b").await;
+    let metrics = admin_kit::metrics(admin).await;
+    assert_eq!(admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]), 1.0);
+    assert_eq!(connections(&metrics, "connected"), 2.0);
 }
 
 /// Envoy's `initial_fetch_timeout`: a listener whose route configuration never comes,

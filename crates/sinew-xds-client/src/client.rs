@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
-use crate::handler::ResourceHandler;
+use crate::handler::{Connection, ResourceHandler};
 use crate::type_url::Kind;
 use crate::{delta, sotw};
 
@@ -175,6 +175,7 @@ async fn run_stream<H: ResourceHandler>(
         let address = &config.servers[server % config.servers.len()];
         match connect(address, config.connect_timeout).await {
             Ok(channel) => {
+                shared.handler.lock().await.connection(Connection::Connected);
                 let outcome = match config.mode {
                     Mode::StateOfTheWorld => {
                         sotw::run(channel, &kinds, &config.node, &shared, &mut remembered).await
@@ -186,9 +187,13 @@ async fn run_stream<H: ResourceHandler>(
                 if outcome.delivered {
                     backoff.reset();
                 }
+                shared.handler.lock().await.connection(Connection::Lost);
                 tracing::warn!(server = %address, "xDS stream ended: {}", outcome.reason);
             }
-            Err(e) => tracing::warn!(server = %address, "xDS connect failed: {e}"),
+            Err(e) => {
+                shared.handler.lock().await.connection(Connection::Failed);
+                tracing::warn!(server = %address, "xDS connect failed: {e}");
+            }
         }
         server = server.wrapping_add(1);
         tokio::time::sleep(backoff.next_delay()).await;

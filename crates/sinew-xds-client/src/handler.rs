@@ -32,6 +32,17 @@ pub struct Update {
     pub complete: bool,
 }
 
+/// What happened to one stream's connection to a control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Connected; the stream opens on it.
+    Connected,
+    /// The connection could not be made (refused, timed out).
+    Failed,
+    /// A connected stream ended (the server went away, or the stream broke).
+    Lost,
+}
+
 /// Turns updates into running config.
 pub trait ResourceHandler: Send + 'static {
     /// Applies an update. `Err` is the NACK's message: it names the resource and the
@@ -53,6 +64,9 @@ pub trait ResourceHandler: Send + 'static {
     fn expire(&mut self) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// A stream's connection changed (for metrics); the client reconnects by itself.
+    fn connection(&mut self, _event: Connection) {}
 }
 
 /// The `error_detail` of a NACK: gRPC's INVALID_ARGUMENT with the handler's message.

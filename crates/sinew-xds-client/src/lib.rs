@@ -20,7 +20,7 @@ mod sotw;
 pub mod type_url;
 
 pub use client::{ClientConfig, Mode, Streams, XdsClient};
-pub use handler::{ResourceHandler, Update, UpdatedResource};
+pub use handler::{Connection, ResourceHandler, Update, UpdatedResource};
 pub use type_url::Kind;
 
 pub use envoy_types::pb::envoy::config::core::v3::Node;

@@ -15,7 +15,7 @@ use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use sinew_config::{Config, LoadedConfig, SourceMap};
 use sinew_proxy::Proxy;
 use sinew_xds::assemble::{Assembled, Change, Resources};
-use sinew_xds_client::{Kind, Node, ResourceHandler, Update};
+use sinew_xds_client::{Connection, Kind, Node, ResourceHandler, Update};
 
 /// Applies xDS updates to a running proxy.
 pub struct ProxyHandler {
@@ -147,6 +147,14 @@ impl ResourceHandler for ProxyHandler {
             Kind::Endpoint => self.resources.wanted_assignments(),
             Kind::Listener | Kind::Cluster => Vec::new(),
         }
+    }
+
+    fn connection(&mut self, event: Connection) {
+        self.proxy.metrics.xds_connection(match event {
+            Connection::Connected => "connected",
+            Connection::Failed => "failed",
+            Connection::Lost => "lost",
+        });
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {

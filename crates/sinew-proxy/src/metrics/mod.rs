@@ -59,6 +59,8 @@ pub struct Metrics {
     cluster_rq_timeout: Family<Labels, Counter>,
     xds_updates: Family<Labels, Counter>,
     xds_apply_time: Family<Labels, LatencyHistogram>,
+    xds_streams_connected: Gauge,
+    xds_connections: Family<Labels, Counter>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -84,6 +86,8 @@ impl Metrics {
             cluster_rq_timeout: Family::default(),
             xds_updates: Family::default(),
             xds_apply_time: Family::default(),
+            xds_streams_connected: Gauge::default(),
+            xds_connections: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -156,6 +160,16 @@ impl Metrics {
             m.xds_apply_time.clone(),
         );
         r.register(
+            "sinew_xds_streams_connected",
+            "xDS streams connected to a control plane now (one for ADS, one per type otherwise)",
+            m.xds_streams_connected.clone(),
+        );
+        r.register(
+            "sinew_xds_connections",
+            "xDS connection events: connected, failed (could not connect), lost (a connected stream ended)",
+            m.xds_connections.clone(),
+        );
+        r.register(
             "sinew_server_reloads",
             "Config reloads applied",
             m.reloads_succeeded.clone(),
@@ -188,6 +202,23 @@ impl Metrics {
                 .get_or_create(&vec![("type", kind.to_string())])
                 .observe(took);
         }
+    }
+
+    /// Counts an xDS stream's connection event (`connected`, `failed`, `lost`) and keeps
+    /// the number of connected streams.
+    pub fn xds_connection(&self, event: &str) {
+        match event {
+            "connected" => {
+                self.xds_streams_connected.inc();
+            }
+            "lost" => {
+                self.xds_streams_connected.dec();
+            }
+            _ => {}
+        }
+        self.xds_connections
+            .get_or_create(&vec![("event", event.to_string())])
+            .inc();
     }
 
     /// One listener's handles.
