@@ -193,7 +193,10 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
         admin_kit::value(metrics, "sinew_xds_connections_total", &[("event", event)])
     };
     let metrics = admin_kit::metrics(admin).await;
-    assert_eq!(admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]), 1.0);
+    assert_eq!(
+        admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]),
+        1.0
+    );
     assert_eq!(connections(&metrics, "connected"), 1.0);
     drop(control_plane);
 
@@ -204,7 +207,10 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The loss and the failed reconnects are counted.
     let metrics = admin_kit::metrics(admin).await;
-    assert_eq!(admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]), 0.0);
+    assert_eq!(
+        admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]),
+        0.0
+    );
     assert_eq!(connections(&metrics, "lost"), 1.0);
     assert!(connections(&metrics, "failed") >= 1.0, "{metrics}");
 
@@ -220,7 +226,10 @@ async fn a_lost_control_plane_leaves_the_config_serving_and_the_proxy_reconnects
     control_plane.push("2", port, &[b.addr], false);
     served_by(addr, "b").await;
     let metrics = admin_kit::metrics(admin).await;
-    assert_eq!(admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]), 1.0);
+    assert_eq!(
+        admin_kit::value(&metrics, "sinew_xds_streams_connected", &[]),
+        1.0
+    );
     assert_eq!(connections(&metrics, "connected"), 2.0);
 }
 

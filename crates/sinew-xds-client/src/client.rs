@@ -175,7 +175,11 @@ async fn run_stream<H: ResourceHandler>(
         let address = &config.servers[server % config.servers.len()];
         match connect(address, config.connect_timeout).await {
             Ok(channel) => {
-                shared.handler.lock().await.connection(Connection::Connected);
+                shared
+                    .handler
+                    .lock()
+                    .await
+                    .connection(Connection::Connected);
                 let outcome = match config.mode {
                     Mode::StateOfTheWorld => {
                         sotw::run(channel, &kinds, &config.node, &shared, &mut remembered).await

@@ -69,6 +69,21 @@ pub struct Resources {
     assembled_at: Option<Instant>,
 }
 
+/// A listener or cluster left out until what it waits for arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warming {
+    /// As errors name resources: `listener "web"`, `cluster "svc"`.
+    pub resource: String,
+    /// `route configuration "routes"`, `cluster "svc"`, `the endpoints of "svc"`.
+    pub waits_for: String,
+}
+
+impl std::fmt::Display for Warming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} waits for {}", self.resource, self.waits_for)
+    }
+}
+
 /// A change to one resource type: resources added or replaced, names removed, and
 /// whether `updated` is the whole set (state of the world for listeners and clusters).
 pub struct Change<T> {
@@ -82,7 +97,7 @@ pub struct Change<T> {
 pub struct Assembled {
     pub config: Config,
     /// Listeners and clusters left out until what they wait for arrives, with why.
-    pub warming: Vec<String>,
+    pub warming: Vec<Warming>,
     /// Listeners and clusters served without what they waited for, its
     /// `initial_fetch_timeout` past.
     pub timed_out: Vec<String>,
@@ -280,9 +295,10 @@ impl Resources {
                         held.cluster.clone()
                     }
                     None => {
-                        warming.push(format!(
-                            "cluster {name:?} waits for the endpoints of {service:?}"
-                        ));
+                        warming.push(Warming {
+                            resource: format!("cluster {name:?}"),
+                            waits_for: format!("the endpoints of {service:?}"),
+                        });
                         continue;
                     }
                 },
@@ -306,9 +322,10 @@ impl Resources {
                         Some(&empty_routes)
                     }
                     None => {
-                        warming.push(format!(
-                            "listener {name:?} waits for route configuration {rds:?}"
-                        ));
+                        warming.push(Warming {
+                            resource: format!("listener {name:?}"),
+                            waits_for: format!("route configuration {rds:?}"),
+                        });
                         continue;
                     }
                 },
@@ -322,7 +339,10 @@ impl Resources {
                 .collect();
             if let Some(first) = missing.first() {
                 if !self.active.contains(name) {
-                    warming.push(format!("listener {name:?} waits for cluster {first:?}"));
+                    warming.push(Warming {
+                        resource: format!("listener {name:?}"),
+                        waits_for: format!("cluster {first:?}"),
+                    });
                     continue;
                 }
                 for cluster in missing {

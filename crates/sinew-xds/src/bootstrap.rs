@@ -82,9 +82,8 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     let mut errors: Vec<ConfigError> = mapped.assembled.warming.iter().map(|w| {
         // A static listener that waits is one whose route names a cluster nobody defines
         // (or an RDS/EDS name only a control plane could send).
-        let resource = w.split(" waits").next().unwrap_or(w);
         ConfigError::new(
-            mapped.locations.get(resource).cloned().unwrap_or_default(),
+            mapped.locations.get(&w.resource).cloned().unwrap_or_default(),
             format!("{}{}", w, if mapped.dynamic.is_some() {
                 "; static resources must be complete on their own (Sinew does not add dynamic clusters, routes or endpoints to them)"
             } else {

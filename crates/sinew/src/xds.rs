@@ -194,13 +194,14 @@ fn blamed<'a>(
 fn summary(assembled: &Assembled) -> String {
     let c = &assembled.config;
     let list = |names: Vec<&str>| serde_json::to_string(&names).expect("strings serialize");
+    let warming: Vec<String> = assembled.warming.iter().map(ToString::to_string).collect();
     format!(
         "# assembled from the static config and xDS resources\n\
          listeners: {}\nroute_configs: {}\nclusters: {}\nwarming: {}\n",
         list(c.listeners.iter().map(|l| l.name.as_str()).collect()),
         list(c.route_configs.iter().map(|r| r.name.as_str()).collect()),
         list(c.clusters.iter().map(|r| r.name.as_str()).collect()),
-        list(assembled.warming.iter().map(String::as_str).collect()),
+        list(warming.iter().map(String::as_str).collect()),
     )
 }
 

@@ -153,15 +153,18 @@ fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
     assert!(a.config.listeners.is_empty());
     assert_eq!(
         a.warming,
-        [r#"listener "web" waits for route configuration "web-routes""#]
+        [Warming {
+            resource: r#"listener "web""#.into(),
+            waits_for: r#"route configuration "web-routes""#.into(),
+        }]
     );
 
     let mut r = r
         .routes(change(vec![route_to("web-routes", "svc")]))
         .unwrap();
     assert_eq!(
-        r.assemble(&base).warming,
-        [r#"listener "web" waits for cluster "svc""#]
+        r.assemble(&base).warming[0].to_string(),
+        r#"listener "web" waits for cluster "svc""#
     );
 
     let mut r = r.clusters(change(vec![eds_cluster("svc")])).unwrap();
@@ -169,7 +172,7 @@ fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
     let a = r.assemble(&base);
     assert!(a.config.listeners.is_empty() && a.config.clusters.is_empty());
     assert_eq!(
-        a.warming[0],
+        a.warming[0].to_string(),
         r#"cluster "svc" waits for the endpoints of "svc""#
     );
 
