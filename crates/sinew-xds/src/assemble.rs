@@ -307,6 +307,7 @@ impl Resources {
             config.clusters.push(cluster);
             origins.clusters.push(Some(format!("cluster {name:?}")));
         }
+        let mut added_routes: BTreeSet<String> = BTreeSet::new();
         for (name, held) in &self.listeners {
             let empty_routes;
             let route_config = match &held.rds {
@@ -358,7 +359,9 @@ impl Resources {
                 }
             }
             if let Some(r) = route_config {
-                if !config.route_configs.iter().any(|c| c.name == r.name) {
+                // Listeners may share a route configuration; one that shares a static
+                // route configuration's name goes in too, for the checks to refuse.
+                if added_routes.insert(r.name.clone()) {
                     config.route_configs.push(r.clone());
                     origins
                         .route_configs

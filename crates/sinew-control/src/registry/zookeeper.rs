@@ -129,10 +129,17 @@ fn percent_decode(text: &str) -> Option<String> {
 /// A ZooKeeper session over one connection, used one request at a time.
 struct Session {
     stream: TcpStream,
+    /// Bytes read but not yet taken as a frame: reading is cancelled at every ping
+    /// interval, and a frame may arrive across two reads.
+    pending: Vec<u8>,
     xid: i32,
     /// A watch fired while waiting for a reply: read everything again.
     changed: bool,
 }
+
+/// How long a request's reply may take. A server that has not answered within the
+/// session timeout has expired the session anyway; reconnecting is the way on.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(SESSION_TIMEOUT_MS as u64);
 
 impl Session {
     async fn connect(server: &str) -> Result<Session, String> {
@@ -143,6 +150,7 @@ impl Session {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let mut session = Session {
             stream,
+            pending: Vec::new(),
             xid: 0,
             changed: false,
         };
@@ -154,7 +162,7 @@ impl Session {
         request.extend_from_slice(&0i64.to_be_bytes());
         put_buffer(&mut request, &[0u8; 16]);
         session.write_frame(&request).await?;
-        let reply = session.read_frame().await?;
+        let reply = session.reply().await?;
         if reply.len() < 16 {
             return Err("the server refused the session".into());
         }
@@ -172,7 +180,7 @@ impl Session {
         request.push(1); // watch
         self.write_frame(&request).await?;
         loop {
-            let reply = self.read_frame().await?;
+            let reply = self.reply().await?;
             let mut r = Reader::new(&reply);
             let (reply_xid, _zxid, err) = (r.i32()?, r.i64()?, r.i32()?);
             match reply_xid {
@@ -236,23 +244,48 @@ impl Session {
             .map_err(|e| e.to_string())
     }
 
-    async fn read_frame(&mut self) -> Result<Vec<u8>, String> {
-        let mut length = [0u8; 4];
-        self.stream
-            .read_exact(&mut length)
+    /// The next frame while a reply is due: within [`REPLY_TIMEOUT`], or an error.
+    async fn reply(&mut self) -> Result<Vec<u8>, String> {
+        tokio::time::timeout(REPLY_TIMEOUT, self.read_frame())
             .await
-            .map_err(|e| format!("connection lost: {e}"))?;
-        let length = i32::from_be_bytes(length);
-        if !(0..=16 << 20).contains(&length) {
-            return Err(format!("frame of {length} bytes"));
-        }
-        let mut body = vec![0u8; length as usize];
-        self.stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| format!("connection lost: {e}"))?;
-        Ok(body)
+            .map_err(|_| format!("no reply within {REPLY_TIMEOUT:?}"))?
     }
+
+    /// The next frame. Cancel-safe: what was read before a cancellation stays in
+    /// `pending` for the next call.
+    async fn read_frame(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            if let Some(frame) = take_frame(&mut self.pending)? {
+                return Ok(frame);
+            }
+            let read = self
+                .stream
+                .read_buf(&mut self.pending)
+                .await
+                .map_err(|e| format!("connection lost: {e}"))?;
+            if read == 0 {
+                return Err("connection lost: closed by the server".into());
+            }
+        }
+    }
+}
+
+/// Takes one length-prefixed frame off the front of `pending`, if it is all there.
+fn take_frame(pending: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+    let Some(prefix) = pending.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let length = i32::from_be_bytes(*prefix);
+    if !(0..=16 << 20).contains(&length) {
+        return Err(format!("frame of {length} bytes"));
+    }
+    let end = 4 + length as usize;
+    if pending.len() < end {
+        return Ok(None);
+    }
+    let frame = pending[4..end].to_vec();
+    pending.drain(..end);
+    Ok(Some(frame))
 }
 
 fn put_buffer(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -301,6 +334,18 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_taken_only_when_whole_and_the_rest_is_kept() {
+        let mut pending = vec![0, 0, 0, 3, b'a', b'b'];
+        assert_eq!(take_frame(&mut pending), Ok(None));
+        pending.extend_from_slice(&[b'c', 0, 0]);
+        assert_eq!(take_frame(&mut pending), Ok(Some(b"abc".to_vec())));
+        assert_eq!(pending, [0, 0]);
+        assert_eq!(take_frame(&mut pending), Ok(None));
+        let mut bad = (-1i32).to_be_bytes().to_vec();
+        assert!(take_frame(&mut bad).is_err());
+    }
 
     #[test]
     fn a_dubbo_provider_url_is_an_instance_with_its_labels_and_weight() {

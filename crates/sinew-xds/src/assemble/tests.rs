@@ -359,3 +359,43 @@ fn an_initial_fetch_timeout_of_zero_waits_for_ever() {
     let later = std::time::Instant::now() + Duration::from_secs(3600);
     assert_eq!(r.assemble_at(&Config::default(), later).warming.len(), 1);
 }
+
+#[test]
+fn an_xds_route_configuration_named_like_a_static_one_is_refused_not_shadowed() {
+    let base = sinew_config::load_str(
+        "static.yaml",
+        "
+route_configs:
+  - name: web-routes
+    virtual_hosts: [{name: static, domains: ['*'], routes: [{match: {prefix: /}, direct_response: {status: 200}}]}]
+",
+    )
+    .unwrap_or_else(|d| panic!("{d}"))
+    .config;
+    let mut r = Resources::default()
+        .listeners(change(vec![http_listener(
+            "web",
+            "web-routes",
+            vec![router()],
+        )]))
+        .unwrap()
+        .routes(change(vec![route_to("web-routes", "svc")]))
+        .unwrap()
+        .clusters(change(vec![eds_cluster("svc")]))
+        .unwrap()
+        .assignments(change(vec![assignment("svc", &[9001])]))
+        .unwrap();
+    let a = r.assemble(&base);
+    let errors = sinew_config::validate(&a.config);
+    let blamed: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", a.blame(&e.path), e.message))
+        .collect();
+    assert!(
+        blamed.iter().any(
+            |e| e.starts_with("route_configuration \"web-routes\": name: ")
+                && e.contains("already used")
+        ),
+        "{blamed:?}"
+    );
+}
