@@ -56,7 +56,7 @@ impl TestProxy {
     /// Reloads with new YAML; returns the diagnostics if refused.
     pub async fn reload(&self, yaml: &str) -> Result<u64, String> {
         let loaded = sinew_config::load_str("test.yaml", yaml).map_err(|d| d.to_string())?;
-        self.proxy.reload(&loaded).await.map_err(|d| d.to_string())
+        self.proxy.reload(loaded).await.map_err(|d| d.to_string())
     }
 }
 

@@ -50,8 +50,9 @@ pub struct Proxy {
     slots: Mutex<Vec<Arc<ListenerSlot>>>,
     /// Shared with every listener slot and, through them, every connection.
     drain: Arc<Drain>,
-    /// Every metric family; handles are taken from it when a config compiles.
-    pub metrics: metrics::Metrics,
+    /// Every metric family; handles are taken from it when a config compiles (off the
+    /// serving threads, hence shared).
+    pub metrics: Arc<metrics::Metrics>,
     /// The running listeners, published after each reload for scrapes and the admin API
     /// (which must not wait on a reload's lock).
     live_slots: ArcSwap<Vec<Arc<ListenerSlot>>>,
@@ -94,21 +95,21 @@ impl Proxy {
             }),
             slots: Mutex::new(Vec::new()),
             drain: Arc::new(Drain::new()),
-            metrics: metrics::Metrics::new(metrics::scrape::ScrapeTime {
+            metrics: Arc::new(metrics::Metrics::new(metrics::scrape::ScrapeTime {
                 proxy: weak.clone(),
-            }),
+            })),
             live_slots: ArcSwap::from_pointee(Vec::new()),
             health_check_failed: AtomicBool::new(false),
             running_source: ArcSwap::from_pointee((String::new(), Arc::from(""))),
         });
-        proxy.reload(loaded).await?;
+        proxy.reload(loaded.clone()).await?;
         Ok(proxy)
     }
 
     /// Swaps in a new config, or refuses it and keeps the running one. Counted in
     /// `sinew_server_reloads_total` / `sinew_server_reloads_failed_total`.
-    pub async fn reload(&self, loaded: &LoadedConfig) -> Result<u64, Diagnostics> {
-        let result = self.apply(loaded).await;
+    pub async fn reload(&self, loaded: LoadedConfig) -> Result<u64, Diagnostics> {
+        let result = self.apply(Arc::new(loaded)).await;
         match &result {
             Ok(version) => {
                 self.metrics.reloads_succeeded.inc();
@@ -125,7 +126,7 @@ impl Proxy {
         self.metrics.reloads_failed.inc();
     }
 
-    async fn apply(&self, loaded: &LoadedConfig) -> Result<u64, Diagnostics> {
+    async fn apply(&self, loaded: Arc<LoadedConfig>) -> Result<u64, Diagnostics> {
         let mut slots = self.slots.lock().await;
         if self.drain.phase() != Phase::Serving {
             return Err(loaded.diagnostics(vec![ConfigError::new(
@@ -135,7 +136,18 @@ impl Proxy {
         }
         let current = self.snapshot.load_full();
         let version = current.version + 1;
-        let next = snapshot::compile(loaded, Some(&current), version, Some(&self.metrics))?;
+        // Compiling a large config takes milliseconds (a 10,000-endpoint cluster, say):
+        // on the blocking pool, so the threads serving traffic do not wait for it.
+        let next = {
+            let (compiling, metrics) = (loaded.clone(), self.metrics.clone());
+            tokio::task::spawn_blocking(move || {
+                snapshot::compile(&compiling, Some(&current), version, Some(&metrics))
+            })
+            .await
+            .map_err(|e| {
+                loaded.diagnostics(vec![ConfigError::new("", format!("compiling failed: {e}"))])
+            })??
+        };
 
         // Bind what is new before changing anything, so a port in use refuses the reload.
         let mut fresh = Vec::new();

@@ -48,7 +48,7 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf, load: Loader) {
                 continue;
             }
         };
-        if let Err(d) = proxy.reload(&loaded).await {
+        if let Err(d) = proxy.reload(loaded).await {
             tracing::error!("config refused; the running config keeps serving:\n{d}");
         }
     }

@@ -278,10 +278,11 @@ impl<'a> ClusterBuilder<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        let no_states = HashMap::new();
         let reusable = if same_connections {
-            previous_states.clone()
+            &previous_states
         } else {
-            HashMap::new()
+            &no_states
         };
         let addresses: Vec<(SocketAddr, &model::Endpoint)> = match cfg.discovery {
             Discovery::Static => cfg
@@ -324,7 +325,7 @@ impl<'a> ClusterBuilder<'a> {
             outlier: outlier.is_some(),
             panic_threshold: cfg.healthy_panic_threshold,
         };
-        let endpoints = make_endpoints(&addresses, &reusable, &settings, health.active);
+        let endpoints = make_endpoints(&addresses, reusable, &settings, health.active);
         // Endpoints that stay keep their health even when their connections are new.
         for e in &endpoints {
             if let Some(old) = previous_states.get(&e.address()) {
@@ -367,11 +368,17 @@ fn make_endpoints(
     settings: &Arc<ConnectSettings>,
     awaiting_check: bool,
 ) -> Vec<Endpoint> {
+    // Most endpoints have no labels: they share one empty map.
+    let unlabelled = Arc::new(BTreeMap::new());
     addresses
         .iter()
         .map(|(addr, cfg)| Endpoint {
             weight: cfg.weight,
-            metadata: Arc::new(cfg.metadata.clone()),
+            metadata: if cfg.metadata.is_empty() {
+                unlabelled.clone()
+            } else {
+                Arc::new(cfg.metadata.clone())
+            },
             state: reusable.get(addr).cloned().unwrap_or_else(|| {
                 let mut state = EndpointState::new(*addr, settings.clone());
                 state.health = crate::health::EndpointHealth::new(awaiting_check);

@@ -10,6 +10,7 @@
 //! dropped, as Envoy unsubscribes from them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -59,7 +60,8 @@ pub struct Resources {
     listeners: BTreeMap<String, HeldListener>,
     routes: BTreeMap<String, model::RouteConfig>,
     clusters: BTreeMap<String, HeldCluster>,
-    assignments: BTreeMap<String, Vec<model::Endpoint>>,
+    /// Shared, so that holding the next set of resources does not copy every endpoint.
+    assignments: BTreeMap<String, Arc<Vec<model::Endpoint>>>,
     /// Listeners the last assembly served. Warming holds a listener back only until it
     /// first serves; after that a cluster it names that goes missing is served as an
     /// empty one (503s, as Envoy answers for an unknown cluster) rather than closing
@@ -192,12 +194,10 @@ impl Resources {
         &self,
         change: Change<ClusterLoadAssignment>,
     ) -> Result<Resources, XdsError> {
-        let mut mapped = Vec::new();
-        for a in &change.updated {
-            let ctx = Ctx::new("ClusterLoadAssignment", &a.cluster_name);
-            let endpoints: Vec<model::Endpoint> =
-                from_json(&ctx, Value::Array(endpoint::endpoints(a)?))?;
-            mapped.push((a.cluster_name.clone(), endpoints));
+        let mut mapped = Vec::with_capacity(change.updated.len());
+        for a in change.updated {
+            let name = a.cluster_name.clone();
+            mapped.push((name, Arc::new(endpoint::endpoints(a)?)));
         }
         let mut next = self.clone();
         apply(&mut next.assignments, mapped, &change.removed, false);
@@ -284,7 +284,7 @@ impl Resources {
                 Endpoints::Eds(service) => match self.assignments.get(service) {
                     Some(endpoints) => {
                         let mut c = held.cluster.clone();
-                        c.endpoints = endpoints.clone();
+                        c.endpoints = endpoints.to_vec();
                         c
                     }
                     None if waited_out(held.since, held.fetch_timeout) => {

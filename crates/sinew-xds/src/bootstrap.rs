@@ -279,7 +279,7 @@ fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
 
 fn map_admin(ctx: &Ctx, admin: Admin) -> Result<model::Admin, XdsError> {
     let mut rest = admin;
-    let address = socket_address(ctx, "admin.address", &rest.address.take())?;
+    let address = socket_address(ctx, "admin.address", rest.address.take())?;
     // Envoy's examples send the admin access log to /dev/null, which is what Sinew does.
     if matches!(rest.access_log_path.as_str(), "" | "/dev/null") {
         rest.access_log_path.clear();
@@ -420,7 +420,7 @@ fn api_source(
                     for endpoint in &locality.lb_endpoints {
                         use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
                         if let Some(HostIdentifier::Endpoint(e)) = &endpoint.host_identifier {
-                            let address = socket_address(&ctx, "address", &e.address)
+                            let address = socket_address(&ctx, "address", e.address.clone())
                                 .map_err(|e| ConfigError::new(at.clone(), e.to_string()))?;
                             servers.push(format!("http://{address}"));
                         }

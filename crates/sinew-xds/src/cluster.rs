@@ -131,14 +131,14 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
                 match explicit.protocol_config {
                     Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
                         ctx.only_supported(
-                            &format!("{path}.explicit_http_config.http2_protocol_options"),
+                            format_args!("{path}.explicit_http_config.http2_protocol_options"),
                             &h2,
                         )?;
                         http2 = true;
                     }
                     Some(ProtocolConfig::HttpProtocolOptions(h1)) => {
                         ctx.only_supported(
-                            &format!("{path}.explicit_http_config.http_protocol_options"),
+                            format_args!("{path}.explicit_http_config.http_protocol_options"),
                             &h1,
                         )?;
                     }
@@ -218,14 +218,14 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         ctx.only_supported("common_lb_config", &common)?;
     }
     let inline = match rest.load_assignment.take() {
-        Some(assignment) => endpoint::endpoints(&assignment)
+        Some(assignment) => endpoint::endpoints(assignment)
             .map_err(|e| ctx.error(format!("load_assignment.{}", e.field), e.message))?,
         None => Vec::new(),
     };
     if endpoints == Endpoints::Inline && inline.is_empty() {
         return Err(ctx.error("load_assignment", "a static or DNS cluster needs endpoints"));
     }
-    out.insert("endpoints".into(), Value::Array(inline));
+    out.insert("endpoints".into(), endpoint::to_json(&inline));
     ctx.only_supported("", &rest)?;
     Ok(MappedCluster {
         name,

@@ -2,11 +2,11 @@
 
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address, Address, ConfigSource, Metadata,
+    address, socket_address, Address, ConfigSource, Metadata, SocketAddress,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::Duration;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 use crate::{Ctx, XdsError};
 
@@ -19,18 +19,45 @@ pub fn duration(d: &Duration) -> String {
 /// `socket_address {address, port_value}` as `ip:port` (`[v6]:port`).
 pub fn socket_address(
     ctx: &Ctx,
-    path: &str,
-    address: &Option<Address>,
+    path: impl std::fmt::Display,
+    address: Option<Address>,
 ) -> Result<String, XdsError> {
     let Some(Address {
         address: Some(address::Address::SocketAddress(socket)),
     }) = address
     else {
-        return Err(ctx.error(path, "must be a socket_address"));
+        return Err(ctx.error(path.to_string(), "must be a socket_address"));
     };
-    let mut rest = socket.clone();
-    let host = std::mem::take(&mut rest.address);
-    let port = match rest.port_specifier.take() {
+    // Every field by name, not `only_supported`: this runs once per endpoint of every
+    // EDS update, where comparing empty strings is slow (see `endpoint::endpoints`).
+    let SocketAddress {
+        protocol,
+        address: host,
+        resolver_name,
+        ipv4_compat,
+        network_namespace_filepath,
+        port_specifier,
+    } = socket;
+    let unsupported = |field: &str| {
+        ctx.error(
+            format!("{path}.socket_address.{field}"),
+            "is not supported by Sinew",
+        )
+    };
+    // TCP is the default protocol (0); UDP is not served.
+    if protocol != 0 {
+        return Err(unsupported("protocol"));
+    }
+    if !resolver_name.is_empty() {
+        return Err(unsupported("resolver_name"));
+    }
+    if ipv4_compat {
+        return Err(unsupported("ipv4_compat"));
+    }
+    if !network_namespace_filepath.is_empty() {
+        return Err(unsupported("network_namespace_filepath"));
+    }
+    let port = match port_specifier {
         Some(socket_address::PortSpecifier::PortValue(p)) => p,
         Some(socket_address::PortSpecifier::NamedPort(_)) => {
             return Err(ctx.error(
@@ -40,8 +67,6 @@ pub fn socket_address(
         }
         None => 0,
     };
-    // TCP is the default protocol (0); UDP is not served.
-    ctx.only_supported(&format!("{path}.socket_address"), &rest)?;
     if port > u32::from(u16::MAX) {
         return Err(ctx.error(format!("{path}.socket_address.port_value"), "is not a port"));
     }
@@ -54,8 +79,8 @@ pub fn socket_address(
 
 /// `filter_metadata["envoy.lb"]` as string labels: what Envoy's subset load balancer
 /// reads on endpoints and routes' `metadata_match`, and what Sinew's labels are.
-pub fn labels(metadata: Option<&Metadata>) -> Map<String, Value> {
-    let mut out = Map::new();
+pub fn labels(metadata: Option<&Metadata>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     if let Some(lb) = metadata.and_then(|m| m.filter_metadata.get("envoy.lb")) {
         for (key, value) in &lb.fields {
             let text = match &value.kind {
@@ -64,7 +89,7 @@ pub fn labels(metadata: Option<&Metadata>) -> Map<String, Value> {
                 Some(Kind::BoolValue(b)) => b.to_string(),
                 _ => continue,
             };
-            out.insert(key.clone(), Value::String(text));
+            out.insert(key.clone(), text);
         }
     }
     out

@@ -73,10 +73,11 @@ impl Ctx {
     /// Errs naming the first field still set in `rest` (under `path`).
     pub fn only_supported<M: fmt::Debug + Default + PartialEq>(
         &self,
-        path: &str,
+        path: impl fmt::Display,
         rest: &M,
     ) -> Result<(), XdsError> {
         unsupported::first_set_field(rest).map_err(|field| {
+            let path = path.to_string();
             let full = if path.is_empty() {
                 field
             } else {

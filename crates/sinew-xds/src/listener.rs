@@ -43,7 +43,7 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     }
     rest.stat_prefix.clear();
     rest.metadata = None;
-    let address = socket_address(&ctx, "address", &rest.address.take())?;
+    let address = socket_address(&ctx, "address", rest.address.take())?;
     let chains = std::mem::take(&mut rest.filter_chains);
     ctx.only_supported("", &rest)?;
     let [chain] = chains.as_slice() else {
@@ -219,7 +219,7 @@ fn http_connection_manager(
         if let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type {
             let router: envoy_types::pb::envoy::extensions::filters::http::router::v3::Router =
                 decode(ctx, &fpath, any)?;
-            ctx.only_supported(&format!("{fpath}.typed_config"), &router)?;
+            ctx.only_supported(format_args!("{fpath}.typed_config"), &router)?;
         }
     }
     if let Some(kb) = hcm.max_request_headers_kb.take() {
@@ -232,7 +232,7 @@ fn http_connection_manager(
         if let Some(t) = common.idle_timeout.take() {
             out.insert("idle_timeout".into(), json!(duration(&t)));
         }
-        ctx.only_supported(&format!("{path}.common_http_protocol_options"), &common)?;
+        ctx.only_supported(format_args!("{path}.common_http_protocol_options"), &common)?;
     }
     if let Some(generate) = hcm.generate_request_id.take() {
         out.insert("generate_request_id".into(), json!(generate.value));

@@ -307,7 +307,7 @@ fn route_action(
             let mut w = weighted.clone();
             let clusters = std::mem::take(&mut w.clusters);
             w.total_weight = None;
-            ctx.only_supported(&format!("{path}.weighted_clusters"), &w)?;
+            ctx.only_supported(format_args!("{path}.weighted_clusters"), &w)?;
             let mut mapped = Vec::new();
             for (i, c) in clusters.into_iter().enumerate() {
                 let cpath = format!("{path}.weighted_clusters.clusters[{i}]");
@@ -434,7 +434,7 @@ fn retry_policy(ctx: &Ctx, path: &str, mut r: RetryPolicy) -> Result<Value, XdsE
         if let Some(max) = backoff.max_interval.take() {
             out.insert("max_backoff".into(), json!(duration(&max)));
         }
-        ctx.only_supported(&format!("{path}.retry_back_off"), &backoff)?;
+        ctx.only_supported(format_args!("{path}.retry_back_off"), &backoff)?;
     }
     let mut predicates = Vec::new();
     for (i, p) in std::mem::take(&mut r.retry_host_predicate)

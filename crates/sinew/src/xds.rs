@@ -21,90 +21,54 @@ use sinew_xds_client::{Connection, Kind, Node, ResourceHandler, Update};
 pub struct ProxyHandler {
     proxy: Arc<Proxy>,
     /// The config from `-c`, which xDS resources are added to.
-    base: Config,
-    resources: Resources,
+    base: Arc<Config>,
+    /// Shared with the blocking task that prepares the next update.
+    resources: Arc<Resources>,
+}
+
+/// An update's resources, assembled with the static config and checked: ready to swap in.
+struct Prepared {
+    next: Resources,
+    assembled: Assembled,
 }
 
 impl ProxyHandler {
     pub fn new(proxy: Arc<Proxy>, base: Config) -> Self {
         ProxyHandler {
             proxy,
-            base,
-            resources: Resources::default(),
+            base: Arc::new(base),
+            resources: Arc::default(),
         }
-    }
-
-    /// The resources after `update`, or why it is refused.
-    fn next(&self, update: Update) -> Result<Resources, String> {
-        fn decode<M: prost::Message + Default>(update: &Update) -> Result<Vec<M>, String> {
-            update
-                .resources
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    if r.resource.type_url != update.kind.type_url() {
-                        return Err(format!(
-                            "resources[{i}]: type {:?} in a {} response",
-                            r.resource.type_url,
-                            update.kind.short_name()
-                        ));
-                    }
-                    M::decode(r.resource.value.as_slice())
-                        .map_err(|e| format!("resources[{i}]: does not decode: {e}"))
-                })
-                .collect()
-        }
-        fn change<T>(updated: Vec<T>, update: &Update) -> Change<T> {
-            Change {
-                updated,
-                removed: update.removed.clone(),
-                complete: update.complete,
-            }
-        }
-        let r = &self.resources;
-        let next = match update.kind {
-            Kind::Listener => r.listeners(change(decode::<Listener>(&update)?, &update)),
-            Kind::Route => r.routes(change(decode::<RouteConfiguration>(&update)?, &update)),
-            Kind::Cluster => r.clusters(change(decode::<Cluster>(&update)?, &update)),
-            Kind::Endpoint => {
-                r.assignments(change(decode::<ClusterLoadAssignment>(&update)?, &update))
-            }
-        };
-        next.map_err(|e| e.to_string())
     }
 
     /// Maps, checks and swaps in one update; the running config stays on any error.
     async fn apply_update(&mut self, update: Update) -> Result<(), String> {
-        let (kind, version) = (update.kind, update.version.clone());
-        let next = self
-            .next(update)
-            .inspect_err(|_| self.proxy.note_reload_failed())?;
-        self.swap_in(
-            next,
-            format!("xDS {} version {version:?}", kind.short_name()),
-        )
-        .await
+        let label = format!(
+            "xDS {} version {:?}",
+            update.kind.short_name(),
+            update.version
+        );
+        let (resources, base) = (self.resources.clone(), self.base.clone());
+        let prepared =
+            off_the_serving_threads(move || prepare(next_resources(&resources, update)?, &base))
+                .await
+                .inspect_err(|_| self.proxy.note_reload_failed())?;
+        self.swap_in(prepared, label).await
     }
 
-    /// Assembles `next` into a config, checks it and swaps it in; on success `next`
-    /// becomes what the handler holds.
-    async fn swap_in(&mut self, mut next: Resources, label: String) -> Result<(), String> {
-        let assembled = next.assemble(&self.base);
-        let errors = sinew_config::validate(&assembled.config);
-        if !errors.is_empty() {
-            self.proxy.note_reload_failed();
-            return Err(blamed(
-                &assembled,
-                errors.iter().map(|e| (&e.path, &e.message)),
-            ));
-        }
+    /// Swaps in a prepared config; on success its resources become what the handler holds.
+    async fn swap_in(&mut self, prepared: Prepared, label: String) -> Result<(), String> {
+        let Prepared {
+            next,
+            mut assembled,
+        } = prepared;
         let loaded = LoadedConfig {
             file: label,
             source: summary(&assembled).into(),
-            config: assembled.config.clone(),
+            config: std::mem::take(&mut assembled.config),
             source_map: SourceMap::default(),
         };
-        match self.proxy.reload(&loaded).await {
+        match self.proxy.reload(loaded).await {
             Ok(_) => {
                 for warming in &assembled.warming {
                     tracing::info!("xDS: {warming}");
@@ -112,7 +76,7 @@ impl ProxyHandler {
                 for timed_out in &assembled.timed_out {
                     tracing::warn!("xDS: {timed_out}");
                 }
-                self.resources = next;
+                self.resources = Arc::new(next);
                 Ok(())
             }
             Err(d) => Err(blamed(
@@ -121,6 +85,67 @@ impl ProxyHandler {
             )),
         }
     }
+}
+
+/// Runs `work` on tokio's blocking pool. Mapping, assembling and checking a large update
+/// take milliseconds (a 10,000-endpoint assignment, say); with one worker thread, the
+/// traffic that thread serves would wait for them.
+async fn off_the_serving_threads<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("preparing the update failed: {e}"))?
+}
+
+/// The resources after `update`, or why it is refused.
+fn next_resources(resources: &Resources, update: Update) -> Result<Resources, String> {
+    fn decode<M: prost::Message + Default>(update: &Update) -> Result<Vec<M>, String> {
+        update
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.resource.type_url != update.kind.type_url() {
+                    return Err(format!(
+                        "resources[{i}]: type {:?} in a {} response",
+                        r.resource.type_url,
+                        update.kind.short_name()
+                    ));
+                }
+                M::decode(r.resource.value.as_slice())
+                    .map_err(|e| format!("resources[{i}]: does not decode: {e}"))
+            })
+            .collect()
+    }
+    fn change<T>(updated: Vec<T>, update: Update) -> Change<T> {
+        Change {
+            updated,
+            removed: update.removed,
+            complete: update.complete,
+        }
+    }
+    let r = resources;
+    let next = match update.kind {
+        Kind::Listener => r.listeners(change(decode::<Listener>(&update)?, update)),
+        Kind::Route => r.routes(change(decode::<RouteConfiguration>(&update)?, update)),
+        Kind::Cluster => r.clusters(change(decode::<Cluster>(&update)?, update)),
+        Kind::Endpoint => r.assignments(change(decode::<ClusterLoadAssignment>(&update)?, update)),
+    };
+    next.map_err(|e| e.to_string())
+}
+
+/// Assembles `next` with the static config and checks the result.
+fn prepare(mut next: Resources, base: &Config) -> Result<Prepared, String> {
+    let assembled = next.assemble(base);
+    let errors = sinew_config::validate(&assembled.config);
+    if !errors.is_empty() {
+        return Err(blamed(
+            &assembled,
+            errors.iter().map(|e| (&e.path, &e.message)),
+        ));
+    }
+    Ok(Prepared { next, assembled })
 }
 
 impl ResourceHandler for ProxyHandler {
@@ -164,11 +189,20 @@ impl ResourceHandler for ProxyHandler {
     /// A warming listener or cluster waited out its `initial_fetch_timeout`: assemble
     /// again, and it goes in without what it waited for.
     async fn expire(&mut self) {
-        let next = self.resources.clone();
-        if let Err(e) = self
-            .swap_in(next, "xDS initial_fetch_timeout".to_string())
-            .await
-        {
+        let (resources, base) = (self.resources.clone(), self.base.clone());
+        let prepared =
+            off_the_serving_threads(move || prepare(Resources::clone(&resources), &base)).await;
+        let swapped = match prepared {
+            Ok(prepared) => {
+                self.swap_in(prepared, "xDS initial_fetch_timeout".to_string())
+                    .await
+            }
+            Err(e) => {
+                self.proxy.note_reload_failed();
+                Err(e)
+            }
+        };
+        if let Err(e) = swapped {
             tracing::warn!("xDS: serving what waited out its initial_fetch_timeout failed: {e}");
         }
     }
