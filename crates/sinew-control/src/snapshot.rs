@@ -195,9 +195,12 @@ fn entry<M: Message>(kind: Kind, message: &M, version: String) -> Arc<Entry> {
 
 /// A content hash (FNV-1a, 64 bits) of the model a resource is made from; prost's
 /// encoding is not canonical (maps), so the model's JSON is what is hashed. The same in
-/// every replica, so a proxy failing over is not sent what it has.
+/// every replica, so a proxy failing over is not sent what it has. Sinew's own version
+/// is hashed in too: a release may make different resources from the same model, and a
+/// proxy reconnecting to an upgraded control plane must be sent them.
 pub fn version_of<T: Serialize>(model: &T) -> String {
-    let json = serde_json::to_vec(model).expect("the model serializes");
+    let json =
+        serde_json::to_vec(&(env!("CARGO_PKG_VERSION"), model)).expect("the model serializes");
     format!("{:016x}", fnv1a(&json))
 }
 
