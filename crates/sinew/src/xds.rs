@@ -48,11 +48,21 @@ impl ProxyHandler {
             update.kind.short_name(),
             update.version
         );
-        let (resources, base) = (self.resources.clone(), self.base.clone());
-        let prepared =
-            off_the_serving_threads(move || prepare(next_resources(&resources, update)?, &base))
-                .await
-                .inspect_err(|_| self.proxy.note_reload_failed())?;
+        self.rebuild(label, move |held| next_resources(held, update))
+            .await
+    }
+
+    /// Makes the next resources from those held with `change`, then assembles, checks
+    /// and swaps them in; the running config stays on any error.
+    async fn rebuild(
+        &mut self,
+        label: String,
+        change: impl FnOnce(&Resources) -> Result<Resources, String> + Send + 'static,
+    ) -> Result<(), String> {
+        let (held, base) = (self.resources.clone(), self.base.clone());
+        let prepared = off_the_serving_threads(move || prepare(change(&held)?, &base))
+            .await
+            .inspect_err(|_| self.proxy.note_reload_failed())?;
         self.swap_in(prepared, label).await
     }
 
@@ -189,20 +199,11 @@ impl ResourceHandler for ProxyHandler {
     /// A warming listener or cluster waited out its `initial_fetch_timeout`: assemble
     /// again, and it goes in without what it waited for.
     async fn expire(&mut self) {
-        let (resources, base) = (self.resources.clone(), self.base.clone());
-        let prepared =
-            off_the_serving_threads(move || prepare(Resources::clone(&resources), &base)).await;
-        let swapped = match prepared {
-            Ok(prepared) => {
-                self.swap_in(prepared, "xDS initial_fetch_timeout".to_string())
-                    .await
-            }
-            Err(e) => {
-                self.proxy.note_reload_failed();
-                Err(e)
-            }
-        };
-        if let Err(e) = swapped {
+        let unchanged = |held: &Resources| Ok(held.clone());
+        if let Err(e) = self
+            .rebuild("xDS initial_fetch_timeout".to_string(), unchanged)
+            .await
+        {
             tracing::warn!("xDS: serving what waited out its initial_fetch_timeout failed: {e}");
         }
     }

@@ -76,6 +76,11 @@ fn http_listener(name: &str, rds: &str, filters: Vec<HttpFilter>) -> Listener {
     }
 }
 
+/// Listener "web", routed by RDS through "web-routes".
+fn web_listener() -> Listener {
+    http_listener("web", "web-routes", vec![router()])
+}
+
 fn route_to(name: &str, cluster: &str) -> RouteConfiguration {
     RouteConfiguration {
         name: name.into(),
@@ -142,11 +147,7 @@ fn change<T>(updated: Vec<T>) -> Change<T> {
 fn a_listener_warms_until_its_routes_and_their_clusters_are_ready() {
     let base = Config::default();
     let mut r = Resources::default()
-        .listeners(change(vec![http_listener(
-            "web",
-            "web-routes",
-            vec![router()],
-        )]))
+        .listeners(change(vec![web_listener()]))
         .unwrap();
     assert_eq!(r.wanted_routes(), ["web-routes"]);
     let a = r.assemble(&base);
@@ -292,11 +293,7 @@ fn warming_gives_up_after_the_initial_fetch_timeout_and_serves_empty() {
     let base = Config::default();
     let start = std::time::Instant::now();
     let mut r = Resources::default()
-        .listeners(change(vec![http_listener(
-            "web",
-            "web-routes",
-            vec![router()],
-        )]))
+        .listeners(change(vec![web_listener()]))
         .unwrap()
         .clusters(change(vec![eds_cluster("svc")]))
         .unwrap();
@@ -309,13 +306,7 @@ fn warming_gives_up_after_the_initial_fetch_timeout_and_serves_empty() {
         deadline - start
     );
     // A state-of-the-world LDS resending the same listener does not restart its wait.
-    let mut r = r
-        .listeners(change(vec![http_listener(
-            "web",
-            "web-routes",
-            vec![router()],
-        )]))
-        .unwrap();
+    let mut r = r.listeners(change(vec![web_listener()])).unwrap();
     assert_eq!(r.next_deadline(), Some(deadline));
 
     let a = r.assemble_at(&base, start + Duration::from_secs(16));
@@ -373,11 +364,7 @@ route_configs:
     .unwrap_or_else(|d| panic!("{d}"))
     .config;
     let mut r = Resources::default()
-        .listeners(change(vec![http_listener(
-            "web",
-            "web-routes",
-            vec![router()],
-        )]))
+        .listeners(change(vec![web_listener()]))
         .unwrap()
         .routes(change(vec![route_to("web-routes", "svc")]))
         .unwrap()
