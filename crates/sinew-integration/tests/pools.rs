@@ -68,6 +68,34 @@ async fn concurrent_http1_load_opens_at_most_one_connection_per_concurrent_reque
     );
 }
 
+/// A connection goes back to the pool when its response body ends, sometimes before its
+/// connection task is ready for the next request; taken then, it must be waited for, not
+/// closed and replaced. Under steady load from a fixed number of keep-alive clients, the
+/// upstream sees no more connections than requests can be in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_load_on_two_workers_opens_no_more_connections_than_requests_in_flight() {
+    let up = Upstream::start("up").await;
+    let (_proxy, addr) = proxy_to(&up, "").await;
+    let clients = 3;
+    let t = tally(
+        &TestClient::http1(),
+        addr,
+        "/",
+        &[],
+        6000,
+        clients,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(t.errors + t.non_2xx, 0, "{t:?}");
+    assert_eq!(up.requests(), 6000);
+    assert!(
+        (1..=clients).contains(&up.connections()),
+        "{} upstream connections opened for {clients} keep-alive clients",
+        up.connections()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_idle_per_endpoint_bounds_the_connections_kept() {
     let up = Upstream::start("up").await;

@@ -137,6 +137,12 @@ impl EndpointState {
             Some(s) => s,
             None => Box::pin(self.connect_or_wait_http1(breakers)).await?,
         };
+        // A connection comes back to the pool the moment its response body ends, which
+        // can be before its connection task has seen that end and is ready for the next
+        // request: wait for it (a wake-up away) rather than close it and open another.
+        if !sender.is_ready() && sender.ready().await.is_err() {
+            sender = Box::pin(self.connect_or_wait_http1(breakers)).await?;
+        }
         *request.version_mut() = Version::HTTP_11;
         let response = sender
             .send_request(request)
@@ -154,8 +160,10 @@ impl EndpointState {
     fn check_out_http1(&self) -> Option<http1::SendRequest<RequestBody>> {
         let timeout = self.settings.pool.idle_timeout;
         let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed and expired connections are dropped; one that is open but not ready yet
+        // is taken all the same (see `send_http1`).
         while let Some(conn) = idle.pop() {
-            if conn.sender.is_ready() && conn.since.elapsed() < timeout {
+            if !conn.sender.is_closed() && conn.since.elapsed() < timeout {
                 return Some(conn.sender);
             }
         }
