@@ -125,6 +125,10 @@ pub enum LocalRateLimitLevels {
     /// listener), as Envoy applies per-route filter config. Configs mapped from xDS and
     /// Envoy bootstraps use this.
     MostSpecific,
+    /// No local limit applies at any level. What an Envoy HTTP connection manager without
+    /// the `local_ratelimit` filter maps to: Envoy applies the per-route and
+    /// per-virtual-host configs only through that filter.
+    Disabled,
 }
 
 /// Envoy's `x_ratelimit_headers` options.

@@ -173,6 +173,40 @@ async fn local_ratelimit_example_limits_per_route_in_place_of_the_filter_chain()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_local_ratelimit_configs_limit_nothing_without_the_filter() {
+    let service1 = Upstream::start("service1").await;
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut text = example("local-ratelimit.yaml");
+    for (from, to) in [
+        (18200, listener.port()),
+        (19911, admin.port()),
+        (19001, service1.addr.port()),
+    ] {
+        text = port_value(&text, from, to);
+    }
+    // Envoy applies typed_per_filter_config only through the filter it configures: with
+    // the router alone in the chain, /api's bucket of 2 limits nothing.
+    let filter_start = text
+        .find("          - name: envoy.filters.http.local_ratelimit")
+        .expect("the example's filter");
+    let router = text
+        .find("          - name: envoy.filters.http.router")
+        .expect("the example's router");
+    text.replace_range(filter_start..router, "");
+    let file = scratch("local-ratelimit-without-filter.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let _proxy = start(&file);
+    wait_for_port(listener).await;
+    let client = TestClient::http1();
+    let mut api = Vec::new();
+    for _ in 0..4 {
+        api.push(client.get(listener, "/api/x", &[]).await.status.as_u16());
+    }
+    assert_eq!(api, [200; 4], "no local_ratelimit filter, no limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_bootstrap_runs_a_tcp_proxy() {
     let service3 = Upstream::start("service3").await;
     let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));

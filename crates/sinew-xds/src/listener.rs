@@ -163,7 +163,8 @@ fn http_connection_manager(
         None => return Err(ctx.error(format!("{path}.rds"), "rds or route_config is required")),
     }
     // Envoy applies the most specific local_ratelimit config (route, virtual host,
-    // filter chain), whether or not this chain lists the filter.
+    // filter chain), and only through the filter: without it in this chain, route and
+    // virtual-host configs limit nothing (set below, after the filters are read).
     out.insert("local_rate_limit_levels".into(), json!("most_specific"));
     let filters = std::mem::take(&mut hcm.http_filters);
     let mut rate_limited = false;
@@ -222,11 +223,17 @@ fn http_connection_manager(
             ctx.only_supported(format_args!("{fpath}.typed_config"), &router)?;
         }
     }
+    if !rate_limited {
+        out.insert("local_rate_limit_levels".into(), json!("disabled"));
+    }
     if let Some(kb) = hcm.max_request_headers_kb.take() {
         out.insert("max_request_headers_kb".into(), json!(kb.value));
     }
     if let Some(t) = hcm.request_headers_timeout.take() {
         out.insert("request_headers_timeout".into(), json!(duration(&t)));
+    }
+    if let Some(t) = hcm.stream_idle_timeout.take() {
+        out.insert("stream_idle_timeout".into(), json!(duration(&t)));
     }
     if let Some(mut common) = hcm.common_http_protocol_options.take() {
         if let Some(t) = common.idle_timeout.take() {

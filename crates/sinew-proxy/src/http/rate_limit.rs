@@ -383,16 +383,19 @@ pub(crate) fn compile(
     vhosts: &[model::VirtualHost],
     previous: Option<&HttpRateLimits>,
 ) -> Option<Arc<HttpRateLimits>> {
-    let any_local = http.local_rate_limit.is_some()
-        || vhosts.iter().any(|v| {
-            v.local_rate_limit.is_some() || v.routes.iter().any(|r| r.local_rate_limit.is_some())
-        });
+    let local_on = http.local_rate_limit_levels != model::LocalRateLimitLevels::Disabled;
+    let any_local = local_on
+        && (http.local_rate_limit.is_some()
+            || vhosts.iter().any(|v| {
+                v.local_rate_limit.is_some()
+                    || v.routes.iter().any(|r| r.local_rate_limit.is_some())
+            }));
     if !any_local && http.global_rate_limit.is_none() {
         return None;
     }
     let mut named = HashMap::new();
     let mut reuse = |level: LevelName, config: &Option<model::LocalRateLimit>| {
-        let config = config.as_ref()?;
+        let config = config.as_ref().filter(|_| local_on)?;
         let kept = previous
             .and_then(|p| p.named.get(&level))
             .filter(|old| old.config == *config);
