@@ -116,6 +116,14 @@ pub struct HttpConnectionManager {
         deserialize_with = "duration::deserialize"
     )]
     pub idle_timeout: Duration,
+    /// A stream (request and response) with no bytes moving either way for this long is
+    /// ended: 408 before the response head, reset after (Envoy's `stream_idle_timeout`).
+    /// A route's `idle_timeout` overrides it. `0` disables it.
+    #[serde(
+        default = "default_stream_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub stream_idle_timeout: Duration,
     /// Whole-request timeout applied when a route sets none. `0` disables it.
     #[serde(
         default = "default_request_timeout",
@@ -154,6 +162,9 @@ fn default_request_headers_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_stream_idle_timeout() -> Duration {
     Duration::from_secs(300)
 }
 fn default_request_timeout() -> Duration {
@@ -238,6 +249,10 @@ pub struct Route {
     /// Whole-request timeout, including retries. `0` disables it.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub timeout: Option<Duration>,
+    /// The listener's `stream_idle_timeout` for this route's streams (Envoy's route
+    /// `idle_timeout`). `0` disables it.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub idle_timeout: Option<Duration>,
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
     /// What ring hash and Maglev hash on; the first policy that yields a key is used.

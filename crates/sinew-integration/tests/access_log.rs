@@ -206,6 +206,34 @@ async fn response_flags_and_upstream_host_are_logged_for_a_failed_connect() {
     assert_eq!(line, format!("503 UF {dead} svc /x"));
 }
 
+/// Retries that run out on upstream 5xx answers: the client gets the last 503 and the
+/// log says `URX`, as Envoy's does.
+#[tokio::test]
+async fn retries_exhausted_on_upstream_5xx_are_logged_urx() {
+    let dir = TempDir::new("alog-urx");
+    let log = dir.file("access.log");
+    let up = Upstream::start("up").await;
+    let (_proxy, addr) = OneRoute::to(&[up.addr])
+        .http(&http_log(
+            &log,
+            "          format: \"%RESPONSE_CODE% %RESPONSE_FLAGS%\\n\"\n",
+        ))
+        .route("              retry: {retry_on: [5xx], num_retries: 2}")
+        .start()
+        .await;
+    let reply = TestClient::http1()
+        .get(addr, "/x", &[("x-test-status", "503")])
+        .await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(up.requests(), 3, "the first try and two retries");
+    let line = wait_for_lines(&log, 1).await.remove(0);
+    assert_eq!(line, "503 URX");
+    // An answer that needed no retry carries no flag.
+    TestClient::http1().get(addr, "/x", &[]).await;
+    let lines = wait_for_lines(&log, 2).await;
+    assert_eq!(lines[1], "200 -");
+}
+
 #[tokio::test]
 async fn json_lines_parse_with_numbers_as_numbers_and_absent_values_as_null() {
     let dir = TempDir::new("alog-json");

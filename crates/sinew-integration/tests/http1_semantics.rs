@@ -118,3 +118,44 @@ async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
     let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "a stalled request head was not cut off");
 }
+
+/// An HTTP/1.0 upstream (Python's `http.server`, which answers `HTTP/1.0` and closes)
+/// must not make the proxy answer an HTTP/1.1 client in HTTP/1.0: the response speaks
+/// the downstream connection's version, and that connection stays open.
+#[tokio::test]
+async fn an_http10_upstream_is_answered_to_an_http11_client_in_http11() {
+    let dir = sinew_integration::scratch_dir("http10-upstream");
+    std::fs::write(dir.join("hello.txt"), "hello\n").unwrap();
+    let port = sinew_integration::free_port();
+    let _server = sinew_integration::ChildGuard(
+        std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 is needed (Debian package python3)"),
+    );
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let up = async {
+        while TcpStream::connect(upstream).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .expect("python3 -m http.server did not start");
+    let (proxy, _) = OneRoute::to(&[upstream]).start().await;
+    let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) =
+            sinew_integration::raw::read_response(&mut s, Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, "hello\n");
+    }
+}

@@ -291,3 +291,60 @@ async fn proxy_survives_every_malformed_input_at_once() {
     let reply = TestClient::http2().get(addr, "/", &[]).await;
     assert_eq!(reply.status, 200);
 }
+
+/// A request that asks to upgrade but is answered without a switch (no 101) leaves the
+/// connection HTTP/1.1: the requests after it are checked like any others.
+#[tokio::test]
+async fn an_upgrade_request_that_did_not_switch_leaves_the_guard_on() {
+    let h = harness().await;
+    let addr = h.proxy.addr("web").await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (head, body) = sinew_integration::raw::read_response(&mut stream, DEADLINE).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "alpha\n");
+    // The same connection, now with a smuggling-shaped head.
+    stream.write_all(TWO_EQUAL_CL).await.unwrap();
+    let (closed, rest) = sinew_integration::raw::read_to_close(&mut stream, DEADLINE).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
+    assert!(closed, "connection left open after 400: {rest}");
+    assert_eq!(
+        h.up.requests(),
+        1,
+        "the second request reached the upstream"
+    );
+}
+
+/// ... and the request head timeout still applies to them.
+#[tokio::test]
+async fn an_upgrade_request_that_did_not_switch_keeps_the_head_timeout() {
+    let up = Upstream::start("alpha").await;
+    let (proxy, _) = OneRoute::to(&[up.addr])
+        .http("      request_headers_timeout: 300ms")
+        .start()
+        .await;
+    let addr = proxy.addr("web").await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = sinew_integration::raw::read_response(&mut stream, DEADLINE).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Half a head, then silence: cut off at the head timeout.
+    stream.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (closed, _) = sinew_integration::raw::read_to_close(&mut stream, DEADLINE).await;
+    assert!(closed, "a half head outlived request_headers_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

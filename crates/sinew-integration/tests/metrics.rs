@@ -337,3 +337,32 @@ async fn tls_handshakes_and_their_failures_are_counted_per_listener() {
     })
     .await;
 }
+
+/// Mirrored copies are requests to the shadow cluster, and count as its requests (as in
+/// Envoy); the main cluster counts only the requests it answered.
+#[tokio::test]
+async fn mirrored_copies_count_in_the_shadow_clusters_request_metrics() {
+    let main = Upstream::start("main").await;
+    let shadow = Upstream::start("shadow").await;
+    let (proxy, addr) = OneRoute::to(&[main.addr])
+        .route("              request_mirror_policies: [{cluster: shadow}]")
+        .cluster(&format!(
+            "  - name: shadow\n    endpoints: [{{address: {}}}]",
+            shadow.addr
+        ))
+        .start()
+        .await;
+    let admin = admin_kit::start(&proxy).await;
+    let client = TestClient::http1();
+    for _ in 0..5 {
+        assert_eq!(client.get(addr, "/", &[]).await.status, 200);
+    }
+    let shadow_2xx = [("cluster", "shadow"), ("code_class", "2xx")];
+    let m = scrape_until(admin.address, "5 shadow requests counted", |m| {
+        sample(m, "sinew_cluster_upstream_rq_total", &shadow_2xx) == Some(5.0)
+    })
+    .await;
+    assert_eq!(shadow.requests(), 5);
+    let main_2xx = [("cluster", "svc"), ("code_class", "2xx")];
+    assert_eq!(value(&m, "sinew_cluster_upstream_rq_total", &main_2xx), 5.0);
+}

@@ -76,6 +76,8 @@ pub struct HttpManager {
     pub max_request_body_bytes: Option<u64>,
     pub request_headers_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Zero when off.
+    pub stream_idle_timeout: Duration,
     pub request_timeout: Duration,
     pub generate_request_id: bool,
     pub trust_forwarded_headers: bool,
@@ -365,6 +367,7 @@ fn http_manager(
         max_request_body_bytes: http.max_request_body_bytes,
         request_headers_timeout: http.request_headers_timeout,
         idle_timeout: http.idle_timeout,
+        stream_idle_timeout: http.stream_idle_timeout,
         request_timeout: http.request_timeout,
         generate_request_id: http.generate_request_id,
         trust_forwarded_headers: http.trust_forwarded_headers,

@@ -26,6 +26,8 @@ pub struct Route {
     pub action: Action,
     /// None = use listener default; Some(ZERO) = disabled.
     pub timeout: Option<Duration>,
+    /// The stream idle timeout for this route: None = the listener's; Some(ZERO) = off.
+    pub idle_timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     /// Applied to requests taking this route, before the virtual host's.
     pub request_headers: HeaderOps,
@@ -91,6 +93,7 @@ impl Route {
             id: 0,
             action: action?,
             timeout: r.timeout,
+            idle_timeout: r.idle_timeout,
             retry: r.retry.as_ref().map(RetryPolicy::compile),
             request_headers: request_headers?,
             response_headers: response_headers?,

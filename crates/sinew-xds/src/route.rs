@@ -368,6 +368,9 @@ fn route_action(
     if let Some(t) = a.timeout.take() {
         out.insert("timeout".into(), json!(duration(&t)));
     }
+    if let Some(t) = a.idle_timeout.take() {
+        out.insert("idle_timeout".into(), json!(duration(&t)));
+    }
     if let Some(retry) = a.retry_policy.take() {
         out.insert(
             "retry".into(),

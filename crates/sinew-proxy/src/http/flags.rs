@@ -37,8 +37,10 @@ impl ResponseFlags {
     pub const FAULT_INJECTED: Self = Self(1 << 13);
     /// The request was delayed by fault injection (DI).
     pub const DELAY_INJECTED: Self = Self(1 << 14);
+    /// No bytes moved either way for the stream idle timeout (SI).
+    pub const STREAM_IDLE_TIMEOUT: Self = Self(1 << 15);
 
-    const NAMES: [(Self, &'static str); 15] = [
+    const NAMES: [(Self, &'static str); 16] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -54,6 +56,7 @@ impl ResponseFlags {
         (Self::RATE_LIMIT_SERVICE_ERROR, "RLSE"),
         (Self::FAULT_INJECTED, "FI"),
         (Self::DELAY_INJECTED, "DI"),
+        (Self::STREAM_IDLE_TIMEOUT, "SI"),
     ];
 
     pub fn contains(self, other: Self) -> bool {

@@ -108,6 +108,12 @@ pub(super) struct Prepared {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     mut req: Request<Incoming>,
+    // The authority the request was routed on: the upstream gets this one, whatever the
+    // request's headers say after hop-by-hop removal and the route's edits.
+    routed_authority: HeaderValue,
+    // The stream idle timeout (zero: none): the wait for the response head is bounded by
+    // it too when the request timeout would not end it first.
+    stream_idle: Duration,
     conn: &ConnContext,
     manager: &HttpManager,
     routes: &RouteSet,
@@ -120,7 +126,8 @@ pub(super) async fn forward(
     let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let downstream_h2 = parts.version == Version::HTTP_2;
+    let downstream_version = parts.version;
+    let downstream_h2 = downstream_version == Version::HTTP_2;
 
     if let (Some(limit), Some(length)) = (
         manager.max_request_body_bytes,
@@ -167,18 +174,9 @@ pub(super) async fn forward(
         None => parts.uri.path_and_query().cloned(),
     }
     .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    // Cloning the Host value shares hyper's buffer; only HTTP/2's :authority is copied.
-    let authority = match (
-        route.host_rewrite(),
-        headers.get(HOST),
-        parts.uri.authority(),
-    ) {
-        (Some(rewritten), _, _) => rewritten.clone(),
-        (None, Some(host), _) => host.clone(),
-        (None, None, Some(a)) => {
-            HeaderValue::from_str(a.as_str()).unwrap_or_else(|_| HeaderValue::from_static(""))
-        }
-        (None, None, None) => HeaderValue::from_static(""),
+    let authority = match route.host_rewrite() {
+        Some(rewritten) => rewritten.clone(),
+        None => routed_authority,
     };
 
     let mut body = match prepare_body(body, manager.max_request_body_bytes, route).await {
@@ -210,9 +208,10 @@ pub(super) async fn forward(
         grpc,
         record_upstream,
     ));
-    let response = if timeout.is_zero() {
-        attempts.await
-    } else {
+    let exchange = async {
+        if timeout.is_zero() {
+            return attempts.await;
+        }
         match tokio::time::timeout(timeout, attempts).await {
             Ok(r) => r,
             Err(_) => Err({
@@ -226,13 +225,28 @@ pub(super) async fn forward(
             }),
         }
     };
+    // The stream idle timeout bounds the wait too, when the request timeout would not.
+    let idle_bound = !stream_idle.is_zero() && (timeout.is_zero() || timeout > stream_idle);
+    let response = if idle_bound {
+        match super::stream::head_or_idle(exchange, conn, stream_idle).await {
+            Some(r) => r,
+            None => Err(super::stream::idle_before_head(conn, grpc)),
+        }
+    } else {
+        exchange.await
+    };
     let mut response = match response {
         Ok(r) => r,
         Err(local) => return local,
     };
+    // The response speaks the downstream connection's version, as in Envoy: an HTTP/1.0
+    // upstream must not make an HTTP/1.1 client give up keep-alive.
+    *response.version_mut() = downstream_version;
 
     let switching_protocols = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching_protocols {
+        // From the 101 on, the downstream bytes are the new protocol's, not HTTP/1 heads.
+        conn.head_check.connection_switched();
         if let Some(downstream) = downstream_upgrade {
             tunnel(downstream, hyper::upgrade::on(&mut response), &conn.slot);
         }
@@ -361,6 +375,11 @@ async fn attempts(
             return match outcome {
                 Ok(mut r) => {
                     r.body_mut().hold(request_slot);
+                    // Envoy's URX: the policy wanted another try and none was left.
+                    if retry && last_try && attempt > 0 {
+                        r.extensions_mut()
+                            .insert(ResponseFlags::RETRY_LIMIT_EXCEEDED);
+                    }
                     if log_upstream {
                         r.extensions_mut()
                             .insert(UpstreamInfo::new(address, cluster));
@@ -374,7 +393,7 @@ async fn attempts(
                             .extensions_mut()
                             .insert(UpstreamInfo::new(address, cluster));
                     }
-                    if attempt > 0 && retry {
+                    if retry && last_try && attempt > 0 {
                         if let Some(flags) = reply.extensions_mut().get_mut::<ResponseFlags>() {
                             *flags = *flags | ResponseFlags::RETRY_LIMIT_EXCEEDED;
                         }

@@ -4,7 +4,9 @@
 //! and its access-log entry.
 
 use http::header::{CONTENT_TYPE, HOST};
-use http::{HeaderMap, Request, Response, StatusCode, Version};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use sinew_router::{Action, RequestView};
 
@@ -19,21 +21,26 @@ use super::ConnContext;
 use crate::snapshot::{HttpManager, ListenerKind};
 use crate::trace;
 
+/// Handles one request: its response, and the stream idle timeout that applies to it
+/// (its route's, else its listener's; zero when off).
 pub(crate) async fn handle(
     mut req: Request<Incoming>,
     conn: &ConnContext,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, Duration) {
     // The listener's config as of this request: a reload mid-connection applies to the
     // next request, and this one keeps what it started with.
     let config = conn.slot.config.load_full();
+    adopt_target_authority(&mut req);
     let ListenerKind::Http(manager) = &config.kind else {
-        return local_reply::error(
+        let reply = local_reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
             ResponseFlags::NO_ROUTE,
             "listener is no longer HTTP",
             false,
         );
+        return (reply, Duration::ZERO);
     };
+    let mut idle = manager.stream_idle_timeout;
     // Tracing: read and pass on the trace context; a sampled request gets a span.
     let span = match &manager.tracing {
         None => None,
@@ -42,7 +49,7 @@ pub(crate) async fn handle(
     let record_upstream = manager.access_log.is_some() || span.is_some();
     // Access log: take the request's half of the entry now, the response's at the end.
     let response = match &manager.access_log {
-        None => phases(req, conn, manager, record_upstream).await,
+        None => phases(req, conn, manager, record_upstream, &mut idle).await,
         Some(logs) => {
             let started = logged::start(
                 logs,
@@ -52,22 +59,24 @@ pub(crate) async fn handle(
                 conn.slot.bound,
                 conn.tls,
             );
-            let response = phases(req, conn, manager, record_upstream).await;
+            let response = phases(req, conn, manager, record_upstream, &mut idle).await;
             logged::finish(logs, started, response)
         }
     };
     if let (Some(span), Some(tracer)) = (span, &manager.tracing) {
         trace::finish(tracer, span, &response);
     }
-    response
+    (response, idle)
 }
 
-/// The phases, in order; every early return is a local reply.
+/// The phases, in order; every early return is a local reply. `idle` starts as the
+/// listener's stream idle timeout and becomes the route's once one is chosen.
 async fn phases(
     req: Request<Incoming>,
     conn: &ConnContext,
     manager: &HttpManager,
     record_upstream: bool,
+    idle: &mut Duration,
 ) -> Response<ResponseBody> {
     let grpc = is_grpc(req.headers());
 
@@ -80,13 +89,13 @@ async fn phases(
             return local_reply::bad_request(problem);
         }
     }
-    let host = match host_of(&req) {
-        Some(h) => h,
-        None if req.version() == Version::HTTP_11 => {
-            return local_reply::bad_request("missing Host header");
-        }
-        None => "",
+    let authority = match routing_authority(&req) {
+        Ok(Some(a)) => a,
+        Ok(None) => return local_reply::bad_request("missing Host header"),
+        Err(problem) => return local_reply::bad_request(problem),
     };
+    // Validated as a header value; a Host that is not text cannot name a virtual host.
+    let host = authority.to_str().unwrap_or("");
 
     // Phase 2: route.
     let routes = &manager.routes;
@@ -112,6 +121,10 @@ async fn phases(
             grpc,
         );
     };
+
+    if let Some(route_idle) = route.idle_timeout {
+        *idle = route_idle;
+    }
 
     // Every response from here on is counted for its route at its head (metrics on).
     let route_metrics = routes.metrics.as_ref().and_then(|m| m.route(route.id));
@@ -155,6 +168,8 @@ async fn phases(
         Action::Cluster(_) | Action::Weighted(_) => {
             let mut response = forward::forward(
                 req,
+                authority,
+                *idle,
                 conn,
                 manager,
                 routes,
@@ -180,10 +195,60 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Host without port comes from the router; here the raw authority is enough.
-fn host_of(req: &Request<Incoming>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+/// The authority a request is routed on, which is also the one its upstream receives
+/// (`forward.rs`), so that a client cannot be routed as one host and delivered as another.
+///
+/// HTTP/1.1 (RFC 9112 §3.2): exactly one `Host`, required; an absolute-form target's
+/// authority wins over it (§3.2.2). HTTP/2 (RFC 9113 §8.3.1): `:authority`, or `Host`
+/// when there is none; both present and different is malformed. HTTP/1.0 may omit Host.
+fn routing_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static str> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let http11 = req.version() == Version::HTTP_11;
+    match (req.uri().authority(), host) {
+        (Some(target), Some(host))
+            if !target
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes()) =>
+        {
+            if req.version() == Version::HTTP_2 {
+                return Err("Host differs from :authority");
+            }
+            // HTTP/1 absolute form (normally already adopted by `adopt_target_authority`).
+            HeaderValue::from_str(target.as_str())
+                .map(Some)
+                .map_err(|_| "invalid request-target authority")
+        }
+        (_, Some(host)) => Ok(Some(host.clone())),
+        (_, None) if http11 => Ok(None),
+        (Some(target), None) => HeaderValue::from_str(target.as_str())
+            .map(Some)
+            .map_err(|_| "invalid request-target authority"),
+        (None, None) => Ok(Some(HeaderValue::from_static(""))),
+    }
+}
+
+/// RFC 9112 §3.2.2: an HTTP/1 absolute-form target's authority replaces `Host`. Done
+/// before anything reads the request (trace, access log, routing), so all of them see
+/// the authority the request is routed on. A missing or repeated Host is left for the
+/// framing phase to refuse.
+fn adopt_target_authority(req: &mut Request<Incoming>) {
+    if req.version() > Version::HTTP_11 {
+        return;
+    }
+    let Some(target) = req.uri().authority() else {
+        return;
+    };
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) if host.as_bytes() != target.as_str().as_bytes() => {}
+        _ => return,
+    }
+    if let Ok(value) = HeaderValue::from_str(target.as_str()) {
+        req.headers_mut().insert(HOST, value);
+    }
 }

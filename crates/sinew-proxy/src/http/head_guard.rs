@@ -12,10 +12,12 @@
 //! from the moment a keep-alive connection starts waiting (hyper's own timer), which
 //! would cut idle connections long before their idle timeout.
 //!
-//! It only watches: bytes pass through unchanged. Anything it does not follow (HTTP/2,
-//! upgrades, CONNECT) makes it stand down.
+//! It only watches: bytes pass through unchanged. It stands down for HTTP/2 (the preface)
+//! and once a connection has really switched protocols (a 101 sent, see
+//! [`HeadCheck::connection_switched`]); a request that merely asks to upgrade is followed
+//! like any other, and so are the requests after it.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ pub struct HeadCheck {
     handled: AtomicU64,
     /// When the head being read began; unset between heads.
     head_began: SharedMoment,
+    /// The connection switched protocols: what follows is not HTTP/1.
+    switched: AtomicBool,
 }
 
 impl HeadCheck {
@@ -41,7 +45,15 @@ impl HeadCheck {
             reason: AtomicU8::new(0),
             handled: AtomicU64::new(0),
             head_began: SharedMoment::unset(),
+            switched: AtomicBool::new(false),
         })
+    }
+
+    /// The connection has switched protocols (a 101 went out): the bytes from here on are
+    /// the new protocol's, so the scanner stands down and no head is being timed.
+    pub fn connection_switched(&self) {
+        self.switched.store(true, Ordering::Release);
+        self.head_began.clear();
     }
 
     /// How long the request head now being read has been in progress, if one is.
@@ -112,7 +124,6 @@ pub struct Scanner {
     first_line: bool,
     content_length: Option<u64>,
     chunked: bool,
-    stop_after_head: bool,
     /// A head has begun and not yet ended.
     head_open: bool,
     check: Arc<HeadCheck>,
@@ -130,13 +141,16 @@ impl Scanner {
             first_line: true,
             content_length: None,
             chunked: false,
-            stop_after_head: false,
             head_open: false,
             check,
         }
     }
 
     pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.check.switched.load(Ordering::Acquire) {
+            self.state = State::Off;
+            return;
+        }
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Off => return,
@@ -255,7 +269,6 @@ impl Scanner {
             // Leading empty lines before a request are allowed (RFC 9112 §2.2).
             if !line.is_empty() {
                 self.first_line = false;
-                self.stop_after_head = line.starts_with(b"CONNECT ");
             }
         } else if line.is_empty() {
             self.end_of_head();
@@ -288,7 +301,6 @@ impl Scanner {
                     ambiguous = self.content_length.is_some();
                     self.chunked = value(18).to_ascii_lowercase().contains("chunked");
                 }
-                Some(b'u') if lower(b"upgrade:") => self.stop_after_head = true,
                 _ => {}
             }
             if framing && too_long {
@@ -311,8 +323,7 @@ impl Scanner {
         let (chunked, length) = (self.chunked, self.content_length);
         self.chunked = false;
         self.content_length = None;
-        if matches!(self.state, State::Off) || self.stop_after_head {
-            self.state = State::Off;
+        if matches!(self.state, State::Off) {
             return;
         }
         self.state = match (chunked, length) {
@@ -393,12 +404,37 @@ GET / HTTP/1.1\r\n\r\n";
     }
 
     #[test]
-    fn stands_down_for_http2_and_upgrades() {
+    fn stands_down_for_http2() {
         assert_eq!(
             bad_heads(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n", 4),
             vec![false; 4]
         );
-        let input = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nbinary\nframes\n";
-        assert_eq!(bad_heads(input, 4), vec![false; 4]);
+    }
+
+    #[test]
+    fn keeps_checking_after_an_upgrade_request_that_did_not_switch() {
+        let input = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+GET / HTTP/1.1\nHost: a\n\n";
+        assert_eq!(bad_heads(input, 4), vec![false, true, false, false]);
+        let input = b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        assert_eq!(bad_heads(input, 7), vec![false, true, false, false]);
+    }
+
+    #[test]
+    fn stands_down_once_the_connection_has_switched() {
+        let check = HeadCheck::new();
+        let mut s = Scanner::new(check.clone());
+        s.feed(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        check.connection_switched();
+        s.feed(b"binary\nframes\n");
+        assert!(matches!(s.state, State::Off));
+        assert_eq!(
+            check.head_in_progress_for(),
+            None,
+            "tunnel bytes are no head"
+        );
+        assert_eq!(check.next_request_problem(), None);
+        assert_eq!(check.next_request_problem(), None);
     }
 }

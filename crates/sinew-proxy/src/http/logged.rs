@@ -134,6 +134,14 @@ pub struct LoggedBody {
 }
 
 impl LoggedBody {
+    /// Logs the entry now, with `flags` added: the stream is being ended early.
+    pub(crate) fn end_with(&mut self, flags: ResponseFlags) {
+        if let Some(entry) = self.entry.as_mut() {
+            entry.flags = entry.flags | flags;
+        }
+        self.log();
+    }
+
     fn log(&mut self) {
         if let Some(mut entry) = self.entry.take() {
             let end = self.last_byte.unwrap_or_else(Instant::now);

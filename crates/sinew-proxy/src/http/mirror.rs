@@ -85,6 +85,13 @@ pub(super) fn send_copies(
             source.authority.clone()
         };
         let timeout = source.timeout;
+        // Copies are requests to the shadow cluster and counted as its requests, as Envoy
+        // counts them (`sinew_cluster_upstream_rq_total` and friends).
+        let metrics = routes
+            .metrics
+            .as_ref()
+            .and_then(|m| m.target(policy.target))
+            .cloned();
         tokio::spawn(async move {
             let exchange = async {
                 let body = match copy {
@@ -102,11 +109,24 @@ pub(super) fn send_copies(
                     RequestBody::Full(Some(body))
                 };
                 let request = forward::build_request(parts, &authority, body, protocol, tls);
+                let sent_at = std::time::Instant::now();
                 let response = endpoint
                     .state
                     .send(request, protocol, cluster.breakers())
-                    .await
-                    .map_err(|_| Outcome::Failed)?;
+                    .await;
+                let response = match (response, &metrics) {
+                    (Ok(r), Some(m)) => {
+                        m.response(r.status(), sent_at.elapsed());
+                        r
+                    }
+                    (Ok(r), None) => r,
+                    (Err(e), m) => {
+                        if let (sinew_upstream::SendError::Connect(_), Some(m)) = (&e, m) {
+                            m.connect_failures.inc();
+                        }
+                        return Err(Outcome::Failed);
+                    }
+                };
                 // Read to the end, so an HTTP/1.1 connection goes back to its pool.
                 let mut body = response.into_body();
                 while let Some(frame) = body.frame().await {
@@ -117,7 +137,12 @@ pub(super) fn send_copies(
             let outcome = match tokio::time::timeout(timeout, exchange).await {
                 Ok(Ok(())) => return,
                 Ok(Err(outcome)) => outcome,
-                Err(_) => Outcome::Failed,
+                Err(_) => {
+                    if let Some(m) = &metrics {
+                        m.timeouts.inc();
+                    }
+                    Outcome::Failed
+                }
             };
             count(&slot, outcome);
         });

@@ -13,10 +13,11 @@ pub(crate) mod logged;
 mod mirror;
 pub(crate) mod rate_limit;
 mod replay;
+pub(crate) mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +40,19 @@ pub(crate) struct ConnContext {
     pub tls: bool,
     /// Which request heads had bare LFs (HTTP/1 only).
     pub head_check: Arc<head_guard::HeadCheck>,
+    /// Requests from their head to the end of their response body.
     active_requests: AtomicU32,
     /// When the last request finished (or the connection began).
     idle_since: SharedMoment,
+    /// When bytes last moved on the connection, either way.
+    pub io_activity: Arc<SharedMoment>,
+    /// Response bodies handed to hyper and not yet done.
+    bodies_in_flight: AtomicU32,
+    /// The longest stream idle timeout among those bodies, in ms (`u64::MAX`: one has
+    /// none); 0 when there are none.
+    body_idle_ms: AtomicU64,
+    /// Set when the connection is closed because its outstanding bodies stalled.
+    pub stream_idle_fired: AtomicBool,
 }
 
 impl ConnContext {
@@ -52,6 +63,37 @@ impl ConnContext {
     fn request_finished(&self) {
         self.idle_since.mark();
         self.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn body_started(&self, idle: Duration) {
+        let ms = if idle.is_zero() {
+            u64::MAX
+        } else {
+            idle.as_millis().max(1) as u64
+        };
+        self.body_idle_ms.fetch_max(ms, Ordering::Relaxed);
+        self.bodies_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn body_finished(&self) {
+        if self.bodies_in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.body_idle_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// While response bodies are outstanding and all have an idle timeout: how long no
+    /// bytes have moved on the connection, and the longest of those timeouts.
+    fn body_stall(&self) -> Option<(Duration, Duration)> {
+        if self.bodies_in_flight.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        match self.body_idle_ms.load(Ordering::Relaxed) {
+            0 | u64::MAX => None,
+            ms => Some((
+                self.io_activity.elapsed().unwrap_or_default(),
+                Duration::from_millis(ms),
+            )),
+        }
     }
 
     /// How long the connection has had no request in flight, or None while one is.
@@ -138,6 +180,8 @@ async fn serve_io<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let head_check = head_guard::HeadCheck::new();
+    let io_activity = Arc::new(SharedMoment::now());
+    let io = stream::IoActivity::new(io, io_activity.clone());
     let io = sinew_upstream::tap::ReadTap::new(io, head_guard::Scanner::new(head_check.clone()));
     let ctx = Arc::new(ConnContext {
         slot,
@@ -147,6 +191,10 @@ async fn serve_io<IO>(
         head_check,
         active_requests: AtomicU32::new(0),
         idle_since: SharedMoment::now(),
+        io_activity,
+        bodies_in_flight: AtomicU32::new(0),
+        body_idle_ms: AtomicU64::new(0),
+        stream_idle_fired: AtomicBool::new(false),
     });
     let service_ctx = ctx.clone();
     let service = service_fn(move |req| {
@@ -157,10 +205,9 @@ async fn serve_io<IO>(
         // (`serve`), RSS per idle keep-alive connection went from 25.7 to 19.4 KiB
         // (scenario h of bench/run), for one allocation per request.
         Box::pin(async move {
-            ctx.request_started();
-            let response = handler::handle(req, &ctx).await;
-            ctx.request_finished();
-            Ok::<_, Infallible>(response)
+            let in_flight = stream::InFlight::start(ctx);
+            let (response, idle) = handler::handle(req, &in_flight).await;
+            Ok::<_, Infallible>(response.map(|body| stream::StreamBody::new(body, in_flight, idle)))
         })
     });
     let idle_timeout = manager.idle_timeout;
@@ -195,7 +242,18 @@ async fn serve_io<IO>(
                 .max(Duration::from_millis(10)),
             None => idle_timeout,
         };
-        let wait = idle_wait.min(head_wait);
+        // Bodies outstanding and no bytes moving: the client stopped reading (or nothing
+        // comes from upstream). Closing the connection ends those streams (see `stream`).
+        let stall_wait = match ctx.body_stall() {
+            Some((quiet, limit)) if quiet >= limit => {
+                tracing::debug!(%peer, "stream idle timeout: no bytes moved; closing");
+                ctx.stream_idle_fired.store(true, Ordering::Relaxed);
+                return;
+            }
+            Some((quiet, limit)) => (limit - quiet).max(Duration::from_millis(10)),
+            None => idle_timeout,
+        };
+        let wait = idle_wait.min(head_wait).min(stall_wait);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {

@@ -51,6 +51,7 @@ pub struct Metrics {
     listener_cx_destroy: Family<Labels, Counter>,
     listener_ssl_handshake: Family<Labels, Counter>,
     listener_ssl_error: Family<Labels, Counter>,
+    listener_rq_idle_timeout: Family<Labels, Counter>,
     route_rq: Family<Labels, Counter>,
     cluster_rq: Family<Labels, Counter>,
     cluster_rq_time: Family<Labels, LatencyHistogram>,
@@ -78,6 +79,7 @@ impl Metrics {
             listener_cx_destroy: Family::default(),
             listener_ssl_handshake: Family::default(),
             listener_ssl_error: Family::default(),
+            listener_rq_idle_timeout: Family::default(),
             route_rq: Family::default(),
             cluster_rq: Family::default(),
             cluster_rq_time: Family::default(),
@@ -118,6 +120,11 @@ impl Metrics {
             "sinew_listener_ssl_handshake_error",
             "TLS handshakes that failed or timed out",
             m.listener_ssl_error.clone(),
+        );
+        r.register(
+            "sinew_listener_downstream_rq_idle_timeout",
+            "Streams ended by stream_idle_timeout (or a route's idle_timeout): no bytes moved either way for that long",
+            m.listener_rq_idle_timeout.clone(),
         );
         r.register(
             "sinew_vhost_route_rq",
@@ -230,6 +237,7 @@ impl Metrics {
             closed: self.listener_cx_destroy.get_or_create(&l).clone(),
             tls_handshakes: self.listener_ssl_handshake.get_or_create(&l).clone(),
             tls_errors: self.listener_ssl_error.get_or_create(&l).clone(),
+            stream_idle_timeouts: self.listener_rq_idle_timeout.get_or_create(&l).clone(),
         })
     }
 
@@ -345,6 +353,7 @@ pub struct ListenerMetrics {
     pub closed: Counter,
     pub tls_handshakes: Counter,
     pub tls_errors: Counter,
+    pub stream_idle_timeouts: Counter,
 }
 
 impl ListenerMetrics {
@@ -412,8 +421,8 @@ impl RouteSetMetrics {
     }
 
     #[inline]
-    pub fn target(&self, t: sinew_router::Target) -> Option<&ClusterMetrics> {
-        self.targets.get(t.0).map(|c| &**c)
+    pub fn target(&self, t: sinew_router::Target) -> Option<&Arc<ClusterMetrics>> {
+        self.targets.get(t.0)
     }
 }
 

@@ -29,8 +29,8 @@ listeners:
     http:
       # Envoy adds no Via header unless asked to.
       via: ""
-      # Envoy applies the most specific local_ratelimit config.
-      local_rate_limit_levels: most_specific
+      # No local_ratelimit filter in the chain: Envoy applies no local limit.
+      local_rate_limit_levels: disabled
       virtual_hosts:
         - name: backend
           domains: ["*"]
@@ -73,6 +73,28 @@ fn front_proxy_example_maps_to_the_same_config_as_its_sinew_equivalent() {
     );
     assert!(envoy.dynamic.is_none());
     assert!(envoy.node.is_none());
+}
+
+#[test]
+fn stream_idle_timeouts_map_from_the_connection_manager_and_the_route() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen(
+            "stat_prefix: ingress_http",
+            "stat_prefix: ingress_http\n          stream_idle_timeout: 7s",
+            1,
+        )
+        .replacen(
+            "route: { cluster: service2, timeout: 5s }",
+            "route: { cluster: service2, timeout: 5s, idle_timeout: 3s }",
+            1,
+        );
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let http = b.loaded.config.listeners[0].http.as_ref().unwrap();
+    assert_eq!(http.stream_idle_timeout, Duration::from_secs(7));
+    let routes = &http.virtual_hosts.as_ref().unwrap()[0].routes;
+    assert_eq!(routes[0].idle_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(routes[1].idle_timeout, None);
 }
 
 #[test]
