@@ -496,8 +496,9 @@ async fn header_and_query_routing_picks_each_route_by_its_conditions() {
     let ex = Example::start("header-and-query-routing.yaml", addrs(&ups), &[]).await;
     let web = ex.addr("web").await;
     let client = TestClient::http1();
-    // (method, path, headers, the upstream that answers or "-" for the proxy, status)
-    let cases: &[(Method, &str, &[(&str, &str)], &str, u16)] = &[
+    /// Method, path, headers, the upstream that answers (or "-" for the proxy), status.
+    type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], &'a str, u16);
+    let cases: &[Case] = &[
         (Method::GET, "/", &[("x-beta", "1")], "19002", 200),
         (Method::GET, "/?beta=true", &[], "19002", 200),
         (Method::GET, "/?beta=yes", &[], "19001", 200),
