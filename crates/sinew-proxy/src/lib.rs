@@ -7,9 +7,12 @@
 //! [`Proxy::drain`] stops it gracefully: listeners close, connections finish what they
 //! have in flight, and whatever is left at the deadline is cut (see [`drain`]).
 //!
-//! Concurrency: one tokio multi-thread runtime with a worker per core (the binary sets it
-//! up). Per-core current-thread runtimes with SO_REUSEPORT are the alternative DESIGN.md
-//! names; the benchmark harness (issue 3) is where that choice gets measured.
+//! Concurrency: the `sinew` binary (`run` in `crates/sinew/src/main.rs`) runs all of this
+//! on one tokio runtime with `--workers` threads, one per core by default: a
+//! multi-thread runtime, or a current-thread runtime when there is a single worker. Each
+//! listener has one socket and one accept loop; its connections are tasks that every
+//! worker thread may run, and they share each endpoint's connection pool. Per-core
+//! runtimes with `SO_REUSEPORT` listeners are not built yet.
 
 pub mod access_log;
 pub mod admin;
