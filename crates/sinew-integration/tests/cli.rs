@@ -479,7 +479,7 @@ fn proxy_refuses_an_xds_address_it_cannot_connect_to() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with(&format!(
-            "{path}:5:21: dynamic_resources.ads_config.grpc_services[0].google_grpc.target_uri: "
+            "{path}:5:23: dynamic_resources.ads_config.grpc_services[0].google_grpc.target_uri: "
         )) && stderr.contains("cannot speak TLS"),
         "{stderr}"
     );
