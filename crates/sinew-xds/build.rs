@@ -6,7 +6,9 @@
 //! script finds that file in Cargo's registry (the version Cargo.lock pins; Cargo has
 //! unpacked it before any build script runs, as it is a dependency), keeps only the files
 //! a bootstrap and the extensions Sinew maps need, drops their source comments, and
-//! writes the result to `OUT_DIR`. No protobuf compiler is needed.
+//! writes the result to `OUT_DIR`, beside the names of all the messages envoy-types knows
+//! (for telling an unsupported Envoy type from a misspelt one). No protobuf compiler is
+//! needed.
 //!
 //! (`cargo metadata` would find it too, but it resolves the whole workspace, which needs
 //! packages a `cargo build -p` has not downloaded.)
@@ -38,6 +40,9 @@ fn main() {
     let bytes =
         std::fs::read(&types).unwrap_or_else(|e| panic!("cannot read {}: {e}", types.display()));
     let set = FileDescriptorSet::decode(bytes.as_slice()).expect("types.bin is a descriptor set");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out.join("envoy_type_names.txt"), type_names(&set))
+        .expect("write the type names");
     let mut by_name: BTreeMap<String, prost_types::FileDescriptorProto> = set
         .file
         .into_iter()
@@ -76,12 +81,29 @@ fn main() {
             f
         })
         .collect();
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(
         out.join("envoy_descriptors.bin"),
         FileDescriptorSet { file }.encode_to_vec(),
     )
     .expect("write the descriptors");
+}
+
+/// The full name of every top-level message in the set, one a line, sorted: every type
+/// an `@type` may name in Envoy, most of which Sinew has no mapper for (and so no
+/// descriptor embedded). An unknown `@type` on this list is then "not supported by
+/// Sinew" rather than what looks like a misspelling.
+fn type_names(set: &FileDescriptorSet) -> String {
+    let mut names: Vec<String> = set
+        .file
+        .iter()
+        .flat_map(|f| {
+            f.message_type
+                .iter()
+                .map(move |m| format!("{}.{}", f.package(), m.name()))
+        })
+        .collect();
+    names.sort();
+    names.join("\n")
 }
 
 /// `types.bin` of the envoy-types that Cargo.lock pins, under `$CARGO_HOME/registry/src`

@@ -1,11 +1,14 @@
 //! `sinew control -c FILE`: where to serve xDS and the admin API, how long to debounce,
-//! and which registries to follow.
+//! and which registries to follow. Every error carries `file:line:col: field: message`,
+//! as the proxy's do, and `sinew validate` prints them all.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use sinew_config::{ConfigError, Diagnostics, SourceMap};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,8 +31,8 @@ fn default_debounce() -> Duration {
     Duration::from_millis(100)
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+/// One registry, written as a one-key map (`- etcd: {...}`); the key says which.
+#[derive(Debug, Clone)]
 pub enum RegistryConfig {
     /// `- directory: /etc/sinew/services`
     Directory { directory: PathBuf },
@@ -39,6 +42,58 @@ pub enum RegistryConfig {
     Zookeeper { zookeeper: ZookeeperConfig },
     /// `- kubernetes: {api_server: http://127.0.0.1:8001, namespace: default}`
     Kubernetes { kubernetes: KubernetesConfig },
+}
+
+const REGISTRY_KINDS: &[&str] = &["directory", "etcd", "zookeeper", "kubernetes"];
+
+/// By hand rather than `untagged`: an untagged enum's error is only "did not match any
+/// variant", with no word of which field was wrong; this reads the key, then the value as
+/// that registry, so an error inside names its field and position.
+impl<'de> Deserialize<'de> for RegistryConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneKey;
+        impl<'de> Visitor<'de> for OneKey {
+            type Value = RegistryConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(
+                    f,
+                    "one registry: directory, etcd, zookeeper or kubernetes (e.g. `- etcd: {{endpoints: [...]}}`)"
+                )
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RegistryConfig, A::Error> {
+                let Some(kind) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "an empty registry: write one of directory, etcd, zookeeper or kubernetes",
+                    ));
+                };
+                let registry = match kind.as_str() {
+                    "directory" => RegistryConfig::Directory {
+                        directory: map.next_value()?,
+                    },
+                    "etcd" => RegistryConfig::Etcd {
+                        etcd: map.next_value()?,
+                    },
+                    "zookeeper" => RegistryConfig::Zookeeper {
+                        zookeeper: map.next_value()?,
+                    },
+                    "kubernetes" => RegistryConfig::Kubernetes {
+                        kubernetes: map.next_value()?,
+                    },
+                    other => return Err(de::Error::unknown_variant(other, REGISTRY_KINDS)),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "{extra:?} beside {kind:?}: each registry is a list item of its own \
+                         (`- {kind}: ...`, then `- {extra}: ...`)"
+                    )));
+                }
+                Ok(registry)
+            }
+        }
+        deserializer.deserialize_map(OneKey)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,16 +135,21 @@ fn default_prefix() -> String {
     "/sinew/services/".into()
 }
 
-/// `field: message` for the first thing wrong in a Kubernetes registry's config.
-fn check_kubernetes(k: &KubernetesConfig) -> Result<(), String> {
+/// What is wrong in a Kubernetes registry's config, as (field, message).
+fn check_kubernetes(k: &KubernetesConfig) -> Vec<(&'static str, String)> {
+    let mut errors = Vec::new();
     if let Some(url) = &k.api_server {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("api_server: {url:?} is not a URL: {e}"))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(format!(
-                "api_server: {url:?} is not an http:// or https:// URL with a host"
-            ));
+        match url.parse::<http::Uri>() {
+            Err(e) => errors.push(("api_server", format!("{url:?} is not a URL: {e}"))),
+            Ok(uri)
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() =>
+            {
+                errors.push((
+                    "api_server",
+                    format!("{url:?} is not an http:// or https:// URL with a host"),
+                ))
+            }
+            Ok(_) => {}
         }
     }
     if let Some(ns) = &k.namespace {
@@ -102,53 +162,59 @@ fn check_kubernetes(k: &KubernetesConfig) -> Result<(), String> {
             && !ns.starts_with('-')
             && !ns.ends_with('-');
         if !label {
-            return Err(format!(
-                "namespace: {ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63); leave it out for every namespace"
+            errors.push((
+                "namespace",
+                format!("{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63); leave it out for every namespace"),
             ));
         }
     }
-    Ok(())
+    errors
+}
+
+/// Every error of a parsed config that its types cannot express.
+fn check(config: &ControlConfig) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if config.registries.is_empty() {
+        errors.push(ConfigError::new(
+            "registries",
+            "needs at least one registry (directory, etcd, zookeeper or kubernetes)",
+        ));
+    }
+    for (i, r) in config.registries.iter().enumerate() {
+        match r {
+            RegistryConfig::Etcd { etcd } if etcd.endpoints.is_empty() => {
+                errors.push(ConfigError::new(
+                    format!("registries[{i}].etcd.endpoints"),
+                    "needs at least one endpoint (e.g. http://127.0.0.1:2379)",
+                ))
+            }
+            RegistryConfig::Zookeeper { zookeeper } if zookeeper.servers.is_empty() => {
+                errors.push(ConfigError::new(
+                    format!("registries[{i}].zookeeper.servers"),
+                    "needs at least one server (e.g. 127.0.0.1:2181)",
+                ))
+            }
+            RegistryConfig::Kubernetes { kubernetes } => {
+                for (field, message) in check_kubernetes(kubernetes) {
+                    errors.push(ConfigError::new(
+                        format!("registries[{i}].kubernetes.{field}"),
+                        message,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    errors
 }
 
 impl ControlConfig {
-    /// Reads the file; errors are `file:line:column: field: message`. A relative
-    /// directory is taken from the file's own directory.
-    pub fn load(path: &Path) -> Result<ControlConfig, String> {
-        let name = path.display();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-        let deserializer = serde_yaml_ng::Deserializer::from_str(&text);
-        let mut config: ControlConfig =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| {
-                let field = e.path().to_string();
-                let inner = e.into_inner();
-                let at = inner
-                    .location()
-                    .map(|l| format!("{}:{}", l.line(), l.column()))
-                    .unwrap_or_else(|| "1:1".into());
-                format!("{name}:{at}: {field}: {inner}")
-            })?;
+    /// Reads and checks the file; every error is `file:line:column: field: message`. A
+    /// relative directory is taken from the file's own directory.
+    pub fn load(path: &Path) -> Result<ControlConfig, Diagnostics> {
+        let (name, text) = sinew_config::read_file(path)?;
+        let mut config = Self::parse(&name, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for (i, r) in config.registries.iter().enumerate() {
-            if let RegistryConfig::Etcd { etcd } = r {
-                if etcd.endpoints.is_empty() {
-                    return Err(format!(
-                        "{name}: registries[{i}].etcd.endpoints: needs at least one endpoint"
-                    ));
-                }
-            }
-            if let RegistryConfig::Zookeeper { zookeeper } = r {
-                if zookeeper.servers.is_empty() {
-                    return Err(format!(
-                        "{name}: registries[{i}].zookeeper.servers: needs at least one server"
-                    ));
-                }
-            }
-            if let RegistryConfig::Kubernetes { kubernetes } = r {
-                check_kubernetes(kubernetes)
-                    .map_err(|e| format!("{name}: registries[{i}].kubernetes.{e}"))?;
-            }
-        }
         for r in &mut config.registries {
             if let RegistryConfig::Directory { directory } = r {
                 if directory.is_relative() {
@@ -157,6 +223,25 @@ impl ControlConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Parses and checks config text; `name` is used in error messages.
+    pub fn parse(name: &str, text: &str) -> Result<ControlConfig, Diagnostics> {
+        let source_map = SourceMap::index(text);
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let config: ControlConfig =
+            serde_path_to_error::deserialize(deserializer).map_err(|e| {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let error = sinew_config::yaml_error(path, &e.into_inner(), &source_map);
+                Diagnostics::new(name, source_map.clone(), vec![error])
+            })?;
+        let errors = check(&config);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(Diagnostics::new(name, source_map, errors))
+        }
     }
 }
 
@@ -177,7 +262,7 @@ mod tests {
             format!("xds_address: 127.0.0.1:0\nregistries:\n{registries}"),
         )
         .unwrap();
-        let result = ControlConfig::load(&path);
+        let result = ControlConfig::load(&path).map_err(|d| d.to_string());
         let _ = std::fs::remove_file(&path);
         result
     }
@@ -215,5 +300,52 @@ mod tests {
             e.contains(": registries[0].kubernetes.namespace: \"Shop\" is not a namespace name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_error_has_its_line_and_column() {
+        let text = "xds_address: 127.0.0.1:18000
+registries:
+  - etcd: {endpoints: []}
+  - zookeeper:
+      servers: []
+  - kubernetes: {namespace: Shop}
+";
+        let e = ControlConfig::parse("control.yaml", text)
+            .unwrap_err()
+            .to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].starts_with(
+                "control.yaml:3:12: registries[0].etcd.endpoints: needs at least one endpoint"
+            ),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "control.yaml:5:7: registries[1].zookeeper.servers: needs at least one server"
+            ),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("control.yaml:6:18: registries[2].kubernetes.namespace: \"Shop\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_registry_error_names_its_field_not_just_the_enum() {
+        let e = load("  - etcd: {endpoints: [http://127.0.0.1:2379], prefx: /x/}\n").unwrap_err();
+        assert!(e.contains(":3:") && e.contains("registries[0].etcd"), "{e}");
+        assert!(e.contains("unknown field `prefx`"), "{e}");
+        let e = load("  - consul: {}\n").unwrap_err();
+        assert!(
+            e.contains("registries[0]") && e.contains("unknown variant `consul`"),
+            "{e}"
+        );
+        assert!(e.contains("etcd"), "it lists the registries there are: {e}");
+        let e = load("  - directory: x\n    etcd: {endpoints: [a]}\n").unwrap_err();
+        assert!(e.contains("each registry is a list item of its own"), "{e}");
     }
 }

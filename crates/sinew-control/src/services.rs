@@ -183,6 +183,12 @@ mod opt_duration {
 /// Every resource in one YAML text (documents separated by `---` lines), or the first
 /// error as `line:column: field: message`.
 pub fn parse(text: &str) -> Result<Vec<Resource>, String> {
+    Ok(parse_located(text)?.into_iter().map(|(_, r)| r).collect())
+}
+
+/// [`parse`], with where each resource is: the line and column of its `name` (or of its
+/// document's start), so a later check can point at the resource it is about.
+pub fn parse_located(text: &str) -> Result<Vec<(sinew_config::Position, Resource)>, String> {
     let mut out = Vec::new();
     for (first_line, document) in documents(text) {
         #[derive(Deserialize)]
@@ -232,12 +238,59 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, String> {
                 ))
             }
         };
-        out.push(resource.map_err(|e| {
+        let resource = resource.map_err(|e| {
             let path = e.path().to_string();
             located(path, e.into_inner())
-        })?);
+        })?;
+        let name = sinew_config::SourceMap::index(&body).get("name");
+        let position = sinew_config::Position {
+            line: first_line + name.map_or(1, |p| p.line) - 1,
+            column: name.map_or(1, |p| p.column),
+        };
+        out.push((position, resource));
     }
     Ok(out)
+}
+
+/// Checks a directory registry's file as the control plane would take it: it parses, and
+/// building its services and listeners into Envoy resources finds nothing wrong (an `lb`
+/// that is no policy, an address that is not `ip:port`). Ok with how many resources it
+/// holds; else every problem as `line:column: message`. Routes may name services the
+/// file does not define: other files and registries provide those.
+pub fn check(text: &str) -> Result<usize, Vec<String>> {
+    let located = parse_located(text).map_err(|e| vec![e])?;
+    let mut catalog = crate::snapshot::Catalog::default();
+    let mut labels = Vec::new();
+    for (position, resource) in &located {
+        let label = match resource {
+            Resource::Service(s) => {
+                catalog.services.insert(s.name.clone(), s.clone());
+                format!("service {:?}", s.name)
+            }
+            Resource::Listener(l) => {
+                catalog.listeners.insert(l.name.clone(), l.clone());
+                format!("listener {:?}", l.name)
+            }
+        };
+        labels.push((label, *position));
+    }
+    let built = crate::snapshot::Built::new(&catalog);
+    let problems: Vec<String> = built
+        .problems
+        .iter()
+        .map(|problem| {
+            let at = labels
+                .iter()
+                .find(|(label, _)| problem.starts_with(&format!("{label}:")))
+                .map_or(sinew_config::Position { line: 1, column: 1 }, |(_, p)| *p);
+            format!("{}:{}: {problem}", at.line, at.column)
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(located.len())
+    } else {
+        Err(problems)
+    }
 }
 
 /// The documents of a YAML stream with the line each starts on.

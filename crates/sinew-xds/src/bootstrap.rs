@@ -84,7 +84,7 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
         // (or an RDS/EDS name only a control plane could send).
         ConfigError::new(
             mapped.locations.get(&w.resource).cloned().unwrap_or_default(),
-            format!("{}{}", w, if mapped.dynamic.is_some() {
+            format!("{}{}", incomplete_static(w), if mapped.dynamic.is_some() {
                 "; static resources must be complete on their own (Sinew does not add dynamic clusters, routes or endpoints to them)"
             } else {
                 ""
@@ -109,6 +109,21 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
         Ok(bootstrap)
     } else {
         Err(bootstrap.diagnostics(errors))
+    }
+}
+
+/// Why a static resource that would wait (under xDS) is an error in a bootstrap: nothing
+/// will ever send what it waits for.
+fn incomplete_static(w: &crate::assemble::Warming) -> String {
+    let resource = &w.resource;
+    if let Some(cluster) = w.waits_for.strip_prefix("cluster ") {
+        format!("{resource} routes to cluster {cluster}, which static_resources.clusters does not define")
+    } else if let Some(routes) = w.waits_for.strip_prefix("route configuration ") {
+        format!("{resource} takes its routes over RDS (route configuration {routes}), which a static listener cannot: give it route_config inline")
+    } else if let Some(service) = w.waits_for.strip_prefix("the endpoints of ") {
+        format!("{resource} takes its endpoints over EDS ({service}), which a static cluster cannot: give it load_assignment")
+    } else {
+        format!("{w}, which nothing in the file provides")
     }
 }
 
@@ -155,6 +170,22 @@ fn descriptors() -> &'static DescriptorPool {
     })
 }
 
+/// For prost-reflect's "message 'NAME' not found" about an `@type`: whether NAME is an Envoy
+/// type Sinew has no mapper for, or no Envoy type at all (a misspelling, or another version).
+fn unknown_type_message(message: &str) -> Option<String> {
+    let name = message
+        .strip_prefix("message '")?
+        .strip_suffix("' not found")?;
+    static KNOWN: &str = include_str!(concat!(env!("OUT_DIR"), "/envoy_type_names.txt"));
+    Some(if KNOWN.lines().any(|known| known == name) {
+        format!(
+            "Envoy type {name} is not supported by Sinew (docs/envoy-bootstrap.md lists what is)"
+        )
+    } else {
+        format!("{name:?} is not an Envoy v3 type: check the spelling of @type (type.googleapis.com/envoy....v3.Name)")
+    })
+}
+
 /// The proto3 JSON mapping of `Bootstrap`, read from YAML (JSON is YAML too).
 fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
     struct Seed(prost_reflect::MessageDescriptor);
@@ -184,7 +215,11 @@ fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
         .map_err(|e| {
             let path = track.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            sinew_config::yaml_error(path, &e, source_map)
+            let mut error = sinew_config::yaml_error(path, &e, source_map);
+            if let Some(better) = unknown_type_message(&error.message) {
+                error.message = better;
+            }
+            error
         })?;
     message
         .transcode_to::<Bootstrap>()
@@ -429,11 +464,21 @@ fn api_source(
             }
             Some(TargetSpecifier::GoogleGrpc(grpc)) => {
                 let target = grpc.target_uri.trim_start_matches("dns:///");
-                servers.push(if target.contains("://") {
-                    target.to_string()
-                } else {
-                    format!("http://{target}")
-                });
+                match target.split_once("://") {
+                    None => servers.push(format!("http://{target}")),
+                    Some(("http", _)) => servers.push(target.to_string()),
+                    Some((scheme, rest)) => {
+                        let why = if scheme == "https" {
+                            "Sinew's xDS client cannot speak TLS to a control plane yet"
+                        } else {
+                            "only http:// (gRPC over plain HTTP/2) is supported by Sinew"
+                        };
+                        return Err(ConfigError::new(
+                            format!("{at}.google_grpc.target_uri"),
+                            format!("{target:?}: {why}; write {rest:?} or \"http://{rest}\""),
+                        ));
+                    }
+                }
             }
             None => return Err(ConfigError::new(at, "needs envoy_grpc or google_grpc")),
         }

@@ -2,7 +2,9 @@
 //! its `ClusterLoadAssignment` (see [`crate::assemble`]); static and DNS clusters carry
 //! theirs in `load_assignment`.
 
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection};
 use serde_json::{json, Map, Value};
 
@@ -98,10 +100,16 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         3 => "random",
         5 => "maglev",
         other => {
+            let name = LbPolicy::try_from(other)
+                .map(|p| p.as_str_name().to_string())
+                .unwrap_or_else(|_| format!("policy number {other}"));
             return Err(ctx.error(
                 "lb_policy",
-                format!("policy {other} is not supported by Sinew"),
-            ))
+                format!(
+                    "{name} is not supported by Sinew; use ROUND_ROBIN, LEAST_REQUEST, \
+                     RING_HASH, RANDOM or MAGLEV"
+                ),
+            ));
         }
     };
     rest.lb_policy = 0;

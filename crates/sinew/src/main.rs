@@ -32,9 +32,9 @@ struct Cli {
     /// Worker threads (default: one per core).
     #[arg(long, global = true)]
     workers: Option<usize>,
-    /// How long SIGTERM or Ctrl-C lets connections finish before they are closed, e.g.
-    /// `30s` (default: the config's `drain_timeout`, 20s).
-    #[arg(long, global = true, value_name = "DURATION", value_parser = sinew_config::duration::parse)]
+    /// The quickstart's drain: how long SIGTERM or Ctrl-C lets connections finish before
+    /// they are closed, e.g. `30s` (default: 20s).
+    #[arg(long, value_name = "DURATION", value_parser = sinew_config::duration::parse)]
     drain_timeout: Option<Duration>,
 }
 
@@ -46,22 +46,33 @@ enum Command {
     Proxy {
         /// The config file: Sinew's YAML (docs/config.md) or an Envoy v3 bootstrap
         /// (YAML or JSON; docs/envoy-bootstrap.md). With `--xds` it is optional: its
-        /// listeners and clusters run beside those from the control plane.
-        #[arg(short, long, required_unless_present = "xds")]
+        /// listeners and clusters run beside those from the control plane. One of
+        /// `--config` and `--xds` is needed.
+        #[arg(short, long)]
         config: Option<PathBuf>,
+        /// How long SIGTERM or Ctrl-C lets connections finish before they are closed,
+        /// e.g. `30s` (default: the config's `drain_timeout`, 20s).
+        #[arg(long, value_name = "DURATION", value_parser = sinew_config::duration::parse)]
+        drain_timeout: Option<Duration>,
         #[command(flatten)]
         xds: XdsArgs,
     },
-    /// Run the control plane: follow registries (a directory of YAML, etcd) and serve
-    /// xDS to proxies (docs/control.md). SIGTERM or Ctrl-C stops it.
+    /// Run the control plane: follow registries (a directory of YAML files, etcd,
+    /// ZooKeeper's Dubbo providers, Kubernetes Services) and serve xDS to proxies
+    /// (docs/control.md). SIGTERM or Ctrl-C stops it at once: a proxy keeps what it
+    /// was sent and reconnects to another replica or to the restarted one.
     Control {
-        /// The control plane's config file (YAML; see docs/control.md).
+        /// The control plane's config file (YAML; see docs/control.md). `sinew validate`
+        /// checks it.
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Check a config file and print every error as file:line:col: field.path: message.
+    /// Check a file and print every error as file:line:col: field.path: message. It
+    /// may be a proxy config (Sinew's YAML or an Envoy bootstrap), a `sinew control`
+    /// config, or a directory registry's Service/Listener file; which one is told from
+    /// its top-level keys. Nothing is started or contacted.
     Validate {
-        /// The config file to check.
+        /// The file to check.
         file: PathBuf,
     },
 }
@@ -69,9 +80,10 @@ enum Command {
 /// Taking config from an xDS control plane (docs/xds.md).
 #[derive(clap::Args)]
 struct XdsArgs {
-    /// A control plane's gRPC address, e.g. `http://127.0.0.1:18000`. Repeat it for
-    /// replicas: the proxy uses one at a time and fails over to the next.
-    #[arg(long = "xds", value_name = "URL")]
+    /// A control plane's gRPC address, `http://HOST:PORT` (e.g. `http://127.0.0.1:18000`;
+    /// TLS to the control plane is not supported yet). Repeat it for replicas: the
+    /// proxy uses one at a time and fails over to the next.
+    #[arg(long = "xds", value_name = "URL", value_parser = xds_url)]
     xds: Vec<String>,
     /// This proxy's node id, as the control plane knows it [default: a bootstrap's
     /// `node.id`, else sinew].
@@ -92,6 +104,44 @@ struct XdsArgs {
     xds_streams: String,
 }
 
+/// A control plane's address as the xDS client can use it: `http://HOST[:PORT]`. Anything
+/// else was once taken and then failed to connect forever, so it is refused here, with
+/// what to write instead.
+fn xds_url(s: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "it has no scheme; write http://{s} (a control plane's address is http://HOST:PORT)"
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "Sinew's xDS client cannot speak TLS to a control plane yet; use http://{rest} \
+                 on a loopback or otherwise trusted network"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "scheme {other:?} is not supported; write http://{rest} (gRPC over plain HTTP/2)"
+            ))
+        }
+    }
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); write http://HOST:PORT"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("it has no host; write http://HOST:PORT".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "a control plane is addressed by host and port only; write http://{}",
+            uri.authority().map_or("HOST:PORT", |a| a.as_str())
+        ));
+    }
+    Ok(s.to_string())
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -105,13 +155,48 @@ fn main() -> ExitCode {
         print!("{QUICKSTART_CONFIG}");
         return ExitCode::SUCCESS;
     }
+    if cli.drain_timeout.is_some() && cli.command.is_some() {
+        usage_error(
+            None,
+            clap::error::ErrorKind::ArgumentConflict,
+            "--drain-timeout before a command is the quickstart's; for the proxy write \
+             `sinew proxy --drain-timeout 30s ...` (the control plane does not drain: it \
+             stops at once and proxies reconnect)",
+        );
+    }
     match cli.command {
         Some(Command::Validate { file }) => validate(&file),
         Some(Command::Control { config }) => run(cli.workers, control(config)),
-        Some(Command::Proxy { config, xds }) => run(cli.workers, async move {
-            proxy(config.as_deref(), xds, cli.drain_timeout, log).await
-        }),
+        Some(Command::Proxy {
+            config,
+            drain_timeout,
+            xds,
+        }) => {
+            if config.is_none() && xds.xds.is_empty() {
+                usage_error(
+                    Some("proxy"),
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "`sinew proxy` needs a config file (-c FILE), a control plane \
+                     (--xds http://HOST:PORT), or both",
+                );
+            }
+            run(cli.workers, async move {
+                proxy(config.as_deref(), xds, drain_timeout, log).await
+            })
+        }
         None => run(cli.workers, quickstart(cli.drain_timeout, log)),
+    }
+}
+
+/// Exits as clap does for a usage error (status 2, with the usage line of `subcommand`, or
+/// the top level's), saying `message`.
+fn usage_error(subcommand: Option<&str>, kind: clap::error::ErrorKind, message: &str) -> ! {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    command.build();
+    match subcommand.and_then(|name| command.find_subcommand_mut(name)) {
+        Some(sub) => sub.error(kind, message).exit(),
+        None => command.error(kind, message).exit(),
     }
 }
 
@@ -149,14 +234,41 @@ fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>
     }
 }
 
+/// Checks any file Sinew reads, with the checker for its kind; starts and contacts nothing.
 fn validate(file: &Path) -> ExitCode {
-    match config_file::load(file) {
-        Ok(_) => {
-            println!("{}: ok", file.display());
-            ExitCode::SUCCESS
-        }
+    let (name, text) = match sinew_config::read_file(file) {
+        Ok(read) => read,
         Err(d) => {
             eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checked: Result<String, String> = match config_file::kind_of(&text) {
+        config_file::Kind::Proxy => match config_file::load(file) {
+            Ok(config_file::ConfigFile::Sinew(_)) => Ok("a proxy config".into()),
+            Ok(config_file::ConfigFile::Envoy(_)) => Ok("an Envoy bootstrap".into()),
+            Err(d) => Err(d.to_string()),
+        },
+        config_file::Kind::Control => sinew_control::ControlConfig::parse(&name, &text)
+            .map(|_| "a `sinew control` config".into())
+            .map_err(|d| d.to_string()),
+        config_file::Kind::Registry => sinew_control::services::check(&text)
+            .map(|n| {
+                let plural = if n == 1 { "" } else { "s" };
+                format!("a directory registry file, {n} resource{plural}")
+            })
+            .map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(|e| format!("{name}:{e}")).collect();
+                lines.join("\n")
+            }),
+    };
+    match checked {
+        Ok(what) => {
+            println!("{name}: ok ({what})");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
             ExitCode::FAILURE
         }
     }

@@ -6,8 +6,12 @@
 //! Listeners with the same collector share one queue, and a reload that keeps the
 //! collector keeps the queue, so spans in flight across a reload are not lost. When the
 //! last listener using a collector goes, its task sends what is left and ends.
+//!
+//! The export task starts with the queue's first span, not when the queue is made:
+//! compiling a config only to check it (`sinew validate`, which has no runtime, or the
+//! check before a reload) must not start exporters or connect anywhere.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -26,6 +30,10 @@ const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// One collector's queue, shared by every listener that exports to it.
 pub struct SpanQueue {
     sender: mpsc::Sender<SpanData>,
+    /// The export task's end of the queue until the first span starts that task.
+    idle: Mutex<Option<(Key, mpsc::Receiver<SpanData>)>>,
+    /// Set once the export task runs: after that a push costs one atomic load more.
+    started: AtomicBool,
 }
 
 /// What happened to the process's spans, for `/metrics`.
@@ -46,11 +54,33 @@ pub struct SpanCounts {
 }
 
 impl SpanQueue {
-    /// Hands a finished span over; never waits.
+    /// Hands a finished span over; never waits. The first span starts the export task
+    /// (on the runtime of the thread that pushes it).
     pub fn push(&self, span: SpanData) {
+        if !self.started.load(Ordering::Acquire) {
+            self.start_exports();
+        }
         if self.sender.try_send(span).is_err() {
             SPANS.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the export task has started (it has once a span was pushed).
+    pub fn exporting(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    fn start_exports(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime nothing can export; the span is queued, and the first
+            // push from inside one starts the task.
+            return;
+        };
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, receiver)) = idle.take() {
+            runtime.spawn(run_exports(key, receiver));
+        }
+        self.started.store(true, Ordering::Release);
     }
 }
 
@@ -67,7 +97,7 @@ struct Key {
 static QUEUES: Mutex<Vec<(Key, Weak<SpanQueue>)>> = Mutex::new(Vec::new());
 
 /// The queue for this collector: the running one if a listener already exports there,
-/// else a new one with its export task. Must run inside the tokio runtime.
+/// else a new one, whose export task starts with its first span. Needs no runtime.
 pub fn queue_for(
     exporter: &OtlpExporter,
     service_name: &str,
@@ -90,8 +120,11 @@ pub fn queue_for(
         return Ok(queue);
     }
     let (sender, receiver) = mpsc::channel(capacity);
-    let queue = Arc::new(SpanQueue { sender });
-    tokio::spawn(run_exports(key.clone(), receiver));
+    let queue = Arc::new(SpanQueue {
+        sender,
+        idle: Mutex::new(Some((key.clone(), receiver))),
+        started: AtomicBool::new(false),
+    });
     queues.push((key, Arc::downgrade(&queue)));
     Ok(queue)
 }
@@ -178,4 +211,84 @@ fn build_exporter(key: &Key) -> Result<opentelemetry_otlp::SpanExporter, String>
             .build(),
     };
     built.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Instant, SystemTime};
+
+    use opentelemetry::trace::{SpanContext, SpanKind, Status};
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    fn span() -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "GET".into(),
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("test").build(),
+        }
+    }
+
+    /// A loopback port standing in for the collector: it counts connection attempts.
+    fn collector() -> (TcpListener, OtlpExporter) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let exporter = OtlpExporter {
+            protocol: OtlpProtocol::HttpProtobuf,
+            endpoint: Some(format!("http://{}", listener.local_addr().unwrap())),
+            timeout: Duration::from_secs(2),
+        };
+        (listener, exporter)
+    }
+
+    /// `sinew validate` compiles a config with `tracing` outside any runtime: making the
+    /// queue must neither panic (it did: "there is no reactor running") nor connect.
+    #[test]
+    fn a_queue_made_outside_a_runtime_starts_no_exporter() {
+        let (listener, exporter) = collector();
+        let queue = queue_for(&exporter, "outside", 8).unwrap();
+        assert!(!queue.exporting());
+        std::thread::sleep(BATCH_DELAY * 2);
+        assert!(
+            listener.accept().is_err(),
+            "the collector was contacted before any span"
+        );
+    }
+
+    /// The export task starts with the first span and reaches the collector.
+    #[test]
+    fn the_first_span_starts_the_export() {
+        let (listener, exporter) = collector();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let queue = runtime.block_on(async { queue_for(&exporter, "inside", 8).unwrap() });
+        assert!(!queue.exporting(), "compiling alone started the exporter");
+        runtime.block_on(async {
+            queue.push(span());
+            assert!(queue.exporting());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if listener.accept().is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the collector saw no connection");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
 }

@@ -38,7 +38,7 @@ pub struct Tracer {
 
 impl Tracer {
     /// Compiles a listener's `tracing`; starts (or joins) the export task for its
-    /// collector. Must run inside the tokio runtime.
+    /// collector, which starts with the first sampled span. Needs no runtime.
     pub fn compile(config: &Tracing) -> Result<Arc<Tracer>, String> {
         let queue = export::queue_for(
             &config.opentelemetry,
