@@ -143,6 +143,8 @@ listeners:
   - name: web
     address: 127.0.0.1:0
     http:
+      # The requests held in flight outlive the default 15 s.
+      request_timeout: 5m
       virtual_hosts:
         - name: all
           domains: ['*']
@@ -334,7 +336,6 @@ async fn every_dashboard_panel_evaluates_in_prometheus_against_real_traffic() {
         wait_for_gauge(admin.address, gauge, &path[1..], value).await;
     }
     let holder = tokio::net::TcpStream::connect(tight).await.unwrap();
-    let client = TestClient::http1();
 
     // Traffic before Prometheus' first scrape creates every series; traffic after it
     // moves them, so rates over the window are above zero.
