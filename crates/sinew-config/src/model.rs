@@ -485,6 +485,10 @@ pub struct Cluster {
         deserialize_with = "duration::deserialize"
     )]
     pub dns_refresh: Duration,
+    /// `ip:port` of the DNS servers a `dns` cluster asks (Envoy's cluster
+    /// `dns_resolvers`); empty: the system resolver.
+    #[serde(default)]
+    pub dns_resolvers: Vec<String>,
     #[serde(default)]
     pub lb: LbPolicy,
     /// Ring hash only.

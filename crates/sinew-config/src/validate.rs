@@ -574,6 +574,23 @@ impl Checker {
         if c.discovery == Discovery::Dns && c.dns_refresh.is_zero() {
             self.err(format!("{p}.dns_refresh"), "must be positive");
         }
+        for (i, server) in c.dns_resolvers.iter().enumerate() {
+            if c.discovery != Discovery::Dns {
+                self.err(
+                    format!("{p}.dns_resolvers"),
+                    "only a `type: dns` cluster resolves names",
+                );
+                break;
+            }
+            if server.parse::<SocketAddr>().is_err() {
+                self.err(
+                    format!("{p}.dns_resolvers[{i}]"),
+                    format!(
+                        "{server:?} is not ip:port (a DNS server's address, e.g. 127.0.0.1:53)"
+                    ),
+                );
+            }
+        }
         crate::health::check(
             p,
             &c.health_checks,

@@ -15,9 +15,13 @@
 //!
 //! Every response that ends with a trailers frame also carries the custom trailer
 //! `x-trailer: <method>`, to show trailers cross the proxy intact.
+//!
+//! [`PythonHealthServer`] is a gRPC server written by others: Python's grpcio with the
+//! standard health service of `grpcio-health-checking`, for health-check tests.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -348,5 +352,59 @@ impl GrpcClient {
         self.grpc
             .streaming(req, Self::path(path), ProstCodec::<Msg, Msg>::default())
             .await
+    }
+}
+
+/// `tests/grpc/health_server.py`: grpcio serving `grpc.health.v1.Health` (the
+/// `grpcio-health-checking` package's servicer) for one service, and that service's
+/// `Unary` method answering with the server's name (a `Msg` whose `text` is the name).
+pub struct PythonHealthServer {
+    pub addr: SocketAddr,
+    stdin: std::process::ChildStdin,
+    replies: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    _child: crate::ChildGuard,
+}
+
+impl PythonHealthServer {
+    /// Starts it, SERVING `service`, and waits until it listens.
+    pub fn start(name: &str, service: &str) -> PythonHealthServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/health_server.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args([name, service])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (Debian package python3)");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut replies = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let child = crate::ChildGuard(child);
+        let first = replies.next().and_then(Result::ok).unwrap_or_default();
+        let port: u16 = first
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "the Python gRPC health server did not start (got {first:?}); it needs \
+                     `pip install grpcio grpcio-health-checking`, which scripts/test runs"
+                )
+            });
+        PythonHealthServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stdin,
+            replies,
+            _child: child,
+        }
+    }
+
+    /// Sets the service's status to SERVING (`true`) or NOT_SERVING, and waits until the
+    /// health service has it.
+    pub fn set_serving(&mut self, serving: bool) {
+        let status = if serving { "SERVING" } else { "NOT_SERVING" };
+        writeln!(self.stdin, "{status}").expect("write to the health server");
+        self.stdin.flush().expect("flush");
+        let reply = self.replies.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(reply, format!("SET {status}"), "the health server's reply");
     }
 }

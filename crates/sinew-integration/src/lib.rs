@@ -9,6 +9,7 @@ pub mod grpc_kit;
 pub mod kube_api_kit;
 pub mod otlp_kit;
 pub mod probe;
+pub mod prometheus_kit;
 pub mod python_xds;
 pub mod raw;
 pub mod redis_kit;

@@ -1,16 +1,20 @@
-//! Active health checks over real sockets: upstreams whose `/healthz` (and gRPC
-//! `Health/Check`) fail on command, or that stop accepting; each check is shown to take an
+//! Active health checks over real sockets: upstreams whose `/healthz` (and, for gRPC,
+//! Python grpcio servers whose standard health service) fail on command, or that stop
+//! accepting; each check is shown to take an
 //! endpoint out of the balancer and to bring it back. Also the panic threshold, new
 //! endpoints waiting for their first check, and health kept across a reload.
 //!
 //! Clusters balance round robin, so N requests in a row reach every eligible endpoint
 //! when there are N of them: a probe of that size tells exactly who is in.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sinew_integration::grpc_kit::{GrpcClient, Msg, PythonHealthServer};
 use sinew_integration::probe::{reached_ok as reached, set, wait_for};
 use sinew_integration::{OneRoute, TestClient, Upstream};
+use tonic::Request;
 
 const HTTP_CHECK: &str = "    health_checks:
       - timeout: 500ms
@@ -130,13 +134,31 @@ async fn tcp_connect_check_sees_refused_connections_and_the_restart() {
     .await;
 }
 
+/// Who answered `n` gRPC calls in a row through the proxy (the Python servers' names).
+async fn reached_by_grpc(addr: SocketAddr, n: usize) -> BTreeSet<String> {
+    let mut client = GrpcClient::connect(addr).await;
+    let mut who = BTreeSet::new();
+    for _ in 0..n {
+        let reply = client
+            .unary("/sinew.test.Echo/Unary", Request::new(Msg::new("who", 0)))
+            .await
+            .expect("a gRPC answer");
+        who.insert(reply.into_inner().text);
+    }
+    who
+}
+
+/// The servers are grpcio's own health service (`grpcio-health-checking`), not Sinew's
+/// idea of it. No panic threshold: were the check's request or its reading of the
+/// answer wrong, no endpoint would ever pass, and calls would fail rather than spread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_check_follows_the_serving_status() {
-    let a = Upstream::start("a").await;
-    let b = Upstream::start("b").await;
+    let a = PythonHealthServer::start("a", "sinew.test.Echo");
+    let mut b = PythonHealthServer::start("b", "sinew.test.Echo");
     let (_proxy, addr) = OneRoute::to(&[a.addr, b.addr])
         .cluster(
             "    protocol: http2
+    healthy_panic_threshold: 0
     health_checks:
       - timeout: 500ms
         interval: 50ms
@@ -147,20 +169,46 @@ async fn grpc_check_follows_the_serving_status() {
         )
         .start()
         .await;
-    let client = TestClient::http1();
-    assert_eq!(reached(&client, addr, 4).await, set(&["a", "b"]));
-    assert!(b.health_checks() > 0, "the gRPC check reached b");
+    // Warming ran the first checks before the listener opened.
+    assert_eq!(reached_by_grpc(addr, 4).await, set(&["a", "b"]));
 
-    b.set_healthy(false); // NOT_SERVING
+    b.set_serving(false);
     wait_for("b leaves", Duration::from_secs(5), || async {
-        reached(&client, addr, 2).await == set(&["a"])
+        reached_by_grpc(addr, 2).await == set(&["a"])
     })
     .await;
-    b.set_healthy(true);
+    // Out means out: every call goes to a.
+    assert_eq!(reached_by_grpc(addr, 10).await, set(&["a"]));
+    b.set_serving(true);
     wait_for("b returns", Duration::from_secs(5), || async {
-        reached(&client, addr, 2).await == set(&["a", "b"])
+        reached_by_grpc(addr, 2).await == set(&["a", "b"])
     })
     .await;
+}
+
+/// A check of a service the server does not know (grpcio answers NOT_FOUND) fails: the
+/// endpoint never takes traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_check_of_a_service_the_server_does_not_know_fails() {
+    let a = PythonHealthServer::start("a", "sinew.test.Echo");
+    let (_proxy, addr) = OneRoute::to(&[a.addr])
+        .cluster(
+            "    protocol: http2
+    healthy_panic_threshold: 0
+    health_checks:
+      - {timeout: 500ms, interval: 50ms, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {service_name: sinew.test.Other}}
+",
+        )
+        .start()
+        .await;
+    let mut client = GrpcClient::connect(addr).await;
+    for _ in 0..5 {
+        let status = client
+            .unary("/sinew.test.Echo/Unary", Request::new(Msg::new("who", 0)))
+            .await
+            .expect_err("no healthy endpoint");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

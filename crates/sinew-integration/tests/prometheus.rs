@@ -3,111 +3,12 @@
 //! the proxy; its query API must then report what that traffic implies: the request
 //! count, the request rate, and a p99 latency that matches the upstream's delay.
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sinew_integration::tls_kit::TempDir;
-use sinew_integration::{admin_kit, free_port, ChildGuard, OneRoute, TestClient, Upstream};
-
-/// Starts Prometheus scraping `target` every second, as two jobs: `text` asks for the
-/// Prometheus text format, `openmetrics` for OpenMetrics.
-async fn start_prometheus(dir: &TempDir, target: SocketAddr) -> (ChildGuard, SocketAddr) {
-    let config = dir.file("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-scrape_configs:
-  - job_name: text
-    metrics_path: /metrics
-    params: {{format: [text]}}
-    static_configs: [{{targets: ['{target}']}}]
-  - job_name: openmetrics
-    metrics_path: /metrics
-    params: {{format: [openmetrics]}}
-    static_configs: [{{targets: ['{target}']}}]
-"
-        ),
-    )
-    .unwrap();
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.file("data").display()))
-        .arg(format!("--web.listen-address={listen}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.file("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `prometheus` ({e}): install Debian's package `prometheus` (scripts/test does)")
-        });
-    let guard = ChildGuard(child);
-    let client = TestClient::http1();
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = client.try_get(listen, "/-/ready", &[]).await {
-            if r.status == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < until,
-            "prometheus not ready in 10 s:\n{}",
-            std::fs::read_to_string(dir.file("prometheus.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (guard, listen)
-}
-
-/// Percent-encodes a PromQL expression for a query string.
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The value of a PromQL query whose result is one sample; None when it has none.
-async fn query(prometheus: SocketAddr, promql: &str) -> Option<f64> {
-    let r = TestClient::http1()
-        .get(
-            prometheus,
-            &format!("/api/v1/query?query={}", encode(promql)),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{promql}: {}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let result = v["data"]["result"].as_array()?;
-    assert!(result.len() <= 1, "{promql}: more than one series: {v}");
-    result.first()?["value"][1].as_str()?.parse().ok()
-}
-
-/// Waits until `promql` returns a value for which `ok` holds; returns the last value.
-async fn query_until(
-    prometheus: SocketAddr,
-    promql: &str,
-    within: Duration,
-    ok: impl Fn(f64) -> bool,
-) -> Option<f64> {
-    let until = Instant::now() + within;
-    loop {
-        let v = query(prometheus, promql).await;
-        if v.is_some_and(&ok) || Instant::now() >= until {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use sinew_integration::prometheus_kit::Prometheus;
+use sinew_integration::{admin_kit, OneRoute, TestClient, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
@@ -118,20 +19,13 @@ async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
     let up = Upstream::start("up").await;
     let (proxy, addr) = OneRoute::to(&[up.addr]).start().await;
     let admin = admin_kit::start(&proxy).await;
-    let dir = TempDir::new("prometheus");
-    let (_prometheus, prom) = start_prometheus(&dir, admin.address).await;
+    let prom = Prometheus::start(
+        admin.address,
+        &[("text", "text"), ("openmetrics", "openmetrics")],
+    )
+    .await;
     for job in ["text", "openmetrics"] {
-        let up_query = format!("up{{job=\"{job}\"}}");
-        // Prometheus hands its scrapers their targets after up to 5 s (its discovery
-        // manager's update interval), then scrapes within one interval.
-        let v = query_until(prom, &up_query, Duration::from_secs(10), |v| v == 1.0).await;
-        if v != Some(1.0) {
-            let targets = TestClient::http1().get(prom, "/api/v1/targets", &[]).await;
-            panic!(
-                "job {job} does not scrape Sinew (up = {v:?}); targets: {}",
-                targets.text()
-            );
-        }
+        prom.wait_up(job).await;
     }
 
     // Known traffic: CLIENTS clients in a loop, each request delayed DELAY_MS upstream.
@@ -154,9 +48,9 @@ async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
     // Near the end of the traffic, the rate over the last 3 s against the client's own.
     tokio::time::sleep(TRAFFIC - Duration::from_millis(800)).await;
     let client_rate = sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    let rate = query(
-        prom,
-        "sum(rate(sinew_cluster_upstream_rq_total{job=\"text\",cluster=\"svc\",code_class=\"2xx\"}[3s]))",
+    let rate = prom
+        .query(
+            "sum(rate(sinew_cluster_upstream_rq_total{job=\"text\",cluster=\"svc\",code_class=\"2xx\"}[3s]))",
     )
     .await
     .expect("a rate");
@@ -175,13 +69,15 @@ async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
         let count = format!(
             "sum(sinew_cluster_upstream_rq_total{{job=\"{job}\",cluster=\"svc\",code_class=\"2xx\"}})"
         );
-        let seen = query_until(prom, &count, Duration::from_secs(4), |v| v == total).await;
+        let seen = prom
+            .query_until(&count, Duration::from_secs(4), |v| v == total)
+            .await;
         assert_eq!(seen, Some(total), "{count}");
     }
 
     // The p99 of a DELAY_MS upstream falls in the bucket above it: (0.05, 0.1] s.
-    let p99 = query(
-        prom,
+    let p99 = prom
+        .query(
         "histogram_quantile(0.99, sum by (le) (rate(sinew_cluster_upstream_rq_time_seconds_bucket{job=\"openmetrics\",cluster=\"svc\"}[10s])))",
     )
     .await
@@ -190,8 +86,8 @@ async fn prometheus_scrapes_both_formats_and_sees_the_traffic_sent() {
         p99 > DELAY_MS as f64 / 1000.0 - 0.010 && p99 <= 0.1,
         "p99 {p99} s for a {DELAY_MS} ms upstream"
     );
-    let p50 = query(
-        prom,
+    let p50 = prom
+        .query(
         "histogram_quantile(0.5, sum by (le) (rate(sinew_cluster_upstream_rq_time_seconds_bucket{job=\"text\",cluster=\"svc\"}[10s])))",
     )
     .await

@@ -176,7 +176,8 @@ pub struct ClusterBuilder<'a> {
     config: &'a model::Cluster,
     path: String,
     selectors: Vec<BTreeMap<String, String>>,
-    resolver: Arc<dyn Resolver>,
+    /// Set by tests; otherwise the cluster's `dns_resolvers`, or the system's.
+    resolver: Option<Arc<dyn Resolver>>,
 }
 
 impl<'a> ClusterBuilder<'a> {
@@ -186,13 +187,13 @@ impl<'a> ClusterBuilder<'a> {
             config,
             path,
             selectors: vec![BTreeMap::new()],
-            resolver: Arc::new(SystemResolver),
+            resolver: None,
         }
     }
 
-    /// Resolves DNS endpoints with `resolver` instead of the system's.
+    /// Resolves DNS endpoints with `resolver` instead of the configured one.
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
-        self.resolver = resolver;
+        self.resolver = Some(resolver);
         self
     }
 
@@ -335,6 +336,20 @@ impl<'a> ClusterBuilder<'a> {
             }
         }
         let hosts = HostSet::new(endpoints, &self.selectors, &policy, health);
+        let resolver = match self.resolver {
+            Some(resolver) => resolver,
+            None if cfg.dns_resolvers.is_empty() => Arc::new(SystemResolver),
+            // The same servers: keep the resolver (and its open TCP connections, if any).
+            None => match previous {
+                Some(p) if p.config.dns_resolvers == cfg.dns_resolvers => p.resolver.clone(),
+                _ => {
+                    let servers: Vec<SocketAddr> = (cfg.dns_resolvers.iter())
+                        .filter_map(|s| s.parse().ok())
+                        .collect();
+                    Arc::new(crate::dns::ServerResolver::new(&servers))
+                }
+            },
+        };
         Ok(Arc::new(Cluster {
             name: cfg.name.as_str().into(),
             protocol: cfg.protocol,
@@ -343,7 +358,7 @@ impl<'a> ClusterBuilder<'a> {
             policy,
             selectors: self.selectors,
             hosts: ArcSwap::from_pointee(hosts),
-            resolver: self.resolver,
+            resolver,
             // What is in flight under the running config stays counted under this one.
             breakers: CircuitBreakers::new(
                 &cfg.circuit_breakers,

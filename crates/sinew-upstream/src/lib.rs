@@ -5,6 +5,7 @@ pub mod body;
 pub mod breaker;
 pub mod cluster;
 pub mod connect;
+pub mod dns;
 pub mod events;
 pub mod h2_settings;
 pub mod health;
