@@ -66,9 +66,10 @@ impl ZooKeeper {
         self.child = Some(ChildGuard(child));
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
+            // `[zookeeper]` when new, `[dubbo, zookeeper]` after a restart.
             if self
                 .cli(&["ls /"])
-                .is_ok_and(|out| out.contains("[zookeeper"))
+                .is_ok_and(|out| out.contains("zookeeper]"))
             {
                 return;
             }

@@ -23,6 +23,11 @@ use crate::services::Instance;
 
 /// How long connecting to a member, or one read, may take before the next attempt.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keys per read: a page of typical instance values (~100 bytes) is a few hundred KiB.
+const PAGE: i64 = 1000;
+/// The largest gRPC message taken (tonic's default is 4 MiB): a page of values near
+/// etcd's 1.5 MiB request limit, or a watch response after a long catch-up, is larger.
+const MAX_MESSAGE: usize = 256 << 20;
 /// HTTP/2 pings on the watch's connection: a member that stops answering without
 /// closing the connection (a partition, a frozen host) is noticed within about
 /// interval + timeout, and the registry moves on. Not more often than every 5 s: etcd
@@ -73,24 +78,12 @@ async fn follow(
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true);
-    let mut client = within(Client::connect(endpoints, Some(options)), "connecting").await?;
+    let client = within(Client::connect(endpoints, Some(options)), "connecting").await?;
     loop {
         let revision = match known.revision {
             Some(revision) => revision,
             None => {
-                let read = within(
-                    client.get(prefix, Some(GetOptions::new().with_prefix())),
-                    "reading the prefix",
-                )
-                .await?;
-                let revision = read
-                    .header()
-                    .ok_or("the range answer has no header")?
-                    .revision();
-                known.instances.clear();
-                for kv in read.kvs() {
-                    put(&mut known.instances, prefix, kv.key(), kv.value());
-                }
+                let revision = read_all(&client, prefix, &mut known.instances).await?;
                 known.revision = Some(revision);
                 if !reporter.report(services(prefix, &known.instances)) {
                     return Ok(());
@@ -101,7 +94,8 @@ async fn follow(
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
-        let mut stream = within(client.watch(prefix, Some(options)), "starting the watch").await?;
+        let mut watch = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+        let mut stream = within(watch.watch(prefix, Some(options)), "starting the watch").await?;
         *delay = Duration::from_millis(100);
         loop {
             let response = match stream.message().await {
@@ -146,6 +140,52 @@ async fn follow(
             }
         }
     }
+}
+
+/// Reads every key under `prefix` into `instances`, in pages read at one revision (a
+/// registry of thousands of instances is more than one gRPC message may carry); that
+/// revision.
+async fn read_all(
+    client: &Client,
+    prefix: &str,
+    instances: &mut BTreeMap<String, Instance>,
+) -> Result<i64, String> {
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let end = prefix_end(prefix);
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = None;
+    instances.clear();
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let page = within(kv.get(from.clone(), Some(options)), "reading the prefix").await?;
+        let header = page.header().ok_or("the range answer has no header")?;
+        let revision = *revision.get_or_insert(header.revision());
+        for kv in page.kvs() {
+            put(instances, prefix, kv.key(), kv.value());
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(revision),
+        }
+    }
+}
+
+/// The end of etcd's range for a prefix: the prefix with its last byte incremented.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// `operation`'s result, or an error once [`REQUEST_TIMEOUT`] has passed.
@@ -200,6 +240,11 @@ fn services(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_range_ends_after_its_last_byte() {
+        assert_eq!(prefix_end("/sinew/"), b"/sinew0".to_vec());
+    }
 
     #[test]
     fn keys_name_the_service_and_bad_values_are_dropped() {

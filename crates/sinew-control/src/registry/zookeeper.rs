@@ -9,19 +9,18 @@
 //! name; the URL's host and port are the instance's address; `weight` its weight; and
 //! `version`, `group`, `application` and `zone` parameters its labels.
 //!
-//! It talks to ZooKeeper through the `zookeeper-client` crate, which keeps the session
-//! alive, fails over between the servers of an ensemble, and re-registers watches on
-//! the new connection. One persistent recursive watch on the root (ZooKeeper 3.6 and
+//! It talks to ZooKeeper through the `zookeeper-client` crate, which speaks the
+//! protocol, keeps the session alive and picks a server of the ensemble that answers. One persistent recursive watch on the root (ZooKeeper 3.6 and
 //! later) tells of every node created or deleted under it, paths that do not exist yet
-//! included, so nothing is polled: a change to the provider tree, or a reconnection
-//! (events can be lost while disconnected), makes it read the tree again. A session
-//! that expires is replaced by a new one, with a full read.
+//! included, so nothing is polled: a change to the provider tree makes it read the tree
+//! again. A lost connection or an expired session is replaced by a new session, with
+//! a new watch and a full read (see [`wait_for_change`] for why).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use zookeeper_client::{
-    AddWatchMode, Client, EventType, PersistentWatcher, SessionState, WatchedEvent,
+    AddWatchMode, Client, EventType, PersistentWatcher, SessionState, StateWatcher, WatchedEvent,
 };
 
 use super::{InstanceReporter, Reports};
@@ -65,6 +64,7 @@ async fn follow(
         .connect(cluster)
         .await
         .map_err(|e| format!("no session: {e}"))?;
+    let mut state = client.state_watcher();
     let mut watcher = client
         .watch(root, AddWatchMode::PersistentRecursive)
         .await
@@ -76,17 +76,13 @@ async fn follow(
         })?;
     *delay = Duration::from_millis(100);
     loop {
-        match read(&client, root).await {
-            Ok(services) => {
-                if !reporter.report(services) {
-                    return Ok(());
-                }
-            }
-            // The client is reconnecting; the watcher says when it is back.
-            Err(zookeeper_client::Error::ConnectionLoss) => {}
-            Err(e) => return Err(format!("reading {root}: {e}")),
+        let services = read(&client, root)
+            .await
+            .map_err(|e| format!("reading {root}: {e}"))?;
+        if !reporter.report(services) {
+            return Ok(());
         }
-        wait_for_change(&mut watcher, root).await?;
+        wait_for_change(&mut watcher, &mut state, root).await?;
     }
 }
 
@@ -119,25 +115,47 @@ async fn children(client: &Client, path: &str) -> Result<Vec<String>, zookeeper_
 }
 
 /// Returns once the provider tree may have changed (and a short while after, to take a
-/// burst in one read); an error once the session has ended.
-async fn wait_for_change(watcher: &mut PersistentWatcher, root: &str) -> Result<(), String> {
-    while !matters(&watcher.changed().await, root)? {}
-    let until = tokio::time::Instant::now() + COALESCE;
-    while let Ok(event) = tokio::time::timeout_at(until, watcher.changed()).await {
-        matters(&event, root)?;
+/// burst in one read); an error once the connection is lost or the session has ended.
+///
+/// A lost connection ends the session here, although the client could resume it on
+/// another server: after a server restart, the client (0.11.2, with ZooKeeper 3.8.0)
+/// resumed the session but the persistent watch sent no more events, so the registry
+/// missed every later change. A new session sets its watch anew and reads everything.
+async fn wait_for_change(
+    watcher: &mut PersistentWatcher,
+    state: &mut StateWatcher,
+    root: &str,
+) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            event = watcher.changed() => if matters(&event, root)? { break },
+            now = state.changed() => connected(now)?,
+        }
     }
-    Ok(())
+    let until = tokio::time::Instant::now() + COALESCE;
+    loop {
+        tokio::select! {
+            event = watcher.changed() => { matters(&event, root)?; }
+            now = state.changed() => connected(now)?,
+            _ = tokio::time::sleep_until(until) => return Ok(()),
+        }
+    }
 }
 
-/// Whether `event` calls for a new read; an error when the session is over (the
-/// watcher must not be asked again then).
+/// An error unless the session is connected.
+fn connected(state: SessionState) -> Result<(), String> {
+    match state {
+        SessionState::SyncConnected | SessionState::ConnectedReadOnly => Ok(()),
+        SessionState::Disconnected => Err("the connection was lost".into()),
+        ended => Err(format!("the session ended: {ended}")),
+    }
+}
+
+/// Whether `event` calls for a new read; an error when the connection is lost or the
+/// session is over (the watcher must not be asked again then).
 fn matters(event: &WatchedEvent, root: &str) -> Result<bool, String> {
     match event.event_type {
-        EventType::Session => match event.session_state {
-            SessionState::SyncConnected | SessionState::ConnectedReadOnly => Ok(true),
-            SessionState::Disconnected => Ok(false),
-            ended => Err(format!("the session ended: {ended}")),
-        },
+        EventType::Session => connected(event.session_state).map(|()| true),
         EventType::NodeCreated | EventType::NodeDeleted => Ok(in_provider_tree(&event.path, root)),
         // Node data is not read, and children changes come as created/deleted here.
         EventType::NodeDataChanged | EventType::NodeChildrenChanged => Ok(false),
