@@ -3,6 +3,7 @@
 //! Dubbo provider's registry client would.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,36 +33,92 @@ impl ZooKeeper {
             ),
         )
         .expect("zoo.cfg");
+        let mut zk = ZooKeeper {
+            address: format!("127.0.0.1:{port}"),
+            dir,
+            child: None,
+        };
+        zk.run();
+        zk
+    }
+
+    /// A server restart: the process is killed, then started again on the same data
+    /// directory and port (sessions and nodes survive, as in a real restart), and waited
+    /// for.
+    pub fn restart(&mut self) {
+        self.child = None;
+        self.run();
+    }
+
+    fn run(&mut self) {
+        // zkServer.sh execs the JVM in the foreground, so the guard kills the server.
         let child = Command::new(format!("{BIN}/zkServer.sh"))
             .arg("start-foreground")
-            .arg(dir.join("zoo.cfg"))
-            .env("ZOOCFGDIR", &dir)
-            .env("ZOO_LOG_DIR", &dir)
+            .arg(self.dir.join("zoo.cfg"))
+            .env("ZOOCFGDIR", &self.dir)
+            .env("ZOO_LOG_DIR", &self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run {BIN}/zkServer.sh ({e}): install the Debian package `zookeeper` (scripts/test does)")
             });
-        let zk = ZooKeeper {
-            address: format!("127.0.0.1:{port}"),
-            dir,
-            child: Some(ChildGuard(child)),
-        };
+        self.child = Some(ChildGuard(child));
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
-            if zk
+            // `[zookeeper]` when new, `[dubbo, zookeeper]` after a restart.
+            if self
                 .cli(&["ls /"])
-                .is_ok_and(|out| out.contains("[zookeeper"))
+                .is_ok_and(|out| out.contains("zookeeper]"))
             {
-                return zk;
+                return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!(
             "ZooKeeper at {} did not open a session within 30 s",
-            zk.address
+            self.address
         );
+    }
+
+    /// Creates `path` as an ephemeral node of a client session that stays open, as a
+    /// Dubbo provider does (its parents must exist). The node lives as long as the
+    /// session: [`Ephemeral::kill`] ends the client without closing it, so the server
+    /// expires the session after its timeout (4 s, the least `tickTime=2000` allows).
+    pub fn ephemeral(&self, path: &str) -> Ephemeral {
+        // zkCli.sh runs the JVM as its child, not with exec: a process group of its own
+        // lets the kill reach the JVM that holds the session.
+        let mut child = Command::new(format!("{BIN}/zkCli.sh"))
+            .args(["-timeout", "4000", "-server", &self.address])
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {BIN}/zkCli.sh ({e}): install the Debian package `zookeeper`")
+            });
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "create -e {path} \"\"").expect("write to zkCli");
+        let session = Ephemeral {
+            child: Some(child),
+            _stdin: stdin,
+        };
+        let until = Instant::now() + Duration::from_secs(30);
+        let parent = path
+            .rsplit_once('/')
+            .map_or("/", |(p, _)| if p.is_empty() { "/" } else { p });
+        let name = path.rsplit('/').next().unwrap_or(path);
+        while Instant::now() < until {
+            if self
+                .cli(&[&format!("ls {parent}")])
+                .is_ok_and(|out| out.contains(name))
+            {
+                return session;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the ephemeral node {path} did not appear within 30 s");
     }
 
     /// Runs `zkCli.sh` commands in one session; its output.
@@ -86,6 +143,32 @@ impl ZooKeeper {
             return Err(text);
         }
         Ok(text)
+    }
+}
+
+/// A client session that holds an ephemeral node (see [`ZooKeeper::ephemeral`]).
+pub struct Ephemeral {
+    child: Option<std::process::Child>,
+    /// Kept open: zkCli reads commands from it and quits at its end.
+    _stdin: std::process::ChildStdin,
+}
+
+impl Ephemeral {
+    /// Kills the client (the shell and its JVM) without closing its session, as a
+    /// provider that crashes or is cut off: the node goes when the server expires it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Ephemeral {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sinew_integration::etcd_kit::Etcd;
+use sinew_integration::zookeeper_kit::ZooKeeper;
 use sinew_integration::{
     free_port, scratch_dir, sinew_binary, start_control, ChildGuard, TestClient, Upstream,
 };
@@ -276,12 +277,18 @@ async fn a_bad_resource_is_nacked_and_the_old_config_keeps_serving() {
 
 /// Lines a child writes to stdout, collected by a thread.
 fn collect_lines(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    lines_of(child.stdout.take().expect("stdout"))
+}
+
+/// Lines read from `output` (a child's stdout or stderr), collected by a thread.
+fn lines_of(
+    output: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     use std::io::BufRead;
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = lines.clone();
-    let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
+        for line in std::io::BufReader::new(output)
             .lines()
             .map_while(Result::ok)
         {
@@ -438,13 +445,25 @@ async fn a_python_xds_client_decodes_what_sinew_control_serves_and_its_nack_is_r
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Dubbo's registry: a provider node written to a real ZooKeeper becomes an endpoint
-/// that takes traffic through a proxy, and leaves when the node is deleted.
-#[tokio::test]
-async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
-    use sinew_integration::zookeeper_kit::ZooKeeper;
-    let zk = ZooKeeper::start();
-    let provider = Upstream::start("provider").await;
+/// `sinew control` following a real ZooKeeper (and a directory with one listener that
+/// routes to Dubbo's `com.example.DemoService`), and a proxy it steers.
+struct ZkMesh {
+    dir: PathBuf,
+    edge: SocketAddr,
+    _control: ChildGuard,
+    _proxy: ChildGuard,
+}
+
+impl Drop for ZkMesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const DEMO_PROVIDERS: &str = "/dubbo/com.example.DemoService/providers";
+
+/// Starts the mesh and waits until the edge answers 503 (no provider yet).
+async fn start_zk_mesh(zk: &ZooKeeper) -> ZkMesh {
     let dir = scratch_dir("control-zk");
     std::fs::create_dir_all(dir.join("services")).unwrap();
     let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -460,13 +479,22 @@ async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
             zk.address
         ),
     );
-    let _control = start_control(&dir.join("control.yaml"));
-    let _proxy = start_proxy(&[format!("http://{xds}")], "consumer", &[]);
+    let control = start_control(&dir.join("control.yaml"));
+    let proxy = start_proxy(&[format!("http://{xds}")], "consumer", &[]);
     until_all(&[edge], "503", Duration::from_secs(15)).await;
+    ZkMesh {
+        dir,
+        edge,
+        _control: control,
+        _proxy: proxy,
+    }
+}
 
+/// The node a Dubbo provider listening on `addr` registers: its URL, percent-encoded,
+/// under the interface's `providers`.
+fn dubbo_provider_node(addr: SocketAddr) -> String {
     let url = format!(
-        "dubbo://{}/com.example.DemoService?anyhost=true&application=demo&version=1.0.0&weight=100",
-        provider.addr
+        "dubbo://{addr}/com.example.DemoService?anyhost=true&application=demo&version=1.0.0&weight=100"
     );
     let node: String = url
         .bytes()
@@ -475,19 +503,103 @@ async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let path = format!("/dubbo/com.example.DemoService/providers/{node}");
+    format!("{DEMO_PROVIDERS}/{node}")
+}
+
+/// The persistent parents a Dubbo provider's registry creates before its own node.
+fn create_dubbo_parents(zk: &ZooKeeper) {
     zk.cli(&[
         "create /dubbo \"\"",
         "create /dubbo/com.example.DemoService \"\"",
-        "create /dubbo/com.example.DemoService/providers \"\"",
-        &format!("create {path} \"\""),
+        &format!("create {DEMO_PROVIDERS} \"\""),
     ])
     .expect("zkCli create");
-    until_all(&[edge], "provider", Duration::from_secs(10)).await;
+}
+
+/// Dubbo's registry: a provider node written to a real ZooKeeper becomes an endpoint
+/// that takes traffic through a proxy, and leaves when the node is deleted.
+#[tokio::test]
+async fn a_dubbo_provider_written_to_zookeeper_becomes_an_endpoint() {
+    let zk = ZooKeeper::start();
+    let provider = Upstream::start("provider").await;
+    let mesh = start_zk_mesh(&zk).await;
+    let path = dubbo_provider_node(provider.addr);
+    create_dubbo_parents(&zk);
+    zk.cli(&[&format!("create {path} \"\"")])
+        .expect("zkCli create");
+    until_all(&[mesh.edge], "provider", Duration::from_secs(10)).await;
 
     zk.cli(&[&format!("delete {path}")]).expect("zkCli delete");
-    until_all(&[edge], "503", Duration::from_secs(10)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    until_all(&[mesh.edge], "503", Duration::from_secs(10)).await;
+}
+
+/// As Dubbo registers: the provider's node is ephemeral, held by the provider's own
+/// client session. Killing that client (a crash, a partition) leaves the node to the
+/// server, which deletes it when the session expires; the endpoint leaves with it.
+#[tokio::test]
+async fn a_dubbo_providers_ephemeral_node_leaves_the_proxy_when_its_session_expires() {
+    let zk = ZooKeeper::start();
+    let provider = Upstream::start("provider").await;
+    let mesh = start_zk_mesh(&zk).await;
+    create_dubbo_parents(&zk);
+    let mut session = zk.ephemeral(&dubbo_provider_node(provider.addr));
+    until_all(&[mesh.edge], "provider", Duration::from_secs(10)).await;
+    for _ in 0..10 {
+        assert_eq!(answers(&[mesh.edge]).await, ["provider"]);
+    }
+
+    let killed = Instant::now();
+    session.kill();
+    // The session's 4 s timeout, then the server's next expiry check (a tick, 2 s).
+    until_all(&[mesh.edge], "503", Duration::from_secs(20)).await;
+    let gone = killed.elapsed();
+    assert!(
+        gone >= Duration::from_secs(3),
+        "the node went before its session could have expired ({gone:?}): it was not ephemeral"
+    );
+    eprintln!("provider client killed → endpoint gone: {gone:?}");
+}
+
+/// The ZooKeeper server restarts under the registry's watch. Once it is back, changes
+/// reach the proxy: the first may be seen by the read after reconnecting, the second
+/// only by a watch that survived (or was set again).
+#[tokio::test]
+async fn the_zookeeper_registry_follows_changes_after_a_server_restart() {
+    let mut zk = ZooKeeper::start();
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let mesh = start_zk_mesh(&zk).await;
+    create_dubbo_parents(&zk);
+    let (path_a, path_b, path_c) = (
+        dubbo_provider_node(a.addr),
+        dubbo_provider_node(b.addr),
+        dubbo_provider_node(c.addr),
+    );
+    zk.cli(&[&format!("create {path_a} \"\"")])
+        .expect("zkCli create");
+    until_all(&[mesh.edge], "a", Duration::from_secs(10)).await;
+
+    zk.restart();
+    // The proxy kept what it had while ZooKeeper was away.
+    assert_eq!(answers(&[mesh.edge]).await, ["a"]);
+    zk.cli(&[
+        &format!("create {path_b} \"\""),
+        &format!("delete {path_a}"),
+    ])
+    .expect("zkCli create, delete");
+    until_all(&[mesh.edge], "b", Duration::from_secs(20)).await;
+    let changed = Instant::now();
+    zk.cli(&[
+        &format!("create {path_c} \"\""),
+        &format!("delete {path_b}"),
+    ])
+    .expect("zkCli create, delete");
+    until_all(&[mesh.edge], "c", Duration::from_secs(10)).await;
+    eprintln!(
+        "a change after the restart reached the proxy in {:?}",
+        changed.elapsed()
+    );
 }
 
 /// A service's `rate_limit` reaches the proxies as its routes' own token bucket, and
@@ -630,6 +742,165 @@ async fn a_proxy_fails_over_between_control_plane_replicas() {
     etcd.ctl(&["del", "/sinew/services/web/a"]).expect("del");
     until_all(&[edge], "b", Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `sinew control` following `etcd` (services under `/sinew/services/`, a listener that
+/// routes to `web`), its log lines collected, and one proxy it steers.
+struct EtcdEdge {
+    dir: PathBuf,
+    edge: SocketAddr,
+    control: ChildGuard,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _proxy: ChildGuard,
+}
+
+impl Drop for EtcdEdge {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts it and waits until the edge answers 503 (no instance yet).
+async fn start_etcd_edge(etcd: &Etcd) -> EtcdEdge {
+    let dir = scratch_dir("control-etcd");
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("services/edge.yaml"),
+        &format!(
+            "kind: Listener\nname: edge\naddress: {edge}\nroutes: [{{prefix: /, service: web}}]\n"
+        ),
+    );
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    write(
+        &dir.join("control.yaml"),
+        &format!(
+            "xds_address: {xds}\nregistries:\n  - directory: services\n  - etcd: {{endpoints: ['{}']}}\n",
+            etcd.endpoint
+        ),
+    );
+    let mut child = Command::new(sinew_binary())
+        .args(["control", "-c"])
+        .arg(dir.join("control.yaml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sinew control");
+    let log = lines_of(child.stderr.take().expect("stderr"));
+    let proxy = start_proxy(&[format!("http://{xds}")], "edge", &[]);
+    until_all(&[edge], "503", Duration::from_secs(15)).await;
+    EtcdEdge {
+        dir,
+        edge,
+        control: ChildGuard(child),
+        log,
+        _proxy: proxy,
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a process the test started.
+fn signal(child: &ChildGuard, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {}", child.id());
+}
+
+fn instance(addr: SocketAddr) -> String {
+    format!(r#"{{"address": "{addr}"}}"#)
+}
+
+/// The registry's watch falls behind and etcd compacts the history it has not read:
+/// etcd cancels the watch with a compact revision, and only a new read of the prefix
+/// shows what changed meanwhile. The control plane is paused (SIGSTOP) while a burst
+/// of writes fills the watch's buffers (so etcd can no longer send to it and takes it
+/// out of the synced watchers), then `a` leaves, `b` arrives and the history is
+/// compacted; once resumed, the registry must re-read and converge on `b`.
+#[tokio::test]
+async fn an_etcd_watch_that_falls_behind_a_compaction_reads_the_prefix_again() {
+    let etcd = Etcd::start();
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mesh = start_etcd_edge(&etcd).await;
+    etcd.put("/sinew/services/web/a", &instance(a.addr), None);
+    until_all(&[mesh.edge], "a", Duration::from_secs(10)).await;
+
+    signal(&mesh.control, "-STOP");
+    // 400 revisions of 32 KiB: more than HTTP/2's window and etcd's per-stream queue
+    // (128 responses) hold, so the watcher becomes a victim and then unsynced. The
+    // values are not instances (each is logged and dropped), so the registry's work
+    // once resumed stays small.
+    let padding = "x".repeat(32 << 10);
+    let burst: Vec<(String, String)> = (0..400)
+        .map(|i| (format!("/sinew/services/burst/{i}"), padding.clone()))
+        .collect();
+    etcd.put_many(&burst);
+    etcd.ctl(&["del", "/sinew/services/web/a"]).expect("del");
+    etcd.put("/sinew/services/web/b", &instance(b.addr), None);
+    let compacted = etcd.compact();
+    signal(&mesh.control, "-CONT");
+
+    let log = || mesh.log.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answers(&[mesh.edge]).await != ["b"] {
+        assert!(
+            Instant::now() < deadline,
+            "the edge did not answer b within 30 s; control's log: {:#?}",
+            log()
+                .iter()
+                .filter(|l| !l.contains("not an instance"))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        log().iter().any(|l| l.contains("fell behind a compaction")),
+        "the watch was not cancelled by the compaction at revision {compacted}, so this \
+         test did not test it; control's log: {:#?}",
+        log()
+            .iter()
+            .filter(|l| !l.contains("not an instance"))
+            .collect::<Vec<_>>()
+    );
+    for _ in 0..10 {
+        assert_eq!(answers(&[mesh.edge]).await, ["b"]);
+    }
+}
+
+/// An etcd member restarts (killed, then started on the same data directory and port):
+/// the registry reconnects, resumes its watch, and later registrations reach the proxy.
+#[tokio::test]
+async fn the_etcd_registry_reconnects_after_a_member_restart() {
+    let mut etcd = Etcd::start();
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let mesh = start_etcd_edge(&etcd).await;
+    etcd.put("/sinew/services/web/a", &instance(a.addr), None);
+    until_all(&[mesh.edge], "a", Duration::from_secs(10)).await;
+
+    etcd.restart();
+    // The proxy kept what it had while etcd was away.
+    assert_eq!(answers(&[mesh.edge]).await, ["a"]);
+    etcd.put("/sinew/services/web/b", &instance(b.addr), None);
+    etcd.ctl(&["del", "/sinew/services/web/a"]).expect("del");
+    until_all(&[mesh.edge], "b", Duration::from_secs(20)).await;
+    // By now the registry is connected again: this one comes through its watch.
+    let registered = Instant::now();
+    etcd.put("/sinew/services/web/c", &instance(c.addr), None);
+    etcd.ctl(&["del", "/sinew/services/web/b"]).expect("del");
+    until_all(&[mesh.edge], "c", Duration::from_secs(10)).await;
+    eprintln!(
+        "after the restart, a registration reached the proxy in {:?}",
+        registered.elapsed()
+    );
+    let log = mesh.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.contains("etcd registry")),
+        "the registry did not notice the restart: {log:#?}"
+    );
 }
 
 /// The fixture `tests/kubernetes/<name>` with every EndpointSlice's `http` port (and the

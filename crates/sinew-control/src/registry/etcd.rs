@@ -5,128 +5,203 @@
 //! <prefix><service>/<instance id>  =  {"address": "10.0.0.7:8080", "labels": {"version": "v2"}, "weight": 1}
 //! ```
 //!
-//! It reads the prefix, then watches it from the revision it read, through etcd's own
-//! JSON gateway for the v3 API (`/v3/kv/range`, `/v3/watch`): plain HTTP/1.1 with
-//! hyper, so no protobuf compiler and no second gRPC stack are needed. A broken watch
-//! starts over with a fresh read, on the next endpoint, after a backoff.
+//! It reads the prefix, then watches it from the revision it read, over etcd's gRPC API
+//! with the `etcd-client` crate (tonic, as the rest of the control plane). What it has
+//! seen survives a broken connection: after a member restart or a failover it resumes
+//! the watch from the next revision it has not seen, so nothing is read twice and
+//! nothing is missed. Only when that revision has been compacted away (etcd answers
+//! the watch with a compact revision and cancels it) does it read the whole prefix
+//! again, since the changes in between are gone.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 
-use super::{Report, Reports};
+use super::{InstanceReporter, Reports};
 use crate::services::Instance;
 
-/// Follows `prefix` on the first of `endpoints` that answers, until the builder goes.
+/// How long connecting to a member, or one read, may take before the next attempt.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keys per read: a page of typical instance values (~100 bytes) is a few hundred KiB.
+const PAGE: i64 = 1000;
+/// The largest gRPC message taken (tonic's default is 4 MiB): a page of values near
+/// etcd's 1.5 MiB request limit, or a watch response after a long catch-up, is larger.
+const MAX_MESSAGE: usize = 256 << 20;
+/// HTTP/2 pings on the watch's connection: a member that stops answering without
+/// closing the connection (a partition, a frozen host) is noticed within about
+/// interval + timeout, and the registry moves on. Not more often than every 5 s: etcd
+/// (`--grpc-keepalive-min-time`) answers pings that come faster with GOAWAY.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Follows `prefix` on the members `endpoints` (`http://host:port`), until the builder
+/// goes.
 pub async fn watch(endpoints: Vec<String>, prefix: String, reports: Reports) {
     let source = format!("etcd {prefix}");
-    let mut attempt = 0usize;
+    let mut reporter = InstanceReporter::new(&source, &reports);
+    let mut known = Known::default();
     let mut delay = Duration::from_millis(100);
     loop {
-        let endpoint = &endpoints[attempt % endpoints.len()];
-        match follow(endpoint, &prefix, &source, &reports, &mut delay).await {
+        match follow(&endpoints, &prefix, &mut known, &mut reporter, &mut delay).await {
             Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(endpoint = %endpoint, "etcd registry: {e}; retrying in {delay:?}")
-            }
+            Err(e) => tracing::warn!(
+                endpoints = ?endpoints,
+                "etcd registry: {e}; retrying in {delay:?}"
+            ),
         }
-        attempt += 1;
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One read-then-watch session. `Ok` only when the builder has gone away.
+/// What the registry has read, and up to which revision.
+#[derive(Default)]
+struct Known {
+    /// By key.
+    instances: BTreeMap<String, Instance>,
+    /// The last revision seen; `None` until the prefix has been read, and again once a
+    /// compaction has removed the history after it.
+    revision: Option<i64>,
+}
+
+/// One connection: read the prefix if needed, then watch. `Ok` only when the builder
+/// has gone away.
 async fn follow(
-    endpoint: &str,
+    endpoints: &[String],
     prefix: &str,
-    source: &str,
-    reports: &Reports,
+    known: &mut Known,
+    reporter: &mut InstanceReporter<'_>,
     delay: &mut Duration,
 ) -> Result<(), String> {
-    let authority = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let range = json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
-    let body = post(&authority, "/v3/kv/range", &range).await?;
-    let response = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    let read: Value =
-        serde_json::from_slice(&response).map_err(|e| format!("range answer: {e}"))?;
-    let revision: i64 = read["header"]["revision"]
-        .as_str()
-        .and_then(|r| r.parse().ok())
-        .ok_or("range answer has no revision")?;
-    let mut instances: BTreeMap<String, Instance> = BTreeMap::new();
-    for kv in read["kvs"].as_array().into_iter().flatten() {
-        if let Some((key, value)) = decode_kv(kv) {
-            put(&mut instances, prefix, key, &value);
-        }
-    }
-    if reports.send(report(source, prefix, &instances)).is_err() {
-        return Ok(());
-    }
-    *delay = Duration::from_millis(100);
-
-    let create = json!({"create_request": {
-        "key": B64.encode(prefix),
-        "range_end": B64.encode(prefix_end(prefix)),
-        "start_revision": (revision + 1).to_string(),
-    }});
-    let mut body = post(&authority, "/v3/watch", &create).await?;
-    let mut buffer: Vec<u8> = Vec::new();
+    let options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+        .with_keep_alive_while_idle(true);
+    let client = within(Client::connect(endpoints, Some(options)), "connecting").await?;
     loop {
-        let frame = match body.frame().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(format!("watch broke: {e}")),
-            None => return Err("watch ended".into()),
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buffer.extend_from_slice(&data);
-        // The gateway writes one JSON object per line.
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let message: Value = match serde_json::from_slice(&line) {
-                Ok(v) => v,
-                Err(_) => continue,
-            };
-            if let Some(error) = message.get("error") {
-                return Err(format!("watch error: {error}"));
+        let revision = match known.revision {
+            Some(revision) => revision,
+            None => {
+                let revision = read_all(&client, prefix, &mut known.instances).await?;
+                known.revision = Some(revision);
+                if !reporter.report(services(prefix, &known.instances)) {
+                    return Ok(());
+                }
+                revision
             }
-            let events = message["result"]["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if events.is_empty() {
+        };
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut watch = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+        let mut stream = within(watch.watch(prefix, Some(options)), "starting the watch").await?;
+        *delay = Duration::from_millis(100);
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return Err("the watch ended".into()),
+                Err(e) => return Err(format!("the watch broke: {e}")),
+            };
+            if response.compact_revision() > 0 {
+                // The history after `revision` is gone: only a new read tells what
+                // changed meanwhile.
+                tracing::warn!(
+                    revision,
+                    compacted = response.compact_revision(),
+                    "etcd registry: the watch fell behind a compaction; reading the prefix again"
+                );
+                known.revision = None;
+                break;
+            }
+            if response.canceled() {
+                return Err(format!(
+                    "etcd cancelled the watch: {}",
+                    response.cancel_reason()
+                ));
+            }
+            if response.events().is_empty() {
                 continue;
             }
-            for event in &events {
-                let Some((key, value)) = decode_kv(&event["kv"]) else {
-                    continue;
-                };
-                if event["type"] == "DELETE" {
-                    instances.remove(&key);
-                } else {
-                    put(&mut instances, prefix, key, &value);
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => put(&mut known.instances, prefix, kv.key(), kv.value()),
+                    EventType::Delete => {
+                        known
+                            .instances
+                            .remove(&String::from_utf8_lossy(kv.key()).into_owned());
+                    }
                 }
+                known.revision = known.revision.max(Some(kv.mod_revision()));
             }
-            if reports.send(report(source, prefix, &instances)).is_err() {
+            if !reporter.report(services(prefix, &known.instances)) {
                 return Ok(());
             }
         }
     }
 }
 
+/// Reads every key under `prefix` into `instances`, in pages read at one revision (a
+/// registry of thousands of instances is more than one gRPC message may carry); that
+/// revision.
+async fn read_all(
+    client: &Client,
+    prefix: &str,
+    instances: &mut BTreeMap<String, Instance>,
+) -> Result<i64, String> {
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let end = prefix_end(prefix);
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = None;
+    instances.clear();
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let page = within(kv.get(from.clone(), Some(options)), "reading the prefix").await?;
+        let header = page.header().ok_or("the range answer has no header")?;
+        let revision = *revision.get_or_insert(header.revision());
+        for kv in page.kvs() {
+            put(instances, prefix, kv.key(), kv.value());
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(revision),
+        }
+    }
+}
+
+/// The end of etcd's range for a prefix: the prefix with its last byte incremented.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// `operation`'s result, or an error once [`REQUEST_TIMEOUT`] has passed.
+async fn within<T>(
+    operation: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    what: &str,
+) -> Result<T, String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, operation)
+        .await
+        .map_err(|_| format!("{what} timed out after {REQUEST_TIMEOUT:?}"))?
+        .map_err(|e| format!("{what}: {e}"))
+}
+
 /// The key's instance when its value parses; a bad value is logged and dropped.
-fn put(instances: &mut BTreeMap<String, Instance>, prefix: &str, key: String, value: &[u8]) {
+fn put(instances: &mut BTreeMap<String, Instance>, prefix: &str, key: &[u8], value: &[u8]) {
+    let key = String::from_utf8_lossy(key).into_owned();
     let Some((service, _)) = key.strip_prefix(prefix).and_then(|k| k.split_once('/')) else {
         tracing::warn!(key = %key, "etcd registry: keys are {prefix}<service>/<instance>");
         return;
@@ -145,7 +220,11 @@ fn put(instances: &mut BTreeMap<String, Instance>, prefix: &str, key: String, va
     }
 }
 
-fn report(source: &str, prefix: &str, instances: &BTreeMap<String, Instance>) -> Report {
+/// The instances by service, as the builder takes them.
+fn services(
+    prefix: &str,
+    instances: &BTreeMap<String, Instance>,
+) -> BTreeMap<String, Vec<Instance>> {
     let mut services: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
     for (key, instance) in instances {
         if let Some((service, _)) = key.strip_prefix(prefix).and_then(|k| k.split_once('/')) {
@@ -155,58 +234,7 @@ fn report(source: &str, prefix: &str, instances: &BTreeMap<String, Instance>) ->
                 .push(instance.clone());
         }
     }
-    Report::Instances {
-        source: source.to_string(),
-        services,
-    }
-}
-
-fn decode_kv(kv: &Value) -> Option<(String, Vec<u8>)> {
-    let key = B64.decode(kv["key"].as_str()?).ok()?;
-    let value = kv["value"]
-        .as_str()
-        .map_or(Ok(Vec::new()), |v| B64.decode(v))
-        .ok()?;
-    Some((String::from_utf8(key).ok()?, value))
-}
-
-/// The end of etcd's range for a prefix: the prefix with its last byte incremented.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-async fn post(authority: &str, path: &str, body: &Value) -> Result<hyper::body::Incoming, String> {
-    let stream = tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::TcpStream::connect(authority),
-    )
-    .await
-    .map_err(|_| format!("connecting to {authority} timed out"))?
-    .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = http::Request::post(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("{path} answered {}", response.status()));
-    }
-    Ok(response.into_body())
+    services
 }
 
 #[cfg(test)]
@@ -224,19 +252,17 @@ mod tests {
         put(
             &mut instances,
             "/s/",
-            "/s/reviews/1".into(),
+            b"/s/reviews/1",
             br#"{"address": "127.0.0.1:1"}"#,
         );
-        put(&mut instances, "/s/", "/s/reviews/2".into(), b"not json");
+        put(&mut instances, "/s/", b"/s/reviews/2", b"not json");
         put(
             &mut instances,
             "/s/",
-            "/s/loose".into(),
+            b"/s/loose",
             br#"{"address": "127.0.0.1:2"}"#,
         );
-        let Report::Instances { services, .. } = report("etcd", "/s/", &instances) else {
-            panic!()
-        };
+        let services = services("/s/", &instances);
         assert_eq!(services["reviews"].len(), 1);
         assert_eq!(services.len(), 1);
     }

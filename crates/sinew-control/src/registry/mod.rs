@@ -30,8 +30,9 @@ pub enum Report {
 
 pub type Reports = mpsc::UnboundedSender<Report>;
 
-/// Sends a registry's instances only when they differ from what it sent last (within one
-/// session: a registry that reconnects starts a new one and reports again).
+/// Sends a registry's instances only when they differ from what it sent last. The etcd
+/// and ZooKeeper registries keep one for their whole life, so a reconnection that reads
+/// what was already reported sends nothing.
 pub struct InstanceReporter<'a> {
     source: &'a str,
     reports: &'a Reports,

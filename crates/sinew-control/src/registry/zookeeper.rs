@@ -9,41 +9,43 @@
 //! name; the URL's host and port are the instance's address; `weight` its weight; and
 //! `version`, `group`, `application` and `zone` parameters its labels.
 //!
-//! It speaks ZooKeeper's own binary protocol (jute over TCP) for the three calls it needs
-//! (connect, getChildren with a watch, ping), so no JVM and no C client are involved.
-//! Children are read with watches; a watch firing, or a two-second tick (for paths that
-//! do not exist yet, which cannot be watched with getChildren), makes it read again.
+//! It talks to ZooKeeper through the `zookeeper-client` crate, which speaks the
+//! protocol, keeps the session alive and picks a server of the ensemble that answers. One persistent recursive watch on the root (ZooKeeper 3.6 and
+//! later) tells of every node created or deleted under it, paths that do not exist yet
+//! included, so nothing is polled: a change to the provider tree makes it read the tree
+//! again. A lost connection or an expired session is replaced by a new session, with
+//! a new watch and a full read (see [`wait_for_change`] for why).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use zookeeper_client::{
+    AddWatchMode, Client, EventType, PersistentWatcher, SessionState, StateWatcher, WatchedEvent,
+};
 
 use super::{InstanceReporter, Reports};
 use crate::services::Instance;
 
-const SESSION_TIMEOUT_MS: i32 = 10_000;
-const GET_CHILDREN: i32 = 8;
-const PING: i32 = 11;
-const NO_NODE: i32 = -101;
-const WATCH_XID: i32 = -1;
-const PING_XID: i32 = -2;
+/// Asked of the server; it also bounds how long a silent server goes unnoticed (the
+/// client pings at a third of it and gives a connection up after two thirds).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events that arrive this close together are taken in one read: a provider restarting
+/// with several interfaces, or many providers at once.
+const COALESCE: Duration = Duration::from_millis(20);
 
-/// Follows `root` (normally `/dubbo`) on the first of `servers` that answers.
+/// Follows `root` (normally `/dubbo`) on the ensemble `servers` (`host:port` each).
 pub async fn watch(servers: Vec<String>, root: String, reports: Reports) {
     let source = format!("zookeeper {root}");
-    let mut attempt = 0usize;
+    let mut reporter = InstanceReporter::new(&source, &reports);
+    let cluster = servers.join(",");
     let mut delay = Duration::from_millis(100);
     loop {
-        let server = &servers[attempt % servers.len()];
-        match follow(server, &root, &source, &reports, &mut delay).await {
+        match follow(&cluster, &root, &mut reporter, &mut delay).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(server = %server, "zookeeper registry: {e}; retrying in {delay:?}")
+                tracing::warn!(servers = %cluster, "zookeeper registry: {e}; retrying in {delay:?}")
             }
         }
-        attempt += 1;
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
@@ -51,34 +53,129 @@ pub async fn watch(servers: Vec<String>, root: String, reports: Reports) {
 
 /// One session. `Ok` only when the builder has gone away.
 async fn follow(
-    server: &str,
+    cluster: &str,
     root: &str,
-    source: &str,
-    reports: &Reports,
+    reporter: &mut InstanceReporter<'_>,
     delay: &mut Duration,
 ) -> Result<(), String> {
-    let mut session = Session::connect(server).await?;
-    *delay = Duration::from_millis(100);
-    let mut reporter = InstanceReporter::new(source, reports);
-    loop {
-        let mut services: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
-        for interface in session.children(root).await?.unwrap_or_default() {
-            let providers = format!("{}/{interface}/providers", root.trim_end_matches('/'));
-            for node in session.children(&providers).await?.unwrap_or_default() {
-                match provider(&node) {
-                    Some(instance) => services
-                        .entry(interface.clone())
-                        .or_default()
-                        .push(instance),
-                    None => tracing::warn!(node = %node, "zookeeper registry: not a provider URL"),
-                }
+    // The client gives up with `Timeout` after about a session timeout with no server.
+    let client = Client::connector()
+        .with_session_timeout(SESSION_TIMEOUT)
+        .connect(cluster)
+        .await
+        .map_err(|e| format!("no session: {e}"))?;
+    let mut state = client.state_watcher();
+    let mut watcher = client
+        .watch(root, AddWatchMode::PersistentRecursive)
+        .await
+        .map_err(|e| match e {
+            zookeeper_client::Error::Unimplemented => {
+                "the server cannot watch recursively: ZooKeeper 3.6 or later is needed".into()
             }
-        }
+            e => format!("watching {root}: {e}"),
+        })?;
+    *delay = Duration::from_millis(100);
+    loop {
+        let services = read(&client, root)
+            .await
+            .map_err(|e| format!("reading {root}: {e}"))?;
         if !reporter.report(services) {
             return Ok(());
         }
-        session.wait_for_change(Duration::from_secs(2)).await?;
+        wait_for_change(&mut watcher, &mut state, root).await?;
     }
+}
+
+/// Every provider under `root`, by interface. A path that does not exist has none.
+async fn read(
+    client: &Client,
+    root: &str,
+) -> Result<BTreeMap<String, Vec<Instance>>, zookeeper_client::Error> {
+    let mut services: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+    for interface in children(client, root).await? {
+        let providers = format!("{root}/{interface}/providers");
+        for node in children(client, &providers).await? {
+            match provider(&node) {
+                Some(instance) => services
+                    .entry(interface.clone())
+                    .or_default()
+                    .push(instance),
+                None => tracing::warn!(node = %node, "zookeeper registry: not a provider URL"),
+            }
+        }
+    }
+    Ok(services)
+}
+
+async fn children(client: &Client, path: &str) -> Result<Vec<String>, zookeeper_client::Error> {
+    match client.list_children(path).await {
+        Err(zookeeper_client::Error::NoNode) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// Returns once the provider tree may have changed (and a short while after, to take a
+/// burst in one read); an error once the connection is lost or the session has ended.
+///
+/// A lost connection ends the session here, although the client could resume it on
+/// another server: after a server restart, the client (0.11.2, with ZooKeeper 3.8.0)
+/// resumed the session but the persistent watch sent no more events, so the registry
+/// missed every later change. A new session sets its watch anew and reads everything.
+async fn wait_for_change(
+    watcher: &mut PersistentWatcher,
+    state: &mut StateWatcher,
+    root: &str,
+) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            event = watcher.changed() => if matters(&event, root)? { break },
+            now = state.changed() => connected(now)?,
+        }
+    }
+    let until = tokio::time::Instant::now() + COALESCE;
+    loop {
+        tokio::select! {
+            event = watcher.changed() => { matters(&event, root)?; }
+            now = state.changed() => connected(now)?,
+            _ = tokio::time::sleep_until(until) => return Ok(()),
+        }
+    }
+}
+
+/// An error unless the session is connected.
+fn connected(state: SessionState) -> Result<(), String> {
+    match state {
+        SessionState::SyncConnected | SessionState::ConnectedReadOnly => Ok(()),
+        SessionState::Disconnected => Err("the connection was lost".into()),
+        ended => Err(format!("the session ended: {ended}")),
+    }
+}
+
+/// Whether `event` calls for a new read; an error when the connection is lost or the
+/// session is over (the watcher must not be asked again then).
+fn matters(event: &WatchedEvent, root: &str) -> Result<bool, String> {
+    match event.event_type {
+        EventType::Session => connected(event.session_state).map(|()| true),
+        EventType::NodeCreated | EventType::NodeDeleted => Ok(in_provider_tree(&event.path, root)),
+        // Node data is not read, and children changes come as created/deleted here.
+        EventType::NodeDataChanged | EventType::NodeChildrenChanged => Ok(false),
+    }
+}
+
+/// `root`, an interface, its `providers`, or a provider: not `consumers`, `routers`...
+fn in_provider_tree(path: &str, root: &str) -> bool {
+    let Some(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/');
+    let _interface = segments.next();
+    matches!(segments.next(), None | Some("providers"))
 }
 
 /// A provider node's name as an instance: `dubbo%3A%2F%2F10.0.0.7%3A20880%2F...`.
@@ -126,225 +223,29 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A ZooKeeper session over one connection, used one request at a time.
-struct Session {
-    stream: TcpStream,
-    /// Bytes read but not yet taken as a frame: reading is cancelled at every ping
-    /// interval, and a frame may arrive across two reads.
-    pending: Vec<u8>,
-    xid: i32,
-    /// A watch fired while waiting for a reply: read everything again.
-    changed: bool,
-}
-
-/// How long a request's reply may take. A server that has not answered within the
-/// session timeout has expired the session anyway; reconnecting is the way on.
-const REPLY_TIMEOUT: Duration = Duration::from_millis(SESSION_TIMEOUT_MS as u64);
-
-impl Session {
-    async fn connect(server: &str) -> Result<Session, String> {
-        let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(server))
-            .await
-            .map_err(|_| format!("connecting to {server} timed out"))?
-            .map_err(|e| format!("cannot connect to {server}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let mut session = Session {
-            stream,
-            pending: Vec::new(),
-            xid: 0,
-            changed: false,
-        };
-        // ConnectRequest: protocolVersion, lastZxidSeen, timeOut, sessionId, passwd.
-        let mut request = Vec::new();
-        request.extend_from_slice(&0i32.to_be_bytes());
-        request.extend_from_slice(&0i64.to_be_bytes());
-        request.extend_from_slice(&SESSION_TIMEOUT_MS.to_be_bytes());
-        request.extend_from_slice(&0i64.to_be_bytes());
-        put_buffer(&mut request, &[0u8; 16]);
-        session.write_frame(&request).await?;
-        let reply = session.reply().await?;
-        if reply.len() < 16 {
-            return Err("the server refused the session".into());
-        }
-        Ok(session)
-    }
-
-    /// The children of `path`, with a watch set; None when it does not exist.
-    async fn children(&mut self, path: &str) -> Result<Option<Vec<String>>, String> {
-        self.xid += 1;
-        let xid = self.xid;
-        let mut request = Vec::new();
-        request.extend_from_slice(&xid.to_be_bytes());
-        request.extend_from_slice(&GET_CHILDREN.to_be_bytes());
-        put_buffer(&mut request, path.as_bytes());
-        request.push(1); // watch
-        self.write_frame(&request).await?;
-        loop {
-            let reply = self.reply().await?;
-            let mut r = Reader::new(&reply);
-            let (reply_xid, _zxid, err) = (r.i32()?, r.i64()?, r.i32()?);
-            match reply_xid {
-                WATCH_XID => self.changed = true,
-                PING_XID => {}
-                x if x == xid => {
-                    if err == NO_NODE {
-                        return Ok(None);
-                    }
-                    if err != 0 {
-                        return Err(format!("getChildren {path}: error {err}"));
-                    }
-                    let count = r.i32()?;
-                    let mut names = Vec::new();
-                    for _ in 0..count.max(0) {
-                        names.push(r.string()?);
-                    }
-                    return Ok(Some(names));
-                }
-                other => return Err(format!("unexpected reply xid {other}")),
-            }
-        }
-    }
-
-    /// Returns when a watch fires or `tick` passes, pinging to keep the session alive.
-    async fn wait_for_change(&mut self, tick: Duration) -> Result<(), String> {
-        if std::mem::take(&mut self.changed) {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + tick;
-        let ping_every = Duration::from_millis(SESSION_TIMEOUT_MS as u64 / 3);
-        loop {
-            let until_ping = tokio::time::Instant::now() + ping_every;
-            let wake = deadline.min(until_ping);
-            match tokio::time::timeout_at(wake, self.read_frame()).await {
-                Ok(frame) => {
-                    let frame = frame?;
-                    let mut r = Reader::new(&frame);
-                    if r.i32()? == WATCH_XID {
-                        return Ok(());
-                    }
-                }
-                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(()),
-                Err(_) => {
-                    let mut ping = Vec::new();
-                    ping.extend_from_slice(&PING_XID.to_be_bytes());
-                    ping.extend_from_slice(&PING.to_be_bytes());
-                    self.write_frame(&ping).await?;
-                }
-            }
-        }
-    }
-
-    async fn write_frame(&mut self, body: &[u8]) -> Result<(), String> {
-        let mut frame = Vec::with_capacity(body.len() + 4);
-        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
-        frame.extend_from_slice(body);
-        self.stream
-            .write_all(&frame)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// The next frame while a reply is due: within [`REPLY_TIMEOUT`], or an error.
-    async fn reply(&mut self) -> Result<Vec<u8>, String> {
-        tokio::time::timeout(REPLY_TIMEOUT, self.read_frame())
-            .await
-            .map_err(|_| format!("no reply within {REPLY_TIMEOUT:?}"))?
-    }
-
-    /// The next frame. Cancel-safe: what was read before a cancellation stays in
-    /// `pending` for the next call.
-    async fn read_frame(&mut self) -> Result<Vec<u8>, String> {
-        loop {
-            if let Some(frame) = take_frame(&mut self.pending)? {
-                return Ok(frame);
-            }
-            let read = self
-                .stream
-                .read_buf(&mut self.pending)
-                .await
-                .map_err(|e| format!("connection lost: {e}"))?;
-            if read == 0 {
-                return Err("connection lost: closed by the server".into());
-            }
-        }
-    }
-}
-
-/// Takes one length-prefixed frame off the front of `pending`, if it is all there.
-fn take_frame(pending: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
-    let Some(prefix) = pending.first_chunk::<4>() else {
-        return Ok(None);
-    };
-    let length = i32::from_be_bytes(*prefix);
-    if !(0..=16 << 20).contains(&length) {
-        return Err(format!("frame of {length} bytes"));
-    }
-    let end = 4 + length as usize;
-    if pending.len() < end {
-        return Ok(None);
-    }
-    let frame = pending[4..end].to_vec();
-    pending.drain(..end);
-    Ok(Some(frame))
-}
-
-fn put_buffer(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// Reads jute's big-endian fields.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < n {
-            return Err("a short reply".into());
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn i32(&mut self) -> Result<i32, String> {
-        Ok(i32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_be_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let n = self.i32()?;
-        let bytes = self.take(n.max(0) as usize)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "a name that is not UTF-8".into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn frames_are_taken_only_when_whole_and_the_rest_is_kept() {
-        let mut pending = vec![0, 0, 0, 3, b'a', b'b'];
-        assert_eq!(take_frame(&mut pending), Ok(None));
-        pending.extend_from_slice(&[b'c', 0, 0]);
-        assert_eq!(take_frame(&mut pending), Ok(Some(b"abc".to_vec())));
-        assert_eq!(pending, [0, 0]);
-        assert_eq!(take_frame(&mut pending), Ok(None));
-        let mut bad = (-1i32).to_be_bytes().to_vec();
-        assert!(take_frame(&mut bad).is_err());
+    fn only_the_provider_tree_calls_for_a_read() {
+        for path in [
+            "/dubbo",
+            "/dubbo/com.example.DemoService",
+            "/dubbo/com.example.DemoService/providers",
+            "/dubbo/com.example.DemoService/providers/dubbo%3A%2F%2F10.0.0.7%3A1",
+        ] {
+            assert!(in_provider_tree(path, "/dubbo"), "{path}");
+        }
+        for path in [
+            "/dubbox",
+            "/other",
+            "/dubbo/com.example.DemoService/consumers",
+            "/dubbo/com.example.DemoService/consumers/consumer%3A%2F%2F10.0.0.8",
+            "/dubbo/com.example.DemoService/configurators",
+        ] {
+            assert!(!in_provider_tree(path, "/dubbo"), "{path}");
+        }
     }
 
     #[test]
