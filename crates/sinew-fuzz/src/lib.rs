@@ -113,16 +113,40 @@ static PANICS: AtomicUsize = AtomicUsize::new(0);
 /// them towards zero keeps them meaningful.
 #[derive(Debug, Clone)]
 pub enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    SetByte { at: usize, byte: u8 },
-    Insert { at: usize, bytes: Vec<u8> },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    SetByte {
+        at: usize,
+        byte: u8,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
     /// A token from the target's dictionary (delimiters, keywords, edge numbers).
-    InsertToken { at: usize, token: usize },
+    InsertToken {
+        at: usize,
+        token: usize,
+    },
     /// Overwrites with a dictionary token instead of inserting it.
-    ReplaceWithToken { at: usize, token: usize },
-    Delete { at: usize, len: usize },
-    Truncate { at: usize },
-    DuplicateRange { at: usize, len: usize, to: usize },
+    ReplaceWithToken {
+        at: usize,
+        token: usize,
+    },
+    Delete {
+        at: usize,
+        len: usize,
+    },
+    Truncate {
+        at: usize,
+    },
+    DuplicateRange {
+        at: usize,
+        len: usize,
+        to: usize,
+    },
     /// Bytes from another sample (or this one) spliced in.
     Splice {
         at: usize,
@@ -130,9 +154,16 @@ pub enum Mutation {
         from: usize,
         len: usize,
     },
-    DuplicateLine { line: usize },
-    DeleteLine { line: usize },
-    SwapLines { a: usize, b: usize },
+    DuplicateLine {
+        line: usize,
+    },
+    DeleteLine {
+        line: usize,
+    },
+    SwapLines {
+        a: usize,
+        b: usize,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -146,11 +177,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (at(), any::<usize>()).prop_map(|(at, token)| Mutation::ReplaceWithToken { at, token }),
         (at(), 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
         at().prop_map(|at| Mutation::Truncate { at }),
-        (at(), 1usize..64, at()).prop_map(|(at, len, to)| Mutation::DuplicateRange {
-            at,
-            len,
-            to
-        }),
+        (at(), 1usize..64, at()).prop_map(|(at, len, to)| Mutation::DuplicateRange { at, len, to }),
         (at(), any::<usize>(), at(), 1usize..128).prop_map(|(at, sample, from, len)| {
             Mutation::Splice {
                 at,
@@ -314,7 +341,12 @@ mod tests {
             &[],
         );
         assert_eq!(swapped, b"c: 3\nb: 2\na: 1\n");
-        let duplicated = apply(&sample, &samples, &[Mutation::DuplicateLine { line: 4 }], &[]);
+        let duplicated = apply(
+            &sample,
+            &samples,
+            &[Mutation::DuplicateLine { line: 4 }],
+            &[],
+        );
         assert_eq!(duplicated, b"a: 1\nb: 2\nb: 2\nc: 3\n");
         let truncated = apply(&sample, &samples, &[Mutation::Truncate { at: 3 }], &[]);
         assert_eq!(truncated, b"a: ");
