@@ -22,7 +22,8 @@ pub struct SourceMap {
     positions: HashMap<String, Position>,
     /// Where this (second) YAML parser stopped, and why, when it did not take the text
     /// as YAML although serde's parser may have.
-    unreadable: Option<(Position, String)>,
+    /// (Boxed: every `Diagnostics` carries a map, and this is rare.)
+    unreadable: Option<Box<(Position, String)>>,
 }
 
 impl SourceMap {
@@ -37,7 +38,7 @@ impl SourceMap {
                 line: mark.line(),
                 column: mark.col() + 1,
             };
-            (position, e.info().to_string())
+            Box::new((position, e.info().to_string()))
         });
         SourceMap {
             positions: builder.positions,
@@ -50,7 +51,9 @@ impl SourceMap {
     /// key, for one); past that point fields have no positions, so such text is refused
     /// rather than reported at the wrong line.
     pub fn unreadable(&self) -> Option<(Position, &str)> {
-        self.unreadable.as_ref().map(|(p, why)| (*p, why.as_str()))
+        self.unreadable
+            .as_deref()
+            .map(|(p, why)| (*p, why.as_str()))
     }
 
     /// The position of exactly `path`.

@@ -27,7 +27,7 @@ pub const CASES_VAR: &str = "SINEW_FUZZ_CASES";
 pub const SEED_VAR: &str = "SINEW_FUZZ_SEED";
 /// Sized so that every fuzz target together takes about a minute in `scripts/test` on a
 /// two-core machine (docs/fuzzing.md has the measurement).
-pub const DEFAULT_CASES: u32 = 2000;
+pub const DEFAULT_CASES: u32 = 5_000;
 
 /// Cases a target of this cost runs.
 pub fn cases(cost: u32) -> u32 {
@@ -369,7 +369,7 @@ mod tests {
             },
             Mutation::SwapLines { a: 1, b: 2 },
         ] {
-            assert!(apply(&empty, &[empty.clone()], &[m], &[]).is_empty());
+            assert!(apply(&empty, std::slice::from_ref(&empty), &[m], &[]).is_empty());
         }
     }
 
