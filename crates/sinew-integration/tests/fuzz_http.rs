@@ -109,7 +109,7 @@ fn after_case(
     );
     let mut n = counter.lock().unwrap();
     *n += 1;
-    if *n % HEALTH_EVERY == 0 {
+    if n.is_multiple_of(HEALTH_EVERY) {
         prop_assert!(
             rt.block_on(still_serves(addr)),
             "a good request is no longer served"
