@@ -158,12 +158,22 @@ pub fn parse_str(name: &str, text: &str) -> Result<LoadedConfig, Diagnostics> {
     let source_map = SourceMap::index(text);
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
     match serde_path_to_error::deserialize(deserializer) {
-        Ok(config) => Ok(LoadedConfig {
-            file: name.to_string(),
-            config,
-            source_map,
-            source: text.into(),
-        }),
+        Ok(config) => match source_map.unreadable() {
+            Some((position, why)) => {
+                let error = ConfigError {
+                    path: String::new(),
+                    message: format!("not valid YAML: {why}"),
+                    position: Some(position),
+                };
+                Err(Diagnostics::new(name, source_map.clone(), vec![error]))
+            }
+            None => Ok(LoadedConfig {
+                file: name.to_string(),
+                config,
+                source_map,
+                source: text.into(),
+            }),
+        },
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };

@@ -20,6 +20,10 @@ pub struct Position {
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     positions: HashMap<String, Position>,
+    /// Where this (second) YAML parser stopped, and why, when it did not take the text
+    /// as YAML although serde's parser may have.
+    /// (Boxed: every `Diagnostics` carries a map, and this is rare.)
+    unreadable: Option<Box<(Position, String)>>,
 }
 
 impl SourceMap {
@@ -28,10 +32,28 @@ impl SourceMap {
     pub fn index(text: &str) -> SourceMap {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        let _ = parser.load(&mut builder, false);
+        let unreadable = parser.load(&mut builder, false).err().map(|e| {
+            let mark = e.marker();
+            let position = Position {
+                line: mark.line(),
+                column: mark.col() + 1,
+            };
+            Box::new((position, e.info().to_string()))
+        });
         SourceMap {
             positions: builder.positions,
+            unreadable,
         }
+    }
+
+    /// Where the text stops being YAML for the indexing parser, and why. serde's parser is
+    /// more lenient in places (a quoted scalar's continuation line less indented than its
+    /// key, for one); past that point fields have no positions, so such text is refused
+    /// rather than reported at the wrong line.
+    pub fn unreadable(&self) -> Option<(Position, &str)> {
+        self.unreadable
+            .as_deref()
+            .map(|(p, why)| (*p, why.as_str()))
     }
 
     /// The position of exactly `path`.

@@ -150,12 +150,22 @@ impl GlobalLimiter {
         let mut conn = (*connection).clone();
         let answer = tokio::time::timeout(
             shared.options.timeout,
-            invocation.invoke_async::<(u8, u32, u32, u64)>(&mut conn),
+            invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
         )
         .await;
         match answer {
-            Ok(Ok((allowed, limit, remaining, reset_ms))) => {
+            Ok(Ok(reply)) => {
                 shared.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                // Read as RESP's own integers and range-checked here: the redis crate
+                // converts an integer to a narrower type by truncating it, which would
+                // make 257 "allowed" and 4294967296 a limit of 0.
+                let Some((allowed, limit, remaining, reset_ms)) = script_answer(reply) else {
+                    tracing::debug!(
+                        ?reply,
+                        "global rate limit: the script's answer is out of range"
+                    );
+                    return GlobalVerdict::Unavailable;
+                };
                 let reset = Duration::from_millis(reset_ms);
                 if allowed == 1 {
                     GlobalVerdict::Allowed {
@@ -217,6 +227,18 @@ impl Drop for GlobalLimiter {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_one();
     }
+}
+
+/// window.lua's `{allowed, limit, remaining, reset_ms}`, when each is in its range.
+fn script_answer(
+    (allowed, limit, remaining, reset_ms): (i64, i64, i64, i64),
+) -> Option<(u8, u32, u32, u64)> {
+    Some((
+        u8::try_from(allowed).ok()?,
+        u32::try_from(limit).ok()?,
+        u32::try_from(remaining).ok()?,
+        u64::try_from(reset_ms).ok()?,
+    ))
 }
 
 /// Makes a connection whenever there is none, until the limiter is dropped.

@@ -441,3 +441,119 @@ mod tests {
         assert_eq!(cut("hi", None), "hi");
     }
 }
+
+/// Fuzzing (docs/fuzzing.md): any format `sinew_config::access_log` accepts renders any
+/// entry without a panic, and a JSON format always gives one line of valid JSON.
+#[cfg(test)]
+mod fuzz {
+    use super::super::{Entry, Format};
+    use super::render;
+    use crate::http::flags::ResponseFlags;
+    use http::{HeaderName, HeaderValue, Method};
+    use sinew_fuzz::proptest::prelude::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    const FORMAT_DICTIONARY: &[&[u8]] = &[
+        b"%",
+        b"%%",
+        b"(",
+        b")",
+        b":1",
+        b":3",
+        b"%START_TIME%",
+        b"%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+        b"%START_TIME(%s.%9f %j %e %z %a %b %F %T %% %q %)%",
+        b"%START_TIME(%0f%10f%f)%",
+        b"%REQ(:AUTHORITY)%",
+        b"%REQ(:PATH):2%",
+        b"%REQ(X-A?:METHOD):1%",
+        b"%REQ(:SCHEME)%",
+        b"%RESP(X-B):1%",
+        b"%RESPONSE_CODE%",
+        b"%RESPONSE_FLAGS%",
+        b"%BYTES_RECEIVED%",
+        b"%DURATION%",
+        b"%RESPONSE_DURATION%",
+        b"%UPSTREAM_HOST%",
+        b"%UPSTREAM_CLUSTER%",
+        b"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        b"%PROTOCOL%",
+        b"%HOSTNAME%",
+        b"\xc3\xa9",
+        b"\xf0\x9f\x98\x80",
+        b"\"\\\n",
+    ];
+
+    /// Header values may hold any byte but controls (obs-text included).
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        prop::collection::vec(any::<u8>(), 0..12).prop_map(|bytes| {
+            HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| HeaderValue::from_static("x"))
+        })
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (
+            // From 1970 to beyond year 9999: strftime must not assume four-digit years.
+            0u64..400_000_000_000,
+            0u32..1_000_000_000,
+            any::<u16>(),
+            any::<u64>(),
+            prop::option::of(any::<u64>()),
+            header_value(),
+            header_value(),
+            "[ -~]{0,12}",
+        )
+            .prop_map(|(secs, nanos, status, n, response_ms, a, b, path)| {
+                let addr = "[::1]:443".parse().expect("an address");
+                Entry {
+                    start: UNIX_EPOCH
+                        .checked_add(Duration::new(secs, nanos))
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    method: Some(Method::POST),
+                    path: format!("/{path}").parse().ok(),
+                    authority: Some(a.clone()),
+                    tls: n % 2 == 0,
+                    version: Some(http::Version::HTTP_11),
+                    status: Some(status),
+                    flags: ResponseFlags::default(),
+                    bytes_received: n,
+                    bytes_sent: n / 3,
+                    duration: Duration::from_nanos(n),
+                    response_duration: response_ms.map(Duration::from_millis),
+                    upstream_host: Some(addr),
+                    upstream_cluster: Some("c\u{e9}".into()),
+                    downstream_remote: addr,
+                    downstream_local: addr,
+                    request_headers: vec![(HeaderName::from_static("x-a"), a)],
+                    response_headers: vec![(HeaderName::from_static("x-b"), b)],
+                }
+            })
+    }
+
+    #[test]
+    fn fuzz_access_log_render() {
+        sinew_fuzz::run(
+            "fuzz_access_log_render",
+            1,
+            (
+                sinew_fuzz::token_soup(FORMAT_DICTIONARY, 16)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+                entry(),
+            ),
+            |(format, entry)| {
+                let Ok(parts) = sinew_config::access_log::parse(&format) else {
+                    return Ok(());
+                };
+                let mut text = String::new();
+                render(&Format::Text(parts.clone()), &entry, &mut text);
+                let mut json = String::new();
+                let fields = vec![("k\"ey".to_string(), parts.clone()), ("v".into(), parts)];
+                render(&Format::Json(fields), &entry, &mut json);
+                prop_assert!(json.ends_with('\n') && json.matches('\n').count() == 1);
+                let parsed: Result<serde_json::Value, _> = serde_json::from_str(&json);
+                prop_assert!(parsed.is_ok(), "not JSON: {json}");
+                Ok(())
+            },
+        );
+    }
+}

@@ -545,6 +545,10 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = v.split_at(v.len() - 1);
+    // Digits only (gRPC's TimeoutValue): Rust's integer parser would also take a `+`.
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
     Some(match unit[0] {
         b'H' => Duration::from_secs(n * 3600),
@@ -642,5 +646,55 @@ mod tests {
         assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(t("5x"), None);
         assert_eq!(t("123456789S"), None);
+    }
+
+    /// Fuzzing (docs/fuzzing.md): any header value gives a timeout or none, never a panic
+    /// or an overflow, and exactly the well-formed ones (1 to 8 digits, then a unit) give
+    /// one, of the value they say.
+    #[test]
+    fn fuzz_grpc_timeout() {
+        use sinew_fuzz::proptest::prelude::*;
+        const UNITS: &[u8] = b"HMSmun";
+        let well_formed = |v: &[u8]| {
+            v.len() >= 2
+                && v.len() <= 9
+                && v[..v.len() - 1].iter().all(u8::is_ascii_digit)
+                && UNITS.contains(&v[v.len() - 1])
+        };
+        let alphabet = prop::sample::select(b"0123456789+- .HMSmunxh\t".to_vec());
+        sinew_fuzz::run(
+            "fuzz_grpc_timeout",
+            1,
+            (
+                prop::collection::vec(alphabet, 0..12),
+                0u64..100_000_000,
+                0..UNITS.len(),
+            ),
+            |(raw, n, unit)| {
+                if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                    let got = grpc_timeout(&value);
+                    prop_assert_eq!(got.is_some(), well_formed(&raw), "{:?}", value);
+                }
+                let text = format!("{n}{}", UNITS[unit] as char);
+                let want = match UNITS[unit] {
+                    b'H' => Duration::from_secs(n * 3600),
+                    b'M' => Duration::from_secs(n * 60),
+                    b'S' => Duration::from_secs(n),
+                    b'm' => Duration::from_millis(n),
+                    b'u' => Duration::from_micros(n),
+                    _ => Duration::from_nanos(n),
+                };
+                let value = HeaderValue::from_str(&text).expect("digits and a unit");
+                prop_assert_eq!(grpc_timeout(&value), Some(want));
+                Ok(())
+            },
+        );
+    }
+
+    /// Found by fuzz_grpc_timeout: Rust's integer parser takes a leading `+`, so `+5S`
+    /// is read as five seconds; the gRPC spec's TimeoutValue is digits only.
+    #[test]
+    fn grpc_timeout_regression_a_sign_is_not_a_digit() {
+        assert_eq!(grpc_timeout(&HeaderValue::from_static("+5S")), None);
     }
 }

@@ -97,8 +97,11 @@ const LINE_KEEP: usize = 96;
 
 #[derive(Debug)]
 enum State {
-    /// Nothing read yet: HTTP/2's preface makes the scanner stand down.
-    Start,
+    /// Nothing read yet but the first `matched` bytes of `PRI`: HTTP/2's preface makes
+    /// the scanner stand down.
+    Start {
+        matched: usize,
+    },
     Head,
     Body(u64),
     ChunkSize {
@@ -132,7 +135,7 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(check: Arc<HeadCheck>) -> Self {
         Self {
-            state: State::Start,
+            state: State::Start { matched: 0 },
             heads: 0,
             prev: 0,
             line: [0; LINE_KEEP],
@@ -154,12 +157,31 @@ impl Scanner {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Off => return,
-                State::Start => {
-                    if bytes.starts_with(b"PRI") || (bytes.len() < 3 && b"PRI".starts_with(bytes)) {
-                        self.state = State::Off;
-                        return;
+                State::Start { matched } => {
+                    // Byte by byte: TCP may cut the preface, or `POST` or `PUT`, anywhere,
+                    // and a `P` alone must not switch the guard off.
+                    const PREFACE: &[u8] = b"PRI";
+                    let m = *matched;
+                    if bytes[0] == PREFACE[m] {
+                        bytes = &bytes[1..];
+                        if m + 1 == PREFACE.len() {
+                            self.check.head_ended();
+                            self.state = State::Off;
+                            return;
+                        }
+                        if m == 0 {
+                            self.head_open = true;
+                            self.check.head_started();
+                        }
+                        self.state = State::Start { matched: m + 1 };
+                    } else {
+                        self.state = State::Head;
+                        // The bytes held back begin the request line (none is a line feed).
+                        if m > 0 {
+                            self.keep(&PREFACE[..m]);
+                            self.prev = PREFACE[m - 1];
+                        }
                     }
-                    self.state = State::Head;
                 }
                 State::Body(remaining) => {
                     let n = (*remaining).min(bytes.len() as u64);
