@@ -365,6 +365,7 @@ async fn mirrored_copies_count_in_the_shadow_clusters_request_metrics() {
     assert_eq!(shadow.requests(), 5);
     let main_2xx = [("cluster", "svc"), ("code_class", "2xx")];
     assert_eq!(value(&m, "sinew_cluster_upstream_rq_total", &main_2xx), 5.0);
+}
 
 /// `/stats/prometheus` (Envoy's path for the same exposition) over a real socket: the
 /// Prometheus text format, every sample under a family declared with `# HELP` and
