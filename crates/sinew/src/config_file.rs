@@ -44,7 +44,9 @@ pub fn kind_of(text: &str) -> Kind {
     kind
 }
 
-/// A config file, read and checked.
+/// A config file, read and checked. One exists at a time (start-up, a reload), so its
+/// size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigFile {
     Sinew(LoadedConfig),
     Envoy(Box<EnvoyBootstrap>),
