@@ -135,9 +135,9 @@ async fn front_proxy_example_splits_retries_and_reloads() {
     assert!(t.count("service1") > 0 && t.count("service2") == 0, "{t:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_ratelimit_example_limits_per_route_in_place_of_the_filter_chain() {
-    let service1 = Upstream::start("service1").await;
+/// The local rate limit example on free ports, sending to `service1`; returns its text
+/// and its listener's address.
+fn local_ratelimit_example(service1: &Upstream) -> (String, SocketAddr) {
     let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut text = example("local-ratelimit.yaml");
@@ -148,6 +148,13 @@ async fn local_ratelimit_example_limits_per_route_in_place_of_the_filter_chain()
     ] {
         text = port_value(&text, from, to);
     }
+    (text, listener)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_ratelimit_example_limits_per_route_in_place_of_the_filter_chain() {
+    let service1 = Upstream::start("service1").await;
+    let (text, listener) = local_ratelimit_example(&service1);
     let file = scratch("local-ratelimit.yaml");
     std::fs::write(&file, &text).unwrap();
     let _proxy = start(&file);
@@ -175,16 +182,7 @@ async fn local_ratelimit_example_limits_per_route_in_place_of_the_filter_chain()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_route_local_ratelimit_configs_limit_nothing_without_the_filter() {
     let service1 = Upstream::start("service1").await;
-    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut text = example("local-ratelimit.yaml");
-    for (from, to) in [
-        (18200, listener.port()),
-        (19911, admin.port()),
-        (19001, service1.addr.port()),
-    ] {
-        text = port_value(&text, from, to);
-    }
+    let (mut text, listener) = local_ratelimit_example(&service1);
     // Envoy applies typed_per_filter_config only through the filter it configures: with
     // the router alone in the chain, /api's bucket of 2 limits nothing.
     let filter_start = text
