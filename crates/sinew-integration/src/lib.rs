@@ -454,6 +454,27 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// The lines of a file written by the proxy (an access log), empty while it is missing.
+pub fn read_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (up to 5 s) for `path` to hold at least `n` lines, and returns them.
+pub async fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let found = eventually(Duration::from_secs(5), || read_lines(path).len() >= n).await;
+    let lines = read_lines(path);
+    assert!(
+        found,
+        "expected {n} lines in {}, got {lines:?}",
+        path.display()
+    );
+    lines
+}
+
 /// Polls `check` every 20 ms until it holds or `deadline` passes.
 pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let until = tokio::time::Instant::now() + deadline;

@@ -13,30 +13,10 @@ use bytes::Bytes;
 use http::Method;
 use sinew_integration::tls_kit::TempDir;
 use sinew_integration::{
-    closed_port_addr, eventually, free_port, sinew_binary, ChildGuard, OneRoute, TestClient,
-    TestProxy, Upstream,
+    closed_port_addr, eventually, free_port, read_lines, sinew_binary, wait_for_lines, ChildGuard,
+    OneRoute, TestClient, TestProxy, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits (up to 5 s) for `path` to hold at least `n` lines, and returns them.
-async fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
-    let found = eventually(Duration::from_secs(5), || read_lines(path).len() >= n).await;
-    let lines = read_lines(path);
-    assert!(
-        found,
-        "expected {n} lines in {}, got {lines:?}",
-        path.display()
-    );
-    lines
-}
 
 /// `access_log` YAML for the `http` block of [`OneRoute`] (6 spaces in).
 fn http_log(path: &Path, rest: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sinew_integration::admin_kit::{self, sample};
 use sinew_integration::raw::{read_response, read_to_close};
 use sinew_integration::tls_kit::TempDir;
-use sinew_integration::{eventually, OneRoute, TestClient, Upstream};
+use sinew_integration::{eventually, wait_for_lines, OneRoute, TestClient, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -58,18 +58,6 @@ fn log_yaml(path: &Path) -> String {
         "      access_log:\n        - path: {}\n          format: \"%RESPONSE_CODE% %RESPONSE_FLAGS%\\n\"\n",
         path.display()
     )
-}
-
-async fn log_lines(path: &Path, n: usize) -> Vec<String> {
-    let read = || {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    eventually(Duration::from_secs(5), || read().len() >= n).await;
-    read()
 }
 
 /// Reads a chunked response whole: its head, and how many body bytes came.
@@ -149,7 +137,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream() {
         freed,
         "the stalled stream still holds its upstream connection"
     );
-    let lines = log_lines(&log, 1).await;
+    let lines = wait_for_lines(&log, 1).await;
     assert_eq!(lines, ["200 SI"]);
     let m = admin_kit::metrics(admin.address).await;
     let timeouts = sample(
@@ -193,7 +181,7 @@ async fn an_upstream_that_stalls_mid_body_gets_the_stream_reset() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(log_lines(&log, 1).await, ["200 SI"]);
+    assert_eq!(wait_for_lines(&log, 1).await, ["200 SI"]);
 }
 
 #[tokio::test]
@@ -224,5 +212,5 @@ async fn a_route_idle_timeout_answers_408_when_no_head_comes() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(log_lines(&log, 1).await, ["408 SI"]);
+    assert_eq!(wait_for_lines(&log, 1).await, ["408 SI"]);
 }

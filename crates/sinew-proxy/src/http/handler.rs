@@ -208,6 +208,11 @@ fn routing_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'s
         return Err("more than one Host header");
     }
     let http11 = req.version() == Version::HTTP_11;
+    let target_value = |target: &http::uri::Authority| {
+        HeaderValue::from_str(target.as_str())
+            .map(Some)
+            .map_err(|_| "invalid request-target authority")
+    };
     match (req.uri().authority(), host) {
         (Some(target), Some(host))
             if !target
@@ -219,15 +224,11 @@ fn routing_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'s
                 return Err("Host differs from :authority");
             }
             // HTTP/1 absolute form (normally already adopted by `adopt_target_authority`).
-            HeaderValue::from_str(target.as_str())
-                .map(Some)
-                .map_err(|_| "invalid request-target authority")
+            target_value(target)
         }
         (_, Some(host)) => Ok(Some(host.clone())),
         (_, None) if http11 => Ok(None),
-        (Some(target), None) => HeaderValue::from_str(target.as_str())
-            .map(Some)
-            .map_err(|_| "invalid request-target authority"),
+        (Some(target), None) => target_value(target),
         (None, None) => Ok(Some(HeaderValue::from_static(""))),
     }
 }
