@@ -7,12 +7,12 @@
 //! [`Proxy::drain`] stops it gracefully: listeners close, connections finish what they
 //! have in flight, and whatever is left at the deadline is cut (see [`drain`]).
 //!
-//! Concurrency: the `sinew` binary (`run` in `crates/sinew/src/main.rs`) runs all of this
-//! on one tokio runtime with `--workers` threads, one per core by default: a
-//! multi-thread runtime, or a current-thread runtime when there is a single worker. Each
-//! listener has one socket and one accept loop; its connections are tasks that every
-//! worker thread may run, and they share each endpoint's connection pool. Per-core
-//! runtimes with `SO_REUSEPORT` listeners are not built yet.
+//! Concurrency: per-core workers ([`Workers`], from `sinew-runtime`). The `sinew` binary
+//! (`crates/sinew/src/main.rs`) starts `--workers` of them, one per core by default, each a
+//! thread with a current-thread runtime; every listener accepts on each worker through a
+//! socket of its own (`SO_REUSEPORT`), so a connection and everything it spawns stay on
+//! one worker, and upstream pools are kept per worker. The thread that called
+//! [`Proxy::start_on`] keeps the rest: reloads, the admin API, xDS, health checks.
 
 pub mod access_log;
 pub mod admin;
@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
+pub use sinew_runtime::Workers;
 use tokio::sync::Mutex;
 
 use crate::drain::Drain;
@@ -63,6 +64,8 @@ pub struct Proxy {
     health_check_failed: AtomicBool,
     /// The running config's file name and text, for `/config_dump`.
     running_source: ArcSwap<(String, Arc<str>)>,
+    /// The runtimes that serve traffic: each listener accepts on every one of them.
+    workers: Arc<Workers>,
 }
 
 /// Compiles a config without running it.
@@ -86,8 +89,17 @@ pub fn load_file(path: &std::path::Path) -> Result<LoadedConfig, Diagnostics> {
 }
 
 impl Proxy {
-    /// Compiles `loaded`, binds its listeners and starts serving. Must run inside tokio.
+    /// Compiles `loaded`, binds its listeners and starts serving on the current runtime
+    /// (one worker). Must run inside tokio.
     pub async fn start(loaded: &LoadedConfig) -> Result<Arc<Proxy>, Diagnostics> {
+        Self::start_on(loaded, Workers::current()).await
+    }
+
+    /// As [`Proxy::start`], serving on `workers`: each listener accepts on every worker.
+    pub async fn start_on(
+        loaded: &LoadedConfig,
+        workers: Arc<Workers>,
+    ) -> Result<Arc<Proxy>, Diagnostics> {
         let proxy = Arc::new_cyclic(|weak| Proxy {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 version: 0,
@@ -104,6 +116,7 @@ impl Proxy {
             live_slots: ArcSwap::from_pointee(Vec::new()),
             health_check_failed: AtomicBool::new(false),
             running_source: ArcSwap::from_pointee((String::new(), Arc::from(""))),
+            workers,
         });
         proxy.reload(loaded.clone()).await?;
         Ok(proxy)
@@ -160,7 +173,7 @@ impl Proxy {
                 .iter()
                 .any(|s| s.name == l.name && s.address_text == l.address_text);
             if !kept {
-                match listener::bind(l.address) {
+                match listener::bind(l.address, self.workers.len()) {
                     Ok(socket) => fresh.push((socket, l.clone())),
                     Err(e) => errors.push(ConfigError::new(
                         format!("listeners[{i}].address"),
@@ -187,7 +200,7 @@ impl Proxy {
                 .find(|l| l.name == slot.name && l.address_text == slot.address_text)
             {
                 Some(l) => {
-                    slot.config.store(l.clone());
+                    slot.update(l);
                     true
                 }
                 None => {
@@ -197,7 +210,7 @@ impl Proxy {
             }
         });
         for (socket, config) in fresh {
-            match ListenerSlot::start(socket, config, self.drain.clone()) {
+            match ListenerSlot::start(socket, config, self.drain.clone(), &self.workers) {
                 Ok(slot) => slots.push(slot),
                 Err(e) => tracing::error!(error = %e, "cannot start listener"),
             }

@@ -8,6 +8,12 @@
 //! Every connection (and every upgraded tunnel born from one) holds a
 //! [`ConnectionGuard`], which counts it against `max_connections` and in the proxy's
 //! drain count until it closes.
+//!
+//! With several workers (see `sinew-runtime`), a listener is one `SO_REUSEPORT` socket
+//! per worker, each with its own accept loop on its worker's runtime: the kernel spreads
+//! new connections across them, and each connection stays on the worker that accepted
+//! it. Each worker also reads its own copy of the listener's config, so taking it for a
+//! request bumps a reference count that no other core touches.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sinew_runtime::Workers;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,7 +34,9 @@ pub struct ListenerSlot {
     pub name: Arc<str>,
     pub address_text: String,
     pub bound: SocketAddr,
-    pub config: ArcSwap<ListenerConfig>,
+    /// The config, one copy per worker (see the module's doc); [`ListenerSlot::config`]
+    /// picks the calling worker's.
+    configs: Box<[ArcSwap<ListenerConfig>]>,
     active_connections: AtomicUsize,
     /// Connections closed at accept because `max_connections` was reached.
     rejected_connections: AtomicU64,
@@ -45,14 +54,30 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Binds a listening socket (SO_REUSEADDR; IPv6 sockets are IPv6-only).
-pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Binds a listener's sockets: one per worker, all on the same address (the first one's
+/// port when the config says port 0). SO_REUSEADDR; IPv6 sockets are IPv6-only; with more
+/// than one worker, SO_REUSEPORT, so that each worker accepts on its own socket.
+pub fn bind(address: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(address, workers > 1)?;
+    let address = first.local_addr()?;
+    let mut sockets = Vec::with_capacity(workers);
+    sockets.push(first);
+    for _ in 1..workers {
+        sockets.push(bind_one(address, true)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_one(address: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -63,28 +88,54 @@ pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 impl ListenerSlot {
-    /// Starts accepting on `socket` with `config`.
+    /// Starts accepting on `sockets` with `config`: socket `i` on worker `i`.
     pub(crate) fn start(
-        socket: std::net::TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         config: Arc<ListenerConfig>,
         drain: Arc<Drain>,
+        workers: &Workers,
     ) -> io::Result<Arc<Self>> {
-        let bound = socket.local_addr()?;
-        let listener = TcpListener::from_std(socket)?;
+        let bound = sockets
+            .first()
+            .ok_or_else(|| io::Error::other("a listener needs a socket"))?
+            .local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let slot = Arc::new(ListenerSlot {
             name: config.name.clone(),
             address_text: config.address_text.clone(),
             bound,
-            config: ArcSwap::new(config),
+            configs: per_worker(&config, sockets.len()),
             active_connections: AtomicUsize::new(0),
             rejected_connections: AtomicU64::new(0),
             stop,
             drain,
         });
-        tracing::info!(listener = %slot.name, address = %bound, "listening");
-        tokio::spawn(accept_loop(slot.clone(), listener, stopped));
+        for (worker, (socket, handle)) in sockets.into_iter().zip(workers.handles()).enumerate() {
+            // Registered with the worker's own I/O driver, which only its thread polls.
+            let listener = {
+                let _entered = handle.enter();
+                TcpListener::from_std(socket)?
+            };
+            handle.spawn(accept_loop(slot.clone(), worker, listener, stopped.clone()));
+        }
+        tracing::info!(listener = %slot.name, address = %bound, workers = workers.len(), "listening");
         Ok(slot)
+    }
+
+    /// The listener's config as the calling worker sees it.
+    pub fn config(&self) -> Arc<ListenerConfig> {
+        self.configs[sinew_runtime::index() % self.configs.len()].load_full()
+    }
+
+    /// Replaces the config on every worker; connections read it per request.
+    pub(crate) fn update(&self, config: &Arc<ListenerConfig>) {
+        for (cell, copy) in self
+            .configs
+            .iter()
+            .zip(per_worker(config, self.configs.len()))
+        {
+            cell.store(copy.into_inner());
+        }
     }
 
     /// Stops accepting; connections already accepted carry on.
@@ -118,8 +169,23 @@ impl ListenerSlot {
     }
 }
 
+/// A copy of `config` per worker (the first is `config` itself): its fields are shared,
+/// only the reference count each worker bumps per request is its own.
+fn per_worker(config: &Arc<ListenerConfig>, workers: usize) -> Box<[ArcSwap<ListenerConfig>]> {
+    (0..workers)
+        .map(|i| {
+            ArcSwap::new(if i == 0 {
+                config.clone()
+            } else {
+                Arc::new(ListenerConfig::clone(config))
+            })
+        })
+        .collect()
+}
+
 async fn accept_loop(
     slot: Arc<ListenerSlot>,
+    worker: usize,
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -137,7 +203,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let config = slot.config.load_full();
+        let config = slot.configs[worker].load_full();
         if let Some(rate) = &config.connection_rate_limit {
             if !rate.admit() {
                 tracing::debug!(listener = %slot.name, %peer, "connection rate limit reached; closing");

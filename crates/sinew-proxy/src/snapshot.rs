@@ -31,7 +31,8 @@ pub struct Snapshot {
     pub metrics_enabled: bool,
 }
 
-/// One listener's compiled config.
+/// One listener's compiled config. Cloning copies handles, not what they point to.
+#[derive(Clone)]
 pub struct ListenerConfig {
     pub name: Arc<str>,
     /// As written in the config; a listener keeps its socket across reloads while this
@@ -48,6 +49,7 @@ pub struct ListenerConfig {
     pub metrics: Option<Arc<ListenerMetrics>>,
 }
 
+#[derive(Clone)]
 pub enum ListenerKind {
     Http(Arc<HttpManager>),
     Tcp(Arc<TcpProxy>),

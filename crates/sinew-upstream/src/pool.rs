@@ -6,8 +6,12 @@
 //! stream cap and the peer's SETTINGS_MAX_CONCURRENT_STREAMS, and a new connection is
 //! opened when every one is full.
 //!
-//! The pool takes a short mutex per checkout. It guards only this endpoint's idle list,
-//! never config, and is held for a push or a pop.
+//! Pools are per worker (see `sinew-runtime`): a request takes a connection that its own
+//! worker opened, whose connection task runs on its own thread, so no request hands work
+//! to another core. The pool takes a short mutex per checkout, which only its own worker
+//! ever takes (so it is never contended); it guards this endpoint's idle list on that
+//! worker, never config, and is held for a push or a pop. Circuit breakers and the
+//! least-request count stay per endpoint and cluster, across workers, as Envoy's do.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -83,6 +87,14 @@ pub struct EndpointState {
     pub active_requests: AtomicU64,
     /// Active-check and outlier state (see `health.rs`).
     pub health: EndpointHealth,
+    /// One pool per worker, indexed by `sinew_runtime::index()`.
+    pools: Box<[WorkerPool]>,
+}
+
+/// One worker's connections to one endpoint. Aligned to a cache line so that two workers'
+/// pools never share one.
+#[repr(align(64))]
+struct WorkerPool {
     idle_http1: Mutex<Vec<IdleHttp1>>,
     /// Woken when an HTTP/1.1 connection comes back to the pool, for requests waiting at
     /// the cluster's connection limit.
@@ -94,6 +106,17 @@ pub struct EndpointState {
     http2_connecting: tokio::sync::Mutex<Option<Instant>>,
 }
 
+impl WorkerPool {
+    fn new() -> Self {
+        Self {
+            idle_http1: Mutex::new(Vec::new()),
+            http1_returned: tokio::sync::Notify::new(),
+            http2: Mutex::new(Vec::new()),
+            http2_connecting: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
 impl EndpointState {
     pub fn new(address: SocketAddr, settings: Arc<ConnectSettings>) -> Self {
         Self {
@@ -101,11 +124,15 @@ impl EndpointState {
             settings,
             active_requests: AtomicU64::new(0),
             health: EndpointHealth::default(),
-            idle_http1: Mutex::new(Vec::new()),
-            http1_returned: tokio::sync::Notify::new(),
-            http2: Mutex::new(Vec::new()),
-            http2_connecting: tokio::sync::Mutex::new(None),
+            pools: (0..sinew_runtime::count())
+                .map(|_| WorkerPool::new())
+                .collect(),
         }
+    }
+
+    /// The calling worker's pool.
+    fn pool(&self) -> &WorkerPool {
+        &self.pools[sinew_runtime::index() % self.pools.len()]
     }
 
     pub fn settings(&self) -> &Arc<ConnectSettings> {
@@ -159,7 +186,11 @@ impl EndpointState {
 
     fn check_out_http1(&self) -> Option<http1::SendRequest<RequestBody>> {
         let timeout = self.settings.pool.idle_timeout;
-        let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self
+            .pool()
+            .idle_http1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // Closed and expired connections are dropped; one that is open but not ready yet
         // is taken all the same (see `send_http1`).
         while let Some(conn) = idle.pop() {
@@ -175,14 +206,18 @@ impl EndpointState {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self
+            .pool()
+            .idle_http1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.settings.pool.max_idle_per_endpoint {
             idle.push(IdleHttp1 {
                 sender,
                 since: Instant::now(),
             });
             drop(idle);
-            self.http1_returned.notify_one();
+            self.pool().http1_returned.notify_one();
         }
     }
 
@@ -210,7 +245,7 @@ impl EndpointState {
                 (tokio::time::Instant::now() + Duration::from_millis(5)).min(deadline),
             );
             tokio::select! {
-                _ = self.http1_returned.notified() => {}
+                _ = self.pool().http1_returned.notified() => {}
                 _ = recheck => {}
             }
         }
@@ -266,7 +301,7 @@ impl EndpointState {
     ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), SendError> {
         let _pending = breakers.try_pending().ok_or(SendError::Overflow)?;
         let waiting_since = Instant::now();
-        let mut last_failure = self.http2_connecting.lock().await;
+        let mut last_failure = self.pool().http2_connecting.lock().await;
         if let Some(found) = self.check_out_http2() {
             return Ok(found);
         }
@@ -284,7 +319,7 @@ impl EndpointState {
     }
 
     fn least_loaded_http2(&self) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
-        let conns = self.http2.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = self.pool().http2.lock().unwrap_or_else(|e| e.into_inner());
         let conn = conns
             .iter()
             .filter(|c| !c.sender.is_closed())
@@ -295,7 +330,7 @@ impl EndpointState {
 
     fn check_out_http2(&self) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
         let cap = self.settings.pool.http2_max_concurrent_streams;
-        let mut conns = self.http2.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = self.pool().http2.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.sender.is_closed());
         for conn in conns.iter() {
             let limit = cap.min(conn.peer.max_concurrent_streams.load(Ordering::Relaxed));
@@ -347,7 +382,8 @@ impl EndpointState {
             .map_err(|_| ConnectError::Timeout)?;
         let streams = Arc::new(AtomicU32::new(1));
         let permit = StreamPermit(streams.clone());
-        self.http2
+        self.pool()
+            .http2
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(SharedHttp2 {
@@ -361,13 +397,15 @@ impl EndpointState {
     /// Closes idle HTTP/1.1 connections past the idle timeout and forgets dead HTTP/2 ones.
     pub fn prune(&self) {
         let timeout = self.settings.pool.idle_timeout;
-        self.idle_http1
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
-        self.http2
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| !c.sender.is_closed());
+        for pool in &self.pools {
+            pool.idle_http1
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+            pool.http2
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|c| !c.sender.is_closed());
+        }
     }
 }

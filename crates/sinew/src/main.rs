@@ -29,7 +29,9 @@ struct Cli {
     /// Print the quickstart's embedded config and exit.
     #[arg(long)]
     print_config: bool,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core). The proxy runs one current-thread runtime
+    /// per worker, each accepting on its own SO_REUSEPORT socket; the control plane runs a
+    /// multi-thread runtime of this many threads.
     #[arg(long, global = true)]
     workers: Option<usize>,
     /// The quickstart's drain: how long SIGTERM or Ctrl-C lets connections finish before
@@ -180,11 +182,13 @@ fn main() -> ExitCode {
                      (--xds http://HOST:PORT), or both",
                 );
             }
-            run(cli.workers, async move {
-                proxy(config.as_deref(), xds, drain_timeout, log).await
+            run_proxy(cli.workers, move |workers| async move {
+                proxy(config.as_deref(), xds, drain_timeout, log, workers).await
             })
         }
-        None => run(cli.workers, quickstart(cli.drain_timeout, log)),
+        None => run_proxy(cli.workers, move |workers| {
+            quickstart(cli.drain_timeout, log, workers)
+        }),
     }
 }
 
@@ -200,14 +204,8 @@ fn usage_error(subcommand: Option<&str>, kind: clap::error::ErrorKind, message: 
     }
 }
 
-/// Builds the runtime: one worker per core unless `--workers` says otherwise.
-///
-/// With one worker, a current-thread runtime: measured side by side with nginx and HAProxy
-/// (HTTP/1.1 keep-alive, 64-byte bodies; that script has since become bench/run), it
-/// spent 7-19% less CPU per request than a one-worker multi-thread runtime in three paired
-/// runs, since nothing is stolen or handed between threads. With more workers, tokio's multi-thread runtime; per-core
-/// current-thread runtimes with SO_REUSEPORT listeners (Envoy's shape) are the next
-/// thing to measure.
+/// Builds the control plane's runtime: tokio's multi-thread runtime with one thread per
+/// core unless `--workers` says otherwise, or a current-thread runtime for one.
 fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     let workers = workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -222,6 +220,36 @@ fn run(workers: Option<usize>, main: impl std::future::Future<Output = ExitCode>
     match builder.enable_all().build() {
         Ok(rt) => {
             let code = rt.block_on(main);
+            // The drain is done (or was cut short on purpose): exit without waiting for
+            // background tasks such as a DNS lookup on the blocking pool.
+            rt.shutdown_background();
+            code
+        }
+        Err(e) => {
+            eprintln!("sinew: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the data plane: `--workers` per-core workers (one per core by default, see
+/// `sinew-runtime` for why this shape), and a current-thread runtime on this thread for
+/// what is not traffic: startup, reloads, the admin API, xDS, health checks, signals.
+fn run_proxy<F, Fut>(workers: Option<usize>, main: F) -> ExitCode
+where
+    F: FnOnce(Arc<sinew_proxy::Workers>) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let workers = workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| Ok((rt, sinew_proxy::Workers::spawn(workers)?)));
+    match started {
+        Ok((rt, workers)) => {
+            let code = rt.block_on(main(workers));
             // The drain is done (or was cut short on purpose): exit without waiting for
             // background tasks such as a DNS lookup on the blocking pool.
             rt.shutdown_background();
@@ -279,6 +307,7 @@ async fn proxy(
     xds: XdsArgs,
     drain_timeout: Option<Duration>,
     log: Arc<dyn sinew_proxy::admin::LogControl>,
+    workers: Arc<sinew_proxy::Workers>,
 ) -> ExitCode {
     let file = match path {
         Some(path) => match config_file::load(path) {
@@ -293,7 +322,7 @@ async fn proxy(
         ),
     };
     let loaded = file.loaded();
-    let proxy = match sinew_proxy::Proxy::start(loaded).await {
+    let proxy = match sinew_proxy::Proxy::start_on(loaded, workers).await {
         Ok(p) => p,
         Err(d) => {
             eprintln!("{d}");
@@ -357,6 +386,7 @@ async fn control(path: PathBuf) -> ExitCode {
 async fn quickstart(
     drain_timeout: Option<Duration>,
     log: Arc<dyn sinew_proxy::admin::LogControl>,
+    workers: Arc<sinew_proxy::Workers>,
 ) -> ExitCode {
     for (name, address) in [("blue", "127.0.0.1:18081"), ("green", "127.0.0.1:18082")] {
         if let Err(e) = demo::serve(name, address.parse().expect("literal address")).await {
@@ -371,7 +401,7 @@ async fn quickstart(
             return ExitCode::FAILURE;
         }
     };
-    let proxy = match sinew_proxy::Proxy::start(&loaded).await {
+    let proxy = match sinew_proxy::Proxy::start_on(&loaded, workers).await {
         Ok(p) => p,
         Err(d) => {
             eprintln!("{d}");

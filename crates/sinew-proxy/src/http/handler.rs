@@ -29,7 +29,7 @@ pub(crate) async fn handle(
 ) -> (Response<ResponseBody>, Duration) {
     // The listener's config as of this request: a reload mid-connection applies to the
     // next request, and this one keeps what it started with.
-    let config = conn.slot.config.load_full();
+    let config = conn.slot.config();
     adopt_target_authority(&mut req);
     let ListenerKind::Http(manager) = &config.kind else {
         let reply = local_reply::error(

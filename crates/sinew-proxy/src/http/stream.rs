@@ -137,7 +137,7 @@ pub(crate) fn idle_before_head(conn: &ConnContext, grpc: bool) -> Response<Respo
 }
 
 fn count_idle_timeout(conn: &ConnContext) {
-    if let Some(m) = &conn.slot.config.load().metrics {
+    if let Some(m) = &conn.slot.config().metrics {
         m.stream_idle_timeouts.inc();
     }
 }

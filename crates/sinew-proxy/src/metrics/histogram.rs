@@ -1,12 +1,16 @@
-//! A latency histogram whose `observe` is three relaxed atomic adds.
+//! A latency histogram whose `observe` is three relaxed atomic adds on the calling
+//! worker's own buckets.
 //!
 //! prometheus-client's own `Histogram` keeps its buckets behind a lock, which the request
-//! path must not take; this one keeps fixed buckets of atomics and encodes through the
-//! crate's `EncodeMetric`, so it sits in a `Family` like any other metric.
+//! path must not take; this one keeps fixed buckets of atomics, one set per worker (see
+//! `shard.rs`), and encodes their sums through the crate's `EncodeMetric`, so it sits in
+//! a `Family` like any other metric.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use super::shard::{mine, slots, Slot};
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -31,24 +35,47 @@ struct Inner {
 }
 
 /// Cheap to clone: clones share the buckets.
-#[derive(Debug, Clone, Default)]
-pub struct LatencyHistogram(Arc<Inner>);
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(Arc<[Slot<Inner>]>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self(slots())
+    }
+}
 
 impl LatencyHistogram {
     pub fn observe(&self, took: Duration) {
         let micros = took.as_micros().min(u64::MAX as u128) as u64;
         let i = BOUNDS_MICROS.partition_point(|&b| b < micros);
-        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.0.count.fetch_add(1, Ordering::Relaxed);
+        let mine = mine(&self.0);
+        mine.buckets[i].fetch_add(1, Ordering::Relaxed);
+        mine.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        mine.count.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
+        self.0
+            .iter()
+            .map(|s| s.0.count.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn sum_seconds(&self) -> f64 {
-        self.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        let micros: u64 = self
+            .0
+            .iter()
+            .map(|s| s.0.sum_micros.load(Ordering::Relaxed))
+            .sum();
+        micros as f64 / 1e6
+    }
+
+    /// Observations in bucket `i`, over every worker.
+    fn bucket(&self, i: usize) -> u64 {
+        self.0
+            .iter()
+            .map(|s| s.0.buckets[i].load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -61,7 +88,7 @@ impl EncodeMetric for LatencyHistogram {
         let mut buckets = [(0.0, 0u64); 17];
         for (i, slot) in buckets.iter_mut().enumerate() {
             let bound = BOUNDS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY);
-            *slot = (bound, self.0.buckets[i].load(Ordering::Relaxed));
+            *slot = (bound, self.bucket(i));
         }
         // Count as the sum of the buckets read, so a scrape racing an observation stays
         // consistent (the +Inf bucket must equal _count).
@@ -84,11 +111,7 @@ mod tests {
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(30));
         h.observe(Duration::from_secs(100));
-        let counts: Vec<u64> =
-            h.0.buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect();
+        let counts: Vec<u64> = (0..17).map(|i| h.bucket(i)).collect();
         assert_eq!(counts[0], 1, "0.5 ms is within le=0.0005");
         assert_eq!(counts[6], 1, "30 ms is within le=0.05");
         assert_eq!(counts[16], 1, "100 s only within +Inf");

@@ -18,6 +18,7 @@
 
 mod histogram;
 pub mod scrape;
+mod shard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use sinew_router::RouteTable;
 use sinew_upstream::Cluster;
 
 pub use histogram::{LatencyHistogram, BOUNDS_SECONDS};
+pub use shard::ShardedCounter;
 
 /// A metric's labels, in a fixed order per family.
 pub type Labels = Vec<(&'static str, String)>;
@@ -46,18 +48,18 @@ fn class_index(status: StatusCode) -> usize {
 /// Every metric family the proxy keeps, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
-    listener_cx: Family<Labels, Counter>,
+    listener_cx: Family<Labels, ShardedCounter>,
     listener_cx_active: Family<Labels, Gauge>,
-    listener_cx_destroy: Family<Labels, Counter>,
-    listener_ssl_handshake: Family<Labels, Counter>,
-    listener_ssl_error: Family<Labels, Counter>,
-    listener_rq_idle_timeout: Family<Labels, Counter>,
-    route_rq: Family<Labels, Counter>,
-    cluster_rq: Family<Labels, Counter>,
+    listener_cx_destroy: Family<Labels, ShardedCounter>,
+    listener_ssl_handshake: Family<Labels, ShardedCounter>,
+    listener_ssl_error: Family<Labels, ShardedCounter>,
+    listener_rq_idle_timeout: Family<Labels, ShardedCounter>,
+    route_rq: Family<Labels, ShardedCounter>,
+    cluster_rq: Family<Labels, ShardedCounter>,
     cluster_rq_time: Family<Labels, LatencyHistogram>,
-    cluster_cx_connect_fail: Family<Labels, Counter>,
-    cluster_rq_retry: Family<Labels, Counter>,
-    cluster_rq_timeout: Family<Labels, Counter>,
+    cluster_cx_connect_fail: Family<Labels, ShardedCounter>,
+    cluster_rq_retry: Family<Labels, ShardedCounter>,
+    cluster_rq_timeout: Family<Labels, ShardedCounter>,
     xds_updates: Family<Labels, Counter>,
     xds_apply_time: Family<Labels, LatencyHistogram>,
     xds_streams_connected: Gauge,
@@ -348,12 +350,12 @@ fn openmetrics_to_prometheus_text(om: &str) -> String {
 /// A listener's counters; the connection path holds them through its config.
 #[derive(Debug)]
 pub struct ListenerMetrics {
-    pub accepted: Counter,
+    pub accepted: ShardedCounter,
     pub active: Gauge,
-    pub closed: Counter,
-    pub tls_handshakes: Counter,
-    pub tls_errors: Counter,
-    pub stream_idle_timeouts: Counter,
+    pub closed: ShardedCounter,
+    pub tls_handshakes: ShardedCounter,
+    pub tls_errors: ShardedCounter,
+    pub stream_idle_timeouts: ShardedCounter,
 }
 
 impl ListenerMetrics {
@@ -379,7 +381,7 @@ impl Drop for ConnectionCount {
 /// A route's responses by status class.
 #[derive(Debug)]
 pub struct RouteMetrics {
-    responses: [Counter; 5],
+    responses: [ShardedCounter; 5],
 }
 
 impl RouteMetrics {
@@ -392,11 +394,11 @@ impl RouteMetrics {
 /// A cluster's per-request counters.
 #[derive(Debug)]
 pub struct ClusterMetrics {
-    responses: [Counter; 5],
+    responses: [ShardedCounter; 5],
     time: LatencyHistogram,
-    pub connect_failures: Counter,
-    pub retries: Counter,
-    pub timeouts: Counter,
+    pub connect_failures: ShardedCounter,
+    pub retries: ShardedCounter,
+    pub timeouts: ShardedCounter,
 }
 
 impl ClusterMetrics {

@@ -248,8 +248,7 @@ impl Collector for ScrapeTime {
                 .values
                 .push((labels.clone(), slot.rejected_connections() as f64));
             let refused = slot
-                .config
-                .load()
+                .config()
                 .connection_rate_limit
                 .as_ref()
                 .map_or(0, |r| r.refused());
