@@ -1,0 +1,283 @@
+//! Response heads (client side): what an upstream answered, how its body is framed
+//! (RFC 9112 §6.3, which needs the request's method) and whether the upstream connection
+//! can be used again. A malformed response is a [`HeadError`] the proxy answers 502.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use super::facts::Facts;
+use super::scan::{self, FieldSpans, Fields, Resume};
+use super::{BodyFraming, HeadError, HeadLimits};
+
+/// A parsed response head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The reason phrase as sent (may be empty); a proxy may pass it on.
+    pub reason: Bytes,
+    pub headers: HeaderMap,
+    /// `None` for 1xx, 204, 304, any response to HEAD, and 2xx to CONNECT.
+    pub framing: BodyFraming,
+    /// The upstream connection may carry another request after this body: HTTP/1.1
+    /// unless `Connection: close`, HTTP/1.0 only with `keep-alive`, and never after a
+    /// close-delimited body or a switch of protocol.
+    pub keep_alive: bool,
+    /// The connection stops being HTTP/1 after this head: 101, or 2xx to CONNECT.
+    pub upgraded: bool,
+}
+
+impl ResponseHead {
+    /// A 1xx other than 101: the final response is still to come.
+    pub fn is_interim(&self) -> bool {
+        self.status.is_informational() && self.status != StatusCode::SWITCHING_PROTOCOLS
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StatusLine {
+    version: Version,
+    status: StatusCode,
+    reason: (usize, usize),
+}
+
+enum Scan {
+    Complete(StatusLine, usize),
+    Partial {
+        line_start: usize,
+        past_start_line: bool,
+    },
+}
+
+/// Reads response heads off an upstream connection's read buffer; the counterpart of
+/// [`super::RequestParser`], with the same contract between calls.
+#[derive(Debug, Clone)]
+pub struct ResponseParser {
+    limits: HeadLimits,
+    resume: Resume,
+}
+
+impl ResponseParser {
+    pub fn new(limits: HeadLimits) -> Self {
+        ResponseParser {
+            limits,
+            resume: Resume::default(),
+        }
+    }
+
+    /// Forgets an incomplete head.
+    pub fn reset(&mut self) {
+        self.resume = Resume::default();
+    }
+
+    /// The next head from the front of `buf`, for a request made with `method`.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        method: &Method,
+    ) -> Result<Option<ResponseHead>, HeadError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let (window, at_limit) = scan::head_window(buf.len(), self.limits.max_head_bytes);
+        if !self.resume.is_fresh() && !at_limit && !self.resume.worth_a_scan(&buf[..window]) {
+            return Ok(None);
+        }
+        let mut spans = FieldSpans::new();
+        let scanned = scan_response(&buf[..window], self.limits.max_headers, &mut spans);
+        self.resume = Resume::default();
+        match scanned? {
+            Scan::Complete(line, end) => {
+                let head = buf.split_to(end).freeze();
+                build(head, line, &spans, method).map(Some)
+            }
+            Scan::Partial { .. } if at_limit => Err(HeadError::HeadTooLarge),
+            Scan::Partial {
+                line_start,
+                past_start_line,
+            } => {
+                self.resume = Resume::after_partial(window, line_start, past_start_line);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Parses one response head from the start of `bytes` (a response to `method`):
+/// `Ok(None)` when it is not all there, else the head and how many bytes it took.
+pub fn parse_response(
+    bytes: &[u8],
+    method: &Method,
+    limits: &HeadLimits,
+) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let (window, at_limit) = scan::head_window(bytes.len(), limits.max_head_bytes);
+    let mut spans = FieldSpans::new();
+    match scan_response(&bytes[..window], limits.max_headers, &mut spans)? {
+        Scan::Complete(line, end) => {
+            let head = build(Bytes::copy_from_slice(&bytes[..end]), line, &spans, method)?;
+            Ok(Some((head, end)))
+        }
+        Scan::Partial { .. } if at_limit => Err(HeadError::HeadTooLarge),
+        Scan::Partial { .. } => Ok(None),
+    }
+}
+
+fn scan_response(b: &[u8], max_fields: usize, spans: &mut FieldSpans) -> Result<Scan, HeadError> {
+    // Empty lines before a status line are not in RFC 9112, but a server that ends a
+    // body with a stray CRLF is common, and an empty line carries no framing; httparse
+    // skipped them too. Bare LF is still refused.
+    let Some(start) = scan::skip_empty_lines(b, 0)? else {
+        let line_start = b.len() - usize::from(b.last() == Some(&b'\r'));
+        return Ok(Scan::Partial {
+            line_start,
+            past_start_line: false,
+        });
+    };
+    let Some((line, fields_start)) = status_line(b, start)? else {
+        return Ok(Scan::Partial {
+            line_start: start,
+            past_start_line: false,
+        });
+    };
+    match scan::fields(b, fields_start, max_fields, spans)? {
+        Fields::Complete(end) => Ok(Scan::Complete(line, end)),
+        Fields::Partial(line_start) => Ok(Scan::Partial {
+            line_start,
+            past_start_line: true,
+        }),
+    }
+}
+
+/// `HTTP-version SP status-code SP [ reason-phrase ] CRLF` (RFC 9112 §4). The SP after
+/// the code may be missing when the reason is empty, as httparse allowed.
+fn status_line(b: &[u8], start: usize) -> Result<Option<(StatusLine, usize)>, HeadError> {
+    let Some((numbers, mut i)) = scan::version(b, start)? else {
+        return Ok(None);
+    };
+    match b.get(i) {
+        None => return Ok(None),
+        Some(b' ') => i += 1,
+        Some(b'\n') => return Err(HeadError::BareLf),
+        Some(_) => return Err(HeadError::InvalidVersion),
+    }
+    let mut code: u16 = 0;
+    for k in 0..3 {
+        match b.get(i + k) {
+            None => return Ok(None),
+            Some(&d) if d.is_ascii_digit() => code = code * 10 + u16::from(d - b'0'),
+            Some(b'\n') => return Err(HeadError::BareLf),
+            Some(_) => return Err(HeadError::InvalidStatus),
+        }
+    }
+    i += 3;
+    let reason_start = match b.get(i) {
+        None => return Ok(None),
+        Some(b' ') => i + 1,
+        Some(b'\r') => i,
+        Some(b'\n') => return Err(HeadError::BareLf),
+        Some(_) => return Err(HeadError::InvalidStatus),
+    };
+    // reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+    let mut j = reason_start;
+    loop {
+        match b.get(j) {
+            None => return Ok(None),
+            Some(b'\r') => break,
+            Some(b'\n') => return Err(HeadError::BareLf),
+            Some(&c) if c == b'\t' || (c >= 0x20 && c != 0x7f) => j += 1,
+            Some(_) => return Err(HeadError::InvalidStatus),
+        }
+    }
+    let Some(end) = scan::line_end(b, j, HeadError::InvalidStatus)? else {
+        return Ok(None);
+    };
+    let version = scan::http1_version(numbers)?;
+    let status = StatusCode::from_u16(code).map_err(|_| HeadError::InvalidStatus)?;
+    Ok(Some((
+        StatusLine {
+            version,
+            status,
+            reason: (reason_start, j),
+        },
+        end,
+    )))
+}
+
+fn build(
+    head: Bytes,
+    line: StatusLine,
+    spans: &FieldSpans,
+    method: &Method,
+) -> Result<ResponseHead, HeadError> {
+    let mut facts = Facts::default();
+    let headers = scan::build_fields(&head, spans, |name, value| facts.inspect(name, value))?;
+    let status = line.status;
+    let version = line.version;
+    let upgraded = status == StatusCode::SWITCHING_PROTOCOLS
+        || (*method == Method::CONNECT && status.is_success());
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || *method == Method::HEAD
+        || upgraded;
+    let framing = if bodiless {
+        // Any Content-Length here describes the body a GET would have had; it frames
+        // nothing, so it is not judged.
+        BodyFraming::None
+    } else {
+        response_framing(&facts, version)?
+    };
+    let keep_alive = !upgraded
+        && framing != BodyFraming::CloseDelimited
+        && !facts.connection_close
+        && (version == Version::HTTP_11 || facts.connection_keep_alive);
+    Ok(ResponseHead {
+        status,
+        version,
+        reason: head.slice(line.reason.0..line.reason.1),
+        headers,
+        framing,
+        keep_alive,
+        upgraded,
+    })
+}
+
+/// RFC 9112 §6.3 for a response that can have a body.
+fn response_framing(facts: &Facts, version: Version) -> Result<BodyFraming, HeadError> {
+    if facts.framing_too_long {
+        return Err(HeadError::FramingHeaderTooLong);
+    }
+    if let Some(codings) = facts.codings {
+        if version == Version::HTTP_10 {
+            return Err(HeadError::TransferEncodingInHttp10);
+        }
+        // RFC 9112 §6.3 lets Transfer-Encoding override Content-Length here, and hyper
+        // did; both together are how response splitting looks, and nginx refuses them
+        // from an upstream too.
+        if facts.content_lengths > 0 {
+            return Err(HeadError::ContentLengthWithTransferEncoding);
+        }
+        // Chunked last frames the body. Chunked anywhere else (twice, with parameters,
+        // or under another coding) is refused: RFC 9112 §6.3 would read such a body to
+        // the close, but a coding over chunked framing hides where the message ends.
+        // A list without chunked leaves the body delimited by the close (item 4).
+        if codings.chunked > 1 || codings.chunked_with_params {
+            return Err(HeadError::TransferEncodingNotChunkedLast);
+        }
+        return match (codings.last_is_chunked, codings.chunked) {
+            (true, _) => Ok(BodyFraming::Chunked),
+            (false, 0) => Ok(BodyFraming::CloseDelimited),
+            (false, _) => Err(HeadError::TransferEncodingNotChunkedLast),
+        };
+    }
+    // Repeated lengths, even equal, are refused: hyper merged equal ones, nginx refuses
+    // them ("duplicate header line"), and so does the request side.
+    Ok(match facts.single_content_length()? {
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::CloseDelimited,
+    })
+}
