@@ -188,3 +188,129 @@ impl ConnBuf {
         self.buf.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> PoolConfig {
+        PoolConfig {
+            buf_size: 1024,
+            max_free: 2,
+            max_keep_capacity: 4096,
+        }
+    }
+
+    #[test]
+    fn a_buffer_given_back_is_the_next_one_taken() {
+        let mut pool = BufPool::new(small());
+        let buf = pool.take();
+        assert!(buf.capacity() >= 1024);
+        let address = buf.as_ptr();
+        assert!(pool.give_back(buf));
+        assert_eq!(pool.free_count(), 1);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), address, "the same allocation came back");
+        assert!(again.is_empty());
+        assert_eq!(pool.free_count(), 0);
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_cap() {
+        let mut pool = BufPool::new(small());
+        let taken: Vec<_> = (0..5).map(|_| pool.take()).collect();
+        let kept = taken.into_iter().map(|b| pool.give_back(b));
+        let kept = kept.filter(|&k| k).count();
+        assert_eq!(kept, 2);
+        assert_eq!(pool.free_count(), 2);
+        assert!(pool.free_bytes() >= 2048 && pool.free_bytes() < 4 * 4096);
+    }
+
+    #[test]
+    fn a_grown_buffer_is_freed_not_kept() {
+        let mut pool = BufPool::new(small());
+        let mut buf = pool.take();
+        buf.extend_from_slice(&[0u8; 10_000]);
+        assert!(!pool.give_back(buf));
+        assert_eq!(pool.free_count(), 0);
+    }
+
+    #[test]
+    fn a_buffer_with_data_still_shared_is_not_kept() {
+        let mut pool = BufPool::new(small());
+        let mut buf = pool.take();
+        buf.extend_from_slice(&[7u8; 1000]);
+        let body = buf.split_to(1000).freeze();
+        // The body still points into the allocation: reusing it would need a new one.
+        assert!(!pool.give_back(buf));
+        drop(body);
+        // Once nothing shares it, a split buffer's whole allocation is reclaimed.
+        let mut buf = pool.take();
+        buf.extend_from_slice(&[7u8; 1000]);
+        drop(buf.split_to(1000).freeze());
+        assert!(pool.give_back(buf));
+        assert!(pool.take().capacity() >= 1024);
+    }
+
+    #[test]
+    fn a_given_back_buffer_is_emptied() {
+        let mut pool = BufPool::new(small());
+        let mut buf = pool.take();
+        buf.extend_from_slice(b"stale");
+        assert!(pool.give_back(buf));
+        assert!(pool.take().is_empty());
+    }
+
+    #[test]
+    fn trim_frees_down_to_the_count_kept() {
+        let mut pool = BufPool::new(PoolConfig {
+            max_free: 10,
+            ..small()
+        });
+        let taken: Vec<_> = (0..8).map(|_| pool.take()).collect();
+        for b in taken {
+            pool.give_back(b);
+        }
+        assert_eq!(pool.free_count(), 8);
+        pool.trim(3);
+        assert_eq!(pool.free_count(), 3);
+        pool.trim(0);
+        assert_eq!((pool.free_count(), pool.free_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffer() {
+        let mut pool = BufPool::new(small());
+        let mut conn = ConnBuf::new();
+        assert!(!conn.is_held());
+        conn.get_from(&mut pool)
+            .extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert!(conn.is_held());
+        // Something is buffered: the buffer stays.
+        assert!(!conn.release_if_idle_to(&mut pool));
+        assert_eq!(conn.buffered(), b"GET / HTTP/1.1\r\n");
+        conn.get_from(&mut pool).clear();
+        assert!(conn.release_if_idle_to(&mut pool));
+        assert!(!conn.is_held());
+        assert_eq!(pool.free_count(), 1);
+        // The next readable event takes it again.
+        conn.get_from(&mut pool);
+        assert_eq!(pool.free_count(), 0);
+    }
+
+    #[test]
+    fn the_worker_pool_is_per_thread() {
+        let mut conn = ConnBuf::new();
+        conn.get().extend_from_slice(b"x");
+        conn.get().clear();
+        assert!(conn.release_if_idle());
+        assert_eq!(with_worker_pool(|p| p.free_count()), 1);
+        let other = std::thread::spawn(|| with_worker_pool(|p| p.free_count()))
+            .join()
+            .unwrap();
+        assert_eq!(other, 0, "another thread has its own pool");
+        // Reentrant use does not panic.
+        let nested = with_worker_pool(|_| with_worker_pool(|p| p.free_count()));
+        assert_eq!(nested, 0);
+    }
+}

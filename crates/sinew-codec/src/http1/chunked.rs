@@ -336,3 +336,270 @@ fn trailer_error(e: HeadError) -> ChunkedError {
         other => ChunkedError::InvalidTrailer(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The data joined, the trailers, and the bytes after the body.
+    type Decoded = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+    /// Everything `input` decodes to, fed in pieces of `piece` bytes: the data joined,
+    /// the trailers, and what stays in the buffer after the body.
+    fn decode_in(
+        input: &[u8],
+        piece: usize,
+        limits: ChunkedLimits,
+    ) -> Result<Decoded, ChunkedError> {
+        let mut decoder = ChunkedDecoder::new(limits);
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        for part in input.chunks(piece.max(1)) {
+            buf.extend_from_slice(part);
+            while let Some(frame) = decoder.decode(&mut buf)? {
+                match frame {
+                    Frame::Data(bytes) => {
+                        assert!(!bytes.is_empty(), "an empty data frame");
+                        data.extend_from_slice(&bytes);
+                    }
+                    Frame::End(trailers) => {
+                        // What follows the body: the buffer's rest and the input not fed.
+                        let mut rest = buf.to_vec();
+                        let fed = part.as_ptr() as usize + part.len() - input.as_ptr() as usize;
+                        rest.extend_from_slice(&input[fed..]);
+                        assert_eq!(decoder.decode(&mut buf), Ok(None), "after the end");
+                        return Ok((data, trailers, rest));
+                    }
+                }
+            }
+        }
+        panic!("no end for {:?}", String::from_utf8_lossy(input));
+    }
+
+    fn decode(input: &[u8]) -> Result<Decoded, ChunkedError> {
+        let whole = decode_in(input, input.len(), ChunkedLimits::default());
+        for piece in [1, 2, 3, 7] {
+            assert_eq!(
+                decode_in(input, piece, ChunkedLimits::default()),
+                whole,
+                "pieces of {piece}"
+            );
+        }
+        whole
+    }
+
+    fn error(input: &[u8]) -> ChunkedError {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(input);
+        loop {
+            match decoder.decode(&mut buf) {
+                Err(e) => return e,
+                Ok(Some(Frame::Data(_))) => {}
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_are_joined_and_what_follows_stays() {
+        let (data, trailers, rest) =
+            decode(b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\nGET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers, None);
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn data_is_split_off_the_buffer_not_copied() {
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
+        let start = buf.as_ptr() as usize;
+        let mut decoder = ChunkedDecoder::default();
+        let Some(Frame::Data(data)) = decoder.decode(&mut buf).unwrap() else {
+            panic!("no data");
+        };
+        assert_eq!(data, Bytes::from_static(b"hello"));
+        assert_eq!(
+            data.as_ptr() as usize,
+            start + 3,
+            "the data is the buffer's own bytes"
+        );
+    }
+
+    #[test]
+    fn part_of_a_chunk_is_yielded_as_soon_as_it_arrives() {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"b\r\nhel"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(Frame::Data(Bytes::from_static(b"hel"))))
+        );
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"lo world\r\n0\r\n\r\n");
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(Frame::Data(Bytes::from_static(b"lo world"))))
+        );
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(Frame::End(None))));
+        assert!(decoder.is_done());
+    }
+
+    #[test]
+    fn sizes_take_upper_and_lower_hex_and_leading_zeros() {
+        let (data, _, _) =
+            decode(b"A\r\n0123456789\r\n000b\r\n0123456789a\r\n0000\r\n\r\n").unwrap();
+        assert_eq!(data.len(), 21);
+    }
+
+    #[test]
+    fn extensions_are_skipped() {
+        let (data, _, _) =
+            decode(b"5;name=value;quoted=\"a b\"\r\nhello\r\n5 ; x\r\nworld\r\n0;last\r\n\r\n")
+                .unwrap();
+        assert_eq!(data, b"helloworld");
+    }
+
+    #[test]
+    fn trailers_are_returned_as_fields() {
+        let (data, trailers, rest) =
+            decode(b"3\r\nabc\r\n0\r\nX-Checksum: 42\r\nX-Other:  a b \r\n\r\nnext").unwrap();
+        assert_eq!(data, b"abc");
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers["x-checksum"], "42");
+        assert_eq!(trailers["x-other"], "a b");
+        assert_eq!(rest, b"next");
+    }
+
+    #[test]
+    fn an_invalid_chunk_size_is_an_error() {
+        assert_eq!(
+            error(b"zz\r\nhello\r\n0\r\n\r\n"),
+            ChunkedError::InvalidSize
+        );
+        assert_eq!(error(b"\r\nhello\r\n"), ChunkedError::InvalidSize);
+        assert_eq!(error(b";ext\r\n"), ChunkedError::InvalidSize);
+        assert_eq!(error(b"-5\r\nhello\r\n"), ChunkedError::InvalidSize);
+        assert_eq!(error(b"0x5\r\nhello\r\n"), ChunkedError::InvalidSize);
+        assert_eq!(error(b"5 5\r\nhello\r\n"), ChunkedError::InvalidSize);
+        assert_eq!(ChunkedError::InvalidSize.status().as_u16(), 400);
+    }
+
+    #[test]
+    fn a_chunk_size_past_u64_is_an_error() {
+        assert_eq!(
+            error(b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            ChunkedError::SizeOverflow
+        );
+        assert_eq!(error(b"10000000000000000\r\n"), ChunkedError::SizeOverflow);
+        // Sixteen digits is the most a u64 needs, and it is taken.
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"ffffffffffffffff\r\nab"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(Frame::Data(Bytes::from_static(b"ab"))))
+        );
+    }
+
+    #[test]
+    fn bare_lf_in_chunked_framing_is_an_error() {
+        assert_eq!(error(b"5\nhello\r\n0\r\n\r\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"5\r\nhello\n0\r\n\r\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"5\r\nhello\r\n0\n\r\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"5\r\nhello\r\n0\r\n\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"5;ext\nhello\r\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"5 \nhello\r\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"0\r\nX: 1\n\r\n"), ChunkedError::BareLf);
+    }
+
+    #[test]
+    fn bare_cr_in_chunked_framing_is_an_error() {
+        assert_eq!(error(b"5\rhello\r\n"), ChunkedError::BareCr);
+        assert_eq!(error(b"5\r\nhello\rx"), ChunkedError::BareCr);
+        assert_eq!(error(b"0\r\n\rX"), ChunkedError::BareCr);
+    }
+
+    #[test]
+    fn data_longer_than_its_size_is_an_error() {
+        assert_eq!(
+            error(b"3\r\nhello\r\n0\r\n\r\n"),
+            ChunkedError::MissingDataCrlf
+        );
+    }
+
+    #[test]
+    fn control_characters_in_an_extension_are_an_error() {
+        assert_eq!(
+            error(b"5;a\0b\r\nhello\r\n"),
+            ChunkedError::InvalidExtension
+        );
+        assert_eq!(
+            error(b"5;a\x7f\r\nhello\r\n"),
+            ChunkedError::InvalidExtension
+        );
+    }
+
+    #[test]
+    fn extensions_are_bounded_over_the_whole_body() {
+        let limits = ChunkedLimits {
+            max_extension_bytes: 10,
+            ..ChunkedLimits::default()
+        };
+        // Each chunk's extension is short; together they pass the bound.
+        let input = b"1;abcd\r\na\r\n1;efgh\r\nb\r\n1;ijkl\r\nc\r\n0\r\n\r\n";
+        assert_eq!(
+            decode_in(input, 100, limits),
+            Err(ChunkedError::ExtensionsTooLong)
+        );
+        let input = b"1;abcd\r\na\r\n1;efgh\r\nb\r\n0\r\n\r\n";
+        assert!(decode_in(input, 100, limits).is_ok());
+    }
+
+    #[test]
+    fn trailers_are_bounded_in_bytes_and_count() {
+        let limits = ChunkedLimits {
+            max_trailer_bytes: 32,
+            max_trailers: 2,
+            ..ChunkedLimits::default()
+        };
+        let big = format!("0\r\nX: {}\r\n\r\n", "v".repeat(40));
+        assert_eq!(
+            decode_in(big.as_bytes(), 5, limits),
+            Err(ChunkedError::TrailersTooLarge)
+        );
+        // Too large even while incomplete: the decoder does not wait for the rest.
+        let mut decoder = ChunkedDecoder::new(limits);
+        let mut buf = BytesMut::from(&big.as_bytes()[..36]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(ChunkedError::TrailersTooLarge)
+        );
+        let many = b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(
+            decode_in(many, 3, limits),
+            Err(ChunkedError::TooManyTrailers)
+        );
+        let fine = b"0\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert!(decode_in(fine, 3, limits).is_ok());
+    }
+
+    #[test]
+    fn malformed_trailer_lines_are_errors() {
+        assert_eq!(
+            error(b"0\r\nX : 1\r\n\r\n"),
+            ChunkedError::InvalidTrailer(HeadError::SpaceBeforeColon)
+        );
+        assert_eq!(
+            error(b"0\r\nX: 1\r\n folded\r\n\r\n"),
+            ChunkedError::InvalidTrailer(HeadError::ObsFold)
+        );
+        assert_eq!(
+            error(b"0\r\nX(: 1\r\n\r\n"),
+            ChunkedError::InvalidTrailer(HeadError::InvalidHeaderName)
+        );
+        assert_eq!(
+            error(b"0\r\nX: a\0\r\n\r\n"),
+            ChunkedError::InvalidTrailer(HeadError::InvalidHeaderValue)
+        );
+    }
+}

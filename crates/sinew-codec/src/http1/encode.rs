@@ -123,9 +123,9 @@ impl ChunkSizeLine {
     pub fn new(size: u64) -> Self {
         let mut bytes = [0u8; 18];
         let digits = (16 - size.leading_zeros() as usize / 4).max(1);
-        for k in 0..digits {
+        for (k, byte) in bytes.iter_mut().take(digits).enumerate() {
             let nibble = (size >> (4 * (digits - 1 - k))) & 0xf;
-            bytes[k] = b"0123456789abcdef"[nibble as usize];
+            *byte = b"0123456789abcdef"[nibble as usize];
         }
         bytes[digits] = b'\r';
         bytes[digits + 1] = b'\n';
@@ -197,5 +197,206 @@ impl Decimal {
 
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::{
+        parse_request, parse_response, BodyFraming, ChunkedDecoder, Frame, HeadLimits,
+    };
+    use http::HeaderValue;
+
+    fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn a_request_head_is_written_in_origin_form_with_its_length() {
+        let mut dst = BytesMut::new();
+        let target: Uri = "http://upstream:8080/a/b?c=d".parse().unwrap();
+        let headers = fields(&[("host", "upstream:8080"), ("x-a", "1"), ("x-a", "2")]);
+        encode_request_head(
+            &Method::POST,
+            &target,
+            &headers,
+            OutgoingBody::Length(5),
+            &mut dst,
+        );
+        assert_eq!(
+            &dst[..],
+            b"POST /a/b?c=d HTTP/1.1\r\nhost: upstream:8080\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
+        );
+        let (head, used) = parse_request(&dst, &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, dst.len());
+        assert_eq!(head.framing, BodyFraming::Length(5));
+        assert_eq!(head.headers, {
+            let mut h = headers.clone();
+            h.insert("content-length", HeaderValue::from_static("5"));
+            h
+        });
+    }
+
+    #[test]
+    fn the_encoder_writes_framing_once_whatever_the_map_says() {
+        let mut dst = BytesMut::new();
+        let headers = fields(&[
+            ("host", "a"),
+            ("content-length", "999"),
+            ("transfer-encoding", "gzip"),
+        ]);
+        encode_request_head(
+            &Method::PUT,
+            &"/".parse().unwrap(),
+            &headers,
+            OutgoingBody::Chunked,
+            &mut dst,
+        );
+        assert_eq!(
+            &dst[..],
+            b"PUT / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        dst.clear();
+        encode_request_head(
+            &Method::GET,
+            &"/".parse().unwrap(),
+            &headers,
+            OutgoingBody::Empty,
+            &mut dst,
+        );
+        assert_eq!(&dst[..], b"GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn connect_and_asterisk_targets_keep_their_form() {
+        let mut dst = BytesMut::new();
+        let headers = fields(&[("host", "a:443")]);
+        encode_request_head(
+            &Method::CONNECT,
+            &"a:443".parse().unwrap(),
+            &headers,
+            OutgoingBody::Empty,
+            &mut dst,
+        );
+        assert!(dst.starts_with(b"CONNECT a:443 HTTP/1.1\r\n"));
+        dst.clear();
+        encode_request_head(
+            &Method::OPTIONS,
+            &"*".parse().unwrap(),
+            &headers,
+            OutgoingBody::Empty,
+            &mut dst,
+        );
+        assert!(dst.starts_with(b"OPTIONS * HTTP/1.1\r\n"), "{dst:?}");
+    }
+
+    #[test]
+    fn the_head_is_written_with_one_reserve() {
+        let mut dst = BytesMut::new();
+        let headers = fields(&[
+            ("host", "a"),
+            ("user-agent", "a fairly long user agent string"),
+        ]);
+        encode_request_head(
+            &Method::GET,
+            &"/x".parse().unwrap(),
+            &headers,
+            OutgoingBody::Length(u64::MAX),
+            &mut dst,
+        );
+        let written = dst.len();
+        assert!(dst.capacity() >= written);
+        // Reserved up front: no more than the measured length (plus the 20-digit room).
+        assert!(
+            dst.capacity() <= written + 64,
+            "{} for {written}",
+            dst.capacity()
+        );
+    }
+
+    #[test]
+    fn a_response_head_has_its_canonical_reason() {
+        let mut dst = BytesMut::new();
+        encode_response_head(
+            StatusCode::NOT_FOUND,
+            &fields(&[("server", "sinew")]),
+            OutgoingBody::Length(0),
+            &mut dst,
+        );
+        assert_eq!(
+            &dst[..],
+            b"HTTP/1.1 404 Not Found\r\nserver: sinew\r\ncontent-length: 0\r\n\r\n"
+        );
+        dst.clear();
+        encode_response_head(
+            StatusCode::from_u16(599).unwrap(),
+            &HeaderMap::new(),
+            OutgoingBody::Empty,
+            &mut dst,
+        );
+        assert_eq!(&dst[..], b"HTTP/1.1 599 \r\n\r\n");
+        let (head, _) = parse_response(&dst, &Method::GET, &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status.as_u16(), 599);
+    }
+
+    #[test]
+    fn a_bodiless_response_keeps_its_content_length() {
+        let mut dst = BytesMut::new();
+        let headers = fields(&[("content-length", "1234"), ("etag", "\"x\"")]);
+        encode_response_head(StatusCode::OK, &headers, OutgoingBody::Bodiless, &mut dst);
+        assert_eq!(
+            &dst[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\netag: \"x\"\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        for (size, line) in [
+            (1u64, &b"1\r\n"[..]),
+            (0, b"0\r\n"),
+            (255, b"ff\r\n"),
+            (4096, b"1000\r\n"),
+            (u64::MAX, b"ffffffffffffffff\r\n"),
+        ] {
+            assert_eq!(ChunkSizeLine::new(size).as_bytes(), line, "{size}");
+        }
+    }
+
+    #[test]
+    fn chunks_and_trailers_decode_back() {
+        let mut dst = BytesMut::new();
+        write_chunk(b"hello ", &mut dst);
+        write_chunk(b"", &mut dst);
+        write_chunk(&[b'x'; 300], &mut dst);
+        let trailers = fields(&[("x-checksum", "abc")]);
+        write_last_chunk(Some(&trailers), &mut dst);
+        assert!(dst.starts_with(b"6\r\nhello \r\n12c\r\n"));
+        let mut decoder = ChunkedDecoder::default();
+        let mut data = Vec::new();
+        loop {
+            match decoder.decode(&mut dst).unwrap() {
+                Some(Frame::Data(d)) => data.extend_from_slice(&d),
+                Some(Frame::End(t)) => {
+                    assert_eq!(t, Some(trailers));
+                    break;
+                }
+                None => panic!("incomplete"),
+            }
+        }
+        assert_eq!(data.len(), 306);
+        assert!(dst.is_empty());
+        let mut last = BytesMut::new();
+        write_last_chunk(None, &mut last);
+        assert_eq!(&last[..], b"0\r\n\r\n");
     }
 }

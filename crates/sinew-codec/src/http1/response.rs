@@ -281,3 +281,252 @@ fn response_framing(facts: &Facts, version: Version) -> Result<BodyFraming, Head
         None => BodyFraming::CloseDelimited,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_for(
+        method: &Method,
+        bytes: &[u8],
+    ) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+        parse_response(bytes, method, &HeadLimits::default())
+    }
+
+    fn head_for(method: &Method, bytes: &[u8]) -> ResponseHead {
+        match parse_for(method, bytes) {
+            Ok(Some((head, used))) => {
+                assert_eq!(used, bytes.len());
+                head
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn head(bytes: &[u8]) -> ResponseHead {
+        head_for(&Method::GET, bytes)
+    }
+
+    fn rejected(bytes: &[u8], expected: HeadError) {
+        assert_eq!(
+            parse_for(&Method::GET, bytes).map(|_| ()),
+            Err(expected),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        let mut parser = ResponseParser::new(HeadLimits::default());
+        let mut buf = BytesMut::new();
+        let mut outcome = Ok(None);
+        for &b in bytes {
+            buf.extend_from_slice(&[b]);
+            outcome = parser.parse(&mut buf, &Method::GET);
+            if !matches!(outcome, Ok(None)) {
+                break;
+            }
+        }
+        assert_eq!(outcome.map(|_| ()), Err(expected), "byte by byte");
+    }
+
+    #[test]
+    fn a_sized_response_gives_status_reason_fields_and_length() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\n");
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.reason, "OK");
+        assert_eq!(h.headers["server"], "x");
+        assert_eq!(h.framing, BodyFraming::Length(5));
+        assert!(h.keep_alive && !h.upgraded && !h.is_interim());
+    }
+
+    #[test]
+    fn a_reason_may_be_empty_absent_or_unusual() {
+        assert_eq!(
+            head(b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n").reason,
+            ""
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").reason,
+            ""
+        );
+        let h = head(b"HTTP/1.1 599 Totally \tCustom caf\xe9\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.status.as_u16(), 599);
+        assert_eq!(&h.reason[..], b"Totally \tCustom caf\xe9");
+    }
+
+    #[test]
+    fn chunked_response_is_chunked() {
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.framing, BodyFraming::Chunked);
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(h.framing, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn without_length_or_chunked_the_body_runs_to_the_close() {
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(h.framing, BodyFraming::CloseDelimited);
+        assert!(!h.keep_alive);
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(h.framing, BodyFraming::CloseDelimited);
+    }
+
+    #[test]
+    fn head_1xx_204_304_and_connect_responses_have_no_body() {
+        let sized = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
+        assert_eq!(head_for(&Method::HEAD, sized).framing, BodyFraming::None);
+        assert!(head_for(&Method::HEAD, sized).keep_alive);
+        for status in [
+            "204 No Content",
+            "304 Not Modified",
+            "100 Continue",
+            "103 Early Hints",
+        ] {
+            let res = format!("HTTP/1.1 {status}\r\nContent-Length: 99\r\n\r\n");
+            assert_eq!(head(res.as_bytes()).framing, BodyFraming::None, "{status}");
+        }
+        let h = head_for(
+            &Method::CONNECT,
+            b"HTTP/1.1 200 Connection Established\r\n\r\n",
+        );
+        assert_eq!(h.framing, BodyFraming::None);
+        assert!(h.upgraded && !h.keep_alive);
+        // A refused CONNECT has a body like any response.
+        let h = head_for(
+            &Method::CONNECT,
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(h.framing, BodyFraming::Length(3));
+    }
+
+    #[test]
+    fn interim_and_switching_responses_are_told_apart() {
+        let h = head(b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(h.is_interim() && !h.upgraded);
+        let h = head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+        assert!(!h.is_interim() && h.upgraded && !h.keep_alive);
+        assert_eq!(h.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn upstream_keep_alive_follows_version_and_connection() {
+        assert!(
+            !head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").keep_alive
+        );
+        assert!(!head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(
+            head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn content_length_beside_chunked_in_a_response_is_an_error() {
+        rejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadError::ContentLengthWithTransferEncoding,
+        );
+    }
+
+    #[test]
+    fn repeated_content_length_in_a_response_is_an_error() {
+        rejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            HeadError::DuplicateContentLength,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            HeadError::DuplicateContentLength,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            HeadError::InvalidContentLength,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            HeadError::InvalidContentLength,
+        );
+    }
+
+    #[test]
+    fn chunked_not_last_in_a_response_is_an_error() {
+        rejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            HeadError::TransferEncodingNotChunkedLast,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            HeadError::TransferEncodingNotChunkedLast,
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_in_an_http10_response_is_an_error() {
+        rejected(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadError::TransferEncodingInHttp10,
+        );
+    }
+
+    #[test]
+    fn malformed_response_lines_are_errors() {
+        rejected(
+            b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+            HeadError::BareLf,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n",
+            HeadError::BareLf,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
+            HeadError::ObsFold,
+        );
+        rejected(
+            b"HTTP/1.1 200 OK\r\nX : 1\r\n\r\n",
+            HeadError::SpaceBeforeColon,
+        );
+        rejected(b"HTTP/1.1 20 OK\r\n\r\n", HeadError::InvalidStatus);
+        rejected(b"HTTP/1.1 2000 OK\r\n\r\n", HeadError::InvalidStatus);
+        rejected(b"HTTP/1.1 099 Low\r\n\r\n", HeadError::InvalidStatus);
+        rejected(b"HTTP/1.1 200 O\x01K\r\n\r\n", HeadError::InvalidStatus);
+        rejected(b"HTTP/1.1  200 OK\r\n\r\n", HeadError::InvalidStatus);
+        rejected(b"HTTP/2 200 OK\r\n\r\n", HeadError::InvalidVersion);
+        rejected(b"HTTP/2.0 200 OK\r\n\r\n", HeadError::UnsupportedVersion);
+        rejected(b"ICY 200 OK\r\n\r\n", HeadError::InvalidVersion);
+        rejected(
+            b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n",
+            HeadError::InvalidHeaderValue,
+        );
+    }
+
+    #[test]
+    fn an_overlong_response_head_is_an_error() {
+        let limits = HeadLimits {
+            max_head_bytes: 40,
+            max_headers: 10,
+        };
+        let res = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "v".repeat(40));
+        assert_eq!(
+            parse_response(res.as_bytes(), &Method::GET, &limits).map(|_| ()),
+            Err(HeadError::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn a_response_arriving_a_byte_at_a_time_parses_like_one_piece() {
+        let whole = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot found";
+        let (expected, used) = parse_for(&Method::GET, whole).unwrap().unwrap();
+        let mut parser = ResponseParser::new(HeadLimits::default());
+        let mut buf = BytesMut::new();
+        for (i, &b) in whole.iter().enumerate() {
+            buf.extend_from_slice(&[b]);
+            if let Some(head) = parser.parse(&mut buf, &Method::GET).unwrap() {
+                assert_eq!(i + 1, used);
+                assert_eq!(head, expected);
+                assert_eq!(&buf[..], b"");
+                return;
+            }
+        }
+        panic!("never complete");
+    }
+}

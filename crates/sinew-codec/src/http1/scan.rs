@@ -216,8 +216,11 @@ pub(crate) fn skip_empty_lines(b: &[u8], mut i: usize) -> Result<Option<usize>, 
     }
 }
 
-/// Reads `HTTP/DIGIT.DIGIT` at `i`; returns (major, minor) and the offset after it.
-pub(crate) fn version(b: &[u8], i: usize) -> Result<Option<((u8, u8), usize)>, HeadError> {
+/// `(major, minor)` of an `HTTP/DIGIT.DIGIT`.
+pub(crate) type VersionNumbers = (u8, u8);
+
+/// Reads `HTTP/DIGIT.DIGIT` at `i`; returns its numbers and the offset after it.
+pub(crate) fn version(b: &[u8], i: usize) -> Result<Option<(VersionNumbers, usize)>, HeadError> {
     const SHAPE: &[u8; 8] = b"HTTP/d.d";
     let mut digits = [0u8; 2];
     for (k, &expected) in SHAPE.iter().enumerate() {
@@ -245,7 +248,7 @@ pub(crate) fn version(b: &[u8], i: usize) -> Result<Option<((u8, u8), usize)>, H
 
 /// RFC 9110 §2.5: a 1.x with a minor above 1 is handled as 1.1; another major is not
 /// HTTP/1 (505). hyper answered 400 to both; it never saw a 1.2 client either.
-pub(crate) fn http1_version((major, minor): (u8, u8)) -> Result<Version, HeadError> {
+pub(crate) fn http1_version((major, minor): VersionNumbers) -> Result<Version, HeadError> {
     match (major, minor) {
         (1, 0) => Ok(Version::HTTP_10),
         (1, _) => Ok(Version::HTTP_11),
