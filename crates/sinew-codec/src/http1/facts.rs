@@ -27,7 +27,8 @@ pub(crate) struct Codings {
 #[derive(Debug, Default)]
 pub(crate) struct Facts {
     pub(crate) hosts: u32,
-    pub(crate) host: Option<HeaderValue>,
+    /// A `Host` value is not `host[:port]` (nor empty).
+    pub(crate) host_invalid: bool,
     pub(crate) content_lengths: u32,
     /// The first `Content-Length`, when it is one run of digits that fits u64.
     pub(crate) content_length: Option<u64>,
@@ -65,9 +66,7 @@ impl Facts {
             }
         } else if *name == header::HOST {
             self.hosts += 1;
-            if self.host.is_none() {
-                self.host = Some(value.clone());
-            }
+            self.host_invalid |= !valid_host(bytes);
         } else if *name == header::CONNECTION {
             // Any `close`, on any Connection line, wins over a `keep-alive`.
             for token in list(bytes) {
@@ -97,6 +96,64 @@ impl Facts {
             _ => Err(HeadError::DuplicateContentLength),
         }
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a bracketed IP literal or
+/// a reg-name/IPv4 of unreserved, sub-delims and `%`, then `:` and digits. Checked by
+/// hand: `http::uri::Authority` would copy the value to parse it, and takes any port
+/// text and userinfo.
+fn valid_host(bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        // RFC 9112 §3.2: empty when the target has no authority.
+        return true;
+    }
+    let (name, rest) = if bytes.first() == Some(&b'[') {
+        match bytes.iter().position(|&b| b == b']') {
+            Some(close) => {
+                let literal = &bytes[1..close];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
+                if !ok {
+                    return false;
+                }
+                (&bytes[..=close], &bytes[close + 1..])
+            }
+            None => return false,
+        }
+    } else {
+        let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+        (&bytes[..end], &bytes[end..])
+    };
+    let reg_name_byte = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    let name_ok = name.first() == Some(&b'[') || name.iter().all(|&b| reg_name_byte(b));
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    name_ok && port_ok
 }
 
 /// RFC 9110 §5.6.1 list elements: split on commas, OWS trimmed, empty elements skipped.

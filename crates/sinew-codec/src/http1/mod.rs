@@ -82,3 +82,16 @@ impl Default for HeadLimits {
         }
     }
 }
+
+/// Internals the benches time on their own; not an API.
+#[doc(hidden)]
+pub mod bench_api {
+    use super::scan::FieldSpans;
+    use super::HeadError;
+
+    /// The tokenizing pass alone (no `http` types): whether a whole head was found.
+    pub fn scan_request(bytes: &[u8]) -> Result<bool, HeadError> {
+        let mut spans = FieldSpans::new();
+        super::request::scan_only(bytes, 100, &mut spans)
+    }
+}
