@@ -9,7 +9,7 @@ use std::fmt;
 use bytes::{Buf, BytesMut};
 use http::HeaderMap;
 
-use super::scan::{self, FieldLine, FieldSpans, Fields};
+use super::scan::{self, FieldProgress, Fields};
 use super::HeadError;
 
 /// Bounds on what a chunked body may spend on framing.
@@ -129,11 +129,8 @@ enum State {
     },
     DataCr,
     DataLf,
-    /// The trailer section; lines before `checked` are known good.
-    Trailers {
-        checked: usize,
-        fields: usize,
-    },
+    /// The trailer section (how far it has been read is in `trailers`).
+    Trailers,
     Done,
 }
 
@@ -145,6 +142,7 @@ pub struct ChunkedDecoder {
     state: State,
     limits: ChunkedLimits,
     extension_bytes: u64,
+    trailers: FieldProgress,
 }
 
 impl Default for ChunkedDecoder {
@@ -159,6 +157,7 @@ impl ChunkedDecoder {
             state: State::Size { size: 0, digits: 0 },
             limits,
             extension_bytes: 0,
+            trailers: FieldProgress::default(),
         }
     }
 
@@ -188,18 +187,18 @@ impl ChunkedDecoder {
                     };
                     return Ok(Some(Frame::Data(data)));
                 }
-                State::Trailers { .. } => return self.trailers(buf),
+                State::Trailers => return self.trailers(buf),
                 _ => {
                     let mut used = 0;
                     for &b in buf.iter() {
                         used += 1;
                         self.framing_byte(b)?;
-                        if matches!(self.state, State::Data { .. } | State::Trailers { .. }) {
+                        if matches!(self.state, State::Data { .. } | State::Trailers) {
                             break;
                         }
                     }
                     buf.advance(used);
-                    if !matches!(self.state, State::Data { .. } | State::Trailers { .. }) {
+                    if !matches!(self.state, State::Data { .. } | State::Trailers) {
                         return Ok(None);
                     }
                 }
@@ -251,10 +250,7 @@ impl ChunkedDecoder {
                 _ => self.extension_byte(size)?,
             },
             State::SizeLf { size } => match b {
-                b'\n' if size == 0 => State::Trailers {
-                    checked: 0,
-                    fields: 0,
-                },
+                b'\n' if size == 0 => State::Trailers,
                 b'\n' => State::Data { remaining: size },
                 _ => return Err(ChunkedError::BareCr),
             },
@@ -280,50 +276,38 @@ impl ChunkedDecoder {
         Ok(State::Extension { size })
     }
 
-    /// The trailer section: checked line by line as it arrives, built once it is whole.
+    /// The trailer section: each line read once as it arrives (like a head's fields),
+    /// the map built once the section is whole.
     fn trailers(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ChunkedError> {
-        let State::Trailers {
-            mut checked,
-            mut fields,
-        } = self.state
-        else {
-            return Ok(None);
-        };
         let limit = self.limits.max_trailer_bytes;
-        let window = &buf[..buf.len().min(limit)];
-        loop {
-            match scan::field_line(window, checked).map_err(trailer_error)? {
-                None => {
-                    self.state = State::Trailers { checked, fields };
-                    if buf.len() >= limit {
-                        return Err(ChunkedError::TrailersTooLarge);
-                    }
-                    return Ok(None);
+        let window = buf.len().min(limit);
+        if self.trailers.is_past(window) {
+            // Not the buffer the progress was recorded in: read the section again.
+            self.trailers = FieldProgress::default();
+        }
+        let mut spans = self.trailers.take_spans();
+        let scanned = scan::fields(
+            &buf[..window],
+            &mut self.trailers,
+            self.limits.max_trailers,
+            &mut spans,
+        );
+        match scanned.map_err(trailer_error)? {
+            Fields::Partial if buf.len() >= limit => Err(ChunkedError::TrailersTooLarge),
+            Fields::Partial => {
+                self.trailers.keep_spans(spans);
+                Ok(None)
+            }
+            Fields::Complete(end) => {
+                self.state = State::Done;
+                self.trailers = FieldProgress::default();
+                if spans.len() == 0 {
+                    buf.advance(end);
+                    return Ok(Some(Frame::End(None)));
                 }
-                Some(FieldLine::Field(_, next)) => {
-                    fields += 1;
-                    if fields > self.limits.max_trailers {
-                        return Err(ChunkedError::TooManyTrailers);
-                    }
-                    checked = next;
-                }
-                Some(FieldLine::End(end)) => {
-                    self.state = State::Done;
-                    if fields == 0 {
-                        buf.advance(end);
-                        return Ok(Some(Frame::End(None)));
-                    }
-                    let section = buf.split_to(end).freeze();
-                    let mut spans = FieldSpans::new();
-                    match scan::fields(&section, 0, fields, &mut spans).map_err(trailer_error)? {
-                        Fields::Complete(_) => {}
-                        // The same bytes were just read as complete.
-                        Fields::Partial(_) => return Err(ChunkedError::TrailersTooLarge),
-                    }
-                    let map =
-                        scan::build_fields(&section, &spans, |_, _| {}).map_err(trailer_error)?;
-                    return Ok(Some(Frame::End(Some(map))));
-                }
+                let section = buf.split_to(end).freeze();
+                let map = scan::build_fields(&section, &spans, |_, _| {}).map_err(trailer_error)?;
+                Ok(Some(Frame::End(Some(map))))
             }
         }
     }
@@ -331,6 +315,7 @@ impl ChunkedDecoder {
 
 fn trailer_error(e: HeadError) -> ChunkedError {
     match e {
+        HeadError::TooManyHeaders => ChunkedError::TooManyTrailers,
         HeadError::BareLf => ChunkedError::BareLf,
         HeadError::BareCr => ChunkedError::BareCr,
         other => ChunkedError::InvalidTrailer(other),

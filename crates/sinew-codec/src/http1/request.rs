@@ -8,7 +8,7 @@ use http::uri::Authority;
 use http::{Method, Uri, Version};
 
 use super::facts::Facts;
-use super::scan::{self, FieldSpans, Fields, Resume};
+use super::scan::{self, FieldSpans, HeadProgress, HeadScan};
 use super::{BodyFraming, HeadError, HeadLimits};
 
 /// The longest request target `http::Uri` holds; hyper answered 414 beyond it too.
@@ -61,14 +61,6 @@ struct RequestLine {
     version: Version,
 }
 
-enum Scan {
-    Complete(RequestLine, usize),
-    Partial {
-        line_start: usize,
-        past_start_line: bool,
-    },
-}
-
 /// Reads request heads off a connection's read buffer, one after another.
 ///
 /// Between calls the caller only appends to the buffer (or calls [`RequestParser::reset`]
@@ -76,20 +68,22 @@ enum Scan {
 #[derive(Debug, Clone)]
 pub struct RequestParser {
     limits: HeadLimits,
-    resume: Resume,
+    /// An incomplete head: what has been read of it. Boxed, and only while a head
+    /// arrives in pieces, so a connection between requests keeps 8 bytes here.
+    progress: Option<Box<HeadProgress<RequestLine>>>,
 }
 
 impl RequestParser {
     pub fn new(limits: HeadLimits) -> Self {
         RequestParser {
             limits,
-            resume: Resume::default(),
+            progress: None,
         }
     }
 
     /// Forgets an incomplete head.
     pub fn reset(&mut self) {
-        self.resume = Resume::default();
+        self.progress = None;
     }
 
     /// The next head from the front of `buf`: `Ok(None)` until it is all there; once it
@@ -99,23 +93,27 @@ impl RequestParser {
             return Ok(None);
         }
         let (window, at_limit) = scan::head_window(buf.len(), self.limits.max_head_bytes);
-        if !self.resume.is_fresh() && !at_limit && !self.resume.worth_a_scan(&buf[..window]) {
-            return Ok(None);
-        }
-        let mut spans = FieldSpans::new();
-        let scanned = scan_request(&buf[..window], self.limits.max_headers, &mut spans);
-        self.resume = Resume::default();
-        match scanned? {
-            Scan::Complete(line, end) => {
+        let mut progress = match self.progress.take() {
+            Some(progress) if !progress.is_past(window) => *progress,
+            // Fresh (the common case, on the stack), or recorded for another buffer.
+            _ => HeadProgress::default(),
+        };
+        let mut spans = progress.take_spans();
+        match scan::head(
+            &buf[..window],
+            &mut progress,
+            self.limits.max_headers,
+            &mut spans,
+            request_line,
+        )? {
+            HeadScan::Complete { line, end } => {
                 let head = buf.split_to(end).freeze();
                 build(head, line, &spans).map(Some)
             }
-            Scan::Partial { .. } if at_limit => Err(HeadError::HeadTooLarge),
-            Scan::Partial {
-                line_start,
-                past_start_line,
-            } => {
-                self.resume = Resume::after_partial(window, line_start, past_start_line);
+            HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
+            HeadScan::Partial => {
+                progress.keep_spans(spans);
+                self.progress = Some(Box::new(progress));
                 Ok(None)
             }
         }
@@ -133,52 +131,33 @@ pub fn parse_request(
         return Ok(None);
     }
     let (window, at_limit) = scan::head_window(bytes.len(), limits.max_head_bytes);
+    let mut progress = HeadProgress::default();
     let mut spans = FieldSpans::new();
-    match scan_request(&bytes[..window], limits.max_headers, &mut spans)? {
-        Scan::Complete(line, end) => {
+    match scan::head(
+        &bytes[..window],
+        &mut progress,
+        limits.max_headers,
+        &mut spans,
+        request_line,
+    )? {
+        HeadScan::Complete { line, end } => {
             let head = build(Bytes::copy_from_slice(&bytes[..end]), line, &spans)?;
             Ok(Some((head, end)))
         }
-        Scan::Partial { .. } if at_limit => Err(HeadError::HeadTooLarge),
-        Scan::Partial { .. } => Ok(None),
+        HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
+        HeadScan::Partial => Ok(None),
     }
 }
 
-/// [`scan_request`] for the bench: whether a whole head was found.
+/// The tokenizing pass alone, for the bench: whether a whole head was found.
 pub(crate) fn scan_only(
     b: &[u8],
     max_fields: usize,
     spans: &mut FieldSpans,
 ) -> Result<bool, HeadError> {
-    Ok(matches!(
-        scan_request(b, max_fields, spans)?,
-        Scan::Complete(..)
-    ))
-}
-
-/// The tokenizing pass: request line and field lines, syntax only.
-fn scan_request(b: &[u8], max_fields: usize, spans: &mut FieldSpans) -> Result<Scan, HeadError> {
-    let Some(start) = scan::skip_empty_lines(b, 0)? else {
-        let line_start = b.len() - usize::from(b.last() == Some(&b'\r'));
-        return Ok(Scan::Partial {
-            line_start,
-            past_start_line: false,
-        });
-    };
-    let partial_line = Scan::Partial {
-        line_start: start,
-        past_start_line: false,
-    };
-    let Some((line, fields_start)) = request_line(b, start)? else {
-        return Ok(partial_line);
-    };
-    match scan::fields(b, fields_start, max_fields, spans)? {
-        Fields::Complete(end) => Ok(Scan::Complete(line, end)),
-        Fields::Partial(line_start) => Ok(Scan::Partial {
-            line_start,
-            past_start_line: true,
-        }),
-    }
+    let mut progress = HeadProgress::default();
+    let scanned = scan::head(b, &mut progress, max_fields, spans, request_line)?;
+    Ok(matches!(scanned, HeadScan::Complete { .. }))
 }
 
 /// `method SP request-target SP HTTP-version CRLF` (RFC 9112 §3), single spaces only.

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::facts::Facts;
-use super::scan::{self, FieldSpans, Fields, Resume};
+use super::scan::{self, FieldSpans, HeadProgress, HeadScan};
 use super::{BodyFraming, HeadError, HeadLimits};
 
 /// A parsed response head.
@@ -42,33 +42,27 @@ struct StatusLine {
     reason: (usize, usize),
 }
 
-enum Scan {
-    Complete(StatusLine, usize),
-    Partial {
-        line_start: usize,
-        past_start_line: bool,
-    },
-}
-
 /// Reads response heads off an upstream connection's read buffer; the counterpart of
 /// [`super::RequestParser`], with the same contract between calls.
 #[derive(Debug, Clone)]
 pub struct ResponseParser {
     limits: HeadLimits,
-    resume: Resume,
+    /// An incomplete head: what has been read of it. Boxed, and only while a head
+    /// arrives in pieces, so a connection between requests keeps 8 bytes here.
+    progress: Option<Box<HeadProgress<StatusLine>>>,
 }
 
 impl ResponseParser {
     pub fn new(limits: HeadLimits) -> Self {
         ResponseParser {
             limits,
-            resume: Resume::default(),
+            progress: None,
         }
     }
 
     /// Forgets an incomplete head.
     pub fn reset(&mut self) {
-        self.resume = Resume::default();
+        self.progress = None;
     }
 
     /// The next head from the front of `buf`, for a request made with `method`.
@@ -81,23 +75,27 @@ impl ResponseParser {
             return Ok(None);
         }
         let (window, at_limit) = scan::head_window(buf.len(), self.limits.max_head_bytes);
-        if !self.resume.is_fresh() && !at_limit && !self.resume.worth_a_scan(&buf[..window]) {
-            return Ok(None);
-        }
-        let mut spans = FieldSpans::new();
-        let scanned = scan_response(&buf[..window], self.limits.max_headers, &mut spans);
-        self.resume = Resume::default();
-        match scanned? {
-            Scan::Complete(line, end) => {
+        let mut progress = match self.progress.take() {
+            Some(progress) if !progress.is_past(window) => *progress,
+            // Fresh (the common case, on the stack), or recorded for another buffer.
+            _ => HeadProgress::default(),
+        };
+        let mut spans = progress.take_spans();
+        match scan::head(
+            &buf[..window],
+            &mut progress,
+            self.limits.max_headers,
+            &mut spans,
+            status_line,
+        )? {
+            HeadScan::Complete { line, end } => {
                 let head = buf.split_to(end).freeze();
                 build(head, line, &spans, method).map(Some)
             }
-            Scan::Partial { .. } if at_limit => Err(HeadError::HeadTooLarge),
-            Scan::Partial {
-                line_start,
-                past_start_line,
-            } => {
-                self.resume = Resume::after_partial(window, line_start, past_start_line);
+            HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
+            HeadScan::Partial => {
+                progress.keep_spans(spans);
+                self.progress = Some(Box::new(progress));
                 Ok(None)
             }
         }
@@ -115,40 +113,21 @@ pub fn parse_response(
         return Ok(None);
     }
     let (window, at_limit) = scan::head_window(bytes.len(), limits.max_head_bytes);
+    let mut progress = HeadProgress::default();
     let mut spans = FieldSpans::new();
-    match scan_response(&bytes[..window], limits.max_headers, &mut spans)? {
-        Scan::Complete(line, end) => {
+    match scan::head(
+        &bytes[..window],
+        &mut progress,
+        limits.max_headers,
+        &mut spans,
+        status_line,
+    )? {
+        HeadScan::Complete { line, end } => {
             let head = build(Bytes::copy_from_slice(&bytes[..end]), line, &spans, method)?;
             Ok(Some((head, end)))
         }
-        Scan::Partial { .. } if at_limit => Err(HeadError::HeadTooLarge),
-        Scan::Partial { .. } => Ok(None),
-    }
-}
-
-fn scan_response(b: &[u8], max_fields: usize, spans: &mut FieldSpans) -> Result<Scan, HeadError> {
-    // Empty lines before a status line are not in RFC 9112, but a server that ends a
-    // body with a stray CRLF is common, and an empty line carries no framing; httparse
-    // skipped them too. Bare LF is still refused.
-    let Some(start) = scan::skip_empty_lines(b, 0)? else {
-        let line_start = b.len() - usize::from(b.last() == Some(&b'\r'));
-        return Ok(Scan::Partial {
-            line_start,
-            past_start_line: false,
-        });
-    };
-    let Some((line, fields_start)) = status_line(b, start)? else {
-        return Ok(Scan::Partial {
-            line_start: start,
-            past_start_line: false,
-        });
-    };
-    match scan::fields(b, fields_start, max_fields, spans)? {
-        Fields::Complete(end) => Ok(Scan::Complete(line, end)),
-        Fields::Partial(line_start) => Ok(Scan::Partial {
-            line_start,
-            past_start_line: true,
-        }),
+        HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
+        HeadScan::Partial => Ok(None),
     }
 }
 

@@ -58,10 +58,11 @@ pub(crate) struct FieldSpan {
 }
 
 /// Field spans of one head: the first few on the stack (most heads have under 32
-/// fields), the rest on the heap.
+/// fields), the rest on the heap. A head that arrives in pieces keeps its spans in a
+/// `Vec` between reads ([`FieldSpans::save_into`], [`FieldSpans::restored`]).
 pub(crate) struct FieldSpans {
     inline: [FieldSpan; INLINE_FIELDS],
-    len: usize,
+    inline_len: usize,
     spill: Vec<FieldSpan>,
 }
 
@@ -71,26 +72,40 @@ impl FieldSpans {
     pub(crate) fn new() -> Self {
         FieldSpans {
             inline: [FieldSpan::default(); INLINE_FIELDS],
-            len: 0,
+            inline_len: 0,
             spill: Vec::new(),
         }
     }
 
+    /// Spans saved by [`FieldSpans::save_into`], in order.
+    pub(crate) fn restored(saved: Vec<FieldSpan>) -> Self {
+        FieldSpans {
+            inline: [FieldSpan::default(); INLINE_FIELDS],
+            inline_len: 0,
+            spill: saved,
+        }
+    }
+
+    pub(crate) fn save_into(self, saved: &mut Vec<FieldSpan>) {
+        saved.clear();
+        saved.extend(self.iter().copied());
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.inline_len + self.spill.len()
     }
 
     fn push(&mut self, span: FieldSpan) {
-        if self.len < INLINE_FIELDS {
-            self.inline[self.len] = span;
+        if self.spill.is_empty() && self.inline_len < INLINE_FIELDS {
+            self.inline[self.inline_len] = span;
+            self.inline_len += 1;
         } else {
             self.spill.push(span);
         }
-        self.len += 1;
     }
 
     fn iter(&self) -> impl Iterator<Item = &FieldSpan> {
-        self.inline[..self.len.min(INLINE_FIELDS)]
+        self.inline[..self.inline_len]
             .iter()
             .chain(self.spill.iter())
     }
@@ -106,22 +121,34 @@ pub(crate) fn head_window(len: usize, max_head_bytes: usize) -> (usize, bool) {
     (len.min(limit), len >= limit)
 }
 
+/// A field line whose name and colon have been read, waiting for the LF that ends it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingValue {
+    name: (u32, u32),
+    value_start: usize,
+    /// The LF is not before this offset.
+    searched_to: usize,
+}
+
 /// One field line, or the empty line that ends a field section.
 pub(crate) enum FieldLine {
     Field(FieldSpan, usize),
     /// The empty line; the section ends just before this offset.
     End(usize),
+    /// The bytes end inside the line's name: read it again when more arrive.
+    Incomplete,
+    /// The bytes end inside the value: only the new bytes need searching.
+    IncompleteValue(PendingValue),
 }
 
-/// Reads one field line (RFC 9112 §5) starting at `i`. `Ok(None)`: the line is not all
-/// there yet (and the bytes from `i` on hold no LF).
-pub(crate) fn field_line(b: &[u8], i: usize) -> Result<Option<FieldLine>, HeadError> {
+/// Reads one field line (RFC 9112 §5) starting at `i`.
+pub(crate) fn field_line(b: &[u8], i: usize) -> Result<FieldLine, HeadError> {
     match b.get(i) {
-        None => return Ok(None),
+        None => return Ok(FieldLine::Incomplete),
         Some(b'\r') => {
             return match b.get(i + 1) {
-                None => Ok(None),
-                Some(b'\n') => Ok(Some(FieldLine::End(i + 2))),
+                None => Ok(FieldLine::Incomplete),
+                Some(b'\n') => Ok(FieldLine::End(i + 2)),
                 Some(_) => Err(HeadError::BareCr),
             }
         }
@@ -138,7 +165,7 @@ pub(crate) fn field_line(b: &[u8], i: usize) -> Result<Option<FieldLine>, HeadEr
     }
     let name_end = j;
     match b.get(j) {
-        None => return Ok(None),
+        None => return Ok(FieldLine::Incomplete),
         Some(b':') if name_end > name_start => {}
         Some(b' ' | b'\t') if name_end > name_start => return Err(HeadError::SpaceBeforeColon),
         Some(b'\n') => return Err(HeadError::BareLf),
@@ -148,55 +175,184 @@ pub(crate) fn field_line(b: &[u8], i: usize) -> Result<Option<FieldLine>, HeadEr
     while j < b.len() && matches!(b[j], b' ' | b'\t') {
         j += 1;
     }
-    let value_start = j;
-    let Some(offset) = memchr::memchr(b'\n', &b[j..]) else {
-        return Ok(None);
+    if j == b.len() {
+        // Leading whitespace may continue: read the line again from its start.
+        return Ok(FieldLine::Incomplete);
+    }
+    value_end(
+        b,
+        PendingValue {
+            name: (name_start as u32, name_end as u32),
+            value_start: j,
+            searched_to: j,
+        },
+    )
+}
+
+/// Finds the LF that ends a pending value and checks the line ending.
+fn value_end(b: &[u8], pending: PendingValue) -> Result<FieldLine, HeadError> {
+    let from = pending.searched_to.min(b.len());
+    let Some(offset) = memchr::memchr(b'\n', &b[from..]) else {
+        return Ok(FieldLine::IncompleteValue(PendingValue {
+            searched_to: b.len(),
+            ..pending
+        }));
     };
-    let lf = j + offset;
+    let lf = from + offset;
+    let value_start = pending.value_start;
     // The byte before the LF is inside the line (at worst the colon), so `lf >= 1`.
-    if b[lf - 1] != b'\r' {
+    if lf == 0 || b[lf - 1] != b'\r' {
         return Err(HeadError::BareLf);
     }
     // The CR is at or after `value_start`: OWS and the colon are not CR.
-    let mut value_end = lf - 1;
+    let mut value_end = (lf - 1).max(value_start);
     while value_end > value_start && matches!(b[value_end - 1], b' ' | b'\t') {
         value_end -= 1;
     }
     let span = FieldSpan {
-        name: (name_start as u32, name_end as u32),
+        name: pending.name,
         value: (value_start as u32, value_end as u32),
     };
-    Ok(Some(FieldLine::Field(span, lf + 1)))
+    Ok(FieldLine::Field(span, lf + 1))
+}
+
+/// How far a field section has been read, kept between reads when it arrives in
+/// pieces, so that each line is tokenized once, in order, however the bytes are cut:
+/// the answer (and the first error) is the same as for the section in one piece.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FieldProgress {
+    /// The start of the first line not yet read whole.
+    pub(crate) pos: usize,
+    pending: Option<PendingValue>,
+    /// Spans of the lines read so far (empty while the head is read in one go).
+    saved: Vec<FieldSpan>,
+}
+
+impl FieldProgress {
+    /// The spans read so far, to continue from.
+    pub(crate) fn take_spans(&mut self) -> FieldSpans {
+        FieldSpans::restored(std::mem::take(&mut self.saved))
+    }
+
+    /// Keeps the spans read so far until the next read.
+    pub(crate) fn keep_spans(&mut self, spans: FieldSpans) {
+        spans.save_into(&mut self.saved);
+    }
+
+    /// Recorded for a longer buffer than `len`: not this buffer's progress.
+    pub(crate) fn is_past(&self, len: usize) -> bool {
+        self.pos > len || self.pending.is_some_and(|p| p.searched_to > len)
+    }
 }
 
 /// Where a field section scan stopped.
 pub(crate) enum Fields {
     /// The section (and the head) ends before this offset.
     Complete(usize),
-    /// More bytes are needed; the incomplete line starts at this offset.
-    Partial(usize),
+    /// More bytes are needed; `progress` says where to go on.
+    Partial,
 }
 
-/// Reads field lines from `i` to the empty line, recording their spans.
+/// Reads field lines from `progress` to the empty line, recording their spans.
 pub(crate) fn fields(
     b: &[u8],
-    mut i: usize,
+    progress: &mut FieldProgress,
     max_fields: usize,
     spans: &mut FieldSpans,
 ) -> Result<Fields, HeadError> {
     loop {
-        match field_line(b, i)? {
-            None => return Ok(Fields::Partial(i)),
-            Some(FieldLine::End(end)) => return Ok(Fields::Complete(end)),
-            Some(FieldLine::Field(span, next)) => {
+        let line = match progress.pending.take() {
+            Some(pending) => value_end(b, pending)?,
+            None => field_line(b, progress.pos)?,
+        };
+        match line {
+            FieldLine::Incomplete => return Ok(Fields::Partial),
+            FieldLine::IncompleteValue(pending) => {
+                progress.pending = Some(pending);
+                return Ok(Fields::Partial);
+            }
+            FieldLine::End(end) => return Ok(Fields::Complete(end)),
+            FieldLine::Field(span, next) => {
                 if spans.len() >= max_fields {
                     return Err(HeadError::TooManyHeaders);
                 }
                 spans.push(span);
-                i = next;
+                progress.pos = next;
             }
         }
     }
+}
+
+/// How far a head has been read: its start line once read, then its fields.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadProgress<L> {
+    line: Option<L>,
+    fields: FieldProgress,
+}
+
+impl<L> Default for HeadProgress<L> {
+    fn default() -> Self {
+        HeadProgress {
+            line: None,
+            fields: FieldProgress::default(),
+        }
+    }
+}
+
+impl<L> HeadProgress<L> {
+    pub(crate) fn take_spans(&mut self) -> FieldSpans {
+        self.fields.take_spans()
+    }
+
+    pub(crate) fn keep_spans(&mut self, spans: FieldSpans) {
+        self.fields.keep_spans(spans)
+    }
+
+    pub(crate) fn is_past(&self, len: usize) -> bool {
+        self.fields.is_past(len)
+    }
+}
+
+/// Where a head scan stopped.
+pub(crate) enum HeadScan<L> {
+    /// The head ends before `end`.
+    Complete {
+        line: L,
+        end: usize,
+    },
+    Partial,
+}
+
+/// Tokenizes a head: empty lines a request may start with, the start line (read by
+/// `start_line`, from its first byte each time until it is whole), then the fields.
+pub(crate) fn head<L: Copy>(
+    b: &[u8],
+    progress: &mut HeadProgress<L>,
+    max_fields: usize,
+    spans: &mut FieldSpans,
+    start_line: impl Fn(&[u8], usize) -> Result<Option<(L, usize)>, HeadError>,
+) -> Result<HeadScan<L>, HeadError> {
+    let line = match progress.line {
+        Some(line) => line,
+        None => {
+            let Some(start) = skip_empty_lines(b, progress.fields.pos)? else {
+                // Go on from the CR of an empty line not yet whole, or the end.
+                progress.fields.pos = b.len() - usize::from(b.last() == Some(&b'\r'));
+                return Ok(HeadScan::Partial);
+            };
+            progress.fields.pos = start;
+            let Some((line, next)) = start_line(b, start)? else {
+                return Ok(HeadScan::Partial);
+            };
+            progress.line = Some(line);
+            progress.fields.pos = next;
+            line
+        }
+    };
+    Ok(match fields(b, &mut progress.fields, max_fields, spans)? {
+        Fields::Complete(end) => HeadScan::Complete { line, end },
+        Fields::Partial => HeadScan::Partial,
+    })
 }
 
 /// Skips the empty lines a request may start with (RFC 9112 §2.2: a server SHOULD
@@ -299,61 +455,4 @@ pub(crate) fn build_fields(
         map.append(name, value);
     }
     Ok(map)
-}
-
-/// Remembers how far an incomplete head has been looked at, so the next read is
-/// searched for the end of the head from there instead of tokenized again from the
-/// start: a client sending its head a byte at a time costs linear work, not quadratic.
-/// Once the end is in sight (or a line ends in a bare LF, or the limit is reached) the
-/// whole head is tokenized once, which reports the first error in it.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Resume {
-    /// Bytes before this offset hold no LF not yet accounted for.
-    scanned_to: usize,
-    /// The start of the line being read.
-    line_start: usize,
-    /// The start line has been read, so an empty line ends the head.
-    past_start_line: bool,
-}
-
-impl Resume {
-    pub(crate) fn after_partial(window: usize, line_start: usize, past_start_line: bool) -> Self {
-        Resume {
-            scanned_to: window,
-            line_start,
-            past_start_line,
-        }
-    }
-
-    pub(crate) fn is_fresh(&self) -> bool {
-        self.scanned_to == 0
-    }
-
-    /// True when `window` (the buffer so far, within the head limit) may hold a whole
-    /// head or an error, so it is worth tokenizing.
-    pub(crate) fn worth_a_scan(&mut self, window: &[u8]) -> bool {
-        if self.scanned_to > window.len() || self.line_start > self.scanned_to {
-            // Not the buffer this was recorded for: start over.
-            *self = Resume::default();
-            return true;
-        }
-        let mut from = self.scanned_to;
-        while let Some(offset) = memchr::memchr(b'\n', &window[from..]) {
-            let lf = from + offset;
-            if lf == 0 || window[lf - 1] != b'\r' || lf - 1 < self.line_start {
-                return true;
-            }
-            if lf - 1 == self.line_start {
-                if self.past_start_line {
-                    return true;
-                }
-            } else {
-                self.past_start_line = true;
-            }
-            self.line_start = lf + 1;
-            from = lf + 1;
-        }
-        self.scanned_to = window.len();
-        false
-    }
 }
