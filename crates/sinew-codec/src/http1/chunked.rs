@@ -306,7 +306,7 @@ impl ChunkedDecoder {
                     return Ok(Some(Frame::End(None)));
                 }
                 let section = buf.split_to(end).freeze();
-                let map = scan::build_fields(&section, &spans, |_, _| {}).map_err(trailer_error)?;
+                let map = scan::build_fields(&section, &spans).map_err(trailer_error)?;
                 Ok(Some(Frame::End(Some(map))))
             }
         }

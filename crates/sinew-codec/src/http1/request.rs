@@ -251,8 +251,8 @@ fn build(head: Bytes, line: RequestLine, spans: &FieldSpans) -> Result<RequestHe
 
     let version = line.version;
     let http11 = version == Version::HTTP_11;
-    let mut facts = Facts::default();
-    let mut headers = scan::build_fields(&head, spans, |name, value| facts.inspect(name, value))?;
+    let mut headers = scan::build_fields(&head, spans)?;
+    let facts = Facts::of(&headers);
 
     // Host (RFC 9112 §3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0, and a
     // valid `host[:port]` (or empty) when present.

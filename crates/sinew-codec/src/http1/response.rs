@@ -192,8 +192,8 @@ fn build(
     spans: &FieldSpans,
     method: &Method,
 ) -> Result<ResponseHead, HeadError> {
-    let mut facts = Facts::default();
-    let headers = scan::build_fields(&head, spans, |name, value| facts.inspect(name, value))?;
+    let headers = scan::build_fields(&head, spans)?;
+    let facts = Facts::of(&headers);
     let status = line.status;
     let version = line.version;
     let upgraded = status == StatusCode::SWITCHING_PROTOCOLS

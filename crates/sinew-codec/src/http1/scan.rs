@@ -430,13 +430,8 @@ pub(crate) fn line_end(
     }
 }
 
-/// Builds the field map from a frozen head, passing each field to `inspect` as it goes
-/// (framing, Host and Connection are read there, without a second lookup).
-pub(crate) fn build_fields(
-    head: &Bytes,
-    spans: &FieldSpans,
-    mut inspect: impl FnMut(&HeaderName, &HeaderValue),
-) -> Result<HeaderMap, HeadError> {
+/// Builds the field map from a frozen head.
+pub(crate) fn build_fields(head: &Bytes, spans: &FieldSpans) -> Result<HeaderMap, HeadError> {
     let mut map = HeaderMap::with_capacity(spans.len());
     for span in spans.iter() {
         let name_bytes = &head[span.name.0 as usize..span.name.1 as usize];
@@ -451,7 +446,6 @@ pub(crate) fn build_fields(
             head.slice(span.value.0 as usize..span.value.1 as usize),
         )
         .map_err(|_| HeadError::InvalidHeaderValue)?;
-        inspect(&name, &value);
         map.append(name, value);
     }
     Ok(map)
