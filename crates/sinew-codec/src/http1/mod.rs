@@ -7,8 +7,15 @@
 //! - **One pass per head.** [`RequestParser`] and [`ResponseParser`] tokenize a head once,
 //!   checking every rule while its bytes are in cache, then build the `http` types from
 //!   the frozen head (header values share the read buffer; nothing is copied). A head
-//!   that arrives in pieces is not re-tokenized on every read: the parser remembers how
-//!   far it has looked and only searches the new bytes for the end of the head.
+//!   that arrives in pieces is not re-tokenized on every read: the parser keeps its
+//!   place (the start line once read, the span of each whole field line, a value waiting
+//!   for its LF) and goes on from there, so each line is read once and the answer, first
+//!   error included, is the same however the bytes were cut. Only a line still
+//!   incomplete is read again from its start (its name, or the whole request line; a
+//!   value is only searched in its new bytes).
+//! - **Head timing is the driver's.** The header-read timeout runs from a head's first
+//!   byte (the read buffer turning non-empty) to [`RequestParser::parse`] returning it;
+//!   the codec keeps no clock.
 //! - **Smuggling defences in the parser.** Bare LF anywhere in a head or in chunked
 //!   framing, obs-fold, whitespace before a colon, more than one `Content-Length`,
 //!   `Content-Length` beside `Transfer-Encoding`, a transfer coding list that does not

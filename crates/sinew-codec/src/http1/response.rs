@@ -132,7 +132,10 @@ pub fn parse_response(
 }
 
 /// `HTTP-version SP status-code SP [ reason-phrase ] CRLF` (RFC 9112 §4). The SP after
-/// the code may be missing when the reason is empty, as httparse allowed.
+/// the code may be missing when the reason is empty, as httparse allowed. Empty lines
+/// before it are skipped as for requests: RFC 9112 only asks that of servers, but a
+/// stray CRLF after a body is common from upstreams and frames nothing (httparse
+/// skipped them too); a bare LF there is still refused.
 fn status_line(b: &[u8], start: usize) -> Result<Option<(StatusLine, usize)>, HeadError> {
     let Some((numbers, mut i)) = scan::version(b, start)? else {
         return Ok(None);
