@@ -37,6 +37,7 @@ mod facts;
 mod request;
 mod response;
 mod scan;
+pub mod server;
 
 pub use chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits, Frame};
 pub use encode::{
