@@ -8,7 +8,7 @@ use http::uri::Authority;
 use http::{Method, Uri, Version};
 
 use super::facts::Facts;
-use super::scan::{self, FieldSpans, HeadProgress, HeadScan};
+use super::scan::{self, FieldSpans, HeadProgress, HeadScan, LineCursor};
 use super::{BodyFraming, HeadError, HeadLimits};
 
 /// The longest request target `http::Uri` holds; hyper answered 414 beyond it too.
@@ -161,23 +161,44 @@ pub(crate) fn scan_only(
 }
 
 /// `method SP request-target SP HTTP-version CRLF` (RFC 9112 §3), single spaces only.
-fn request_line(b: &[u8], start: usize) -> Result<Option<(RequestLine, usize)>, HeadError> {
-    let mut i = start;
-    loop {
-        match b.get(i) {
-            None => return Ok(None),
-            Some(&c) if scan::is_tchar(c) => i += 1,
-            Some(b' ') if i > start => break,
-            Some(b'\n') => return Err(HeadError::BareLf),
-            Some(_) => return Err(HeadError::InvalidMethod),
+/// An incomplete line is resumed from `cursor` (bytes before it were read already), so a
+/// long target arriving a byte at a time is still read once.
+fn request_line(
+    b: &[u8],
+    start: usize,
+    cursor: &mut LineCursor,
+) -> Result<Option<(RequestLine, usize)>, HeadError> {
+    let method_end = if cursor.mark > start {
+        cursor.mark
+    } else {
+        let mut i = cursor.scanned_to.max(start);
+        loop {
+            match b.get(i) {
+                None => {
+                    cursor.scanned_to = i;
+                    return Ok(None);
+                }
+                Some(&c) if scan::is_tchar(c) => i += 1,
+                Some(b' ') if i > start => break,
+                Some(b'\n') => return Err(HeadError::BareLf),
+                Some(_) => return Err(HeadError::InvalidMethod),
+            }
         }
-    }
-    let method = (start, i);
-    i += 1;
-    let target_start = i;
+        cursor.mark = i;
+        i
+    };
+    let method = (start, method_end);
+    let target_start = method_end + 1;
+    let mut i = cursor.scanned_to.max(target_start);
     loop {
         match b.get(i) {
-            None => return Ok(None),
+            None => {
+                cursor.scanned_to = i;
+                return Ok(None);
+            }
+            // A request target has no fragment (RFC 9112 §3.2). hyper let `http::Uri`
+            // drop it silently, so `/a#b` was routed as `/a`; it is refused here.
+            Some(b'#') => return Err(HeadError::InvalidTarget),
             // Visible ASCII; `http::Uri` checks the URI grammar afterwards.
             Some(0x21..=0x7e) => i += 1,
             Some(b' ') if i > target_start => break,
@@ -187,9 +208,10 @@ fn request_line(b: &[u8], start: usize) -> Result<Option<(RequestLine, usize)>, 
             Some(_) => return Err(HeadError::InvalidTarget),
         }
     }
+    // The version (ten bytes at most) is read again from here until it is whole.
+    cursor.scanned_to = i;
     let target = (target_start, i);
-    i += 1;
-    let Some((numbers, i)) = scan::version(b, i)? else {
+    let Some((numbers, i)) = scan::version(b, i + 1)? else {
         return Ok(None);
     };
     let Some(end) = scan::line_end(b, i, HeadError::InvalidVersion)? else {
@@ -638,6 +660,27 @@ mod tests {
         );
         rejected(
             b"GET relative/path HTTP/1.1\r\nHost: a\r\n\r\n",
+            HeadError::InvalidTarget,
+            400,
+        );
+    }
+
+    #[test]
+    fn a_target_with_a_fragment_is_400() {
+        // Found by fuzz_request_head: `http::Uri` drops the fragment, so the target
+        // read was not the target sent.
+        rejected(
+            b"GET /#eadyz HTTP/1.1\r\nHost: a\r\n\r\n",
+            HeadError::InvalidTarget,
+            400,
+        );
+        rejected(
+            b"GET /a?b#c HTTP/1.1\r\nHost: a\r\n\r\n",
+            HeadError::InvalidTarget,
+            400,
+        );
+        rejected(
+            b"GET http://a/#x HTTP/1.1\r\nHost: a\r\n\r\n",
             HeadError::InvalidTarget,
             400,
         );

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::facts::Facts;
-use super::scan::{self, FieldSpans, HeadProgress, HeadScan};
+use super::scan::{self, FieldSpans, HeadProgress, HeadScan, LineCursor};
 use super::{BodyFraming, HeadError, HeadLimits};
 
 /// A parsed response head.
@@ -136,7 +136,11 @@ pub fn parse_response(
 /// before it are skipped as for requests: RFC 9112 only asks that of servers, but a
 /// stray CRLF after a body is common from upstreams and frames nothing (httparse
 /// skipped them too); a bare LF there is still refused.
-fn status_line(b: &[u8], start: usize) -> Result<Option<(StatusLine, usize)>, HeadError> {
+fn status_line(
+    b: &[u8],
+    start: usize,
+    cursor: &mut LineCursor,
+) -> Result<Option<(StatusLine, usize)>, HeadError> {
     let Some((numbers, mut i)) = scan::version(b, start)? else {
         return Ok(None);
     };
@@ -163,11 +167,14 @@ fn status_line(b: &[u8], start: usize) -> Result<Option<(StatusLine, usize)>, He
         Some(b'\n') => return Err(HeadError::BareLf),
         Some(_) => return Err(HeadError::InvalidStatus),
     };
-    // reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
-    let mut j = reason_start;
+    // reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ), resumed where a read ended.
+    let mut j = cursor.scanned_to.max(reason_start);
     loop {
         match b.get(j) {
-            None => return Ok(None),
+            None => {
+                cursor.scanned_to = j;
+                return Ok(None);
+            }
             Some(b'\r') => break,
             Some(b'\n') => return Err(HeadError::BareLf),
             Some(&c) if c == b'\t' || (c >= 0x20 && c != 0x7f) => j += 1,

@@ -283,10 +283,20 @@ pub(crate) fn fields(
     }
 }
 
+/// How far an incomplete start line has been read, for its reader to go on from.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LineCursor {
+    /// Where a part of the line ends once known (the request line: the method's end).
+    pub(crate) mark: usize,
+    /// Bytes before this were read and found good.
+    pub(crate) scanned_to: usize,
+}
+
 /// How far a head has been read: its start line once read, then its fields.
 #[derive(Debug, Clone)]
 pub(crate) struct HeadProgress<L> {
     line: Option<L>,
+    cursor: LineCursor,
     fields: FieldProgress,
 }
 
@@ -294,6 +304,7 @@ impl<L> Default for HeadProgress<L> {
     fn default() -> Self {
         HeadProgress {
             line: None,
+            cursor: LineCursor::default(),
             fields: FieldProgress::default(),
         }
     }
@@ -309,7 +320,7 @@ impl<L> HeadProgress<L> {
     }
 
     pub(crate) fn is_past(&self, len: usize) -> bool {
-        self.fields.is_past(len)
+        self.fields.is_past(len) || self.cursor.scanned_to > len || self.cursor.mark > len
     }
 }
 
@@ -330,7 +341,7 @@ pub(crate) fn head<L: Copy>(
     progress: &mut HeadProgress<L>,
     max_fields: usize,
     spans: &mut FieldSpans,
-    start_line: impl Fn(&[u8], usize) -> Result<Option<(L, usize)>, HeadError>,
+    start_line: impl Fn(&[u8], usize, &mut LineCursor) -> Result<Option<(L, usize)>, HeadError>,
 ) -> Result<HeadScan<L>, HeadError> {
     let line = match progress.line {
         Some(line) => line,
@@ -341,7 +352,7 @@ pub(crate) fn head<L: Copy>(
                 return Ok(HeadScan::Partial);
             };
             progress.fields.pos = start;
-            let Some((line, next)) = start_line(b, start)? else {
+            let Some((line, next)) = start_line(b, start, &mut progress.cursor)? else {
                 return Ok(HeadScan::Partial);
             };
             progress.line = Some(line);
