@@ -9,6 +9,8 @@
 //!   they would be if the codec kept httparse: a bare-LF pass over the head and the
 //!   framing, Host and Connection rules read back from the map.
 //! - `codec_scan`: the codec's tokenizing pass alone (every syntax rule, no types).
+//! - `codec_parse_unchecked`: the codec's tokenizing and `http` types, none of the checks
+//!   after them (target form, Host, framing, connection facts).
 //! - `codec_parse`: the codec's whole parse from a read buffer: tokenizing, the `http`
 //!   types, framing, Host and connection facts.
 
@@ -115,6 +117,16 @@ fn parse(c: &mut Criterion) {
     });
     group.bench_function("codec_scan", |b| {
         b.iter(|| bench_api::scan_request(black_box(HEAD)))
+    });
+    group.bench_function("codec_parse_unchecked", |b| {
+        b.iter(|| {
+            buf.extend_from_slice(HEAD);
+            black_box(
+                bench_api::parse_unchecked(black_box(&mut buf))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
     });
     let mut parser = RequestParser::new(HeadLimits::default());
     group.bench_function("codec_parse", |b| {

@@ -97,6 +97,14 @@ pub mod bench_api {
     use super::scan::FieldSpans;
     use super::HeadError;
 
+    /// The parse without the checks after tokenizing (target forms, Host, framing,
+    /// connection facts): what the checks cost is the difference.
+    pub fn parse_unchecked(
+        buf: &mut bytes::BytesMut,
+    ) -> Result<Option<(http::Method, http::Uri, http::HeaderMap)>, HeadError> {
+        super::request::parse_unchecked(buf, &super::HeadLimits::default())
+    }
+
     /// The tokenizing pass alone (no `http` types): whether a whole head was found.
     pub fn scan_request(bytes: &[u8]) -> Result<bool, HeadError> {
         let mut spans = FieldSpans::new();

@@ -149,6 +149,35 @@ pub fn parse_request(
     }
 }
 
+/// For the bench: the same tokenizing and `http` types as [`RequestParser::parse`]
+/// without any of the checks after them (target forms, Host, framing, connection).
+pub(crate) fn parse_unchecked(
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+) -> Result<Option<(Method, Uri, HeaderMap)>, HeadError> {
+    let (window, _) = scan::head_window(buf.len(), limits.max_head_bytes);
+    let mut progress = HeadProgress::default();
+    let mut spans = FieldSpans::new();
+    match scan::head(
+        &buf[..window],
+        &mut progress,
+        limits.max_headers,
+        &mut spans,
+        request_line,
+    )? {
+        HeadScan::Complete { line, end } => {
+            let head = buf.split_to(end).freeze();
+            let method = Method::from_bytes(&head[line.method.0..line.method.1])
+                .map_err(|_| HeadError::InvalidMethod)?;
+            let target = Uri::from_maybe_shared(head.slice(line.target.0..line.target.1))
+                .map_err(|_| HeadError::InvalidTarget)?;
+            let headers = scan::build_fields(&head, &spans)?;
+            Ok(Some((method, target, headers)))
+        }
+        HeadScan::Partial => Ok(None),
+    }
+}
+
 /// The tokenizing pass alone, for the bench: whether a whole head was found.
 pub(crate) fn scan_only(
     b: &[u8],
