@@ -7,7 +7,9 @@
 //! (socket read half, pooled buffer, decoder), moved into the body while the service
 //! reads it and handed back through one slot the connection allocates once. The read
 //! buffer comes from the worker's pool when bytes arrive and goes back when the
-//! connection is idle with nothing buffered (see [`crate::buf`]).
+//! connection is idle with nothing buffered (see [`crate::buf`]); the write buffer is
+//! taken for each response and given back after it, so an idle connection holds
+//! neither.
 //!
 //! The header-read timeout runs from a head's first byte to its end, so an idle
 //! keep-alive connection is not cut by it. A graceful shutdown closes an idle
@@ -33,7 +35,7 @@ use super::{
     encode_response_head, write_chunk, write_last_chunk, BodyFraming, ChunkedDecoder, ChunkedError,
     ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, RequestParser,
 };
-use crate::buf::ConnBuf;
+use crate::buf::{with_worker_pool, BufPool, ConnBuf};
 
 /// How a connection is served.
 #[derive(Debug, Clone, Copy)]
@@ -321,7 +323,6 @@ where
     let mut shutdown = pin!(shutdown);
     let mut shutting_down = false;
     let mut head_timer = pin!(tokio::time::sleep(Duration::from_secs(3600)));
-    let mut out = BytesMut::new();
     while let Some(side) = read_side.as_mut() {
         let wait = wait_for_head(
             side,
@@ -341,7 +342,7 @@ where
                 let mut headers = http::HeaderMap::new();
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                out.clear();
+                let mut out = BytesMut::new();
                 let length = OutgoingBody::Length(reason.len() as u64);
                 encode_response_head(e.status(), &headers, length, &mut out);
                 out.extend_from_slice(reason.as_bytes());
@@ -388,7 +389,9 @@ where
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS
             || (head_was_connect && response.status().is_success());
         let keep_alive = head.keep_alive && !shutting_down && !switching;
-        write_response(
+        // The write buffer, like the read buffer, is the worker's between exchanges.
+        let mut out = with_worker_pool(BufPool::take);
+        let written = write_response(
             &mut write,
             response,
             method_is_head,
@@ -396,7 +399,9 @@ where
             keep_alive,
             &mut out,
         )
-        .await?;
+        .await;
+        with_worker_pool(|pool| pool.give_back(out));
+        written?;
 
         if read_side.is_none() {
             // The body has (or will have) the read side: wait for it to come home.
