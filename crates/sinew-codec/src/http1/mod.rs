@@ -80,9 +80,9 @@ pub struct HeadLimits {
 }
 
 impl Default for HeadLimits {
-    /// 64 KiB and 100 fields: hyper's defaults (its `max_buf_size` floor is 8 KiB, its
-    /// `DEFAULT_MAX_HEADERS` 100); Sinew's listeners set `max_head_bytes` from
-    /// `max_request_headers_kb`.
+    /// 64 KiB and 100 fields. Sinew's listeners set `max_head_bytes` from
+    /// `max_request_headers_kb` (as they set hyper's `max_buf_size`); 100 fields is
+    /// hyper's `DEFAULT_MAX_HEADERS`.
     fn default() -> Self {
         HeadLimits {
             max_head_bytes: 64 * 1024,

@@ -92,7 +92,10 @@ impl<R: AsyncRead + Unpin> ReadSide<R> {
     }
 }
 
-/// Where a request body hands the read side back: allocated once per connection.
+/// Where a request body hands the read side back: allocated once per connection. The
+/// mutex is never contended: the body puts the read side once, the driver takes it
+/// once, and they never run at the same time on a connection's one task unless the
+/// service moved the body elsewhere.
 struct Home<R> {
     slot: Mutex<Slot<R>>,
 }
@@ -292,6 +295,12 @@ enum Wait {
 
 /// Serves one connection until it closes: `read` and `write` are its halves, `service`
 /// answers each request, `shutdown` resolves when the server begins a graceful shutdown.
+///
+/// A request body the service drops before its end closes the connection after the
+/// response (the start of the next request is unknown; nothing is drained). A service
+/// that keeps the body after answering holds the connection until it lets it go.
+/// Switching protocols (101, 2xx to CONNECT) is answered, then the connection closes:
+/// handing the connection to another protocol is not done here yet.
 /// The future is `Send` when the halves, the service and its futures and bodies are.
 pub async fn serve<R, W, S, F, B>(
     read: R,
