@@ -13,6 +13,10 @@
 //!   after them (target form, Host, framing, connection facts).
 //! - `codec_parse`: the codec's whole parse from a read buffer: tokenizing, the `http`
 //!   types, framing, Host and connection facts.
+//!
+//! `dribbled_16k`: a 16 KiB head (a long cookie, a long target) arriving one byte per
+//! read, parsed after every byte: `httparse` from the start each time (as hyper does),
+//! the codec going on from where it stopped. Linear against quadratic.
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
@@ -139,5 +143,48 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+fn dribbled(c: &mut Criterion) {
+    let mut head = format!("GET /{} HTTP/1.1\r\nHost: a\r\n", "t".repeat(4200)).into_bytes();
+    for i in 0..12 {
+        head.extend_from_slice(format!("X-Field-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    assert!(
+        (16 * 1024..18 * 1024).contains(&head.len()),
+        "{}",
+        head.len()
+    );
+    let mut group = c.benchmark_group("dribbled_16k");
+    group.sample_size(10);
+    group.bench_function("httparse_from_the_start_each_read", |b| {
+        b.iter(|| {
+            let mut done = 0;
+            for end in 1..=head.len() {
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut slots);
+                if let Ok(httparse::Status::Complete(n)) = req.parse(&head[..end]) {
+                    done = n;
+                }
+            }
+            black_box(done)
+        })
+    });
+    group.bench_function("codec_resumed_each_read", |b| {
+        b.iter(|| {
+            let mut parser = RequestParser::new(HeadLimits::default());
+            let mut buf = BytesMut::with_capacity(head.len());
+            let mut parsed = None;
+            for &byte in &head {
+                buf.extend_from_slice(&[byte]);
+                if let Some(h) = parser.parse(&mut buf).unwrap() {
+                    parsed = Some(h);
+                }
+            }
+            black_box(parsed.unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, dribbled);
 criterion_main!(benches);
