@@ -435,3 +435,88 @@ async fn a_response_body_shorter_than_its_length_ends_the_connection() {
         "a request was answered after a broken body: {text}"
     );
 }
+
+/// Requests and damaged requests, as a client might write them on one connection.
+fn connection_samples() -> Vec<Vec<u8>> {
+    vec![
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3;x\r\nabc\r\n0\r\nT: 1\r\n\r\n".to_vec(),
+        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\nGET /stream HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+    ]
+}
+
+const SERVER_DICTIONARY: &[&[u8]] = &[
+    b"\r\n",
+    b"\n",
+    b"\r\n\r\n",
+    b" ",
+    b":",
+    b"0\r\n\r\n",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"GET / HTTP/1.1\r\n",
+    b"Host: a\r\n",
+    b"ffffffffffffffffff",
+    b"\0",
+    b"Expect: 100-continue\r\n",
+];
+
+/// Damaged input never panics the driver, and every connection ends once the client
+/// has finished writing: with responses, a refusal, or a close, within 3 s.
+#[test]
+fn fuzz_server_connection() {
+    use sinew_fuzz::proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(start(ServerSettings {
+        header_read_timeout: Some(Duration::from_millis(500)),
+        ..ServerSettings::default()
+    }));
+    let addr = server.addr;
+    let panics_before = sinew_fuzz::panics_so_far();
+    let answered = std::cell::Cell::new(0u32);
+    let cases = sinew_fuzz::run(
+        "fuzz_server_connection",
+        10,
+        prop_oneof![
+            3 => sinew_fuzz::mutated(connection_samples(), SERVER_DICTIONARY),
+            1 => sinew_fuzz::token_soup(SERVER_DICTIONARY, 16),
+        ],
+        |input| {
+            let ended: (bool, String) = runtime.block_on(async {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                // The server may answer and close before reading everything.
+                let _ = stream.write_all(&input).await;
+                let _ = stream.shutdown().await;
+                read_to_close(&mut stream).await
+            });
+            if ended.1.starts_with("HTTP/1.1 ") {
+                answered.set(answered.get() + 1);
+            }
+            prop_assert!(ended.0, "the connection outlived the client by 3 s");
+            prop_assert_eq!(sinew_fuzz::panics_so_far(), panics_before, "a panic");
+            Ok(())
+        },
+    );
+    // Not a vacuous run: many cases got an answer (a response or a refusal).
+    assert!(
+        answered.get() > cases / 4,
+        "{} of {cases} answered",
+        answered.get()
+    );
+    // Still serving.
+    let text = runtime.block_on(async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        read_to_close(&mut stream).await.1
+    });
+    assert!(text.ends_with("GET /after 0\n"), "{text}");
+}
