@@ -520,3 +520,49 @@ fn fuzz_server_connection() {
     });
     assert!(text.ends_with("GET /after 0\n"), "{text}");
 }
+
+#[tokio::test]
+async fn expect_100_continue_gets_100_before_the_body_is_sent() {
+    let server = start(ServerSettings::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf))
+        .await
+        .expect("no 100 Continue")
+        .unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"body").await.unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("POST /e 4\nbody"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_http10_client_gets_an_unknown_length_body_delimited_by_the_close() {
+    let server = start(ServerSettings::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        !lower.contains("transfer-encoding") && !lower.contains("content-length"),
+        "{text}"
+    );
+    assert!(
+        lower.contains("connection: close\r\n") && text.ends_with("GET /stream 0\n"),
+        "{text}"
+    );
+}

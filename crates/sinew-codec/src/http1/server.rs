@@ -410,7 +410,9 @@ where
         )
         .await;
         with_worker_pool(|pool| pool.give_back(out));
-        written?;
+        // The response may have ended the connection itself (a body delimited by the
+        // close, for an HTTP/1.0 client).
+        let keep_alive = written?;
 
         if read_side.is_none() {
             // The body has (or will have) the read side: wait for it to come home.
@@ -487,6 +489,7 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
 }
 
 /// Writes a response: its head with the framing its body allows, then the body.
+/// Returns whether the connection can carry another exchange.
 async fn write_response<W, B>(
     write: &mut W,
     response: Response<B>,
@@ -494,7 +497,7 @@ async fn write_response<W, B>(
     version: Version,
     keep_alive: bool,
     out: &mut BytesMut,
-) -> io::Result<()>
+) -> io::Result<bool>
 where
     W: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
@@ -542,7 +545,8 @@ where
     encode_response_head(status, &parts.headers, framing, out);
     if bodiless {
         write.write_all(out).await?;
-        return write.flush().await;
+        write.flush().await?;
+        return Ok(keep_alive);
     }
     let chunked = framing == OutgoingBody::Chunked;
     // A body longer or shorter than the length it announced would desynchronise the
@@ -586,5 +590,6 @@ where
     }
     write.write_all(out).await?;
     out.clear();
-    write.flush().await
+    write.flush().await?;
+    Ok(keep_alive)
 }
