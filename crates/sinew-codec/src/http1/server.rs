@@ -1,0 +1,595 @@
+//! The server-side connection driver: reads requests off one connection with the codec,
+//! hands each to a service with its body streaming straight from the connection, and
+//! writes the responses back, one exchange at a time (keep-alive, and pipelined
+//! requests answered in order).
+//!
+//! No channel and no task per request: a request's body *is* the connection's read side
+//! (socket read half, pooled buffer, decoder), moved into the body while the service
+//! reads it and handed back through one slot the connection allocates once. The read
+//! buffer comes from the worker's pool when bytes arrive and goes back when the
+//! connection is idle with nothing buffered (see [`crate::buf`]); the write buffer is
+//! taken for each response and given back after it, so an idle connection holds
+//! neither.
+//!
+//! The header-read timeout runs from a head's first byte to its end, so an idle
+//! keep-alive connection is not cut by it. A graceful shutdown closes an idle
+//! connection at once and lets one in the middle of an exchange finish it, answering
+//! with `Connection: close`.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame as BodyFrame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use super::{
+    encode_response_head, write_chunk, write_last_chunk, BodyFraming, ChunkedDecoder, ChunkedError,
+    ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, RequestParser,
+};
+use crate::buf::{with_worker_pool, BufPool, ConnBuf};
+
+/// How a connection is served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    pub limits: HeadLimits,
+    pub chunked: ChunkedLimits,
+    /// From a head's first byte to its last; `None` waits for ever.
+    pub header_read_timeout: Option<Duration>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            limits: HeadLimits::default(),
+            chunked: ChunkedLimits::default(),
+            header_read_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// At most this much is read at once (the part of the buffer a read may fill is zeroed
+/// first: reading into spare capacity would need `unsafe`).
+const READ_SIZE: usize = 4096;
+
+/// A connection's read side: the socket's read half and the buffer it reads into.
+struct ReadSide<R> {
+    io: R,
+    buf: ConnBuf,
+}
+
+impl<R: AsyncRead + Unpin> ReadSide<R> {
+    /// Reads what is there into the buffer: the number of bytes, 0 at the end of the
+    /// stream. Without a buffer (an idle connection) it waits on a small stack buffer and
+    /// takes one from the pool only once bytes have come.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.buf.is_held() {
+            let mut first = [0u8; 512];
+            let mut read = ReadBuf::new(&mut first);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n > 0 {
+                self.buf.get().extend_from_slice(read.filled());
+            }
+            return Poll::Ready(Ok(n));
+        }
+        let buf = self.buf.get();
+        let start = buf.len();
+        buf.resize(start + READ_SIZE, 0);
+        let mut read = ReadBuf::new(&mut buf[start..]);
+        let polled = Pin::new(&mut self.io).poll_read(cx, &mut read);
+        let n = read.filled().len();
+        buf.truncate(start + n);
+        polled.map_ok(|()| n)
+    }
+}
+
+/// Where a request body hands the read side back: allocated once per connection. The
+/// mutex is never contended: the body puts the read side once, the driver takes it
+/// once, and they never run at the same time on a connection's one task unless the
+/// service moved the body elsewhere.
+struct Home<R> {
+    slot: Mutex<Slot<R>>,
+}
+
+struct Slot<R> {
+    read: Option<ReadSide<R>>,
+    /// The body was read to its end: the connection can carry another request.
+    whole: bool,
+    waker: Option<Waker>,
+}
+
+impl<R> Home<R> {
+    fn put(&self, read: ReadSide<R>, whole: bool) {
+        let waker = {
+            let mut slot = self
+                .slot
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            slot.read = Some(read);
+            slot.whole = whole;
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn poll_back(&self, cx: &mut Context<'_>) -> Poll<(ReadSide<R>, bool)> {
+        let mut slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match slot.read.take() {
+            Some(read) => Poll::Ready((read, slot.whole)),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Why a request body could not be read to its end.
+#[derive(Debug)]
+pub enum BodyError {
+    Chunked(ChunkedError),
+    Io(io::Error),
+    /// The client closed the connection before the body's end.
+    Truncated,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Chunked(e) => write!(f, "request body: {e}"),
+            BodyError::Io(e) => write!(f, "request body: {e}"),
+            BodyError::Truncated => f.write_str("request body: connection closed before its end"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+enum Decoder {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// A request's body, read from the connection as the service polls it.
+pub struct RequestBody<R> {
+    streaming: Option<Streaming<R>>,
+}
+
+struct Streaming<R> {
+    read: Option<ReadSide<R>>,
+    decoder: Decoder,
+    home: Arc<Home<R>>,
+}
+
+impl<R> RequestBody<R> {
+    fn empty() -> Self {
+        RequestBody { streaming: None }
+    }
+}
+
+impl<R> Streaming<R> {
+    fn hand_back(&mut self, whole: bool) {
+        if let Some(read) = self.read.take() {
+            self.home.put(read, whole);
+        }
+    }
+}
+
+impl<R> Drop for RequestBody<R> {
+    fn drop(&mut self) {
+        // Not read to its end: the connection cannot tell where the next request starts.
+        if let Some(streaming) = &mut self.streaming {
+            streaming.hand_back(false);
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
+        let Some(streaming) = &mut self.get_mut().streaming else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let Some(read) = streaming.read.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut streaming.decoder {
+                Decoder::Length(0) => {
+                    streaming.hand_back(true);
+                    return Poll::Ready(None);
+                }
+                Decoder::Length(remaining) => {
+                    if !read.buf.buffered().is_empty() {
+                        let buf = read.buf.get();
+                        let n = (*remaining).min(buf.len() as u64);
+                        let data = buf.split_to(n as usize).freeze();
+                        *remaining -= n;
+                        if *remaining == 0 {
+                            streaming.hand_back(true);
+                        }
+                        return Poll::Ready(Some(Ok(BodyFrame::data(data))));
+                    }
+                }
+                Decoder::Chunked(decoder) => {
+                    if read.buf.is_held() {
+                        match decoder.decode(read.buf.get()) {
+                            Ok(Some(Frame::Data(data))) => {
+                                return Poll::Ready(Some(Ok(BodyFrame::data(data))))
+                            }
+                            Ok(Some(Frame::End(trailers))) => {
+                                streaming.hand_back(true);
+                                return Poll::Ready(trailers.map(|t| Ok(BodyFrame::trailers(t))));
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                streaming.hand_back(false);
+                                return Poll::Ready(Some(Err(BodyError::Chunked(e))));
+                            }
+                        }
+                    }
+                }
+            }
+            match ready!(read.poll_fill(cx)) {
+                Ok(0) => {
+                    streaming.hand_back(false);
+                    return Poll::Ready(Some(Err(BodyError::Truncated)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    streaming.hand_back(false);
+                    return Poll::Ready(Some(Err(BodyError::Io(e))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.streaming {
+            None => true,
+            Some(streaming) => {
+                streaming.read.is_none() || matches!(streaming.decoder, Decoder::Length(0))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.streaming {
+            None => SizeHint::with_exact(0),
+            Some(Streaming {
+                decoder: Decoder::Length(n),
+                ..
+            }) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// What waiting for a head came to (one at a time, on the stack).
+#[allow(clippy::large_enum_variant)]
+enum Wait {
+    Head(super::RequestHead),
+    Bad(HeadError),
+    /// The client closed, timed out, or the server is shutting down between requests.
+    Done,
+}
+
+/// Serves one connection until it closes: `read` and `write` are its halves, `service`
+/// answers each request, `shutdown` resolves when the server begins a graceful shutdown.
+///
+/// A request body the service drops before its end closes the connection after the
+/// response (the start of the next request is unknown; nothing is drained). A service
+/// that keeps the body after answering holds the connection until it lets it go.
+/// Switching protocols (101, 2xx to CONNECT) is answered, then the connection closes:
+/// handing the connection to another protocol is not done here yet.
+/// The future is `Send` when the halves, the service and its futures and bodies are.
+pub async fn serve<R, W, S, F, B>(
+    read: R,
+    mut write: W,
+    mut service: S,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    S: FnMut(Request<RequestBody<R>>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let home = Arc::new(Home {
+        slot: Mutex::new(Slot {
+            read: None,
+            whole: false,
+            waker: None,
+        }),
+    });
+    let mut read_side = Some(ReadSide {
+        io: read,
+        buf: ConnBuf::new(),
+    });
+    let mut parser = RequestParser::new(settings.limits);
+    let mut shutdown = pin!(shutdown);
+    let mut shutting_down = false;
+    let mut head_timer = pin!(tokio::time::sleep(Duration::from_secs(3600)));
+    while let Some(side) = read_side.as_mut() {
+        let wait = wait_for_head(
+            side,
+            &mut parser,
+            settings.header_read_timeout,
+            head_timer.as_mut(),
+            shutdown.as_mut(),
+            &mut shutting_down,
+        )
+        .await?;
+        let head = match wait {
+            Wait::Head(head) => head,
+            Wait::Done => break,
+            Wait::Bad(e) => {
+                // RFC 9112: the framing of what follows cannot be trusted; answer, close.
+                let reason = format!("{}\n", e.reason());
+                let mut headers = http::HeaderMap::new();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                let mut out = BytesMut::new();
+                let length = OutgoingBody::Length(reason.len() as u64);
+                encode_response_head(e.status(), &headers, length, &mut out);
+                out.extend_from_slice(reason.as_bytes());
+                write.write_all(&out).await?;
+                write.shutdown().await?;
+                return Ok(());
+            }
+        };
+        if head.expect_continue && !head.framing.is_empty() {
+            write.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
+        let method_is_head = head.method == Method::HEAD;
+        let head_was_connect = head.method == Method::CONNECT;
+        let version = head.version;
+        let decoder = match head.framing {
+            BodyFraming::Length(n) if n > 0 => Some(Decoder::Length(n)),
+            BodyFraming::Chunked => Some(Decoder::Chunked(ChunkedDecoder::new(settings.chunked))),
+            _ => None,
+        };
+        let body = match decoder {
+            None => RequestBody::empty(),
+            Some(decoder) => RequestBody {
+                streaming: Some(Streaming {
+                    read: read_side.take(),
+                    decoder,
+                    home: home.clone(),
+                }),
+            },
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = head.method;
+        *request.uri_mut() = head.target;
+        *request.version_mut() = version;
+        *request.headers_mut() = head.headers;
+        let response = service(request).await;
+
+        // A shutdown that began during the exchange ends the connection after it.
+        if !shutting_down && poll_once(shutdown.as_mut()).await {
+            shutting_down = true;
+        }
+        // Switching protocols hands the connection to another protocol, which this
+        // driver does not do yet: the 101 (or 2xx to CONNECT) goes out, the connection
+        // closes.
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (head_was_connect && response.status().is_success());
+        let keep_alive = head.keep_alive && !shutting_down && !switching;
+        // The write buffer, like the read buffer, is the worker's between exchanges.
+        let mut out = with_worker_pool(BufPool::take);
+        let written = write_response(
+            &mut write,
+            response,
+            method_is_head,
+            version,
+            keep_alive,
+            &mut out,
+        )
+        .await;
+        with_worker_pool(|pool| pool.give_back(out));
+        // The response may have ended the connection itself (a body delimited by the
+        // close, for an HTTP/1.0 client).
+        let keep_alive = written?;
+
+        if read_side.is_none() {
+            // The body has (or will have) the read side: wait for it to come home.
+            let (side, whole) = poll_fn(|cx| home.poll_back(cx)).await;
+            if !whole {
+                break;
+            }
+            read_side = Some(side);
+        }
+        if !keep_alive {
+            break;
+        }
+        if let Some(side) = read_side.as_mut() {
+            side.buf.release_if_idle();
+        }
+    }
+    write.shutdown().await
+}
+
+/// Polls a future once: whether it is ready.
+async fn poll_once(mut future: Pin<&mut impl Future<Output = ()>>) -> bool {
+    poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await
+}
+
+/// Reads until a whole head is in the buffer, the client goes away, the head takes too
+/// long (from its first byte), or the server shuts down between requests.
+async fn wait_for_head<R: AsyncRead + Unpin>(
+    side: &mut ReadSide<R>,
+    parser: &mut RequestParser,
+    timeout: Option<Duration>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    shutting_down: &mut bool,
+) -> io::Result<Wait> {
+    let mut timing = false;
+    loop {
+        if side.buf.is_held() {
+            match parser.parse(side.buf.get()) {
+                Ok(Some(head)) => return Ok(Wait::Head(head)),
+                Ok(None) => {}
+                Err(e) => return Ok(Wait::Bad(e)),
+            }
+        }
+        let head_begun = !side.buf.buffered().is_empty();
+        if head_begun && !timing {
+            if let Some(timeout) = timeout {
+                timer.as_mut().reset(Instant::now() + timeout);
+                timing = true;
+            }
+        }
+        if !head_begun {
+            // Between requests: nothing to keep.
+            side.buf.release_if_idle();
+        }
+        let filled = poll_fn(|cx| {
+            if !head_begun && !*shutting_down && shutdown.as_mut().poll(cx).is_ready() {
+                *shutting_down = true;
+            }
+            if !head_begun && *shutting_down {
+                return Poll::Ready(None);
+            }
+            if timing && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            side.poll_fill(cx).map(Some)
+        })
+        .await;
+        match filled {
+            None | Some(Ok(0)) => return Ok(Wait::Done),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Writes a response: its head with the framing its body allows, then the body.
+/// Returns whether the connection can carry another exchange.
+async fn write_response<W, B>(
+    write: &mut W,
+    response: Response<B>,
+    method_is_head: bool,
+    version: Version,
+    keep_alive: bool,
+    out: &mut BytesMut,
+) -> io::Result<bool>
+where
+    W: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let (mut parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let no_content = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let bodiless = no_content || method_is_head;
+    let framing = if no_content && status != StatusCode::NOT_MODIFIED {
+        OutgoingBody::Empty
+    } else if bodiless {
+        // HEAD and 304: the length a GET would have, when the service says it.
+        match body.size_hint().exact() {
+            Some(n)
+                if !parts.headers.contains_key(header::CONTENT_LENGTH)
+                    && status != StatusCode::NOT_MODIFIED =>
+            {
+                OutgoingBody::Length(n)
+            }
+            _ => OutgoingBody::Bodiless,
+        }
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => OutgoingBody::Length(n),
+            None if version == Version::HTTP_11 => OutgoingBody::Chunked,
+            // An HTTP/1.0 client knows no chunked: the close ends the body.
+            None => OutgoingBody::Empty,
+        }
+    };
+    let close_delimited = !bodiless && framing == OutgoingBody::Empty;
+    let keep_alive = keep_alive && !close_delimited;
+    if !keep_alive {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else if version == Version::HTTP_10 {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    out.clear();
+    encode_response_head(status, &parts.headers, framing, out);
+    if bodiless {
+        write.write_all(out).await?;
+        write.flush().await?;
+        return Ok(keep_alive);
+    }
+    let chunked = framing == OutgoingBody::Chunked;
+    // A body longer or shorter than the length it announced would desynchronise the
+    // client: the connection is dropped instead.
+    let announced = match framing {
+        OutgoingBody::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut sent: u64 = 0;
+    let mut trailers_written = false;
+    let mut body = Pin::new(&mut body);
+    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| io::Error::other(e.to_string()))?;
+        match frame.into_data() {
+            Ok(data) if announced.is_some_and(|n| sent + data.len() as u64 > n) => {
+                return Err(io::Error::other("response body longer than its length"));
+            }
+            Ok(data) if chunked => write_chunk(&data, out),
+            Ok(data) => {
+                sent += data.len() as u64;
+                out.extend_from_slice(&data);
+            }
+            Err(frame) => {
+                if let (Ok(trailers), true) = (frame.into_trailers(), chunked) {
+                    write_last_chunk(Some(&trailers), out);
+                    trailers_written = true;
+                }
+            }
+        }
+        // Small frames are gathered; a large one goes out now.
+        if out.len() >= READ_SIZE {
+            write.write_all(out).await?;
+            out.clear();
+        }
+    }
+    if announced.is_some_and(|n| sent != n) {
+        return Err(io::Error::other("response body shorter than its length"));
+    }
+    if chunked && !trailers_written {
+        write_last_chunk(None, out);
+    }
+    write.write_all(out).await?;
+    out.clear();
+    write.flush().await?;
+    Ok(keep_alive)
+}

@@ -1,0 +1,17 @@
+//! Sinew's protocol layer: codecs that turn bytes into message heads and body frames and
+//! back, and own the buffers they read into.
+//!
+//! This crate is layer 2 of the data plane (see /work/shared/DESIGN.md, "The data plane,
+//! in layers"): below it, the net layer hands over a connection's bytes; above it, the
+//! stream layer sees requests and responses whatever the protocol. Nothing here knows
+//! about routes, clusters or filters. A codec decides only what the bytes mean and
+//! whether they can be trusted: a head it cannot read unambiguously is an error that
+//! carries the status to answer with, never a guess.
+//!
+//! - [`http1`]: HTTP/1.0 and HTTP/1.1, server and client side, with every
+//!   request-smuggling defence applied while the head is parsed (one pass, no second
+//!   scanner in front of the parser).
+//! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
+
+pub mod buf;
+pub mod http1;
