@@ -22,10 +22,11 @@ listeners:
           domains: ['*']
           routes:
             - match: {{prefix: /}}
-              route: {{cluster: up}}
+              cluster: up
 clusters:
   - name: up
-    endpoints: ['{}']
+    endpoints:
+      - address: {}
 ",
             up.addr
         ),
