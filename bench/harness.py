@@ -8,8 +8,9 @@ upstream on core 1), runs each scenario against each target, and writes the raw 
 as JSON to bench/results/ and, for a full run, the tables to BENCHMARKS.md.
 
 Every proxied figure comes with the proxy's CPU time per request (user + system of all
-its processes and threads, from /proc/PID/stat before and after) and its RSS, because on
-two cores the load generator can saturate its core before the proxy does.
+its processes and threads, from /proc/PID/stat before and after, and each of the two
+apart) and its RSS, because on two cores the load generator can saturate its core before
+the proxy does. The report opens with issue 18's targets, judged met or not met.
 """
 
 import argparse
