@@ -976,21 +976,22 @@ def targets_section(results):
            f"{s / h:.2f}×; target ≤ HAProxy's: {verdict(s <= h)}.",
            "(c) HTTP/2 CPU per request ≤ HAProxy's")
     # (h) and (h-return): memory.
-    def others(scenario, key, unit):
+    def others(scenario, key, fmt):
+        """nginx's and HAProxy's figures for context, those that were measured."""
         figures = [(name, med(scenario, t, key)) for name, t in (("nginx", "nginx"), ("HAProxy", "haproxy"))]
-        shown = [f"{name} {value:.2f}{unit}" for name, value in figures if value is not None]
+        shown = [f"{name} {fmt.format(value)}" for name, value in figures if value is not None]
         return f" ({', '.join(shown)})" if shown else ""
 
     judged([med("h", "sinew", "kb_per_conn")],
            lambda s: f"- (h) per idle keep-alive HTTP/1.1 connection: Sinew {s:.2f} KB"
-           f"{others('h', 'kb_per_conn', ' KB')}; target ≤ 1 KB: {verdict(s <= 1)}.",
+           f"{others('h', 'kb_per_conn', '{:.2f} KB')}; target ≤ 1 KB: {verdict(s <= 1)}.",
            "(h) per idle keep-alive connection ≤ 1 KB")
     judged([med("h", "sinew", "tls_kb_per_conn")],
            lambda s: f"- (h) per idle TLS connection: Sinew {s:.2f} KB"
-           f"{others('h', 'tls_kb_per_conn', ' KB')}; target ≤ 8 KB: {verdict(s <= 8)}.",
+           f"{others('h', 'tls_kb_per_conn', '{:.2f} KB')}; target ≤ 8 KB: {verdict(s <= 8)}.",
            "(h) per idle TLS connection ≤ 8 KB")
     judged([med("h", "sinew", "idle_rss_mb")],
-           lambda s: f"- (h) RSS at idle: Sinew {s:.2f} MB{others('h', 'idle_rss_mb', ' MB')}; "
+           lambda s: f"- (h) RSS at idle: Sinew {s:.2f} MB{others('h', 'idle_rss_mb', '{:.2f} MB')}; "
            f"target ≤ 8 MB: {verdict(s <= 8)}.",
            "(h) RSS at idle ≤ 8 MB")
     conns = results.get("h-return", {}).get("conns", RETURN_CONNS)
@@ -998,7 +999,7 @@ def targets_section(results):
     judged([med("h-return", "sinew", k) for k in ("idle_rss_mb", "peak_rss_mb", "after_rss_mb", "returned_mb")],
            lambda idle, peak, after, back: f"- (h-return) memory comes back, 2 workers: Sinew {idle:.2f} MB "
            f"idle, {peak:.1f} MB at peak during a burst of {conns:,} connections, {after:.2f} MB {secs} s "
-           f"after the last closed: {back:+.2f} MB{others('h-return', 'returned_mb', ' MB')}; target "
+           f"after the last closed: {back:+.2f} MB{others('h-return', 'returned_mb', '{:+.2f} MB')}; target "
            f"within {RETURN_WITHIN_MB:g} MB of idle: {verdict(back <= RETURN_WITHIN_MB)}.",
            f"(h-return) RSS within {RETURN_WITHIN_MB:g} MB of idle {RETURN_SECS} s after a burst")
     # (b): latency at a fixed rate.

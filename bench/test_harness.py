@@ -389,7 +389,7 @@ class Targets(unittest.TestCase):
         self.assertEqual(self.line(results, "- (h-return)"),
                          "- (h-return) memory comes back, 2 workers: Sinew 12.10 MB idle, 65.0 MB at "
                          "peak during a burst of 1,000 connections, 14.10 MB 30 s after the last "
-                         "closed: +2.00 MB (nginx 0.50 MB); target within 2 MB of idle: met.")
+                         "closed: +2.00 MB (nginx +0.50 MB); target within 2 MB of idle: met.")
         self.assertEqual(self.line(results, "- (b) p99.9"),
                          "- (b) p99.9 at 20,000 req/s: Sinew 1.000 ms, HAProxy 1.200 ms; target ≤ "
                          "HAProxy's: met.")
@@ -414,6 +414,56 @@ class Targets(unittest.TestCase):
             self.assertIn(named, last)
         self.assertNotIn("(a) user CPU", last)
         self.assertFalse(any(l.startswith("- (c)") for l in self.lines(results)))
+
+
+class MemoryRuns(unittest.TestCase):
+    """Which measurements (h) and (h-return) make; the measurements themselves start real
+    proxies, which the quick runs of bench/run exercise."""
+
+    def test_h_measures_only_the_chosen_targets_cleartext_then_tls(self):
+        calls = []
+
+        def memory_of(name, upstream, conns, tls):
+            calls.append((name, tls))
+            if name == "nginx" and tls:
+                raise RuntimeError("sinew-bench hold --tls failed against port 19201")
+            return {("tls_" if tls else "") + "kb_per_conn": 1.0, ("tls_" if tls else "") + "idle_rss_mb": 2.0,
+                    ("tls_" if tls else "") + "held_rss_mb": 3.0}
+
+        args = mock.Mock(runs=1, idle_conns=10)
+        with mock.patch.object(harness, "memory_of", memory_of), mock.patch("builtins.print"):
+            data = harness.run_memory(args, None, ["nginx", "sinew"])
+        self.assertEqual(calls, [("sinew", False), ("sinew", True), ("nginx", False), ("nginx", True)])
+        self.assertEqual(sorted(data["runs"]), ["nginx", "sinew"])
+        nginx = data["runs"]["nginx"][0]
+        self.assertEqual(nginx["kb_per_conn"], 1.0)  # the cleartext figures stay
+        self.assertIn("TLS: RuntimeError: sinew-bench hold --tls failed", nginx["failed"])
+        self.assertIn("1 run(s) failed: TLS", cells(harness.table("h", data))["nginx"]["vs Sinew"])
+
+    def test_h_return_runs_sinew_nginx_and_haproxy_with_two_workers(self):
+        started = []
+
+        class FakeTarget:
+            def __init__(self, name, workers):
+                started.append((name, workers))
+
+            def start(self):
+                pass
+
+            def stop(self):
+                pass
+
+            def rss_bytes(self):
+                return 0
+
+        args = mock.Mock(runs=1)
+        figures = harness.return_figures(10.0, 12.0, 12.0, [10.5])
+        with mock.patch.object(harness, "Target", FakeTarget), \
+                mock.patch.object(harness, "burst_and_return", return_value=figures), \
+                mock.patch("builtins.print"):
+            data = harness.run_memory_return(args, ["direct", "sinew", "sinew-resilience", "haproxy"])
+        self.assertEqual(started, [("sinew", 2), ("haproxy", 2)])
+        self.assertEqual((data["conns"], data["secs"]), (1000, 30))
 
 
 if __name__ == "__main__":
