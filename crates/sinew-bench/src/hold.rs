@@ -1,21 +1,38 @@
 //! Holds many idle keep-alive connections open, each having made one request, so that the
-//! harness can read what an idle connection costs a proxy in memory.
+//! harness can read what an idle connection costs a proxy in memory: over cleartext
+//! HTTP/1.1, or over TLS (HTTP/1.1 by ALPN) to measure what a proxy keeps per idle TLS
+//! session as well.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// How many connections are being opened at once.
 const OPENING_AT_ONCE: usize = 200;
 
-pub async fn run(connect: SocketAddr, conns: usize) -> Result<(), String> {
-    let mut held = Vec::with_capacity(conns);
+/// A held connection, cleartext or TLS: only kept open, never read again.
+trait Held: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Held for T {}
+
+/// `tls_roots`: with a CA bundle, every connection is TLS, verified against it (the
+/// server is named by the IP address of `connect`, as the benchmark certificate lists it).
+pub async fn run(
+    connect: SocketAddr,
+    conns: usize,
+    tls_roots: Option<&Path>,
+) -> Result<(), String> {
+    let connector = tls_roots.map(tls_connector).transpose()?;
+    let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(conns);
     let mut opening = tokio::task::JoinSet::new();
     let mut started = 0;
     while held.len() < conns {
         while started < conns && opening.len() < OPENING_AT_ONCE {
-            opening.spawn(open_one(connect));
+            opening.spawn(open_one(connect, connector.clone()));
             started += 1;
         }
         let stream = opening
@@ -34,11 +51,40 @@ pub async fn run(connect: SocketAddr, conns: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects, makes one request and reads its whole response, leaving the connection idle.
-async fn open_one(connect: SocketAddr) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(connect)
+/// A client config that trusts `roots` and offers only HTTP/1.1, so that every proxy
+/// keeps an HTTP/1.1 connection (not an HTTP/2 one) behind each TLS session.
+fn tls_connector(roots: &Path) -> Result<TlsConnector, String> {
+    let roots = sinew_upstream::tls::load_roots(&roots.to_string_lossy())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(sinew_upstream::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Connects (with a TLS handshake if `tls`), makes one request and reads its whole
+/// response, leaving the connection idle.
+async fn open_one(connect: SocketAddr, tls: Option<TlsConnector>) -> Result<Box<dyn Held>, String> {
+    let tcp = TcpStream::connect(connect)
         .await
         .map_err(|e| format!("cannot connect to {connect}: {e}"))?;
+    match tls {
+        None => Ok(Box::new(request_once(tcp).await?)),
+        Some(connector) => {
+            let name = ServerName::IpAddress(connect.ip().into());
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake with {connect} failed: {e}"))?;
+            Ok(Box::new(request_once(stream).await?))
+        }
+    }
+}
+
+/// Sends one GET and reads its whole response; gives the stream back, now idle.
+async fn request_once<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<S, String> {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
         .await

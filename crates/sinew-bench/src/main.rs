@@ -4,8 +4,9 @@
 //! - `upstream` serves fixed bodies over HTTP/1.1, h2c and TLS, and an endless byte stream
 //!   over TCP, so the direct baseline and every proxy talk to the same server.
 //! - `tcp-read` reads from a TCP stream as fast as it can and reports the rate.
-//! - `hold` opens many keep-alive connections, makes one request on each, and keeps them
-//!   open until its standard input closes, so the harness can read a proxy's RSS meanwhile.
+//! - `hold` opens many keep-alive connections (cleartext or TLS), makes one request on
+//!   each, and keeps them open until its standard input closes, so the harness can read a
+//!   proxy's RSS meanwhile.
 
 mod hold;
 mod tcp;
@@ -60,6 +61,12 @@ enum Command {
         connect: SocketAddr,
         #[arg(long, default_value_t = 10_000)]
         conns: usize,
+        /// Connect over TLS (ALPN http/1.1 only), trusting the CA bundle given by --ca.
+        #[arg(long, requires = "ca")]
+        tls: bool,
+        /// PEM CA bundle for --tls; the certificate must name the IP address of --connect.
+        #[arg(long, requires = "tls")]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -83,7 +90,12 @@ fn main() -> std::process::ExitCode {
                 streams,
                 secs,
             } => tcp::read(connect, streams, secs).await,
-            Command::Hold { connect, conns } => hold::run(connect, conns).await,
+            Command::Hold {
+                connect,
+                conns,
+                tls,
+                ca,
+            } => hold::run(connect, conns, ca.as_deref().filter(|_| tls)).await,
         }
     });
     match result {

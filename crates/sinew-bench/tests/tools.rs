@@ -150,3 +150,121 @@ fn hold_keeps_its_connections_open_until_stdin_closes() {
     };
     assert!(status.success());
 }
+
+/// Runs `hold` to the point where it reports its connections held (or exits); its report
+/// line (empty if it printed none) and the still-running child.
+fn hold(args: &[&str]) -> (String, ChildGuard) {
+    let mut hold = ChildGuard(
+        tool()
+            .arg("hold")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(hold.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (line, hold)
+}
+
+/// Waits for `hold` to exit (it must within 10 s); its stderr.
+fn finished(mut hold: ChildGuard) -> (std::process::ExitStatus, String) {
+    drop(hold.0.stdin.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = hold.exited() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "hold did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    hold.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn hold_over_tls_holds_verified_sessions_and_refuses_cleartext_and_strangers() {
+    let upstream = start_upstream();
+    let ca = certs().join("ca.crt");
+    let ca = ca.to_str().unwrap();
+
+    // The TLS port speaks only TLS, so a held connection there made its request over TLS.
+    let tls_args = [
+        "--connect",
+        &upstream.tls,
+        "--conns",
+        "30",
+        "--tls",
+        "--ca",
+        ca,
+    ];
+    let (line, mut held) = hold(&tls_args);
+    assert_eq!(field(&line, "held"), "30", "{line}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        held.exited().is_none(),
+        "hold ended while its stdin was open"
+    );
+    let (status, stderr) = finished(held);
+    assert!(status.success(), "{stderr}");
+
+    // Without --tls, the same port cannot be held: cleartext is not what it speaks.
+    let (line, cleartext) = hold(&["--connect", &upstream.tls, "--conns", "3"]);
+    assert_eq!(line, "");
+    let (status, _) = finished(cleartext);
+    assert!(!status.success());
+
+    // With --tls against the cleartext port, the handshake fails and says so.
+    let (line, no_tls) = hold(&[
+        "--connect",
+        &upstream.http,
+        "--conns",
+        "3",
+        "--tls",
+        "--ca",
+        ca,
+    ]);
+    assert_eq!(line, "");
+    let (status, stderr) = finished(no_tls);
+    assert!(!status.success());
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
+
+    // A certificate not signed by the given CA is refused.
+    let stranger = certs().join("server.crt");
+    let (line, untrusted) = hold(&[
+        "--connect",
+        &upstream.tls,
+        "--conns",
+        "3",
+        "--tls",
+        "--ca",
+        stranger.to_str().unwrap(),
+    ]);
+    assert_eq!(line, "");
+    let (status, stderr) = finished(untrusted);
+    assert!(!status.success());
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
+}
+
+#[test]
+fn hold_wants_tls_and_ca_together() {
+    let out = tool()
+        .args(["hold", "--connect", "127.0.0.1:1", "--tls"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ca"),
+        "{out:?}"
+    );
+}
