@@ -90,9 +90,7 @@ async fn each_worker_accepts_on_its_own_socket_and_keeps_its_own_upstream_pool()
     // its own pool holds. A pool shared by the workers would need only one.
     let client = TestClient::http1();
     for i in 0..64 {
-        let r = client
-            .get(addr, "/", &[("connection", "close")])
-            .await;
+        let r = client.get(addr, "/", &[("connection", "close")]).await;
         assert_eq!(r.status, 200, "request {i}");
     }
     assert_eq!(up.requests(), 64);

@@ -89,7 +89,10 @@ mod tests {
         }
         assert_eq!(counter.get(), 2000);
         assert!(
-            counter.0.iter().all(|s| s.0.load(Ordering::Relaxed) == 1000),
+            counter
+                .0
+                .iter()
+                .all(|s| s.0.load(Ordering::Relaxed) == 1000),
             "each worker added to its own slot"
         );
     }
