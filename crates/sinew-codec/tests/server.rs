@@ -14,8 +14,9 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use sinew_codec::buf::with_worker_pool;
 use sinew_codec::http1::server::{serve, RequestBody, ServerSettings};
+use sinew_codec::http1::{OnUpgrade, Upgraded};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -565,4 +566,184 @@ async fn an_http10_client_gets_an_unknown_length_body_delimited_by_the_close() {
         lower.contains("connection: close\r\n") && text.ends_with("GET /stream 0\n"),
         "{text}"
     );
+}
+
+type Switch = OnUpgrade<OwnedReadHalf, OwnedWriteHalf>;
+
+/// How many `OnUpgrade`s of declined requests resolved to an error.
+static DECLINED_HANDLES_SETTLED: AtomicUsize = AtomicUsize::new(0);
+
+/// Switches `/chat` upgrades to an upper-casing echo and accepts CONNECT the same way;
+/// declines upgrades to `/decline` with 200, then checks that its handle settles.
+async fn switcher(mut request: Request<RequestBody<OwnedReadHalf>>) -> Response<Reply> {
+    let on_upgrade = request.extensions_mut().remove::<Switch>();
+    let empty = || Reply {
+        data: None,
+        known_length: true,
+        claim: None,
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return Response::new(Reply {
+            data: Some(Bytes::from_static(b"plain\n")),
+            known_length: true,
+            claim: None,
+        });
+    };
+    if request.uri().path() == "/decline" {
+        tokio::spawn(async move {
+            if on_upgrade.await.is_err() {
+                DECLINED_HANDLES_SETTLED.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        return Response::new(Reply {
+            data: Some(Bytes::from_static(b"declined\n")),
+            known_length: true,
+            claim: None,
+        });
+    }
+    let connect = request.method() == http::Method::CONNECT;
+    tokio::spawn(async move {
+        let Ok(Upgraded {
+            mut read,
+            mut write,
+            read_buf,
+        }) = on_upgrade.await
+        else {
+            return;
+        };
+        write
+            .write_all(&read_buf.to_ascii_uppercase())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = read.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            write
+                .write_all(&buf[..n].to_ascii_uppercase())
+                .await
+                .unwrap();
+        }
+    });
+    if connect {
+        return Response::new(empty());
+    }
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        .body(empty())
+        .unwrap()
+}
+
+async fn start_switcher() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (read, write) = stream.into_split();
+            tokio::spawn(async move {
+                let never = std::future::pending::<()>();
+                let _ = serve(read, write, switcher, ServerSettings::default(), never).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads until `got` ends with `want` (3 s at most).
+async fn read_until(stream: &mut TcpStream, got: &mut Vec<u8>, want: &[u8]) {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !got.ends_with(want) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("waited for {want:?}, got {:?}", Bytes::from(got.clone())))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {want:?}: {:?}",
+            Bytes::from(got.clone())
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_hands_the_connection_over_with_bytes_sent_early() {
+    let addr = start_switcher().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The first frame's bytes ride in the same write as the head, as a client that
+    // does not wait for the 101 sends them: the driver has read them with the head.
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\nearly bytes|",
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, b"EARLY BYTES|").await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("connection: Upgrade"), "{head}");
+    assert!(!head.contains("content-length") && !head.contains("transfer-encoding"));
+    assert_eq!(rest, "EARLY BYTES|");
+    // Both directions now carry the new protocol's bytes, HTTP-looking or not.
+    for message in [&b"second frame"[..], b"GET / HTTP/1.1\r\n\r\n"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = Vec::new();
+        read_until(&mut stream, &mut echoed, &message.to_ascii_uppercase()).await;
+    }
+    stream.shutdown().await.unwrap();
+    let (closed, tail) = read_to_close(&mut stream).await;
+    assert!(closed && tail.is_empty(), "{tail:?}");
+}
+
+#[tokio::test]
+async fn connect_with_2xx_becomes_a_tunnel() {
+    let addr = start_switcher().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nping")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, b"PING").await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 200 OK\r\n\r\nPING",
+        "a 2xx to CONNECT has no framing field"
+    );
+}
+
+#[tokio::test]
+async fn a_declined_upgrade_keeps_the_connection_http1_and_settles_the_handle() {
+    let addr = start_switcher().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /decline HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(
+        text.contains("declined\n") && text.ends_with("plain\n"),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(DECLINED_HANDLES_SETTLED.load(Ordering::SeqCst), 1);
 }

@@ -38,6 +38,7 @@ mod request;
 mod response;
 mod scan;
 pub mod server;
+mod upgrade;
 
 pub use chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits, Frame};
 pub use encode::{
@@ -47,6 +48,7 @@ pub use encode::{
 pub use error::HeadError;
 pub use request::{parse_request, RequestHead, RequestParser, TargetForm};
 pub use response::{parse_response, ResponseHead, ResponseParser};
+pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
 
 /// How the body after a head is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,7 @@ use http_body::{Body, Frame as BodyFrame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
+use super::upgrade::{self, Upgraded};
 use super::{
     encode_response_head, write_chunk, write_last_chunk, BodyFraming, ChunkedDecoder, ChunkedError,
     ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, RequestParser,
@@ -299,8 +300,12 @@ enum Wait {
 /// A request body the service drops before its end closes the connection after the
 /// response (the start of the next request is unknown; nothing is drained). A service
 /// that keeps the body after answering holds the connection until it lets it go.
-/// Switching protocols (101, 2xx to CONNECT) is answered, then the connection closes:
-/// handing the connection to another protocol is not done here yet.
+/// A request that asks to switch protocols (`Upgrade` with `Connection: upgrade`, or
+/// CONNECT) carries an [`OnUpgrade<R, W>`](super::OnUpgrade) in its extensions. If the service answers it
+/// with 101 (2xx to CONNECT), the driver writes that head as it is (no body, no framing
+/// field, its `Connection` untouched), hands the halves and the bytes read past the head
+/// to the `OnUpgrade`, and returns. Any other answer leaves the connection HTTP/1.
+/// A 101 to a request that did not ask for it is written and the connection closed.
 /// The future is `Send` when the halves, the service and its futures and bodies are.
 pub async fn serve<R, W, S, F, B>(
     read: R,
@@ -310,8 +315,8 @@ pub async fn serve<R, W, S, F, B>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
     S: FnMut(Request<RequestBody<R>>) -> F,
     F: Future<Output = Response<B>>,
     B: Body<Data = Bytes> + Unpin,
@@ -386,17 +391,25 @@ where
         *request.uri_mut() = head.target;
         *request.version_mut() = version;
         *request.headers_mut() = head.headers;
+        // Only a request that asks to switch pays for the hand-over (one allocation).
+        let upgrade = if head.upgrade || head_was_connect {
+            let (sender, on_upgrade) = upgrade::pair::<R, W>();
+            request.extensions_mut().insert(on_upgrade);
+            Some(sender)
+        } else {
+            None
+        };
         let response = service(request).await;
 
         // A shutdown that began during the exchange ends the connection after it.
         if !shutting_down && poll_once(shutdown.as_mut()).await {
             shutting_down = true;
         }
-        // Switching protocols hands the connection to another protocol, which this
-        // driver does not do yet: the 101 (or 2xx to CONNECT) goes out, the connection
-        // closes.
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (head_was_connect && response.status().is_success());
+        let switching = if head_was_connect {
+            response.status().is_success()
+        } else {
+            response.status() == StatusCode::SWITCHING_PROTOCOLS
+        };
         let keep_alive = head.keep_alive && !shutting_down && !switching;
         // The write buffer, like the read buffer, is the worker's between exchanges.
         let mut out = with_worker_pool(BufPool::take);
@@ -406,6 +419,7 @@ where
             method_is_head,
             version,
             keep_alive,
+            switching,
             &mut out,
         )
         .await;
@@ -413,6 +427,32 @@ where
         // The response may have ended the connection itself (a body delimited by the
         // close, for an HTTP/1.0 client).
         let keep_alive = written?;
+
+        if let (true, Some(upgrade)) = (switching, upgrade) {
+            let side = match read_side.take() {
+                Some(side) => Some(side),
+                // The request had a body: the connection is the new protocol's only if
+                // the service read it to its end.
+                None => match poll_fn(|cx| home.poll_back(cx)).await {
+                    (side, true) => Some(side),
+                    (_, false) => None,
+                },
+            };
+            if let Some(mut side) = side {
+                let read_buf = side
+                    .buf
+                    .take_buffered()
+                    .map(BytesMut::freeze)
+                    .unwrap_or_default();
+                upgrade.send(Upgraded {
+                    read: side.io,
+                    write,
+                    read_buf,
+                });
+                return Ok(());
+            }
+            break;
+        }
 
         if read_side.is_none() {
             // The body has (or will have) the read side: wait for it to come home.
@@ -496,6 +536,7 @@ async fn write_response<W, B>(
     method_is_head: bool,
     version: Version,
     keep_alive: bool,
+    switching: bool,
     out: &mut BytesMut,
 ) -> io::Result<bool>
 where
@@ -505,7 +546,8 @@ where
 {
     let (mut parts, mut body) = response.into_parts();
     let status = parts.status;
-    let no_content = status.is_informational()
+    let no_content = switching
+        || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let bodiless = no_content || method_is_head;
@@ -532,11 +574,12 @@ where
     };
     let close_delimited = !bodiless && framing == OutgoingBody::Empty;
     let keep_alive = keep_alive && !close_delimited;
-    if !keep_alive {
+    // A switching head says what the connection becomes; nothing is added to it.
+    if !switching && !keep_alive {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else if version == Version::HTTP_10 {
+    } else if !switching && version == Version::HTTP_10 {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
