@@ -53,6 +53,19 @@ impl Body for Reply {
 /// (chunked), `/empty` with 204.
 async fn echo(request: Request<RequestBody<OwnedReadHalf>>) -> Response<Reply> {
     let (parts, mut body) = request.into_parts();
+    if parts.uri.path() == "/ignore" {
+        // Reads one frame at most, then drops the body with the rest unread.
+        let first = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        drop(body);
+        let first = first
+            .and_then(|f| f.ok()?.into_data().ok())
+            .map_or(0, |d| d.len());
+        return Response::new(Reply {
+            data: Some(Bytes::from(format!("ignored after {}\n", first.min(1)))),
+            known_length: true,
+            claim: None,
+        });
+    }
     let mut received = Vec::new();
     let mut trailers = None;
     while let Some(frame) =
@@ -746,4 +759,109 @@ GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(DECLINED_HANDLES_SETTLED.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_unread_body_within_the_bound_is_drained_and_the_connection_goes_on() {
+    let server = start(ServerSettings::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut wire = Vec::new();
+    // 40 000 bytes with a length, then 40 000 in small chunks (framing counts too),
+    // neither read by the service, then a request that is.
+    wire.extend_from_slice(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 40000\r\n\r\n");
+    wire.extend_from_slice(&[b'x'; 40_000]);
+    wire.extend_from_slice(
+        b"POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..40 {
+        wire.extend_from_slice(b"3e8\r\n");
+        wire.extend_from_slice(&[b'y'; 1000]);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\nx-trailer: 1\r\n\r\n");
+    wire.extend_from_slice(
+        b"POST /last HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    let (mut read, mut write) = stream.split();
+    let writing = async {
+        write.write_all(&wire).await.unwrap();
+    };
+    let reading = async {
+        let mut got = Vec::new();
+        read.read_to_end(&mut got).await.unwrap();
+        String::from_utf8(got).unwrap()
+    };
+    let ((), text) = tokio::join!(writing, reading);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    assert_eq!(text.matches("ignored after 1\n").count(), 2, "{text}");
+    assert!(text.ends_with("POST /last 3\nabc"), "{text}");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_unread_body_past_the_bound_or_too_slow_closes_the_connection() {
+    let server = start(ServerSettings {
+        drain_limit: 16 * 1024,
+        drain_timeout: Duration::from_millis(300),
+        ..ServerSettings::default()
+    })
+    .await;
+    // Too long: 1 MB announced; the answer comes, then the close, without the driver
+    // reading the megabyte.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\nfirst")
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed, "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("ignored after 1\n"),
+        "{text}"
+    );
+
+    // Too long in chunks: each chunk small, the stream of them endless.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        )
+        .await
+        .unwrap();
+    let chunk = [b"400\r\n".as_slice(), &[b'z'; 1024], b"\r\n"].concat();
+    let mut head = [0u8; 256];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200 OK"));
+    let mut sent = 0;
+    let cut = loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+        if sent > 4 * 1024 * 1024 {
+            break false;
+        }
+    };
+    assert!(
+        cut,
+        "the server kept reading an endless body ({sent} bytes)"
+    );
+    assert!(sent >= 16 * 1024 - 1024, "cut before the bound: {sent}");
+
+    // Too slow: 100 bytes announced, 10 sent, then nothing.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed, "{text}");
+    assert!(text.ends_with("ignored after 1\n"), "{text}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
 }

@@ -45,6 +45,12 @@ pub struct ServerSettings {
     pub chunked: ChunkedLimits,
     /// From a head's first byte to its last; `None` waits for ever.
     pub header_read_timeout: Option<Duration>,
+    /// A request body the service left unread is read and thrown away after the
+    /// response, so the connection can carry the next request, if at most this many
+    /// bytes of it are still to come off the socket; beyond, the connection closes.
+    pub drain_limit: u64,
+    /// ... and if they come within this time.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +59,8 @@ impl Default for ServerSettings {
             limits: HeadLimits::default(),
             chunked: ChunkedLimits::default(),
             header_read_timeout: Some(Duration::from_secs(10)),
+            drain_limit: 64 * 1024,
+            drain_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -103,20 +111,29 @@ struct Home<R> {
 
 struct Slot<R> {
     read: Option<ReadSide<R>>,
-    /// The body was read to its end: the connection can carry another request.
-    whole: bool,
+    rest: Rest,
     waker: Option<Waker>,
 }
 
+/// What is left of a request body when its read side comes home.
+enum Rest {
+    /// Read to its end: the connection can carry another request.
+    Nothing,
+    /// Dropped before its end: the rest is to be drained (`Decoder` knows how much).
+    Unread(Decoder),
+    /// Cut short or malformed: where the next request starts is unknown.
+    Broken,
+}
+
 impl<R> Home<R> {
-    fn put(&self, read: ReadSide<R>, whole: bool) {
+    fn put(&self, read: ReadSide<R>, rest: Rest) {
         let waker = {
             let mut slot = self
                 .slot
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             slot.read = Some(read);
-            slot.whole = whole;
+            slot.rest = rest;
             slot.waker.take()
         };
         if let Some(waker) = waker {
@@ -124,13 +141,13 @@ impl<R> Home<R> {
         }
     }
 
-    fn poll_back(&self, cx: &mut Context<'_>) -> Poll<(ReadSide<R>, bool)> {
+    fn poll_back(&self, cx: &mut Context<'_>) -> Poll<(ReadSide<R>, Rest)> {
         let mut slot = self
             .slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match slot.read.take() {
-            Some(read) => Poll::Ready((read, slot.whole)),
+            Some(read) => Poll::Ready((read, std::mem::replace(&mut slot.rest, Rest::Broken))),
             None => {
                 slot.waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -183,18 +200,21 @@ impl<R> RequestBody<R> {
 }
 
 impl<R> Streaming<R> {
-    fn hand_back(&mut self, whole: bool) {
+    fn hand_back(&mut self, rest: Rest) {
         if let Some(read) = self.read.take() {
-            self.home.put(read, whole);
+            self.home.put(read, rest);
         }
     }
 }
 
 impl<R> Drop for RequestBody<R> {
     fn drop(&mut self) {
-        // Not read to its end: the connection cannot tell where the next request starts.
+        // Not read to its end: the driver drains the rest if it can.
         if let Some(streaming) = &mut self.streaming {
-            streaming.hand_back(false);
+            if streaming.read.is_some() {
+                let decoder = std::mem::replace(&mut streaming.decoder, Decoder::Length(0));
+                streaming.hand_back(Rest::Unread(decoder));
+            }
         }
     }
 }
@@ -216,7 +236,7 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
             };
             match &mut streaming.decoder {
                 Decoder::Length(0) => {
-                    streaming.hand_back(true);
+                    streaming.hand_back(Rest::Nothing);
                     return Poll::Ready(None);
                 }
                 Decoder::Length(remaining) => {
@@ -226,7 +246,7 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
                         let data = buf.split_to(n as usize).freeze();
                         *remaining -= n;
                         if *remaining == 0 {
-                            streaming.hand_back(true);
+                            streaming.hand_back(Rest::Nothing);
                         }
                         return Poll::Ready(Some(Ok(BodyFrame::data(data))));
                     }
@@ -238,12 +258,12 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
                                 return Poll::Ready(Some(Ok(BodyFrame::data(data))))
                             }
                             Ok(Some(Frame::End(trailers))) => {
-                                streaming.hand_back(true);
+                                streaming.hand_back(Rest::Nothing);
                                 return Poll::Ready(trailers.map(|t| Ok(BodyFrame::trailers(t))));
                             }
                             Ok(None) => {}
                             Err(e) => {
-                                streaming.hand_back(false);
+                                streaming.hand_back(Rest::Broken);
                                 return Poll::Ready(Some(Err(BodyError::Chunked(e))));
                             }
                         }
@@ -252,12 +272,12 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
             }
             match ready!(read.poll_fill(cx)) {
                 Ok(0) => {
-                    streaming.hand_back(false);
+                    streaming.hand_back(Rest::Broken);
                     return Poll::Ready(Some(Err(BodyError::Truncated)));
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    streaming.hand_back(false);
+                    streaming.hand_back(Rest::Broken);
                     return Poll::Ready(Some(Err(BodyError::Io(e))));
                 }
             }
@@ -297,8 +317,10 @@ enum Wait {
 /// Serves one connection until it closes: `read` and `write` are its halves, `service`
 /// answers each request, `shutdown` resolves when the server begins a graceful shutdown.
 ///
-/// A request body the service drops before its end closes the connection after the
-/// response (the start of the next request is unknown; nothing is drained). A service
+/// A request body the service drops before its end is drained after the response (read
+/// and thrown away, within [`ServerSettings::drain_limit`] and
+/// [`ServerSettings::drain_timeout`]) so the connection can go on; past either, or if
+/// the body was malformed or cut short, the connection closes. A service
 /// that keeps the body after answering holds the connection until it lets it go.
 /// A request that asks to switch protocols (`Upgrade` with `Connection: upgrade`, or
 /// CONNECT) carries an [`OnUpgrade<R, W>`](super::OnUpgrade) in its extensions. If the service answers it
@@ -325,7 +347,7 @@ where
     let home = Arc::new(Home {
         slot: Mutex::new(Slot {
             read: None,
-            whole: false,
+            rest: Rest::Broken,
             waker: None,
         }),
     });
@@ -433,10 +455,10 @@ where
                 Some(side) => Some(side),
                 // The request had a body: the connection is the new protocol's only if
                 // the service read it to its end.
-                None => match poll_fn(|cx| home.poll_back(cx)).await {
-                    (side, true) => Some(side),
-                    (_, false) => None,
-                },
+                None => {
+                    let (side, rest) = poll_fn(|cx| home.poll_back(cx)).await;
+                    recover(side, rest, &settings).await
+                }
             };
             if let Some(mut side) = side {
                 let read_buf = side
@@ -456,11 +478,11 @@ where
 
         if read_side.is_none() {
             // The body has (or will have) the read side: wait for it to come home.
-            let (side, whole) = poll_fn(|cx| home.poll_back(cx)).await;
-            if !whole {
+            let (side, rest) = poll_fn(|cx| home.poll_back(cx)).await;
+            read_side = recover(side, rest, &settings).await;
+            if read_side.is_none() {
                 break;
             }
-            read_side = Some(side);
         }
         if !keep_alive {
             break;
@@ -470,6 +492,74 @@ where
         }
     }
     write.shutdown().await
+}
+
+/// The read side, ready for the next request, once the body's rest is read and thrown
+/// away; `None` if it cannot be (broken, too long, too slow, or the client went away).
+async fn recover<R: AsyncRead + Unpin>(
+    mut side: ReadSide<R>,
+    rest: Rest,
+    settings: &ServerSettings,
+) -> Option<ReadSide<R>> {
+    let decoder = match rest {
+        Rest::Nothing => return Some(side),
+        Rest::Broken => return None,
+        Rest::Unread(decoder) => decoder,
+    };
+    let drained = tokio::time::timeout(
+        settings.drain_timeout,
+        drain(&mut side, decoder, settings.drain_limit),
+    )
+    .await;
+    matches!(drained, Ok(true)).then_some(side)
+}
+
+/// Reads a body's rest and drops it: whether its end came with at most `limit` bytes
+/// read off the socket.
+async fn drain<R: AsyncRead + Unpin>(
+    side: &mut ReadSide<R>,
+    mut decoder: Decoder,
+    limit: u64,
+) -> bool {
+    let mut read_off_socket: u64 = 0;
+    loop {
+        match &mut decoder {
+            Decoder::Length(remaining) => {
+                let buffered = side.buf.buffered().len() as u64;
+                let n = (*remaining).min(buffered);
+                if n > 0 {
+                    let _ = side.buf.get().split_to(n as usize);
+                    *remaining -= n;
+                }
+                if *remaining == 0 {
+                    return true;
+                }
+                // Known already to be past the bound: do not read it at all.
+                if *remaining > limit - read_off_socket.min(limit) {
+                    return false;
+                }
+            }
+            Decoder::Chunked(chunked) => {
+                if side.buf.is_held() {
+                    loop {
+                        match chunked.decode(side.buf.get()) {
+                            Ok(Some(Frame::Data(_))) => continue,
+                            Ok(Some(Frame::End(_))) => return true,
+                            Ok(None) => break,
+                            Err(_) => return false,
+                        }
+                    }
+                }
+            }
+        }
+        if read_off_socket >= limit {
+            return false;
+        }
+        match poll_fn(|cx| side.poll_fill(cx)).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => read_off_socket += n as u64,
+        }
+    }
 }
 
 /// Polls a future once: whether it is ready.
