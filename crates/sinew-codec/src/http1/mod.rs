@@ -31,6 +31,7 @@
 //! the RFC, and the code says so where it happens.
 
 mod chunked;
+pub mod client;
 mod encode;
 mod error;
 mod facts;

@@ -67,19 +67,19 @@ impl Default for ServerSettings {
 
 /// At most this much is read at once (the part of the buffer a read may fill is zeroed
 /// first: reading into spare capacity would need `unsafe`).
-const READ_SIZE: usize = 4096;
+pub(super) const READ_SIZE: usize = 4096;
 
 /// A connection's read side: the socket's read half and the buffer it reads into.
-struct ReadSide<R> {
-    io: R,
-    buf: ConnBuf,
+pub(super) struct ReadSide<R> {
+    pub(super) io: R,
+    pub(super) buf: ConnBuf,
 }
 
 impl<R: AsyncRead + Unpin> ReadSide<R> {
     /// Reads what is there into the buffer: the number of bytes, 0 at the end of the
     /// stream. Without a buffer (an idle connection) it waits on a small stack buffer and
     /// takes one from the pool only once bytes have come.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if !self.buf.is_held() {
             let mut first = [0u8; 512];
             let mut read = ReadBuf::new(&mut first);
