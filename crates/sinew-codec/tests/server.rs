@@ -458,6 +458,11 @@ fn connection_samples() -> Vec<Vec<u8>> {
         b"PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3;x\r\nabc\r\n0\r\nT: 1\r\n\r\n".to_vec(),
         b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
         b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\nGET /stream HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        // Bodies the service leaves unread, drained before the next request.
+        b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789GET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;e=1\r\nabc\r\n0\r\n\r\nGET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        // An upgrade the service declines: the connection stays HTTP/1.
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
     ]
 }
 
