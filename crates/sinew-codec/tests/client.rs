@@ -585,3 +585,67 @@ fn fuzz_client_exchange() {
     eprintln!("{cases} cases: {whole} whole bodies, {refused} refused, {compared} compared");
     assert!(whole > cases / 10 && refused > cases / 10 && compared > cases / 50);
 }
+
+/// A body that sends one piece, then either fails or never sends anything again.
+struct Stalls {
+    first: Option<Bytes>,
+    fails: bool,
+}
+
+impl Body for Stalls {
+    type Data = Bytes;
+    type Error = &'static str;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+        match self.first.take() {
+            Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+            None if self.fails => Poll::Ready(Some(Err("the downstream went away"))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_response_before_the_request_body_ends_is_returned_and_the_connection_dropped() {
+    let upstream = python_upstream("1.1");
+    let slot = Slot::default();
+    let check_in = {
+        let home = slot.clone();
+        move |conn: Conn| *home.lock().unwrap() = Some(conn)
+    };
+    let upload = Request::post("/early")
+        .header("host", "upstream.test")
+        .body(Stalls {
+            first: Some(Bytes::from_static(b"the first part of an upload")),
+            fails: false,
+        })
+        .unwrap();
+    let conn = connect(upstream.addr).await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(3),
+        send_request(conn, upload, &ClientSettings::default(), check_in),
+    )
+    .await
+    .expect("the response is returned while the body still stalls")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(collect(response.into_body()).await.unwrap().0, "too large");
+    assert!(take(&slot).is_none(), "half a request body was sent");
+
+    // The request body's own failure is not the upstream's.
+    let upload = Request::post("/echo")
+        .header("host", "upstream.test")
+        .body(Stalls {
+            first: Some(Bytes::from_static(b"part")),
+            fails: true,
+        })
+        .unwrap();
+    let conn = connect(upstream.addr).await;
+    let error = send_request(conn, upload, &ClientSettings::default(), drop::<Conn>)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::RequestBody(_)), "{error}");
+    assert!(!error.is_retryable());
+}

@@ -103,6 +103,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         n = self.count()
+        if self.path == "/early":
+            # Answers before reading the body (as a server refusing an upload does).
+            self.reply(b"too large", status=413)
+            self.close_connection = True
+            return
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = read_chunked(self.rfile)
             framing = "chunked"
