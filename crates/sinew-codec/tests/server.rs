@@ -824,6 +824,10 @@ async fn an_unread_body_past_the_bound_or_too_slow_closes_the_connection() {
         text.starts_with("HTTP/1.1 200 OK") && text.ends_with("ignored after 1\n"),
         "{text}"
     );
+    assert!(
+        text.contains("connection: close\r\n"),
+        "the answer says the connection ends: {text}"
+    );
 
     // Too long in chunks: each chunk small, the stream of them endless.
     let mut stream = TcpStream::connect(server.addr).await.unwrap();

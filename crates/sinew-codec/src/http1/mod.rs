@@ -27,6 +27,10 @@
 //!   connection facts a server or client needs (keep-alive, `Expect: 100-continue`,
 //!   upgrade); [`ChunkedDecoder`] reads chunked bodies without copying their data.
 //!
+//! Two connection drivers sit on the codec: [`server`] serves a downstream connection,
+//! [`client`] runs one exchange at a time on an upstream connection; both hand a
+//! connection that switches protocols over as [`Upgraded`].
+//!
 //! Where hyper (Sinew's HTTP/1 before this codec) and RFC 9112 differ, the codec follows
 //! the RFC, and the code says so where it happens.
 

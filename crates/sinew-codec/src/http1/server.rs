@@ -15,6 +15,11 @@
 //! keep-alive connection is not cut by it. A graceful shutdown closes an idle
 //! connection at once and lets one in the middle of an exchange finish it, answering
 //! with `Connection: close`.
+//!
+//! A body the service drops unread is drained after the response, within a bound, so
+//! the connection can go on. A request that asks to switch protocols carries an
+//! [`OnUpgrade`](super::OnUpgrade): answered with 101 (2xx to CONNECT), the connection
+//! leaves this driver through it, bytes already read included.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -126,6 +131,22 @@ enum Rest {
 }
 
 impl<R> Home<R> {
+    /// The body is already home with more left unread than a drain may read: the
+    /// response can say the connection will close.
+    fn unread_beyond(&self, limit: u64) -> bool {
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match (&slot.read, &slot.rest) {
+            (Some(side), Rest::Unread(Decoder::Length(n))) => {
+                n.saturating_sub(side.buf.buffered().len() as u64) > limit
+            }
+            (Some(_), Rest::Broken) => true,
+            _ => false,
+        }
+    }
+
     fn put(&self, read: ReadSide<R>, rest: Rest) {
         let waker = {
             let mut slot = self
@@ -432,7 +453,10 @@ where
         } else {
             response.status() == StatusCode::SWITCHING_PROTOCOLS
         };
-        let keep_alive = head.keep_alive && !shutting_down && !switching;
+        let keep_alive = head.keep_alive
+            && !shutting_down
+            && !switching
+            && (read_side.is_some() || !home.unread_beyond(settings.drain_limit));
         // The write buffer, like the read buffer, is the worker's between exchanges.
         let mut out = with_worker_pool(BufPool::take);
         let written = write_response(
