@@ -110,7 +110,7 @@ fn exchange(c: &mut Criterion) {
             runtime.block_on(async {
                 let conn = slot.take().expect("the connection came back");
                 let home = slot.clone();
-                let response = send_request(conn, request(NoBody), &settings, move |conn| {
+                let response = send_request(conn, request(NoBody), settings, move |conn| {
                     home.set(Some(conn))
                 })
                 .await

@@ -124,7 +124,7 @@ async fn exchange(
 ) -> Result<Response<ResponseBody<OwnedReadHalf, OwnedWriteHalf, impl FnOnce(Conn)>>, ClientError> {
     let home = slot.clone();
     let check_in = move |conn: Conn| *home.lock().unwrap() = Some(conn);
-    send_request(conn, request, &ClientSettings::default(), check_in).await
+    send_request(conn, request, ClientSettings::default(), check_in).await
 }
 
 /// The body's data and trailers, or its error.
@@ -283,9 +283,12 @@ async fn failures_before_and_in_the_head_are_classified() {
     let conn = connect(upstream.addr).await;
     let response = exchange(conn, get("/hello"), &slot).await.unwrap();
     collect(response.into_body()).await.unwrap();
-    let conn = take(&slot).unwrap();
+    let mut conn = take(&slot).unwrap();
+    assert!(conn.is_usable_now(), "open and quiet");
     drop(upstream);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // A pool would see it is gone; sent anyway, the request gets the retryable error.
+    assert!(!conn.is_usable_now(), "the upstream closed it");
     let error = exchange(conn, get("/hello"), &slot).await.unwrap_err();
     assert!(error.is_retryable(), "{error}");
 }
@@ -625,7 +628,7 @@ async fn a_response_before_the_request_body_ends_is_returned_and_the_connection_
     let conn = connect(upstream.addr).await;
     let response = tokio::time::timeout(
         Duration::from_secs(3),
-        send_request(conn, upload, &ClientSettings::default(), check_in),
+        send_request(conn, upload, ClientSettings::default(), check_in),
     )
     .await
     .expect("the response is returned while the body still stalls")
@@ -643,9 +646,30 @@ async fn a_response_before_the_request_body_ends_is_returned_and_the_connection_
         })
         .unwrap();
     let conn = connect(upstream.addr).await;
-    let error = send_request(conn, upload, &ClientSettings::default(), drop::<Conn>)
+    let error = send_request(conn, upload, ClientSettings::default(), drop::<Conn>)
         .await
         .unwrap_err();
     assert!(matches!(error, ClientError::RequestBody(_)), "{error}");
     assert!(!error.is_retryable());
+}
+
+/// The exchange, its body and the idle connection can move between a worker's tasks.
+#[test]
+fn the_exchange_and_its_body_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let conn = connect(listener.local_addr().unwrap()).await;
+        send(&conn);
+        let slot = Slot::default();
+        let home = slot.clone();
+        let exchange = send_request(conn, get("/"), ClientSettings::default(), move |c| {
+            *home.lock().unwrap() = Some(c)
+        });
+        send(&exchange);
+    });
 }

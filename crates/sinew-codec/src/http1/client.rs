@@ -20,13 +20,13 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame as BodyFrame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::server::{ReadSide, READ_SIZE};
 use super::{
@@ -70,6 +70,24 @@ impl<R, W> ClientConn<R, W> {
     /// The read half, for a pool that checks whether an idle connection was closed.
     pub fn read_half_mut(&mut self) -> &mut R {
         &mut self.read.io
+    }
+}
+
+impl<R: AsyncRead + Unpin, W> ClientConn<R, W> {
+    /// Whether an idle connection can still carry a request, without waiting: `false` if
+    /// the upstream has closed it or reset it, or sent bytes nobody asked for. A pool
+    /// asks this when it takes a connection out (no task watches idle connections).
+    pub fn is_usable_now(&mut self) -> bool {
+        if !self.read.buf.buffered().is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut read = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        // Pending is the one good answer: open, and quiet.
+        Pin::new(&mut self.read.io)
+            .poll_read(&mut cx, &mut read)
+            .is_pending()
     }
 }
 
@@ -378,7 +396,7 @@ enum Sent {
 pub async fn send_request<R, W, B, K>(
     mut conn: ClientConn<R, W>,
     request: Request<B>,
-    settings: &ClientSettings,
+    settings: ClientSettings,
     check_in: K,
 ) -> Result<Response<ResponseBody<R, W, K>>, ClientError>
 where
