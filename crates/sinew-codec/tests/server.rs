@@ -874,3 +874,54 @@ async fn an_unread_body_past_the_bound_or_too_slow_closes_the_connection() {
         "{waited:?}"
     );
 }
+
+#[tokio::test]
+async fn the_idle_timeout_closes_a_quiet_connection_between_requests() {
+    let server = start(ServerSettings {
+        idle_timeout: Some(Duration::from_millis(300)),
+        header_read_timeout: Some(Duration::from_secs(5)),
+        ..ServerSettings::default()
+    })
+    .await;
+    // Never used.
+    let mut quiet = TcpStream::connect(server.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let (closed, text) = read_to_close(&mut quiet).await;
+    assert!(closed && text.is_empty(), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Used, then quiet: served twice 200 ms apart (each wait shorter than the timeout),
+    // then closed 300 ms after the last answer.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    for path in ["/a", "/b"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        read_until(&mut stream, &mut got, format!("GET {path} 0\n").as_bytes()).await;
+    }
+    let answered = std::time::Instant::now();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed && text.is_empty(), "{text}");
+    let waited = answered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // A head begun is under the head timeout, not the idle one.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    slow.write_all(b"Host: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, text) = read_to_close(&mut slow).await;
+    assert!(text.ends_with("GET /slow 0\n"), "{text}");
+}

@@ -50,6 +50,10 @@ pub struct ServerSettings {
     pub chunked: ChunkedLimits,
     /// From a head's first byte to its last; `None` waits for ever.
     pub header_read_timeout: Option<Duration>,
+    /// From the end of a response (or the connection's start) to the next head's first
+    /// byte: a connection quiet this long is closed. `None` waits for ever (the caller
+    /// may end idle connections through the shutdown future instead).
+    pub idle_timeout: Option<Duration>,
     /// A request body the service left unread is read and thrown away after the
     /// response, so the connection can carry the next request, if at most this many
     /// bytes of it are still to come off the socket; beyond, the connection closes.
@@ -64,6 +68,7 @@ impl Default for ServerSettings {
             limits: HeadLimits::default(),
             chunked: ChunkedLimits::default(),
             header_read_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: None,
             drain_limit: 64 * 1024,
             drain_timeout: Duration::from_secs(2),
         }
@@ -385,6 +390,7 @@ where
             side,
             &mut parser,
             settings.header_read_timeout,
+            settings.idle_timeout,
             head_timer.as_mut(),
             shutdown.as_mut(),
             &mut shutting_down,
@@ -592,16 +598,20 @@ async fn poll_once(mut future: Pin<&mut impl Future<Output = ()>>) -> bool {
 }
 
 /// Reads until a whole head is in the buffer, the client goes away, the head takes too
-/// long (from its first byte), or the server shuts down between requests.
+/// long (from its first byte), the connection stays idle too long (before a head's first
+/// byte), or the server shuts down between requests. One timer serves both timeouts:
+/// the idle deadline is armed first, and replaced by the head's once a byte comes.
 async fn wait_for_head<R: AsyncRead + Unpin>(
     side: &mut ReadSide<R>,
     parser: &mut RequestParser,
     timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     mut timer: Pin<&mut tokio::time::Sleep>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
     shutting_down: &mut bool,
 ) -> io::Result<Wait> {
     let mut timing = false;
+    let mut idle_armed = false;
     loop {
         if side.buf.is_held() {
             match parser.parse(side.buf.get()) {
@@ -620,7 +630,12 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
         if !head_begun {
             // Between requests: nothing to keep.
             side.buf.release_if_idle();
+            if let (false, Some(idle)) = (idle_armed, idle_timeout) {
+                timer.as_mut().reset(Instant::now() + idle);
+                idle_armed = true;
+            }
         }
+        let idle_timing = idle_armed && !head_begun;
         let filled = poll_fn(|cx| {
             if !head_begun && !*shutting_down && shutdown.as_mut().poll(cx).is_ready() {
                 *shutting_down = true;
@@ -628,7 +643,7 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
             if !head_begun && *shutting_down {
                 return Poll::Ready(None);
             }
-            if timing && timer.as_mut().poll(cx).is_ready() {
+            if (timing || idle_timing) && timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
             side.poll_fill(cx).map(Some)
