@@ -14,8 +14,9 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use sinew_codec::buf::with_worker_pool;
 use sinew_codec::http1::server::{serve, RequestBody, ServerSettings};
+use sinew_codec::http1::{OnUpgrade, Upgraded};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -52,6 +53,19 @@ impl Body for Reply {
 /// (chunked), `/empty` with 204.
 async fn echo(request: Request<RequestBody<OwnedReadHalf>>) -> Response<Reply> {
     let (parts, mut body) = request.into_parts();
+    if parts.uri.path() == "/ignore" {
+        // Reads one frame at most, then drops the body with the rest unread.
+        let first = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        drop(body);
+        let first = first
+            .and_then(|f| f.ok()?.into_data().ok())
+            .map_or(0, |d| d.len());
+        return Response::new(Reply {
+            data: Some(Bytes::from(format!("ignored after {}\n", first.min(1)))),
+            known_length: true,
+            claim: None,
+        });
+    }
     let mut received = Vec::new();
     let mut trailers = None;
     while let Some(frame) =
@@ -444,6 +458,11 @@ fn connection_samples() -> Vec<Vec<u8>> {
         b"PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3;x\r\nabc\r\n0\r\nT: 1\r\n\r\n".to_vec(),
         b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
         b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\nGET /stream HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        // Bodies the service leaves unread, drained before the next request.
+        b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789GET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;e=1\r\nabc\r\n0\r\n\r\nGET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        // An upgrade the service declines: the connection stays HTTP/1.
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /q HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
     ]
 }
 
@@ -565,4 +584,344 @@ async fn an_http10_client_gets_an_unknown_length_body_delimited_by_the_close() {
         lower.contains("connection: close\r\n") && text.ends_with("GET /stream 0\n"),
         "{text}"
     );
+}
+
+type Switch = OnUpgrade<OwnedReadHalf, OwnedWriteHalf>;
+
+/// How many `OnUpgrade`s of declined requests resolved to an error.
+static DECLINED_HANDLES_SETTLED: AtomicUsize = AtomicUsize::new(0);
+
+/// Switches `/chat` upgrades to an upper-casing echo and accepts CONNECT the same way;
+/// declines upgrades to `/decline` with 200, then checks that its handle settles.
+async fn switcher(mut request: Request<RequestBody<OwnedReadHalf>>) -> Response<Reply> {
+    let on_upgrade = request.extensions_mut().remove::<Switch>();
+    let empty = || Reply {
+        data: None,
+        known_length: true,
+        claim: None,
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return Response::new(Reply {
+            data: Some(Bytes::from_static(b"plain\n")),
+            known_length: true,
+            claim: None,
+        });
+    };
+    if request.uri().path() == "/decline" {
+        tokio::spawn(async move {
+            if on_upgrade.await.is_err() {
+                DECLINED_HANDLES_SETTLED.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        return Response::new(Reply {
+            data: Some(Bytes::from_static(b"declined\n")),
+            known_length: true,
+            claim: None,
+        });
+    }
+    let connect = request.method() == http::Method::CONNECT;
+    tokio::spawn(async move {
+        let Ok(Upgraded {
+            mut read,
+            mut write,
+            read_buf,
+        }) = on_upgrade.await
+        else {
+            return;
+        };
+        write
+            .write_all(&read_buf.to_ascii_uppercase())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = read.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            write
+                .write_all(&buf[..n].to_ascii_uppercase())
+                .await
+                .unwrap();
+        }
+    });
+    if connect {
+        return Response::new(empty());
+    }
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        .body(empty())
+        .unwrap()
+}
+
+async fn start_switcher() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (read, write) = stream.into_split();
+            tokio::spawn(async move {
+                let never = std::future::pending::<()>();
+                let _ = serve(read, write, switcher, ServerSettings::default(), never).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads until `got` ends with `want` (3 s at most).
+async fn read_until(stream: &mut TcpStream, got: &mut Vec<u8>, want: &[u8]) {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !got.ends_with(want) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("waited for {want:?}, got {:?}", Bytes::from(got.clone())))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {want:?}: {:?}",
+            Bytes::from(got.clone())
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_hands_the_connection_over_with_bytes_sent_early() {
+    let addr = start_switcher().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The first frame's bytes ride in the same write as the head, as a client that
+    // does not wait for the 101 sends them: the driver has read them with the head.
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\nearly bytes|",
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, b"EARLY BYTES|").await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("connection: Upgrade"), "{head}");
+    assert!(!head.contains("content-length") && !head.contains("transfer-encoding"));
+    assert_eq!(rest, "EARLY BYTES|");
+    // Both directions now carry the new protocol's bytes, HTTP-looking or not.
+    for message in [&b"second frame"[..], b"GET / HTTP/1.1\r\n\r\n"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = Vec::new();
+        read_until(&mut stream, &mut echoed, &message.to_ascii_uppercase()).await;
+    }
+    stream.shutdown().await.unwrap();
+    let (closed, tail) = read_to_close(&mut stream).await;
+    assert!(closed && tail.is_empty(), "{tail:?}");
+}
+
+#[tokio::test]
+async fn connect_with_2xx_becomes_a_tunnel() {
+    let addr = start_switcher().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nping")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, b"PING").await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 200 OK\r\n\r\nPING",
+        "a 2xx to CONNECT has no framing field"
+    );
+}
+
+#[tokio::test]
+async fn a_declined_upgrade_keeps_the_connection_http1_and_settles_the_handle() {
+    let addr = start_switcher().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /decline HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(
+        text.contains("declined\n") && text.ends_with("plain\n"),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(DECLINED_HANDLES_SETTLED.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_unread_body_within_the_bound_is_drained_and_the_connection_goes_on() {
+    let server = start(ServerSettings::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut wire = Vec::new();
+    // 40 000 bytes with a length, then 40 000 in small chunks (framing counts too),
+    // neither read by the service, then a request that is.
+    wire.extend_from_slice(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 40000\r\n\r\n");
+    wire.extend_from_slice(&[b'x'; 40_000]);
+    wire.extend_from_slice(
+        b"POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..40 {
+        wire.extend_from_slice(b"3e8\r\n");
+        wire.extend_from_slice(&[b'y'; 1000]);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\nx-trailer: 1\r\n\r\n");
+    wire.extend_from_slice(
+        b"POST /last HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    let (mut read, mut write) = stream.split();
+    let writing = async {
+        write.write_all(&wire).await.unwrap();
+    };
+    let reading = async {
+        let mut got = Vec::new();
+        read.read_to_end(&mut got).await.unwrap();
+        String::from_utf8(got).unwrap()
+    };
+    let ((), text) = tokio::join!(writing, reading);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    assert_eq!(text.matches("ignored after 1\n").count(), 2, "{text}");
+    assert!(text.ends_with("POST /last 3\nabc"), "{text}");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_unread_body_past_the_bound_or_too_slow_closes_the_connection() {
+    let server = start(ServerSettings {
+        drain_limit: 16 * 1024,
+        drain_timeout: Duration::from_millis(300),
+        ..ServerSettings::default()
+    })
+    .await;
+    // Too long: 1 MB announced; the answer comes, then the close, without the driver
+    // reading the megabyte.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\nfirst")
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed, "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("ignored after 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connection: close\r\n"),
+        "the answer says the connection ends: {text}"
+    );
+
+    // Too long in chunks: each chunk small, the stream of them endless.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        )
+        .await
+        .unwrap();
+    let chunk = [b"400\r\n".as_slice(), &[b'z'; 1024], b"\r\n"].concat();
+    let mut head = [0u8; 256];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200 OK"));
+    let mut sent = 0;
+    let cut = loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+        if sent > 4 * 1024 * 1024 {
+            break false;
+        }
+    };
+    assert!(
+        cut,
+        "the server kept reading an endless body ({sent} bytes)"
+    );
+    assert!(sent >= 16 * 1024 - 1024, "cut before the bound: {sent}");
+
+    // Too slow: 100 bytes announced, 10 sent, then nothing.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed, "{text}");
+    assert!(text.ends_with("ignored after 1\n"), "{text}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_idle_timeout_closes_a_quiet_connection_between_requests() {
+    let server = start(ServerSettings {
+        idle_timeout: Some(Duration::from_millis(300)),
+        header_read_timeout: Some(Duration::from_secs(5)),
+        ..ServerSettings::default()
+    })
+    .await;
+    // Never used.
+    let mut quiet = TcpStream::connect(server.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let (closed, text) = read_to_close(&mut quiet).await;
+    assert!(closed && text.is_empty(), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Used, then quiet: served twice 200 ms apart (each wait shorter than the timeout),
+    // then closed 300 ms after the last answer.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    for path in ["/a", "/b"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        read_until(&mut stream, &mut got, format!("GET {path} 0\n").as_bytes()).await;
+    }
+    let answered = std::time::Instant::now();
+    let (closed, text) = read_to_close(&mut stream).await;
+    assert!(closed && text.is_empty(), "{text}");
+    let waited = answered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // A head begun is under the head timeout, not the idle one.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    slow.write_all(b"Host: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, text) = read_to_close(&mut slow).await;
+    assert!(text.ends_with("GET /slow 0\n"), "{text}");
 }

@@ -27,10 +27,15 @@
 //!   connection facts a server or client needs (keep-alive, `Expect: 100-continue`,
 //!   upgrade); [`ChunkedDecoder`] reads chunked bodies without copying their data.
 //!
+//! Two connection drivers sit on the codec: [`server`] serves a downstream connection,
+//! [`client`] runs one exchange at a time on an upstream connection; both hand a
+//! connection that switches protocols over as [`Upgraded`].
+//!
 //! Where hyper (Sinew's HTTP/1 before this codec) and RFC 9112 differ, the codec follows
 //! the RFC, and the code says so where it happens.
 
 mod chunked;
+pub mod client;
 mod encode;
 mod error;
 mod facts;
@@ -38,6 +43,7 @@ mod request;
 mod response;
 mod scan;
 pub mod server;
+mod upgrade;
 
 pub use chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits, Frame};
 pub use encode::{
@@ -47,6 +53,7 @@ pub use encode::{
 pub use error::HeadError;
 pub use request::{parse_request, RequestHead, RequestParser, TargetForm};
 pub use response::{parse_response, ResponseHead, ResponseParser};
+pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};
 
 /// How the body after a head is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

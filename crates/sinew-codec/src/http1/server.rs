@@ -15,6 +15,11 @@
 //! keep-alive connection is not cut by it. A graceful shutdown closes an idle
 //! connection at once and lets one in the middle of an exchange finish it, answering
 //! with `Connection: close`.
+//!
+//! A body the service drops unread is drained after the response, within a bound, so
+//! the connection can go on. A request that asks to switch protocols carries an
+//! [`OnUpgrade`](super::OnUpgrade): answered with 101 (2xx to CONNECT), the connection
+//! leaves this driver through it, bytes already read included.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -31,6 +36,7 @@ use http_body::{Body, Frame as BodyFrame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
+use super::upgrade::{self, Upgraded};
 use super::{
     encode_response_head, write_chunk, write_last_chunk, BodyFraming, ChunkedDecoder, ChunkedError,
     ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, RequestParser,
@@ -44,6 +50,16 @@ pub struct ServerSettings {
     pub chunked: ChunkedLimits,
     /// From a head's first byte to its last; `None` waits for ever.
     pub header_read_timeout: Option<Duration>,
+    /// From the end of a response (or the connection's start) to the next head's first
+    /// byte: a connection quiet this long is closed. `None` waits for ever (the caller
+    /// may end idle connections through the shutdown future instead).
+    pub idle_timeout: Option<Duration>,
+    /// A request body the service left unread is read and thrown away after the
+    /// response, so the connection can carry the next request, if at most this many
+    /// bytes of it are still to come off the socket; beyond, the connection closes.
+    pub drain_limit: u64,
+    /// ... and if they come within this time.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -52,25 +68,28 @@ impl Default for ServerSettings {
             limits: HeadLimits::default(),
             chunked: ChunkedLimits::default(),
             header_read_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: None,
+            drain_limit: 64 * 1024,
+            drain_timeout: Duration::from_secs(2),
         }
     }
 }
 
 /// At most this much is read at once (the part of the buffer a read may fill is zeroed
 /// first: reading into spare capacity would need `unsafe`).
-const READ_SIZE: usize = 4096;
+pub(super) const READ_SIZE: usize = 4096;
 
 /// A connection's read side: the socket's read half and the buffer it reads into.
-struct ReadSide<R> {
-    io: R,
-    buf: ConnBuf,
+pub(super) struct ReadSide<R> {
+    pub(super) io: R,
+    pub(super) buf: ConnBuf,
 }
 
 impl<R: AsyncRead + Unpin> ReadSide<R> {
     /// Reads what is there into the buffer: the number of bytes, 0 at the end of the
     /// stream. Without a buffer (an idle connection) it waits on a small stack buffer and
     /// takes one from the pool only once bytes have come.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if !self.buf.is_held() {
             let mut first = [0u8; 512];
             let mut read = ReadBuf::new(&mut first);
@@ -102,20 +121,45 @@ struct Home<R> {
 
 struct Slot<R> {
     read: Option<ReadSide<R>>,
-    /// The body was read to its end: the connection can carry another request.
-    whole: bool,
+    rest: Rest,
     waker: Option<Waker>,
 }
 
+/// What is left of a request body when its read side comes home.
+enum Rest {
+    /// Read to its end: the connection can carry another request.
+    Nothing,
+    /// Dropped before its end: the rest is to be drained (`Decoder` knows how much).
+    Unread(Decoder),
+    /// Cut short or malformed: where the next request starts is unknown.
+    Broken,
+}
+
 impl<R> Home<R> {
-    fn put(&self, read: ReadSide<R>, whole: bool) {
+    /// The body is already home with more left unread than a drain may read: the
+    /// response can say the connection will close.
+    fn unread_beyond(&self, limit: u64) -> bool {
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match (&slot.read, &slot.rest) {
+            (Some(side), Rest::Unread(Decoder::Length(n))) => {
+                n.saturating_sub(side.buf.buffered().len() as u64) > limit
+            }
+            (Some(_), Rest::Broken) => true,
+            _ => false,
+        }
+    }
+
+    fn put(&self, read: ReadSide<R>, rest: Rest) {
         let waker = {
             let mut slot = self
                 .slot
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             slot.read = Some(read);
-            slot.whole = whole;
+            slot.rest = rest;
             slot.waker.take()
         };
         if let Some(waker) = waker {
@@ -123,13 +167,13 @@ impl<R> Home<R> {
         }
     }
 
-    fn poll_back(&self, cx: &mut Context<'_>) -> Poll<(ReadSide<R>, bool)> {
+    fn poll_back(&self, cx: &mut Context<'_>) -> Poll<(ReadSide<R>, Rest)> {
         let mut slot = self
             .slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match slot.read.take() {
-            Some(read) => Poll::Ready((read, slot.whole)),
+            Some(read) => Poll::Ready((read, std::mem::replace(&mut slot.rest, Rest::Broken))),
             None => {
                 slot.waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -182,18 +226,21 @@ impl<R> RequestBody<R> {
 }
 
 impl<R> Streaming<R> {
-    fn hand_back(&mut self, whole: bool) {
+    fn hand_back(&mut self, rest: Rest) {
         if let Some(read) = self.read.take() {
-            self.home.put(read, whole);
+            self.home.put(read, rest);
         }
     }
 }
 
 impl<R> Drop for RequestBody<R> {
     fn drop(&mut self) {
-        // Not read to its end: the connection cannot tell where the next request starts.
+        // Not read to its end: the driver drains the rest if it can.
         if let Some(streaming) = &mut self.streaming {
-            streaming.hand_back(false);
+            if streaming.read.is_some() {
+                let decoder = std::mem::replace(&mut streaming.decoder, Decoder::Length(0));
+                streaming.hand_back(Rest::Unread(decoder));
+            }
         }
     }
 }
@@ -215,7 +262,7 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
             };
             match &mut streaming.decoder {
                 Decoder::Length(0) => {
-                    streaming.hand_back(true);
+                    streaming.hand_back(Rest::Nothing);
                     return Poll::Ready(None);
                 }
                 Decoder::Length(remaining) => {
@@ -225,7 +272,7 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
                         let data = buf.split_to(n as usize).freeze();
                         *remaining -= n;
                         if *remaining == 0 {
-                            streaming.hand_back(true);
+                            streaming.hand_back(Rest::Nothing);
                         }
                         return Poll::Ready(Some(Ok(BodyFrame::data(data))));
                     }
@@ -237,12 +284,12 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
                                 return Poll::Ready(Some(Ok(BodyFrame::data(data))))
                             }
                             Ok(Some(Frame::End(trailers))) => {
-                                streaming.hand_back(true);
+                                streaming.hand_back(Rest::Nothing);
                                 return Poll::Ready(trailers.map(|t| Ok(BodyFrame::trailers(t))));
                             }
                             Ok(None) => {}
                             Err(e) => {
-                                streaming.hand_back(false);
+                                streaming.hand_back(Rest::Broken);
                                 return Poll::Ready(Some(Err(BodyError::Chunked(e))));
                             }
                         }
@@ -251,12 +298,12 @@ impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
             }
             match ready!(read.poll_fill(cx)) {
                 Ok(0) => {
-                    streaming.hand_back(false);
+                    streaming.hand_back(Rest::Broken);
                     return Poll::Ready(Some(Err(BodyError::Truncated)));
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    streaming.hand_back(false);
+                    streaming.hand_back(Rest::Broken);
                     return Poll::Ready(Some(Err(BodyError::Io(e))));
                 }
             }
@@ -296,11 +343,17 @@ enum Wait {
 /// Serves one connection until it closes: `read` and `write` are its halves, `service`
 /// answers each request, `shutdown` resolves when the server begins a graceful shutdown.
 ///
-/// A request body the service drops before its end closes the connection after the
-/// response (the start of the next request is unknown; nothing is drained). A service
+/// A request body the service drops before its end is drained after the response (read
+/// and thrown away, within [`ServerSettings::drain_limit`] and
+/// [`ServerSettings::drain_timeout`]) so the connection can go on; past either, or if
+/// the body was malformed or cut short, the connection closes. A service
 /// that keeps the body after answering holds the connection until it lets it go.
-/// Switching protocols (101, 2xx to CONNECT) is answered, then the connection closes:
-/// handing the connection to another protocol is not done here yet.
+/// A request that asks to switch protocols (`Upgrade` with `Connection: upgrade`, or
+/// CONNECT) carries an [`OnUpgrade<R, W>`](super::OnUpgrade) in its extensions. If the service answers it
+/// with 101 (2xx to CONNECT), the driver writes that head as it is (no body, no framing
+/// field, its `Connection` untouched), hands the halves and the bytes read past the head
+/// to the `OnUpgrade`, and returns. Any other answer leaves the connection HTTP/1.
+/// A 101 to a request that did not ask for it is written and the connection closed.
 /// The future is `Send` when the halves, the service and its futures and bodies are.
 pub async fn serve<R, W, S, F, B>(
     read: R,
@@ -310,8 +363,8 @@ pub async fn serve<R, W, S, F, B>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
     S: FnMut(Request<RequestBody<R>>) -> F,
     F: Future<Output = Response<B>>,
     B: Body<Data = Bytes> + Unpin,
@@ -320,7 +373,7 @@ where
     let home = Arc::new(Home {
         slot: Mutex::new(Slot {
             read: None,
-            whole: false,
+            rest: Rest::Broken,
             waker: None,
         }),
     });
@@ -337,6 +390,7 @@ where
             side,
             &mut parser,
             settings.header_read_timeout,
+            settings.idle_timeout,
             head_timer.as_mut(),
             shutdown.as_mut(),
             &mut shutting_down,
@@ -386,18 +440,29 @@ where
         *request.uri_mut() = head.target;
         *request.version_mut() = version;
         *request.headers_mut() = head.headers;
+        // Only a request that asks to switch pays for the hand-over (one allocation).
+        let upgrade = if head.upgrade || head_was_connect {
+            let (sender, on_upgrade) = upgrade::pair::<R, W>();
+            request.extensions_mut().insert(on_upgrade);
+            Some(sender)
+        } else {
+            None
+        };
         let response = service(request).await;
 
         // A shutdown that began during the exchange ends the connection after it.
         if !shutting_down && poll_once(shutdown.as_mut()).await {
             shutting_down = true;
         }
-        // Switching protocols hands the connection to another protocol, which this
-        // driver does not do yet: the 101 (or 2xx to CONNECT) goes out, the connection
-        // closes.
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (head_was_connect && response.status().is_success());
-        let keep_alive = head.keep_alive && !shutting_down && !switching;
+        let switching = if head_was_connect {
+            response.status().is_success()
+        } else {
+            response.status() == StatusCode::SWITCHING_PROTOCOLS
+        };
+        let keep_alive = head.keep_alive
+            && !shutting_down
+            && !switching
+            && (read_side.is_some() || !home.unread_beyond(settings.drain_limit));
         // The write buffer, like the read buffer, is the worker's between exchanges.
         let mut out = with_worker_pool(BufPool::take);
         let written = write_response(
@@ -406,6 +471,7 @@ where
             method_is_head,
             version,
             keep_alive,
+            switching,
             &mut out,
         )
         .await;
@@ -414,13 +480,39 @@ where
         // close, for an HTTP/1.0 client).
         let keep_alive = written?;
 
+        if let (true, Some(upgrade)) = (switching, upgrade) {
+            let side = match read_side.take() {
+                Some(side) => Some(side),
+                // The request had a body: the connection is the new protocol's only if
+                // the service read it to its end.
+                None => {
+                    let (side, rest) = poll_fn(|cx| home.poll_back(cx)).await;
+                    recover(side, rest, &settings).await
+                }
+            };
+            if let Some(mut side) = side {
+                let read_buf = side
+                    .buf
+                    .take_buffered()
+                    .map(BytesMut::freeze)
+                    .unwrap_or_default();
+                upgrade.send(Upgraded {
+                    read: side.io,
+                    write,
+                    read_buf,
+                });
+                return Ok(());
+            }
+            break;
+        }
+
         if read_side.is_none() {
             // The body has (or will have) the read side: wait for it to come home.
-            let (side, whole) = poll_fn(|cx| home.poll_back(cx)).await;
-            if !whole {
+            let (side, rest) = poll_fn(|cx| home.poll_back(cx)).await;
+            read_side = recover(side, rest, &settings).await;
+            if read_side.is_none() {
                 break;
             }
-            read_side = Some(side);
         }
         if !keep_alive {
             break;
@@ -432,22 +524,94 @@ where
     write.shutdown().await
 }
 
+/// The read side, ready for the next request, once the body's rest is read and thrown
+/// away; `None` if it cannot be (broken, too long, too slow, or the client went away).
+async fn recover<R: AsyncRead + Unpin>(
+    mut side: ReadSide<R>,
+    rest: Rest,
+    settings: &ServerSettings,
+) -> Option<ReadSide<R>> {
+    let decoder = match rest {
+        Rest::Nothing => return Some(side),
+        Rest::Broken => return None,
+        Rest::Unread(decoder) => decoder,
+    };
+    let drained = tokio::time::timeout(
+        settings.drain_timeout,
+        drain(&mut side, decoder, settings.drain_limit),
+    )
+    .await;
+    matches!(drained, Ok(true)).then_some(side)
+}
+
+/// Reads a body's rest and drops it: whether its end came with at most `limit` bytes
+/// read off the socket.
+async fn drain<R: AsyncRead + Unpin>(
+    side: &mut ReadSide<R>,
+    mut decoder: Decoder,
+    limit: u64,
+) -> bool {
+    let mut read_off_socket: u64 = 0;
+    loop {
+        match &mut decoder {
+            Decoder::Length(remaining) => {
+                let buffered = side.buf.buffered().len() as u64;
+                let n = (*remaining).min(buffered);
+                if n > 0 {
+                    let _ = side.buf.get().split_to(n as usize);
+                    *remaining -= n;
+                }
+                if *remaining == 0 {
+                    return true;
+                }
+                // Known already to be past the bound: do not read it at all.
+                if *remaining > limit - read_off_socket.min(limit) {
+                    return false;
+                }
+            }
+            Decoder::Chunked(chunked) => {
+                if side.buf.is_held() {
+                    loop {
+                        match chunked.decode(side.buf.get()) {
+                            Ok(Some(Frame::Data(_))) => continue,
+                            Ok(Some(Frame::End(_))) => return true,
+                            Ok(None) => break,
+                            Err(_) => return false,
+                        }
+                    }
+                }
+            }
+        }
+        if read_off_socket >= limit {
+            return false;
+        }
+        match poll_fn(|cx| side.poll_fill(cx)).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => read_off_socket += n as u64,
+        }
+    }
+}
+
 /// Polls a future once: whether it is ready.
 async fn poll_once(mut future: Pin<&mut impl Future<Output = ()>>) -> bool {
     poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await
 }
 
 /// Reads until a whole head is in the buffer, the client goes away, the head takes too
-/// long (from its first byte), or the server shuts down between requests.
+/// long (from its first byte), the connection stays idle too long (before a head's first
+/// byte), or the server shuts down between requests. One timer serves both timeouts:
+/// the idle deadline is armed first, and replaced by the head's once a byte comes.
 async fn wait_for_head<R: AsyncRead + Unpin>(
     side: &mut ReadSide<R>,
     parser: &mut RequestParser,
     timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     mut timer: Pin<&mut tokio::time::Sleep>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
     shutting_down: &mut bool,
 ) -> io::Result<Wait> {
     let mut timing = false;
+    let mut idle_armed = false;
     loop {
         if side.buf.is_held() {
             match parser.parse(side.buf.get()) {
@@ -466,7 +630,12 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
         if !head_begun {
             // Between requests: nothing to keep.
             side.buf.release_if_idle();
+            if let (false, Some(idle)) = (idle_armed, idle_timeout) {
+                timer.as_mut().reset(Instant::now() + idle);
+                idle_armed = true;
+            }
         }
+        let idle_timing = idle_armed && !head_begun;
         let filled = poll_fn(|cx| {
             if !head_begun && !*shutting_down && shutdown.as_mut().poll(cx).is_ready() {
                 *shutting_down = true;
@@ -474,7 +643,7 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
             if !head_begun && *shutting_down {
                 return Poll::Ready(None);
             }
-            if timing && timer.as_mut().poll(cx).is_ready() {
+            if (timing || idle_timing) && timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
             side.poll_fill(cx).map(Some)
@@ -496,6 +665,7 @@ async fn write_response<W, B>(
     method_is_head: bool,
     version: Version,
     keep_alive: bool,
+    switching: bool,
     out: &mut BytesMut,
 ) -> io::Result<bool>
 where
@@ -505,7 +675,8 @@ where
 {
     let (mut parts, mut body) = response.into_parts();
     let status = parts.status;
-    let no_content = status.is_informational()
+    let no_content = switching
+        || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let bodiless = no_content || method_is_head;
@@ -532,11 +703,12 @@ where
     };
     let close_delimited = !bodiless && framing == OutgoingBody::Empty;
     let keep_alive = keep_alive && !close_delimited;
-    if !keep_alive {
+    // A switching head says what the connection becomes; nothing is added to it.
+    if !switching && !keep_alive {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else if version == Version::HTTP_10 {
+    } else if !switching && version == Version::HTTP_10 {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
