@@ -1,8 +1,7 @@
 //! Sinew's protocol layer: codecs that turn bytes into message heads and body frames and
 //! back, and own the buffers they read into.
 //!
-//! This crate is layer 2 of the data plane (see /work/shared/DESIGN.md, "The data plane,
-//! in layers"): below it, the net layer hands over a connection's bytes; above it, the
+//! This crate is layer 2 of the data plane (see docs/architecture.md): below it, the net layer hands over a connection's bytes; above it, the
 //! stream layer sees requests and responses whatever the protocol. Nothing here knows
 //! about routes, clusters or filters. A codec decides only what the bytes mean and
 //! whether they can be trusted: a head it cannot read unambiguously is an error that
