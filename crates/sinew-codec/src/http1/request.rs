@@ -66,56 +66,24 @@ struct RequestLine {
 /// Between calls the caller only appends to the buffer (or calls [`RequestParser::reset`]
 /// when it starts another one): an incomplete head is remembered by offsets into it.
 #[derive(Debug, Clone)]
-pub struct RequestParser {
-    limits: HeadLimits,
-    /// An incomplete head: what has been read of it. Boxed, and only while a head
-    /// arrives in pieces, so a connection between requests keeps 8 bytes here.
-    progress: Option<Box<HeadProgress<RequestLine>>>,
-}
+pub struct RequestParser(scan::Resumable<RequestLine>);
 
 impl RequestParser {
     pub fn new(limits: HeadLimits) -> Self {
-        RequestParser {
-            limits,
-            progress: None,
-        }
+        RequestParser(scan::Resumable::new(limits))
     }
 
     /// Forgets an incomplete head.
     pub fn reset(&mut self) {
-        self.progress = None;
+        self.0.reset();
     }
 
     /// The next head from the front of `buf`: `Ok(None)` until it is all there; once it
     /// is, it is split off `buf` (the body and any pipelined requests stay).
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        let (window, at_limit) = scan::head_window(buf.len(), self.limits.max_head_bytes);
-        let mut progress = match self.progress.take() {
-            Some(progress) if !progress.is_past(window) => *progress,
-            // Fresh (the common case, on the stack), or recorded for another buffer.
-            _ => HeadProgress::default(),
-        };
-        let mut spans = progress.take_spans();
-        match scan::head(
-            &buf[..window],
-            &mut progress,
-            self.limits.max_headers,
-            &mut spans,
-            request_line,
-        )? {
-            HeadScan::Complete { line, end } => {
-                let head = buf.split_to(end).freeze();
-                build(head, line, &spans).map(Some)
-            }
-            HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
-            HeadScan::Partial => {
-                progress.keep_spans(spans);
-                self.progress = Some(Box::new(progress));
-                Ok(None)
-            }
+        match self.0.next(buf, request_line)? {
+            Some(head) => build(head.bytes, head.line, &head.spans).map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -127,25 +95,9 @@ pub fn parse_request(
     bytes: &[u8],
     limits: &HeadLimits,
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let (window, at_limit) = scan::head_window(bytes.len(), limits.max_head_bytes);
-    let mut progress = HeadProgress::default();
-    let mut spans = FieldSpans::new();
-    match scan::head(
-        &bytes[..window],
-        &mut progress,
-        limits.max_headers,
-        &mut spans,
-        request_line,
-    )? {
-        HeadScan::Complete { line, end } => {
-            let head = build(Bytes::copy_from_slice(&bytes[..end]), line, &spans)?;
-            Ok(Some((head, end)))
-        }
-        HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
-        HeadScan::Partial => Ok(None),
+    match scan::head_once(bytes, limits, request_line)? {
+        Some((head, end)) => Ok(Some((build(head.bytes, head.line, &head.spans)?, end))),
+        None => Ok(None),
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::facts::Facts;
-use super::scan::{self, FieldSpans, HeadProgress, HeadScan, LineCursor};
+use super::scan::{self, FieldSpans, LineCursor};
 use super::{BodyFraming, HeadError, HeadLimits};
 
 /// A parsed response head.
@@ -45,24 +45,16 @@ struct StatusLine {
 /// Reads response heads off an upstream connection's read buffer; the counterpart of
 /// [`super::RequestParser`], with the same contract between calls.
 #[derive(Debug, Clone)]
-pub struct ResponseParser {
-    limits: HeadLimits,
-    /// An incomplete head: what has been read of it. Boxed, and only while a head
-    /// arrives in pieces, so a connection between requests keeps 8 bytes here.
-    progress: Option<Box<HeadProgress<StatusLine>>>,
-}
+pub struct ResponseParser(scan::Resumable<StatusLine>);
 
 impl ResponseParser {
     pub fn new(limits: HeadLimits) -> Self {
-        ResponseParser {
-            limits,
-            progress: None,
-        }
+        ResponseParser(scan::Resumable::new(limits))
     }
 
     /// Forgets an incomplete head.
     pub fn reset(&mut self) {
-        self.progress = None;
+        self.0.reset();
     }
 
     /// The next head from the front of `buf`, for a request made with `method`.
@@ -71,33 +63,9 @@ impl ResponseParser {
         buf: &mut BytesMut,
         method: &Method,
     ) -> Result<Option<ResponseHead>, HeadError> {
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        let (window, at_limit) = scan::head_window(buf.len(), self.limits.max_head_bytes);
-        let mut progress = match self.progress.take() {
-            Some(progress) if !progress.is_past(window) => *progress,
-            // Fresh (the common case, on the stack), or recorded for another buffer.
-            _ => HeadProgress::default(),
-        };
-        let mut spans = progress.take_spans();
-        match scan::head(
-            &buf[..window],
-            &mut progress,
-            self.limits.max_headers,
-            &mut spans,
-            status_line,
-        )? {
-            HeadScan::Complete { line, end } => {
-                let head = buf.split_to(end).freeze();
-                build(head, line, &spans, method).map(Some)
-            }
-            HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
-            HeadScan::Partial => {
-                progress.keep_spans(spans);
-                self.progress = Some(Box::new(progress));
-                Ok(None)
-            }
+        match self.0.next(buf, status_line)? {
+            Some(head) => build(head.bytes, head.line, &head.spans, method).map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -109,25 +77,12 @@ pub fn parse_response(
     method: &Method,
     limits: &HeadLimits,
 ) -> Result<Option<(ResponseHead, usize)>, HeadError> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let (window, at_limit) = scan::head_window(bytes.len(), limits.max_head_bytes);
-    let mut progress = HeadProgress::default();
-    let mut spans = FieldSpans::new();
-    match scan::head(
-        &bytes[..window],
-        &mut progress,
-        limits.max_headers,
-        &mut spans,
-        status_line,
-    )? {
-        HeadScan::Complete { line, end } => {
-            let head = build(Bytes::copy_from_slice(&bytes[..end]), line, &spans, method)?;
-            Ok(Some((head, end)))
-        }
-        HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
-        HeadScan::Partial => Ok(None),
+    match scan::head_once(bytes, limits, status_line)? {
+        Some((head, end)) => Ok(Some((
+            build(head.bytes, head.line, &head.spans, method)?,
+            end,
+        ))),
+        None => Ok(None),
     }
 }
 

@@ -366,6 +366,110 @@ pub(crate) fn head<L: Copy>(
     })
 }
 
+/// Reads one kind of head (requests, or responses) off a connection's read buffer, one
+/// after another, resuming a head that arrives in pieces where the last read stopped.
+/// Between calls the caller only appends to the buffer, or calls [`Resumable::reset`].
+#[derive(Debug, Clone)]
+pub(crate) struct Resumable<L> {
+    pub(crate) limits: super::HeadLimits,
+    /// An incomplete head: what has been read of it. Boxed, and only while a head
+    /// arrives in pieces, so a connection between requests keeps 8 bytes here.
+    progress: Option<Box<HeadProgress<L>>>,
+}
+
+/// A head read whole: its bytes, its start line and where its fields are in them.
+pub(crate) struct WholeHead<L> {
+    pub(crate) bytes: Bytes,
+    pub(crate) line: L,
+    pub(crate) spans: FieldSpans,
+}
+
+impl<L: Copy> Resumable<L> {
+    pub(crate) fn new(limits: super::HeadLimits) -> Self {
+        Resumable {
+            limits,
+            progress: None,
+        }
+    }
+
+    /// Forgets an incomplete head.
+    pub(crate) fn reset(&mut self) {
+        self.progress = None;
+    }
+
+    /// The next head at the front of `buf`, read by `start_line` and then its fields:
+    /// `Ok(None)` until it is all there; once it is, it is split off `buf` (the body and
+    /// anything pipelined after it stay).
+    pub(crate) fn next(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+        start_line: impl Fn(&[u8], usize, &mut LineCursor) -> Result<Option<(L, usize)>, HeadError>,
+    ) -> Result<Option<WholeHead<L>>, HeadError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let (window, at_limit) = head_window(buf.len(), self.limits.max_head_bytes);
+        let mut progress = match self.progress.take() {
+            Some(progress) if !progress.is_past(window) => *progress,
+            // Fresh (the common case, on the stack), or recorded for another buffer.
+            _ => HeadProgress::default(),
+        };
+        let mut spans = progress.take_spans();
+        match head(
+            &buf[..window],
+            &mut progress,
+            self.limits.max_headers,
+            &mut spans,
+            start_line,
+        )? {
+            HeadScan::Complete { line, end } => Ok(Some(WholeHead {
+                bytes: buf.split_to(end).freeze(),
+                line,
+                spans,
+            })),
+            HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
+            HeadScan::Partial => {
+                progress.keep_spans(spans);
+                self.progress = Some(Box::new(progress));
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// One head from the start of `bytes`, copied out of them, and how many bytes it took;
+/// `Ok(None)` when it is not all there.
+pub(crate) fn head_once<L: Copy>(
+    bytes: &[u8],
+    limits: &super::HeadLimits,
+    start_line: impl Fn(&[u8], usize, &mut LineCursor) -> Result<Option<(L, usize)>, HeadError>,
+) -> Result<Option<(WholeHead<L>, usize)>, HeadError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let (window, at_limit) = head_window(bytes.len(), limits.max_head_bytes);
+    let mut progress = HeadProgress::default();
+    let mut spans = FieldSpans::new();
+    match head(
+        &bytes[..window],
+        &mut progress,
+        limits.max_headers,
+        &mut spans,
+        start_line,
+    )? {
+        HeadScan::Complete { line, end } => Ok(Some((
+            WholeHead {
+                bytes: Bytes::copy_from_slice(&bytes[..end]),
+                line,
+                spans,
+            },
+            end,
+        ))),
+        HeadScan::Partial if at_limit => Err(HeadError::HeadTooLarge),
+        HeadScan::Partial => Ok(None),
+    }
+}
+
 /// Skips the empty lines a request may start with (RFC 9112 §2.2: a server SHOULD
 /// ignore at least one). `Ok(None)` when the bytes end inside them.
 pub(crate) fn skip_empty_lines(b: &[u8], mut i: usize) -> Result<Option<usize>, HeadError> {
