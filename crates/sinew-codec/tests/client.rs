@@ -15,8 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use sinew_codec::http1::client::{
-    send_request, ClientConn, ClientError, ClientSettings, ResponseBody, ResponseBodyError,
+    send_request, ClientConn, ClientError, ClientSettings, ResponseBody,
 };
+use sinew_codec::http1::BodyError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -251,7 +252,7 @@ async fn a_body_the_upstream_ends_early_is_an_error_and_the_connection_is_droppe
         }
     };
     assert_eq!(got, b"only ten b");
-    assert!(matches!(error, ResponseBodyError::Truncated), "{error}");
+    assert!(matches!(error, BodyError::Truncated), "{error}");
     assert!(take(&slot).is_none());
 }
 

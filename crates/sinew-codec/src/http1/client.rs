@@ -14,7 +14,7 @@
 //! connection failed or closed before any byte of a response: a pooled connection the
 //! server had closed, a reset) is the one a retry policy may retry; a malformed or cut
 //! head is the upstream's protocol error (502); a body cut short is a
-//! [`ResponseBodyError`] after the head was passed on.
+//! [`BodyError`] after the head was passed on.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::server::{ReadSide, READ_SIZE};
 use super::{
-    encode_request_head, write_chunk, write_last_chunk, BodyFraming, ChunkedDecoder, ChunkedError,
+    encode_request_head, write_chunk, write_last_chunk, BodyError, BodyFraming, ChunkedDecoder,
     ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, ResponseParser, Upgraded,
 };
 use crate::buf::{with_worker_pool, BufPool, ConnBuf};
@@ -164,29 +164,6 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// Why a response body could not be read to its end.
-#[derive(Debug)]
-pub enum ResponseBodyError {
-    Chunked(ChunkedError),
-    Io(io::Error),
-    /// The upstream closed the connection before the body's end.
-    Truncated,
-}
-
-impl fmt::Display for ResponseBodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResponseBodyError::Chunked(e) => write!(f, "upstream response body: {e}"),
-            ResponseBodyError::Io(e) => write!(f, "upstream response body: {e}"),
-            ResponseBodyError::Truncated => {
-                f.write_str("upstream response body: connection closed before its end")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ResponseBodyError {}
-
 enum Decoder {
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -247,12 +224,12 @@ impl<R, W, K> Unpin for ResponseBody<R, W, K> {}
 
 impl<R: AsyncRead + Unpin, W, K: CheckIn<R, W>> Body for ResponseBody<R, W, K> {
     type Data = Bytes;
-    type Error = ResponseBodyError;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, ResponseBodyError>>> {
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         loop {
             let Some(reading) = this.state.as_mut() else {
@@ -298,7 +275,7 @@ impl<R: AsyncRead + Unpin, W, K: CheckIn<R, W>> Body for ResponseBody<R, W, K> {
                             Ok(None) => {}
                             Err(e) => {
                                 this.state = None;
-                                return Poll::Ready(Some(Err(ResponseBodyError::Chunked(e))));
+                                return Poll::Ready(Some(Err(BodyError::Chunked(e))));
                             }
                         }
                     }
@@ -320,13 +297,13 @@ impl<R: AsyncRead + Unpin, W, K: CheckIn<R, W>> Body for ResponseBody<R, W, K> {
                     return Poll::Ready(if close_delimited {
                         None
                     } else {
-                        Some(Err(ResponseBodyError::Truncated))
+                        Some(Err(BodyError::Truncated))
                     });
                 }
                 Ok(_) => {}
                 Err(e) => {
                     this.state = None;
-                    return Poll::Ready(Some(Err(ResponseBodyError::Io(e))));
+                    return Poll::Ready(Some(Err(BodyError::Io(e))));
                 }
             }
         }

@@ -127,3 +127,25 @@ impl fmt::Display for HeadError {
 }
 
 impl std::error::Error for HeadError {}
+
+/// Why a message body (a request's, or an upstream's response) could not be read to its
+/// end. The connection it came on cannot be reused.
+#[derive(Debug)]
+pub enum BodyError {
+    Chunked(super::ChunkedError),
+    Io(std::io::Error),
+    /// The peer closed the connection before the body's end.
+    Truncated,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Chunked(e) => write!(f, "message body: {e}"),
+            BodyError::Io(e) => write!(f, "message body: {e}"),
+            BodyError::Truncated => f.write_str("message body: connection closed before its end"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}

@@ -50,7 +50,7 @@ pub use encode::{
     encode_request_head, encode_response_head, write_chunk, write_last_chunk, ChunkSizeLine,
     OutgoingBody,
 };
-pub use error::HeadError;
+pub use error::{BodyError, HeadError};
 pub use request::{parse_request, RequestHead, RequestParser, TargetForm};
 pub use response::{parse_response, ResponseHead, ResponseParser};
 pub use upgrade::{OnUpgrade, UpgradeError, Upgraded};

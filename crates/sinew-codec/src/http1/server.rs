@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use super::upgrade::{self, Upgraded};
 use super::{
-    encode_response_head, write_chunk, write_last_chunk, BodyFraming, ChunkedDecoder, ChunkedError,
+    encode_response_head, write_chunk, write_last_chunk, BodyError, BodyFraming, ChunkedDecoder,
     ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, RequestParser,
 };
 use crate::buf::{with_worker_pool, BufPool, ConnBuf};
@@ -181,27 +181,6 @@ impl<R> Home<R> {
         }
     }
 }
-
-/// Why a request body could not be read to its end.
-#[derive(Debug)]
-pub enum BodyError {
-    Chunked(ChunkedError),
-    Io(io::Error),
-    /// The client closed the connection before the body's end.
-    Truncated,
-}
-
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::Chunked(e) => write!(f, "request body: {e}"),
-            BodyError::Io(e) => write!(f, "request body: {e}"),
-            BodyError::Truncated => f.write_str("request body: connection closed before its end"),
-        }
-    }
-}
-
-impl std::error::Error for BodyError {}
 
 enum Decoder {
     Length(u64),
