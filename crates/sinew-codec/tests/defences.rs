@@ -1,6 +1,6 @@
 //! Every request-smuggling and malformed-input defence Sinew had in front of hyper (the
 //! head guard, `routing_authority`, hyper's own refusals), replayed on the codec with the
-//! exact bytes of the proxy's tests (crates/sinew-integration/tests/malformed.rs,
+//! exact bytes of the proxy's tests (crates/sinew-integration/tests/suite/malformed.rs,
 //! host_authority.rs, limits.rs, and the head guard's unit tests). Each connection is
 //! read as a server reads it: head, body by its framing, next head, until the end or
 //! the first error, which ends the connection.
@@ -68,7 +68,7 @@ fn refused(input: &[u8]) -> (u16, HeadError) {
     }
 }
 
-// The bytes of crates/sinew-integration/tests/malformed.rs.
+// The bytes of crates/sinew-integration/tests/suite/malformed.rs.
 const CL_AND_TE: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
 Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
 const TWO_DIFFERENT_CL: &[u8] =

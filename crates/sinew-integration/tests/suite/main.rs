@@ -1,0 +1,44 @@
+//! Sinew's integration tests, one module per area, linked into one test binary: 41
+//! binaries each linking the proxy cost minutes of link time in every clean `scripts/test`.
+
+mod access_log;
+mod admin;
+mod balancing;
+mod chaos;
+mod circuit_breakers;
+mod cli;
+mod control_model;
+mod control_plane;
+mod dashboard;
+mod dns;
+mod drain;
+mod envoy_bootstrap;
+mod examples_run;
+mod external_clients;
+mod fault_injection;
+mod fuzz_http;
+mod grpc;
+mod health_checks;
+mod host_authority;
+mod http1_semantics;
+mod keepalive;
+mod limits;
+mod malformed;
+mod metrics;
+mod mirroring;
+mod outlier_detection;
+mod pools;
+mod prometheus;
+mod quickstart;
+mod rate_limit;
+mod reload;
+mod routing;
+mod smoke;
+mod stream_idle;
+mod tcp_proxy;
+mod timeouts_retries;
+mod tls;
+mod tracing;
+mod websocket;
+mod workers;
+mod xds_client;
