@@ -13,4 +13,5 @@
 //! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
 
 pub mod buf;
+pub mod date;
 pub mod http1;

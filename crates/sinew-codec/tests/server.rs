@@ -925,3 +925,68 @@ async fn the_idle_timeout_closes_a_quiet_connection_between_requests() {
     let (_, text) = read_to_close(&mut slow).await;
     assert!(text.ends_with("GET /slow 0\n"), "{text}");
 }
+
+/// A body fed piece by piece through a channel, ending when the sender drops.
+struct Trickle(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|p| Ok(Frame::data(p))))
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_response_reaches_the_client_piece_by_piece_with_a_date() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (feed, pieces) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let pieces = std::sync::Mutex::new(Some(pieces));
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, write) = stream.into_split();
+        let service = move |_request: Request<RequestBody<OwnedReadHalf>>| {
+            let body = Trickle(pieces.lock().unwrap().take().expect("one request"));
+            std::future::ready(Response::new(body))
+        };
+        let _ = serve(
+            read,
+            write,
+            service,
+            ServerSettings::default(),
+            std::future::pending(),
+        )
+        .await;
+    });
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    feed.send(Bytes::from_static(b"first event\n"))
+        .await
+        .unwrap();
+    // The second piece is produced only once the client has the first: a driver that
+    // gathered pieces until its buffer filled would never send it.
+    let mut got = Vec::new();
+    // Chunked: each piece is followed by its CRLF.
+    read_until(&mut stream, &mut got, b"first event\n\r\n").await;
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        head.contains("\r\ndate: "),
+        "a response carries Date: {head}"
+    );
+    feed.send(Bytes::from_static(b"second event\n"))
+        .await
+        .unwrap();
+    read_until(&mut stream, &mut got, b"second event\n\r\n").await;
+    drop(feed);
+    read_until(&mut stream, &mut got, b"0\r\n\r\n").await;
+}

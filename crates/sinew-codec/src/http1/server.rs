@@ -636,6 +636,12 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
     }
 }
 
+/// The next step of writing a body: a frame (or its end), or nothing ready yet.
+enum Next<T> {
+    Frame(Option<T>),
+    Waiting,
+}
+
 /// Writes a response: its head with the framing its body allows, then the body.
 /// Returns whether the connection can carry another exchange.
 async fn write_response<W, B>(
@@ -692,6 +698,9 @@ where
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
+    if !switching && !parts.headers.contains_key(header::DATE) {
+        parts.headers.insert(header::DATE, crate::date::now());
+    }
     out.clear();
     encode_response_head(status, &parts.headers, framing, out);
     if bodiless {
@@ -709,7 +718,26 @@ where
     let mut sent: u64 = 0;
     let mut trailers_written = false;
     let mut body = Pin::new(&mut body);
-    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+    loop {
+        // What is ready now is gathered into one write; when the body has nothing ready,
+        // what was gathered goes out first, so a slow stream (server-sent events, a
+        // long poll) reaches the client as it is produced.
+        let next = poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+            Poll::Pending if !out.is_empty() => Poll::Ready(Next::Waiting),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(frame) => Poll::Ready(Next::Frame(frame)),
+        })
+        .await;
+        let frame = match next {
+            Next::Waiting => {
+                write.write_all(out).await?;
+                out.clear();
+                write.flush().await?;
+                continue;
+            }
+            Next::Frame(None) => break,
+            Next::Frame(Some(frame)) => frame,
+        };
         let frame = frame.map_err(|e| io::Error::other(e.to_string()))?;
         match frame.into_data() {
             Ok(data) if announced.is_some_and(|n| sent + data.len() as u64 > n) => {
