@@ -990,3 +990,55 @@ async fn a_streamed_response_reaches_the_client_piece_by_piece_with_a_date() {
     drop(feed);
     read_until(&mut stream, &mut got, b"0\r\n\r\n").await;
 }
+
+/// Signals when dropped: the service's answer was given up.
+struct DroppedSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DroppedSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_closes_while_its_answer_is_prepared_cancels_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+    let dropped_tx = std::sync::Mutex::new(Some(dropped_tx));
+    let served = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, write) = stream.into_split();
+        let service = move |_request: Request<RequestBody<OwnedReadHalf>>| {
+            let guard = DroppedSignal(dropped_tx.lock().unwrap().take());
+            // An answer that never comes (an upstream that never responds).
+            async move {
+                let _guard = guard;
+                std::future::pending::<Response<Reply>>().await
+            }
+        };
+        serve(
+            read,
+            write,
+            service,
+            ServerSettings::default(),
+            std::future::pending(),
+        )
+        .await
+    });
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(2), dropped)
+        .await
+        .expect("the answer was given up when the client left")
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(2), served).await;
+    assert!(ended.is_ok(), "the connection ended");
+}

@@ -112,6 +112,9 @@ impl<R, W, F: FnOnce(ClientConn<R, W>)> CheckIn<R, W> for F {
     }
 }
 
+/// A request body's own error, as the body gave it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why an exchange failed before a response head was returned.
 #[derive(Debug)]
 pub enum ClientError {
@@ -125,9 +128,10 @@ pub enum ClientError {
     HeadCut(io::Error),
     /// A 101 to a request that did not ask to switch (502).
     UnsolicitedSwitch,
-    /// The request body failed (its own error, e.g. the downstream went away) or was
-    /// longer or shorter than the length it announced.
-    RequestBody(String),
+    /// The request body failed (its own error, kept so the caller can tell why: e.g.
+    /// the downstream went away, or a size limit) or was longer or shorter than the
+    /// length it announced.
+    RequestBody(BoxError),
 }
 
 impl ClientError {
@@ -380,7 +384,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<BoxError>,
     K: CheckIn<R, W>,
 {
     let (parts, body) = request.into_parts();
@@ -409,9 +413,11 @@ where
                     sent = Some(result);
                 }
             }
-            if let Some(Err(e)) = &sent {
+            if matches!(sent, Some(Err(_))) {
                 // The request body failed on our side: nothing to wait for.
-                return Poll::Ready(Err(ClientError::RequestBody(e.clone())));
+                if let Some(Err(e)) = sent.take() {
+                    return Poll::Ready(Err(ClientError::RequestBody(e)));
+                }
             }
             receiving.as_mut().poll(cx)
         })
@@ -464,11 +470,11 @@ async fn send_body<W, B>(
     body: B,
     framing: OutgoingBody,
     out: &mut BytesMut,
-) -> Result<Sent, String>
+) -> Result<Sent, BoxError>
 where
     W: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<BoxError>,
 {
     enum Next<T> {
         Frame(T),
@@ -504,7 +510,7 @@ where
                 out.clear();
                 continue;
             }
-            Next::Frame(frame) => frame.map_err(|e| e.to_string())?,
+            Next::Frame(frame) => frame.map_err(Into::into)?,
         };
         match frame.into_data() {
             Ok(data) if chunked => write_chunk(&data, out),

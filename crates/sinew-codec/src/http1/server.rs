@@ -427,7 +427,11 @@ where
         } else {
             None
         };
-        let response = service(request).await;
+        let Some(response) = answer_unless_gone(service(request), read_side.as_mut()).await else {
+            // The client closed or reset the connection while its answer was prepared:
+            // the answer (and whatever it waits on upstream) is dropped with it.
+            return Ok(());
+        };
 
         // A shutdown that began during the exchange ends the connection after it.
         if !shutting_down && poll_once(shutdown.as_mut()).await {
@@ -569,6 +573,35 @@ async fn drain<R: AsyncRead + Unpin>(
             Ok(n) => read_off_socket += n as u64,
         }
     }
+}
+
+/// Waits for the service's answer while watching the connection, when the driver holds
+/// its read side (the request had no body): a client that closes or resets it gives up
+/// the request, and the answer is not waited for (None). Bytes that come instead (the
+/// next pipelined request) are kept in the buffer, and watching stops there, so a client
+/// cannot make the connection buffer without bound. While a request body holds the read
+/// side, the body's own reads see the client go.
+async fn answer_unless_gone<R: AsyncRead + Unpin, T>(
+    answer: impl Future<Output = T>,
+    mut side: Option<&mut ReadSide<R>>,
+) -> Option<T> {
+    let mut answer = pin!(answer);
+    poll_fn(|cx| {
+        if let Poll::Ready(answered) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(answered));
+        }
+        if let Some(watched) = side.as_deref_mut() {
+            if watched.buf.buffered().is_empty() {
+                match watched.poll_fill(cx) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(_)) => side = None,
+                    Poll::Pending => {}
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Polls a future once: whether it is ready.
