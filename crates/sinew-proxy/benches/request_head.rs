@@ -1,10 +1,7 @@
 //! The header work every HTTP/1.1 request pays before it goes upstream, on a realistic
 //! browser-style head (12 headers, a ~100-byte cookie, 621 bytes in all).
 //!
-//! `parse`: Sinew's head guard watching the raw bytes (it runs in front of hyper, on every
-//! byte of every head), beside `httparse` alone and `httparse` plus building the
-//! `http::Request` and `HeaderMap` the way hyper's server does, so the guard's share of
-//! the parse can be read off directly.
+//! (Parsing it is measured in sinew-codec's own bench, `benches/parse.rs`.)
 //!
 //! `forward`: the rewriting `http::forward` does to those headers on the way upstream
 //! (hop-by-hop removal, `x-request-id`, `X-Forwarded-*`, `Via`) with the default config
@@ -13,13 +10,12 @@
 //! clone and the drop are not timed.
 
 use std::hint::black_box;
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
-use sinew_proxy::bench_api::{HeadCheck, Scanner};
+use http::{HeaderMap, HeaderValue};
+use sinew_codec::http1::{HeadLimits, RequestParser};
 use sinew_proxy::http::headers::{self, X_REQUEST_ID};
 
 const HEAD: &[u8] = b"GET /api/v1/orders/48213?include=items&page=2 HTTP/1.1\r\n\
@@ -37,87 +33,6 @@ Sec-Fetch-Site: same-origin\r\n\
 Connection: keep-alive\r\n\
 \r\n";
 
-/// hyper's default limit on request headers (`DEFAULT_MAX_HEADERS` in its `role.rs`); like
-/// hyper, the slots are left uninitialised rather than zeroed for each parse.
-const MAX_HEADERS: usize = 100;
-
-/// Parses a request head as hyper 1.x does: `httparse` into borrowed slices, then an
-/// `http::Request` whose URI and header values share the read buffer. (hyper skips the
-/// header value check httparse already made; safe code cannot, so this pays it twice.)
-fn parse_like_hyper(buf: &Bytes) -> Request<()> {
-    let mut slots = [MaybeUninit::uninit(); MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => len,
-        other => panic!("head did not parse: {other:?}"),
-    };
-    let head = buf.slice(..len);
-    let method = Method::from_bytes(req.method.unwrap().as_bytes()).unwrap();
-    let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap().as_bytes())).unwrap();
-    let mut headers = HeaderMap::new();
-    headers.reserve(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).unwrap();
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).unwrap();
-        headers.append(name, value);
-    }
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = if req.version == Some(1) {
-        Version::HTTP_11
-    } else {
-        Version::HTTP_10
-    };
-    *request.headers_mut() = headers;
-    request
-}
-
-fn parse(c: &mut Criterion) {
-    let mut group = c.benchmark_group("parse");
-
-    // One scanner for the whole run, like one keep-alive connection carrying request
-    // after request; the handler asks about each request once.
-    let check = HeadCheck::new();
-    let mut scanner = Scanner::new(check.clone());
-    scanner.feed(HEAD);
-    assert_eq!(
-        check.next_request_problem(),
-        None,
-        "the head is well formed"
-    );
-    group.bench_function("head_guard", |b| {
-        b.iter(|| {
-            scanner.feed(black_box(HEAD));
-            black_box(check.next_request_problem())
-        })
-    });
-
-    group.bench_function("httparse", |b| {
-        b.iter(|| {
-            let mut slots = [MaybeUninit::uninit(); MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut []);
-            black_box(
-                req.parse_with_uninit_headers(black_box(HEAD), &mut slots)
-                    .unwrap(),
-            );
-            black_box(req.headers.len())
-        })
-    });
-
-    // hyper's read buffer, shared (reference-counted) as it is once hyper splits it.
-    let buf = Bytes::from(HEAD.to_vec());
-    drop(buf.clone());
-    assert_eq!(parse_like_hyper(&buf).headers().len(), 12);
-    group.bench_function("httparse_to_request", |b| {
-        b.iter(|| black_box(parse_like_hyper(black_box(&buf))))
-    });
-    group.finish();
-}
-
-/// Maps per batch in the `forward` benches: enough to hide the timer, few enough to stay
-/// in the allocator's caches (criterion's `SmallInput` would keep ~10% of all the
-/// iterations' maps alive at once, and the numbers then measure page faults).
 const BATCH: BatchSize = BatchSize::NumIterations(64);
 
 /// What `http::forward` does to a request's headers before the route's edits, with the
@@ -134,9 +49,10 @@ fn forward_response(headers: &mut HeaderMap, via: &HeaderValue) {
 fn forward(c: &mut Criterion) {
     let client = headers::client_address_value(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
     let via = HeaderValue::from_static("1.1 sinew");
-    let parsed = parse_like_hyper(&Bytes::from_static(HEAD))
-        .into_parts()
-        .0
+    let parsed = RequestParser::new(HeadLimits::default())
+        .parse(&mut BytesMut::from(HEAD))
+        .expect("a valid head")
+        .expect("a whole head")
         .headers;
 
     // Variants of the parsed head: without `Connection` (hop-by-hop removal's fast path),
@@ -208,5 +124,5 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, forward);
+criterion_group!(benches, forward);
 criterion_main!(benches);

@@ -27,12 +27,6 @@ pub mod snapshot;
 mod tcp;
 pub mod trace;
 
-/// Internals the criterion benches (`benches/`) measure; not a stable API.
-#[doc(hidden)]
-pub mod bench_api {
-    pub use crate::http::head_guard::{HeadCheck, Scanner};
-}
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

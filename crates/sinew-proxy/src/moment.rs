@@ -35,10 +35,6 @@ impl SharedMoment {
         self.at.store(self.ticks(), Ordering::Relaxed);
     }
 
-    pub fn clear(&self) {
-        self.at.store(0, Ordering::Relaxed);
-    }
-
     /// How long ago the moment was, if it is set.
     pub fn elapsed(&self) -> Option<Duration> {
         let at = self.at.load(Ordering::Relaxed);
@@ -51,14 +47,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marks_clears_and_measures() {
+    fn marks_and_measures() {
         let m = SharedMoment::unset();
         assert_eq!(m.elapsed(), None);
         m.mark();
         std::thread::sleep(Duration::from_millis(20));
         assert!(m.elapsed().unwrap() >= Duration::from_millis(20));
-        m.clear();
-        assert_eq!(m.elapsed(), None);
         assert!(SharedMoment::now().elapsed().unwrap() < Duration::from_secs(1));
     }
 }

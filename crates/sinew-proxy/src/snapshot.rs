@@ -87,9 +87,11 @@ pub struct HttpManager {
     /// `Via` values for HTTP/1.1 and HTTP/2 requests; None when `via` is empty.
     pub via_http1: Option<HeaderValue>,
     pub via_http2: Option<HeaderValue>,
-    /// hyper's connection settings, built once: connections borrow it rather than each
-    /// holding a copy for its whole life.
-    pub conn_builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// The HTTP/1 codec's connection settings.
+    pub http1_settings: sinew_codec::http1::server::ServerSettings,
+    /// hyper's HTTP/2 connection settings, built once: connections borrow them rather
+    /// than each holding a copy for its whole life.
+    pub http2: crate::http::Http2Builder,
     /// None when no level of this listener has a rate limit.
     pub rate_limits: Option<Arc<HttpRateLimits>>,
     /// None when the listener has no `access_log`.
@@ -376,7 +378,12 @@ fn http_manager(
         tls: l.tls.is_some(),
         via_http1: via("1.1"),
         via_http2: via("2"),
-        conn_builder: crate::http::connection_builder(http.max_request_headers_kb as usize * 1024),
+        http1_settings: crate::http::http1_settings(
+            http.max_request_headers_kb as usize * 1024,
+            http.request_headers_timeout,
+            http.idle_timeout,
+        ),
+        http2: crate::http::http2_builder(http.max_request_headers_kb as usize * 1024),
         rate_limits: None,
         access_log: crate::access_log::AccessLogs::compile(http.access_log.as_deref()),
         tracing: http.tracing.as_ref().and_then(|t| {

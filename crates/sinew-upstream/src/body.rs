@@ -2,8 +2,9 @@
 //!
 //! [`RequestBody`] is what goes up: nothing, a buffered body (replayable for retries), or
 //! the downstream body streamed through under a size cap. [`UpstreamBody`] is what comes
-//! back: it holds the connection's lease and returns an HTTP/1.1 connection to its pool
-//! the moment the response is complete, with no extra task per request.
+//! back: an HTTP/1.1 response read by Sinew's codec, which returns its connection to the
+//! pool from inside the body the moment the response is complete (no task, no channel),
+//! or a stream of a shared HTTP/2 connection.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,9 +14,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use sinew_stream::RequestBody as DownstreamBody;
+
+use sinew_codec::http1::client::{CheckIn, ClientConn, ResponseBody};
+use sinew_codec::http1::Upgraded;
 
 use crate::breaker::Slot;
-use crate::pool::EndpointState;
+use crate::connect::{UpstreamRead, UpstreamWrite};
+use crate::pool::{EndpointState, Http1Conn};
 use crate::tee::BodyTee;
 
 /// A request body on its way upstream.
@@ -26,7 +32,7 @@ pub enum RequestBody {
     /// Streamed from downstream; `remaining` bytes more are allowed before it fails with
     /// [`BodyError::TooLarge`].
     Streaming {
-        body: Incoming,
+        body: DownstreamBody,
         remaining: u64,
         /// A copy being made for shadow requests (see [`RequestBody::shadow_copy`]).
         tee: Option<Box<BodyTee>>,
@@ -34,7 +40,7 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    pub fn streaming(body: Incoming, limit: Option<u64>) -> Self {
+    pub fn streaming(body: DownstreamBody, limit: Option<u64>) -> Self {
         RequestBody::Streaming {
             body,
             remaining: limit.unwrap_or(u64::MAX),
@@ -57,7 +63,7 @@ impl RequestBody {
 pub enum BodyError {
     /// The body went over the listener's `max_request_body_bytes`.
     TooLarge,
-    Downstream(hyper::Error),
+    Downstream(sinew_stream::BodyError),
 }
 
 impl std::fmt::Display for BodyError {
@@ -140,15 +146,24 @@ impl Body for RequestBody {
     }
 }
 
-/// What an upstream response holds on to until its body is done.
-pub(crate) enum Lease {
-    /// An HTTP/1.1 connection, back to the pool when the body ends cleanly.
-    Http1 {
-        sender: hyper::client::conn::http1::SendRequest<RequestBody>,
-        endpoint: Arc<EndpointState>,
-    },
-    /// One stream of an HTTP/2 connection, given back when the permit drops.
-    Http2 { _permit: StreamPermit },
+/// An upstream HTTP/1 response body as Sinew's codec reads it.
+type Http1Body = ResponseBody<UpstreamRead, UpstreamWrite, PoolReturn>;
+
+/// Where an HTTP/1 connection goes when its response has ended cleanly: back to its
+/// endpoint's pool, with the place it holds under the cluster's connection limit. If the
+/// body ends any other way, this drops with it and the slot is freed.
+pub(crate) struct PoolReturn {
+    pub(crate) endpoint: Arc<EndpointState>,
+    pub(crate) slot: Slot,
+}
+
+impl CheckIn<UpstreamRead, UpstreamWrite> for PoolReturn {
+    fn check_in(self, conn: ClientConn<UpstreamRead, UpstreamWrite>) {
+        self.endpoint.check_in(Http1Conn {
+            conn,
+            slot: self.slot,
+        });
+    }
 }
 
 /// Counts a stream against its HTTP/2 connection's limit until dropped.
@@ -160,19 +175,51 @@ impl Drop for StreamPermit {
     }
 }
 
+enum Inner {
+    /// Read by Sinew's codec; the connection goes home from inside it when it ends.
+    Http1(Http1Body),
+    /// One stream of a shared HTTP/2 connection, given back when the permit drops.
+    Http2(Incoming, #[allow(dead_code)] StreamPermit),
+    /// Handed over after a protocol switch.
+    Switched,
+}
+
+/// Why an upstream response body stopped before its end.
+#[derive(Debug)]
+pub enum UpstreamBodyError {
+    Http1(sinew_codec::http1::BodyError),
+    Http2(hyper::Error),
+}
+
+impl std::fmt::Display for UpstreamBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamBodyError::Http1(e) => write!(f, "upstream HTTP/1 body: {e}"),
+            UpstreamBodyError::Http2(e) => write!(f, "upstream HTTP/2 body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamBodyError {}
+
 /// An upstream response body that releases its connection when done.
 pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
+    inner: Inner,
     /// The request's place under its cluster's `max_requests`, held to the body's end.
     _request_slot: Option<Slot>,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, lease: Option<Lease>) -> Self {
+    pub(crate) fn http1(body: Http1Body) -> Self {
         Self {
-            inner,
-            lease,
+            inner: Inner::Http1(body),
+            _request_slot: None,
+        }
+    }
+
+    pub(crate) fn http2(body: Incoming, permit: StreamPermit) -> Self {
+        Self {
+            inner: Inner::Http2(body, permit),
             _request_slot: None,
         }
     }
@@ -183,47 +230,51 @@ impl UpstreamBody {
         self._request_slot = Some(slot);
     }
 
-    /// Gives an HTTP/1.1 connection back to its pool once the message is complete.
-    fn release(&mut self) {
-        if let Some(Lease::Http1 { sender, endpoint }) = self.lease.take() {
-            endpoint.check_in(sender);
+    /// After a 101: the upstream connection, with the bytes that came after the head.
+    /// The body is empty from then on.
+    pub fn take_upgraded(&mut self) -> Option<Upgraded<UpstreamRead, UpstreamWrite>> {
+        match std::mem::replace(&mut self.inner, Inner::Switched) {
+            Inner::Http1(body) => body.into_upgraded(),
+            other => {
+                self.inner = other;
+                None
+            }
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match &mut self.get_mut().inner {
+            Inner::Http1(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(UpstreamBodyError::Http1))),
+            Inner::Http2(body, _) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(UpstreamBodyError::Http2))),
+            Inner::Switched => Poll::Ready(None),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Http1(body) => body.is_end_stream(),
+            Inner::Http2(body, _) => body.is_end_stream(),
+            Inner::Switched => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // hyper stops polling a body that says it has ended, so the clean end may only be
-        // visible here. A body dropped half-read takes its connection down with it.
-        if self.inner.is_end_stream() {
-            self.release();
+        match &self.inner {
+            Inner::Http1(body) => body.size_hint(),
+            Inner::Http2(body, _) => body.size_hint(),
+            Inner::Switched => SizeHint::with_exact(0),
         }
     }
 }

@@ -107,7 +107,27 @@ pub async fn connect(
         .map_err(|_| ConnectError::Timeout)?
 }
 
+/// The read half of an upstream HTTP/1 connection (boxed: plain and TLS alike).
+pub type UpstreamRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
+/// The write half of an upstream HTTP/1 connection.
+pub type UpstreamWrite = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
 impl UpstreamIo {
+    /// The connection's halves, for Sinew's HTTP/1 codec: TCP splits without a lock,
+    /// TLS through tokio's split.
+    pub fn into_halves(self) -> (UpstreamRead, UpstreamWrite) {
+        match self {
+            UpstreamIo::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            UpstreamIo::Tls(tls) => {
+                let (read, write) = tokio::io::split(*tls);
+                (Box::new(read), Box::new(write))
+            }
+        }
+    }
+
     /// The ALPN protocol the peer chose, if TLS.
     pub fn alpn(&self) -> Option<&[u8]> {
         match self {

@@ -2,6 +2,10 @@
 //!
 //! HTTP/1.1: idle connections wait in a small stack (LIFO, so the warmest one is reused
 //! and the coldest ones age out); a connection returns when its response body ends.
+//! Requests go out through Sinew's codec (`sinew_codec::http1::client`), driven by the
+//! request's own task: no task per connection, no channel per request. No task watches
+//! an idle connection either: one the upstream closed is found (and dropped) when it is
+//! taken out.
 //! HTTP/2: connections are shared; each carries at most the smaller of the configured
 //! stream cap and the peer's SETTINGS_MAX_CONCURRENT_STREAMS, and a new connection is
 //! opened when every one is full.
@@ -19,13 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Version};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sinew_codec::http1::client::{self as http1_client, ClientConn, ClientError, ClientSettings};
 use sinew_config::model::PoolConfig;
 
-use crate::body::{Lease, RequestBody, StreamPermit, UpstreamBody};
+use crate::body::{PoolReturn, RequestBody, StreamPermit, UpstreamBody};
 use crate::breaker::{CircuitBreakers, Slot};
-use crate::connect::{connect, ConnectError, UpstreamTls};
+use crate::connect::{connect, ConnectError, UpstreamRead, UpstreamTls, UpstreamWrite};
 use crate::h2_settings::{PeerSettings, SettingsParser};
 use crate::health::EndpointHealth;
 use crate::tap::ReadTap;
@@ -51,8 +56,11 @@ pub enum WireProtocol {
 pub enum SendError {
     /// No connection could be opened (nothing was sent).
     Connect(ConnectError),
-    /// The connection failed while the request was out, or the response was malformed.
-    Request(hyper::Error),
+    /// An HTTP/1.1 exchange failed: the connection failed or closed before a response,
+    /// the response was malformed, or the request body failed.
+    Http1(ClientError),
+    /// An HTTP/2 stream failed while the request was out, or the response was malformed.
+    Http2(hyper::Error),
     /// The cluster's circuit breakers turned the request away (nothing was sent).
     Overflow,
 }
@@ -61,14 +69,22 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Connect(e) => write!(f, "{e}"),
-            SendError::Request(e) => write!(f, "{e}"),
+            SendError::Http1(e) => write!(f, "{e}"),
+            SendError::Http2(e) => write!(f, "{e}"),
             SendError::Overflow => write!(f, "circuit breaker overflow"),
         }
     }
 }
 
+/// An open HTTP/1.1 connection and its place under the cluster's connection limit,
+/// which it holds for as long as it lives.
+pub(crate) struct Http1Conn {
+    pub(crate) conn: ClientConn<UpstreamRead, UpstreamWrite>,
+    pub(crate) slot: Slot,
+}
+
 struct IdleHttp1 {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Http1Conn,
     since: Instant,
 }
 
@@ -160,52 +176,41 @@ impl EndpointState {
     ) -> Result<Response<UpstreamBody>, SendError> {
         // Connecting is rare and its future is large: boxed, it does not grow the future
         // of every request that finds a pooled connection (see `send`).
-        let mut sender = match self.check_out_http1() {
-            Some(s) => s,
+        let Http1Conn { conn, slot } = match self.check_out_http1() {
+            Some(c) => c,
             None => Box::pin(self.connect_or_wait_http1(breakers)).await?,
         };
-        // A connection comes back to the pool the moment its response body ends, which
-        // can be before its connection task has seen that end and is ready for the next
-        // request: wait for it (a wake-up away) rather than close it and open another.
-        if !sender.is_ready() && sender.ready().await.is_err() {
-            sender = Box::pin(self.connect_or_wait_http1(breakers)).await?;
-        }
         *request.version_mut() = Version::HTTP_11;
-        let response = sender
-            .send_request(request)
+        let home = PoolReturn {
+            endpoint: self.clone(),
+            slot,
+        };
+        // The codec's default limits on response heads are hyper's (64 KiB, 100 fields).
+        let response = http1_client::send_request(conn, request, ClientSettings::default(), home)
             .await
-            .map_err(SendError::Request)?;
-        // An upgraded (101) connection leaves HTTP for good; it is never pooled.
-        let lease =
-            (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Lease::Http1 {
-                sender,
-                endpoint: self.clone(),
-            });
-        Ok(response.map(|b| UpstreamBody::new(b, lease)))
+            .map_err(SendError::Http1)?;
+        Ok(response.map(UpstreamBody::http1))
     }
 
-    fn check_out_http1(&self) -> Option<http1::SendRequest<RequestBody>> {
+    fn check_out_http1(&self) -> Option<Http1Conn> {
         let timeout = self.settings.pool.idle_timeout;
         let mut idle = self
             .pool()
             .idle_http1
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // Closed and expired connections are dropped; one that is open but not ready yet
-        // is taken all the same (see `send_http1`).
-        while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < timeout {
-                return Some(conn.sender);
+        // Expired connections, and those the upstream closed while they idled, are
+        // dropped (and their slots freed).
+        while let Some(mut idle_conn) = idle.pop() {
+            if idle_conn.since.elapsed() < timeout && idle_conn.conn.conn.is_usable_now() {
+                return Some(idle_conn.conn);
             }
         }
         None
     }
 
     /// Returns a connection whose response just ended; a full pool closes it instead.
-    pub(crate) fn check_in(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    pub(crate) fn check_in(&self, conn: Http1Conn) {
         let mut idle = self
             .pool()
             .idle_http1
@@ -213,7 +218,7 @@ impl EndpointState {
             .unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.settings.pool.max_idle_per_endpoint {
             idle.push(IdleHttp1 {
-                sender,
+                conn,
                 since: Instant::now(),
             });
             drop(idle);
@@ -226,15 +231,15 @@ impl EndpointState {
     async fn connect_or_wait_http1(
         &self,
         breakers: &CircuitBreakers,
-    ) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    ) -> Result<Http1Conn, SendError> {
         let _pending = breakers.try_pending().ok_or(SendError::Overflow)?;
         let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
         loop {
             if let Some(slot) = breakers.try_connection() {
                 return self.connect_http1(slot).await.map_err(SendError::Connect);
             }
-            if let Some(sender) = self.check_out_http1() {
-                return Ok(sender);
+            if let Some(conn) = self.check_out_http1() {
+                return Ok(conn);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(SendError::Overflow);
@@ -253,10 +258,7 @@ impl EndpointState {
 
     /// Opens an HTTP/1.1 connection that holds `slot` of the cluster's connection limit
     /// for as long as it lives.
-    async fn connect_http1(
-        &self,
-        slot: Slot,
-    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+    async fn connect_http1(&self, slot: Slot) -> Result<Http1Conn, ConnectError> {
         let io = connect(
             self.address,
             self.settings.connect_timeout,
@@ -264,18 +266,11 @@ impl EndpointState {
             self.settings.tcp_keepalive.as_ref(),
         )
         .await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        let address = self.address;
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%address, error = %e, "upstream HTTP/1.1 connection ended");
-            }
-        });
-        Ok(sender)
+        let (read, write) = io.into_halves();
+        Ok(Http1Conn {
+            conn: ClientConn::new(read, write),
+            slot,
+        })
     }
 
     async fn send_http2(
@@ -291,8 +286,8 @@ impl EndpointState {
         let response = sender
             .send_request(request)
             .await
-            .map_err(SendError::Request)?;
-        Ok(response.map(|b| UpstreamBody::new(b, Some(Lease::Http2 { _permit: permit }))))
+            .map_err(SendError::Http2)?;
+        Ok(response.map(|b| UpstreamBody::http2(b, permit)))
     }
 
     async fn check_out_or_connect_http2(
@@ -401,7 +396,7 @@ impl EndpointState {
             pool.idle_http1
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+                .retain(|c| c.since.elapsed() < timeout);
             pool.http2
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

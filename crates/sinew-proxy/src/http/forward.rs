@@ -10,11 +10,14 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use sinew_codec::http1::client::ClientError;
+use sinew_codec::http1::Upgraded;
 use sinew_config::model::UpstreamProtocol;
 use sinew_router::{Action, Route, VirtualHost};
+use sinew_stream::RequestBody as DownstreamBody;
+use sinew_upstream::connect::{UpstreamRead, UpstreamWrite};
 use sinew_upstream::{BodyError, Outcome, RequestBody, SendError, UpstreamBody, WireProtocol};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::body::ResponseBody;
 use super::flags::ResponseFlags;
@@ -107,7 +110,7 @@ pub(super) struct Prepared {
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
-    mut req: Request<Incoming>,
+    mut req: super::DownstreamRequest,
     // The authority the request was routed on: the upstream gets this one, whatever the
     // request's headers say after hop-by-hop removal and the route's edits.
     routed_authority: HeaderValue,
@@ -124,7 +127,12 @@ pub(super) async fn forward(
     record_upstream: bool,
 ) -> Response<ResponseBody> {
     let upgrade = is_upgrade(&req);
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The codec hands the connection over only to a request that asked to switch.
+    let downstream_upgrade = if upgrade {
+        req.extensions_mut().remove::<sinew_stream::OnUpgrade>()
+    } else {
+        None
+    };
     let (parts, body) = req.into_parts();
     let downstream_version = parts.version;
     let downstream_h2 = downstream_version == Version::HTTP_2;
@@ -245,10 +253,10 @@ pub(super) async fn forward(
 
     let switching_protocols = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching_protocols {
-        // From the 101 on, the downstream bytes are the new protocol's, not HTTP/1 heads.
-        conn.head_check.connection_switched();
-        if let Some(downstream) = downstream_upgrade {
-            tunnel(downstream, hyper::upgrade::on(&mut response), &conn.slot);
+        if let (Some(downstream), Some(upstream)) =
+            (downstream_upgrade, response.body_mut().take_upgraded())
+        {
+            tunnel(downstream, upstream, &conn.slot);
         }
     }
     headers::prepare_response(response.headers_mut(), switching_protocols, via);
@@ -441,7 +449,17 @@ fn classify(e: SendError) -> Failure {
     match e {
         SendError::Connect(_) => Failure::Connect,
         SendError::Overflow => Failure::Overflow,
-        SendError::Request(e) => {
+        SendError::Http1(e) => match e {
+            ClientError::RequestBody(body) => match body.downcast_ref::<BodyError>() {
+                Some(BodyError::TooLarge) => Failure::BodyTooLarge,
+                _ => Failure::Downstream,
+            },
+            // Nothing, or part of a head, before the connection ended: Envoy's reset
+            // before response headers (503 UC), which a retry policy may retry.
+            ClientError::NoResponse(_) | ClientError::HeadCut(_) => Failure::Reset,
+            ClientError::Malformed(_) | ClientError::UnsolicitedSwitch => Failure::Protocol,
+        },
+        SendError::Http2(e) => {
             if let Some(body) = find_cause::<BodyError>(&e) {
                 return match body {
                     BodyError::TooLarge => Failure::BodyTooLarge,
@@ -516,7 +534,7 @@ pub(super) fn build_request(
 
 /// Chooses how the body travels: buffered when a retry may need it again, else streamed.
 async fn prepare_body(
-    body: Incoming,
+    body: DownstreamBody,
     limit: Option<u64>,
     route: &Route,
 ) -> Result<RequestBody, Failure> {
@@ -576,24 +594,54 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// tunnel counts as one of its listener's connections until it ends, and a drain treats
 /// it as a TCP proxy connection: it runs until the deadline.
 fn tunnel(
-    downstream: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    downstream: sinew_stream::OnUpgrade,
+    upstream: Upgraded<UpstreamRead, UpstreamWrite>,
     slot: &std::sync::Arc<crate::listener::ListenerSlot>,
 ) {
     let guard = slot.hold();
     tokio::spawn(slot.drain.watch().cut_at_deadline(async move {
         let _guard = guard;
-        match tokio::join!(downstream, upstream) {
-            (Ok(down), Ok(up)) => {
-                let mut down = TokioIo::new(down);
-                let mut up = TokioIo::new(up);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        // The downstream switches once the 101 is on its wire.
+        match downstream.await {
+            Ok(down) => {
+                if let Err(e) = join_upgraded(down, upstream).await {
                     tracing::debug!(error = %e, "upgraded connection ended");
                 }
             }
-            (d, u) => tracing::debug!(downstream = ?d.err(), upstream = ?u.err(), "upgrade failed"),
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     }));
+}
+
+/// Copies both ways until both directions end; the bytes each side's codec read past
+/// its head go to the other side first.
+async fn join_upgraded<R1, W1, R2, W2>(
+    down: Upgraded<R1, W1>,
+    up: Upgraded<R2, W2>,
+) -> std::io::Result<()>
+where
+    R1: AsyncRead + Unpin,
+    W1: AsyncWrite + Unpin,
+    R2: AsyncRead + Unpin,
+    W2: AsyncWrite + Unpin,
+{
+    let (a, b) = tokio::join!(
+        one_way(down.read, down.read_buf, up.write),
+        one_way(up.read, up.read_buf, down.write)
+    );
+    a.and(b)
+}
+
+async fn one_way<R, W>(mut from: R, early: bytes::Bytes, mut to: W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if !early.is_empty() {
+        to.write_all(&early).await?;
+    }
+    tokio::io::copy(&mut from, &mut to).await?;
+    to.shutdown().await
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use http::header::{CONTENT_TYPE, HOST};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use super::DownstreamRequest;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
 use sinew_router::{Action, RequestView};
 
 use super::body::ResponseBody;
@@ -24,7 +24,7 @@ use crate::trace;
 /// Handles one request: its response, and the stream idle timeout that applies to it
 /// (its route's, else its listener's; zero when off).
 pub(crate) async fn handle(
-    mut req: Request<Incoming>,
+    mut req: DownstreamRequest,
     conn: &ConnContext,
 ) -> (Response<ResponseBody>, Duration) {
     // The listener's config as of this request: a reload mid-connection applies to the
@@ -72,7 +72,7 @@ pub(crate) async fn handle(
 /// The phases, in order; every early return is a local reply. `idle` starts as the
 /// listener's stream idle timeout and becomes the route's once one is chosen.
 async fn phases(
-    req: Request<Incoming>,
+    req: DownstreamRequest,
     conn: &ConnContext,
     manager: &HttpManager,
     record_upstream: bool,
@@ -80,15 +80,9 @@ async fn phases(
 ) -> Response<ResponseBody> {
     let grpc = is_grpc(req.headers());
 
-    // Phase 1: framing. hyper rejects most malformed messages itself, but by the time it
-    // hands over a request it has merged duplicate Content-Lengths and dropped one beside
-    // chunked; the head guard saw the raw bytes and says whether this head was one of the
-    // request-smuggling shapes (RFC 9112 §2.2, §6.1, §6.3).
-    if req.version() <= Version::HTTP_11 {
-        if let Some(problem) = conn.head_check.next_request_problem() {
-            return local_reply::bad_request(problem);
-        }
-    }
+    // Phase 1: framing. The HTTP/1 codec has refused every request-smuggling shape while
+    // parsing the head (RFC 9112 §2.2, §6.1, §6.3) and hyper the malformed HTTP/2 ones;
+    // what is left is the authority the request is routed on.
     let authority = match routing_authority(&req) {
         Ok(Some(a)) => a,
         Ok(None) => return local_reply::bad_request("missing Host header"),
@@ -201,7 +195,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// HTTP/1.1 (RFC 9112 §3.2): exactly one `Host`, required; an absolute-form target's
 /// authority wins over it (§3.2.2). HTTP/2 (RFC 9113 §8.3.1): `:authority`, or `Host`
 /// when there is none; both present and different is malformed. HTTP/1.0 may omit Host.
-fn routing_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static str> {
+fn routing_authority(req: &DownstreamRequest) -> Result<Option<HeaderValue>, &'static str> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -237,7 +231,7 @@ fn routing_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'s
 /// before anything reads the request (trace, access log, routing), so all of them see
 /// the authority the request is routed on. A missing or repeated Host is left for the
 /// framing phase to refuse.
-fn adopt_target_authority(req: &mut Request<Incoming>) {
+fn adopt_target_authority(req: &mut DownstreamRequest) {
     if req.version() > Version::HTTP_11 {
         return;
     }

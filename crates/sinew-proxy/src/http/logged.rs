@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::DownstreamRequest;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::body::ResponseBody;
 use super::flags::ResponseFlags;
@@ -47,7 +47,7 @@ pub(crate) struct Started {
 /// so the log and the upstream see the same one.
 pub(crate) fn start(
     logs: &AccessLogs,
-    req: &mut Request<Incoming>,
+    req: &mut DownstreamRequest,
     generate_request_id: bool,
     peer: SocketAddr,
     local: SocketAddr,
@@ -153,12 +153,12 @@ impl LoggedBody {
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = sinew_upstream::body::UpstreamBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

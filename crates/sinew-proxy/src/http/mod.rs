@@ -1,18 +1,24 @@
 //! The HTTP connection manager: one downstream connection (HTTP/1.1 or HTTP/2, cleartext
 //! or TLS), its timeouts, and the request handler every request on it goes through.
+//!
+//! HTTP/1 connections are read and written by Sinew's codec (`sinew_codec::http1`), which
+//! parses each head once with every request-smuggling defence and holds no buffer while
+//! a connection is idle; HTTP/2 connections by hyper. Which one a connection speaks comes
+//! from ALPN, or from its first bytes (`sniff`). Either way a request reaches the
+//! handler as a `Request<sinew_stream::RequestBody>`.
 
 pub mod body;
 mod fault;
 pub mod flags;
 mod forward;
 mod handler;
-pub(crate) mod head_guard;
 pub mod headers;
 pub mod local_reply;
 pub(crate) mod logged;
 mod mirror;
 pub(crate) mod rate_limit;
 mod replay;
+mod sniff;
 pub(crate) mod stream;
 
 use std::convert::Infallible;
@@ -21,15 +27,23 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use sinew_codec::http1::server::{self as http1_server, ServerSettings};
+use sinew_codec::http1::HeadLimits;
+use sinew_stream::{DownstreamRead, DownstreamWrite, RequestBody};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::listener::ListenerSlot;
 use crate::moment::SharedMoment;
 use crate::snapshot::{HttpManager, ListenerConfig, ListenerKind};
+use sniff::{Prefixed, Sniffed};
+
+/// A request as the handler sees it, whichever codec read it.
+pub(crate) type DownstreamRequest = Request<RequestBody>;
 
 /// What a request handler knows of its connection.
 pub(crate) struct ConnContext {
@@ -38,8 +52,6 @@ pub(crate) struct ConnContext {
     /// The peer's IP as a header value, for `X-Forwarded-For`.
     pub peer_ip_value: http::HeaderValue,
     pub tls: bool,
-    /// Which request heads had bare LFs (HTTP/1 only).
-    pub head_check: Arc<head_guard::HeadCheck>,
     /// Requests from their head to the end of their response body.
     active_requests: AtomicU32,
     /// When the last request finished (or the connection began).
@@ -105,24 +117,32 @@ impl ConnContext {
     }
 }
 
-/// hyper's settings for a listener's downstream connections, built once per config:
-/// a builder in each connection cost 0.5 KiB of RSS and two `Arc` timers per connection.
-pub(crate) fn connection_builder(max_request_headers_bytes: usize) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper's settings for a listener's HTTP/2 connections, built once per config.
+pub(crate) fn http2_builder(max_request_headers_bytes: usize) -> Http2Builder {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper's header timer also runs while a keep-alive connection waits for its next
-        // request, which would close idle connections early; the head guard times heads
-        // instead (see `serve_io`).
-        .header_read_timeout(None)
-        // hyper answers 431 when the request head outgrows its buffer; it needs >= 8 KiB.
-        .max_buf_size(max_request_headers_bytes.max(8192));
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(max_request_headers_bytes as u32);
     builder
+}
+
+pub(crate) type Http2Builder = hyper::server::conn::http2::Builder<TokioExecutor>;
+
+/// The codec's settings for a listener's HTTP/1 connections.
+pub(crate) fn http1_settings(
+    max_request_headers_bytes: usize,
+    request_headers_timeout: Duration,
+    idle_timeout: Duration,
+) -> ServerSettings {
+    ServerSettings {
+        limits: HeadLimits {
+            max_head_bytes: max_request_headers_bytes,
+            ..HeadLimits::default()
+        },
+        header_read_timeout: Some(request_headers_timeout),
+        idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+        ..ServerSettings::default()
+    }
 }
 
 /// Serves one accepted connection until it closes.
@@ -136,9 +156,9 @@ pub(crate) async fn serve(
         return;
     };
     match &config.tls {
-        None => serve_io(stream, peer, slot.clone(), manager, false).await,
+        None => serve_io(stream, peer, slot.clone(), manager, false, None).await,
         // Boxed: inline, the TLS states (handshake, TLS stream) would size every
-        // connection's task, cleartext ones too: 8,944 bytes a task instead of 4,128.
+        // connection's task, cleartext ones too.
         Some(acceptor) => {
             let metrics = config.metrics.as_deref();
             Box::pin(serve_tls(stream, peer, slot, manager, acceptor, metrics)).await
@@ -164,31 +184,94 @@ async fn serve_tls(
         };
     }
     match handshake {
-        Ok(Ok(tls)) => serve_io(tls, peer, slot.clone(), manager, true).await,
+        Ok(Ok(tls)) => {
+            let alpn = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Some(true),
+                Some(_) => Some(false),
+                None => None,
+            };
+            serve_io(tls, peer, slot.clone(), manager, true, alpn).await
+        }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
-async fn serve_io<IO>(
-    io: IO,
+/// A connection's two halves, boxed so that cleartext and TLS connections give requests
+/// of one type. TCP splits without a lock; other streams through tokio's split.
+pub(crate) trait IntoHalves: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn into_halves(
+        self,
+        prefix: Bytes,
+        activity: &Arc<SharedMoment>,
+    ) -> (DownstreamRead, DownstreamWrite);
+}
+
+impl IntoHalves for TcpStream {
+    fn into_halves(
+        self,
+        prefix: Bytes,
+        activity: &Arc<SharedMoment>,
+    ) -> (DownstreamRead, DownstreamWrite) {
+        let (read, write) = self.into_split();
+        box_halves(read, write, prefix, activity)
+    }
+}
+
+impl IntoHalves for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_halves(
+        self,
+        prefix: Bytes,
+        activity: &Arc<SharedMoment>,
+    ) -> (DownstreamRead, DownstreamWrite) {
+        let (read, write) = tokio::io::split(self);
+        box_halves(read, write, prefix, activity)
+    }
+}
+
+fn box_halves<R, W>(
+    read: R,
+    write: W,
+    prefix: Bytes,
+    activity: &Arc<SharedMoment>,
+) -> (DownstreamRead, DownstreamWrite)
+where
+    R: AsyncRead + Unpin + Send + Sync + 'static,
+    W: AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let read = stream::IoActivity::new(Prefixed::new(prefix, read), activity.clone());
+    let write = stream::IoActivity::new(write, activity.clone());
+    (Box::new(read), Box::new(write))
+}
+
+/// `h2`: what ALPN chose (Some(true) for h2), or None when the client offered nothing
+/// and the first bytes decide.
+async fn serve_io<IO: IntoHalves>(
+    mut io: IO,
     peer: SocketAddr,
     slot: Arc<ListenerSlot>,
     manager: &HttpManager,
     tls: bool,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let head_check = head_guard::HeadCheck::new();
+    h2: Option<bool>,
+) {
+    let sniffed = match h2 {
+        Some(true) => Sniffed::Http2(Bytes::new()),
+        Some(false) => Sniffed::Http1(Bytes::new()),
+        // Before its first byte a connection is idle: it has the idle timeout to speak.
+        None => {
+            let wait = match manager.idle_timeout {
+                Duration::ZERO => Duration::from_secs(365 * 86_400),
+                idle => idle,
+            };
+            sniff::sniff(&mut io, wait).await
+        }
+    };
     let io_activity = Arc::new(SharedMoment::now());
-    let io = stream::IoActivity::new(io, io_activity.clone());
-    let io = sinew_upstream::tap::ReadTap::new(io, head_guard::Scanner::new(head_check.clone()));
     let ctx = Arc::new(ConnContext {
         slot,
         peer,
         peer_ip_value: headers::client_address_value(peer.ip()),
         tls,
-        head_check,
         active_requests: AtomicU32::new(0),
         idle_since: SharedMoment::now(),
         io_activity,
@@ -196,43 +279,102 @@ async fn serve_io<IO>(
         body_idle_ms: AtomicU64::new(0),
         stream_idle_fired: AtomicBool::new(false),
     });
+    match sniffed {
+        Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
+        Sniffed::Http2(prefix) => {
+            let io = stream::IoActivity::new(Prefixed::new(prefix, io), ctx.io_activity.clone());
+            serve_http2(io, ctx, manager).await
+        }
+        Sniffed::Nothing => {}
+    }
+}
+
+/// Answers one request: the handler's response, wrapped so that the connection knows
+/// when its stream ends.
+async fn answer(ctx: Arc<ConnContext>, req: DownstreamRequest) -> Response<stream::StreamBody> {
+    let in_flight = stream::InFlight::start(ctx);
+    let (response, idle) = handler::handle(req, &in_flight).await;
+    response.map(|body| stream::StreamBody::new(body, in_flight, idle))
+}
+
+/// How often a connection's loop looks for stalled response bodies: often enough that a
+/// stall is cut within 1.5 × its timeout of the default head timeout, at no cost per
+/// request.
+fn stall_check_interval(manager: &HttpManager) -> Duration {
+    (manager.request_headers_timeout / 2).max(Duration::from_millis(10))
+}
+
+/// Whether a connection's outstanding bodies have moved no bytes for their idle timeout
+/// (the client stopped reading, or nothing comes from upstream); else how long to wait
+/// before asking again.
+fn stall_deadline(ctx: &ConnContext, interval: Duration) -> Result<Duration, ()> {
+    match ctx.body_stall() {
+        Some((quiet, limit)) if quiet >= limit => {
+            tracing::debug!(peer = %ctx.peer, "stream idle timeout: no bytes moved; closing");
+            ctx.stream_idle_fired.store(true, Ordering::Relaxed);
+            Err(())
+        }
+        Some((quiet, limit)) => Ok((limit - quiet).max(Duration::from_millis(10)).min(interval)),
+        None => Ok(interval),
+    }
+}
+
+async fn serve_http1<IO: IntoHalves>(
+    io: IO,
+    prefix: Bytes,
+    ctx: Arc<ConnContext>,
+    manager: &HttpManager,
+) {
+    let (read, write) = io.into_halves(prefix, &ctx.io_activity);
     let service_ctx = ctx.clone();
-    let service = service_fn(move |req| {
+    let service = move |req: Request<http1_server::RequestBody<DownstreamRead>>| {
+        // Boxed: inline, the request's state would size the connection's future whether
+        // a request is in progress or not; boxed, an idle connection holds a pointer.
+        Box::pin(answer(service_ctx.clone(), req.map(RequestBody::Http1)))
+    };
+    // The proxy is draining: the codec closes the connection at once if idle, or after
+    // the exchange in progress (answered with `Connection: close`).
+    let mut drain = ctx.slot.drain.watch();
+    let shutdown = async move { drain.draining().await };
+    let conn = http1_server::serve(read, write, service, manager.http1_settings, shutdown);
+    tokio::pin!(conn);
+    let interval = stall_check_interval(manager);
+    loop {
+        let Ok(wait) = stall_deadline(&ctx, interval) else {
+            return;
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %ctx.peer, error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn serve_http2<IO>(io: IO, ctx: Arc<ConnContext>, manager: &HttpManager)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_ctx = ctx.clone();
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let ctx = service_ctx.clone();
-        // Boxed: hyper keeps a slot for the request future in every connection, idle or
-        // not, sized to the future (5,392 bytes); boxed, the slot is a pointer and the
-        // request's state exists only while the request does. With the TLS path boxed
-        // (`serve`), RSS per idle keep-alive connection went from 25.7 to 19.4 KiB
-        // (scenario h of bench/run), for one allocation per request.
-        Box::pin(async move {
-            let in_flight = stream::InFlight::start(ctx);
-            let (response, idle) = handler::handle(req, &in_flight).await;
-            Ok::<_, Infallible>(response.map(|body| stream::StreamBody::new(body, in_flight, idle)))
-        })
+        let req = req.map(RequestBody::Http2);
+        Box::pin(async move { Ok::<_, Infallible>(answer(ctx, req).await) })
     });
     let idle_timeout = manager.idle_timeout;
-    let head_timeout = manager.request_headers_timeout;
-    // While no head is in progress the loop still wakes this often, so a head that starts
-    // during a long sleep is cut off within 1.5 × its timeout, at no cost per request.
-    let head_check_interval = (head_timeout / 2).max(Duration::from_millis(10));
-    let conn = manager
-        .conn_builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let interval = stall_check_interval(manager);
+    let conn = manager.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutting_down = false;
     let mut drain = ctx.slot.drain.watch();
     loop {
-        let head_wait = match ctx.head_check.head_in_progress_for() {
-            Some(elapsed) if elapsed >= head_timeout => {
-                tracing::debug!(%peer, "request head not received in time; closing");
-                return;
-            }
-            Some(elapsed) => head_timeout - elapsed,
-            None => head_check_interval,
-        };
         let idle_wait = match ctx.idle_for() {
             Some(idle) if idle >= idle_timeout && !shutting_down => {
-                // Graceful: HTTP/1.1 finishes the response in progress, HTTP/2 sends GOAWAY.
+                // Graceful: GOAWAY, and the streams in progress finish.
                 conn.as_mut().graceful_shutdown();
                 shutting_down = true;
                 idle_timeout
@@ -242,28 +384,18 @@ async fn serve_io<IO>(
                 .max(Duration::from_millis(10)),
             None => idle_timeout,
         };
-        // Bodies outstanding and no bytes moving: the client stopped reading (or nothing
-        // comes from upstream). Closing the connection ends those streams (see `stream`).
-        let stall_wait = match ctx.body_stall() {
-            Some((quiet, limit)) if quiet >= limit => {
-                tracing::debug!(%peer, "stream idle timeout: no bytes moved; closing");
-                ctx.stream_idle_fired.store(true, Ordering::Relaxed);
-                return;
-            }
-            Some((quiet, limit)) => (limit - quiet).max(Duration::from_millis(10)),
-            None => idle_timeout,
+        let Ok(stall_wait) = stall_deadline(&ctx, interval) else {
+            return;
         };
-        let wait = idle_wait.min(head_wait).min(stall_wait);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+                    tracing::debug!(peer = %ctx.peer, error = %e, "downstream connection ended with an error");
                 }
                 return;
             }
-            _ = tokio::time::sleep(wait) => {}
-            // The proxy is draining: as at the idle timeout, finish what is in flight
-            // (with `Connection: close` on HTTP/1.1), close at once if idle, GOAWAY on HTTP/2.
+            _ = tokio::time::sleep(idle_wait.min(stall_wait)) => {}
+            // The proxy is draining: GOAWAY, as at the idle timeout.
             _ = drain.draining(), if !shutting_down => {
                 conn.as_mut().graceful_shutdown();
                 shutting_down = true;

@@ -25,8 +25,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use super::DownstreamRequest;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use sinew_config::model::{self, RateLimitKey, XRateLimitHeaders};
 use sinew_ratelimit::{
     now_nanos, BucketSpec, Counter, GlobalLimiter, GlobalVerdict, KeyedBuckets, RedisOptions, Take,
@@ -105,7 +105,7 @@ pub(crate) struct Quota {
 
 /// Where a request stands, for keys: its client address and its route's position.
 struct RequestKeys<'a> {
-    req: &'a Request<Incoming>,
+    req: &'a DownstreamRequest,
     client: IpAddr,
     vhost: usize,
     route: usize,
@@ -238,7 +238,7 @@ impl HttpRateLimits {
         routes: &RouteSet,
         vhost: &VirtualHost,
         route: &Route,
-        req: &Request<Incoming>,
+        req: &DownstreamRequest,
         conn: &ConnContext,
         grpc: bool,
     ) -> Result<Option<Quota>, Response<ResponseBody>> {

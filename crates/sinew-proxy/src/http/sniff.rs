@@ -1,0 +1,181 @@
+//! Which HTTP a cleartext (or ALPN-less TLS) connection speaks, from its first bytes:
+//! HTTP/2 with prior knowledge starts with the 24-byte connection preface (RFC 9113
+//! §3.4); anything else is read as HTTP/1. The bytes read to decide are not lost:
+//! [`Prefixed`] gives them back first.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// The HTTP/2 connection preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the first bytes said.
+pub(crate) enum Sniffed {
+    Http1(Bytes),
+    Http2(Bytes),
+    /// The client closed, or sent nothing in time.
+    Nothing,
+}
+
+/// Reads until the bytes are the preface or cannot be; `wait` bounds the whole read.
+pub(crate) async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, wait: Duration) -> Sniffed {
+    let mut first = [0u8; 512];
+    let mut filled = 0;
+    let read = async {
+        loop {
+            let n = io.read(&mut first[filled..]).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            filled += n;
+            let common = filled.min(PREFACE.len());
+            if first[..common] != PREFACE[..common] || filled >= PREFACE.len() {
+                return true;
+            }
+        }
+    };
+    match tokio::time::timeout(wait, read).await {
+        Ok(true) => {
+            let bytes = Bytes::copy_from_slice(&first[..filled]);
+            if bytes.starts_with(PREFACE) {
+                Sniffed::Http2(bytes)
+            } else {
+                Sniffed::Http1(bytes)
+            }
+        }
+        _ => Sniffed::Nothing,
+    }
+}
+
+/// An I/O whose reads first return bytes already read from it.
+pub(crate) struct Prefixed<IO> {
+    prefix: Bytes,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    pub(crate) fn new(prefix: Bytes, io: IO) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Let the allocation go: a long-lived connection should not keep it.
+                this.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn sniff_bytes(pieces: &[&'static [u8]]) -> Sniffed {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        for piece in pieces {
+            client.write_all(piece).await.unwrap();
+        }
+        drop(client);
+        sniff(&mut server, Duration::from_secs(1)).await
+    }
+
+    #[tokio::test]
+    async fn the_preface_is_http2_even_in_pieces_and_its_bytes_are_kept() {
+        match sniff_bytes(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n\0\0"]).await {
+            Sniffed::Http2(bytes) => assert!(bytes.starts_with(PREFACE)),
+            _ => panic!("not HTTP/2"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_line_is_http1_from_its_first_byte() {
+        match sniff_bytes(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await {
+            Sniffed::Http1(bytes) => assert_eq!(&bytes[..4], b"GET "),
+            _ => panic!("not HTTP/1"),
+        }
+        // A prefix of the preface that then differs is HTTP/1 (a method named PRIX).
+        assert!(matches!(
+            sniff_bytes(&[b"PRI", b"X / HTTP/1.1\r\n"]).await,
+            Sniffed::Http1(_)
+        ));
+    }
+
+    /// The old head guard's regression (a first segment of `P` looked like the preface
+    /// and turned every check off): here the sniff reads on until the bytes differ.
+    #[tokio::test]
+    async fn post_arriving_as_p_then_ost_is_http1() {
+        match sniff_bytes(&[b"P", b"OST / HTTP/1.1\r\nHost: a\r\n\r\n"]).await {
+            Sniffed::Http1(bytes) => assert!(bytes.starts_with(b"POST /")),
+            _ => panic!("not HTTP/1"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_early_is_nothing() {
+        assert!(matches!(sniff_bytes(&[]).await, Sniffed::Nothing));
+        assert!(matches!(
+            sniff_bytes(&[b"PRI * HT"]).await,
+            Sniffed::Nothing
+        ));
+    }
+
+    #[tokio::test]
+    async fn prefixed_reads_return_the_prefix_then_the_rest() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b" world").await.unwrap();
+        drop(client);
+        let mut io = Prefixed::new(Bytes::from_static(b"hello"), server);
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}
