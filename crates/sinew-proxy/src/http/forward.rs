@@ -235,13 +235,11 @@ pub(super) async fn forward(
     };
     // The stream idle timeout bounds the wait too, when the request timeout would not.
     let idle_bound = !stream_idle.is_zero() && (timeout.is_zero() || timeout > stream_idle);
-    let response = if idle_bound {
-        match super::stream::head_or_idle(exchange, conn, stream_idle).await {
-            Some(r) => r,
-            None => Err(super::stream::idle_before_head(conn, grpc)),
-        }
-    } else {
-        exchange.await
+    let idle_bound = idle_bound.then_some(stream_idle);
+    // One await site: two would each keep a copy of `exchange`'s state in this future.
+    let response = match super::stream::head_or_idle(exchange, conn, idle_bound).await {
+        Some(r) => r,
+        None => Err(super::stream::idle_before_head(conn, grpc)),
     };
     let mut response = match response {
         Ok(r) => r,

@@ -48,20 +48,22 @@ pub(crate) async fn handle(
     };
     let record_upstream = manager.access_log.is_some() || span.is_some();
     // Access log: take the request's half of the entry now, the response's at the end.
-    let response = match &manager.access_log {
-        None => phases(req, conn, manager, record_upstream, &mut idle).await,
-        Some(logs) => {
-            let started = logged::start(
-                logs,
-                &mut req,
-                manager.generate_request_id,
-                conn.peer,
-                conn.slot.bound,
-                conn.tls,
-            );
-            let response = phases(req, conn, manager, record_upstream, &mut idle).await;
-            logged::finish(logs, started, response)
-        }
+    // One call of `phases` for both cases: each call site would have its own place in
+    // this future, and the future is copied whole into its box for every request.
+    let started = manager.access_log.as_ref().map(|logs| {
+        logged::start(
+            logs,
+            &mut req,
+            manager.generate_request_id,
+            conn.peer,
+            conn.slot.bound,
+            conn.tls,
+        )
+    });
+    let response = phases(req, conn, manager, record_upstream, &mut idle).await;
+    let response = match (&manager.access_log, started) {
+        (Some(logs), Some(started)) => logged::finish(logs, started, response),
+        _ => response,
     };
     if let (Some(span), Some(tracer)) = (span, &manager.tracing) {
         trace::finish(tracer, span, &response);
@@ -160,7 +162,11 @@ async fn phases(
             local_reply::redirect(redirect.code, location)
         }
         Action::Cluster(_) | Action::Weighted(_) => {
-            let mut response = forward::forward(
+            // Boxed: a future is copied whole into its parent when it is made, and so on
+            // up, so forwarding's large state inline would be copied at every level
+            // above it (`phases`, `handle`, the connection's box) for every request;
+            // boxed, it is copied once and the levels above stay small.
+            let mut response = Box::pin(forward::forward(
                 req,
                 authority,
                 *idle,
@@ -171,7 +177,7 @@ async fn phases(
                 route,
                 grpc,
                 record_upstream,
-            )
+            ))
             .await;
             fault::add_flags(&mut response, fault_flags);
             return counted(rate_limit::annotate(response, quota));

@@ -105,13 +105,16 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for IoActivity<IO> {
 }
 
 /// Waits for `head` (the upstream exchange) unless the connection moves no bytes for
-/// `idle`; then None. Only armed when the request timeout would not end the wait first.
+/// `idle`; then None. `idle` is None when the request timeout would end the wait first.
 pub(crate) async fn head_or_idle<F: Future>(
     head: F,
     conn: &ConnContext,
-    idle: Duration,
+    idle: Option<Duration>,
 ) -> Option<F::Output> {
     tokio::pin!(head);
+    let Some(idle) = idle else {
+        return Some(head.await);
+    };
     loop {
         let quiet = conn.io_activity.elapsed().unwrap_or_default();
         if quiet >= idle {
