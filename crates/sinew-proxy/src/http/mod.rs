@@ -40,7 +40,7 @@ use tokio::net::TcpStream;
 use crate::listener::ListenerSlot;
 use crate::moment::SharedMoment;
 use crate::snapshot::{HttpManager, ListenerConfig, ListenerKind};
-use sniff::{Prefixed, Sniffed};
+use sniff::Sniffed;
 
 /// A request as the handler sees it, whichever codec read it.
 pub(crate) type DownstreamRequest = Request<RequestBody>;
@@ -239,8 +239,8 @@ where
     R: AsyncRead + Unpin + Send + Sync + 'static,
     W: AsyncWrite + Unpin + Send + Sync + 'static,
 {
-    let read = stream::IoActivity::new(Prefixed::new(prefix, read), activity.clone());
-    let write = stream::IoActivity::new(write, activity.clone());
+    let read = stream::IoActivity::new(prefix, read, activity.clone());
+    let write = stream::IoActivity::new(Bytes::new(), write, activity.clone());
     (Box::new(read), Box::new(write))
 }
 
@@ -282,7 +282,7 @@ async fn serve_io<IO: IntoHalves>(
     match sniffed {
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {
-            let io = stream::IoActivity::new(Prefixed::new(prefix, io), ctx.io_activity.clone());
+            let io = stream::IoActivity::new(prefix, io, ctx.io_activity.clone());
             // Boxed: hyper's HTTP/2 connection state inline would size every
             // connection's future, HTTP/1 ones too (1,904 bytes against 1,536).
             Box::pin(serve_http2(io, ctx, manager)).await

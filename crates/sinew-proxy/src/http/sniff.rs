@@ -1,14 +1,12 @@
 //! Which HTTP a cleartext (or ALPN-less TLS) connection speaks, from its first bytes:
 //! HTTP/2 with prior knowledge starts with the 24-byte connection preface (RFC 9113
-//! §3.4); anything else is read as HTTP/1. The bytes read to decide are not lost:
-//! [`Prefixed`] gives them back first.
+//! §3.4); anything else is read as HTTP/1. The bytes read to decide are not lost: the
+//! connection's reads give them back first (`stream::IoActivity`).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -48,69 +46,6 @@ pub(crate) async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, wait: Duration) ->
             }
         }
         _ => Sniffed::Nothing,
-    }
-}
-
-/// An I/O whose reads first return bytes already read from it.
-pub(crate) struct Prefixed<IO> {
-    prefix: Bytes,
-    io: IO,
-}
-
-impl<IO> Prefixed<IO> {
-    pub(crate) fn new(prefix: Bytes, io: IO) -> Self {
-        Self { prefix, io }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            if this.prefix.is_empty() {
-                // Let the allocation go: a long-lived connection should not keep it.
-                this.prefix = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -166,16 +101,5 @@ mod tests {
             sniff_bytes(&[b"PRI * HT"]).await,
             Sniffed::Nothing
         ));
-    }
-
-    #[tokio::test]
-    async fn prefixed_reads_return_the_prefix_then_the_rest() {
-        let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(b" world").await.unwrap();
-        drop(client);
-        let mut io = Prefixed::new(Bytes::from_static(b"hello"), server);
-        let mut all = String::new();
-        io.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
     }
 }

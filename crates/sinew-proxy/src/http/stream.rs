@@ -36,15 +36,18 @@ use super::local_reply;
 use super::ConnContext;
 use crate::moment::SharedMoment;
 
-/// A downstream connection's bytes, marking when any last moved (read or written).
+/// A downstream connection's bytes, marking when any last moved (read or written). Its
+/// reads first return `prefix`: the bytes already read to tell the protocol apart
+/// (`sniff`).
 pub(crate) struct IoActivity<IO> {
+    prefix: Bytes,
     io: IO,
     last: Arc<SharedMoment>,
 }
 
 impl<IO> IoActivity<IO> {
-    pub(crate) fn new(io: IO, last: Arc<SharedMoment>) -> Self {
-        Self { io, last }
+    pub(crate) fn new(prefix: Bytes, io: IO, last: Arc<SharedMoment>) -> Self {
+        Self { prefix, io, last }
     }
 }
 
@@ -55,6 +58,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for IoActivity<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                // Let the allocation go: a long-lived connection should not keep it.
+                this.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -282,5 +294,27 @@ impl Drop for StreamBody {
             self.end_idle();
         }
         self.conn.body_finished();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn reads_return_the_sniffed_prefix_then_the_rest_and_mark_activity() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b" world").await.unwrap();
+        drop(client);
+        let last = Arc::new(SharedMoment::unset());
+        let mut io = IoActivity::new(Bytes::from_static(b"hello"), server, last.clone());
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+        assert!(
+            last.elapsed().is_some(),
+            "bytes read mark the connection active"
+        );
     }
 }
