@@ -672,3 +672,39 @@ fn the_exchange_and_its_body_are_send() {
         send(&exchange);
     });
 }
+
+/// A proxy reads response after response on pooled connections: each one's read buffer
+/// must go back to the worker's pool when its body ends, not be lost to a piece of the
+/// body still alive (before, the last piece was split off the buffer, so every response
+/// cost a new one).
+#[tokio::test]
+async fn a_read_buffer_returns_to_the_pool_when_a_small_body_ends() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = vec![0u8; 1024];
+        for _ in 0..3 {
+            let _ = stream.read(&mut head).await.unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .unwrap();
+        }
+    });
+    let slot = Slot::default();
+    let mut conn = connect(addr).await;
+    for round in 0..3 {
+        let response = exchange(conn, get("/"), &slot).await.unwrap();
+        // The head's fields share the buffer; a server writing the response lets them
+        // go once the head is encoded, before the body.
+        let (parts, body) = response.into_parts();
+        drop(parts);
+        let (text, _) = collect(body).await.unwrap();
+        assert_eq!(text, "hello");
+        conn = take(&slot).expect("the connection came back");
+        // Two: the buffer the request head was written from, and the read buffer.
+        let free = sinew_codec::buf::with_worker_pool(|pool| pool.free_count());
+        assert_eq!(free, 2, "round {round}: both buffers are back in the pool");
+    }
+}

@@ -22,7 +22,7 @@ use std::io;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame as BodyFrame, SizeHint};
@@ -254,12 +254,24 @@ impl<R: AsyncRead + Unpin, W, K: CheckIn<R, W>> Body for ResponseBody<R, W, K> {
                     if !read.buf.buffered().is_empty() {
                         let buf = read.buf.get();
                         let n = (*remaining).min(buf.len() as u64);
-                        let data = buf.split_to(n as usize).freeze();
                         *remaining -= n;
-                        if *remaining == 0 {
-                            if let Some(reading) = this.state.take() {
-                                reading.finish();
-                            }
+                        if *remaining > 0 {
+                            let data = buf.split_to(n as usize).freeze();
+                            return Poll::Ready(Some(Ok(BodyFrame::data(data))));
+                        }
+                        // The last piece: a small one is copied out, so the buffer it
+                        // came from is no longer shared when the connection goes home
+                        // and can return to the pool whole; split off, it would be
+                        // lost to the pool and each response would cost a new one.
+                        let data = if n <= LAST_PIECE_COPIED as u64 {
+                            let data = Bytes::copy_from_slice(&buf[..n as usize]);
+                            buf.advance(n as usize);
+                            data
+                        } else {
+                            buf.split_to(n as usize).freeze()
+                        };
+                        if let Some(reading) = this.state.take() {
+                            reading.finish();
                         }
                         return Poll::Ready(Some(Ok(BodyFrame::data(data))));
                     }
@@ -332,6 +344,9 @@ impl<R: AsyncRead + Unpin, W, K: CheckIn<R, W>> Body for ResponseBody<R, W, K> {
         }
     }
 }
+
+/// The largest last piece of a body that is copied rather than split off the buffer.
+const LAST_PIECE_COPIED: usize = 4096;
 
 /// Methods whose requests have no body by custom: an empty one is sent without framing.
 fn bodyless_by_custom(method: &Method) -> bool {

@@ -798,6 +798,9 @@ where
     }
     out.clear();
     encode_response_head(status, &parts.headers, framing, out);
+    // The head's fields may share a read buffer (an upstream's, for a proxy): let them
+    // go now, so that buffer is whole again when the body that follows it ends.
+    drop(parts);
     if bodiless {
         write.write_all(out).await?;
         write.flush().await?;
