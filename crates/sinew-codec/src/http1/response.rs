@@ -140,6 +140,11 @@ fn status_line(
         return Ok(None);
     };
     let version = scan::http1_version(numbers)?;
+    // RFC 9110 §15: codes outside 100..=599 are invalid; a proxy must not pass one on
+    // as if it were HTTP (`http::StatusCode` takes up to 999).
+    if !(100..=599).contains(&code) {
+        return Err(HeadError::InvalidStatus);
+    }
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::InvalidStatus)?;
     Ok(Some((
         StatusLine {
@@ -432,6 +437,9 @@ mod tests {
         rejected(b"HTTP/1.1 20 OK\r\n\r\n", HeadError::InvalidStatus);
         rejected(b"HTTP/1.1 2000 OK\r\n\r\n", HeadError::InvalidStatus);
         rejected(b"HTTP/1.1 099 Low\r\n\r\n", HeadError::InvalidStatus);
+        // Found by fuzz_http1_upstream_responses: 604 was passed on to the client.
+        rejected(b"HTTP/1.1 604 Odd\r\n\r\n", HeadError::InvalidStatus);
+        rejected(b"HTTP/1.1 999 Odd\r\n\r\n", HeadError::InvalidStatus);
         rejected(b"HTTP/1.1 200 O\x01K\r\n\r\n", HeadError::InvalidStatus);
         rejected(b"HTTP/1.1  200 OK\r\n\r\n", HeadError::InvalidStatus);
         rejected(b"HTTP/2 200 OK\r\n\r\n", HeadError::InvalidVersion);
