@@ -6,9 +6,9 @@
 //! through hyper. [`RequestBody`] is one type for both, so the proxy's phases and the
 //! upstream layer see one request type and never which codec made it.
 //!
-//! A downstream HTTP/1 connection's halves are boxed ([`DownstreamRead`],
-//! [`DownstreamWrite`]) so that a cleartext and a TLS connection give the same body
-//! and upgrade types: one allocation per connection, not per request.
+//! An HTTP/1 connection's halves, downstream or upstream, are boxed ([`ConnRead`],
+//! [`ConnWrite`]) so that a cleartext and a TLS connection give the same body and
+//! upgrade types: one allocation per connection, not per request.
 
 use std::fmt;
 use std::pin::Pin;
@@ -18,19 +18,19 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The read half of a downstream HTTP/1 connection.
-pub type DownstreamRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
-/// The write half of a downstream HTTP/1 connection.
-pub type DownstreamWrite = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+/// The read half of an HTTP/1 connection, plain or TLS.
+pub type ConnRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
+/// The write half of an HTTP/1 connection, plain or TLS.
+pub type ConnWrite = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 /// The hand-over of a downstream HTTP/1 connection that switches protocols: in the
 /// extensions of a request that asks to (WebSocket, CONNECT).
-pub type OnUpgrade = sinew_codec::http1::OnUpgrade<DownstreamRead, DownstreamWrite>;
-/// A downstream HTTP/1 connection after it switched protocols.
-pub type Upgraded = sinew_codec::http1::Upgraded<DownstreamRead, DownstreamWrite>;
+pub type OnUpgrade = sinew_codec::http1::OnUpgrade<ConnRead, ConnWrite>;
+/// An HTTP/1 connection (either side) after it switched protocols.
+pub type Upgraded = sinew_codec::http1::Upgraded<ConnRead, ConnWrite>;
 
 /// A downstream request's body, read from its connection as it is polled.
 pub enum RequestBody {
-    Http1(sinew_codec::http1::server::RequestBody<DownstreamRead>),
+    Http1(sinew_codec::http1::server::RequestBody<ConnRead>),
     Http2(hyper::body::Incoming),
 }
 

@@ -14,13 +14,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use sinew_stream::RequestBody as DownstreamBody;
+use sinew_stream::{ConnRead, ConnWrite, RequestBody as DownstreamBody, Upgraded};
 
 use sinew_codec::http1::client::{CheckIn, ClientConn, ResponseBody};
-use sinew_codec::http1::Upgraded;
 
 use crate::breaker::Slot;
-use crate::connect::{UpstreamRead, UpstreamWrite};
 use crate::pool::{EndpointState, Http1Conn};
 use crate::tee::BodyTee;
 
@@ -147,7 +145,7 @@ impl Body for RequestBody {
 }
 
 /// An upstream HTTP/1 response body as Sinew's codec reads it.
-type Http1Body = ResponseBody<UpstreamRead, UpstreamWrite, PoolReturn>;
+type Http1Body = ResponseBody<ConnRead, ConnWrite, PoolReturn>;
 
 /// Where an HTTP/1 connection goes when its response has ended cleanly: back to its
 /// endpoint's pool, with the place it holds under the cluster's connection limit. If the
@@ -157,8 +155,8 @@ pub(crate) struct PoolReturn {
     pub(crate) slot: Slot,
 }
 
-impl CheckIn<UpstreamRead, UpstreamWrite> for PoolReturn {
-    fn check_in(self, conn: ClientConn<UpstreamRead, UpstreamWrite>) {
+impl CheckIn<ConnRead, ConnWrite> for PoolReturn {
+    fn check_in(self, conn: ClientConn<ConnRead, ConnWrite>) {
         self.endpoint.check_in(Http1Conn {
             conn,
             slot: self.slot,
@@ -232,7 +230,7 @@ impl UpstreamBody {
 
     /// After a 101: the upstream connection, with the bytes that came after the head.
     /// The body is empty from then on.
-    pub fn take_upgraded(&mut self) -> Option<Upgraded<UpstreamRead, UpstreamWrite>> {
+    pub fn take_upgraded(&mut self) -> Option<Upgraded> {
         match std::mem::replace(&mut self.inner, Inner::Switched) {
             Inner::Http1(body) => body.into_upgraded(),
             other => {

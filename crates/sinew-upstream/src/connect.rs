@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
+use sinew_stream::{ConnRead, ConnWrite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -107,15 +108,10 @@ pub async fn connect(
         .map_err(|_| ConnectError::Timeout)?
 }
 
-/// The read half of an upstream HTTP/1 connection (boxed: plain and TLS alike).
-pub type UpstreamRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
-/// The write half of an upstream HTTP/1 connection.
-pub type UpstreamWrite = Box<dyn AsyncWrite + Send + Sync + Unpin>;
-
 impl UpstreamIo {
     /// The connection's halves, for Sinew's HTTP/1 codec: TCP splits without a lock,
     /// TLS through tokio's split.
-    pub fn into_halves(self) -> (UpstreamRead, UpstreamWrite) {
+    pub fn into_halves(self) -> (ConnRead, ConnWrite) {
         match self {
             UpstreamIo::Plain(tcp) => {
                 let (read, write) = tcp.into_split();

@@ -30,10 +30,11 @@ use sinew_config::model::PoolConfig;
 
 use crate::body::{PoolReturn, RequestBody, StreamPermit, UpstreamBody};
 use crate::breaker::{CircuitBreakers, Slot};
-use crate::connect::{connect, ConnectError, UpstreamRead, UpstreamTls, UpstreamWrite};
+use crate::connect::{connect, ConnectError, UpstreamTls};
 use crate::h2_settings::{PeerSettings, SettingsParser};
 use crate::health::EndpointHealth;
 use crate::tap::ReadTap;
+use sinew_stream::{ConnRead, ConnWrite};
 
 /// How to open and pool connections to a cluster's endpoints.
 pub struct ConnectSettings {
@@ -79,7 +80,7 @@ impl std::fmt::Display for SendError {
 /// An open HTTP/1.1 connection and its place under the cluster's connection limit,
 /// which it holds for as long as it lives.
 pub(crate) struct Http1Conn {
-    pub(crate) conn: ClientConn<UpstreamRead, UpstreamWrite>,
+    pub(crate) conn: ClientConn<ConnRead, ConnWrite>,
     pub(crate) slot: Slot,
 }
 

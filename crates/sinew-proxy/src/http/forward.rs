@@ -11,11 +11,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, V
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use sinew_codec::http1::client::ClientError;
-use sinew_codec::http1::Upgraded;
 use sinew_config::model::UpstreamProtocol;
 use sinew_router::{Action, Route, VirtualHost};
 use sinew_stream::RequestBody as DownstreamBody;
-use sinew_upstream::connect::{UpstreamRead, UpstreamWrite};
+use sinew_stream::Upgraded;
 use sinew_upstream::{BodyError, Outcome, RequestBody, SendError, UpstreamBody, WireProtocol};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -593,7 +592,7 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// it as a TCP proxy connection: it runs until the deadline.
 fn tunnel(
     downstream: sinew_stream::OnUpgrade,
-    upstream: Upgraded<UpstreamRead, UpstreamWrite>,
+    upstream: Upgraded,
     slot: &std::sync::Arc<crate::listener::ListenerSlot>,
 ) {
     let guard = slot.hold();
@@ -613,16 +612,7 @@ fn tunnel(
 
 /// Copies both ways until both directions end; the bytes each side's codec read past
 /// its head go to the other side first.
-async fn join_upgraded<R1, W1, R2, W2>(
-    down: Upgraded<R1, W1>,
-    up: Upgraded<R2, W2>,
-) -> std::io::Result<()>
-where
-    R1: AsyncRead + Unpin,
-    W1: AsyncWrite + Unpin,
-    R2: AsyncRead + Unpin,
-    W2: AsyncWrite + Unpin,
-{
+async fn join_upgraded(down: Upgraded, up: Upgraded) -> std::io::Result<()> {
     let (a, b) = tokio::join!(
         one_way(down.read, down.read_buf, up.write),
         one_way(up.read, up.read_buf, down.write)

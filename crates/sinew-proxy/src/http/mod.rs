@@ -33,7 +33,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_codec::http1::server::{self as http1_server, ServerSettings};
 use sinew_codec::http1::HeadLimits;
-use sinew_stream::{DownstreamRead, DownstreamWrite, RequestBody};
+use sinew_stream::{ConnRead, ConnWrite, RequestBody};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -52,7 +52,10 @@ pub(crate) struct ConnContext {
     /// The peer's IP as a header value, for `X-Forwarded-For`.
     pub peer_ip_value: http::HeaderValue,
     pub tls: bool,
-    /// Requests from their head to the end of their response body.
+    /// Whether the connection loop times idleness from requests (HTTP/2). On HTTP/1 the
+    /// codec times it itself, so requests skip the bookkeeping (and its clock read).
+    tracks_idle: bool,
+    /// Requests from their head to the end of their response body (when `tracks_idle`).
     active_requests: AtomicU32,
     /// When the last request finished (or the connection began).
     idle_since: SharedMoment,
@@ -69,12 +72,16 @@ pub(crate) struct ConnContext {
 
 impl ConnContext {
     fn request_started(&self) {
-        self.active_requests.fetch_add(1, Ordering::Relaxed);
+        if self.tracks_idle {
+            self.active_requests.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn request_finished(&self) {
-        self.idle_since.mark();
-        self.active_requests.fetch_sub(1, Ordering::Relaxed);
+        if self.tracks_idle {
+            self.idle_since.mark();
+            self.active_requests.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn body_started(&self, idle: Duration) {
@@ -200,30 +207,18 @@ async fn serve_tls(
 /// A connection's two halves, boxed so that cleartext and TLS connections give requests
 /// of one type. TCP splits without a lock; other streams through tokio's split.
 pub(crate) trait IntoHalves: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    fn into_halves(
-        self,
-        prefix: Bytes,
-        activity: &Arc<SharedMoment>,
-    ) -> (DownstreamRead, DownstreamWrite);
+    fn into_halves(self, prefix: Bytes, activity: &Arc<SharedMoment>) -> (ConnRead, ConnWrite);
 }
 
 impl IntoHalves for TcpStream {
-    fn into_halves(
-        self,
-        prefix: Bytes,
-        activity: &Arc<SharedMoment>,
-    ) -> (DownstreamRead, DownstreamWrite) {
+    fn into_halves(self, prefix: Bytes, activity: &Arc<SharedMoment>) -> (ConnRead, ConnWrite) {
         let (read, write) = self.into_split();
         box_halves(read, write, prefix, activity)
     }
 }
 
 impl IntoHalves for tokio_rustls::server::TlsStream<TcpStream> {
-    fn into_halves(
-        self,
-        prefix: Bytes,
-        activity: &Arc<SharedMoment>,
-    ) -> (DownstreamRead, DownstreamWrite) {
+    fn into_halves(self, prefix: Bytes, activity: &Arc<SharedMoment>) -> (ConnRead, ConnWrite) {
         let (read, write) = tokio::io::split(self);
         box_halves(read, write, prefix, activity)
     }
@@ -234,7 +229,7 @@ fn box_halves<R, W>(
     write: W,
     prefix: Bytes,
     activity: &Arc<SharedMoment>,
-) -> (DownstreamRead, DownstreamWrite)
+) -> (ConnRead, ConnWrite)
 where
     R: AsyncRead + Unpin + Send + Sync + 'static,
     W: AsyncWrite + Unpin + Send + Sync + 'static,
@@ -272,6 +267,7 @@ async fn serve_io<IO: IntoHalves>(
         peer,
         peer_ip_value: headers::client_address_value(peer.ip()),
         tls,
+        tracks_idle: matches!(sniffed, Sniffed::Http2(_)),
         active_requests: AtomicU32::new(0),
         idle_since: SharedMoment::now(),
         io_activity,
@@ -329,7 +325,7 @@ async fn serve_http1<IO: IntoHalves>(
 ) {
     let (read, write) = io.into_halves(prefix, &ctx.io_activity);
     let service_ctx = ctx.clone();
-    let service = move |req: Request<http1_server::RequestBody<DownstreamRead>>| {
+    let service = move |req: Request<http1_server::RequestBody<ConnRead>>| {
         // Boxed: inline, the request's state would size the connection's future whether
         // a request is in progress or not; boxed, an idle connection holds a pointer.
         Box::pin(answer(service_ctx.clone(), req.map(RequestBody::Http1)))
