@@ -391,7 +391,7 @@ fn header_source(op: &str, h: &str) -> Result<HeaderSource, String> {
         n if n.starts_with(':') => {
             return Err(format!("operator %{op}({h})%: unknown pseudo-header {h}"))
         }
-        n if !n.bytes().all(crate::validate::is_tchar) => {
+        n if !n.bytes().all(crate::token::is_tchar) => {
             return Err(format!("operator %{op}({h})%: not a valid header name"))
         }
         _ => HeaderSource::Header(lower),

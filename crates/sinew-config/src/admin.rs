@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::Deserialize;
 
-use crate::model::Config;
 use crate::ConfigError;
 
 /// The admin HTTP server: readiness, metrics, cluster state, config dump, log levels,
@@ -56,9 +55,9 @@ impl StatsConfig {
 }
 
 /// Checks the `admin` field.
-pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
+pub(crate) fn check(admin: Option<&Admin>) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    if let Some(admin) = &config.admin {
+    if let Some(admin) = admin {
         if admin.socket_address().is_none() {
             errors.push(ConfigError::new(
                 "admin.address",

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use crate::duration;
-use crate::model::HeaderMatch;
+use crate::header_match::HeaderMatch;
 
 /// `routes[].fault`. Envoy: `HTTPFault`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -10,12 +10,14 @@ pub mod admin;
 pub mod circuit_breaker;
 pub mod duration;
 pub mod fault;
+mod header_match;
 pub mod health;
 pub mod mirror;
 pub mod model;
 pub mod rate_limit;
 pub mod socket;
 pub mod source;
+mod token;
 pub mod trace;
 mod validate;
 
@@ -128,7 +130,7 @@ fn checked(loaded: LoadedConfig) -> Result<LoadedConfig, Diagnostics> {
 /// Every structural and reference error of a parsed config (empty when it is whole).
 pub fn validate(config: &Config) -> Vec<ConfigError> {
     let mut errors = validate::check(config);
-    errors.extend(admin::check(config));
+    errors.extend(admin::check(config.admin.as_ref()));
     errors
 }
 

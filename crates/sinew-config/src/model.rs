@@ -16,6 +16,7 @@ pub use crate::socket::{TcpKeepalive, UpstreamConnectionOptions};
 pub use crate::admin::{Admin, StatsConfig, StatsMatcher};
 pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
+pub use crate::header_match::HeaderMatch;
 pub use crate::health::{HealthCheck, OutlierDetection};
 pub use crate::mirror::RequestMirrorPolicy;
 pub use crate::trace::{OtlpExporter, OtlpProtocol, Tracing};
@@ -290,25 +291,6 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     #[serde(default)]
     pub query: Vec<QueryMatch>,
-}
-
-/// A condition on one request header. Exactly one of the conditions is set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderMatch {
-    pub name: String,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub regex: Option<String>,
-    /// `true`: the header must be present; `false`: it must be absent.
-    #[serde(default)]
-    pub present: Option<bool>,
-    /// Negate the condition.
-    #[serde(default)]
-    pub invert: bool,
 }
 
 /// A condition on one query parameter. With no condition the parameter must be present.

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use crate::access_log;
 use crate::model::*;
 use crate::rate_limit;
+use crate::token::is_tchar;
 use crate::ConfigError;
 
 pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
@@ -642,9 +643,6 @@ fn check_domain(d: &str) -> Result<(), String> {
 }
 
 /// RFC 9110 token characters, for header names and methods.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
 
 #[cfg(test)]
 mod tests {

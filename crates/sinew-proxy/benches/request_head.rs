@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue};
 use sinew_codec::http1::{HeadLimits, RequestParser};
-use sinew_proxy::http::headers::{self, X_REQUEST_ID};
+use sinew_proxy::filters::router::headers::{self, X_REQUEST_ID};
 
 const HEAD: &[u8] = b"GET /api/v1/orders/48213?include=items&page=2 HTTP/1.1\r\n\
 Host: shop.example.com\r\n\

@@ -14,18 +14,15 @@
 //! one worker, and upstream pools are kept per worker. The thread that called
 //! [`Proxy::start_on`] keeps the rest: reloads, the admin API, xDS, health checks.
 
-pub mod access_log;
 pub mod admin;
-pub mod connection_rate_limit;
-pub mod drain;
-pub mod http;
-pub mod listener;
+pub mod config;
+pub mod filters;
 pub mod metrics;
 mod moment;
+pub mod net;
+pub mod protocol;
 pub mod reload;
-pub mod snapshot;
-mod tcp;
-pub mod trace;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,10 +33,12 @@ use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
 pub use sinew_runtime::Workers;
 use tokio::sync::Mutex;
 
-use crate::drain::Drain;
-pub use crate::drain::{DrainReport, Phase};
-use crate::listener::ListenerSlot;
-use crate::snapshot::Snapshot;
+use crate::config::compile;
+use crate::config::slot::ListenerSlot;
+use crate::config::snapshot::Snapshot;
+use crate::net::drain::Drain;
+pub use crate::net::drain::{DrainReport, Phase};
+use crate::net::listener;
 
 /// A running data plane.
 pub struct Proxy {
@@ -64,7 +63,7 @@ pub struct Proxy {
 
 /// Compiles a config without running it.
 pub fn check(loaded: &LoadedConfig) -> Result<(), Diagnostics> {
-    snapshot::compile(loaded, None, 0, None).map(|_| ())
+    compile::compile(loaded, None, 0, None).map(|_| ())
 }
 
 /// Reads a config file and checks its structure and references. When those fail, the
@@ -78,7 +77,7 @@ pub fn load_file(path: &std::path::Path) -> Result<LoadedConfig, Diagnostics> {
     if errors.is_empty() {
         return Ok(loaded);
     }
-    errors.extend(snapshot::lint(&loaded));
+    errors.extend(compile::lint(&loaded));
     Err(loaded.diagnostics(errors))
 }
 
@@ -104,7 +103,7 @@ impl Proxy {
             }),
             slots: Mutex::new(Vec::new()),
             drain: Arc::new(Drain::new()),
-            metrics: Arc::new(metrics::Metrics::new(metrics::scrape::ScrapeTime {
+            metrics: Arc::new(metrics::Metrics::new(admin::scrape::ScrapeTime {
                 proxy: weak.clone(),
             })),
             live_slots: ArcSwap::from_pointee(Vec::new()),
@@ -151,7 +150,7 @@ impl Proxy {
         let next = {
             let (compiling, metrics) = (loaded.clone(), self.metrics.clone());
             tokio::task::spawn_blocking(move || {
-                snapshot::compile(&compiling, Some(&current), version, Some(&metrics))
+                compile::compile(&compiling, Some(&current), version, Some(&metrics))
             })
             .await
             .map_err(|e| {
@@ -185,7 +184,7 @@ impl Proxy {
             cluster.warm().await;
             cluster.start();
         }
-        http::rate_limit::warm(&next).await;
+        compile::warm_rate_limits(&next).await;
         // Keep, update or stop the running slots, then start the new ones.
         slots.retain(|slot| {
             match next
@@ -204,7 +203,7 @@ impl Proxy {
             }
         });
         for (socket, config) in fresh {
-            match ListenerSlot::start(socket, config, self.drain.clone(), &self.workers) {
+            match listener::start(socket, config, self.drain.clone(), &self.workers) {
                 Ok(slot) => slots.push(slot),
                 Err(e) => tracing::error!(error = %e, "cannot start listener"),
             }

@@ -7,7 +7,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sinew_fuzz::proptest::prelude::*;
-use sinew_proxy::trace::context::{extract, inject, Outgoing, Parent};
+use sinew_proxy::filters::trace::context::{extract, inject, Outgoing, Parent};
 
 /// Values each trace header takes, valid and almost valid.
 const TRACE_SAMPLES: &[&str] = &[

@@ -18,6 +18,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// A request as the stream layer and its filters see it, whichever codec read it.
+pub type DownstreamRequest = http::Request<RequestBody>;
+
 /// The read half of an HTTP/1 connection, plain or TLS.
 pub type ConnRead = Box<dyn AsyncRead + Send + Sync + Unpin>;
 /// The write half of an HTTP/1 connection, plain or TLS.

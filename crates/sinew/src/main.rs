@@ -290,7 +290,7 @@ fn validate(file: &Path) -> ExitCode {
         config_file::Kind::Control => sinew_control::ControlConfig::parse(&name, &text)
             .map(|_| "a `sinew control` config".into())
             .map_err(|d| d.to_string()),
-        config_file::Kind::Registry => sinew_control::services::check(&text)
+        config_file::Kind::Registry => sinew_control::registry::directory::check(&text)
             .map(|n| {
                 let plural = if n == 1 { "" } else { "s" };
                 format!("a directory registry file, {n} resource{plural}")
@@ -551,7 +551,7 @@ async fn reopen_access_logs_on_sigusr1() {
         return;
     };
     while usr1.recv().await.is_some() {
-        sinew_proxy::access_log::reopen_files();
+        sinew_proxy::filters::access_log::reopen_files();
         tracing::info!("SIGUSR1: access-log files will be reopened before their next line");
     }
 }

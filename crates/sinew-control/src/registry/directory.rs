@@ -65,3 +65,44 @@ fn read_all(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .filter_map(|p| std::fs::read(&p).ok().map(|bytes| (p, bytes)))
         .collect()
 }
+
+/// Checks a directory registry's file as the control plane would take it: it parses, and
+/// building its services and listeners into Envoy resources finds nothing wrong (an `lb`
+/// that is no policy, an address that is not `ip:port`). Ok with how many resources it
+/// holds; else every problem as `line:column: message`. Routes may name services the
+/// file does not define: other files and registries provide those.
+pub fn check(text: &str) -> Result<usize, Vec<String>> {
+    let located = services::parse_located(text).map_err(|e| vec![e])?;
+    let mut catalog = crate::snapshot::Catalog::default();
+    let mut labels = Vec::new();
+    for (position, resource) in &located {
+        let label = match resource {
+            Resource::Service(s) => {
+                catalog.services.insert(s.name.clone(), s.clone());
+                format!("service {:?}", s.name)
+            }
+            Resource::Listener(l) => {
+                catalog.listeners.insert(l.name.clone(), l.clone());
+                format!("listener {:?}", l.name)
+            }
+        };
+        labels.push((label, *position));
+    }
+    let built = crate::snapshot::Built::new(&catalog);
+    let problems: Vec<String> = built
+        .problems
+        .iter()
+        .map(|problem| {
+            let at = labels
+                .iter()
+                .find(|(label, _)| problem.starts_with(&format!("{label}:")))
+                .map_or(sinew_config::Position { line: 1, column: 1 }, |(_, p)| *p);
+            format!("{}:{}: {problem}", at.line, at.column)
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(located.len())
+    } else {
+        Err(problems)
+    }
+}

@@ -331,7 +331,7 @@ async fn a_full_queue_drops_and_counts_entries_instead_of_blocking_requests() {
         ))
         .start()
         .await;
-    let dropped_before = sinew_proxy::access_log::dropped_entries();
+    let dropped_before = sinew_proxy::filters::access_log::dropped_entries();
     // Nobody reads the FIFO: its writer blocks opening it, holding what it took (the
     // first entry and at most a queue's worth gathered after it); two more fill the
     // queue; the rest must be dropped while the requests go on unhindered.
@@ -347,7 +347,7 @@ async fn a_full_queue_drops_and_counts_entries_instead_of_blocking_requests() {
         "requests waited on the log: {:?}",
         started.elapsed()
     );
-    let dropped = sinew_proxy::access_log::dropped_entries() - dropped_before;
+    let dropped = sinew_proxy::filters::access_log::dropped_entries() - dropped_before;
     assert!(dropped >= (REQUESTS - 5) as u64, "dropped {dropped}");
     // The admin API's metrics report them (a process-wide total, so at least these).
     let admin = sinew_integration::admin_kit::start(&proxy).await;

@@ -859,7 +859,7 @@ async fn logging_refuses_an_unknown_module() {
         "info\n",
         "the refused calls changed nothing"
     );
-    let r = post("/logging?sinew_proxy::http=debug&h2=warn").await;
+    let r = post("/logging?sinew_proxy::protocol=debug&h2=warn").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.text(), "info,sinew_proxy::http=debug,h2=warn\n");
+    assert_eq!(r.text(), "info,sinew_proxy::protocol=debug,h2=warn\n");
 }

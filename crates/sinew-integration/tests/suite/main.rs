@@ -26,6 +26,7 @@ mod limits;
 mod malformed;
 mod metrics;
 mod mirroring;
+mod module_graph;
 mod outlier_detection;
 mod pools;
 mod prometheus;

@@ -92,7 +92,7 @@ fn unknown_module(modules: Option<&[&str]>, name: &str) -> Option<String> {
     }
     Some(format!(
         "{name}: no such module; the crates that log here are {} (a module inside one, \
-         such as sinew_proxy::http, works too), or use ?level=L for all of them\n",
+         such as sinew_proxy::protocol, works too), or use ?level=L for all of them\n",
         modules.join(", ")
     ))
 }
@@ -113,7 +113,7 @@ mod tests {
         let known: &[&str] = &["sinew_proxy", "h2"];
         assert_eq!(unknown_module(Some(known), "sinew_proxy"), None);
         assert_eq!(
-            unknown_module(Some(known), "sinew_proxy::http::handler"),
+            unknown_module(Some(known), "sinew_proxy::stream::handler"),
             None
         );
         let refused = unknown_module(Some(known), "no_such_module").unwrap();

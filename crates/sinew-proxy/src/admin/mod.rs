@@ -13,6 +13,7 @@ mod clusters;
 mod config_dump;
 mod health;
 mod logging;
+pub mod scrape;
 mod stats;
 
 use std::convert::Infallible;

@@ -17,7 +17,6 @@
 //! handle slot is `None` and the request path does no metric work.
 
 mod histogram;
-pub mod scrape;
 mod shard;
 
 use std::collections::HashMap;
@@ -72,7 +71,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// The families, registered; `scrape` adds what is read at scrape time.
-    pub fn new(scrape: scrape::ScrapeTime) -> Self {
+    pub fn new(scrape: impl prometheus_client::collector::Collector) -> Self {
         let mut registry = Registry::default();
         let m = Metrics {
             registry: Registry::default(),

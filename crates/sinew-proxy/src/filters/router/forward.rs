@@ -5,28 +5,28 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, UPGRADE};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use sinew_codec::http1::client::ClientError;
-use sinew_config::model::UpstreamProtocol;
 use sinew_router::{Action, Route, VirtualHost};
 use sinew_stream::RequestBody as DownstreamBody;
-use sinew_stream::Upgraded;
-use sinew_upstream::{BodyError, Outcome, RequestBody, SendError, UpstreamBody, WireProtocol};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use sinew_upstream::{BodyError, Outcome, RequestBody, SendError, UpstreamBody};
 
-use super::body::ResponseBody;
-use super::flags::ResponseFlags;
 use super::headers;
-use super::local_reply;
-use super::logged::UpstreamInfo;
 use super::mirror;
 use super::replay::HeadCopy;
-use super::ConnContext;
-use crate::snapshot::{HttpManager, RouteSet};
+use super::tunnel::tunnel;
+use super::upstream_request::{build_request, wire_protocol, Prepared};
+use crate::config::snapshot::{HttpManager, RouteSet};
+use crate::stream::body::ResponseBody;
+use crate::stream::conn::ConnContext;
+use crate::stream::flags::ResponseFlags;
+use crate::stream::local_reply;
+use crate::stream::upstream_info::UpstreamInfo;
+use sinew_stream::DownstreamRequest;
 
 /// Why an attempt got no usable response.
 enum Failure {
@@ -99,17 +99,9 @@ impl Failure {
     }
 }
 
-/// The parts of the upstream request that every attempt (and shadow request) reuses.
-#[derive(Clone)]
-pub(super) struct Prepared {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-}
-
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn forward(
-    mut req: super::DownstreamRequest,
+pub(crate) async fn forward(
+    mut req: DownstreamRequest,
     // The authority the request was routed on: the upstream gets this one, whatever the
     // request's headers say after hop-by-hop removal and the route's edits.
     routed_authority: HeaderValue,
@@ -236,9 +228,9 @@ pub(super) async fn forward(
     let idle_bound = !stream_idle.is_zero() && (timeout.is_zero() || timeout > stream_idle);
     let idle_bound = idle_bound.then_some(stream_idle);
     // One await site: two would each keep a copy of `exchange`'s state in this future.
-    let response = match super::stream::head_or_idle(exchange, conn, idle_bound).await {
+    let response = match crate::stream::in_flight::head_or_idle(exchange, conn, idle_bound).await {
         Some(r) => r,
-        None => Err(super::stream::idle_before_head(conn, grpc)),
+        None => Err(crate::stream::in_flight::idle_before_head(conn, grpc)),
     };
     let mut response = match response {
         Ok(r) => r,
@@ -485,50 +477,6 @@ fn find_cause<'a, T: std::error::Error + 'static>(
     None
 }
 
-/// The protocol to speak to a cluster's endpoint; an upgrade (WebSocket) needs HTTP/1.1.
-pub(super) fn wire_protocol(
-    cluster: UpstreamProtocol,
-    downstream_h2: bool,
-    upgrade: bool,
-) -> WireProtocol {
-    match cluster {
-        _ if upgrade => WireProtocol::Http1,
-        UpstreamProtocol::Http1 => WireProtocol::Http1,
-        UpstreamProtocol::Http2 => WireProtocol::Http2,
-        UpstreamProtocol::SameAsDownstream if downstream_h2 => WireProtocol::Http2,
-        UpstreamProtocol::SameAsDownstream => WireProtocol::Http1,
-    }
-}
-
-pub(super) fn build_request(
-    parts: Prepared,
-    authority: &HeaderValue,
-    body: RequestBody,
-    protocol: WireProtocol,
-    tls: bool,
-) -> Request<RequestBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method;
-    *request.headers_mut() = parts.headers;
-    match protocol {
-        WireProtocol::Http1 => {
-            *request.uri_mut() = parts.uri;
-            request.headers_mut().insert(HOST, authority.clone());
-        }
-        WireProtocol::Http2 => {
-            // HTTP/2 carries the authority in the URI (`:authority`), not in Host.
-            request.headers_mut().remove(HOST);
-            let mut uri = parts.uri.into_parts();
-            uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-            uri.authority = authority.to_str().ok().and_then(|a| a.parse().ok());
-            if let Ok(u) = Uri::from_parts(uri) {
-                *request.uri_mut() = u;
-            }
-        }
-    }
-    request
-}
-
 /// Chooses how the body travels: buffered when a retry may need it again, else streamed.
 async fn prepare_body(
     body: DownstreamBody,
@@ -585,51 +533,6 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
         })
-}
-
-/// Joins the two halves of an upgraded connection once both sides have switched. The
-/// tunnel counts as one of its listener's connections until it ends, and a drain treats
-/// it as a TCP proxy connection: it runs until the deadline.
-fn tunnel(
-    downstream: sinew_stream::OnUpgrade,
-    upstream: Upgraded,
-    slot: &std::sync::Arc<crate::listener::ListenerSlot>,
-) {
-    let guard = slot.hold();
-    tokio::spawn(slot.drain.watch().cut_at_deadline(async move {
-        let _guard = guard;
-        // The downstream switches once the 101 is on its wire.
-        match downstream.await {
-            Ok(down) => {
-                if let Err(e) = join_upgraded(down, upstream).await {
-                    tracing::debug!(error = %e, "upgraded connection ended");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    }));
-}
-
-/// Copies both ways until both directions end; the bytes each side's codec read past
-/// its head go to the other side first.
-async fn join_upgraded(down: Upgraded, up: Upgraded) -> std::io::Result<()> {
-    let (a, b) = tokio::join!(
-        one_way(down.read, down.read_buf, up.write),
-        one_way(up.read, up.read_buf, down.write)
-    );
-    a.and(b)
-}
-
-async fn one_way<R, W>(mut from: R, early: bytes::Bytes, mut to: W) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    if !early.is_empty() {
-        to.write_all(&early).await?;
-    }
-    tokio::io::copy(&mut from, &mut to).await?;
-    to.shutdown().await
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use sinew_config::model::Tracing;
 
-use crate::http::flags::ResponseFlags;
-use crate::http::logged::UpstreamInfo;
+use crate::stream::flags::ResponseFlags;
+use crate::stream::upstream_info::UpstreamInfo;
 use context::{Incoming, Outgoing};
 use export::SpanQueue;
 

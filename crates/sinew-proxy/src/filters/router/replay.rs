@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-use super::forward::Prepared;
+use super::upstream_request::Prepared;
 
 /// Vectors kept per thread for reuse: enough for the requests one worker has in flight
 /// with retry policies at once, in the common case.

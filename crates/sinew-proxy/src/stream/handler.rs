@@ -1,25 +1,24 @@
-//! A request's life, as named phases: check its framing, find its virtual host and
-//! route, apply its rate limits, inject the faults it asks for, then act — answer
-//! directly, redirect, or forward upstream. Around them, when configured, its trace span
-//! and its access-log entry.
+//! A stream's life, as named phases through its listener's filter chain
+//! (`crate::filters::chain`): the request as received (trace context, access log), its
+//! framing checked, its virtual host and route found, the route's filters (rate limits,
+//! faults), the router's action (a direct answer, a redirect, or the upstream call), and
+//! the response back through the filters in reverse.
 
 use http::header::{CONTENT_TYPE, HOST};
 use std::time::Duration;
 
-use super::DownstreamRequest;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
 use sinew_router::{Action, RequestView};
+use sinew_stream::DownstreamRequest;
 
 use super::body::ResponseBody;
-use super::fault;
+use super::conn::ConnContext;
 use super::flags::ResponseFlags;
-use super::forward;
 use super::local_reply;
-use super::logged;
-use super::rate_limit;
-use super::ConnContext;
-use crate::snapshot::{HttpManager, ListenerKind};
-use crate::trace;
+use crate::config::snapshot::{HttpManager, ListenerKind};
+use crate::filters::chain::StreamState;
+use crate::filters::router::forward;
+use crate::filters::{Downstream, Routed};
 
 /// Handles one request: its response, and the stream idle timeout that applies to it
 /// (its route's, else its listener's; zero when off).
@@ -41,43 +40,28 @@ pub(crate) async fn handle(
         return (reply, Duration::ZERO);
     };
     let mut idle = manager.stream_idle_timeout;
-    // Tracing: read and pass on the trace context; a sampled request gets a span.
-    let span = match &manager.tracing {
-        None => None,
-        Some(tracer) => trace::start(tracer, &mut req, conn.peer, conn.tls),
+    let filters = &manager.filters;
+    // Phase 1: the request as received.
+    let mut state = StreamState::default();
+    let downstream = Downstream {
+        peer: conn.peer,
+        local: conn.slot.bound,
+        tls: conn.tls,
     };
-    let record_upstream = manager.access_log.is_some() || span.is_some();
-    // Access log: take the request's half of the entry now, the response's at the end.
-    // One call of `phases` for both cases: each call site would have its own place in
-    // this future, and the future is copied whole into its box for every request.
-    let started = manager.access_log.as_ref().map(|logs| {
-        logged::start(
-            logs,
-            &mut req,
-            manager.generate_request_id,
-            conn.peer,
-            conn.slot.bound,
-            conn.tls,
-        )
-    });
-    let response = phases(req, conn, manager, record_upstream, &mut idle).await;
-    let response = match (&manager.access_log, started) {
-        (Some(logs), Some(started)) => logged::finish(logs, started, response),
-        _ => response,
-    };
-    if let (Some(span), Some(tracer)) = (span, &manager.tracing) {
-        trace::finish(tracer, span, &response);
-    }
-    (response, idle)
+    filters.on_request(&mut req, downstream, &mut state);
+    let response = phases(req, conn, manager, &mut state, &mut idle).await;
+    // Phase 4b: the stream's end, whatever answered it.
+    (filters.on_stream_end(response, state), idle)
 }
 
-/// The phases, in order; every early return is a local reply. `idle` starts as the
-/// listener's stream idle timeout and becomes the route's once one is chosen.
+/// The phases between the request's and the stream's end; every early return is a local
+/// reply. `idle` starts as the listener's stream idle timeout and becomes the route's
+/// once one is chosen.
 async fn phases(
     req: DownstreamRequest,
     conn: &ConnContext,
     manager: &HttpManager,
-    record_upstream: bool,
+    state: &mut StreamState,
     idle: &mut Duration,
 ) -> Response<ResponseBody> {
     let grpc = is_grpc(req.headers());
@@ -122,34 +106,30 @@ async fn phases(
         *idle = route_idle;
     }
 
-    // Every response from here on is counted for its route at its head (metrics on).
+    // Every response from here on goes back through the route phase's filters and is
+    // counted for its route at its head (metrics on).
     let route_metrics = routes.metrics.as_ref().and_then(|m| m.route(route.id));
-    let counted = |response: Response<ResponseBody>| {
+    let filters = &manager.filters;
+    let finish = |mut response: Response<ResponseBody>, state: &mut StreamState| {
+        filters.on_route_response(&mut response, state);
         if let Some(m) = route_metrics {
             m.count(response.status());
         }
         response
     };
 
-    // Phase 3: rate limits.
-    let quota = match &manager.rate_limits {
-        None => None,
-        Some(limits) => match limits.check(routes, vhost, route, &req, conn, grpc).await {
-            Ok(quota) => quota,
-            Err(refused) => return counted(refused),
-        },
+    // Phase 2: the route's filters (rate limits, faults).
+    let routed = Routed {
+        virtual_hosts: routes.table.virtual_hosts(),
+        vhost,
+        route,
+        grpc,
     };
+    if let Err(refused) = filters.on_route(&req, &routed, conn.peer.ip(), state).await {
+        return finish(refused, state);
+    }
 
-    // Phase 4: faults (chaos testing): a delay, an abort, or nothing.
-    let fault_flags = match &route.fault {
-        Some(policy) => match fault::inject(policy, req.headers(), grpc).await {
-            Ok(flags) => flags,
-            Err(abort) => return counted(abort),
-        },
-        None => ResponseFlags::default(),
-    };
-
-    // Phase 5: act.
+    // Phase 3: the router acts.
     let mut response = match &route.action {
         Action::DirectResponse {
             status,
@@ -166,7 +146,7 @@ async fn phases(
             // up, so forwarding's large state inline would be copied at every level
             // above it (`phases`, `handle`, the connection's box) for every request;
             // boxed, it is copied once and the levels above stay small.
-            let mut response = Box::pin(forward::forward(
+            let response = Box::pin(forward::forward(
                 req,
                 authority,
                 *idle,
@@ -176,17 +156,15 @@ async fn phases(
                 vhost,
                 route,
                 grpc,
-                record_upstream,
+                state.records_upstream(),
             ))
             .await;
-            fault::add_flags(&mut response, fault_flags);
-            return counted(rate_limit::annotate(response, quota));
+            return finish(response, state);
         }
     };
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
-    fault::add_flags(&mut response, fault_flags);
-    counted(rate_limit::annotate(response, quota))
+    finish(response, state)
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

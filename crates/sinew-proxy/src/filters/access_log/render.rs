@@ -448,7 +448,7 @@ mod tests {
 mod fuzz {
     use super::super::{Entry, Format};
     use super::render;
-    use crate::http::flags::ResponseFlags;
+    use crate::stream::flags::ResponseFlags;
     use http::{HeaderName, HeaderValue, Method};
     use sinew_fuzz::proptest::prelude::*;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -8,6 +8,7 @@
 //!
 //! Formats are parsed once, when the config is compiled (`sinew_config::access_log`).
 
+pub(crate) mod logged;
 mod render;
 mod sink;
 
@@ -22,7 +23,7 @@ use sinew_config::access_log::{
     self as config, AccessLogFilter, Comparison, HeaderSource, Operator, Part,
 };
 
-use crate::http::flags::ResponseFlags;
+use crate::stream::flags::ResponseFlags;
 use sink::Sink;
 pub use sink::{dropped_entries, reopen_files};
 

@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use super::Labels;
+use crate::metrics::{resident_memory_bytes, Labels};
 use crate::Proxy;
 
 /// Registered once with the registry; holds the proxy weakly (the proxy owns it).
@@ -114,16 +114,17 @@ impl Collector for ScrapeTime {
         server[0]
             .values
             .push((none.clone(), proxy.metrics.started.elapsed().as_secs_f64()));
-        if let Some(rss) = super::resident_memory_bytes() {
+        if let Some(rss) = resident_memory_bytes() {
             server[1].values.push((none.clone(), rss as f64));
         }
         server[2]
             .values
             .push((none.clone(), if proxy.is_live() { 1.0 } else { 0.0 }));
-        server[3]
-            .values
-            .push((none.clone(), crate::access_log::dropped_entries() as f64));
-        let spans = &crate::trace::export::SPANS;
+        server[3].values.push((
+            none.clone(),
+            crate::filters::access_log::dropped_entries() as f64,
+        ));
+        let spans = &crate::filters::trace::export::SPANS;
         for (i, count) in [&spans.exported, &spans.dropped, &spans.failed]
             .into_iter()
             .enumerate()
@@ -263,7 +264,7 @@ impl Collector for ScrapeTime {
         let mut mirrors: BTreeMap<(String, String), [u64; 4]> = BTreeMap::new();
         let mut seen = Vec::new();
         for l in &snapshot.listeners {
-            let crate::snapshot::ListenerKind::Http(manager) = &l.kind else {
+            let crate::config::snapshot::ListenerKind::Http(manager) = &l.kind else {
                 continue;
             };
             let set = &manager.routes;

@@ -18,8 +18,8 @@ use sinew_router::{MirrorPolicy, MirrorSlot};
 use sinew_upstream::{RequestBody, ShadowBody};
 use std::sync::atomic::Ordering;
 
-use super::forward::{self, Prepared};
-use crate::snapshot::RouteSet;
+use super::upstream_request::{build_request, wire_protocol, Prepared};
+use crate::config::snapshot::RouteSet;
 
 /// Bounds a copy whose route has no timeout (`timeout: 0`), so it cannot hold its
 /// in-flight slot forever.
@@ -77,7 +77,7 @@ pub(super) fn send_copies(
         };
         let (cluster, subset) = routes.target(policy.target);
         let cluster = cluster.clone();
-        let protocol = forward::wire_protocol(cluster.protocol, source.downstream_h2, false);
+        let protocol = wire_protocol(cluster.protocol, source.downstream_h2, false);
         let parts = source.prepared.clone();
         let authority = if policy.suffix_host {
             shadow_host(source.authority)
@@ -108,7 +108,7 @@ pub(super) fn send_copies(
                 } else {
                     RequestBody::Full(Some(body))
                 };
-                let request = forward::build_request(parts, &authority, body, protocol, tls);
+                let request = build_request(parts, &authority, body, protocol, tls);
                 let sent_at = std::time::Instant::now();
                 let response = endpoint
                     .state

@@ -9,11 +9,20 @@ use http_body::{Body, Frame, SizeHint};
 use sinew_upstream::body::UpstreamBodyError;
 use sinew_upstream::UpstreamBody;
 
+use super::flags::ResponseFlags;
+
 pub enum ResponseBody {
     Upstream(UpstreamBody),
     Local(Option<Bytes>),
-    /// Counted for the access log (only when the listener has one).
-    Logged(Box<super::logged::LoggedBody>),
+    /// Wrapped by a filter that watches the body go by (the access log counts its bytes
+    /// and logs when it ends). Boxed and dynamic: only streams with such a filter pay.
+    Watched(Box<dyn WatchedBody>),
+}
+
+/// A response body a filter wraps to watch it go by.
+pub trait WatchedBody: Body<Data = Bytes, Error = UpstreamBodyError> + Send + Unpin {
+    /// The stream is being ended early, for the reason `flags` gives: record it now.
+    fn end_with(&mut self, flags: ResponseFlags);
 }
 
 impl ResponseBody {
@@ -38,7 +47,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Logged(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            ResponseBody::Watched(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -46,7 +55,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Local(b) => b.is_none(),
-            ResponseBody::Logged(b) => b.is_end_stream(),
+            ResponseBody::Watched(b) => b.is_end_stream(),
         }
     }
 
@@ -56,7 +65,7 @@ impl Body for ResponseBody {
             ResponseBody::Local(b) => {
                 SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ResponseBody::Logged(b) => b.size_hint(),
+            ResponseBody::Watched(b) => b.size_hint(),
         }
     }
 }

@@ -9,32 +9,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::DownstreamRequest;
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
+use sinew_stream::DownstreamRequest;
 
-use super::body::ResponseBody;
-use super::flags::ResponseFlags;
-use super::headers::{new_request_id, X_REQUEST_ID};
-use crate::access_log::{AccessLogs, Entry};
-
-/// The upstream that answered (or failed), for `%UPSTREAM_HOST%` and
-/// `%UPSTREAM_CLUSTER%`; `forward.rs` puts it in the response's extensions.
-#[derive(Debug, Clone)]
-pub struct UpstreamInfo {
-    pub host: SocketAddr,
-    pub cluster: Arc<str>,
-}
-
-impl UpstreamInfo {
-    pub fn new(host: SocketAddr, cluster: &sinew_upstream::Cluster) -> Self {
-        Self {
-            host,
-            cluster: cluster.name.clone(),
-        }
-    }
-}
+use super::{AccessLogs, Entry};
+use crate::filters::router::headers::{new_request_id, X_REQUEST_ID};
+use crate::stream::body::{ResponseBody, WatchedBody};
+use crate::stream::flags::ResponseFlags;
+use crate::stream::upstream_info::UpstreamInfo;
 
 /// The request's half of an entry, taken before the request is handed on.
 pub(crate) struct Started {
@@ -113,7 +97,7 @@ pub(crate) fn finish(
     }
     entry.response_headers = logs.capture_response_headers(response.headers());
     response.map(|inner| {
-        ResponseBody::Logged(Box::new(LoggedBody {
+        ResponseBody::Watched(Box::new(LoggedBody {
             inner,
             logs: logs.clone(),
             entry: Some(entry),
@@ -133,15 +117,17 @@ pub struct LoggedBody {
     last_byte: Option<Instant>,
 }
 
-impl LoggedBody {
-    /// Logs the entry now, with `flags` added: the stream is being ended early.
-    pub(crate) fn end_with(&mut self, flags: ResponseFlags) {
+impl WatchedBody for LoggedBody {
+    /// Logs the entry now, with `flags` added.
+    fn end_with(&mut self, flags: ResponseFlags) {
         if let Some(entry) = self.entry.as_mut() {
             entry.flags = entry.flags | flags;
         }
         self.log();
     }
+}
 
+impl LoggedBody {
     fn log(&mut self) {
         if let Some(mut entry) = self.entry.take() {
             let end = self.last_byte.unwrap_or_else(Instant::now);

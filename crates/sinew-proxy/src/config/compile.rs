@@ -5,117 +5,25 @@
 //! a request; the snapshot that was running keeps running.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use sinew_balance::{Balancer, PickContext, Policy};
+use sinew_balance::{Balancer, Policy};
 use sinew_config::model::{self, Listener};
 use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
 use sinew_router::{RouteTable, Target};
 use sinew_upstream::{Cluster, ClusterBuilder};
 use tokio_rustls::TlsAcceptor;
 
-use crate::connection_rate_limit::ConnectionRateLimit;
-use crate::http::rate_limit::HttpRateLimits;
-use crate::metrics::{ListenerMetrics, Metrics, RouteSetMetrics};
+use crate::filters::rate_limit::HttpRateLimits;
+use crate::metrics::Metrics;
+use crate::net::connection_rate_limit::ConnectionRateLimit;
 
-/// Everything the data plane needs, compiled; replaced whole on reload.
-pub struct Snapshot {
-    pub version: u64,
-    pub listeners: Vec<Arc<ListenerConfig>>,
-    pub clusters: Vec<Arc<Cluster>>,
-    pub drain_timeout: Duration,
-    /// False under `stats_config: {stats_matcher: {reject_all: true}}`: no handles below.
-    pub metrics_enabled: bool,
-}
-
-/// One listener's compiled config. Cloning copies handles, not what they point to.
-#[derive(Clone)]
-pub struct ListenerConfig {
-    pub name: Arc<str>,
-    /// As written in the config; a listener keeps its socket across reloads while this
-    /// stays the same (so port 0 keeps its port).
-    pub address_text: String,
-    pub address: SocketAddr,
-    pub max_connections: Option<u32>,
-    pub connection_rate_limit: Option<Arc<ConnectionRateLimit>>,
-    /// Keepalive set on each accepted socket; None leaves the kernel's default (off).
-    pub tcp_keepalive: Option<socket2::TcpKeepalive>,
-    pub tls: Option<TlsAcceptor>,
-    pub kind: ListenerKind,
-    /// None when metrics are off.
-    pub metrics: Option<Arc<ListenerMetrics>>,
-}
-
-#[derive(Clone)]
-pub enum ListenerKind {
-    Http(Arc<HttpManager>),
-    Tcp(Arc<TcpProxy>),
-}
-
-/// A route table with the clusters its targets point at.
-pub struct RouteSet {
-    pub table: RouteTable,
-    targets: Vec<(Arc<Cluster>, usize)>,
-    /// Per-route and per-target metric handles; None when metrics are off.
-    pub metrics: Option<RouteSetMetrics>,
-}
-
-impl RouteSet {
-    /// The cluster and subset a route target stands for.
-    pub fn target(&self, t: Target) -> (&Arc<Cluster>, usize) {
-        let (c, s) = &self.targets[t.0];
-        (c, *s)
-    }
-}
-
-/// The HTTP connection manager of one listener.
-pub struct HttpManager {
-    pub routes: Arc<RouteSet>,
-    pub max_request_headers_bytes: usize,
-    pub max_request_body_bytes: Option<u64>,
-    pub request_headers_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// Zero when off.
-    pub stream_idle_timeout: Duration,
-    pub request_timeout: Duration,
-    pub generate_request_id: bool,
-    pub trust_forwarded_headers: bool,
-    pub tls: bool,
-    /// `Via` values for HTTP/1.1 and HTTP/2 requests; None when `via` is empty.
-    pub via_http1: Option<HeaderValue>,
-    pub via_http2: Option<HeaderValue>,
-    /// The HTTP/1 codec's connection settings.
-    pub http1_settings: sinew_codec::http1::server::ServerSettings,
-    /// hyper's HTTP/2 connection settings, built once: connections borrow them rather
-    /// than each holding a copy for its whole life.
-    pub http2: crate::http::Http2Builder,
-    /// None when no level of this listener has a rate limit.
-    pub rate_limits: Option<Arc<HttpRateLimits>>,
-    /// None when the listener has no `access_log`.
-    pub access_log: Option<Arc<crate::access_log::AccessLogs>>,
-    /// None when the listener has no `tracing`.
-    pub tracing: Option<Arc<crate::trace::Tracer>>,
-}
-
-/// A TCP proxy's targets.
-pub struct TcpProxy {
-    pub clusters: Vec<Arc<Cluster>>,
-    balancer: Balancer,
-    pub idle_timeout: Duration,
-    /// None when the listener has no `access_log`.
-    pub access_log: Option<Arc<crate::access_log::AccessLogs>>,
-}
-
-impl TcpProxy {
-    /// Chooses a cluster by weight.
-    pub fn pick_cluster(&self) -> Option<&Arc<Cluster>> {
-        let i = self.balancer.pick(&PickContext::none())?;
-        self.clusters.get(i)
-    }
-}
+use super::snapshot::*;
+use crate::filters::access_log::AccessLogs;
+use crate::filters::chain::FilterChain;
+use crate::filters::trace::Tracer;
 
 /// Compiles `loaded` into a snapshot. Clusters named as in `previous` keep their
 /// endpoints' pooled connections.
@@ -259,12 +167,11 @@ pub fn compile(
                     .map_or(&[][..], |rc| &rc.virtual_hosts[..]),
             };
             let before = before.and_then(|b| match &b.kind {
-                ListenerKind::Http(m) => m.rate_limits.as_deref(),
+                ListenerKind::Http(m) => m.filters.rate_limits().map(|r| &**r),
                 ListenerKind::Tcp(_) => None,
             });
-            let mut manager = http_manager(http, routes, l);
-            manager.rate_limits = crate::http::rate_limit::compile(http, vhosts, before);
-            ListenerKind::Http(Arc::new(manager))
+            let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
+            ListenerKind::Http(Arc::new(http_manager(http, routes, rate_limits, l)))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
                 match (&tcp.cluster, &tcp.weighted_clusters) {
@@ -281,7 +188,7 @@ pub fn compile(
                     .collect(),
                 balancer: Balancer::new(&Policy::Random, &weights),
                 idle_timeout: tcp.idle_timeout,
-                access_log: crate::access_log::AccessLogs::compile(tcp.access_log.as_deref()),
+                access_log: AccessLogs::compile(tcp.access_log.as_deref()),
             }))
         } else {
             unreachable!("validation requires http or tcp");
@@ -358,6 +265,7 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
 fn http_manager(
     http: &model::HttpConnectionManager,
     routes: Arc<RouteSet>,
+    rate_limits: Option<Arc<HttpRateLimits>>,
     l: &Listener,
 ) -> HttpManager {
     let via = |version: &str| {
@@ -365,6 +273,12 @@ fn http_manager(
             .then(|| HeaderValue::from_str(&format!("{version} {}", http.via)).ok())
             .flatten()
     };
+    let tracer = http.tracing.as_ref().and_then(|t| {
+        // Validation has checked the endpoint; this cannot fail on a validated config.
+        Tracer::compile(t)
+            .map_err(|e| tracing::error!(listener = %l.name, "tracing is off: {e}"))
+            .ok()
+    });
     HttpManager {
         routes,
         max_request_headers_bytes: http.max_request_headers_kb as usize * 1024,
@@ -378,20 +292,18 @@ fn http_manager(
         tls: l.tls.is_some(),
         via_http1: via("1.1"),
         via_http2: via("2"),
-        http1_settings: crate::http::http1_settings(
+        http1_settings: http1_settings(
             http.max_request_headers_kb as usize * 1024,
             http.request_headers_timeout,
             http.idle_timeout,
         ),
-        http2: crate::http::http2_builder(http.max_request_headers_kb as usize * 1024),
-        rate_limits: None,
-        access_log: crate::access_log::AccessLogs::compile(http.access_log.as_deref()),
-        tracing: http.tracing.as_ref().and_then(|t| {
-            // Validation has checked the endpoint; this cannot fail on a validated config.
-            crate::trace::Tracer::compile(t)
-                .map_err(|e| tracing::error!(listener = %l.name, "tracing is off: {e}"))
-                .ok()
-        }),
+        http2: http2_builder(http.max_request_headers_kb as usize * 1024),
+        filters: FilterChain::new(
+            tracer,
+            AccessLogs::compile(http.access_log.as_deref()),
+            http.generate_request_id,
+            rate_limits,
+        ),
     }
 }
 
@@ -407,4 +319,43 @@ fn tls_acceptor(t: &model::ListenerTls) -> Result<TlsAcceptor, (&'static str, St
         .map_err(|e| ("key", format!("certificate and key do not fit: {e}")))?;
     config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// hyper's settings for a listener's HTTP/2 connections, built once per config.
+fn http2_builder(max_request_headers_bytes: usize) -> Http2Builder {
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(max_request_headers_bytes as u32);
+    builder
+}
+
+/// The codec's settings for a listener's HTTP/1 connections.
+fn http1_settings(
+    max_request_headers_bytes: usize,
+    request_headers_timeout: Duration,
+    idle_timeout: Duration,
+) -> sinew_codec::http1::server::ServerSettings {
+    sinew_codec::http1::server::ServerSettings {
+        limits: sinew_codec::http1::HeadLimits {
+            max_head_bytes: max_request_headers_bytes,
+            ..sinew_codec::http1::HeadLimits::default()
+        },
+        header_read_timeout: Some(request_headers_timeout),
+        idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+        ..sinew_codec::http1::server::ServerSettings::default()
+    }
+}
+
+/// Waits (briefly) for each new global rate limiter's first connection to Redis, so a
+/// proxy that starts while Redis is up counts its first requests.
+pub(crate) async fn warm_rate_limits(snapshot: &Snapshot) {
+    for listener in &snapshot.listeners {
+        if let ListenerKind::Http(m) = &listener.kind {
+            if let Some(limits) = m.filters.rate_limits() {
+                limits.warm().await;
+            }
+        }
+    }
 }

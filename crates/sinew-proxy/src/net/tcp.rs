@@ -10,8 +10,8 @@ use sinew_upstream::Outcome;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::config::snapshot::TcpProxy;
 use crate::moment::SharedMoment;
-use crate::snapshot::TcpProxy;
 
 /// Bytes buffered in each direction of a proxied TCP connection.
 const TCP_BUFFER: usize = 16 * 1024;
@@ -62,8 +62,8 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
         if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
             let entry = tcp_entry(&downstream, start, None, (0, 0));
-            logs.record(crate::access_log::Entry {
-                flags: crate::http::flags::ResponseFlags::UPSTREAM_CONNECT_FAILURE,
+            logs.record(crate::filters::access_log::Entry {
+                flags: crate::stream::flags::ResponseFlags::UPSTREAM_CONNECT_FAILURE,
                 ..entry
             });
         }
@@ -110,10 +110,10 @@ fn tcp_entry(
     (start, at): (std::time::SystemTime, std::time::Instant),
     upstream: Option<(std::net::SocketAddr, Arc<str>)>,
     (bytes_received, bytes_sent): (u64, u64),
-) -> crate::access_log::Entry {
+) -> crate::filters::access_log::Entry {
     let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
     let (upstream_host, upstream_cluster) = upstream.unzip();
-    crate::access_log::Entry {
+    crate::filters::access_log::Entry {
         start,
         method: None,
         path: None,

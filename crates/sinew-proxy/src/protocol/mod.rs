@@ -7,150 +7,33 @@
 //! from ALPN, or from its first bytes (`sniff`). Either way a request reaches the
 //! handler as a `Request<sinew_stream::RequestBody>`.
 
-pub mod body;
-mod fault;
-pub mod flags;
-mod forward;
-mod handler;
-pub mod headers;
-pub mod local_reply;
-pub(crate) mod logged;
-mod mirror;
-pub(crate) mod rate_limit;
-mod replay;
+mod io_activity;
 mod sniff;
-pub(crate) mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use sinew_codec::http1::server::{self as http1_server, ServerSettings};
-use sinew_codec::http1::HeadLimits;
+use hyper_util::rt::TokioIo;
+use sinew_codec::http1::server::{self as http1_server};
 use sinew_stream::{ConnRead, ConnWrite, RequestBody};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::listener::ListenerSlot;
+use crate::config::slot::ListenerSlot;
+use crate::config::snapshot::{HttpManager, ListenerConfig, ListenerKind};
 use crate::moment::SharedMoment;
-use crate::snapshot::{HttpManager, ListenerConfig, ListenerKind};
+use crate::stream::conn::ConnContext;
+use crate::stream::handler;
+use crate::stream::in_flight::{InFlight, StreamBody};
+use io_activity::IoActivity;
+use sinew_stream::DownstreamRequest;
 use sniff::Sniffed;
-
-/// A request as the handler sees it, whichever codec read it.
-pub(crate) type DownstreamRequest = Request<RequestBody>;
-
-/// What a request handler knows of its connection.
-pub(crate) struct ConnContext {
-    pub slot: Arc<ListenerSlot>,
-    pub peer: SocketAddr,
-    /// The peer's IP as a header value, for `X-Forwarded-For`.
-    pub peer_ip_value: http::HeaderValue,
-    pub tls: bool,
-    /// Whether the connection loop times idleness from requests (HTTP/2). On HTTP/1 the
-    /// codec times it itself, so requests skip the bookkeeping (and its clock read).
-    tracks_idle: bool,
-    /// Requests from their head to the end of their response body (when `tracks_idle`).
-    active_requests: AtomicU32,
-    /// When the last request finished (or the connection began).
-    idle_since: SharedMoment,
-    /// When bytes last moved on the connection, either way.
-    pub io_activity: Arc<SharedMoment>,
-    /// Response bodies handed to hyper and not yet done.
-    bodies_in_flight: AtomicU32,
-    /// The longest stream idle timeout among those bodies, in ms (`u64::MAX`: one has
-    /// none); 0 when there are none.
-    body_idle_ms: AtomicU64,
-    /// Set when the connection is closed because its outstanding bodies stalled.
-    pub stream_idle_fired: AtomicBool,
-}
-
-impl ConnContext {
-    fn request_started(&self) {
-        if self.tracks_idle {
-            self.active_requests.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn request_finished(&self) {
-        if self.tracks_idle {
-            self.idle_since.mark();
-            self.active_requests.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    fn body_started(&self, idle: Duration) {
-        let ms = if idle.is_zero() {
-            u64::MAX
-        } else {
-            idle.as_millis().max(1) as u64
-        };
-        self.body_idle_ms.fetch_max(ms, Ordering::Relaxed);
-        self.bodies_in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn body_finished(&self) {
-        if self.bodies_in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.body_idle_ms.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// While response bodies are outstanding and all have an idle timeout: how long no
-    /// bytes have moved on the connection, and the longest of those timeouts.
-    fn body_stall(&self) -> Option<(Duration, Duration)> {
-        if self.bodies_in_flight.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        match self.body_idle_ms.load(Ordering::Relaxed) {
-            0 | u64::MAX => None,
-            ms => Some((
-                self.io_activity.elapsed().unwrap_or_default(),
-                Duration::from_millis(ms),
-            )),
-        }
-    }
-
-    /// How long the connection has had no request in flight, or None while one is.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.active_requests.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        self.idle_since.elapsed()
-    }
-}
-
-/// hyper's settings for a listener's HTTP/2 connections, built once per config.
-pub(crate) fn http2_builder(max_request_headers_bytes: usize) -> Http2Builder {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_request_headers_bytes as u32);
-    builder
-}
-
-pub(crate) type Http2Builder = hyper::server::conn::http2::Builder<TokioExecutor>;
-
-/// The codec's settings for a listener's HTTP/1 connections.
-pub(crate) fn http1_settings(
-    max_request_headers_bytes: usize,
-    request_headers_timeout: Duration,
-    idle_timeout: Duration,
-) -> ServerSettings {
-    ServerSettings {
-        limits: HeadLimits {
-            max_head_bytes: max_request_headers_bytes,
-            ..HeadLimits::default()
-        },
-        header_read_timeout: Some(request_headers_timeout),
-        idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
-        ..ServerSettings::default()
-    }
-}
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(
@@ -234,8 +117,8 @@ where
     R: AsyncRead + Unpin + Send + Sync + 'static,
     W: AsyncWrite + Unpin + Send + Sync + 'static,
 {
-    let read = stream::IoActivity::new(prefix, read, activity.clone());
-    let write = stream::IoActivity::new(Bytes::new(), write, activity.clone());
+    let read = IoActivity::new(prefix, read, activity.clone());
+    let write = IoActivity::new(Bytes::new(), write, activity.clone());
     (Box::new(read), Box::new(write))
 }
 
@@ -261,24 +144,13 @@ async fn serve_io<IO: IntoHalves>(
             sniff::sniff(&mut io, wait).await
         }
     };
+    let tracks_idle = matches!(sniffed, Sniffed::Http2(_));
     let io_activity = Arc::new(SharedMoment::now());
-    let ctx = Arc::new(ConnContext {
-        slot,
-        peer,
-        peer_ip_value: headers::client_address_value(peer.ip()),
-        tls,
-        tracks_idle: matches!(sniffed, Sniffed::Http2(_)),
-        active_requests: AtomicU32::new(0),
-        idle_since: SharedMoment::now(),
-        io_activity,
-        bodies_in_flight: AtomicU32::new(0),
-        body_idle_ms: AtomicU64::new(0),
-        stream_idle_fired: AtomicBool::new(false),
-    });
+    let ctx = Arc::new(ConnContext::new(slot, peer, tls, tracks_idle, io_activity));
     match sniffed {
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {
-            let io = stream::IoActivity::new(prefix, io, ctx.io_activity.clone());
+            let io = IoActivity::new(prefix, io, ctx.io_activity.clone());
             // Boxed: hyper's HTTP/2 connection state inline would size every
             // connection's future, HTTP/1 ones too (1,904 bytes against 1,536).
             Box::pin(serve_http2(io, ctx, manager)).await
@@ -289,10 +161,10 @@ async fn serve_io<IO: IntoHalves>(
 
 /// Answers one request: the handler's response, wrapped so that the connection knows
 /// when its stream ends.
-async fn answer(ctx: Arc<ConnContext>, req: DownstreamRequest) -> Response<stream::StreamBody> {
-    let in_flight = stream::InFlight::start(ctx);
+async fn answer(ctx: Arc<ConnContext>, req: DownstreamRequest) -> Response<StreamBody> {
+    let in_flight = InFlight::start(ctx);
     let (response, idle) = handler::handle(req, &in_flight).await;
-    response.map(|body| stream::StreamBody::new(body, in_flight, idle))
+    response.map(|body| StreamBody::new(body, in_flight, idle))
 }
 
 /// How often a connection's loop looks for stalled response bodies: often enough that a

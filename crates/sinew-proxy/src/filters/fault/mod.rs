@@ -6,9 +6,9 @@
 use http::{HeaderMap, HeaderValue, Response};
 use sinew_router::{Abort, FaultPolicy};
 
-use super::body::ResponseBody;
-use super::flags::ResponseFlags;
-use super::local_reply;
+use crate::stream::body::ResponseBody;
+use crate::stream::flags::ResponseFlags;
+use crate::stream::local_reply;
 
 /// Envoy's text for an injected abort.
 const ABORT_MESSAGE: &str = "fault filter abort";

@@ -25,20 +25,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::DownstreamRequest;
+use sinew_stream::DownstreamRequest;
+
+use super::Routed;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use sinew_config::model::{self, RateLimitKey, XRateLimitHeaders};
 use sinew_ratelimit::{
     now_nanos, BucketSpec, Counter, GlobalLimiter, GlobalVerdict, KeyedBuckets, RedisOptions, Take,
     TokenBucket, Window,
 };
-use sinew_router::{Route, VirtualHost};
 
-use super::body::ResponseBody;
-use super::flags::ResponseFlags;
-use super::local_reply;
-use super::ConnContext;
-use crate::snapshot::{ListenerKind, RouteSet, Snapshot};
+use crate::stream::body::ResponseBody;
+use crate::stream::flags::ResponseFlags;
+use crate::stream::local_reply;
 
 /// One listener's rate limits, compiled.
 pub struct HttpRateLimits {
@@ -235,18 +234,16 @@ impl HttpRateLimits {
     /// refuses the request.
     pub(crate) async fn check(
         &self,
-        routes: &RouteSet,
-        vhost: &VirtualHost,
-        route: &Route,
+        routed: &Routed<'_>,
         req: &DownstreamRequest,
-        conn: &ConnContext,
-        grpc: bool,
+        client: IpAddr,
     ) -> Result<Option<Quota>, Response<ResponseBody>> {
-        let vhost_index = position(routes.table.virtual_hosts(), vhost).unwrap_or(usize::MAX);
+        let (vhost, route, grpc) = (routed.vhost, routed.route, routed.grpc);
+        let vhost_index = position(routed.virtual_hosts, vhost).unwrap_or(usize::MAX);
         let route_index = position(vhost.routes(), route).unwrap_or(usize::MAX);
         let keys = RequestKeys {
             req,
-            client: conn.peer.ip(),
+            client,
             vhost: vhost_index,
             route: route_index,
         };
@@ -357,23 +354,12 @@ fn over_limit(quota: Quota, grpc: bool) -> Response<ResponseBody> {
 
 /// Adds the x-ratelimit-* headers (Envoy's DRAFT_VERSION_03 names: limit, remaining, and
 /// whole seconds until the bucket's next fill or the window's end, rounded up).
-fn add_headers(response: &mut Response<ResponseBody>, quota: Quota) {
+pub(crate) fn add_headers(response: &mut Response<ResponseBody>, quota: Quota) {
     let reset = quota.reset.as_secs() + u64::from(quota.reset.subsec_nanos() > 0);
     let h = response.headers_mut();
     h.insert("x-ratelimit-limit", HeaderValue::from(quota.limit));
     h.insert("x-ratelimit-remaining", HeaderValue::from(quota.remaining));
     h.insert("x-ratelimit-reset", HeaderValue::from(reset));
-}
-
-/// Adds the headers to a response the limits let through, when a level asked for them.
-pub(crate) fn annotate(
-    mut response: Response<ResponseBody>,
-    quota: Option<Quota>,
-) -> Response<ResponseBody> {
-    if let Some(quota) = quota {
-        add_headers(&mut response, quota);
-    }
-    response
 }
 
 /// Compiles a listener's rate limits, keeping the buckets of unchanged levels from
@@ -484,17 +470,15 @@ impl GlobalLimit {
     }
 }
 
-/// Waits (briefly) for each new global limiter's first connection attempt, so a proxy
-/// that starts while Redis is up counts its first requests. Bounded by the limiter's
-/// connect timeout; a Redis that is down delays a start or reload by at most that.
-pub(crate) async fn warm(snapshot: &Snapshot) {
-    for l in &snapshot.listeners {
-        if let ListenerKind::Http(m) = &l.kind {
-            if let Some(global) = m.rate_limits.as_ref().and_then(|r| r.global.as_ref()) {
-                global.limiter.start();
-                let bound = global.limiter.options().connect_timeout;
-                global.limiter.first_attempt(bound).await;
-            }
+impl HttpRateLimits {
+    /// Waits (briefly) for a new global limiter's first connection attempt, so a proxy
+    /// that starts while Redis is up counts its first requests. Bounded by the limiter's
+    /// connect timeout; a Redis that is down delays a start or reload by at most that.
+    pub(crate) async fn warm(&self) {
+        if let Some(global) = &self.global {
+            global.limiter.start();
+            let bound = global.limiter.options().connect_timeout;
+            global.limiter.first_attempt(bound).await;
         }
     }
 }

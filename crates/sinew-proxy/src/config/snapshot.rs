@@ -1,0 +1,113 @@
+//! The immutable snapshot the data plane runs on: listeners, their HTTP connection
+//! managers or TCP proxies, routes and clusters, as compiled from a config
+//! ([`super::compile`]). Replaced whole on reload; read without locks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use sinew_balance::{Balancer, PickContext};
+use sinew_router::{RouteTable, Target};
+use sinew_upstream::Cluster;
+use tokio_rustls::TlsAcceptor;
+
+use crate::filters::chain::FilterChain;
+use crate::metrics::{ListenerMetrics, RouteSetMetrics};
+use crate::net::connection_rate_limit::ConnectionRateLimit;
+
+/// Everything the data plane needs, compiled; replaced whole on reload.
+pub struct Snapshot {
+    pub version: u64,
+    pub listeners: Vec<Arc<ListenerConfig>>,
+    pub clusters: Vec<Arc<Cluster>>,
+    pub drain_timeout: Duration,
+    /// False under `stats_config: {stats_matcher: {reject_all: true}}`: no handles below.
+    pub metrics_enabled: bool,
+}
+
+/// One listener's compiled config. Cloning copies handles, not what they point to.
+#[derive(Clone)]
+pub struct ListenerConfig {
+    pub name: Arc<str>,
+    /// As written in the config; a listener keeps its socket across reloads while this
+    /// stays the same (so port 0 keeps its port).
+    pub address_text: String,
+    pub address: SocketAddr,
+    pub max_connections: Option<u32>,
+    pub connection_rate_limit: Option<Arc<ConnectionRateLimit>>,
+    /// Keepalive set on each accepted socket; None leaves the kernel's default (off).
+    pub tcp_keepalive: Option<socket2::TcpKeepalive>,
+    pub tls: Option<TlsAcceptor>,
+    pub kind: ListenerKind,
+    /// None when metrics are off.
+    pub metrics: Option<Arc<ListenerMetrics>>,
+}
+
+#[derive(Clone)]
+pub enum ListenerKind {
+    Http(Arc<HttpManager>),
+    Tcp(Arc<TcpProxy>),
+}
+
+/// A route table with the clusters its targets point at.
+pub struct RouteSet {
+    pub table: RouteTable,
+    pub(crate) targets: Vec<(Arc<Cluster>, usize)>,
+    /// Per-route and per-target metric handles; None when metrics are off.
+    pub metrics: Option<RouteSetMetrics>,
+}
+
+impl RouteSet {
+    /// The cluster and subset a route target stands for.
+    pub fn target(&self, t: Target) -> (&Arc<Cluster>, usize) {
+        let (c, s) = &self.targets[t.0];
+        (c, *s)
+    }
+}
+
+/// The HTTP connection manager of one listener.
+pub struct HttpManager {
+    pub routes: Arc<RouteSet>,
+    pub max_request_headers_bytes: usize,
+    pub max_request_body_bytes: Option<u64>,
+    pub request_headers_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Zero when off.
+    pub stream_idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub generate_request_id: bool,
+    pub trust_forwarded_headers: bool,
+    pub tls: bool,
+    /// `Via` values for HTTP/1.1 and HTTP/2 requests; None when `via` is empty.
+    pub via_http1: Option<HeaderValue>,
+    pub via_http2: Option<HeaderValue>,
+    /// The HTTP/1 codec's connection settings.
+    pub http1_settings: sinew_codec::http1::server::ServerSettings,
+    /// hyper's HTTP/2 connection settings, built once: connections borrow them rather
+    /// than each holding a copy for its whole life.
+    pub http2: Http2Builder,
+    /// The HTTP filters every stream goes through (tracing, access log, rate limits,
+    /// faults; the router last).
+    pub filters: FilterChain,
+}
+
+/// A TCP proxy's targets.
+pub struct TcpProxy {
+    pub clusters: Vec<Arc<Cluster>>,
+    pub(crate) balancer: Balancer,
+    pub idle_timeout: Duration,
+    /// None when the listener has no `access_log`.
+    pub access_log: Option<Arc<crate::filters::access_log::AccessLogs>>,
+}
+
+impl TcpProxy {
+    /// Chooses a cluster by weight.
+    pub fn pick_cluster(&self) -> Option<&Arc<Cluster>> {
+        let i = self.balancer.pick(&PickContext::none())?;
+        self.clusters.get(i)
+    }
+}
+
+/// hyper's settings for a listener's HTTP/2 connections.
+pub type Http2Builder = hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>;

@@ -1,0 +1,41 @@
+//! HTTP filters: what a stream goes through between its protocol and its upstream, each
+//! in its own folder with its compiled config, its code and its tests.
+//!
+//! - [`trace`]: reads and passes on the trace context; a sampled stream gets a span.
+//! - [`access_log`]: takes the request's half of a log entry before the stream is
+//!   handled and writes the entry when its response body ends.
+//! - [`rate_limit`]: local token buckets (listener, virtual host, route) and the global
+//!   (Redis) limit.
+//! - [`fault`]: the route's delays and aborts.
+//! - [`router`]: the route's action — a direct response, a redirect, or the upstream call.
+//!
+//! The chain that runs them, in its named phases, is in [`chain`].
+
+pub mod access_log;
+pub(crate) mod chain;
+pub(crate) mod fault;
+pub(crate) mod rate_limit;
+pub(crate) mod router;
+pub mod trace;
+
+use std::net::SocketAddr;
+
+use sinew_router::{Route, VirtualHost};
+
+/// Where a stream came from, as filters see it.
+#[derive(Clone, Copy)]
+pub(crate) struct Downstream {
+    pub peer: SocketAddr,
+    /// The listener's address the stream came in on.
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// The route a stream matched, as the route phase's filters see it.
+pub(crate) struct Routed<'a> {
+    /// The route table's virtual hosts, in order (rate-limit buckets are kept by position).
+    pub virtual_hosts: &'a [VirtualHost],
+    pub vhost: &'a VirtualHost,
+    pub route: &'a Route,
+    pub grpc: bool,
+}

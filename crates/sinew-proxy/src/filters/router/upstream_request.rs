@@ -1,0 +1,61 @@
+//! The upstream request's head as forwarding prepared it — reused by every attempt, by
+//! retries (`replay`) and by mirrored copies (`mirror`) — and how it becomes the request
+//! sent on a given wire protocol.
+
+use http::header::HOST;
+use http::uri::Scheme;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use sinew_config::model::UpstreamProtocol;
+use sinew_upstream::{RequestBody, WireProtocol};
+
+/// The parts of the upstream request that every attempt (and shadow request) reuses.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// The protocol to speak to a cluster's endpoint; an upgrade (WebSocket) needs HTTP/1.1.
+pub(crate) fn wire_protocol(
+    cluster: UpstreamProtocol,
+    downstream_h2: bool,
+    upgrade: bool,
+) -> WireProtocol {
+    match cluster {
+        _ if upgrade => WireProtocol::Http1,
+        UpstreamProtocol::Http1 => WireProtocol::Http1,
+        UpstreamProtocol::Http2 => WireProtocol::Http2,
+        UpstreamProtocol::SameAsDownstream if downstream_h2 => WireProtocol::Http2,
+        UpstreamProtocol::SameAsDownstream => WireProtocol::Http1,
+    }
+}
+
+pub(crate) fn build_request(
+    parts: Prepared,
+    authority: &HeaderValue,
+    body: RequestBody,
+    protocol: WireProtocol,
+    tls: bool,
+) -> Request<RequestBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.headers_mut() = parts.headers;
+    match protocol {
+        WireProtocol::Http1 => {
+            *request.uri_mut() = parts.uri;
+            request.headers_mut().insert(HOST, authority.clone());
+        }
+        WireProtocol::Http2 => {
+            // HTTP/2 carries the authority in the URI (`:authority`), not in Host.
+            request.headers_mut().remove(HOST);
+            let mut uri = parts.uri.into_parts();
+            uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+            uri.authority = authority.to_str().ok().and_then(|a| a.parse().ok());
+            if let Ok(u) = Uri::from_parts(uri) {
+                *request.uri_mut() = u;
+            }
+        }
+    }
+    request
+}
