@@ -10,6 +10,7 @@ pub mod events;
 pub mod h2_settings;
 pub mod health;
 pub mod health_check;
+pub mod hosts;
 pub mod outlier;
 pub mod pool;
 pub mod socket;
@@ -19,8 +20,9 @@ pub mod tls;
 
 pub use body::{BodyError, RequestBody, UpstreamBody};
 pub use breaker::{BreakerCounts, CircuitBreakers, Slot};
-pub use cluster::{Cluster, ClusterBuilder, Picked, Resolver, SystemResolver};
+pub use cluster::{Cluster, ClusterBuilder, Picked};
 pub use connect::ConnectError;
+pub use dns::{Resolver, SystemResolver};
 pub use events::ClusterEvents;
 pub use health::{EndpointHealth, Outcome};
 pub use pool::{EndpointState, SendError, WireProtocol};
