@@ -13,10 +13,12 @@ use std::path::Path;
 fn modules_import_each_other_in_one_direction_only() {
     let graph = module_graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     assert!(graph.len() > 1, "found no modules: {graph:?}");
+    let edges: Vec<String> = (graph.iter())
+        .map(|(m, to)| format!("  {m} -> {}", Vec::from_iter(to.iter().cloned()).join(", ")))
+        .collect();
+    // Shown with `--no-capture`: the crate's layers as the test sees them.
+    println!("the module graph:\n{}", edges.join("\n"));
     if let Some(cycle) = find_cycle(&graph) {
-        let edges: Vec<String> = (graph.iter())
-            .map(|(m, to)| format!("  {m} -> {}", Vec::from_iter(to.iter().cloned()).join(", ")))
-            .collect();
         panic!(
             "modules import each other in a circle: {}\nthe module graph:\n{}",
             cycle.join(" -> "),
