@@ -1,7 +1,7 @@
 //! Per-endpoint connection pools: an endpoint's live state ([`EndpointState`]), where its
 //! open connections wait between requests, and how a connection is taken out and comes
 //! back. Opening connections and sending on them is `send.rs`'s; the response body hands
-//! its HTTP/1.1 connection back through [`PoolReturn`].
+//! its HTTP/1.1 connection back through `PoolReturn`.
 //!
 //! HTTP/1.1: idle connections wait in a small stack (LIFO, so the warmest one is reused
 //! and the coldest ones age out); a connection returns when its response body ends.
