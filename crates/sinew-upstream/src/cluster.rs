@@ -1,6 +1,6 @@
-//! A cluster: its endpoints, its subsets, its balancers, and the background tasks that
-//! re-resolve DNS names, age out idle connections, run active health checks and outlier
-//! detection.
+//! A cluster: building it from config (taking over what a reload keeps), picking an
+//! endpoint, and the background tasks that re-resolve DNS names, age out idle
+//! connections, run active health checks and outlier detection.
 //!
 //! The live endpoint set is an immutable [`HostSet`] behind an `ArcSwap`: picking an
 //! endpoint reads it without a lock, and a DNS or health change publishes a whole new set
@@ -13,140 +13,18 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sinew_balance::{hash_key, Balancer, PickContext, Policy};
+use sinew_balance::{PickContext, Policy};
 use sinew_config::model::{self, Discovery, LbPolicy, UpstreamProtocol};
 use sinew_config::ConfigError;
 
 use crate::breaker::CircuitBreakers;
 use crate::connect::UpstreamTls;
-use crate::health::{eligible, Outcome};
+use crate::dns::{Resolver, ServerResolver, SystemResolver};
+use crate::health::Outcome;
 use crate::health_check::ActiveChecker;
+use crate::hosts::{Endpoint, HealthPolicy, HostSet};
 use crate::outlier::OutlierDetector;
 use crate::pool::{ConnectSettings, EndpointState};
-
-/// A resolution in progress: the addresses a `host:port` stands for.
-pub type Resolving<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
->;
-
-/// Turns `host:port` into addresses. The system resolver in production; tests script one.
-pub trait Resolver: Send + Sync {
-    fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a>;
-}
-
-/// getaddrinfo, through tokio's blocking pool.
-pub struct SystemResolver;
-
-impl Resolver for SystemResolver {
-    fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a> {
-        Box::pin(async move { Ok(tokio::net::lookup_host(host_port).await?.collect()) })
-    }
-}
-
-/// One endpoint of a host set: its address, weight and labels, and its live state.
-#[derive(Clone)]
-pub struct Endpoint {
-    pub weight: u32,
-    pub metadata: Arc<BTreeMap<String, String>>,
-    pub state: Arc<EndpointState>,
-}
-
-impl Endpoint {
-    pub fn address(&self) -> SocketAddr {
-        self.state.address
-    }
-}
-
-struct Subset {
-    /// Indexes into `HostSet::endpoints`.
-    members: Vec<usize>,
-    /// The members the balancer picks from (its indexes are into this): the healthy ones,
-    /// or all of them in panic mode.
-    eligible: Vec<usize>,
-    panic: bool,
-    balancer: Balancer,
-}
-
-/// Which health mechanisms a cluster runs, and its panic threshold (percent).
-#[derive(Debug, Clone, Copy)]
-struct HealthPolicy {
-    active: bool,
-    outlier: bool,
-    panic_threshold: f64,
-}
-
-/// The endpoints of a cluster at one moment, with a balancer per subset.
-pub struct HostSet {
-    /// Every endpoint, healthy or not (the admin API shows them all).
-    pub endpoints: Vec<Endpoint>,
-    subsets: Vec<Subset>,
-}
-
-impl HostSet {
-    fn new(
-        endpoints: Vec<Endpoint>,
-        selectors: &[BTreeMap<String, String>],
-        policy: &Policy,
-        health: HealthPolicy,
-    ) -> Self {
-        let subsets = selectors
-            .iter()
-            .map(|selector| {
-                let members: Vec<usize> = endpoints
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| selector.iter().all(|(k, v)| e.metadata.get(k) == Some(v)))
-                    .map(|(i, _)| i)
-                    .collect();
-                let (eligible, panic) = eligible(
-                    &members,
-                    |i| {
-                        endpoints[i]
-                            .state
-                            .health
-                            .healthy(health.active, health.outlier)
-                    },
-                    health.panic_threshold,
-                );
-                let weights: Vec<u32> = eligible.iter().map(|&i| endpoints[i].weight).collect();
-                // Hash policies key endpoints by address so a key keeps its endpoint when
-                // other endpoints come and go (or fall ill and recover).
-                let ids: Vec<u64> = eligible
-                    .iter()
-                    .map(|&i| hash_key(endpoints[i].address().to_string().as_bytes()))
-                    .collect();
-                Subset {
-                    balancer: Balancer::with_ids(policy, &weights, &ids),
-                    members,
-                    eligible,
-                    panic,
-                }
-            })
-            .collect();
-        HostSet { endpoints, subsets }
-    }
-
-    /// Whether `subset` balances over all its members because too few are healthy.
-    pub fn in_panic(&self, subset: usize) -> bool {
-        self.subsets.get(subset).is_some_and(|s| s.panic)
-    }
-
-    /// Every endpoint of `subset`, healthy or not.
-    pub fn members(&self, subset: usize) -> impl Iterator<Item = &Endpoint> {
-        self.subsets
-            .get(subset)
-            .into_iter()
-            .flat_map(|s| s.members.iter().map(|&i| &self.endpoints[i]))
-    }
-
-    /// The endpoints `subset` picks from now.
-    pub fn eligible(&self, subset: usize) -> impl Iterator<Item = &Endpoint> {
-        self.subsets
-            .get(subset)
-            .into_iter()
-            .flat_map(|s| s.eligible.iter().map(|&i| &self.endpoints[i]))
-    }
-}
 
 /// A cluster of upstream endpoints.
 pub struct Cluster {
@@ -346,7 +224,7 @@ impl<'a> ClusterBuilder<'a> {
                     let servers: Vec<SocketAddr> = (cfg.dns_resolvers.iter())
                         .filter_map(|s| s.parse().ok())
                         .collect();
-                    Arc::new(crate::dns::ServerResolver::new(&servers))
+                    Arc::new(ServerResolver::new(&servers))
                 }
             },
         };
@@ -703,6 +581,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::Resolving;
     use std::sync::Mutex;
 
     /// Answers whatever the test last set.

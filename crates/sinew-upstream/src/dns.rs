@@ -1,6 +1,8 @@
-//! A `dns` cluster's own DNS servers (`dns_resolvers`, Envoy's cluster `dns_resolvers`):
-//! names are asked of those servers only, over UDP (TCP when an answer is truncated),
-//! instead of the system resolver that `/etc/resolv.conf` configures.
+//! Name resolution for `dns` clusters: the [`Resolver`] a cluster asks, the system
+//! resolver ([`SystemResolver`], getaddrinfo) and a cluster's own DNS servers
+//! ([`ServerResolver`] for `dns_resolvers`, Envoy's cluster `dns_resolvers`): names are
+//! asked of those servers only, over UDP (TCP when an answer is truncated), instead of
+//! the system resolver that `/etc/resolv.conf` configures.
 //!
 //! The protocol work is hickory-resolver's: parsing answers that come off the network is
 //! exactly what a hand-written parser gets wrong, and hickory is the maintained Rust
@@ -16,7 +18,24 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
-use crate::cluster::{Resolver, Resolving};
+/// A resolution in progress: the addresses a `host:port` stands for.
+pub type Resolving<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
+>;
+
+/// Turns `host:port` into addresses. The system resolver in production; tests script one.
+pub trait Resolver: Send + Sync {
+    fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a>;
+}
+
+/// getaddrinfo, through tokio's blocking pool.
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve<'a>(&'a self, host_port: &'a str) -> Resolving<'a> {
+        Box::pin(async move { Ok(tokio::net::lookup_host(host_port).await?.collect()) })
+    }
+}
 
 /// Asks the given DNS servers, in order, for a name's A and AAAA records.
 pub struct ServerResolver {

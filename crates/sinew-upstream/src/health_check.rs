@@ -18,9 +18,9 @@ use sinew_config::health::StatusRange;
 use sinew_config::model::{HealthCheck, UpstreamProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::body::RequestBody;
 use crate::connect::{connect, UpstreamIo};
 use crate::pool::EndpointState;
+use crate::request_body::RequestBody;
 
 /// What a check does, compiled from its config.
 enum Kind {

@@ -15,10 +15,10 @@ use std::time::Duration;
 use sinew_config::model::OutlierDetection;
 use tokio::sync::Notify;
 
-use crate::cluster::Endpoint;
 use crate::health::{
     clock, Outcome, OutlierState, PENDING_5XX, PENDING_GATEWAY, PENDING_LOCAL_ORIGIN,
 };
+use crate::hosts::Endpoint;
 
 /// A cluster's outlier detection: its config and the bell the request path rings.
 pub struct OutlierDetector {

@@ -9,8 +9,6 @@
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::body::RequestBody;
-
 /// A shadow request's body: at hand, or due when the main request has sent its own.
 #[derive(Debug)]
 pub enum ShadowBody {
@@ -19,7 +17,7 @@ pub enum ShadowBody {
     Pending(oneshot::Receiver<Bytes>),
 }
 
-/// The copy a streamed [`RequestBody`] keeps while it streams.
+/// The copy a streamed [`RequestBody`](crate::RequestBody) keeps while it streams.
 #[derive(Debug)]
 pub struct BodyTee {
     copy: BytesMut,
@@ -29,6 +27,25 @@ pub struct BodyTee {
 }
 
 impl BodyTee {
+    /// An empty copy. A body whose exact length is known (it is within the cap, or no
+    /// copy would be made) is allocated for once.
+    pub(crate) fn new(exact_len: Option<u64>) -> Self {
+        BodyTee {
+            copy: BytesMut::with_capacity(exact_len.map_or(0, |n| n as usize)),
+            cap: 0,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// One more shadow request waits for the copy, which it gets if it is at most `cap`
+    /// bytes.
+    pub(crate) fn wait(&mut self, cap: usize) -> oneshot::Receiver<Bytes> {
+        let (sender, receiver) = oneshot::channel();
+        self.cap = self.cap.max(cap);
+        self.waiters.push((cap, sender));
+        receiver
+    }
+
     /// Adds `data` to the copy; false when the copy is over every cap and is to be dropped.
     pub(crate) fn copy(&mut self, data: &[u8]) -> bool {
         if self.copy.len() + data.len() > self.cap {
@@ -44,38 +61,6 @@ impl BodyTee {
         for (cap, waiter) in self.waiters {
             if body.len() <= cap {
                 let _ = waiter.send(body.clone());
-            }
-        }
-    }
-}
-
-impl RequestBody {
-    /// A copy of this body for a shadow request, or None when it is known to be larger
-    /// than `cap` bytes. A streamed body's copy is made as it streams (see the module doc).
-    pub fn shadow_copy(&mut self, cap: usize) -> Option<ShadowBody> {
-        match self {
-            RequestBody::Empty => Some(ShadowBody::Ready(Bytes::new())),
-            RequestBody::Full(b) => {
-                let b = b.clone().unwrap_or_default();
-                (b.len() <= cap).then_some(ShadowBody::Ready(b))
-            }
-            RequestBody::Streaming { body, tee, .. } => {
-                let hint = http_body::Body::size_hint(body);
-                if hint.lower() > cap as u64 {
-                    return None;
-                }
-                let (sender, receiver) = oneshot::channel();
-                let tee = tee.get_or_insert_with(|| {
-                    Box::new(BodyTee {
-                        // An exact length up to the cap is allocated once.
-                        copy: BytesMut::with_capacity(hint.exact().map_or(0, |n| n as usize)),
-                        cap: 0,
-                        waiters: Vec::new(),
-                    })
-                });
-                tee.cap = tee.cap.max(cap);
-                tee.waiters.push((cap, sender));
-                Some(ShadowBody::Pending(receiver))
             }
         }
     }

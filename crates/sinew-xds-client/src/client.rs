@@ -1,9 +1,10 @@
-//! Running the client: which streams to open, to which server, and what survives a
-//! reconnect (the last accepted versions, so a server can skip resending what we have).
+//! Running the client: which streams to open, to which server, and keeping each one up
+//! across reconnects with what it remembers (the last accepted versions, so a server can
+//! skip resending what we have; see [`crate::state`]). Each stream's protocol is `sotw`'s
+//! or `delta`'s; this module only starts and restarts them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::{watch, Mutex};
@@ -12,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
 use crate::handler::{Connection, ResourceHandler};
+use crate::state::{Remembered, Shared};
 use crate::type_url::Kind;
 use crate::{delta, sotw};
 
@@ -38,49 +40,6 @@ pub struct ClientConfig {
     pub mode: Mode,
     pub streams: Streams,
     pub connect_timeout: Duration,
-}
-
-/// The handler and what streams share through it.
-pub(crate) struct Shared<H> {
-    pub handler: Mutex<H>,
-    /// The names the handler wants, for the two by-name types.
-    pub wanted: HashMap<Kind, watch::Sender<Vec<String>>>,
-    /// The handler's next deadline, for the task that calls `expire`.
-    pub deadline: watch::Sender<Option<Instant>>,
-}
-
-impl<H: ResourceHandler> Shared<H> {
-    /// Publishes what the handler now wants and its next deadline; streams subscribed
-    /// to those types, and the deadline task, see it.
-    pub fn publish(&self, handler: &H) {
-        self.deadline.send_if_modified(|current| {
-            let next = handler.next_deadline();
-            std::mem::replace(current, next) != next
-        });
-        for (kind, sender) in &self.wanted {
-            let mut names = handler.wanted(*kind);
-            names.sort();
-            names.dedup();
-            sender.send_if_modified(|current| {
-                if *current == names {
-                    false
-                } else {
-                    *current = names;
-                    true
-                }
-            });
-        }
-    }
-}
-
-/// What one stream keeps across reconnects.
-#[derive(Default)]
-pub(crate) struct Remembered {
-    /// Last accepted `version_info` per type (state of the world).
-    pub versions: HashMap<Kind, String>,
-    /// Last accepted version of each resource per type (delta's
-    /// `initial_resource_versions`).
-    pub resource_versions: HashMap<Kind, HashMap<String, String>>,
 }
 
 /// The running client; dropping it stops every stream.
@@ -202,13 +161,6 @@ async fn run_stream<H: ResourceHandler>(
         server = server.wrapping_add(1);
         tokio::time::sleep(backoff.next_delay()).await;
     }
-}
-
-/// How a stream ended.
-pub(crate) struct Outcome {
-    /// At least one response arrived (the server was healthy for a while).
-    pub delivered: bool,
-    pub reason: String,
 }
 
 async fn connect(address: &str, timeout: Duration) -> Result<Channel, String> {

@@ -18,8 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
 
-use crate::client::{Outcome, Remembered, Shared};
 use crate::handler::{ResourceHandler, Update, UpdatedResource};
+use crate::state::{Outcome, Remembered, Shared};
 use crate::type_url::Kind;
 
 /// Per type, on this stream.

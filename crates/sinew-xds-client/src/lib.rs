@@ -17,6 +17,7 @@ mod client;
 mod delta;
 mod handler;
 mod sotw;
+mod state;
 pub mod type_url;
 
 pub use client::{ClientConfig, Mode, Streams, XdsClient};
