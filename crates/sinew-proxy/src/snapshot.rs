@@ -89,9 +89,8 @@ pub struct HttpManager {
     pub via_http2: Option<HeaderValue>,
     /// The HTTP/1 codec's connection settings.
     pub http1_settings: sinew_codec::http1::server::ServerSettings,
-    /// hyper's HTTP/2 connection settings, built once: connections borrow them rather
-    /// than each holding a copy for its whole life.
-    pub http2: crate::http::Http2Builder,
+    /// The HTTP/2 driver's connection settings.
+    pub http2: sinew_codec::http2::ServerSettings,
     /// None when no level of this listener has a rate limit.
     pub rate_limits: Option<Arc<HttpRateLimits>>,
     /// None when the listener has no `access_log`.
@@ -383,7 +382,7 @@ fn http_manager(
             http.request_headers_timeout,
             http.idle_timeout,
         ),
-        http2: crate::http::http2_builder(http.max_request_headers_kb as usize * 1024),
+        http2: crate::http::http2_settings(http.max_request_headers_kb as usize * 1024),
         rate_limits: None,
         access_log: crate::access_log::AccessLogs::compile(http.access_log.as_deref()),
         tracing: http.tracing.as_ref().and_then(|t| {

@@ -3,8 +3,9 @@
 //!
 //! HTTP/1 connections are read and written by Sinew's codec (`sinew_codec::http1`), which
 //! parses each head once with every request-smuggling defence and holds no buffer while
-//! a connection is idle; HTTP/2 connections by hyper. Which one a connection speaks comes
-//! from ALPN, or from its first bytes (`sniff`). Either way a request reaches the
+//! a connection is idle; HTTP/2 connections by the codec's HTTP/2 driver
+//! (`sinew_codec::http2`), which runs every stream on the connection's own task. Which
+//! one a connection speaks comes from ALPN, or from its first bytes (`sniff`). Either way a request reaches the
 //! handler as a `Request<sinew_stream::RequestBody>`.
 
 pub mod body;
@@ -21,18 +22,18 @@ mod replay;
 mod sniff;
 pub(crate) mod stream;
 
-use std::convert::Infallible;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_codec::http1::server::{self as http1_server, ServerSettings};
 use sinew_codec::http1::HeadLimits;
+use sinew_codec::http2;
 use sinew_stream::{ConnRead, ConnWrite, RequestBody};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -61,7 +62,7 @@ pub(crate) struct ConnContext {
     idle_since: SharedMoment,
     /// When bytes last moved on the connection, either way.
     pub io_activity: Arc<SharedMoment>,
-    /// Response bodies handed to hyper and not yet done.
+    /// Response bodies handed to the codec and not yet done.
     bodies_in_flight: AtomicU32,
     /// The longest stream idle timeout among those bodies, in ms (`u64::MAX`: one has
     /// none); 0 when there are none.
@@ -124,16 +125,14 @@ impl ConnContext {
     }
 }
 
-/// hyper's settings for a listener's HTTP/2 connections, built once per config.
-pub(crate) fn http2_builder(max_request_headers_bytes: usize) -> Http2Builder {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_request_headers_bytes as u32);
-    builder
+/// The codec's settings for a listener's HTTP/2 connections: its defaults (hyper's, which
+/// served HTTP/2 before), with the listener's header limit.
+pub(crate) fn http2_settings(max_request_headers_bytes: usize) -> http2::ServerSettings {
+    http2::ServerSettings {
+        max_header_list_size: u32::try_from(max_request_headers_bytes).unwrap_or(u32::MAX),
+        ..http2::ServerSettings::default()
+    }
 }
-
-pub(crate) type Http2Builder = hyper::server::conn::http2::Builder<TokioExecutor>;
 
 /// The codec's settings for a listener's HTTP/1 connections.
 pub(crate) fn http1_settings(
@@ -279,8 +278,8 @@ async fn serve_io<IO: IntoHalves>(
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {
             let io = stream::IoActivity::new(prefix, io, ctx.io_activity.clone());
-            // Boxed: hyper's HTTP/2 connection state inline would size every
-            // connection's future, HTTP/1 ones too (1,904 bytes against 1,536).
+            // Boxed: the HTTP/2 connection's state inline would size every
+            // connection's future, HTTP/1 ones too.
             Box::pin(serve_http2(io, ctx, manager)).await
         }
         Sniffed::Nothing => {}
@@ -358,22 +357,32 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_ctx = ctx.clone();
-    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let ctx = service_ctx.clone();
-        let req = req.map(RequestBody::Http2);
-        Box::pin(async move { Ok::<_, Infallible>(answer(ctx, req).await) })
-    });
+    let service = move |req: Request<http2::RecvBody>| {
+        // Boxed: each stream's future is one allocation in the connection's set of
+        // streams; inline, the largest request's state would size every stream's.
+        Box::pin(answer(service_ctx.clone(), req.map(RequestBody::Http2)))
+    };
     let idle_timeout = manager.idle_timeout;
     let interval = stall_check_interval(manager);
-    let conn = manager.http2.serve_connection(TokioIo::new(io), service);
+    // GOAWAY (graceful: the streams in progress finish) once this is set. The driver
+    // polls it whenever the loop below polls the connection, which it does right after
+    // setting it, so it needs no waker.
+    let go_away = AtomicBool::new(false);
+    let shutdown = poll_fn(|_| {
+        if go_away.load(Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    let conn = http2::serve(io, service, manager.http2, shutdown);
     tokio::pin!(conn);
     let mut shutting_down = false;
     let mut drain = ctx.slot.drain.watch();
     loop {
         let idle_wait = match ctx.idle_for() {
             Some(idle) if idle >= idle_timeout && !shutting_down => {
-                // Graceful: GOAWAY, and the streams in progress finish.
-                conn.as_mut().graceful_shutdown();
+                go_away.store(true, Ordering::Relaxed);
                 shutting_down = true;
                 idle_timeout
             }
@@ -395,7 +404,7 @@ where
             _ = tokio::time::sleep(idle_wait.min(stall_wait)) => {}
             // The proxy is draining: GOAWAY, as at the idle timeout.
             _ = drain.draining(), if !shutting_down => {
-                conn.as_mut().graceful_shutdown();
+                go_away.store(true, Ordering::Relaxed);
                 shutting_down = true;
             }
         }
