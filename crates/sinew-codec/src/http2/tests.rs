@@ -561,3 +561,45 @@ async fn a_header_list_over_the_limit_is_refused() {
     let mut body = timeout(WAIT, response).await.unwrap().unwrap().into_body();
     assert_eq!(read_all(&mut body).await.unwrap().0, b"small enough");
 }
+
+#[tokio::test]
+async fn a_connection_that_ends_drops_every_streams_future() {
+    const STREAMS: usize = 3;
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let called = Arc::new(AtomicUsize::new(0));
+    let all_called = Arc::new(Notify::new());
+    struct CountDrop(Arc<AtomicUsize>);
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let service = {
+        let (dropped, called, all_called) = (dropped.clone(), called.clone(), all_called.clone());
+        move |_req: Request<RecvBody>| {
+            let guard = CountDrop(dropped.clone());
+            if called.fetch_add(1, Ordering::SeqCst) + 1 == STREAMS {
+                all_called.notify_one();
+            }
+            async move {
+                let _guard = guard;
+                std::future::pending::<Response<TestBody>>().await
+            }
+        }
+    };
+    let (addr, served) = server(service, ServerSettings::default(), std::future::pending()).await;
+    let (client, conn) = client(addr, &h2::client::Builder::new()).await;
+    let mut pending = Vec::new();
+    for i in 0..STREAMS {
+        pending.push(send(&client, get(&format!("/{i}")), true).await);
+    }
+    timeout(WAIT, all_called.notified()).await.unwrap();
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
+    // The client goes away without a word: its socket closes.
+    conn.abort();
+    let _ = conn.await;
+    let _ = timeout(WAIT, served)
+        .await
+        .expect("the connection's future ends");
+    assert_eq!(dropped.load(Ordering::SeqCst), STREAMS);
+}
