@@ -5,8 +5,8 @@
 //! parses each head once with every request-smuggling defence and holds no buffer while
 //! a connection is idle; HTTP/2 connections by the codec's HTTP/2 driver
 //! (`sinew_codec::http2`), which runs every stream on the connection's own task. Which
-//! one a connection speaks comes from ALPN, or from its first bytes (`sniff`). Either way a request reaches the
-//! handler as a `Request<sinew_stream::RequestBody>`.
+//! one a connection speaks comes from ALPN, or from its first bytes (`sniff`). Either way
+//! a request reaches the handler as a `Request<sinew_stream::RequestBody>`.
 
 pub mod body;
 mod fault;
