@@ -3,8 +3,9 @@
 //!
 //! The codecs below (layer 2) produce requests whose bodies read straight from their
 //! connection: HTTP/1 through Sinew's codec ([`sinew_codec::http1::server`]), HTTP/2
-//! through hyper. [`RequestBody`] is one type for both, so the proxy's phases and the
-//! upstream layer see one request type and never which codec made it.
+//! through its HTTP/2 driver ([`sinew_codec::http2::server`]). [`RequestBody`] is one
+//! type for both, so the proxy's phases and the upstream layer see one request type and
+//! never which codec made it.
 //!
 //! An HTTP/1 connection's halves, downstream or upstream, are boxed ([`ConnRead`],
 //! [`ConnWrite`]) so that a cleartext and a TLS connection give the same body and
@@ -34,7 +35,7 @@ pub type Upgraded = sinew_codec::http1::Upgraded<ConnRead, ConnWrite>;
 /// A downstream request's body, read from its connection as it is polled.
 pub enum RequestBody {
     Http1(sinew_codec::http1::server::RequestBody<ConnRead>),
-    Http2(hyper::body::Incoming),
+    Http2(sinew_codec::http2::RecvBody),
 }
 
 /// Why a downstream body could not be read to its end: its framing broke, or the
@@ -42,7 +43,7 @@ pub enum RequestBody {
 #[derive(Debug)]
 pub enum BodyError {
     Http1(sinew_codec::http1::BodyError),
-    Http2(hyper::Error),
+    Http2(sinew_codec::http2::Error),
 }
 
 impl fmt::Display for BodyError {

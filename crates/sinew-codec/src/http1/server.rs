@@ -334,13 +334,27 @@ enum Wait {
 /// to the `OnUpgrade`, and returns. Any other answer leaves the connection HTTP/1.
 /// A 101 to a request that did not ask for it is written and the connection closed.
 /// The future is `Send` when the halves, the service and its futures and bodies are.
+/// How a connection served by [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Closed by either side, or at shutdown, after zero or more exchanges.
+    Closed,
+    /// A request head was refused: answered with `status` (and `reason` as its body),
+    /// then the connection closed. The service never saw it, so whoever logs requests
+    /// learns of it here (Envoy logs these with the `DPE` flag).
+    BadRequest {
+        status: StatusCode,
+        reason: &'static str,
+    },
+}
+
 pub async fn serve<R, W, S, F, B>(
     read: R,
     mut write: W,
     mut service: S,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
+) -> io::Result<Ended>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -380,7 +394,13 @@ where
             Wait::Done => break,
             Wait::Bad(e) => {
                 // Rare: boxed, so its state does not size every connection's future.
-                return Box::pin(answer_bad_head(&mut write, e)).await;
+                // The answer is best effort: a client that sent a bad head and left
+                // does not make the refusal any less one.
+                let _ = Box::pin(answer_bad_head(&mut write, e)).await;
+                return Ok(Ended::BadRequest {
+                    status: e.status(),
+                    reason: e.reason(),
+                });
             }
         };
         // Boxed: an exchange's state (the service's answer, the response being written,
@@ -400,7 +420,7 @@ where
         match next {
             AfterExchange::KeepAlive => {}
             AfterExchange::Close => break,
-            AfterExchange::Gone => return Ok(()),
+            AfterExchange::Gone => return Ok(Ended::Closed),
             AfterExchange::Switched(upgrade, mut side) => {
                 let read_buf = side
                     .buf
@@ -412,14 +432,14 @@ where
                     write,
                     read_buf,
                 });
-                return Ok(());
+                return Ok(Ended::Closed);
             }
         }
         if let Some(side) = read_side.as_mut() {
             side.buf.release_if_idle();
         }
     }
-    write.shutdown().await
+    write.shutdown().await.map(|()| Ended::Closed)
 }
 
 /// What an exchange left the connection to do next.
@@ -892,5 +912,42 @@ mod tests {
             serve(read, write, service, settings, std::future::pending::<()>())
         });
         assert!(size <= 1024, "the driver's future is {size} bytes");
+    }
+
+    /// A refused head is answered here, never reaching the service, so the caller
+    /// learns of it from how the connection ended (the proxy logs it).
+    #[tokio::test]
+    async fn a_refused_head_ends_the_connection_as_a_bad_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(4096);
+        let (read, write) = tokio::io::split(server);
+        let service = |_: Request<RequestBody<_>>| async {
+            panic!("a refused head reached the service");
+            #[allow(unreachable_code)]
+            Response::new(String::new())
+        };
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let ended = serve(
+            read,
+            write,
+            service,
+            ServerSettings::default(),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(ended, Ended::BadRequest { status, .. } if status == StatusCode::BAD_REQUEST),
+            "{ended:?}"
+        );
+        let mut answer = String::new();
+        client_read.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
     }
 }

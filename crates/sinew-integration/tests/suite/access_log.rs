@@ -558,3 +558,29 @@ listeners:
     assert_eq!(read_lines(&rotated), ["/before", "/renamed"]);
     assert!(child.exited().is_none(), "sinew is still running");
 }
+
+/// A request head the codec refuses never becomes a stream, yet it reaches the access
+/// log as Envoy logs it: the status it was answered with, flag `DPE`, no method or path.
+#[tokio::test]
+async fn a_malformed_request_head_is_logged_with_dpe() {
+    let dir = TempDir::new("alog-dpe");
+    let log = dir.file("access.log");
+    let (_proxy, addr) = OneRoute::to(&[closed_port_addr()])
+        .http(&http_log(
+            &log,
+            "          format: \"%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:METHOD)% %REQ(:PATH)%\\n\"\n",
+        ))
+        .start()
+        .await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        b"GET /smuggle HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let line = wait_for_lines(&log, 1).await.remove(0);
+    assert_eq!(line, "400 DPE - -");
+}

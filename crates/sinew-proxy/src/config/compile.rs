@@ -297,7 +297,7 @@ fn http_manager(
             http.request_headers_timeout,
             http.idle_timeout,
         ),
-        http2: http2_builder(http.max_request_headers_kb as usize * 1024),
+        http2: http2_settings(http.max_request_headers_kb as usize * 1024),
         filters: FilterChain::new(
             tracer,
             AccessLogs::compile(http.access_log.as_deref()),
@@ -321,14 +321,13 @@ fn tls_acceptor(t: &model::ListenerTls) -> Result<TlsAcceptor, (&'static str, St
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// hyper's settings for a listener's HTTP/2 connections, built once per config.
-fn http2_builder(max_request_headers_bytes: usize) -> Http2Builder {
-    let mut builder =
-        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(max_request_headers_bytes as u32);
-    builder
+/// The codec's settings for a listener's HTTP/2 connections: its defaults (hyper's, which
+/// served HTTP/2 before), with the listener's header limit.
+fn http2_settings(max_request_headers_bytes: usize) -> sinew_codec::http2::ServerSettings {
+    sinew_codec::http2::ServerSettings {
+        max_header_list_size: u32::try_from(max_request_headers_bytes).unwrap_or(u32::MAX),
+        ..sinew_codec::http2::ServerSettings::default()
+    }
 }
 
 /// The codec's settings for a listener's HTTP/1 connections.

@@ -84,9 +84,8 @@ pub struct HttpManager {
     pub via_http2: Option<HeaderValue>,
     /// The HTTP/1 codec's connection settings.
     pub http1_settings: sinew_codec::http1::server::ServerSettings,
-    /// hyper's HTTP/2 connection settings, built once: connections borrow them rather
-    /// than each holding a copy for its whole life.
-    pub http2: Http2Builder,
+    /// The HTTP/2 driver's connection settings.
+    pub http2: sinew_codec::http2::ServerSettings,
     /// The HTTP filters every stream goes through (tracing, access log, rate limits,
     /// faults; the router last).
     pub filters: FilterChain,
@@ -108,6 +107,3 @@ impl TcpProxy {
         self.clusters.get(i)
     }
 }
-
-/// hyper's settings for a listener's HTTP/2 connections.
-pub type Http2Builder = hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>;

@@ -102,6 +102,14 @@ impl FilterChain {
         })
     }
 
+    /// The listener's access logs, if it has any.
+    pub(crate) fn access_logs(&self) -> Option<&Arc<AccessLogs>> {
+        self.filters.iter().find_map(|f| match f {
+            HttpFilter::AccessLog { logs, .. } => Some(logs),
+            _ => None,
+        })
+    }
+
     /// Phase 1, before routing: every filter sees the request as received and may edit
     /// its headers (the trace context, a generated request id).
     pub(crate) fn on_request(

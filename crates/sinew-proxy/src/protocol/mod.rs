@@ -3,30 +3,33 @@
 //!
 //! HTTP/1 connections are read and written by Sinew's codec (`sinew_codec::http1`), which
 //! parses each head once with every request-smuggling defence and holds no buffer while
-//! a connection is idle; HTTP/2 connections by hyper. Which one a connection speaks comes
-//! from ALPN, or from its first bytes (`sniff`). Either way a request reaches the
-//! handler as a `Request<sinew_stream::RequestBody>`.
+//! a connection is idle; HTTP/2 connections by the codec's HTTP/2 driver
+//! (`sinew_codec::http2`), which runs every stream on the connection's own task. Which
+//! one a connection speaks comes from ALPN, or from its first bytes (`sniff`). Either way
+//! a request reaches the handler as a `Request<sinew_stream::RequestBody>`.
 
 mod io_activity;
 mod sniff;
 
-use std::convert::Infallible;
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sinew_codec::http1::server::{self as http1_server};
+use sinew_codec::http2;
 use sinew_stream::{ConnRead, ConnWrite, RequestBody};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::config::slot::ListenerSlot;
 use crate::config::snapshot::{HttpManager, ListenerConfig, ListenerKind};
+use crate::filters::access_log::logged;
+use crate::filters::Downstream;
 use crate::moment::SharedMoment;
 use crate::stream::conn::ConnContext;
 use crate::stream::handler;
@@ -151,8 +154,8 @@ async fn serve_io<IO: IntoHalves>(
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {
             let io = IoActivity::new(prefix, io, ctx.io_activity.clone());
-            // Boxed: hyper's HTTP/2 connection state inline would size every
-            // connection's future, HTTP/1 ones too (1,904 bytes against 1,536).
+            // Boxed: the HTTP/2 connection's state inline would size every
+            // connection's future, HTTP/1 ones too.
             Box::pin(serve_http2(io, ctx, manager)).await
         }
         Sniffed::Nothing => {}
@@ -215,8 +218,14 @@ async fn serve_http1<IO: IntoHalves>(
         };
         tokio::select! {
             result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(peer = %ctx.peer, error = %e, "downstream connection ended with an error");
+                match result {
+                    Ok(http1_server::Ended::Closed) => {}
+                    Ok(http1_server::Ended::BadRequest { status, .. }) => {
+                        refused_head(&ctx, manager, status);
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %ctx.peer, error = %e, "downstream connection ended with an error");
+                    }
                 }
                 return;
             }
@@ -225,27 +234,52 @@ async fn serve_http1<IO: IntoHalves>(
     }
 }
 
+/// A request head the codec refused (it answered with `status` and closed): it never
+/// became a stream, so it goes to the listener's access log from here, flagged `DPE`
+/// as Envoy logs a downstream protocol error.
+fn refused_head(ctx: &ConnContext, manager: &HttpManager, status: http::StatusCode) {
+    tracing::debug!(peer = %ctx.peer, %status, "malformed request head refused");
+    if let Some(logs) = manager.filters.access_logs() {
+        let downstream = Downstream {
+            peer: ctx.peer,
+            local: ctx.slot.bound,
+            tls: ctx.tls,
+        };
+        logged::refused_head(logs, status, downstream);
+    }
+}
+
 async fn serve_http2<IO>(io: IO, ctx: Arc<ConnContext>, manager: &HttpManager)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_ctx = ctx.clone();
-    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let ctx = service_ctx.clone();
-        let req = req.map(RequestBody::Http2);
-        Box::pin(async move { Ok::<_, Infallible>(answer(ctx, req).await) })
-    });
+    let service = move |req: Request<http2::RecvBody>| {
+        // Boxed: each stream's future is one allocation in the connection's set of
+        // streams; inline, the largest request's state would size every stream's.
+        Box::pin(answer(service_ctx.clone(), req.map(RequestBody::Http2)))
+    };
     let idle_timeout = manager.idle_timeout;
     let interval = stall_check_interval(manager);
-    let conn = manager.http2.serve_connection(TokioIo::new(io), service);
+    // GOAWAY (graceful: the streams in progress finish) once this is set. The driver
+    // polls it whenever the loop below polls the connection, which it does right after
+    // setting it, so it needs no waker.
+    let go_away = AtomicBool::new(false);
+    let shutdown = poll_fn(|_| {
+        if go_away.load(Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    let conn = http2::serve(io, service, manager.http2, shutdown);
     tokio::pin!(conn);
     let mut shutting_down = false;
     let mut drain = ctx.slot.drain.watch();
     loop {
         let idle_wait = match ctx.idle_for() {
             Some(idle) if idle >= idle_timeout && !shutting_down => {
-                // Graceful: GOAWAY, and the streams in progress finish.
-                conn.as_mut().graceful_shutdown();
+                go_away.store(true, Ordering::Relaxed);
                 shutting_down = true;
                 idle_timeout
             }
@@ -267,7 +301,7 @@ where
             _ = tokio::time::sleep(idle_wait.min(stall_wait)) => {}
             // The proxy is draining: GOAWAY, as at the idle timeout.
             _ = drain.draining(), if !shutting_down => {
-                conn.as_mut().graceful_shutdown();
+                go_away.store(true, Ordering::Relaxed);
                 shutting_down = true;
             }
         }

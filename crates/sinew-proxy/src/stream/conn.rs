@@ -26,7 +26,7 @@ pub(crate) struct ConnContext {
     idle_since: SharedMoment,
     /// When bytes last moved on the connection, either way.
     pub io_activity: Arc<SharedMoment>,
-    /// Response bodies handed to hyper and not yet done.
+    /// Response bodies handed to the codec and not yet done.
     bodies_in_flight: AtomicU32,
     /// The longest stream idle timeout among those bodies, in ms (`u64::MAX`: one has
     /// none); 0 when there are none.

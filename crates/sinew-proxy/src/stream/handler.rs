@@ -67,7 +67,7 @@ async fn phases(
     let grpc = is_grpc(req.headers());
 
     // Phase 1: framing. The HTTP/1 codec has refused every request-smuggling shape while
-    // parsing the head (RFC 9112 §2.2, §6.1, §6.3) and hyper the malformed HTTP/2 ones;
+    // parsing the head (RFC 9112 §2.2, §6.1, §6.3) and `h2` the malformed HTTP/2 ones;
     // what is left is the authority the request is routed on.
     let authority = match routing_authority(&req) {
         Ok(Some(a)) => a,

@@ -10,10 +10,10 @@
 //! flag `SI`, in whichever phase it stalls:
 //! - waiting for the response head: [`head_or_idle`] answers 408, as Envoy does;
 //! - the upstream's body stalls while the client reads: [`StreamBody`]'s own timer fails
-//!   the body, so hyper resets the stream (HTTP/2) or closes the connection (HTTP/1.1);
-//! - the client stops reading: hyper then stops polling the body, so no timer inside it
-//!   can fire. The connection's loop (`serve_io`) sees that no bytes have been read or
-//!   written on the connection ([`IoActivity`]) for the timeout while a body is
+//!   the body, so the codec resets the stream (HTTP/2) or closes the connection (HTTP/1.1);
+//! - the client stops reading: the codec then stops polling the body, so no timer inside it
+//!   can fire. The connection's loop (`protocol`) sees that no bytes have been read or
+//!   written on the connection (`protocol::io_activity`) for the timeout while a body is
 //!   outstanding, and closes the connection; that drops the bodies and, with them, the
 //!   upstream connection and the circuit-breaker slot they held.
 
@@ -76,7 +76,7 @@ fn count_idle_timeout(conn: &ConnContext) {
 }
 
 /// One request in flight on its connection, from its head until it is dropped: with the
-/// response body when there is one, or with the request's future when hyper drops that
+/// response body when there is one, or with the request's future when the codec drops that
 /// (the client went away before an answer).
 pub(crate) struct InFlight(Arc<ConnContext>);
 

@@ -1,7 +1,7 @@
 //! The stream layer: one request and its response, whichever protocol carried them.
 //!
-//! A stream is a `Request<sinew_stream::RequestBody>` (HTTP/1 from Sinew's codec, HTTP/2
-//! from hyper; the RPC codecs will produce the same) and a `Response<ResponseBody>`.
+//! A stream is a `Request<sinew_stream::RequestBody>` (HTTP/1 and HTTP/2 from Sinew's
+//! codec, `sinew_codec`; the RPC codecs will produce the same) and a `Response<ResponseBody>`.
 //! [`handler`] runs a stream through its listener's filter chain (`crate::filters`) in
 //! named phases; [`in_flight`] tracks it until its response body ends, for the
 //! connection's idle and stream-idle timeouts. The types every filter shares live here

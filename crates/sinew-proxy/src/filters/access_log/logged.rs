@@ -16,9 +16,36 @@ use sinew_stream::DownstreamRequest;
 
 use super::{AccessLogs, Entry};
 use crate::filters::router::headers::{new_request_id, X_REQUEST_ID};
+use crate::filters::Downstream;
 use crate::stream::body::{ResponseBody, WatchedBody};
 use crate::stream::flags::ResponseFlags;
 use crate::stream::upstream_info::UpstreamInfo;
+
+/// The entry for a request head the HTTP/1 codec refused (and answered itself): no
+/// method, path or headers, the status it was answered with, flag `DPE` (Envoy's
+/// downstream protocol error).
+pub(crate) fn refused_head(logs: &AccessLogs, status: http::StatusCode, downstream: Downstream) {
+    logs.record(Entry {
+        start: SystemTime::now(),
+        method: None,
+        path: None,
+        authority: None,
+        tls: downstream.tls,
+        version: None,
+        status: Some(status.as_u16()),
+        flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        bytes_received: 0,
+        bytes_sent: 0,
+        duration: Duration::ZERO,
+        response_duration: Some(Duration::ZERO),
+        upstream_host: None,
+        upstream_cluster: None,
+        downstream_remote: downstream.peer,
+        downstream_local: downstream.local,
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
+    });
+}
 
 /// The request's half of an entry, taken before the request is handed on.
 pub(crate) struct Started {

@@ -67,8 +67,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
     headers.remove(TRANSFER_ENCODING);
-    // The downstream `100 Continue` is hyper's to send, when the body is first read;
-    // hyper's client would not wait for one from upstream, so the expectation ends here.
+    // The downstream `100 Continue` is the codec's to send, when the body is first read;
+    // the upstream side does not wait for one, so the expectation ends here.
     if headers
         .get(EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
@@ -94,7 +94,7 @@ pub fn prepare_request(
     trust_forwarded: bool,
     via: Option<&HeaderValue>,
 ) {
-    // hyper sizes the map to the headers it parsed; room for the usual additions makes it
+    // The codec sizes the map to the headers it parsed; room for the usual additions makes it
     // grow once, not once for each.
     headers.reserve(4);
     remove_hop_by_hop(headers, upgrade);
