@@ -642,8 +642,6 @@ fn check_domain(d: &str) -> Result<(), String> {
     }
 }
 
-/// RFC 9110 token characters, for header names and methods.
-
 #[cfg(test)]
 mod tests {
     use crate::load_str;

@@ -15,7 +15,7 @@ pub mod access_log;
 pub(crate) mod chain;
 pub(crate) mod fault;
 pub(crate) mod rate_limit;
-pub(crate) mod router;
+pub mod router;
 pub mod trace;
 
 use std::net::SocketAddr;
