@@ -33,7 +33,7 @@ use super::{
     encode_request_head, write_chunk, write_last_chunk, BodyError, BodyFraming, ChunkedDecoder,
     ChunkedLimits, Frame, HeadError, HeadLimits, OutgoingBody, ResponseParser, Upgraded,
 };
-use crate::buf::{with_worker_pool, BufPool, ConnBuf};
+use crate::buf::{with_worker_pool, BufPool};
 
 /// How upstream responses are read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,10 +53,7 @@ impl<R, W> ClientConn<R, W> {
     /// A connection just opened (or taken out of TLS): its read and write halves.
     pub fn new(read: R, write: W) -> Self {
         ClientConn {
-            read: ReadSide {
-                io: read,
-                buf: ConnBuf::new(),
-            },
+            read: ReadSide::new(read),
             write,
         }
     }
