@@ -234,12 +234,9 @@ fn declared_children(code: &str) -> Vec<String> {
             let line = line.trim();
             let at = line.find("mod ")?;
             let name = line[at + 4..].strip_suffix(';')?;
-            (line[..at]
-                .trim_start_matches("pub")
-                .trim_start_matches(|c| c != ' ')
-                .is_empty()
-                || line[..at].starts_with("pub"))
-            .then(|| name.trim().to_string())
+            let visibility = line[..at].trim();
+            (visibility.is_empty() || visibility.starts_with("pub"))
+                .then(|| name.trim().to_string())
         })
         .collect()
 }
