@@ -17,7 +17,7 @@ use sinew_codec::http1::client::{self as http1_client, ClientConn, ClientError, 
 
 use crate::body::UpstreamBody;
 use crate::breaker::{CircuitBreakers, Slot};
-use crate::connect::{connect, ConnectError};
+use crate::connect::{connect, ConnectError, UpstreamIo};
 use crate::h2_settings::{PeerSettings, SettingsParser};
 use crate::pool::{EndpointState, Http1Conn, PoolReturn, StreamPermit};
 use crate::request_body::RequestBody;
@@ -123,16 +123,22 @@ impl EndpointState {
         }
     }
 
-    /// Opens an HTTP/1.1 connection that holds `slot` of the cluster's connection limit
-    /// for as long as it lives.
-    async fn connect_http1(&self, slot: Slot) -> Result<Http1Conn, ConnectError> {
-        let io = connect(
+    /// A new connection to this endpoint with its cluster's connect settings (timeout,
+    /// TLS, keepalive), whichever protocol it will speak.
+    async fn open(&self) -> Result<UpstreamIo, ConnectError> {
+        connect(
             self.address,
             self.settings.connect_timeout,
             self.settings.tls.as_ref(),
             self.settings.tcp_keepalive.as_ref(),
         )
-        .await?;
+        .await
+    }
+
+    /// Opens an HTTP/1.1 connection that holds `slot` of the cluster's connection limit
+    /// for as long as it lives.
+    async fn connect_http1(&self, slot: Slot) -> Result<Http1Conn, ConnectError> {
+        let io = self.open().await?;
         let (read, write) = io.into_halves();
         Ok(Http1Conn {
             conn: ClientConn::new(read, write),
@@ -184,13 +190,7 @@ impl EndpointState {
         &self,
         slot: Slot,
     ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), ConnectError> {
-        let io = connect(
-            self.address,
-            self.settings.connect_timeout,
-            self.settings.tls.as_ref(),
-            self.settings.tcp_keepalive.as_ref(),
-        )
-        .await?;
+        let io = self.open().await?;
         if self.settings.tls.is_some() && io.alpn() != Some(b"h2") {
             return Err(ConnectError::NoH2);
         }
