@@ -10,8 +10,9 @@
 //! - [`http1`]: HTTP/1.0 and HTTP/1.1, server and client side, with every
 //!   request-smuggling defence applied while the head is parsed (one pass, no second
 //!   scanner in front of the parser).
-//! - [`http2`]: HTTP/2, server side: the driver that runs a downstream connection's
-//!   streams on the connection's own task (the protocol itself is the `h2` crate's).
+//! - [`http2`]: HTTP/2: the driver that runs a downstream connection's streams on the
+//!   connection's own task, and the upstream client that sends each request from its own
+//!   task (the protocol itself is the `h2` crate's).
 //! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
 
 pub mod buf;

@@ -1,4 +1,5 @@
-//! A request's body on an HTTP/2 stream: its DATA frames, then its trailers.
+//! A message body received on an HTTP/2 stream (a request's on the server side, a
+//! response's on the client side): its DATA frames, then its trailers.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -8,10 +9,10 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::Error;
 
-/// A request body, read from its stream as it is polled.
+/// A received body, read from its stream as it is polled.
 ///
-/// Each DATA frame's bytes are given back to the client's flow-control window when they
-/// are handed out, not when they arrive: a service that stops reading stops the client
+/// Each DATA frame's bytes are given back to the peer's flow-control window when they
+/// are handed out, not when they arrive: a service that stops reading stops the peer
 /// once the window it was granted is full, and no more than that is ever buffered.
 pub struct RecvBody {
     recv: h2::RecvStream,
@@ -42,13 +43,16 @@ impl RecvBody {
         }
     }
 
-    /// The stream ended early by a reset: with `NO_ERROR` the client only says it needs no
-    /// more of this stream's answer (RFC 9113 §8.1: a server may answer before the whole
-    /// request), so the body ends here without failing; any other reset fails the body.
+    /// The stream ended early by a reset: with `NO_ERROR` the peer only says it needs no
+    /// more of this stream (RFC 9113 §8.1: a server may answer before the whole request,
+    /// then reset the rest of it), so the body ends here without failing — unless the
+    /// body said its length and that much has not come, which is a cut, not an end. Any
+    /// other reset fails the body.
     fn stopped(&mut self, e: h2::Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         self.state = State::Done;
+        let cut = self.remaining.is_some_and(|n| n > 0);
         match e.reason() {
-            Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
+            Some(h2::Reason::NO_ERROR) if !cut => Poll::Ready(None),
             _ => Poll::Ready(Some(Err(Error(e)))),
         }
     }

@@ -1,4 +1,5 @@
-//! HTTP/2 (RFC 9113), server side: the driver that serves a downstream connection.
+//! HTTP/2 (RFC 9113): the driver that serves a downstream connection ([`server`]), and
+//! the client connection that carries requests upstream ([`client`]).
 //!
 //! The `h2` crate does the protocol — frames, HPACK, stream states, flow-control windows,
 //! SETTINGS, GOAWAY, and the checks that make a frame or a header block malformed. What
@@ -24,18 +25,23 @@
 //!   `Transfer-Encoding`, `Upgrade`, `TE`) are removed from responses (RFC 9113 §8.2.2;
 //!   `h2` refuses to send them), and a response without `Date` gets one.
 //!
-//! The upstream side of HTTP/2 is not here: Sinew's upstream connections still use
-//! hyper's client.
+//! Upstream, [`client`] is the same idea from the other end: a request is sent, and its
+//! response awaited, from the request's own task on `h2`'s stream; only the connection's
+//! I/O has a task (and a request body still streaming when the response head comes).
 
 mod body;
+pub mod client;
 pub mod server;
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
 pub use body::RecvBody;
+pub use client::{handshake, Client, ClientError, ClientSettings, Connection, ResponseBody};
 pub use server::{serve, ServerSettings};
 
 /// An HTTP/2 error: the connection's (a protocol error, the socket failing, a GOAWAY
@@ -44,7 +50,8 @@ pub use server::{serve, ServerSettings};
 pub struct Error(h2::Error);
 
 impl Error {
-    /// The client reset the stream, or sent GOAWAY, with this code (RFC 9113 §7).
+    /// The peer reset the stream, or sent GOAWAY, with this code (RFC 9113 §7); or `h2`
+    /// did, when the peer broke the protocol.
     pub fn reason_code(&self) -> Option<u32> {
         self.0.reason().map(u32::from)
     }
