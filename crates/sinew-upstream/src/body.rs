@@ -1,18 +1,19 @@
 //! The response body that comes back from upstream ([`UpstreamBody`]): an HTTP/1.1
 //! response read by Sinew's codec, which returns its connection to the pool from inside
 //! the body the moment the response is complete (no task, no channel; see
-//! `PoolReturn`), or a stream of a shared HTTP/2 connection, which frees its place on
-//! that connection when dropped.
+//! `PoolReturn`), or a stream of a shared HTTP/2 connection read by the codec's client,
+//! which frees its place on that connection when dropped (and resets the stream if it
+//! had not ended).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use sinew_stream::{ConnRead, ConnWrite, Upgraded};
 
 use sinew_codec::http1::client::ResponseBody;
+use sinew_codec::http2::ResponseBody as Http2Body;
 
 use crate::breaker::Slot;
 use crate::pool::{PoolReturn, StreamPermit};
@@ -24,7 +25,7 @@ enum Inner {
     /// Read by Sinew's codec; the connection goes home from inside it when it ends.
     Http1(Http1Body),
     /// One stream of a shared HTTP/2 connection, given back when the permit drops.
-    Http2(Incoming, #[allow(dead_code)] StreamPermit),
+    Http2(Http2Body, #[allow(dead_code)] StreamPermit),
     /// Handed over after a protocol switch.
     Switched,
 }
@@ -33,7 +34,7 @@ enum Inner {
 #[derive(Debug)]
 pub enum UpstreamBodyError {
     Http1(sinew_codec::http1::BodyError),
-    Http2(hyper::Error),
+    Http2(sinew_codec::http2::Error),
 }
 
 impl std::fmt::Display for UpstreamBodyError {
@@ -62,7 +63,7 @@ impl UpstreamBody {
         }
     }
 
-    pub(crate) fn http2(body: Incoming, permit: StreamPermit) -> Self {
+    pub(crate) fn http2(body: Http2Body, permit: StreamPermit) -> Self {
         Self {
             inner: Inner::Http2(body, permit),
             _request_slot: None,

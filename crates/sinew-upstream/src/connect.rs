@@ -51,7 +51,8 @@ pub enum ConnectError {
     Tls(io::Error),
     /// The peer did not agree to HTTP/2 over ALPN.
     NoH2,
-    Handshake(hyper::Error),
+    /// The HTTP/2 connection preface or SETTINGS exchange failed.
+    Handshake(sinew_codec::http2::Error),
     /// Another request's attempt to this endpoint, which this one waited for, failed.
     FailedWhileWaiting,
 }

@@ -7,7 +7,6 @@ pub mod cluster;
 pub mod connect;
 pub mod dns;
 pub mod events;
-pub mod h2_settings;
 pub mod health;
 pub mod health_check;
 pub mod hosts;
@@ -16,7 +15,6 @@ pub mod pool;
 pub mod request_body;
 pub mod send;
 pub mod socket;
-pub mod tap;
 pub mod tee;
 pub mod tls;
 

@@ -22,16 +22,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http2;
 use sinew_codec::http1::client::{CheckIn, ClientConn};
+use sinew_codec::http2::Client as Http2Client;
 use sinew_config::model::PoolConfig;
 use sinew_stream::{ConnRead, ConnWrite};
 
 use crate::breaker::Slot;
 use crate::connect::UpstreamTls;
-use crate::h2_settings::PeerSettings;
 use crate::health::EndpointHealth;
-use crate::request_body::RequestBody;
 
 /// How to open and pool connections to a cluster's endpoints.
 pub struct ConnectSettings {
@@ -81,9 +79,9 @@ struct IdleHttp1 {
 }
 
 struct SharedHttp2 {
-    sender: http2::SendRequest<RequestBody>,
+    client: Http2Client,
+    /// Streams this pool has handed out on the connection and not yet seen end.
     streams: Arc<AtomicU32>,
-    peer: Arc<PeerSettings>,
 }
 
 /// The live state of one endpoint address: its pools and its load. It outlives config
@@ -183,27 +181,26 @@ impl EndpointState {
     }
 
     /// A stream on the open HTTP/2 connection carrying the fewest, past its cap if need be.
-    pub(crate) fn least_loaded_http2(
-        &self,
-    ) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
+    pub(crate) fn least_loaded_http2(&self) -> Option<(Http2Client, StreamPermit)> {
         let conns = self.pool().http2.lock().unwrap_or_else(|e| e.into_inner());
         let conn = conns
             .iter()
-            .filter(|c| !c.sender.is_closed())
+            .filter(|c| !c.client.is_closed())
             .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
         conn.streams.fetch_add(1, Ordering::AcqRel);
-        Some((conn.sender.clone(), StreamPermit(conn.streams.clone())))
+        Some((conn.client.clone(), StreamPermit(conn.streams.clone())))
     }
 
     /// A stream on an open HTTP/2 connection that is under its stream limit, if any.
-    pub(crate) fn check_out_http2(
-        &self,
-    ) -> Option<(http2::SendRequest<RequestBody>, StreamPermit)> {
+    pub(crate) fn check_out_http2(&self) -> Option<(Http2Client, StreamPermit)> {
         let cap = self.settings.pool.http2_max_concurrent_streams;
         let mut conns = self.pool().http2.lock().unwrap_or_else(|e| e.into_inner());
-        conns.retain(|c| !c.sender.is_closed());
+        conns.retain(|c| !c.client.is_closed());
         for conn in conns.iter() {
-            let limit = cap.min(conn.peer.max_concurrent_streams.load(Ordering::Relaxed));
+            // The peer's SETTINGS_MAX_CONCURRENT_STREAMS as `h2` last heard it: a peer
+            // that lowers it later is respected from then on.
+            let peer_limit = u32::try_from(conn.client.max_send_streams()).unwrap_or(u32::MAX);
+            let limit = cap.min(peer_limit);
             let taken = conn
                 .streams
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -211,7 +208,7 @@ impl EndpointState {
                 })
                 .is_ok();
             if taken {
-                return Some((conn.sender.clone(), StreamPermit(conn.streams.clone())));
+                return Some((conn.client.clone(), StreamPermit(conn.streams.clone())));
             }
         }
         None
@@ -219,22 +216,14 @@ impl EndpointState {
 
     /// Offers a newly opened HTTP/2 connection to this worker's later requests, with one
     /// stream taken for the request that opened it.
-    pub(crate) fn share_http2(
-        &self,
-        sender: http2::SendRequest<RequestBody>,
-        peer: Arc<PeerSettings>,
-    ) -> StreamPermit {
+    pub(crate) fn share_http2(&self, client: Http2Client) -> StreamPermit {
         let streams = Arc::new(AtomicU32::new(1));
         let permit = StreamPermit(streams.clone());
         self.pool()
             .http2
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(SharedHttp2 {
-                sender,
-                streams,
-                peer,
-            });
+            .push(SharedHttp2 { client, streams });
         permit
     }
 
@@ -249,7 +238,7 @@ impl EndpointState {
             pool.http2
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|c| !c.sender.is_closed());
+                .retain(|c| !c.client.is_closed());
         }
     }
 }

@@ -112,7 +112,7 @@ impl Body for RequestBody {
                             *tee = None;
                         }
                     }
-                    // hyper stops polling a body that says it has ended: this may be the
+                    // A client stops polling a body that says it has ended: this may be the
                     // last look at it.
                     if body.is_end_stream() {
                         if let Some(t) = tee.take() {

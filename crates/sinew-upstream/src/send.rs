@@ -4,24 +4,24 @@
 //! HTTP/1.1 requests go out through Sinew's codec (`sinew_codec::http1::client`), driven
 //! by the request's own task: no task per connection, no channel per request; the
 //! connection goes back to the pool from inside the response body (`body.rs`).
-//! HTTP/2: a new connection is opened when every shared one is at its stream limit, and
-//! shared once the peer's SETTINGS say how many streams it takes.
+//! HTTP/2 goes through the codec's client (`sinew_codec::http2::client`), on the `h2`
+//! crate: each connection has one task for its I/O, and a request is sent and its
+//! response awaited from the request's own task. A new connection is opened when every
+//! shared one is at its stream limit, and shared once the peer's SETTINGS say how many
+//! streams it takes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Version};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sinew_codec::http1::client::{self as http1_client, ClientConn, ClientError, ClientSettings};
+use sinew_codec::http2::{self, Client as Http2Client};
 
 use crate::body::UpstreamBody;
 use crate::breaker::{CircuitBreakers, Slot};
 use crate::connect::{connect, ConnectError, UpstreamIo};
-use crate::h2_settings::{PeerSettings, SettingsParser};
 use crate::pool::{EndpointState, Http1Conn, PoolReturn, StreamPermit};
 use crate::request_body::RequestBody;
-use crate::tap::ReadTap;
 
 /// Which HTTP version to speak upstream for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,9 @@ pub enum SendError {
     /// An HTTP/1.1 exchange failed: the connection failed or closed before a response,
     /// the response was malformed, or the request body failed.
     Http1(ClientError),
-    /// An HTTP/2 stream failed while the request was out, or the response was malformed.
-    Http2(hyper::Error),
+    /// An HTTP/2 stream failed while the request was out (reset, refused, GOAWAY, the
+    /// connection failing), the response was malformed, or the request body failed.
+    Http2(http2::ClientError),
     /// The cluster's circuit breakers turned the request away (nothing was sent).
     Overflow,
 }
@@ -151,12 +152,12 @@ impl EndpointState {
         mut request: Request<RequestBody>,
         breakers: &CircuitBreakers,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let (mut sender, permit) = match self.check_out_http2() {
+        let (client, permit) = match self.check_out_http2() {
             Some(found) => found,
             None => Box::pin(self.check_out_or_connect_http2(breakers)).await?,
         };
         *request.version_mut() = Version::HTTP_2;
-        let response = sender
+        let response = client
             .send_request(request)
             .await
             .map_err(SendError::Http2)?;
@@ -166,7 +167,7 @@ impl EndpointState {
     async fn check_out_or_connect_http2(
         &self,
         breakers: &CircuitBreakers,
-    ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), SendError> {
+    ) -> Result<(Http2Client, StreamPermit), SendError> {
         let _pending = breakers.try_pending().ok_or(SendError::Overflow)?;
         let waiting_since = Instant::now();
         let mut last_failure = self.pool().http2_connecting.lock().await;
@@ -178,7 +179,7 @@ impl EndpointState {
         }
         let Some(slot) = breakers.try_connection() else {
             // At the cluster's connection limit, streams share the open connections past
-            // their cap: the HTTP/2 client queues them until the peer allows more.
+            // their cap: `h2` holds a stream beyond the peer's limit until one ends.
             return self.least_loaded_http2().ok_or(SendError::Overflow);
         };
         let result = self.connect_http2(slot).await;
@@ -186,23 +187,18 @@ impl EndpointState {
         result.map_err(SendError::Connect)
     }
 
-    async fn connect_http2(
-        &self,
-        slot: Slot,
-    ) -> Result<(http2::SendRequest<RequestBody>, StreamPermit), ConnectError> {
+    async fn connect_http2(&self, slot: Slot) -> Result<(Http2Client, StreamPermit), ConnectError> {
         let io = self.open().await?;
         if self.settings.tls.is_some() && io.alpn() != Some(b"h2") {
             return Err(ConnectError::NoH2);
         }
-        let peer = PeerSettings::new();
-        let io = ReadTap::new(io, SettingsParser::new(peer.clone()));
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .adaptive_window(true)
-            .handshake(TokioIo::new(io))
+        let (client, mut conn) = http2::handshake(io, http2::ClientSettings::default())
             .await
             .map_err(ConnectError::Handshake)?;
+        let settings_received = conn.settings_received();
         let address = self.address;
+        // The connection's I/O needs a task of its own (frames arrive while no request is
+        // looking); it holds the connection's slot for as long as it lives.
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = conn.await {
@@ -210,10 +206,13 @@ impl EndpointState {
             }
         });
         // Share the connection only once its stream limit is known (one round trip).
-        tokio::time::timeout(self.settings.connect_timeout, peer.seen.notified())
-            .await
-            .map_err(|_| ConnectError::Timeout)?;
-        let permit = self.share_http2(sender.clone(), peer);
-        Ok((sender, permit))
+        if let Some(settings_received) = settings_received {
+            tokio::time::timeout(self.settings.connect_timeout, settings_received)
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(ConnectError::Handshake)?;
+        }
+        let permit = self.share_http2(client.clone());
+        Ok((client, permit))
     }
 }

@@ -455,9 +455,12 @@ fn classify(e: SendError) -> Failure {
                     BodyError::Downstream(_) => Failure::Downstream,
                 };
             }
-            if e.is_parse() || e.is_parse_status() {
+            if e.is_malformed_response() {
                 Failure::Protocol
             } else {
+                // A reset, a REFUSED_STREAM or GOAWAY (the upstream did not process the
+                // request: `is_retryable`), the connection failing: Envoy's reset before
+                // response headers, which a retry policy may retry.
                 Failure::Reset
             }
         }
