@@ -17,7 +17,7 @@ use super::Error;
 pub struct RecvBody {
     recv: h2::RecvStream,
     state: State,
-    /// What is still to come, when the request said its length (`Content-Length`, which
+    /// What is still to come, when the message said its length (`Content-Length`, which
     /// `h2` holds the DATA frames to).
     remaining: Option<u64>,
 }

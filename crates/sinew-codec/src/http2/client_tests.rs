@@ -567,3 +567,55 @@ async fn connection_specific_request_fields_are_dropped_and_a_known_length_is_se
         assert!(!headers.contains_key(gone), "{gone} was sent");
     }
 }
+
+#[tokio::test]
+async fn an_early_complete_answer_to_a_streaming_request_ends_cleanly() {
+    // The server answers in full without reading the request, and drops it: `h2` resets
+    // the rest of the request with NO_ERROR (RFC 9113 §8.1), which is no failure.
+    let addr = h2_server(
+        h2::server::Builder::new(),
+        |request, mut respond| async move {
+            let mut send = respond.send_response(Response::new(()), false).unwrap();
+            send.send_data(Bytes::from("early"), true).unwrap();
+            drop(request);
+        },
+    )
+    .await;
+    let client = connect(addr, ClientSettings::default()).await;
+    let (feed, body) = channel_body();
+    feed.send(Ok(Frame::data(Bytes::from("first of many"))))
+        .await
+        .unwrap();
+    let response = timeout(WAIT, client.send_request(post("/early", body)))
+        .await
+        .unwrap()
+        .unwrap();
+    let (body, _) = collect(response.into_body()).await;
+    assert_eq!(body, "early");
+    drop(feed);
+}
+
+#[tokio::test]
+async fn a_response_cut_short_of_its_length_fails_even_with_no_error() {
+    let addr = h2_server(
+        h2::server::Builder::new(),
+        |_request, mut respond| async move {
+            let head = Response::builder()
+                .header("content-length", "10")
+                .body(())
+                .unwrap();
+            let mut send = respond.send_response(head, false).unwrap();
+            send.send_data(Bytes::from("four"), false).unwrap();
+            // Let the DATA go before the reset.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            send.send_reset(Reason::NO_ERROR);
+        },
+    )
+    .await;
+    let client = connect(addr, ClientSettings::default()).await;
+    let response = client.send_request(get("/cut")).await.unwrap();
+    assert_eq!(response.body().size_hint().exact(), Some(10));
+    let result = timeout(WAIT, response.into_body().collect()).await.unwrap();
+    let error = result.expect_err("six bytes are missing");
+    assert_eq!(error.reason_code(), Some(u32::from(Reason::NO_ERROR)));
+}
