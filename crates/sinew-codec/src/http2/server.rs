@@ -255,7 +255,7 @@ where
 /// (RFC 9113 §8.2.2): removed, with the fields `Connection` names. `TE` belongs to
 /// requests alone (RFC 9110 §10.1.4). A response without `Date` gets one (RFC 9110
 /// §6.6.1), as over HTTP/1.
-pub(super) fn prepare_head(headers: &mut HeaderMap) {
+fn prepare_head(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
