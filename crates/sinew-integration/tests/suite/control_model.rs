@@ -307,7 +307,16 @@ async fn circuit_breakers_answer_503_past_max_requests_and_max_connections() {
         }
     };
 
-    // Two in flight: the third is refused at once, without reaching a.
+    // Two in flight: the third is refused at once, without reaching a. The probes above
+    // give their request slots back only after their answers are written, a moment the
+    // client cannot see: wait for that, or one of them could pass for a held request
+    // (and make the second held one overflow in its place).
+    wait_for(
+        "the probes' requests to end",
+        Duration::from_secs(5),
+        gauge("sinew_cluster_upstream_rq_active", 0.0),
+    )
+    .await;
     let held = hold(2).await;
     wait_for(
         "two requests in flight",
