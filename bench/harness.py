@@ -1070,6 +1070,7 @@ def machine_info():
         "kernel": platform.release(),
         "sinew": first_line(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "rustc": first_line(["rustc", "--version"]),
+        "sinew_binary": os.path.relpath(SINEW, ROOT),
         "nginx": first_line(["nginx", "-v"]),
         "haproxy": first_line(["haproxy", "-v"]),
         "wrk": first_line(["wrk", "-v"]),
@@ -1089,7 +1090,7 @@ def write_report(results, machine, args, path):
         "",
         "## Setup",
         "",
-        f"- Date: {machine['date']}; Sinew {machine['sinew']} built by {machine['rustc']}.",
+        f"- Date: {machine['date']}; Sinew {machine['sinew']} ({machine.get('sinew_binary', 'target/release/sinew')}) built by {machine['rustc']}.",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Linux {machine['kernel']}.",
         f"- Proxies: {machine['nginx']}; {machine['haproxy']}.",
