@@ -11,6 +11,12 @@
 //! taken for each response and given back after it, so an idle connection holds
 //! neither.
 //!
+//! Between requests a caller may take the connection back ([`ServerSettings::idle_handoff`]):
+//! [`resume`] then returns [`Ended::Idle`] with the halves and a released buffer, the
+//! caller waits for the next bytes with whatever small state it keeps for idle
+//! connections (a proxy holds thousands), and calls [`resume`] again. The driver's own
+//! state (parser, timers, the body's hand-back slot) exists only while it runs.
+//!
 //! The header-read timeout runs from a head's first byte to its end, so an idle
 //! keep-alive connection is not cut by it. A graceful shutdown closes an idle
 //! connection at once and lets one in the middle of an exchange finish it, answering
@@ -60,6 +66,12 @@ pub struct ServerSettings {
     pub drain_limit: u64,
     /// ... and if they come within this time.
     pub drain_timeout: Duration,
+    /// Between requests, once nothing has come for this long (and nothing is buffered),
+    /// return [`Ended::Idle`] instead of waiting on: the caller keeps the idle connection
+    /// in less memory than the driver does and times the rest of the idle timeout
+    /// itself. A busy keep-alive connection never pays for the hand-back and the resume.
+    /// `None`: never (the driver waits for the idle timeout).
+    pub idle_handoff: Option<Duration>,
 }
 
 impl Default for ServerSettings {
@@ -71,6 +83,7 @@ impl Default for ServerSettings {
             idle_timeout: None,
             drain_limit: 64 * 1024,
             drain_timeout: Duration::from_secs(2),
+            idle_handoff: None,
         }
     }
 }
@@ -376,10 +389,92 @@ enum Wait {
     Bad(HeadError),
     /// The client closed, timed out, or the server is shutting down between requests.
     Done,
+    /// Nothing to read between requests, and the caller takes idle connections back.
+    Idle,
 }
 
-/// Serves one connection until it closes: `read` and `write` are its halves, `service`
-/// answers each request, `shutdown` resolves when the server begins a graceful shutdown.
+/// How a connection served by [`serve`] or [`resume`] ended.
+pub enum Ended<R, W> {
+    /// Closed by either side, or at shutdown, after zero or more exchanges.
+    Closed,
+    /// A request head was refused: answered with `status` (and `reason` as its body),
+    /// then the connection closed. The service never saw it, so whoever logs requests
+    /// learns of it here (Envoy logs these with the `DPE` flag).
+    BadRequest {
+        status: StatusCode,
+        reason: &'static str,
+    },
+    /// Quiet between requests for [`ServerSettings::idle_handoff`]: the connection, to
+    /// wait on and [`resume`].
+    Idle(IdleConn<R, W>),
+}
+
+impl<R, W> fmt::Debug for Ended<R, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Closed => f.write_str("Closed"),
+            Ended::BadRequest { status, reason } => f
+                .debug_struct("BadRequest")
+                .field("status", status)
+                .field("reason", reason)
+                .finish(),
+            Ended::Idle(_) => f.write_str("Idle"),
+        }
+    }
+}
+
+/// A connection between requests: its halves and a read buffer that holds nothing
+/// until bytes come (a few dozen bytes in all).
+pub struct IdleConn<R, W> {
+    side: ReadSide<R>,
+    write: W,
+}
+
+impl<R, W> IdleConn<R, W> {
+    /// A connection that has not been served yet.
+    pub fn new(read: R, write: W) -> Self {
+        IdleConn {
+            side: ReadSide::new(read),
+            write,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> IdleConn<R, W> {
+    /// Waits for the next bytes (read into a buffer from the worker's pool, for
+    /// [`resume`]): true once some came, false when the client closed.
+    pub fn poll_next_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        self.side.poll_fill(cx).map_ok(|n| n > 0)
+    }
+
+    /// Closes the connection (idle timeout, shutdown): the write side is shut down.
+    pub async fn close(mut self) -> io::Result<()> {
+        self.write.shutdown().await
+    }
+}
+
+/// [`resume`] on a connection that has not been served yet.
+pub fn serve<R, W, S, F, B>(
+    read: R,
+    write: W,
+    service: S,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = io::Result<Ended<R, W>>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    S: FnMut(Request<RequestBody<R>>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    resume(IdleConn::new(read, write), service, settings, shutdown)
+}
+
+/// Serves `conn` until it closes (or, with [`ServerSettings::idle_handoff`], until it
+/// is idle between requests): `service` answers each request, `shutdown` resolves when
+/// the server begins a graceful shutdown.
 ///
 /// A request body the service drops before its end is drained after the response (read
 /// and thrown away, within [`ServerSettings::drain_limit`] and
@@ -393,27 +488,12 @@ enum Wait {
 /// to the `OnUpgrade`, and returns. Any other answer leaves the connection HTTP/1.
 /// A 101 to a request that did not ask for it is written and the connection closed.
 /// The future is `Send` when the halves, the service and its futures and bodies are.
-/// How a connection served by [`serve`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// Closed by either side, or at shutdown, after zero or more exchanges.
-    Closed,
-    /// A request head was refused: answered with `status` (and `reason` as its body),
-    /// then the connection closed. The service never saw it, so whoever logs requests
-    /// learns of it here (Envoy logs these with the `DPE` flag).
-    BadRequest {
-        status: StatusCode,
-        reason: &'static str,
-    },
-}
-
-pub async fn serve<R, W, S, F, B>(
-    read: R,
-    mut write: W,
+pub async fn resume<R, W, S, F, B>(
+    conn: IdleConn<R, W>,
     mut service: S,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<Ended>
+) -> io::Result<Ended<R, W>>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -422,6 +502,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: fmt::Display,
 {
+    let IdleConn { side, mut write } = conn;
     let home = Arc::new(Home {
         slot: Mutex::new(Slot {
             read: None,
@@ -429,7 +510,7 @@ where
             waker: None,
         }),
     });
-    let mut read_side = Some(ReadSide::new(read));
+    let mut read_side = Some(side);
     let mut parser = RequestParser::new(settings.limits);
     let mut shutdown = pin!(shutdown);
     let mut shutting_down = false;
@@ -438,8 +519,7 @@ where
         let wait = wait_for_head(
             side,
             &mut parser,
-            settings.header_read_timeout,
-            settings.idle_timeout,
+            &settings,
             head_timer.as_mut(),
             shutdown.as_mut(),
             &mut shutting_down,
@@ -448,6 +528,10 @@ where
         let head = match wait {
             Wait::Head(head) => head,
             Wait::Done => break,
+            Wait::Idle => {
+                let side = read_side.take().expect("waited on it");
+                return Ok(Ended::Idle(IdleConn { side, write }));
+            }
             Wait::Bad(e) => {
                 // Rare: boxed, so its state does not size every connection's future.
                 // The answer is best effort: a client that sent a bad head and left
@@ -754,14 +838,15 @@ async fn poll_once(mut future: Pin<&mut impl Future<Output = ()>>) -> bool {
 async fn wait_for_head<R: AsyncRead + Unpin>(
     side: &mut ReadSide<R>,
     parser: &mut RequestParser,
-    timeout: Option<Duration>,
-    idle_timeout: Option<Duration>,
+    settings: &ServerSettings,
     mut timer: Pin<&mut tokio::time::Sleep>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
     shutting_down: &mut bool,
 ) -> io::Result<Wait> {
     let mut timing = false;
-    let mut idle_armed = false;
+    // Whether the timer runs for the quiet between requests, and if so what it ends in:
+    // the hand-back (true) or the idle timeout's close (false).
+    let mut idle_armed: Option<bool> = None;
     loop {
         if side.buf.is_held() {
             match parser.parse(side.buf.get()) {
@@ -772,7 +857,7 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
         }
         let head_begun = !side.buf.buffered().is_empty();
         if head_begun && !timing {
-            if let Some(timeout) = timeout {
+            if let Some(timeout) = settings.header_read_timeout {
                 timer.as_mut().reset(Instant::now() + timeout);
                 timing = true;
             }
@@ -780,31 +865,50 @@ async fn wait_for_head<R: AsyncRead + Unpin>(
         if !head_begun {
             // Between requests: nothing to keep.
             side.buf.release_if_idle();
-            if let (false, Some(idle)) = (idle_armed, idle_timeout) {
-                timer.as_mut().reset(Instant::now() + idle);
-                idle_armed = true;
+            if idle_armed.is_none() {
+                let (after, hand_back) = match (settings.idle_timeout, settings.idle_handoff) {
+                    (Some(idle), Some(handoff)) if handoff < idle => (Some(handoff), true),
+                    (None, Some(handoff)) => (Some(handoff), true),
+                    (idle, _) => (idle, false),
+                };
+                if let Some(after) = after {
+                    timer.as_mut().reset(Instant::now() + after);
+                    idle_armed = Some(hand_back);
+                }
             }
         }
-        let idle_timing = idle_armed && !head_begun;
-        let filled = poll_fn(|cx| {
+        let idle_timing = idle_armed.is_some() && !head_begun;
+        let step = poll_fn(|cx| {
             if !head_begun && !*shutting_down && shutdown.as_mut().poll(cx).is_ready() {
                 *shutting_down = true;
             }
             if !head_begun && *shutting_down {
-                return Poll::Ready(None);
+                return Poll::Ready(HeadStep::Closing);
             }
             if (timing || idle_timing) && timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(HeadStep::TimedOut);
             }
-            side.poll_fill(cx).map(Some)
+            side.poll_fill(cx).map(HeadStep::Read)
         })
         .await;
-        match filled {
-            None | Some(Ok(0)) => return Ok(Wait::Done),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e),
+        match step {
+            HeadStep::TimedOut if idle_timing && idle_armed == Some(true) => return Ok(Wait::Idle),
+            HeadStep::Closing | HeadStep::TimedOut | HeadStep::Read(Ok(0)) => {
+                return Ok(Wait::Done)
+            }
+            HeadStep::Read(Ok(_)) => {}
+            HeadStep::Read(Err(e)) => return Err(e),
         }
     }
+}
+
+/// What one wait for more of a head came to.
+enum HeadStep {
+    Read(io::Result<usize>),
+    /// The server is shutting down, between requests.
+    Closing,
+    /// The header-read timeout, the idle timeout, or the hand-back's delay.
+    TimedOut,
 }
 
 /// The next step of writing a body: a frame (or its end), or nothing ready yet.
@@ -974,6 +1078,80 @@ mod tests {
             serve(read, write, service, settings, std::future::pending::<()>())
         });
         assert!(size <= 1024, "the driver's future is {size} bytes");
+    }
+
+    /// With `idle_handoff`, the driver answers what was sent (pipelined requests in
+    /// order), then, once the connection has been quiet that long, hands it back holding
+    /// no buffer; the caller waits for the next bytes and resumes it, and learns when the
+    /// client closes.
+    #[tokio::test]
+    async fn an_idle_connection_is_handed_back_and_resumed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, write) = server.into_split();
+        let settings = ServerSettings {
+            idle_handoff: Some(Duration::from_millis(20)),
+            ..ServerSettings::default()
+        };
+        let answered = std::sync::atomic::AtomicUsize::new(0);
+        let service = |req: Request<RequestBody<OwnedReadHalf>>| {
+            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = req.uri().path().to_string();
+            async move { Response::new(path) }
+        };
+        client
+            .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let ended = serve(read, write, service, settings, std::future::pending::<()>())
+            .await
+            .unwrap();
+        let Ended::Idle(mut idle) = ended else {
+            panic!("expected an idle hand-back, got {ended:?}");
+        };
+        assert_eq!(answered.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(
+            !idle.side.buf.is_held(),
+            "an idle connection holds no buffer"
+        );
+        let mut answers = vec![0u8; 4096];
+        let mut got = String::new();
+        while !got.contains("/two") {
+            let n = client.read(&mut answers).await.unwrap();
+            got.push_str(std::str::from_utf8(&answers[..n]).unwrap());
+        }
+        assert!(
+            got.find("/one").unwrap() < got.find("/two").unwrap(),
+            "{got}"
+        );
+
+        client
+            .write_all(b"GET /three HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(poll_fn(|cx| idle.poll_next_bytes(cx)).await.unwrap());
+        let ended = resume(idle, service, settings, std::future::pending::<()>())
+            .await
+            .unwrap();
+        let Ended::Idle(mut idle) = ended else {
+            panic!("expected an idle hand-back, got {ended:?}");
+        };
+        let n = client.read(&mut answers).await.unwrap();
+        let third = std::str::from_utf8(&answers[..n]).unwrap();
+        assert!(
+            third.starts_with("HTTP/1.1 200 ") && third.ends_with("/three"),
+            "{third}"
+        );
+
+        drop(client);
+        assert!(
+            !poll_fn(|cx| idle.poll_next_bytes(cx)).await.unwrap(),
+            "the client closed"
+        );
     }
 
     /// A refused head is answered here, never reaching the service, so the caller

@@ -73,12 +73,24 @@ async fn http1_request_in_flight_completes_with_connection_close_and_drain_ends_
 
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_at_once() {
+    drain_closes_an_idle_connection_at_once(Duration::ZERO).await;
+}
+
+/// Quiet past the codec's hand-back delay (50 ms), the connection waits in the
+/// connection loop's small state, which must hear the drain as well.
+#[tokio::test]
+async fn a_connection_idle_past_the_codecs_hand_back_is_closed_at_once() {
+    drain_closes_an_idle_connection_at_once(Duration::from_millis(300)).await;
+}
+
+async fn drain_closes_an_idle_connection_at_once(quiet: Duration) {
     let up = Upstream::start("alpha").await;
     let (proxy, addr) = OneRoute::to(&[up.addr]).start().await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     send_slow_get(&mut stream, 0).await;
     let (head, _) = read_response(&mut stream).await;
     assert!(head.contains("connection: keep-alive") || !head.contains("connection: close"));
+    tokio::time::sleep(quiet).await;
 
     let started = Instant::now();
     let report = proxy.proxy.drain(Duration::from_secs(10)).await;

@@ -330,6 +330,15 @@ fn http2_settings(max_request_headers_bytes: usize) -> sinew_codec::http2::Serve
     }
 }
 
+/// How long an HTTP/1 connection is quiet between requests before the codec hands it
+/// back to the connection loop, whose task is then 800 bytes where it was 1,848 with
+/// the driver inline, and which holds no parser, timer or hand-back slot (bench
+/// scenario h: 4.2 KB per idle connection became 2.9). A hand-back and resume costs
+/// about 1.6 µs (the driver boxed, a timer and the drain watch registered anew): handed
+/// back after every request, scenario a went from 15.9 to 17.5 µs per request; a request
+/// that follows its predecessor within this time never pays it.
+const IDLE_HANDOFF: Duration = Duration::from_millis(50);
+
 /// The codec's settings for a listener's HTTP/1 connections.
 fn http1_settings(
     max_request_headers_bytes: usize,
@@ -343,6 +352,9 @@ fn http1_settings(
         },
         header_read_timeout: Some(request_headers_timeout),
         idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+        // The connection loop (`protocol::serve_http1`) keeps connections quiet this long
+        // itself, in less memory than the codec's driver (see IDLE_HANDOFF).
+        idle_handoff: Some(IDLE_HANDOFF),
         ..sinew_codec::http1::server::ServerSettings::default()
     }
 }

@@ -5,11 +5,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The most the first reads take: the preface, or the start of an HTTP/1 head (the
+/// codec reads the rest).
+const FIRST_READ: usize = 512;
 
 /// What the first bytes said.
 pub(crate) enum Sniffed {
@@ -21,24 +25,26 @@ pub(crate) enum Sniffed {
 
 /// Reads until the bytes are the preface or cannot be; `wait` bounds the whole read.
 pub(crate) async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, wait: Duration) -> Sniffed {
-    let mut first = [0u8; 512];
-    let mut filled = 0;
+    // On the heap: inline, the bytes would size every connection's task for its life.
+    let mut first = BytesMut::with_capacity(FIRST_READ);
     let read = async {
         loop {
-            let n = io.read(&mut first[filled..]).await.unwrap_or(0);
+            if first.len() == FIRST_READ {
+                return true;
+            }
+            let n = io.read_buf(&mut first).await.unwrap_or(0);
             if n == 0 {
                 return false;
             }
-            filled += n;
-            let common = filled.min(PREFACE.len());
-            if first[..common] != PREFACE[..common] || filled >= PREFACE.len() {
+            let common = first.len().min(PREFACE.len());
+            if first[..common] != PREFACE[..common] || first.len() >= PREFACE.len() {
                 return true;
             }
         }
     };
     match tokio::time::timeout(wait, read).await {
         Ok(true) => {
-            let bytes = Bytes::copy_from_slice(&first[..filled]);
+            let bytes = first.freeze();
             if bytes.starts_with(PREFACE) {
                 Sniffed::Http2(bytes)
             } else {
