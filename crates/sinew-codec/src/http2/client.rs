@@ -348,14 +348,7 @@ impl Client {
 /// `trailers` (RFC 9113 §8.2.2), which gRPC needs; any other `TE` is dropped.
 fn prepare_request_head(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in super::connection_named_fields(headers) {
             if name != header::TE {
                 headers.remove(name);
             }

@@ -40,6 +40,8 @@ mod tests;
 
 use std::fmt;
 
+use http::header::{self, HeaderMap, HeaderName};
+
 pub use body::RecvBody;
 pub use client::{handshake, Client, ClientError, ClientSettings, Connection, ResponseBody};
 pub use server::{serve, ServerSettings};
@@ -78,4 +80,17 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
+}
+
+/// The fields a head's `Connection` names (RFC 9110 §7.6.1): they, like `Connection`
+/// itself, mean something to one HTTP/1 connection only, and HTTP/2 has no place for
+/// them (RFC 9113 §8.2.2).
+fn connection_named_fields(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
 }

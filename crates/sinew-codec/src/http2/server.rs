@@ -257,14 +257,7 @@ where
 /// §6.6.1), as over HTTP/1.
 fn prepare_head(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in super::connection_named_fields(headers) {
             headers.remove(name);
         }
         headers.remove(header::CONNECTION);
