@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures_util::task::noop_waker_ref;
 use h2::client::SendRequest;
 use h2::{Reason, SendStream};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -292,14 +292,7 @@ impl Client {
         let mut send = self.send.clone().ready().await?;
         let (mut head, body) = request.into_parts();
         prepare_request_head(&mut head.headers);
-        let end_of_stream = body.is_end_stream();
-        if !end_of_stream {
-            if let Some(length) = body.size_hint().exact() {
-                head.headers
-                    .entry(header::CONTENT_LENGTH)
-                    .or_insert_with(|| HeaderValue::from(length));
-            }
-        }
+        let end_of_stream = super::note_body_length(&mut head.headers, &body);
         let (mut response, stream) =
             send.send_request(Request::from_parts(head, ()), end_of_stream)?;
         let mut pump = (!end_of_stream).then(|| Pump {

@@ -40,7 +40,8 @@ mod tests;
 
 use std::fmt;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::Body;
 
 pub use body::RecvBody;
 pub use client::{handshake, Client, ClientError, ClientSettings, Connection, ResponseBody};
@@ -93,4 +94,18 @@ fn connection_named_fields(headers: &HeaderMap) -> Vec<HeaderName> {
         .flat_map(|list| list.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect()
+}
+
+/// Whether `body` is already over (then the head ends the stream); if not and its size
+/// is known, `headers` say it in `Content-Length` unless they already do.
+fn note_body_length<B: Body>(headers: &mut HeaderMap, body: &B) -> bool {
+    let end_of_stream = body.is_end_stream();
+    if !end_of_stream {
+        if let Some(length) = body.size_hint().exact() {
+            headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(length));
+        }
+    }
+    end_of_stream
 }

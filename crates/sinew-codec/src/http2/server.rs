@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{Reason, SendStream};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -227,14 +227,7 @@ where
     };
     let (mut head, body) = response.into_parts();
     prepare_head(&mut head.headers);
-    let end_of_stream = body.is_end_stream();
-    if !end_of_stream {
-        if let Some(length) = body.size_hint().exact() {
-            head.headers
-                .entry(header::CONTENT_LENGTH)
-                .or_insert_with(|| HeaderValue::from(length));
-        }
-    }
+    let end_of_stream = super::note_body_length(&mut head.headers, &body);
     let mut send = match respond.send_response(Response::from_parts(head, ()), end_of_stream) {
         Ok(send) => send,
         // `h2` refused the head (a field it does not allow), or the stream is gone.
