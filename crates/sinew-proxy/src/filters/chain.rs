@@ -33,6 +33,7 @@ use super::rate_limit::{self, HttpRateLimits, Quota};
 use super::trace::{self, ActiveSpan, Tracer};
 use super::{Downstream, Routed};
 use crate::stream::body::ResponseBody;
+use crate::stream::conn::ConnContext;
 use crate::stream::flags::ResponseFlags;
 
 /// One HTTP filter, with its compiled config.
@@ -62,6 +63,9 @@ pub(crate) struct StreamState {
     log: Option<Started>,
     quota: Option<Quota>,
     fault_flags: ResponseFlags,
+    /// The claims of the request's verified JWT, for authorization rules and headers.
+    #[allow(dead_code)] // set by the JWT filter and read by authorization (issue 19)
+    pub(crate) request_auth: Option<Arc<sinew_identity::VerifiedClaims>>,
 }
 
 impl StreamState {
@@ -139,6 +143,18 @@ impl FilterChain {
                 HttpFilter::RateLimit(_) | HttpFilter::Fault => {}
             }
         }
+    }
+
+    /// Phase 1b, access: once the request's authority is known and before it is routed,
+    /// who is asking is established (JWT authentication) and checked (authorization).
+    /// `Err` is a local reply (401, 403) that ends the stream here.
+    pub(crate) async fn on_access(
+        &self,
+        _req: &mut DownstreamRequest,
+        _conn: &ConnContext,
+        _state: &mut StreamState,
+    ) -> Result<(), Response<ResponseBody>> {
+        Ok(())
     }
 
     /// Phase 2, once a route is chosen: `Err` is a local reply that ends the stream here.

@@ -17,6 +17,10 @@ pub(crate) struct ConnContext {
     /// The peer's IP as a header value, for `X-Forwarded-For`.
     pub peer_ip_value: http::HeaderValue,
     pub tls: bool,
+    /// What the peer's verified client certificate says (mTLS), read once at the
+    /// handshake; `None` for plaintext and for TLS without a client certificate.
+    #[allow(dead_code)] // set by the mTLS handshake, read by authorization (issue 19)
+    pub peer_identity: Option<Arc<sinew_identity::PeerIdentity>>,
     /// Whether the connection loop times idleness from requests (HTTP/2). On HTTP/1 the
     /// codec times it itself, so requests skip the bookkeeping (and its clock read).
     tracks_idle: bool,
@@ -49,6 +53,7 @@ impl ConnContext {
             peer,
             peer_ip_value: crate::filters::router::headers::client_address_value(peer.ip()),
             tls,
+            peer_identity: None,
             tracks_idle,
             active_requests: AtomicU32::new(0),
             idle_since: SharedMoment::now(),

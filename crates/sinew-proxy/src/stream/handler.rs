@@ -58,7 +58,7 @@ pub(crate) async fn handle(
 /// reply. `idle` starts as the listener's stream idle timeout and becomes the route's
 /// once one is chosen.
 async fn phases(
-    req: DownstreamRequest,
+    mut req: DownstreamRequest,
     conn: &ConnContext,
     manager: &HttpManager,
     state: &mut StreamState,
@@ -74,6 +74,11 @@ async fn phases(
         Ok(None) => return local_reply::bad_request("missing Host header"),
         Err(problem) => return local_reply::bad_request(problem),
     };
+    // Phase 1b: access (JWT authentication, authorization).
+    if let Err(refused) = manager.filters.on_access(&mut req, conn, state).await {
+        return refused;
+    }
+
     // Validated as a header value; a Host that is not text cannot name a virtual host.
     let host = authority.to_str().unwrap_or("");
 
