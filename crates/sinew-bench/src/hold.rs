@@ -54,8 +54,8 @@ pub async fn run(
 /// A client config that trusts `roots` and offers only HTTP/1.1, so that every proxy
 /// keeps an HTTP/1.1 connection (not an HTTP/2 one) behind each TLS session.
 fn tls_connector(roots: &Path) -> Result<TlsConnector, String> {
-    let roots = sinew_upstream::tls::load_roots(&roots.to_string_lossy())?;
-    let mut config = rustls::ClientConfig::builder_with_provider(sinew_upstream::tls::provider())
+    let roots = sinew_tls::pem::load_roots(&roots.to_string_lossy())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(sinew_tls::pem::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)

@@ -67,9 +67,9 @@ fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let certs = sinew_upstream::tls::load_certs(&cert.to_string_lossy())?;
-    let key = sinew_upstream::tls::load_key(&key.to_string_lossy())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(sinew_upstream::tls::provider())
+    let certs = sinew_tls::pem::load_certs(&cert.to_string_lossy())?;
+    let key = sinew_tls::pem::load_key(&key.to_string_lossy())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(sinew_tls::pem::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()

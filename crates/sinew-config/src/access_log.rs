@@ -236,6 +236,14 @@ pub enum Operator {
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
     DownstreamLocalAddress,
+    /// The client certificate's URI SANs, comma-separated (mTLS).
+    DownstreamPeerUriSan,
+    /// The client certificate's DNS SANs, comma-separated.
+    DownstreamPeerDnsSan,
+    /// The client certificate's subject.
+    DownstreamPeerSubject,
+    /// The client certificate's serial number, in hex.
+    DownstreamPeerSerial,
     /// `%REQUESTED_SERVER_NAME%` is not tracked; `%HOSTNAME%` is the machine's.
     Hostname,
 }
@@ -371,6 +379,10 @@ fn parse_operator(text: &str) -> Result<Operator, String> {
         "UPSTREAM_HOST" => no_arg(Operator::UpstreamHost),
         "UPSTREAM_CLUSTER" => no_arg(Operator::UpstreamCluster),
         "DOWNSTREAM_REMOTE_ADDRESS" => no_arg(Operator::DownstreamRemoteAddress),
+        "DOWNSTREAM_PEER_URI_SAN" => no_arg(Operator::DownstreamPeerUriSan),
+        "DOWNSTREAM_PEER_DNS_SAN" => no_arg(Operator::DownstreamPeerDnsSan),
+        "DOWNSTREAM_PEER_SUBJECT" => no_arg(Operator::DownstreamPeerSubject),
+        "DOWNSTREAM_PEER_SERIAL" => no_arg(Operator::DownstreamPeerSerial),
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
             no_arg(Operator::DownstreamRemoteAddressWithoutPort)
         }

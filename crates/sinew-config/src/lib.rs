@@ -17,6 +17,7 @@ pub mod model;
 pub mod rate_limit;
 pub mod socket;
 pub mod source;
+pub mod tls;
 mod token;
 pub mod trace;
 mod validate;

@@ -44,6 +44,9 @@ pub struct Config {
     /// `{stats_matcher: {reject_all: true}}` turns metrics off (Envoy: bootstrap `stats_config`).
     #[serde(default)]
     pub stats_config: Option<StatsConfig>,
+    /// The proxy's workload identity, for mesh mTLS (`mtls` on listeners and clusters).
+    #[serde(default)]
+    pub mesh: Option<crate::tls::Mesh>,
 }
 
 /// One listening socket and what runs on it.
@@ -64,6 +67,9 @@ pub struct Listener {
     /// TLS termination. Without it the listener is cleartext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Mesh mTLS with the proxy's SVID (needs `mesh`); exclusive with `tls`.
+    #[serde(default)]
+    pub mtls: Option<crate::tls::MtlsMode>,
     /// An HTTP connection manager (HTTP/1.1 and HTTP/2 on one port).
     #[serde(default)]
     pub http: Option<HttpConnectionManager>,
@@ -83,6 +89,16 @@ pub struct ListenerTls {
     /// ALPN protocols offered, in order of preference.
     #[serde(default = "default_alpn")]
     pub alpn: Vec<String>,
+    /// PEM bundle of CAs that client certificates are verified against; without it no
+    /// client certificate is asked for.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// Refuse clients without a certificate (else one is verified if sent).
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// A client certificate must have one of these names (none: any).
+    #[serde(default)]
+    pub match_subject_alt_names: Vec<crate::tls::SanMatch>,
 }
 
 fn default_alpn() -> Vec<String> {
@@ -154,6 +170,12 @@ pub struct HttpConnectionManager {
     /// Trace context propagation, spans and OTLP export (Envoy: `tracing`); off when unset.
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// What the upstream is told of the client certificate (`x-forwarded-client-cert`).
+    #[serde(default)]
+    pub forward_client_cert_details: crate::tls::ForwardClientCert,
+    /// The fields of this hop's `x-forwarded-client-cert` entry besides `By` and `Hash`.
+    #[serde(default)]
+    pub set_current_client_cert_details: crate::tls::ClientCertDetails,
 }
 
 fn default_max_request_headers_kb() -> u32 {
@@ -486,6 +508,10 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// Mesh mTLS to the endpoints with the proxy's SVID (needs `mesh`); exclusive with
+    /// `tls`.
+    #[serde(default)]
+    pub mtls: Option<crate::tls::ClusterMtls>,
     #[serde(default)]
     pub pool: PoolConfig,
     #[serde(default)]
@@ -571,6 +597,16 @@ pub struct UpstreamTls {
     /// ALPN offered; defaults from `protocol` (h2 for http2, http/1.1 otherwise).
     #[serde(default)]
     pub alpn: Option<Vec<String>>,
+    /// PEM client certificate chain presented to the upstream (with `key`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The upstream's certificate must have one of these names; when set, they replace
+    /// the host-name check against `sni` (as Envoy's `match_typed_subject_alt_names`).
+    #[serde(default)]
+    pub match_subject_alt_names: Vec<crate::tls::SanMatch>,
 }
 
 /// Per-endpoint connection pooling.

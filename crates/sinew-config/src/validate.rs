@@ -136,7 +136,7 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 if l.tls.is_some() {
                     v.err(
                         format!("{p}.tls"),
-                        "TLS termination is for HTTP listeners; a TCP proxy passes TLS through",
+                        "TLS termination is for HTTP listeners; a TCP proxy passes TLS through (or terminates mesh mTLS with `mtls`)",
                     );
                 }
             }
@@ -154,6 +154,12 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
     for (i, c) in config.clusters.iter().enumerate() {
         v.cluster(&format!("clusters[{i}]"), c);
     }
+    crate::tls::check(
+        config.mesh.as_ref(),
+        &config.listeners,
+        &config.clusters,
+        &mut v.errors,
+    );
     v.errors
 }
 

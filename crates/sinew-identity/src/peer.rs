@@ -21,6 +21,19 @@ pub struct PeerIdentity {
     pub serial: String,
     /// The end of the validity period, in seconds since the Unix epoch.
     pub not_after: i64,
+    /// SHA-256 of the DER certificate, lower-case hex (`x-forwarded-client-cert`'s
+    /// `Hash`, Envoy's `%DOWNSTREAM_PEER_FINGERPRINT_256%`).
+    pub sha256: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 impl PeerIdentity {
@@ -50,12 +63,7 @@ impl PeerIdentity {
             (Some(only), None) => SpiffeId::parse(only).ok(),
             _ => None,
         };
-        let serial = cert
-            .tbs_certificate
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let serial = hex(cert.tbs_certificate.raw_serial());
         Ok(PeerIdentity {
             spiffe,
             uri_sans,
@@ -63,6 +71,7 @@ impl PeerIdentity {
             subject: cert.subject().to_string(),
             serial,
             not_after: cert.validity().not_after.timestamp(),
+            sha256: hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()),
         })
     }
 
@@ -92,6 +101,7 @@ mod tests {
         assert_eq!(id.dns_sans, vec!["web.shop.svc"]);
         assert_eq!(id.serial, "01ab7f");
         assert_eq!(id.not_after, 1_893_542_400);
+        assert_eq!(id.sha256.len(), 64);
     }
 
     #[test]

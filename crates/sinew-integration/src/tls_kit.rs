@@ -306,3 +306,87 @@ pub async fn tls_get(
         .await
         .map_err(|_| "timed out".to_string())?
 }
+
+/// When a test certificate is valid.
+#[derive(Clone, Copy, Debug)]
+pub enum Validity {
+    /// From yesterday to a year from now.
+    Current,
+    /// Ended in 2020.
+    Expired,
+    /// Starts in 2099.
+    NotYetValid,
+}
+
+impl TestCa {
+    /// Issues an X.509-SVID for `spiffe_id` (usable by servers and clients), with the
+    /// extra DNS names `dns` (so ordinary TLS clients can verify a proxy by host name),
+    /// written as `<file_stem>.pem` / `<file_stem>.key`.
+    pub fn issue_svid(
+        &self,
+        file_stem: &str,
+        spiffe_id: &str,
+        dns: &[&str],
+        validity: Validity,
+    ) -> CertFiles {
+        let mut params =
+            CertificateParams::new(dns.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("SVID params");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            spiffe_id.try_into().expect("an IA5 URI"),
+        ));
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |secs: i64| {
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(secs as u64)
+        };
+        (params.not_before, params.not_after) = match validity {
+            Validity::Current => (at(today - 86_400), at(today + 365 * 86_400)),
+            Validity::Expired => (
+                rcgen::date_time_ymd(2019, 1, 1),
+                rcgen::date_time_ymd(2020, 1, 1),
+            ),
+            Validity::NotYetValid => (
+                rcgen::date_time_ymd(2099, 1, 1),
+                rcgen::date_time_ymd(2100, 1, 1),
+            ),
+        };
+        let key = KeyPair::generate().expect("SVID key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign SVID");
+        let cert_path = self.dir.file(&format!("{file_stem}.pem"));
+        let key_path = self.dir.file(&format!("{file_stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        CertFiles {
+            cert: cert_path,
+            key: key_path,
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A client config trusting only this CA that presents `cert` when asked.
+    pub fn client_config_with_cert(&self, cert: &CertFiles, alpn: &[&str]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("add CA");
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert.cert_der.clone()], cert.key())
+            .expect("client cert");
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config
+    }
+}

@@ -98,6 +98,7 @@ impl Proxy {
                 version: 0,
                 listeners: Vec::new(),
                 clusters: Vec::new(),
+                mesh: None,
                 drain_timeout: std::time::Duration::ZERO,
                 metrics_enabled: false,
             }),

@@ -17,6 +17,11 @@ use sinew_balance::{PickContext, Policy};
 use sinew_config::model::{self, Discovery, LbPolicy, UpstreamProtocol};
 use sinew_config::ConfigError;
 
+use sinew_tls::{
+    MeshIdentity, PeerPolicy, RotatingCert, SanMatcher, SanType, ServerVerifier, StringMatch,
+    TrustBundle,
+};
+
 use crate::breaker::CircuitBreakers;
 use crate::connect::UpstreamTls;
 use crate::dns::{Resolver, ServerResolver, SystemResolver};
@@ -47,6 +52,8 @@ pub struct Cluster {
     events: Arc<crate::ClusterEvents>,
     /// Serializes publishing a new host set (DNS and health tasks both do).
     publishing: Mutex<()>,
+    /// The proxy's identity, when the cluster speaks mesh mTLS.
+    mesh: Option<Arc<MeshIdentity>>,
 }
 
 /// Collects the subsets routes need before the cluster is frozen.
@@ -56,6 +63,8 @@ pub struct ClusterBuilder<'a> {
     selectors: Vec<BTreeMap<String, String>>,
     /// Set by tests; otherwise the cluster's `dns_resolvers`, or the system's.
     resolver: Option<Arc<dyn Resolver>>,
+    /// The proxy's identity, for `mtls`.
+    mesh: Option<Arc<MeshIdentity>>,
 }
 
 impl<'a> ClusterBuilder<'a> {
@@ -66,7 +75,72 @@ impl<'a> ClusterBuilder<'a> {
             path,
             selectors: vec![BTreeMap::new()],
             resolver: None,
+            mesh: None,
         }
+    }
+
+    /// The proxy's identity, which `mtls` presents and checks peers against.
+    pub fn with_mesh(mut self, mesh: Option<Arc<MeshIdentity>>) -> Self {
+        self.mesh = mesh;
+        self
+    }
+
+    /// The cluster's TLS: `tls` (a CA, optional client certificate, SAN matchers) or
+    /// mesh `mtls`. The error names the field at fault.
+    fn upstream_tls(&self) -> Result<Option<UpstreamTls>, (String, String)> {
+        let cfg = self.config;
+        let alpn = |configured: Option<&Vec<String>>| -> Vec<Vec<u8>> {
+            match configured {
+                Some(list) => list.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                None => match cfg.protocol {
+                    UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+                    UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                    UpstreamProtocol::SameAsDownstream => {
+                        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+                    }
+                },
+            }
+        };
+        if let Some(t) = &cfg.tls {
+            let field = |f: &str| format!("tls.{f}");
+            let bundle = TrustBundle::from_file(&t.ca).map_err(|e| (field("ca"), e))?;
+            let sans = san_matchers(&t.match_subject_alt_names);
+            let verifier = ServerVerifier::new(
+                bundle,
+                sans.is_empty(),
+                PeerPolicy {
+                    trust_domain: None,
+                    subject_alt_names: sans,
+                },
+            );
+            let client_cert = match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => Some(
+                    RotatingCert::from_files(cert, key)
+                        .map_err(|e| e.field_and_message())
+                        .map_err(|(f, m)| (field(f), m))?,
+                ),
+                _ => None,
+            };
+            let tls = UpstreamTls::new(Some(&t.sni), verifier, client_cert, alpn(t.alpn.as_ref()))
+                .map_err(|(f, m)| (field(f), m))?;
+            return Ok(Some(tls));
+        }
+        if let Some(m) = &cfg.mtls {
+            let Some(mesh) = &self.mesh else {
+                return Err(("mtls".into(), "no mesh identity is configured".into()));
+            };
+            let verifier =
+                ServerVerifier::new(mesh.bundle.clone(), false, mesh.peer_policy(&m.identities));
+            let tls = UpstreamTls::new(
+                m.sni.as_deref(),
+                verifier,
+                Some(mesh.cert.clone()),
+                alpn(None),
+            )
+            .map_err(|(f, m)| (format!("mtls.{f}"), m))?;
+            return Ok(Some(tls));
+        }
+        Ok(None)
     }
 
     /// Resolves DNS endpoints with `resolver` instead of the configured one.
@@ -95,34 +169,21 @@ impl<'a> ClusterBuilder<'a> {
     /// connecting has not changed.
     pub fn build(self, previous: Option<&Cluster>) -> Result<Arc<Cluster>, Vec<ConfigError>> {
         let cfg = self.config;
-        let tls = match &cfg.tls {
-            None => None,
-            Some(t) => {
-                let alpn = match &t.alpn {
-                    Some(list) => list.iter().map(|p| p.as_bytes().to_vec()).collect(),
-                    None => match cfg.protocol {
-                        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
-                        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-                        UpstreamProtocol::SameAsDownstream => {
-                            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-                        }
-                    },
-                };
-                match UpstreamTls::new(&t.sni, &t.ca, alpn) {
-                    Ok(tls) => Some(tls),
-                    Err((field, message)) => {
-                        return Err(vec![ConfigError::new(
-                            format!("{}.tls.{field}", self.path),
-                            message,
-                        )])
-                    }
-                }
+        let tls = match self.upstream_tls() {
+            Ok(tls) => tls,
+            Err((field, message)) => {
+                return Err(vec![ConfigError::new(
+                    format!("{}.{field}", self.path),
+                    message,
+                )])
             }
         };
         let same_connections = previous.is_some_and(|p| {
             p.config.protocol == cfg.protocol
                 && p.config.connect_timeout == cfg.connect_timeout
                 && p.config.tls == cfg.tls
+                && p.config.mtls == cfg.mtls
+                && p.mesh_identity_is(self.mesh.as_ref())
                 && p.config.pool == cfg.pool
                 && p.config.upstream_connection_options == cfg.upstream_connection_options
         });
@@ -249,6 +310,7 @@ impl<'a> ClusterBuilder<'a> {
             outlier,
             events,
             publishing: Mutex::new(()),
+            mesh: cfg.mtls.as_ref().and(self.mesh.clone()),
         }))
     }
 }
@@ -292,7 +354,39 @@ impl Drop for Picked {
     }
 }
 
+/// Config SAN matchers as the verifier takes them (validation has checked each sets
+/// exactly one comparison).
+pub fn san_matchers(sans: &[sinew_config::tls::SanMatch]) -> Vec<SanMatcher> {
+    sans.iter()
+        .filter_map(|san| {
+            let (kind, value) = san.comparison()?;
+            let value = value.to_string();
+            let matcher = match kind {
+                "exact" => StringMatch::Exact(value),
+                "prefix" => StringMatch::Prefix(value),
+                "suffix" => StringMatch::Suffix(value),
+                _ => StringMatch::Contains(value),
+            };
+            let san_type = match san.san_type {
+                sinew_config::tls::SanType::Uri => SanType::Uri,
+                sinew_config::tls::SanType::Dns => SanType::Dns,
+            };
+            Some(SanMatcher { san_type, matcher })
+        })
+        .collect()
+}
+
 impl Cluster {
+    /// Whether the cluster's connections were made with `mesh` (or with no identity at
+    /// all): a new identity means new connections.
+    fn mesh_identity_is(&self, mesh: Option<&Arc<MeshIdentity>>) -> bool {
+        match (&self.mesh, mesh) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, _) => self.config.mtls.is_none(),
+            (Some(_), None) => false,
+        }
+    }
+
     /// The cluster's circuit breakers.
     pub fn breakers(&self) -> &CircuitBreakers {
         &self.breakers

@@ -22,19 +22,29 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// TLS to a cluster's endpoints: `server_name` goes in SNI (`None`: no SNI), the peer
+    /// is checked by `verifier`, and `client_cert` (if any) is presented when asked.
     pub fn new(
-        sni: &str,
-        ca_file: &str,
+        server_name: Option<&str>,
+        verifier: Arc<sinew_tls::ServerVerifier>,
+        client_cert: Option<Arc<sinew_tls::RotatingCert>>,
         alpn: Vec<Vec<u8>>,
     ) -> Result<UpstreamTls, (&'static str, String)> {
-        let roots = crate::tls::load_roots(ca_file).map_err(|e| ("ca", e))?;
-        let server_name =
-            ServerName::try_from(sni.to_string()).map_err(|e| ("sni", format!("{sni:?}: {e}")))?;
-        let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        let server_name = match server_name {
+            Some(sni) => ServerName::try_from(sni.to_string())
+                .map_err(|e| ("sni", format!("{sni:?}: {e}")))?,
+            // rustls sends no SNI for an IP address; identity, not a name, is checked.
+            None => ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(sinew_tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ("ca", e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match client_cert {
+            Some(cert) => builder.with_client_cert_resolver(cert),
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn;
         Ok(UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),

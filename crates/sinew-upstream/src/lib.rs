@@ -16,7 +16,6 @@ pub mod request_body;
 pub mod send;
 pub mod socket;
 pub mod tee;
-pub mod tls;
 
 pub use body::UpstreamBody;
 pub use breaker::{BreakerCounts, CircuitBreakers, Slot};

@@ -27,6 +27,7 @@ mod malformed;
 mod metrics;
 mod mirroring;
 mod module_graph;
+mod mtls;
 mod outlier_detection;
 mod pools;
 mod prometheus;

@@ -14,7 +14,6 @@ use sinew_config::model::{self, Listener};
 use sinew_config::{ConfigError, Diagnostics, LoadedConfig};
 use sinew_router::{RouteTable, Target};
 use sinew_upstream::{Cluster, ClusterBuilder};
-use tokio_rustls::TlsAcceptor;
 
 use crate::filters::rate_limit::HttpRateLimits;
 use crate::metrics::Metrics;
@@ -39,11 +38,15 @@ pub fn compile(
     let metrics = metrics.filter(|_| model::StatsConfig::enabled(&config.stats_config));
     let mut errors: Vec<ConfigError> = Vec::new();
 
+    let mesh = match super::tls::mesh_identity(config, previous) {
+        Ok(mesh) => mesh,
+        Err(e) => return Err(loaded.diagnostics(vec![e])),
+    };
     let mut builders: Vec<ClusterBuilder> = config
         .clusters
         .iter()
         .enumerate()
-        .map(|(i, c)| ClusterBuilder::new(c, format!("clusters[{i}]")))
+        .map(|(i, c)| ClusterBuilder::new(c, format!("clusters[{i}]")).with_mesh(mesh.clone()))
         .collect();
     let cluster_index: HashMap<String, usize> = builders
         .iter()
@@ -142,15 +145,12 @@ pub fn compile(
     for (i, (l, inline)) in config.listeners.iter().zip(listener_tables).enumerate() {
         let path = format!("listeners[{i}]");
         let before = previous.and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name));
-        let tls = match &l.tls {
-            Some(t) => match tls_acceptor(t) {
-                Ok(a) => Some(a),
-                Err((field, message)) => {
-                    errors.push(ConfigError::new(format!("{path}.tls.{field}"), message));
-                    continue;
-                }
-            },
-            None => None,
+        let tls = match super::tls::downstream_tls(l, mesh.as_ref()) {
+            Ok(tls) => tls,
+            Err((field, message)) => {
+                errors.push(ConfigError::new(format!("{path}.{field}"), message));
+                continue;
+            }
         };
         let kind = if let Some(http) = &l.http {
             let routes = match (inline, &http.route_config) {
@@ -171,7 +171,14 @@ pub fn compile(
                 ListenerKind::Tcp(_) => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
-            ListenerKind::Http(Arc::new(http_manager(http, routes, rate_limits, l)))
+            let local_uri_san = tls.as_ref().and_then(|t| t.local_uri_san.clone());
+            ListenerKind::Http(Arc::new(http_manager(
+                http,
+                routes,
+                rate_limits,
+                l,
+                local_uri_san,
+            )))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
                 match (&tcp.cluster, &tcp.weighted_clusters) {
@@ -222,6 +229,7 @@ pub fn compile(
         clusters,
         drain_timeout: config.drain_timeout,
         metrics_enabled: metrics.is_some(),
+        mesh: config.mesh.clone().zip(mesh),
     })
 }
 
@@ -231,6 +239,10 @@ pub fn compile(
 pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
     let config = &loaded.config;
     let mut errors = Vec::new();
+    let mesh = super::tls::mesh_identity(config, None).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
     let mut stand_in = |_: &str, _: &std::collections::BTreeMap<String, String>| Target(0);
     for (i, rc) in config.route_configs.iter().enumerate() {
         let path = format!("route_configs[{i}].virtual_hosts");
@@ -245,17 +257,13 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
                 errors.extend(e);
             }
         }
-        if let Some(tls) = &l.tls {
-            if let Err((field, message)) = tls_acceptor(tls) {
-                errors.push(ConfigError::new(
-                    format!("listeners[{i}].tls.{field}"),
-                    message,
-                ));
-            }
+        if let Err((field, message)) = super::tls::downstream_tls(l, mesh.as_ref()) {
+            errors.push(ConfigError::new(format!("listeners[{i}].{field}"), message));
         }
     }
     for (i, c) in config.clusters.iter().enumerate() {
-        if let Err(e) = ClusterBuilder::new(c, format!("clusters[{i}]")).build(None) {
+        let builder = ClusterBuilder::new(c, format!("clusters[{i}]")).with_mesh(mesh.clone());
+        if let Err(e) = builder.build(None) {
             errors.extend(e);
         }
     }
@@ -267,6 +275,7 @@ fn http_manager(
     routes: Arc<RouteSet>,
     rate_limits: Option<Arc<HttpRateLimits>>,
     l: &Listener,
+    local_uri_san: Option<String>,
 ) -> HttpManager {
     let via = |version: &str| {
         (!http.via.is_empty())
@@ -289,7 +298,7 @@ fn http_manager(
         request_timeout: http.request_timeout,
         generate_request_id: http.generate_request_id,
         trust_forwarded_headers: http.trust_forwarded_headers,
-        tls: l.tls.is_some(),
+        tls: l.tls.is_some() || l.mtls.is_some(),
         via_http1: via("1.1"),
         via_http2: via("2"),
         http1_settings: http1_settings(
@@ -298,6 +307,9 @@ fn http_manager(
             http.idle_timeout,
         ),
         http2: http2_settings(http.max_request_headers_kb as usize * 1024),
+        forward_client_cert: http.forward_client_cert_details,
+        client_cert_details: http.set_current_client_cert_details,
+        local_uri_san,
         filters: FilterChain::new(
             tracer,
             AccessLogs::compile(http.access_log.as_deref()),
@@ -305,20 +317,6 @@ fn http_manager(
             rate_limits,
         ),
     }
-}
-
-fn tls_acceptor(t: &model::ListenerTls) -> Result<TlsAcceptor, (&'static str, String)> {
-    use sinew_upstream::tls;
-    let certs = tls::load_certs(&t.cert).map_err(|e| ("cert", e))?;
-    let key = tls::load_key(&t.key).map_err(|e| ("key", e))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("cert", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ("key", format!("certificate and key do not fit: {e}")))?;
-    config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The codec's settings for a listener's HTTP/2 connections: its defaults (hyper's, which

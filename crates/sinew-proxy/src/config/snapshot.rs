@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub drain_timeout: Duration,
     /// False under `stats_config: {stats_matcher: {reject_all: true}}`: no handles below.
     pub metrics_enabled: bool,
+    /// The proxy's mesh identity and the config it was loaded from (kept by the next
+    /// compile while that config is unchanged).
+    pub mesh: Option<(sinew_config::tls::Mesh, Arc<sinew_tls::MeshIdentity>)>,
 }
 
 /// One listener's compiled config. Cloning copies handles, not what they point to.
@@ -38,10 +41,21 @@ pub struct ListenerConfig {
     pub connection_rate_limit: Option<Arc<ConnectionRateLimit>>,
     /// Keepalive set on each accepted socket; None leaves the kernel's default (off).
     pub tcp_keepalive: Option<socket2::TcpKeepalive>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<DownstreamTls>,
     pub kind: ListenerKind,
     /// None when metrics are off.
     pub metrics: Option<Arc<ListenerMetrics>>,
+}
+
+/// A listener's TLS termination.
+#[derive(Clone)]
+pub struct DownstreamTls {
+    pub acceptor: TlsAcceptor,
+    /// PERMISSIVE mTLS: a connection whose first byte is not a TLS handshake record is
+    /// served in plaintext.
+    pub plaintext_allowed: bool,
+    /// The first URI SAN of the listener's certificate (XFCC's `By`).
+    pub local_uri_san: Option<String>,
 }
 
 #[derive(Clone)]
@@ -89,6 +103,11 @@ pub struct HttpManager {
     /// The HTTP filters every stream goes through (tracing, access log, rate limits,
     /// faults; the router last).
     pub filters: FilterChain,
+    /// What the upstream learns of the client certificate (`x-forwarded-client-cert`).
+    pub forward_client_cert: sinew_config::tls::ForwardClientCert,
+    pub client_cert_details: sinew_config::tls::ClientCertDetails,
+    /// This proxy's URI SAN on the listener (XFCC's `By`), when it has one.
+    pub local_uri_san: Option<String>,
 }
 
 /// A TCP proxy's targets.

@@ -131,14 +131,7 @@ impl FilterChain {
                     logs,
                     generate_request_id,
                 } => {
-                    state.log = Some(logged::start(
-                        logs,
-                        req,
-                        *generate_request_id,
-                        downstream.peer,
-                        downstream.local,
-                        downstream.tls,
-                    ));
+                    state.log = Some(logged::start(logs, req, *generate_request_id, downstream));
                 }
                 HttpFilter::RateLimit(_) | HttpFilter::Fault => {}
             }

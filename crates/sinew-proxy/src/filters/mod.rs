@@ -19,16 +19,21 @@ pub mod router;
 pub mod trace;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sinew_identity::PeerIdentity;
 
 use sinew_router::{Route, VirtualHost};
 
 /// Where a stream came from, as filters see it.
 #[derive(Clone, Copy)]
-pub(crate) struct Downstream {
+pub(crate) struct Downstream<'a> {
     pub peer: SocketAddr,
     /// The listener's address the stream came in on.
     pub local: SocketAddr,
     pub tls: bool,
+    /// What the client's certificate says (mTLS).
+    pub identity: Option<&'a Arc<PeerIdentity>>,
 }
 
 /// The route a stream matched, as the route phase's filters see it.

@@ -131,7 +131,9 @@ async fn accept_loop(
             let _counted = counted;
             match &config.kind {
                 ListenerKind::Http(_) => crate::protocol::serve(stream, peer, &slot, &config).await,
-                ListenerKind::Tcp(tcp) => super::tcp::proxy(stream, tcp.clone()).await,
+                ListenerKind::Tcp(tcp) => {
+                    super::tcp::serve(stream, config.tls.as_ref(), tcp.clone()).await
+                }
             }
         }));
     }

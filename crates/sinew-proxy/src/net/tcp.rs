@@ -1,16 +1,20 @@
 //! The TCP proxy: one upstream connection per downstream connection, bytes copied both
-//! ways until either side closes or the connection sits idle too long.
+//! ways until either side closes or the connection sits idle too long. Either side may
+//! be TLS: a listener in mesh `mtls` terminates it, a cluster with `tls` or `mtls`
+//! originates it.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use sinew_identity::PeerIdentity;
 use sinew_upstream::Outcome;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::config::snapshot::TcpProxy;
+use crate::config::snapshot::{DownstreamTls, TcpProxy};
 use crate::moment::SharedMoment;
 
 /// Bytes buffered in each direction of a proxied TCP connection.
@@ -19,8 +23,49 @@ const TCP_BUFFER: usize = 16 * 1024;
 /// How many endpoints to try before giving up on a connection.
 const CONNECT_ATTEMPTS: usize = 3;
 
-pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
-    let peer = downstream.peer_addr().ok();
+/// How long a TLS client has to finish its handshake on a TCP-proxy listener.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one accepted connection: its TLS first, if the listener takes any.
+pub(crate) async fn serve(
+    downstream: TcpStream,
+    tls: Option<&DownstreamTls>,
+    config: Arc<TcpProxy>,
+) {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let addresses = (
+        downstream.peer_addr().unwrap_or(unknown),
+        downstream.local_addr().unwrap_or(unknown),
+    );
+    let Some(tls) = tls else {
+        return proxy(downstream, addresses, None, config).await;
+    };
+    if tls.plaintext_allowed {
+        use crate::protocol::{first_byte, TLS_HANDSHAKE_RECORD};
+        match first_byte(&downstream, HANDSHAKE_TIMEOUT).await {
+            Some(TLS_HANDSHAKE_RECORD) => {}
+            Some(_) => return proxy(downstream, addresses, None, config).await,
+            None => return,
+        }
+    }
+    let accept = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(downstream));
+    match accept.await {
+        Ok(Ok(stream)) => {
+            let identity = crate::protocol::peer_identity(stream.get_ref().1);
+            Box::pin(proxy(stream, addresses, identity, config)).await
+        }
+        Ok(Err(e)) => tracing::debug!(peer = %addresses.0, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(peer = %addresses.0, "TLS handshake timed out"),
+    }
+}
+
+async fn proxy<D: AsyncRead + AsyncWrite + Unpin>(
+    downstream: D,
+    addresses: (SocketAddr, SocketAddr),
+    peer_identity: Option<Arc<PeerIdentity>>,
+    config: Arc<TcpProxy>,
+) {
+    let peer = addresses.0;
     let log_start = config
         .access_log
         .as_ref()
@@ -41,19 +86,20 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
             continue;
         };
         let address = endpoint.state.address;
-        let timeout = endpoint.state.settings().connect_timeout;
-        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
+        let settings = endpoint.state.settings();
+        let connected = sinew_upstream::connect::connect(
+            address,
+            settings.connect_timeout,
+            settings.tls.as_ref(),
+            settings.tcp_keepalive.as_ref(),
+        );
+        match connected.await {
+            Ok(stream) => {
                 cluster.report(&endpoint, Outcome::Connected);
-                if let Some(keepalive) = &endpoint.state.settings().tcp_keepalive {
-                    sinew_upstream::socket::set_keepalive(&stream, keepalive);
-                }
                 upstream = Some((stream, endpoint, slot, cluster.name.clone()));
                 break;
             }
-            Ok(Err(e)) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
-            Err(_) => tracing::debug!(%address, "TCP upstream connect timed out"),
+            Err(e) => tracing::debug!(%address, error = %e, "TCP upstream connect failed"),
         }
         cluster.report(&endpoint, Outcome::ConnectFailure);
         avoid = Some(address);
@@ -61,7 +107,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     let Some((upstream, endpoint, _slot, cluster_name)) = upstream else {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
         if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
-            let entry = tcp_entry(&downstream, start, None, (0, 0));
+            let entry = tcp_entry(addresses, start, None, (0, 0), peer_identity);
             logs.record(crate::filters::access_log::Entry {
                 flags: crate::stream::flags::ResponseFlags::UPSTREAM_CONNECT_FAILURE,
                 ..entry
@@ -100,18 +146,24 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     }
     if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
         let counts = (down.bytes_read, down.bytes_written);
-        logs.record(tcp_entry(&down.inner, start, Some(upstream_host), counts));
+        logs.record(tcp_entry(
+            addresses,
+            start,
+            Some(upstream_host),
+            counts,
+            peer_identity,
+        ));
     }
 }
 
 /// A TCP connection's access-log entry: no HTTP fields, bytes as the client saw them.
 fn tcp_entry(
-    downstream: &TcpStream,
+    (downstream_remote, downstream_local): (SocketAddr, SocketAddr),
     (start, at): (std::time::SystemTime, std::time::Instant),
     upstream: Option<(std::net::SocketAddr, Arc<str>)>,
     (bytes_received, bytes_sent): (u64, u64),
+    peer_identity: Option<Arc<PeerIdentity>>,
 ) -> crate::filters::access_log::Entry {
-    let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
     let (upstream_host, upstream_cluster) = upstream.unzip();
     crate::filters::access_log::Entry {
         start,
@@ -128,24 +180,25 @@ fn tcp_entry(
         response_duration: None,
         upstream_host,
         upstream_cluster,
-        downstream_remote: downstream.peer_addr().unwrap_or(unknown),
-        downstream_local: downstream.local_addr().unwrap_or(unknown),
+        downstream_remote,
+        downstream_local,
+        peer_identity,
         request_headers: Vec::new(),
         response_headers: Vec::new(),
     }
 }
 
 /// A stream that records activity on every successful read or write.
-struct Tracked {
-    inner: TcpStream,
+struct Tracked<S> {
+    inner: S,
     activity: Arc<SharedMoment>,
     /// For the access log's byte counts.
     bytes_read: u64,
     bytes_written: u64,
 }
 
-impl Tracked {
-    fn new(inner: TcpStream, activity: Arc<SharedMoment>) -> Self {
+impl<S> Tracked<S> {
+    fn new(inner: S, activity: Arc<SharedMoment>) -> Self {
         Self {
             inner,
             activity,
@@ -155,7 +208,7 @@ impl Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -172,7 +225,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

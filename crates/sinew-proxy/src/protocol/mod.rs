@@ -48,14 +48,42 @@ pub(crate) async fn serve(
     let ListenerKind::Http(manager) = &config.kind else {
         return;
     };
-    match &config.tls {
-        None => serve_io(stream, peer, slot.clone(), manager, false, None).await,
-        // Boxed: inline, the TLS states (handshake, TLS stream) would size every
-        // connection's task, cleartext ones too.
-        Some(acceptor) => {
-            let metrics = config.metrics.as_deref();
-            Box::pin(serve_tls(stream, peer, slot, manager, acceptor, metrics)).await
+    let Some(tls) = &config.tls else {
+        return serve_io(stream, peer, slot.clone(), manager, None, None).await;
+    };
+    if tls.plaintext_allowed {
+        // PERMISSIVE: within the header deadline, the first byte tells a TLS handshake
+        // record from plaintext (HTTP never starts with 0x16).
+        match first_byte(&stream, manager.request_headers_timeout).await {
+            Some(TLS_HANDSHAKE_RECORD) => {}
+            Some(_) => return serve_io(stream, peer, slot.clone(), manager, None, None).await,
+            None => return,
         }
+    }
+    // Boxed: inline, the TLS states (handshake, TLS stream) would size every
+    // connection's task, cleartext ones too.
+    let metrics = config.metrics.as_deref();
+    Box::pin(serve_tls(
+        stream,
+        peer,
+        slot,
+        manager,
+        &tls.acceptor,
+        metrics,
+    ))
+    .await
+}
+
+/// The content type of a TLS record that carries a handshake (RFC 8446 §5.1).
+pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The connection's first byte, without consuming it; `None` when the peer closes or
+/// says nothing within `timeout`.
+pub(crate) async fn first_byte(stream: &TcpStream, timeout: Duration) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut byte)).await {
+        Ok(Ok(1)) => Some(byte[0]),
+        _ => None,
     }
 }
 
@@ -78,15 +106,33 @@ async fn serve_tls(
     }
     match handshake {
         Ok(Ok(tls)) => {
-            let alpn = match tls.get_ref().1.alpn_protocol() {
+            let connection = tls.get_ref().1;
+            let alpn = match connection.alpn_protocol() {
                 Some(b"h2") => Some(true),
                 Some(_) => Some(false),
                 None => None,
             };
-            serve_io(tls, peer, slot.clone(), manager, true, alpn).await
+            let identity = peer_identity(connection);
+            serve_io(tls, peer, slot.clone(), manager, Some(identity), alpn).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// What the client's verified certificate says, read once per connection; `None`
+/// without one.
+pub(crate) fn peer_identity(
+    connection: &rustls::ServerConnection,
+) -> Option<Arc<sinew_identity::PeerIdentity>> {
+    let leaf = connection.peer_certificates()?.first()?;
+    match sinew_identity::PeerIdentity::from_der(leaf.as_ref()) {
+        Ok(identity) => Some(Arc::new(identity)),
+        Err(e) => {
+            // The verifier parsed it already; this would be a parser disagreement.
+            tracing::debug!(error = %e, "verified client certificate unreadable");
+            None
+        }
     }
 }
 
@@ -125,6 +171,7 @@ where
     (Box::new(read), Box::new(write))
 }
 
+/// `tls`: for a TLS connection, the client certificate's identity if it sent one.
 /// `h2`: what ALPN chose (Some(true) for h2), or None when the client offered nothing
 /// and the first bytes decide.
 async fn serve_io<IO: IntoHalves>(
@@ -132,7 +179,7 @@ async fn serve_io<IO: IntoHalves>(
     peer: SocketAddr,
     slot: Arc<ListenerSlot>,
     manager: &HttpManager,
-    tls: bool,
+    tls: Option<Option<Arc<sinew_identity::PeerIdentity>>>,
     h2: Option<bool>,
 ) {
     let sniffed = match h2 {
@@ -149,7 +196,9 @@ async fn serve_io<IO: IntoHalves>(
     };
     let tracks_idle = matches!(sniffed, Sniffed::Http2(_));
     let io_activity = Arc::new(SharedMoment::now());
-    let ctx = Arc::new(ConnContext::new(slot, peer, tls, tracks_idle, io_activity));
+    let mut ctx = ConnContext::new(slot, peer, tls.is_some(), tracks_idle, io_activity);
+    ctx.peer_identity = tls.flatten();
+    let ctx = Arc::new(ctx);
     match sniffed {
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {
@@ -287,6 +336,7 @@ fn refused_head(ctx: &ConnContext, manager: &HttpManager, status: http::StatusCo
             peer: ctx.peer,
             local: ctx.slot.bound,
             tls: ctx.tls,
+            identity: ctx.peer_identity.as_ref(),
         };
         logged::refused_head(logs, status, downstream);
     }

@@ -47,6 +47,7 @@ pub(crate) async fn handle(
         peer: conn.peer,
         local: conn.slot.bound,
         tls: conn.tls,
+        identity: conn.peer_identity.as_ref(),
     };
     filters.on_request(&mut req, downstream, &mut state);
     let response = phases(req, conn, manager, &mut state, &mut idle).await;

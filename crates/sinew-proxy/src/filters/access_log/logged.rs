@@ -3,7 +3,6 @@
 //! is done (or dropped: the client went away), hands the finished entry to the logs.
 //! Only used when the listener has `access_log`.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,6 +41,7 @@ pub(crate) fn refused_head(logs: &AccessLogs, status: http::StatusCode, downstre
         upstream_cluster: None,
         downstream_remote: downstream.peer,
         downstream_local: downstream.local,
+        peer_identity: downstream.identity.cloned(),
         request_headers: Vec::new(),
         response_headers: Vec::new(),
     });
@@ -60,9 +60,7 @@ pub(crate) fn start(
     logs: &AccessLogs,
     req: &mut DownstreamRequest,
     generate_request_id: bool,
-    peer: SocketAddr,
-    local: SocketAddr,
-    tls: bool,
+    downstream: Downstream,
 ) -> Started {
     if generate_request_id
         && logs.wants_request_header(&X_REQUEST_ID)
@@ -86,7 +84,7 @@ pub(crate) fn start(
             method: Some(req.method().clone()),
             path: req.uri().path_and_query().cloned(),
             authority,
-            tls,
+            tls: downstream.tls,
             version: Some(req.version()),
             status: None,
             flags: ResponseFlags::default(),
@@ -96,8 +94,9 @@ pub(crate) fn start(
             response_duration: None,
             upstream_host: None,
             upstream_cluster: None,
-            downstream_remote: peer,
-            downstream_local: local,
+            downstream_remote: downstream.peer,
+            downstream_local: downstream.local,
+            peer_identity: downstream.identity.cloned(),
             request_headers: logs.capture_request_headers(req.headers()),
             response_headers: Vec::new(),
         },

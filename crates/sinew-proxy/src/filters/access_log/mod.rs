@@ -80,6 +80,8 @@ pub struct Entry {
     pub upstream_cluster: Option<Arc<str>>,
     pub downstream_remote: SocketAddr,
     pub downstream_local: SocketAddr,
+    /// The client certificate's identity (mTLS), for the `%DOWNSTREAM_PEER_*%` operators.
+    pub peer_identity: Option<Arc<sinew_identity::PeerIdentity>>,
     pub request_headers: Vec<(HeaderName, HeaderValue)>,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -245,6 +247,7 @@ mod tests {
             upstream_cluster: None,
             downstream_remote: addr,
             downstream_local: addr,
+            peer_identity: None,
             request_headers: Vec::new(),
             response_headers: Vec::new(),
         }

@@ -164,6 +164,34 @@ fn write_value(op: &Operator, e: &Entry, out: &mut String) -> bool {
             push_socket_addr(e.downstream_local, out);
             Ok(())
         }
+        Operator::DownstreamPeerUriSan => match &e.peer_identity {
+            Some(id) if !id.uri_sans.is_empty() => {
+                out.push_str(&id.uri_sans.join(","));
+                Ok(())
+            }
+            _ => return false,
+        },
+        Operator::DownstreamPeerDnsSan => match &e.peer_identity {
+            Some(id) if !id.dns_sans.is_empty() => {
+                out.push_str(&id.dns_sans.join(","));
+                Ok(())
+            }
+            _ => return false,
+        },
+        Operator::DownstreamPeerSubject => match &e.peer_identity {
+            Some(id) => {
+                out.push_str(&id.subject);
+                Ok(())
+            }
+            None => return false,
+        },
+        Operator::DownstreamPeerSerial => match &e.peer_identity {
+            Some(id) => {
+                out.push_str(&id.serial);
+                Ok(())
+            }
+            None => return false,
+        },
         Operator::Hostname => {
             out.push_str(hostname());
             Ok(())
@@ -477,6 +505,8 @@ mod fuzz {
         b"%UPSTREAM_HOST%",
         b"%UPSTREAM_CLUSTER%",
         b"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        b"%DOWNSTREAM_PEER_URI_SAN%",
+        b"%DOWNSTREAM_PEER_SUBJECT%",
         b"%PROTOCOL%",
         b"%HOSTNAME%",
         b"\xc3\xa9",
@@ -524,6 +554,7 @@ mod fuzz {
                     upstream_cluster: Some("c\u{e9}".into()),
                     downstream_remote: addr,
                     downstream_local: addr,
+                    peer_identity: None,
                     request_headers: vec![(HeaderName::from_static("x-a"), a)],
                     response_headers: vec![(HeaderName::from_static("x-b"), b)],
                 }

@@ -15,6 +15,7 @@ use sinew_router::{Action, Route, VirtualHost};
 use sinew_stream::RequestBody as DownstreamBody;
 use sinew_upstream::{BodyError, Outcome, RequestBody, SendError, UpstreamBody};
 
+use super::client_cert;
 use super::headers;
 use super::mirror;
 use super::replay::HeadCopy;
@@ -163,6 +164,13 @@ pub(crate) async fn forward(
         conn.tls,
         manager.trust_forwarded_headers,
         via,
+    );
+    client_cert::apply(
+        &mut headers,
+        manager.forward_client_cert,
+        manager.client_cert_details,
+        conn.peer_identity.as_deref(),
+        manager.local_uri_san.as_deref(),
     );
     // Envoy's order, the same as for responses: the route's edits, then its host's.
     route.request_headers.apply(&mut headers);

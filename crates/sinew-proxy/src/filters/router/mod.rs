@@ -4,6 +4,7 @@
 //! request's head is built once ([`upstream_request`]) and kept for retries
 //! ([`replay`]); [`headers`] holds the forwarding headers' rules.
 
+pub(crate) mod client_cert;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod mirror;

@@ -1,0 +1,312 @@
+//! TLS and mesh identity in config: the proxy's own SPIFFE identity (`mesh`), how a
+//! listener takes mTLS (`mtls` modes, client certificates on `tls`), how a cluster
+//! originates it, which peer names are accepted, and what the upstream is told of the
+//! client certificate (`x-forwarded-client-cert`).
+
+use serde::Deserialize;
+
+/// The proxy's workload identity: its SVID and the mesh's trust bundle.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mesh {
+    /// The SPIFFE trust domain peers must belong to (`cluster.local`).
+    pub trust_domain: String,
+    /// Where the SVID and bundle come from.
+    pub identity: MeshIdentityFiles,
+}
+
+/// An SVID and trust bundle on disk, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshIdentityFiles {
+    /// PEM certificate chain whose leaf holds the proxy's SPIFFE ID.
+    pub cert: String,
+    /// PEM private key of that certificate.
+    pub key: String,
+    /// PEM bundle of the mesh's root certificates.
+    pub bundle: String,
+}
+
+/// How a listener takes mesh mTLS (Istio's PeerAuthentication modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtlsMode {
+    /// mTLS only: a client must present an SVID of the trust domain.
+    Strict,
+    /// mTLS and plaintext on one port, told apart by the first bytes.
+    Permissive,
+    /// Plaintext only.
+    Disable,
+}
+
+/// Mesh mTLS to a cluster's endpoints, with the proxy's SVID.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMtls {
+    /// The SPIFFE IDs an endpoint may hold; empty: any identity of the trust domain.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// Server name sent in SNI (not checked against the certificate: identity is).
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+/// Which of a peer's subject alternative names a matcher reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SanType {
+    #[default]
+    Uri,
+    Dns,
+}
+
+/// One accepted peer name (Envoy's `match_typed_subject_alt_names` entry): exactly one
+/// of `exact`, `prefix`, `suffix`, `contains`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SanMatch {
+    #[serde(default)]
+    pub san_type: SanType,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+impl SanMatch {
+    /// The one comparison this entry sets, as (kind, value); `None` when it sets none
+    /// or several (a validation error).
+    pub fn comparison(&self) -> Option<(&'static str, &str)> {
+        let set: Vec<(&'static str, &str)> = [
+            ("exact", &self.exact),
+            ("prefix", &self.prefix),
+            ("suffix", &self.suffix),
+            ("contains", &self.contains),
+        ]
+        .into_iter()
+        .filter_map(|(kind, v)| v.as_deref().map(|v| (kind, v)))
+        .collect();
+        match set.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+}
+
+/// What the upstream learns of the client certificate (Envoy's
+/// `forward_client_cert_details`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardClientCert {
+    /// Drop any `x-forwarded-client-cert` the client sent.
+    #[default]
+    Sanitize,
+    /// Pass the client's header on, over mTLS only.
+    ForwardOnly,
+    /// Pass the client's header on, over mTLS only, with this hop's entry appended.
+    AppendForward,
+    /// Replace the header with this hop's entry, over mTLS only.
+    SanitizeSet,
+    /// Pass the client's header on, whatever the connection.
+    AlwaysForwardOnly,
+}
+
+/// Which fields this hop's `x-forwarded-client-cert` entry carries besides `By` and
+/// `Hash` (Envoy's `set_current_client_cert_details`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertDetails {
+    #[serde(default)]
+    pub subject: bool,
+    #[serde(default)]
+    pub uri: bool,
+    #[serde(default)]
+    pub dns: bool,
+}
+
+use crate::model::{Cluster, Listener};
+use crate::ConfigError;
+
+/// Checks the mesh identity and every `mtls`, client-certificate and SAN field.
+pub(crate) fn check(
+    mesh: Option<&Mesh>,
+    listeners: &[Listener],
+    clusters: &[Cluster],
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut err = |path: String, message: String| errors.push(ConfigError::new(path, message));
+    if let Some(m) = mesh {
+        if let Err(e) = sinew_identity::SpiffeId::parse(&format!("spiffe://{}", m.trust_domain)) {
+            err("mesh.trust_domain".into(), e.to_string());
+        }
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        if let Some(mode) = l.mtls {
+            if mesh.is_none() && mode != MtlsMode::Disable {
+                err(
+                    format!("{p}.mtls"),
+                    "needs the proxy's identity: add a top-level `mesh`".into(),
+                );
+            }
+            if l.tls.is_some() {
+                err(
+                    format!("{p}.mtls"),
+                    "a listener takes `tls` or `mtls`, not both".into(),
+                );
+            }
+        }
+        if let Some(tls) = &l.tls {
+            if tls.client_ca.is_none() {
+                if tls.require_client_certificate {
+                    err(
+                        format!("{p}.tls.require_client_certificate"),
+                        "needs `client_ca` to verify the certificates against".into(),
+                    );
+                }
+                if !tls.match_subject_alt_names.is_empty() {
+                    err(
+                        format!("{p}.tls.match_subject_alt_names"),
+                        "needs `client_ca` to verify the certificates against".into(),
+                    );
+                }
+            }
+            check_sans(
+                &format!("{p}.tls.match_subject_alt_names"),
+                &tls.match_subject_alt_names,
+                &mut err,
+            );
+        }
+    }
+    for (i, c) in clusters.iter().enumerate() {
+        let p = format!("clusters[{i}]");
+        if let Some(mtls) = &c.mtls {
+            match mesh {
+                None => err(
+                    format!("{p}.mtls"),
+                    "needs the proxy's identity: add a top-level `mesh`".into(),
+                ),
+                Some(m) => {
+                    for (j, id) in mtls.identities.iter().enumerate() {
+                        match sinew_identity::SpiffeId::parse(id) {
+                            Ok(id) if id.trust_domain() != m.trust_domain => err(
+                                format!("{p}.mtls.identities[{j}]"),
+                                format!(
+                                    "{id} is not of the mesh's trust domain {:?}",
+                                    m.trust_domain
+                                ),
+                            ),
+                            Ok(_) => {}
+                            Err(e) => err(
+                                format!("{p}.mtls.identities[{j}]"),
+                                format!("not a SPIFFE ID: {e}"),
+                            ),
+                        }
+                    }
+                }
+            }
+            if c.tls.is_some() {
+                err(
+                    format!("{p}.mtls"),
+                    "a cluster takes `tls` or `mtls`, not both".into(),
+                );
+            }
+        }
+        if let Some(tls) = &c.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                err(
+                    format!("{p}.tls"),
+                    "a client certificate needs both `cert` and `key`".into(),
+                );
+            }
+            check_sans(
+                &format!("{p}.tls.match_subject_alt_names"),
+                &tls.match_subject_alt_names,
+                &mut err,
+            );
+        }
+    }
+}
+
+fn check_sans(path: &str, sans: &[SanMatch], err: &mut impl FnMut(String, String)) {
+    for (j, san) in sans.iter().enumerate() {
+        if san.comparison().is_none() {
+            err(
+                format!("{path}[{j}]"),
+                "set exactly one of `exact`, `prefix`, `suffix`, `contains`".into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(yaml: &str) -> String {
+        match crate::load_str("t.yaml", yaml) {
+            Ok(_) => String::new(),
+            Err(d) => d.to_string(),
+        }
+    }
+
+    #[test]
+    fn mtls_fields_are_checked_and_each_error_names_its_field() {
+        let text = errors(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    mtls: strict
+    tls: {cert: c, key: k, require_client_certificate: true, match_subject_alt_names: [{}]}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    mtls: {identities: ['not-spiffe']}
+    tls: {sni: x, ca: ca, cert: only-cert}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        for expected in [
+            "t.yaml:5:5: listeners[0].mtls: needs the proxy's identity",
+            "listeners[0].mtls: a listener takes `tls` or `mtls`, not both",
+            "listeners[0].tls.require_client_certificate: needs `client_ca`",
+            "listeners[0].tls.match_subject_alt_names[0]: set exactly one of",
+            "clusters[0].mtls: needs the proxy's identity",
+            "clusters[0].mtls: a cluster takes `tls` or `mtls`, not both",
+            "clusters[0].tls: a client certificate needs both `cert` and `key`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_may_only_expect_ids_of_the_mesh_trust_domain() {
+        let text = errors(
+            "
+mesh:
+  trust_domain: cluster.local
+  identity: {cert: c, key: k, bundle: b}
+clusters:
+  - name: c
+    mtls: {identities: ['spiffe://other.org/ns/a/sa/b', 'spiffe://cluster.local/a//b']}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        assert!(text.contains("clusters[0].mtls.identities[0]: spiffe://other.org/ns/a/sa/b is not of the mesh's trust domain"), "{text}");
+        assert!(
+            text.contains(
+                "clusters[0].mtls.identities[1]: not a SPIFFE ID: the path has an empty segment"
+            ),
+            "{text}"
+        );
+        let bad_domain =
+            errors("mesh: {trust_domain: Cluster.Local, identity: {cert: c, key: k, bundle: b}}\n");
+        assert!(
+            bad_domain.contains("mesh.trust_domain: the trust domain may hold only"),
+            "{bad_domain}"
+        );
+    }
+}

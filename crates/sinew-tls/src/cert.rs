@@ -1,0 +1,248 @@
+//! A certificate and key that can be replaced while connections use it: new handshakes
+//! take the new one, established sessions keep theirs (TLS never re-reads a certificate
+//! after its handshake). Fed from files (re-read when they change) or pushed (SDS).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::ResolvesClientCert;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
+use sinew_identity::PeerIdentity;
+
+use crate::pem;
+
+/// Where a rotating certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// PEM files, re-read when they change.
+    Files { cert: String, key: String },
+    /// Pushed by the control plane (an SDS secret of this name).
+    Pushed { name: String },
+}
+
+/// A certificate chain with its key, swappable without a lock on the handshake path.
+pub struct RotatingCert {
+    current: ArcSwap<CertifiedKey>,
+    source: CertSource,
+}
+
+impl std::fmt::Debug for RotatingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatingCert")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which part of a certificate source is wrong, for a config error's field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertError {
+    Cert(String),
+    Key(String),
+}
+
+impl CertError {
+    /// The config field the error is about (`cert` or `key`) and the message.
+    pub fn field_and_message(self) -> (&'static str, String) {
+        match self {
+            CertError::Cert(m) => ("cert", m),
+            CertError::Key(m) => ("key", m),
+        }
+    }
+}
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertError::Cert(m) | CertError::Key(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Builds a `CertifiedKey` from PEM, checking that the key is the certificate's.
+pub fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_what: &str,
+    key_what: &str,
+) -> Result<CertifiedKey, CertError> {
+    let chain = pem::parse_certs(cert_pem, cert_what).map_err(CertError::Cert)?;
+    let key = pem::parse_key(key_pem, key_what).map_err(CertError::Key)?;
+    CertifiedKey::from_der(chain, key, &pem::provider()).map_err(|e| {
+        CertError::Key(format!(
+            "{key_what} does not fit the certificate in {cert_what}: {e}"
+        ))
+    })
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot open {path:?}: {e}"))
+}
+
+fn certified_from_files(cert: &str, key: &str) -> Result<CertifiedKey, CertError> {
+    let cert_pem = read(cert).map_err(CertError::Cert)?;
+    let key_pem = read(key).map_err(CertError::Key)?;
+    certified_key(
+        &cert_pem,
+        &key_pem,
+        &format!("{cert:?}"),
+        &format!("{key:?}"),
+    )
+}
+
+impl RotatingCert {
+    /// Loads a certificate and key from files and, inside a runtime, re-reads them
+    /// whenever they change.
+    pub fn from_files(cert: &str, key: &str) -> Result<Arc<Self>, CertError> {
+        let loaded = certified_from_files(cert, key)?;
+        let rotating = Arc::new(RotatingCert {
+            current: ArcSwap::from_pointee(loaded),
+            source: CertSource::Files {
+                cert: cert.into(),
+                key: key.into(),
+            },
+        });
+        crate::watch::spawn(
+            &rotating,
+            vec![cert.into(), key.into()],
+            RotatingCert::reload_files,
+        );
+        Ok(rotating)
+    }
+
+    /// A certificate that the control plane pushes (`name` is its SDS secret).
+    pub fn pushed(name: &str, first: CertifiedKey) -> Arc<Self> {
+        Arc::new(RotatingCert {
+            current: ArcSwap::from_pointee(first),
+            source: CertSource::Pushed { name: name.into() },
+        })
+    }
+
+    fn reload_files(&self) -> Result<(), String> {
+        let CertSource::Files { cert, key } = &self.source else {
+            return Ok(());
+        };
+        let loaded = certified_from_files(cert, key).map_err(|e| e.to_string())?;
+        self.replace(loaded);
+        Ok(())
+    }
+
+    /// Puts a new certificate in force for the handshakes that start from now on.
+    pub fn replace(&self, certified: CertifiedKey) {
+        self.current.store(Arc::new(certified));
+    }
+
+    /// The certificate in force.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
+    /// Where it comes from.
+    pub fn source(&self) -> &CertSource {
+        &self.source
+    }
+
+    /// What the leaf certificate in force says (SPIFFE ID, serial, expiry), for the
+    /// admin API and metrics.
+    pub fn leaf_identity(&self) -> Option<PeerIdentity> {
+        let current = self.current.load();
+        PeerIdentity::from_der(current.cert.first()?.as_ref()).ok()
+    }
+}
+
+impl ResolvesServerCert for RotatingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl ResolvesClientCert for RotatingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let current = self.current.load_full();
+        // Offer the certificate only when its key can sign a scheme the server accepts;
+        // otherwise the handshake would fail later, with a less clear error.
+        current.key.choose_scheme(sigschemes)?;
+        Some(current)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused_naming_the_key() {
+        let cert_key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".to_string()])
+            .unwrap()
+            .self_signed(&cert_key)
+            .unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let err = certified_key(
+            cert.pem().as_bytes(),
+            other.serialize_pem().as_bytes(),
+            "cert.pem",
+            "key.pem",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CertError::Key(m) if m.contains("does not fit")),
+            "{err:?}"
+        );
+        assert!(certified_key(
+            cert.pem().as_bytes(),
+            cert_key.serialize_pem().as_bytes(),
+            "cert.pem",
+            "key.pem"
+        )
+        .is_ok());
+        let garbage = certified_key(b"not pem", b"", "cert.pem", "key.pem").unwrap_err();
+        assert!(matches!(garbage, CertError::Cert(_)), "{garbage:?}");
+    }
+
+    #[tokio::test]
+    async fn changed_files_are_reloaded_and_a_bad_change_keeps_the_last_good_pair() {
+        let dir = std::env::temp_dir().join(format!("sinew-tls-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
+        let write = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            std::fs::write(&cert_path, cert.pem()).unwrap();
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            cert.der().clone()
+        };
+        let first = write("first.example");
+        let rotating =
+            RotatingCert::from_files(cert_path.to_str().unwrap(), key_path.to_str().unwrap())
+                .unwrap();
+        assert_eq!(rotating.current().cert[0], first);
+        let second = write("second.example");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while rotating.current().cert[0] != second && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(rotating.current().cert[0], second);
+        std::fs::write(&key_path, "-----BEGIN PRIVATE KEY-----\nbad\n").unwrap();
+        tokio::time::sleep(crate::watch::POLL_INTERVAL * 3).await;
+        assert_eq!(
+            rotating.current().cert[0],
+            second,
+            "the last good pair stays"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,25 @@
+//! Sinew's TLS contexts, shared by listeners and clusters:
+//!
+//! - [`pem`]: reading certificates, keys and roots, from files or bytes.
+//! - [`RotatingCert`]: a certificate and key that can be replaced under load (files that
+//!   change, secrets pushed over SDS); new handshakes take the new one.
+//! - [`TrustBundle`]: the roots a peer's chain must lead to, replaceable the same way (a
+//!   root rollover).
+//! - [`ClientVerifier`] and [`ServerVerifier`]: a peer's chain, then its SPIFFE trust
+//!   domain and expected names ([`PeerPolicy`]).
+//! - [`MeshIdentity`]: the proxy's SVID, bundle and trust domain, shared by every
+//!   listener and cluster in mesh mTLS.
+//! - [`watch`]: the file poller behind the first two.
+
+mod cert;
+mod mesh;
+pub mod pem;
+mod trust;
+mod verify;
+pub mod watch;
+
+pub use cert::{certified_key, CertError, CertSource, RotatingCert};
+pub use mesh::MeshIdentity;
+pub use pem::provider;
+pub use trust::{BundleSource, TrustBundle};
+pub use verify::{ClientVerifier, PeerPolicy, SanMatcher, SanType, ServerVerifier, StringMatch};
