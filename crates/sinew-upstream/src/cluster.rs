@@ -377,6 +377,11 @@ pub fn san_matchers(sans: &[sinew_config::tls::SanMatch]) -> Vec<SanMatcher> {
 }
 
 impl Cluster {
+    /// The certificate the cluster presents to its upstreams (mTLS), if any.
+    pub fn client_certificate(&self) -> Option<&Arc<RotatingCert>> {
+        self.settings.tls.as_ref()?.client_cert.as_ref()
+    }
+
     /// Whether the cluster's connections were made with `mesh` (or with no identity at
     /// all): a new identity means new connections.
     fn mesh_identity_is(&self, mesh: Option<&Arc<MeshIdentity>>) -> bool {

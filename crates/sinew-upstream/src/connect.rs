@@ -19,6 +19,8 @@ use tokio_rustls::TlsConnector;
 pub struct UpstreamTls {
     pub connector: TlsConnector,
     pub server_name: ServerName<'static>,
+    /// The certificate presented to the upstream, for the admin API and metrics.
+    pub client_cert: Option<Arc<sinew_tls::RotatingCert>>,
 }
 
 impl UpstreamTls {
@@ -41,14 +43,15 @@ impl UpstreamTls {
             .map_err(|e| ("ca", e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match client_cert {
-            Some(cert) => builder.with_client_cert_resolver(cert),
+        let mut config = match &client_cert {
+            Some(cert) => builder.with_client_cert_resolver(cert.clone()),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn;
         Ok(UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
+            client_cert,
         })
     }
 }

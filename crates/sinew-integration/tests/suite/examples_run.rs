@@ -46,6 +46,7 @@ const CHECKED: &[&str] = &[
     "ipv6-listener.yaml",
     "keepalive-and-drain.yaml",
     "load-balancers.yaml",
+    "mesh-mtls.yaml",
     "path-and-host-rewrite.yaml",
     "rate-limits.yaml",
     "redirect.yaml",
@@ -1170,6 +1171,45 @@ async fn tls_termination_completes_a_handshake_with_the_example_ca_and_answers()
     let other = TestCa::new("examples-other-ca");
     let refused = tls_get(https, other.client_config(&["h2"]), "localhost", "/").await;
     assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_mtls_admits_a_workload_svid_and_refuses_a_client_without_one() {
+    let ups = upstreams().await;
+    let ex = Example::start("mesh-mtls.yaml", addrs(&ups), &[]).await;
+    let inbound = ex.addr("inbound").await;
+    let certs = repo().join("examples/certs");
+    let web = CertFiles::from_pem(&certs.join("mesh-web.crt"), &certs.join("mesh-web.key"));
+    let mut with_cert = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(example_roots())
+    .with_client_auth_cert(
+        vec![web.cert_der.clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(web.key_der.clone().into()),
+    )
+    .expect("the example SVID");
+    with_cert.alpn_protocols = vec![b"h2".to_vec()];
+    let (_, reply) = tls_get(inbound, with_cert, "localhost", "/")
+        .await
+        .expect("mTLS with the example SVID");
+    assert_eq!(reply.status, StatusCode::OK);
+    let without_cert = trusting_the_example_ca(&["h2"]);
+    let refused = tls_get(inbound, without_cert, "localhost", "/").await;
+    assert!(refused.is_err(), "no client certificate: {refused:?}");
+}
+
+fn example_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let ca = repo().join("examples/certs/ca.crt");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&ca).unwrap_or_else(|e| panic!("{ca:?}: {e}")))
+        .expect("the example CA");
+    roots
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

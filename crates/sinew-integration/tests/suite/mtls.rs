@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sinew_integration::tls_kit::{tls_get, CertFiles, TempDir, TestCa, Validity};
-use sinew_integration::{eventually, wait_for_lines, TestClient, TestProxy, Upstream};
+use sinew_integration::{admin_kit, eventually, wait_for_lines, TestClient, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -98,6 +98,30 @@ async fn a_strict_listener_admits_an_svid_and_tells_the_log_and_the_upstream_who
     }
     let lines = wait_for_lines(&log, 2).await;
     assert_eq!(lines[0], format!("{CLIENT_ID} 200"));
+
+    // The admin API lists the SVID (never its key) and metrics say when it expires.
+    let admin = admin_kit::start(&proxy).await;
+    let certs = TestClient::http1().get(admin.address, "/certs", &[]).await;
+    assert_eq!(certs.status, 200);
+    let certs: serde_json::Value = serde_json::from_str(&certs.text()).unwrap();
+    let svid = &certs["certificates"][0];
+    assert_eq!(svid["name"], "mesh");
+    assert_eq!(svid["spiffe_id"], PROXY_ID);
+    assert!(svid["expires_in_seconds"].as_i64().unwrap() > 300 * 86_400);
+    assert!(!certs.to_string().contains("PRIVATE"), "{certs}");
+    let metrics = admin_kit::metrics(admin.address).await;
+    let expiry = admin_kit::sample(
+        &metrics,
+        "sinew_certificate_expiry_seconds",
+        &[("certificate", "mesh"), ("spiffe_id", PROXY_ID)],
+    );
+    assert!(expiry.is_some_and(|s| s > 300.0 * 86_400.0), "{metrics}");
+    let handshakes = admin_kit::value(
+        &metrics,
+        "sinew_listener_ssl_handshake_total",
+        &[("listener", "inbound")],
+    );
+    assert_eq!(handshakes, 2.0);
 }
 
 #[tokio::test]

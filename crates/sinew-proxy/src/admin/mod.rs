@@ -4,11 +4,12 @@
 //! It runs apart from the data plane — its own accept loop, untouched by a drain — so an
 //! operator can watch a drain finish through it. Endpoints are grouped one file each:
 //! [`health`] (readiness, health-check failing, drain, server info), [`stats`] (`/metrics`,
-//! `/stats`), [`clusters`], [`config_dump`], [`logging`].
+//! `/stats`), [`clusters`], [`certs`], [`config_dump`], [`logging`].
 //!
 //! Errors: a wrong method is 405 (with `Allow`), an unknown path 404, a bad query 400
 //! with a message saying what was wrong.
 
+mod certs;
 mod clusters;
 mod config_dump;
 mod health;
@@ -127,6 +128,7 @@ impl Admin {
                 &[Method::GET],
                 get(&method).then(|| clusters::clusters(self, &query)),
             ),
+            "/certs" => (&[Method::GET], get(&method).then(|| certs::certs(self))),
             "/config_dump" => (
                 &[Method::GET],
                 get(&method).then(|| config_dump::config_dump(self)),

@@ -140,6 +140,21 @@ impl Collector for ScrapeTime {
             return Ok(());
         }
 
+        let mut expiry = Samples::new(
+            "sinew_certificate_expiry_seconds",
+            "Seconds until a certificate the proxy presents expires (negative: expired)",
+            false,
+        );
+        let now = super::certs::now_unix();
+        for (name, cert) in snapshot.certificates() {
+            if let Some(id) = cert.leaf_identity() {
+                let spiffe = id.spiffe.as_ref().map_or("", |s| s.as_str()).to_string();
+                let labels = vec![("certificate", name), ("spiffe_id", spiffe)];
+                expiry.values.push((labels, (id.not_after - now) as f64));
+            }
+        }
+        expiry.write(&mut encoder)?;
+
         let mut cluster = [
             Samples::new(
                 "sinew_cluster_membership_total",

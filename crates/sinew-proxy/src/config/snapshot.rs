@@ -56,6 +56,35 @@ pub struct DownstreamTls {
     pub plaintext_allowed: bool,
     /// The first URI SAN of the listener's certificate (XFCC's `By`).
     pub local_uri_san: Option<String>,
+    /// The listener's certificate, for the admin API and metrics.
+    pub cert: Arc<sinew_tls::RotatingCert>,
+}
+
+impl Snapshot {
+    /// Every certificate the proxy presents, once each, named by where it is used:
+    /// `mesh` (the SVID), `listener/<name>`, `cluster/<name>`.
+    pub fn certificates(&self) -> Vec<(String, Arc<sinew_tls::RotatingCert>)> {
+        let mut found: Vec<(String, Arc<sinew_tls::RotatingCert>)> = Vec::new();
+        let mut add = |name: String, cert: &Arc<sinew_tls::RotatingCert>| {
+            if !found.iter().any(|(_, c)| Arc::ptr_eq(c, cert)) {
+                found.push((name, cert.clone()));
+            }
+        };
+        if let Some((_, mesh)) = &self.mesh {
+            add("mesh".into(), &mesh.cert);
+        }
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls {
+                add(format!("listener/{}", l.name), &tls.cert);
+            }
+        }
+        for c in &self.clusters {
+            if let Some(cert) = c.client_certificate() {
+                add(format!("cluster/{}", c.name), cert);
+            }
+        }
+        found
+    }
 }
 
 #[derive(Clone)]

@@ -70,6 +70,7 @@ pub(crate) fn downstream_tls(
             acceptor: TlsAcceptor::from(Arc::new(config)),
             plaintext_allowed: false,
             local_uri_san: first_uri_san(&cert),
+            cert,
         }));
     }
     let plaintext_allowed = match l.mtls {
@@ -91,6 +92,7 @@ pub(crate) fn downstream_tls(
         acceptor: TlsAcceptor::from(Arc::new(config)),
         plaintext_allowed,
         local_uri_san: first_uri_san(&mesh.cert),
+        cert: mesh.cert.clone(),
     }))
 }
 

@@ -132,7 +132,8 @@ async fn accept_loop(
             match &config.kind {
                 ListenerKind::Http(_) => crate::protocol::serve(stream, peer, &slot, &config).await,
                 ListenerKind::Tcp(tcp) => {
-                    super::tcp::serve(stream, config.tls.as_ref(), tcp.clone()).await
+                    let metrics = config.metrics.as_deref();
+                    super::tcp::serve(stream, config.tls.as_ref(), metrics, tcp.clone()).await
                 }
             }
         }));

@@ -30,6 +30,7 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 pub(crate) async fn serve(
     downstream: TcpStream,
     tls: Option<&DownstreamTls>,
+    metrics: Option<&crate::metrics::ListenerMetrics>,
     config: Arc<TcpProxy>,
 ) {
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -49,7 +50,14 @@ pub(crate) async fn serve(
         }
     }
     let accept = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(downstream));
-    match accept.await {
+    let accepted = accept.await;
+    if let Some(m) = metrics {
+        match &accepted {
+            Ok(Ok(_)) => m.tls_handshakes.inc(),
+            _ => m.tls_errors.inc(),
+        };
+    }
+    match accepted {
         Ok(Ok(stream)) => {
             let identity = crate::protocol::peer_identity(stream.get_ref().1);
             Box::pin(proxy(stream, addresses, identity, config)).await
