@@ -82,10 +82,27 @@ pub struct Listener {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// PEM certificate chain.
-    pub cert: String,
-    /// PEM private key.
-    pub key: String,
+    /// PEM certificate chain (the first certificate; more in `certificates`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Further certificates, chosen per handshake by SNI and by the signature schemes
+    /// the client accepts; the first of all is the default.
+    #[serde(default)]
+    pub certificates: Vec<crate::tls::CertificateFiles>,
+    /// The oldest and newest TLS versions accepted.
+    #[serde(default)]
+    pub min_version: Option<crate::tls::TlsVersion>,
+    #[serde(default)]
+    pub max_version: Option<crate::tls::TlsVersion>,
+    /// Session resumption with stateless tickets (keys rotated every 6 hours).
+    #[serde(default = "default_true")]
+    pub session_tickets: bool,
+    /// Sessions kept for resumption by id (TLS 1.2) and for stateful tickets.
+    #[serde(default = "default_session_cache")]
+    pub session_cache_size: usize,
     /// ALPN protocols offered, in order of preference.
     #[serde(default = "default_alpn")]
     pub alpn: Vec<String>,
@@ -99,6 +116,10 @@ pub struct ListenerTls {
     /// A client certificate must have one of these names (none: any).
     #[serde(default)]
     pub match_subject_alt_names: Vec<crate::tls::SanMatch>,
+}
+
+fn default_session_cache() -> usize {
+    4096
 }
 
 fn default_alpn() -> Vec<String> {

@@ -27,6 +27,28 @@ pub struct MeshIdentityFiles {
     pub bundle: String,
 }
 
+/// One certificate of a listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// A DER OCSP response stapled to handshakes (kept fresh by whoever writes it).
+    #[serde(default)]
+    pub ocsp_staple: Option<String>,
+}
+
+/// A TLS protocol version (Envoy's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSv1_2")]
+    Tls12,
+    #[serde(rename = "TLSv1_3")]
+    Tls13,
+}
+
 /// How a listener takes mesh mTLS (Istio's PeerAuthentication modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -161,6 +183,23 @@ pub(crate) fn check(
             }
         }
         if let Some(tls) = &l.tls {
+            match (&tls.cert, &tls.key) {
+                (Some(_), Some(_)) => {}
+                (None, None) if !tls.certificates.is_empty() => {}
+                (None, None) => err(
+                    format!("{p}.tls"),
+                    "needs a certificate: `cert` and `key`, or `certificates`".into(),
+                ),
+                _ => err(format!("{p}.tls"), "`cert` and `key` go together".into()),
+            }
+            if let (Some(min), Some(max)) = (tls.min_version, tls.max_version) {
+                if min > max {
+                    err(
+                        format!("{p}.tls.min_version"),
+                        "is newer than `max_version`".into(),
+                    );
+                }
+            }
             if tls.client_ca.is_none() {
                 if tls.require_client_certificate {
                     err(

@@ -390,3 +390,47 @@ impl TestCa {
         config
     }
 }
+
+impl TestCa {
+    /// Issues a server certificate for `names` with an RSA 2048 key (made by Debian's
+    /// openssl: ring signs with RSA keys but does not generate them).
+    pub fn issue_rsa(&self, file_stem: &str, names: &[&str]) -> CertFiles {
+        let key_path = self.dir.file(&format!("{file_stem}.key"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .arg("-out")
+            .arg(&key_path)
+            .output()
+            .expect("openssl genpkey");
+        assert!(made.status.success(), "openssl genpkey: {made:?}");
+        let pem = std::fs::read_to_string(&key_path).expect("RSA key");
+        let key = KeyPair::from_pem(&pem).expect("rcgen reads the RSA key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("server params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{} (RSA)", names[0]));
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("sign RSA cert");
+        let cert_path = self.dir.file(&format!("{file_stem}.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        CertFiles {
+            cert: cert_path,
+            key: key_path,
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+}

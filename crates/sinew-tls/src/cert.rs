@@ -16,8 +16,12 @@ use crate::pem;
 /// Where a rotating certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
-    /// PEM files, re-read when they change.
-    Files { cert: String, key: String },
+    /// PEM files (and a DER OCSP response to staple), re-read when they change.
+    Files {
+        cert: String,
+        key: String,
+        ocsp: Option<String>,
+    },
     /// Pushed by the control plane (an SDS secret of this name).
     Pushed { name: String },
 }
@@ -41,6 +45,7 @@ impl std::fmt::Debug for RotatingCert {
 pub enum CertError {
     Cert(String),
     Key(String),
+    Ocsp(String),
 }
 
 impl CertError {
@@ -49,6 +54,7 @@ impl CertError {
         match self {
             CertError::Cert(m) => ("cert", m),
             CertError::Key(m) => ("key", m),
+            CertError::Ocsp(m) => ("ocsp_staple", m),
         }
     }
 }
@@ -56,7 +62,7 @@ impl CertError {
 impl std::fmt::Display for CertError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CertError::Cert(m) | CertError::Key(m) => f.write_str(m),
+            CertError::Cert(m) | CertError::Key(m) | CertError::Ocsp(m) => f.write_str(m),
         }
     }
 }
@@ -81,34 +87,51 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot open {path:?}: {e}"))
 }
 
-fn certified_from_files(cert: &str, key: &str) -> Result<CertifiedKey, CertError> {
+fn certified_from_files(
+    cert: &str,
+    key: &str,
+    ocsp: Option<&str>,
+) -> Result<CertifiedKey, CertError> {
     let cert_pem = read(cert).map_err(CertError::Cert)?;
     let key_pem = read(key).map_err(CertError::Key)?;
-    certified_key(
+    let mut certified = certified_key(
         &cert_pem,
         &key_pem,
         &format!("{cert:?}"),
         &format!("{key:?}"),
-    )
+    )?;
+    if let Some(ocsp) = ocsp {
+        certified.ocsp = Some(read(ocsp).map_err(CertError::Ocsp)?);
+    }
+    Ok(certified)
 }
 
 impl RotatingCert {
     /// Loads a certificate and key from files and, inside a runtime, re-reads them
     /// whenever they change.
     pub fn from_files(cert: &str, key: &str) -> Result<Arc<Self>, CertError> {
-        let loaded = certified_from_files(cert, key)?;
+        Self::from_files_stapling(cert, key, None)
+    }
+
+    /// As [`from_files`](Self::from_files), stapling the DER OCSP response in `ocsp`
+    /// (re-read with the others) to every handshake.
+    pub fn from_files_stapling(
+        cert: &str,
+        key: &str,
+        ocsp: Option<&str>,
+    ) -> Result<Arc<Self>, CertError> {
+        let loaded = certified_from_files(cert, key, ocsp)?;
         let rotating = Arc::new(RotatingCert {
             current: ArcSwap::from_pointee(loaded),
             source: CertSource::Files {
                 cert: cert.into(),
                 key: key.into(),
+                ocsp: ocsp.map(str::to_string),
             },
         });
-        crate::watch::spawn(
-            &rotating,
-            vec![cert.into(), key.into()],
-            RotatingCert::reload_files,
-        );
+        let mut paths = vec![cert.to_string(), key.to_string()];
+        paths.extend(ocsp.map(str::to_string));
+        crate::watch::spawn(&rotating, paths, RotatingCert::reload_files);
         Ok(rotating)
     }
 
@@ -121,10 +144,10 @@ impl RotatingCert {
     }
 
     fn reload_files(&self) -> Result<(), String> {
-        let CertSource::Files { cert, key } = &self.source else {
+        let CertSource::Files { cert, key, ocsp } = &self.source else {
             return Ok(());
         };
-        let loaded = certified_from_files(cert, key).map_err(|e| e.to_string())?;
+        let loaded = certified_from_files(cert, key, ocsp.as_deref()).map_err(|e| e.to_string())?;
         self.replace(loaded);
         Ok(())
     }

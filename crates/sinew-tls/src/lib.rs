@@ -3,6 +3,8 @@
 //! - [`pem`]: reading certificates, keys and roots, from files or bytes.
 //! - [`RotatingCert`]: a certificate and key that can be replaced under load (files that
 //!   change, secrets pushed over SDS); new handshakes take the new one.
+//! - [`SniCertificates`]: a listener's certificates, chosen per handshake by SNI and by
+//!   the signature schemes the client accepts.
 //! - [`TrustBundle`]: the roots a peer's chain must lead to, replaceable the same way (a
 //!   root rollover).
 //! - [`ClientVerifier`] and [`ServerVerifier`]: a peer's chain, then its SPIFFE trust
@@ -14,6 +16,7 @@
 mod cert;
 mod mesh;
 pub mod pem;
+mod sni;
 mod trust;
 mod verify;
 pub mod watch;
@@ -21,5 +24,6 @@ pub mod watch;
 pub use cert::{certified_key, CertError, CertSource, RotatingCert};
 pub use mesh::MeshIdentity;
 pub use pem::provider;
+pub use sni::SniCertificates;
 pub use trust::{BundleSource, TrustBundle};
 pub use verify::{ClientVerifier, PeerPolicy, SanMatcher, SanType, ServerVerifier, StringMatch};

@@ -17,6 +17,7 @@ mod examples_run;
 mod external_clients;
 mod fault_injection;
 mod fuzz_http;
+mod gateway_tls;
 mod grpc;
 mod health_checks;
 mod host_authority;

@@ -56,8 +56,8 @@ pub struct DownstreamTls {
     pub plaintext_allowed: bool,
     /// The first URI SAN of the listener's certificate (XFCC's `By`).
     pub local_uri_san: Option<String>,
-    /// The listener's certificate, for the admin API and metrics.
-    pub cert: Arc<sinew_tls::RotatingCert>,
+    /// The listener's certificates (the default first), for the admin API and metrics.
+    pub certs: Vec<Arc<sinew_tls::RotatingCert>>,
 }
 
 impl Snapshot {
@@ -75,7 +75,12 @@ impl Snapshot {
         }
         for l in &self.listeners {
             if let Some(tls) = &l.tls {
-                add(format!("listener/{}", l.name), &tls.cert);
+                for (j, cert) in tls.certs.iter().enumerate() {
+                    match j {
+                        0 => add(format!("listener/{}", l.name), cert),
+                        _ => add(format!("listener/{}[{j}]", l.name), cert),
+                    }
+                }
             }
         }
         for c in &self.clusters {

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use sinew_config::model::{Config, Listener};
-use sinew_config::tls::MtlsMode;
+use sinew_config::tls::{MtlsMode, TlsVersion};
 use sinew_config::ConfigError;
-use sinew_tls::{ClientVerifier, MeshIdentity, PeerPolicy, RotatingCert, TrustBundle};
+use sinew_tls::{
+    ClientVerifier, MeshIdentity, PeerPolicy, RotatingCert, SniCertificates, TrustBundle,
+};
 use tokio_rustls::TlsAcceptor;
 
 use super::snapshot::{DownstreamTls, Snapshot};
@@ -39,13 +41,17 @@ pub(crate) fn downstream_tls(
     mesh: Option<&Arc<MeshIdentity>>,
 ) -> Result<Option<DownstreamTls>, (String, String)> {
     let http_alpn = || vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let builder = rustls::ServerConfig::builder_with_provider(sinew_tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("tls".to_string(), e.to_string()))?;
     if let Some(t) = &l.tls {
-        let cert = RotatingCert::from_files(&t.cert, &t.key)
-            .map_err(|e| e.field_and_message())
-            .map_err(|(f, m)| (format!("tls.{f}"), m))?;
+        let versions = protocol_versions(t.min_version, t.max_version);
+        let builder = rustls::ServerConfig::builder_with_provider(sinew_tls::provider())
+            .with_protocol_versions(&versions)
+            .map_err(|e| ("tls.min_version".to_string(), e.to_string()))?;
+        let certs = listener_certificates(t)?;
+        let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match certs.as_slice() {
+            [(_, only)] => only.clone(),
+            _ => SniCertificates::new(certs.clone()),
+        };
+        let certs: Vec<Arc<RotatingCert>> = certs.into_iter().map(|(_, c)| c).collect();
         let builder = match &t.client_ca {
             Some(ca) => {
                 let bundle =
@@ -64,13 +70,23 @@ pub(crate) fn downstream_tls(
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(cert.clone());
+        let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // Resumption: stateless tickets whose keys rotate (every 6 hours, the previous
+        // key still accepted), and a session cache for TLS 1.2 session ids.
+        if t.session_tickets {
+            config.ticketer = rustls::crypto::ring::Ticketer::new()
+                .map_err(|e| ("tls.session_tickets".to_string(), e.to_string()))?;
+        }
+        config.session_storage = match t.session_cache_size {
+            0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+            size => rustls::server::ServerSessionMemoryCache::new(size),
+        };
         return Ok(Some(DownstreamTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             plaintext_allowed: false,
-            local_uri_san: first_uri_san(&cert),
-            cert,
+            local_uri_san: first_uri_san(&certs[0]),
+            certs,
         }));
     }
     let plaintext_allowed = match l.mtls {
@@ -82,6 +98,9 @@ pub(crate) fn downstream_tls(
         return Err(("mtls".into(), "no mesh identity is configured".into()));
     };
     let verifier = ClientVerifier::new(mesh.bundle.clone(), true, mesh.peer_policy(&[]));
+    let builder = rustls::ServerConfig::builder_with_provider(sinew_tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("mtls".to_string(), e.to_string()))?;
     let mut config = builder
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(mesh.cert.clone());
@@ -92,8 +111,56 @@ pub(crate) fn downstream_tls(
         acceptor: TlsAcceptor::from(Arc::new(config)),
         plaintext_allowed,
         local_uri_san: first_uri_san(&mesh.cert),
-        cert: mesh.cert.clone(),
+        certs: vec![mesh.cert.clone()],
     }))
+}
+
+/// The TLS versions between `min` and `max` (both included; unset: TLS 1.2 to 1.3).
+fn protocol_versions(
+    min: Option<TlsVersion>,
+    max: Option<TlsVersion>,
+) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let min = min.unwrap_or(TlsVersion::Tls12);
+    let max = max.unwrap_or(TlsVersion::Tls13);
+    [
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, version)| version)
+    .collect()
+}
+
+/// A certificate with the DNS names it answers for.
+type NamedCert = (Vec<String>, Arc<RotatingCert>);
+
+/// A listener's certificates in config order (`cert`/`key` first, then
+/// `certificates`), each with the DNS names its leaf answers for.
+fn listener_certificates(
+    t: &sinew_config::model::ListenerTls,
+) -> Result<Vec<NamedCert>, (String, String)> {
+    let mut files: Vec<(String, &str, &str, Option<&str>)> = Vec::new();
+    if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+        files.push(("tls".into(), cert, key, None));
+    }
+    for (j, c) in t.certificates.iter().enumerate() {
+        let path = format!("tls.certificates[{j}]");
+        files.push((path, &c.cert, &c.key, c.ocsp_staple.as_deref()));
+    }
+    files
+        .into_iter()
+        .map(|(path, cert, key, ocsp)| {
+            let cert = RotatingCert::from_files_stapling(cert, key, ocsp)
+                .map_err(|e| e.field_and_message())
+                .map_err(|(f, m)| (format!("{path}.{f}"), m))?;
+            let names = cert
+                .leaf_identity()
+                .map(|id| id.dns_sans)
+                .unwrap_or_default();
+            Ok((names, cert))
+        })
+        .collect()
 }
 
 fn first_uri_san(cert: &RotatingCert) -> Option<String> {
