@@ -30,6 +30,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/filters/http/lua/v3/lua.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
+    "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
 ];
 
 fn main() {

@@ -133,12 +133,6 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 if let Some(logs) = &tcp.access_log {
                     access_log::check(&format!("{tp}.access_log"), logs, &mut v.errors);
                 }
-                if l.tls.is_some() {
-                    v.err(
-                        format!("{p}.tls"),
-                        "TLS termination is for HTTP listeners; a TCP proxy passes TLS through (or terminates mesh mTLS with `mtls`)",
-                    );
-                }
             }
         }
     }

@@ -234,6 +234,11 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         return Err(ctx.error("load_assignment", "a static or DNS cluster needs endpoints"));
     }
     out.insert("endpoints".into(), endpoint::to_json(&inline));
+    if let Some(socket) = rest.transport_socket.take() {
+        if let Some(tls) = crate::tls_context::upstream(&ctx, "transport_socket", &socket)? {
+            out.insert("tls".into(), tls);
+        }
+    }
     ctx.only_supported("", &rest)?;
     Ok(MappedCluster {
         name,

@@ -23,6 +23,7 @@ pub mod endpoint;
 pub mod listener;
 mod local_ratelimit;
 pub mod route;
+mod tls_context;
 mod unsupported;
 
 use std::fmt;

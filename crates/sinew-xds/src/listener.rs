@@ -1,6 +1,7 @@
 //! LDS: a `Listener` becomes a model listener. Sinew runs one filter chain per listener
 //! (no `filter_chain_match`), with one network filter: the HTTP connection manager (whose
-//! HTTP filters may be the local rate limit and the router) or the TCP proxy.
+//! HTTP filters may be the local rate limit and the router) or the TCP proxy, and
+//! optionally a TLS transport socket (`tls_context`).
 
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -59,6 +60,12 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     chain.name.clear();
     chain.metadata = None;
     let filters = std::mem::take(&mut chain.filters);
+    let tls = match chain.transport_socket.take() {
+        Some(socket) => {
+            crate::tls_context::downstream(&ctx, "filter_chains[0].transport_socket", &socket)?
+        }
+        None => None,
+    };
     ctx.only_supported("filter_chains[0]", &chain)?;
     let [network_filter] = filters.as_slice() else {
         return Err(ctx.error(
@@ -77,6 +84,9 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
     out.insert("address".into(), json!(address));
+    if let Some(tls) = tls {
+        out.insert("tls".into(), tls);
+    }
     let mut rds = None;
     match typed.type_url.as_str() {
         HCM => {

@@ -71,7 +71,10 @@ pub(crate) fn downstream_tls(
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(resolver);
-        config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // A TCP proxy offers no ALPN: it does not know what it carries.
+        if l.http.is_some() {
+            config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        }
         // Resumption: stateless tickets whose keys rotate (every 6 hours, the previous
         // key still accepted), and a session cache for TLS 1.2 session ids.
         if t.session_tickets {

@@ -377,3 +377,108 @@ fn local_ratelimit_settings_sinew_cannot_honour_are_refused_by_field() {
         assert!(e.contains(&expected), "expected {expected:?} in:\n{e}");
     }
 }
+
+/// A listener and a cluster with Envoy's TLS transport sockets, as Istio-shaped
+/// bootstraps write them: a client certificate required and checked by URI SAN, and
+/// TLS to the upstream verified against a CA.
+const TLS_BOOTSTRAP: &str = r#"
+static_resources:
+  listeners:
+    - name: inbound
+      address: {socket_address: {address: 127.0.0.1, port_value: 15006}}
+      filter_chains:
+        - transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              require_client_certificate: true
+              common_tls_context:
+                alpn_protocols: [h2, http/1.1]
+                tls_params: {tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3}
+                tls_certificates:
+                  - certificate_chain: {filename: /etc/certs/cert-chain.pem}
+                    private_key: {filename: /etc/certs/key.pem}
+                validation_context:
+                  trusted_ca: {filename: /etc/certs/root-cert.pem}
+                  match_typed_subject_alt_names:
+                    - san_type: URI
+                      matcher: {prefix: "spiffe://cluster.local/ns/shop/"}
+          filters:
+            - name: envoy.filters.network.tcp_proxy
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                stat_prefix: inbound
+                cluster: app
+  clusters:
+    - name: app
+      type: STATIC
+      load_assignment:
+        cluster_name: app
+        endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}}]}]
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: app.internal
+          common_tls_context:
+            tls_certificates:
+              - certificate_chain: {filename: /etc/certs/client.pem}
+                private_key: {filename: /etc/certs/client-key.pem}
+            validation_context:
+              trusted_ca: {filename: /etc/certs/root-cert.pem}
+"#;
+
+#[test]
+fn tls_transport_sockets_map_to_listener_and_cluster_tls() {
+    use sinew_config::tls::{SanType, TlsVersion};
+    let bootstrap = load_str("envoy.yaml", TLS_BOOTSTRAP).unwrap_or_else(|d| panic!("{d}"));
+    let config = &bootstrap.loaded.config;
+    let listener = config.listeners[0].tls.as_ref().expect("listener tls");
+    assert_eq!(listener.certificates.len(), 1);
+    assert_eq!(listener.certificates[0].cert, "/etc/certs/cert-chain.pem");
+    assert_eq!(listener.certificates[0].key, "/etc/certs/key.pem");
+    assert_eq!(
+        listener.client_ca.as_deref(),
+        Some("/etc/certs/root-cert.pem")
+    );
+    assert!(listener.require_client_certificate);
+    assert_eq!(listener.alpn, ["h2", "http/1.1"]);
+    assert_eq!(listener.min_version, Some(TlsVersion::Tls12));
+    assert_eq!(listener.max_version, Some(TlsVersion::Tls13));
+    let san = &listener.match_subject_alt_names[0];
+    assert_eq!(san.san_type, SanType::Uri);
+    assert_eq!(
+        san.prefix.as_deref(),
+        Some("spiffe://cluster.local/ns/shop/")
+    );
+    let cluster = config.clusters[0].tls.as_ref().expect("cluster tls");
+    assert_eq!(cluster.sni, "app.internal");
+    assert_eq!(cluster.ca, "/etc/certs/root-cert.pem");
+    assert_eq!(cluster.cert.as_deref(), Some("/etc/certs/client.pem"));
+    assert_eq!(cluster.key.as_deref(), Some("/etc/certs/client-key.pem"));
+}
+
+#[test]
+fn tls_fields_sinew_cannot_honour_are_named() {
+    for (from, to, field) in [
+        (
+            "private_key: {filename: /etc/certs/key.pem}",
+            "private_key: {inline_string: secret}",
+            "tls_certificates[0].private_key: Sinew reads certificates and keys from files",
+        ),
+        (
+            "tls_maximum_protocol_version: TLSv1_3",
+            "tls_maximum_protocol_version: TLSv1_1",
+            "tls_params.tls_maximum_protocol_version: Sinew speaks TLS 1.2 and 1.3 only",
+        ),
+        (
+            "sni: app.internal",
+            "sni: app.internal\n          allow_renegotiation: true",
+            "transport_socket.typed_config.allow_renegotiation: is not supported by Sinew",
+        ),
+    ] {
+        let text = TLS_BOOTSTRAP.replacen(from, to, 1);
+        let error = error_of(&text);
+        assert!(error.contains(field), "{field:?} not in:\n{error}");
+    }
+}

@@ -1,0 +1,345 @@
+//! Envoy's TLS transport sockets (`DownstreamTlsContext` on a filter chain,
+//! `UpstreamTlsContext` on a cluster) mapped onto Sinew's listener and cluster `tls`.
+//! Certificates and CAs given as files (`filename`) map; inline bytes and SDS secret
+//! references are refused by name, for now, as is every field Sinew does not honour.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source::Specifier, DataSource, TransportSocket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+    tls_parameters::TlsProtocol, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
+    TlsParameters, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use serde_json::{json, Map, Value};
+
+use crate::listener::decode;
+use crate::{Ctx, XdsError};
+
+const DOWNSTREAM: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const UPSTREAM: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const RAW_BUFFER: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+
+/// A filter chain's transport socket as a listener's `tls` (None for plaintext).
+pub(crate) fn downstream(
+    ctx: &Ctx,
+    path: &str,
+    socket: &TransportSocket,
+) -> Result<Option<Value>, XdsError> {
+    let Some(any) = typed(ctx, path, socket)? else {
+        return Ok(None);
+    };
+    if any.type_url != DOWNSTREAM {
+        return Err(ctx.error(
+            format!("{path}.typed_config"),
+            format!(
+                "transport socket {:?} is not supported by Sinew on a listener",
+                any.type_url
+            ),
+        ));
+    }
+    let path = format!("{path}.typed_config");
+    let mut tls: DownstreamTlsContext = decode(ctx, &path, any)?;
+    let mut out = Map::new();
+    if let Some(require) = tls.require_client_certificate.take() {
+        out.insert("require_client_certificate".into(), json!(require.value));
+    }
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::downstream_tls_context::SessionTicketKeysType;
+    match tls.session_ticket_keys_type.take() {
+        None | Some(SessionTicketKeysType::DisableStatelessSessionResumption(false)) => {}
+        Some(SessionTicketKeysType::DisableStatelessSessionResumption(true)) => {
+            out.insert("session_tickets".into(), json!(false));
+        }
+        Some(_) => {
+            return Err(ctx.error(
+                format!("{path}.session_ticket_keys"),
+                "Sinew generates and rotates its own ticket keys; given keys are not supported",
+            ))
+        }
+    }
+    if tls.disable_stateful_session_resumption {
+        out.insert("session_cache_size".into(), json!(0));
+        tls.disable_stateful_session_resumption = false;
+    }
+    let common = tls.common_tls_context.take().unwrap_or_default();
+    ctx.only_supported(&path, &tls)?;
+    let common = common_context(ctx, &format!("{path}.common_tls_context"), common, &mut out)?;
+    let Common {
+        certificates,
+        ca,
+        sans,
+    } = common;
+    if certificates.is_empty() {
+        return Err(ctx.error(
+            format!("{path}.common_tls_context.tls_certificates"),
+            "a listener's TLS needs at least one certificate",
+        ));
+    }
+    out.insert("certificates".into(), Value::Array(certificates));
+    if let Some(ca) = ca {
+        out.insert("client_ca".into(), json!(ca));
+    }
+    if !sans.is_empty() {
+        out.insert("match_subject_alt_names".into(), Value::Array(sans));
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+/// A cluster's transport socket as its `tls` (None for plaintext).
+pub(crate) fn upstream(
+    ctx: &Ctx,
+    path: &str,
+    socket: &TransportSocket,
+) -> Result<Option<Value>, XdsError> {
+    let Some(any) = typed(ctx, path, socket)? else {
+        return Ok(None);
+    };
+    if any.type_url != UPSTREAM {
+        return Err(ctx.error(
+            format!("{path}.typed_config"),
+            format!(
+                "transport socket {:?} is not supported by Sinew on a cluster",
+                any.type_url
+            ),
+        ));
+    }
+    let path = format!("{path}.typed_config");
+    let mut tls: UpstreamTlsContext = decode(ctx, &path, any)?;
+    let mut out = Map::new();
+    let sni = std::mem::take(&mut tls.sni);
+    let common = tls.common_tls_context.take().unwrap_or_default();
+    ctx.only_supported(&path, &tls)?;
+    let mut unused = Map::new();
+    let Common {
+        certificates,
+        ca,
+        sans,
+    } = common_context(
+        ctx,
+        &format!("{path}.common_tls_context"),
+        common,
+        &mut unused,
+    )?;
+    if let Some(alpn) = unused.remove("alpn") {
+        out.insert("alpn".into(), alpn);
+    }
+    if unused.contains_key("min_version") || unused.contains_key("max_version") {
+        return Err(ctx.error(
+            format!("{path}.common_tls_context.tls_params"),
+            "TLS versions to an upstream are not configurable in Sinew (TLS 1.2 and 1.3 are offered)",
+        ));
+    }
+    let Some(ca) = ca else {
+        return Err(ctx.error(
+            format!("{path}.common_tls_context.validation_context.trusted_ca"),
+            "Sinew verifies every upstream certificate: give the CA that signs it",
+        ));
+    };
+    if sni.is_empty() && sans.is_empty() {
+        return Err(ctx.error(
+            format!("{path}.sni"),
+            "is required unless match_typed_subject_alt_names says who the upstream is",
+        ));
+    }
+    // Without SNI, the SAN matchers alone identify the upstream; the name is unused.
+    out.insert(
+        "sni".into(),
+        json!(if sni.is_empty() {
+            "upstream.invalid".to_string()
+        } else {
+            sni
+        }),
+    );
+    out.insert("ca".into(), json!(ca));
+    match certificates.as_slice() {
+        [] => {}
+        [one] => {
+            out.insert("cert".into(), one["cert"].clone());
+            out.insert("key".into(), one["key"].clone());
+        }
+        _ => {
+            return Err(ctx.error(
+                format!("{path}.common_tls_context.tls_certificates"),
+                "an upstream connection presents one client certificate",
+            ))
+        }
+    }
+    if !sans.is_empty() {
+        out.insert("match_subject_alt_names".into(), Value::Array(sans));
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+/// The typed config of a transport socket; None for `raw_buffer` (plaintext).
+fn typed<'a>(
+    ctx: &Ctx,
+    path: &str,
+    socket: &'a TransportSocket,
+) -> Result<Option<&'a envoy_types::pb::google::protobuf::Any>, XdsError> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    match &socket.config_type {
+        Some(ConfigType::TypedConfig(any)) if any.type_url == RAW_BUFFER => Ok(None),
+        Some(ConfigType::TypedConfig(any)) => Ok(Some(any)),
+        None if socket.name == "envoy.transport_sockets.raw_buffer" => Ok(None),
+        None => Err(ctx.error(format!("{path}.typed_config"), "is required")),
+    }
+}
+
+struct Common {
+    certificates: Vec<Value>,
+    ca: Option<String>,
+    sans: Vec<Value>,
+}
+
+/// What both sides share: certificates, the CA, SAN matchers, ALPN and versions
+/// (written into `out` as `alpn`, `min_version`, `max_version`).
+fn common_context(
+    ctx: &Ctx,
+    path: &str,
+    mut common: CommonTlsContext,
+    out: &mut Map<String, Value>,
+) -> Result<Common, XdsError> {
+    let mut certificates = Vec::new();
+    for (i, mut cert) in std::mem::take(&mut common.tls_certificates)
+        .into_iter()
+        .enumerate()
+    {
+        let at = format!("{path}.tls_certificates[{i}]");
+        let chain = file(
+            ctx,
+            &format!("{at}.certificate_chain"),
+            cert.certificate_chain.take(),
+        )?;
+        let key = file(ctx, &format!("{at}.private_key"), cert.private_key.take())?;
+        let mut entry = json!({"cert": chain, "key": key});
+        if let Some(staple) = cert.ocsp_staple.take() {
+            entry["ocsp_staple"] = json!(file(ctx, &format!("{at}.ocsp_staple"), Some(staple))?);
+        }
+        ctx.only_supported(&at, &cert)?;
+        certificates.push(entry);
+    }
+    if !common.tls_certificate_sds_secret_configs.is_empty() {
+        return Err(ctx.error(
+            format!("{path}.tls_certificate_sds_secret_configs"),
+            "SDS secrets are not supported by Sinew yet: give the files as tls_certificates",
+        ));
+    }
+    let alpn = std::mem::take(&mut common.alpn_protocols);
+    if !alpn.is_empty() {
+        out.insert("alpn".into(), json!(alpn));
+    }
+    if let Some(params) = common.tls_params.take() {
+        versions(ctx, &format!("{path}.tls_params"), params, out)?;
+    }
+    let (mut ca, mut sans) = (None, Vec::new());
+    match common.validation_context_type.take() {
+        None => {}
+        Some(ValidationContextType::ValidationContext(mut v)) => {
+            let at = format!("{path}.validation_context");
+            if let Some(trusted) = v.trusted_ca.take() {
+                ca = Some(file(ctx, &format!("{at}.trusted_ca"), Some(trusted))?);
+            }
+            for (i, m) in std::mem::take(&mut v.match_typed_subject_alt_names).into_iter().enumerate() {
+                sans.push(san(ctx, &format!("{at}.match_typed_subject_alt_names[{i}]"), m)?);
+            }
+            ctx.only_supported(&at, &v)?;
+        }
+        Some(_) => {
+            return Err(ctx.error(
+                format!("{path}.validation_context_sds_secret_config"),
+                "SDS validation contexts are not supported by Sinew yet: give validation_context.trusted_ca as a file",
+            ))
+        }
+    }
+    ctx.only_supported(path, &common)?;
+    Ok(Common {
+        certificates,
+        ca,
+        sans,
+    })
+}
+
+fn versions(
+    ctx: &Ctx,
+    path: &str,
+    mut params: TlsParameters,
+    out: &mut Map<String, Value>,
+) -> Result<(), XdsError> {
+    for (field, value, key) in [
+        (
+            "tls_minimum_protocol_version",
+            std::mem::take(&mut params.tls_minimum_protocol_version),
+            "min_version",
+        ),
+        (
+            "tls_maximum_protocol_version",
+            std::mem::take(&mut params.tls_maximum_protocol_version),
+            "max_version",
+        ),
+    ] {
+        let name = match TlsProtocol::try_from(value) {
+            Ok(TlsProtocol::TlsAuto) => continue,
+            Ok(TlsProtocol::TlSv12) => "TLSv1_2",
+            Ok(TlsProtocol::TlSv13) => "TLSv1_3",
+            // Sinew never speaks TLS 1.0 or 1.1; as a minimum they allow 1.2 anyway.
+            Ok(TlsProtocol::TlSv10 | TlsProtocol::TlSv11) if key == "min_version" => continue,
+            _ => {
+                return Err(ctx.error(
+                    format!("{path}.{field}"),
+                    "Sinew speaks TLS 1.2 and 1.3 only",
+                ))
+            }
+        };
+        out.insert(key.into(), json!(name));
+    }
+    ctx.only_supported(path, &params)
+}
+
+fn san(ctx: &Ctx, path: &str, m: SubjectAltNameMatcher) -> Result<Value, XdsError> {
+    let san_type = match SanType::try_from(m.san_type) {
+        Ok(SanType::Uri) => "uri",
+        Ok(SanType::Dns) => "dns",
+        _ => {
+            return Err(ctx.error(
+                format!("{path}.san_type"),
+                "Sinew matches URI and DNS subject alternative names",
+            ))
+        }
+    };
+    let matcher = m.matcher.unwrap_or_default();
+    if matcher.ignore_case {
+        return Err(ctx.error(
+            format!("{path}.matcher.ignore_case"),
+            "is not supported by Sinew",
+        ));
+    }
+    let (kind, value) = match matcher.match_pattern {
+        Some(MatchPattern::Exact(v)) => ("exact", v),
+        Some(MatchPattern::Prefix(v)) => ("prefix", v),
+        Some(MatchPattern::Suffix(v)) => ("suffix", v),
+        Some(MatchPattern::Contains(v)) => ("contains", v),
+        _ => {
+            return Err(ctx.error(
+                format!("{path}.matcher"),
+                "Sinew matches names by exact, prefix, suffix or contains",
+            ))
+        }
+    };
+    Ok(json!({"san_type": san_type, kind: value}))
+}
+
+/// A data source that must be a file.
+fn file(ctx: &Ctx, path: &str, source: Option<DataSource>) -> Result<String, XdsError> {
+    match source.and_then(|s| s.specifier) {
+        Some(Specifier::Filename(f)) => Ok(f),
+        Some(_) => Err(ctx.error(
+            path,
+            "Sinew reads certificates and keys from files: use `filename`",
+        )),
+        None => Err(ctx.error(path, "is required")),
+    }
+}
