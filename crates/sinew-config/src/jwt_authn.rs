@@ -276,7 +276,10 @@ pub(crate) fn check(path: &str, j: &JwtAuthn, errors: &mut Vec<ConfigError>) {
                 format!("{rp}.match"),
                 "set either `prefix` or `path`, not both".into(),
             ),
-            (None, None) => err(format!("{rp}.match"), "set one of `prefix` or `path`".into()),
+            (None, None) => err(
+                format!("{rp}.match"),
+                "set one of `prefix` or `path`".into(),
+            ),
             (Some(v), None) | (None, Some(v)) => {
                 if !v.starts_with('/') {
                     let field = if r.match_.prefix.is_some() {
@@ -423,7 +426,14 @@ clusters:
         assert!(!jwt.providers[1].forward);
         assert!(jwt.rules[0].requires.is_none());
         assert_eq!(
-            jwt.rules[2].requires.as_ref().unwrap().requires_any.as_ref().unwrap()[2].allow_missing,
+            jwt.rules[2]
+                .requires
+                .as_ref()
+                .unwrap()
+                .requires_any
+                .as_ref()
+                .unwrap()[2]
+                .allow_missing,
             Some(true)
         );
     }
