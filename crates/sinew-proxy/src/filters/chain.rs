@@ -185,7 +185,9 @@ impl FilterChain {
         for filter in self.filters.iter() {
             match filter {
                 HttpFilter::JwtAuthn(jwt) => {
-                    state.request_auth = jwt.authenticate(req, conn.tls)?;
+                    state.request_auth = jwt
+                        .authenticate(req)
+                        .map_err(|refused| refused.reply(req, conn.tls))?;
                 }
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }

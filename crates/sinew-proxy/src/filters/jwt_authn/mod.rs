@@ -137,14 +137,14 @@ impl Failure {
 
 impl JwtAuthn {
     /// Authenticates a request: `Ok` with the claims of the token that was verified (or
-    /// None when the request needs none and had none), or the reply that refuses it.
+    /// None when the request needs none and had none), or why it is refused
+    /// ([`Refused::reply`] makes the reply).
     /// On success the request is edited for upstream: tokens removed unless forwarded,
     /// claims and payloads added as headers.
     pub(crate) fn authenticate<B>(
         &self,
         req: &mut Request<B>,
-        tls: bool,
-    ) -> Result<Option<Arc<VerifiedClaims>>, Response<ResponseBody>> {
+    ) -> Result<Option<Arc<VerifiedClaims>>, Refused> {
         for name in &self.output_headers {
             req.headers_mut().remove(name);
         }
@@ -189,7 +189,7 @@ impl JwtAuthn {
                     reason = failure.error.message(),
                     "JWT authentication refused a request"
                 );
-                Err(refusal(req, failure.error, tls))
+                Err(Refused(failure.error))
             }
         }
     }
@@ -452,7 +452,18 @@ impl PathMatch {
     }
 }
 
-/// The reply refusing a request: Envoy's status, `WWW-Authenticate` and reason.
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused(JwtError);
+
+impl Refused {
+    /// The reply: Envoy's status, `WWW-Authenticate` and reason. `tls`: the request came
+    /// over TLS (the realm's scheme).
+    pub(crate) fn reply<B>(self, req: &Request<B>, tls: bool) -> Response<ResponseBody> {
+        refusal(req, self.0, tls)
+    }
+}
+
 fn refusal<B>(req: &Request<B>, error: JwtError, tls: bool) -> Response<ResponseBody> {
     let grpc = req
         .headers()
@@ -728,5 +739,7 @@ fn local_keys(local: &config::LocalJwks) -> Result<KeySet, (&'static str, String
     Ok(parsed.set)
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

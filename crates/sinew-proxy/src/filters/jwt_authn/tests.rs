@@ -54,9 +54,9 @@ fn request(path: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 /// The request's claims, where it must not be refused.
 fn ok(f: &JwtAuthn, req: &mut Request<()>) -> Option<Arc<VerifiedClaims>> {
-    match f.authenticate(req, false) {
+    match f.authenticate(req) {
         Ok(claims) => claims,
-        Err(reply) => panic!("{} refused: {}", req.uri(), reply.status()),
+        Err(refused) => panic!("{} refused: {refused:?}", req.uri()),
     }
 }
 
@@ -65,7 +65,7 @@ fn bearer(token: &str) -> String {
 }
 
 fn refused(f: &JwtAuthn, req: &mut Request<()>) -> (StatusCode, String, String) {
-    let reply = f.authenticate(req, false).expect_err("refused");
+    let reply = f.authenticate(req).expect_err("refused").reply(req, false);
     let www = reply
         .headers()
         .get("www-authenticate")
@@ -163,10 +163,10 @@ rules:
     let tb = b.sign(&claims("https://b"));
     // Exempt, even with a bad token.
     assert!(f
-        .authenticate(
-            &mut request("/public/x", &[("authorization", "Bearer junk")]),
-            false
-        )
+        .authenticate(&mut request(
+            "/public/x",
+            &[("authorization", "Bearer junk")]
+        ))
         .is_ok());
     // Required: missing is 401 with a bare challenge.
     let (status, body, www) = refused(&f, &mut request("/admin", &[]));
@@ -176,7 +176,7 @@ rules:
     );
     assert_eq!(www, r#"Bearer realm="http://api.example/admin""#);
     assert!(f
-        .authenticate(&mut request("/admin", &[("authorization", &ta)]), false)
+        .authenticate(&mut request("/admin", &[("authorization", &ta)]))
         .is_ok());
     // /admin/x matches no rule: nothing is needed.
     assert_eq!(ok(&f, &mut request("/admin/x", &[])), None);
@@ -184,7 +184,7 @@ rules:
     let (_, body, _) = refused(&f, &mut request("/admin", &[("x-token", &tb)]));
     assert_eq!(body, "Jwt is missing");
     assert!(f
-        .authenticate(&mut request("/either", &[("x-token", &tb)]), false)
+        .authenticate(&mut request("/either", &[("x-token", &tb)]))
         .is_ok());
     assert_eq!(
         refused(&f, &mut request("/either", &[])).1,
@@ -274,7 +274,7 @@ fn grpc_requests_get_grpc_statuses() {
             ("authorization", "Bearer a.b.c"),
         ],
     );
-    let reply = f.authenticate(&mut req, true).unwrap_err();
+    let reply = f.authenticate(&mut req).unwrap_err().reply(&req, true);
     assert_eq!(reply.status(), StatusCode::OK);
     assert_eq!(reply.headers()["grpc-status"], "16");
     assert_eq!(
@@ -294,10 +294,8 @@ fn grpc_requests_get_grpc_statuses() {
             ("authorization", &bearer(&a.sign(&c))),
         ],
     );
-    assert_eq!(
-        f.authenticate(&mut req, false).unwrap_err().headers()["grpc-status"],
-        "7"
-    );
+    let reply = f.authenticate(&mut req).unwrap_err().reply(&req, false);
+    assert_eq!(reply.headers()["grpc-status"], "7");
 }
 
 #[test]

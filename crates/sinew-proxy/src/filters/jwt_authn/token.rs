@@ -78,7 +78,7 @@ impl JwtError {
         }
     }
 
-    /// A short name for logs and metrics.
+    /// Whether no token was found (not a token that failed).
     pub(crate) fn is_missing(self) -> bool {
         self == JwtError::Missing
     }
@@ -264,10 +264,12 @@ pub(crate) mod tests {
     use ring::rand::SystemRandom;
     use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 
+    type Signer = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
     /// A key pair made for one test, with its public half as a JWK.
     pub(crate) struct TestKey {
         pub alg: &'static str,
-        sign: Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>,
+        sign: Signer,
         pub jwk: Value,
     }
 
