@@ -336,3 +336,37 @@ fn local_key_sets_with_unusable_keys_are_config_errors_at_their_field() {
         errors[1].message
     );
 }
+
+/// What authentication costs per request, by algorithm (a measurement, not a check):
+/// `cargo test --release -p sinew-proxy jwt_authn_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn jwt_authn_cost() {
+    let keys = [
+        TestKey::rsa("RS256", "rs"),
+        TestKey::ec("ES256", "es"),
+        TestKey::ed25519("ed"),
+    ];
+    let yaml = format!(
+        "providers: [{{name: a, issuer: https://a, local_jwks: {{inline: '{}'}}, claim_to_headers: [{{header_name: x-sub, claim_name: sub}}]}}]",
+        jwks(&keys.iter().collect::<Vec<_>>())
+    );
+    let j: config::JwtAuthn = serde_yaml_ng::from_str(&yaml).unwrap();
+    let f = compile(&j, "jwt_authn", "web", None, None).unwrap();
+    let n = 2000;
+    let time = |headers: &[(&str, &str)]| {
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let mut req = request("/x", headers);
+            std::hint::black_box(f.authenticate(&mut req).is_ok());
+        }
+        started.elapsed() / n
+    };
+    let baseline = time(&[]);
+    eprintln!("no token: {baseline:?} per request (request building included)");
+    for key in &keys {
+        let token = bearer(&key.sign(&claims("https://a")));
+        let each = time(&[("authorization", &token)]);
+        eprintln!("{}: {each:?} per request", key.alg);
+    }
+}
