@@ -591,3 +591,35 @@ async fn the_documented_example_loads() {
     assert_eq!(jwt.providers.len(), 2);
     assert_eq!(jwt.rules.len(), 3);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_remote_key_set_and_refetches_a_changed_one() {
+    let minted = mint();
+    let server = JwksServer::start(0, &minted.jwks, None).await;
+    let up = Upstream::start("up").await;
+    let source = |cache: &str| {
+        format!(
+            "remote_jwks: {{uri: 'http://{}/jwks', cache_duration: {cache}}}",
+            server.addr
+        )
+    };
+    let config = |cache: &str, timeout: &str| {
+        OneRoute::to(&[up.addr])
+            .http(&jwt_http(&source(cache), "", ""))
+            .route(&format!("              timeout: {timeout}"))
+            .yaml()
+    };
+    let proxy = sinew_integration::TestProxy::start(&config("10m", "5s")).await;
+    let addr = proxy.addr("web").await;
+    let token = minted.token("es256");
+    assert_eq!(get(addr, "/orders", Some(token)).await.status, 200);
+    assert_eq!(server.requests(), 1);
+    // Another route timeout, the same provider: its key set and task are kept.
+    proxy.reload(&config("10m", "6s")).await.unwrap();
+    assert_eq!(get(addr, "/orders", Some(token)).await.status, 200);
+    assert_eq!(server.requests(), 1, "an unchanged provider fetched again");
+    // A changed remote_jwks is a new key set: fetched before the new config serves.
+    proxy.reload(&config("20m", "6s")).await.unwrap();
+    assert_eq!(server.requests(), 2);
+    assert_eq!(get(addr, "/orders", Some(token)).await.status, 200);
+}
