@@ -269,7 +269,7 @@ impl JwtAuthn {
             Keys::Remote(remote) => match remote.keys() {
                 Some(keys) => keys,
                 None => {
-                    remote.unknown_kid();
+                    remote.want_fresh_keys();
                     return Err(fail(JwtError::JwksFetchFail));
                 }
             },
@@ -279,7 +279,7 @@ impl JwtAuthn {
                 (e, &provider.keys, &token.kid)
             {
                 if !keys.has_kid(kid) {
-                    remote.unknown_kid();
+                    remote.want_fresh_keys();
                 }
             }
             return Err(fail(e));

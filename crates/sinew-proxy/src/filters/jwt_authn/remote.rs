@@ -136,9 +136,9 @@ impl RemoteJwks {
         self.shared.keys.load_full()
     }
 
-    /// A token named a `kid` the set does not have: fetch early, unless a fetch ended
-    /// less than [`EARLY_REFETCH_INTERVAL`] ago.
-    pub(crate) fn unknown_kid(&self) {
+    /// A token named a `kid` the set does not have, or came while there is no set: fetch
+    /// early, unless a fetch ended less than [`EARLY_REFETCH_INTERVAL`] ago.
+    pub(crate) fn want_fresh_keys(&self) {
         let shared = &self.shared;
         let now = shared.epoch.elapsed().as_millis() as u64;
         let last = shared.last_fetch_ms.load(Ordering::Relaxed);
@@ -392,7 +392,7 @@ mod tests {
         *body.lock().unwrap() = jwks_text(&[&new]);
         // Right after a fetch: no early one.
         for _ in 0..20 {
-            remote.unknown_kid();
+            remote.want_fresh_keys();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(count.load(Ordering::SeqCst), 1);
@@ -400,7 +400,7 @@ mod tests {
         let until = Instant::now() + EARLY_REFETCH_INTERVAL + Duration::from_secs(3);
         while !remote.keys().unwrap().has_kid("new") {
             assert!(Instant::now() < until, "the rotated key was never fetched");
-            remote.unknown_kid();
+            remote.want_fresh_keys();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(count.load(Ordering::SeqCst), 2);
