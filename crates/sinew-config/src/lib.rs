@@ -12,6 +12,7 @@ pub mod duration;
 pub mod fault;
 mod header_match;
 pub mod health;
+pub mod jwt_authn;
 pub mod mirror;
 pub mod model;
 pub mod rate_limit;

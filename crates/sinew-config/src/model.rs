@@ -18,6 +18,7 @@ pub use crate::circuit_breaker::{CircuitBreakers, RetryBudget};
 pub use crate::fault::{FaultAbort, FaultDelay, FaultInjection, HeaderControlled};
 pub use crate::header_match::HeaderMatch;
 pub use crate::health::{HealthCheck, OutlierDetection};
+pub use crate::jwt_authn::JwtAuthn;
 pub use crate::mirror::RequestMirrorPolicy;
 pub use crate::trace::{OtlpExporter, OtlpProtocol, Tracing};
 
@@ -197,6 +198,10 @@ pub struct HttpConnectionManager {
     /// The fields of this hop's `x-forwarded-client-cert` entry besides `By` and `Hash`.
     #[serde(default)]
     pub set_current_client_cert_details: crate::tls::ClientCertDetails,
+    /// JWT authentication of requests (Envoy: `jwt_authn`; Istio: RequestAuthentication);
+    /// off when unset. See `jwt_authn.rs`.
+    #[serde(default)]
+    pub jwt_authn: Option<JwtAuthn>,
 }
 
 fn default_max_request_headers_kb() -> u32 {

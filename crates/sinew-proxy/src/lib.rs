@@ -186,6 +186,7 @@ impl Proxy {
             cluster.start();
         }
         compile::warm_rate_limits(&next).await;
+        compile::warm_jwks(&next).await;
         // Keep, update or stop the running slots, then start the new ones.
         slots.retain(|slot| {
             match next

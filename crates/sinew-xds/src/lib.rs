@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod cluster;
 mod convert;
 pub mod endpoint;
+mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;
 pub mod route;

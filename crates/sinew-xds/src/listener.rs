@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::Any;
 use serde_json::{json, Map, Value};
 
 use crate::convert::{duration, socket_address};
-use crate::{local_ratelimit, route};
+use crate::{jwt_authn, local_ratelimit, route};
 use crate::{Ctx, XdsError};
 
 const HCM: &str =
@@ -203,6 +203,22 @@ fn http_connection_manager(
                 }
                 continue;
             }
+            if any.type_url == jwt_authn::TYPE_URL {
+                if filter.disabled {
+                    return Err(ctx.error(
+                        format!("{fpath}.disabled"),
+                        "is not supported by Sinew for jwt_authn",
+                    ));
+                }
+                if out.contains_key("jwt_authn") {
+                    return Err(
+                        ctx.error(fpath, "a second jwt_authn filter is not supported by Sinew")
+                    );
+                }
+                let mapped = jwt_authn::map(ctx, &format!("{fpath}.typed_config"), any)?;
+                out.insert("jwt_authn".into(), mapped);
+                continue;
+            }
         }
         // A disabled filter runs only where a route enables it (per-route config, which
         // Sinew refuses), and an optional one may be skipped by a proxy that lacks it.
@@ -218,8 +234,8 @@ fn http_connection_manager(
             return Err(ctx.error(
                 fpath,
                 format!(
-                    "HTTP filter {:?} is not supported by Sinew (only local_ratelimit and \
-                     the router are)",
+                    "HTTP filter {:?} is not supported by Sinew (only local_ratelimit, \
+                     jwt_authn and the router are)",
                     filter.name
                 ),
             ));

@@ -22,6 +22,7 @@ mod grpc;
 mod health_checks;
 mod host_authority;
 mod http1_semantics;
+mod jwt_authn;
 mod keepalive;
 mod limits;
 mod malformed;

@@ -166,19 +166,32 @@ pub fn compile(
                     .find(|rc| Some(&rc.name) == http.route_config.as_ref())
                     .map_or(&[][..], |rc| &rc.virtual_hosts[..]),
             };
+            let jwt_before = before.and_then(|b| match &b.kind {
+                ListenerKind::Http(m) => m.filters.jwt_authn().map(|j| &**j),
+                ListenerKind::Tcp(_) => None,
+            });
+            let jwt = match &http.jwt_authn {
+                Some(j) => {
+                    let jp = format!("{path}.http.jwt_authn");
+                    match crate::filters::jwt_authn::compile(j, &jp, &l.name, jwt_before, metrics) {
+                        Ok(jwt) => Some(jwt),
+                        Err(e) => {
+                            errors.extend(e);
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
             let before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.rate_limits().map(|r| &**r),
                 ListenerKind::Tcp(_) => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
             let local_uri_san = tls.as_ref().and_then(|t| t.local_uri_san.clone());
-            ListenerKind::Http(Arc::new(http_manager(
-                http,
-                routes,
-                rate_limits,
-                l,
-                local_uri_san,
-            )))
+            let mut manager = http_manager(http, routes, rate_limits, l, local_uri_san);
+            manager.filters = manager.filters.with_jwt_authn(jwt);
+            ListenerKind::Http(Arc::new(manager))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
                 match (&tcp.cluster, &tcp.weighted_clusters) {
@@ -256,6 +269,10 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
             if let Err(e) = RouteTable::compile(vhosts, &path, &mut stand_in) {
                 errors.extend(e);
             }
+        }
+        if let Some(j) = l.http.as_ref().and_then(|h| h.jwt_authn.as_ref()) {
+            let path = format!("listeners[{i}].http.jwt_authn");
+            errors.extend(crate::filters::jwt_authn::lint(j, &path));
         }
         if let Err((field, message)) = super::tls::downstream_tls(l, mesh.as_ref()) {
             errors.push(ConfigError::new(format!("listeners[{i}].{field}"), message));
@@ -364,6 +381,18 @@ pub(crate) async fn warm_rate_limits(snapshot: &Snapshot) {
         if let ListenerKind::Http(m) = &listener.kind {
             if let Some(limits) = m.filters.rate_limits() {
                 limits.warm().await;
+            }
+        }
+    }
+}
+
+/// Waits (briefly) for the first fetch of each new remote JWKS, so a proxy that starts
+/// while its token issuer is up does not refuse its first authenticated requests.
+pub(crate) async fn warm_jwks(snapshot: &Snapshot) {
+    for listener in &snapshot.listeners {
+        if let ListenerKind::Http(m) = &listener.kind {
+            if let Some(jwt) = m.filters.jwt_authn() {
+                jwt.warm().await;
             }
         }
     }

@@ -29,6 +29,7 @@ use sinew_stream::DownstreamRequest;
 use super::access_log::logged::{self, Started};
 use super::access_log::AccessLogs;
 use super::fault;
+use super::jwt_authn::JwtAuthn;
 use super::rate_limit::{self, HttpRateLimits, Quota};
 use super::trace::{self, ActiveSpan, Tracer};
 use super::{Downstream, Routed};
@@ -37,6 +38,7 @@ use crate::stream::conn::ConnContext;
 use crate::stream::flags::ResponseFlags;
 
 /// One HTTP filter, with its compiled config.
+#[derive(Clone)]
 pub(crate) enum HttpFilter {
     Trace(Arc<Tracer>),
     AccessLog {
@@ -48,6 +50,8 @@ pub(crate) enum HttpFilter {
     RateLimit(Arc<HttpRateLimits>),
     /// The route's `fault` policy (per route, as Envoy's per-route fault config).
     Fault,
+    /// JWT authentication, in the access phase (before authorization).
+    JwtAuthn(Arc<JwtAuthn>),
 }
 
 /// A listener's filters, in request order.
@@ -64,7 +68,6 @@ pub(crate) struct StreamState {
     quota: Option<Quota>,
     fault_flags: ResponseFlags,
     /// The claims of the request's verified JWT, for authorization rules and headers.
-    #[allow(dead_code)] // set by the JWT filter and read by authorization (issue 19)
     pub(crate) request_auth: Option<Arc<sinew_identity::VerifiedClaims>>,
 }
 
@@ -106,6 +109,31 @@ impl FilterChain {
         })
     }
 
+    /// The chain with JWT authentication (when `jwt` is some), placed after tracing and
+    /// the access log (which see every request, refused ones too) and before the filters
+    /// that follow it in the access phase (authorization reads its claims).
+    pub(crate) fn with_jwt_authn(self, jwt: Option<Arc<JwtAuthn>>) -> Self {
+        let Some(jwt) = jwt else { return self };
+        let mut filters: Vec<HttpFilter> = self.filters.iter().map(HttpFilter::clone).collect();
+        let at = filters
+            .iter()
+            .position(|f| !matches!(f, HttpFilter::Trace(_) | HttpFilter::AccessLog { .. }))
+            .unwrap_or(filters.len());
+        filters.insert(at, HttpFilter::JwtAuthn(jwt));
+        Self {
+            filters: filters.into(),
+        }
+    }
+
+    /// The listener's JWT authentication, if it has any (its remote key sets are kept
+    /// across reloads by `compile`).
+    pub(crate) fn jwt_authn(&self) -> Option<&Arc<JwtAuthn>> {
+        self.filters.iter().find_map(|f| match f {
+            HttpFilter::JwtAuthn(jwt) => Some(jwt),
+            _ => None,
+        })
+    }
+
     /// The listener's access logs, if it has any.
     pub(crate) fn access_logs(&self) -> Option<&Arc<AccessLogs>> {
         self.filters.iter().find_map(|f| match f {
@@ -133,7 +161,7 @@ impl FilterChain {
                 } => {
                     state.log = Some(logged::start(logs, req, *generate_request_id, downstream));
                 }
-                HttpFilter::RateLimit(_) | HttpFilter::Fault => {}
+                HttpFilter::RateLimit(_) | HttpFilter::Fault | HttpFilter::JwtAuthn(_) => {}
             }
         }
     }
@@ -143,10 +171,23 @@ impl FilterChain {
     /// `Err` is a local reply (401, 403) that ends the stream here.
     pub(crate) async fn on_access(
         &self,
-        _req: &mut DownstreamRequest,
-        _conn: &ConnContext,
-        _state: &mut StreamState,
+        req: &mut DownstreamRequest,
+        conn: &ConnContext,
+        state: &mut StreamState,
     ) -> Result<(), Response<ResponseBody>> {
+        for filter in self.filters.iter() {
+            match filter {
+                HttpFilter::JwtAuthn(jwt) => {
+                    state.request_auth = jwt
+                        .authenticate(req)
+                        .map_err(|refused| refused.reply(req, conn.tls))?;
+                }
+                HttpFilter::Trace(_)
+                | HttpFilter::AccessLog { .. }
+                | HttpFilter::RateLimit(_)
+                | HttpFilter::Fault => {}
+            }
+        }
         Ok(())
     }
 
@@ -169,7 +210,7 @@ impl FilterChain {
                             fault::inject(policy, req.headers(), routed.grpc).await?;
                     }
                 }
-                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } => {}
+                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } | HttpFilter::JwtAuthn(_) => {}
             }
         }
         Ok(())
@@ -190,7 +231,7 @@ impl FilterChain {
                         rate_limit::add_headers(response, quota);
                     }
                 }
-                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } => {}
+                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } | HttpFilter::JwtAuthn(_) => {}
             }
         }
     }
@@ -214,7 +255,7 @@ impl FilterChain {
                         trace::finish(tracer, span, &response);
                     }
                 }
-                HttpFilter::RateLimit(_) | HttpFilter::Fault => {}
+                HttpFilter::RateLimit(_) | HttpFilter::Fault | HttpFilter::JwtAuthn(_) => {}
             }
         }
         response

@@ -7,6 +7,7 @@
 //! - [`rate_limit`]: local token buckets (listener, virtual host, route) and the global
 //!   (Redis) limit.
 //! - [`fault`]: the route's delays and aborts.
+//! - [`jwt_authn`]: JWT authentication, in the access phase before routing.
 //! - [`router`]: the route's action — a direct response, a redirect, or the upstream call.
 //!
 //! The chain that runs them, in its named phases, is in [`chain`].
@@ -14,6 +15,7 @@
 pub mod access_log;
 pub(crate) mod chain;
 pub(crate) mod fault;
+pub(crate) mod jwt_authn;
 pub(crate) mod rate_limit;
 pub mod router;
 pub mod trace;

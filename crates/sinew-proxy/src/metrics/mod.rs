@@ -63,6 +63,8 @@ pub struct Metrics {
     xds_apply_time: Family<Labels, LatencyHistogram>,
     xds_streams_connected: Gauge,
     xds_connections: Family<Labels, Counter>,
+    jwt_authn: Family<Labels, ShardedCounter>,
+    jwks_fetch: Family<Labels, Counter>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -91,6 +93,8 @@ impl Metrics {
             xds_apply_time: Family::default(),
             xds_streams_connected: Gauge::default(),
             xds_connections: Family::default(),
+            jwt_authn: Family::default(),
+            jwks_fetch: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -178,6 +182,16 @@ impl Metrics {
             m.xds_connections.clone(),
         );
         r.register(
+            "sinew_jwt_authn",
+            "JWT authentication outcomes by listener, provider and result (verified, refused, no_token_allowed)",
+            m.jwt_authn.clone(),
+        );
+        r.register(
+            "sinew_jwt_jwks_fetch",
+            "Remote JWKS fetches by listener, provider and result (success, failure)",
+            m.jwks_fetch.clone(),
+        );
+        r.register(
             "sinew_server_reloads",
             "Config reloads applied",
             m.reloads_succeeded.clone(),
@@ -227,6 +241,32 @@ impl Metrics {
         self.xds_connections
             .get_or_create(&vec![("event", event.to_string())])
             .inc();
+    }
+
+    /// The counter of one JWT authentication outcome: `result` is `verified` or `refused`
+    /// for a provider, and `no_token_allowed` or `refused` (no token) with `provider` "".
+    pub fn jwt_authn(&self, listener: &str, provider: &str, result: &str) -> ShardedCounter {
+        self.jwt_authn
+            .get_or_create(&vec![
+                ("listener", listener.to_string()),
+                ("provider", provider.to_string()),
+                ("result", result.to_string()),
+            ])
+            .clone()
+    }
+
+    /// The success and failure counters of a provider's remote JWKS fetches.
+    pub fn jwks_fetch(&self, listener: &str, provider: &str) -> (Counter, Counter) {
+        let counter = |result: &str| {
+            self.jwks_fetch
+                .get_or_create(&vec![
+                    ("listener", listener.to_string()),
+                    ("provider", provider.to_string()),
+                    ("result", result.to_string()),
+                ])
+                .clone()
+        };
+        (counter("success"), counter("failure"))
     }
 
     /// One listener's handles.
