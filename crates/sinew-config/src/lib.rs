@@ -6,6 +6,7 @@
 //! `file:line:col: field.path: what is wrong` for every error at once.
 
 pub mod access_log;
+pub mod authz;
 pub mod admin;
 pub mod circuit_breaker;
 pub mod duration;
