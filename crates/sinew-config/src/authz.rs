@@ -632,7 +632,14 @@ mod tests {
         assert!(Cidr::parse("::/0")
             .unwrap()
             .contains("::1".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0", "x", "10.0.0.0/", "1.2.3.4/-1"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0",
+            "x",
+            "10.0.0.0/",
+            "1.2.3.4/-1",
+        ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
     }
@@ -695,7 +702,9 @@ clusters:
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
         let bad_action = yaml.replace("DENY", "REJECT");
-        let text = crate::load_str("authz.yaml", &bad_action).unwrap_err().to_string();
+        let text = crate::load_str("authz.yaml", &bad_action)
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("authz.yaml:7:"), "{text}");
         assert!(text.contains("action"), "{text}");
     }

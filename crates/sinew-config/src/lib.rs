@@ -6,8 +6,8 @@
 //! `file:line:col: field.path: what is wrong` for every error at once.
 
 pub mod access_log;
-pub mod authz;
 pub mod admin;
+pub mod authz;
 pub mod circuit_breaker;
 pub mod duration;
 pub mod fault;

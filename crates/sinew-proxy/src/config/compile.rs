@@ -152,6 +152,13 @@ pub fn compile(
             },
             None => None,
         };
+        let authorization = match compile_authorization(l, &path, metrics, true) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.extend(e);
+                continue;
+            }
+        };
         let kind = if let Some(http) = &l.http {
             let routes = match (inline, &http.route_config) {
                 (Some(t), _) => resolve_set(t),
@@ -171,7 +178,9 @@ pub fn compile(
                 ListenerKind::Tcp(_) => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
-            ListenerKind::Http(Arc::new(http_manager(http, routes, rate_limits, l)))
+            let mut manager = http_manager(http, routes, rate_limits, l);
+            manager.filters = manager.filters.with_authorization(authorization);
+            ListenerKind::Http(Arc::new(manager))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
                 match (&tcp.cluster, &tcp.weighted_clusters) {
@@ -189,6 +198,7 @@ pub fn compile(
                 balancer: Balancer::new(&Policy::Random, &weights),
                 idle_timeout: tcp.idle_timeout,
                 access_log: AccessLogs::compile(tcp.access_log.as_deref()),
+                authorization,
             }))
         } else {
             unreachable!("validation requires http or tcp");
@@ -245,6 +255,9 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
                 errors.extend(e);
             }
         }
+        if let Err(e) = compile_authorization(l, &format!("listeners[{i}]"), None, false) {
+            errors.extend(e);
+        }
         if let Some(tls) = &l.tls {
             if let Err((field, message)) = tls_acceptor(tls) {
                 errors.push(ConfigError::new(
@@ -260,6 +273,27 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// A listener's authorization policies (list files read, and watched when `watch`).
+fn compile_authorization(
+    l: &Listener,
+    path: &str,
+    metrics: Option<&Metrics>,
+    watch: bool,
+) -> Result<Option<Arc<crate::filters::authz::Authorization>>, Vec<ConfigError>> {
+    let Some(config) = &l.authorization else {
+        return Ok(None);
+    };
+    let hops = l.http.as_ref().map_or(0, |h| h.xff_num_trusted_hops);
+    crate::filters::authz::Authorization::compile(
+        config,
+        &format!("{path}.authorization"),
+        &l.name,
+        hops,
+        metrics,
+        watch,
+    )
 }
 
 fn http_manager(
@@ -304,6 +338,11 @@ fn http_manager(
             http.generate_request_id,
             rate_limits,
         ),
+        path_options: crate::stream::path_normalize::PathOptions {
+            normalize: http.normalize_path,
+            merge_slashes: http.merge_slashes,
+            escaped_slashes: http.path_with_escaped_slashes_action,
+        },
     }
 }
 

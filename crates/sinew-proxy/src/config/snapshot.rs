@@ -89,6 +89,8 @@ pub struct HttpManager {
     /// The HTTP filters every stream goes through (tracing, access log, rate limits,
     /// faults; the router last).
     pub filters: FilterChain,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path_options: crate::stream::path_normalize::PathOptions,
 }
 
 /// A TCP proxy's targets.
@@ -98,6 +100,8 @@ pub struct TcpProxy {
     pub idle_timeout: Duration,
     /// None when the listener has no `access_log`.
     pub access_log: Option<Arc<crate::filters::access_log::AccessLogs>>,
+    /// The listener's authorization policies; None when it has none.
+    pub authorization: Option<Arc<crate::filters::authz::Authorization>>,
 }
 
 impl TcpProxy {

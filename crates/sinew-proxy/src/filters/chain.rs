@@ -28,6 +28,7 @@ use sinew_stream::DownstreamRequest;
 
 use super::access_log::logged::{self, Started};
 use super::access_log::AccessLogs;
+use super::authz::Authorization;
 use super::fault;
 use super::rate_limit::{self, HttpRateLimits, Quota};
 use super::trace::{self, ActiveSpan, Tracer};
@@ -36,7 +37,8 @@ use crate::stream::body::ResponseBody;
 use crate::stream::conn::ConnContext;
 use crate::stream::flags::ResponseFlags;
 
-/// One HTTP filter, with its compiled config.
+/// One HTTP filter, with its compiled config (handles: a clone shares it).
+#[derive(Clone)]
 pub(crate) enum HttpFilter {
     Trace(Arc<Tracer>),
     AccessLog {
@@ -48,6 +50,8 @@ pub(crate) enum HttpFilter {
     RateLimit(Arc<HttpRateLimits>),
     /// The route's `fault` policy (per route, as Envoy's per-route fault config).
     Fault,
+    /// The listener's authorization policies, checked at the access phase.
+    Authorization(Arc<Authorization>),
 }
 
 /// A listener's filters, in request order.
@@ -64,7 +68,6 @@ pub(crate) struct StreamState {
     quota: Option<Quota>,
     fault_flags: ResponseFlags,
     /// The claims of the request's verified JWT, for authorization rules and headers.
-    #[allow(dead_code)] // set by the JWT filter and read by authorization (issue 19)
     pub(crate) request_auth: Option<Arc<sinew_identity::VerifiedClaims>>,
 }
 
@@ -93,6 +96,19 @@ impl FilterChain {
         }));
         filters.extend(rate_limits.map(HttpFilter::RateLimit));
         filters.push(HttpFilter::Fault);
+        Self {
+            filters: filters.into(),
+        }
+    }
+
+    /// Adds the listener's authorization policies; they run in the access phase, after
+    /// the filters that establish who is asking (JWT).
+    pub(crate) fn with_authorization(self, authz: Option<Arc<Authorization>>) -> Self {
+        let Some(authz) = authz else {
+            return self;
+        };
+        let mut filters = self.filters.to_vec();
+        filters.push(HttpFilter::Authorization(authz));
         Self {
             filters: filters.into(),
         }
@@ -140,7 +156,7 @@ impl FilterChain {
                         downstream.tls,
                     ));
                 }
-                HttpFilter::RateLimit(_) | HttpFilter::Fault => {}
+                HttpFilter::RateLimit(_) | HttpFilter::Fault | HttpFilter::Authorization(_) => {}
             }
         }
     }
@@ -150,10 +166,25 @@ impl FilterChain {
     /// `Err` is a local reply (401, 403) that ends the stream here.
     pub(crate) async fn on_access(
         &self,
-        _req: &mut DownstreamRequest,
-        _conn: &ConnContext,
-        _state: &mut StreamState,
+        req: &mut DownstreamRequest,
+        conn: &ConnContext,
+        state: &mut StreamState,
     ) -> Result<(), Response<ResponseBody>> {
+        for filter in self.filters.iter() {
+            match filter {
+                HttpFilter::Authorization(authz) => authz.check_request(
+                    req,
+                    conn.peer,
+                    conn.slot.bound.port(),
+                    conn.peer_identity.as_deref(),
+                    state.request_auth.as_deref(),
+                )?,
+                HttpFilter::Trace(_)
+                | HttpFilter::AccessLog { .. }
+                | HttpFilter::RateLimit(_)
+                | HttpFilter::Fault => {}
+            }
+        }
         Ok(())
     }
 
@@ -176,7 +207,9 @@ impl FilterChain {
                             fault::inject(policy, req.headers(), routed.grpc).await?;
                     }
                 }
-                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } => {}
+                HttpFilter::Trace(_)
+                | HttpFilter::AccessLog { .. }
+                | HttpFilter::Authorization(_) => {}
             }
         }
         Ok(())
@@ -197,7 +230,9 @@ impl FilterChain {
                         rate_limit::add_headers(response, quota);
                     }
                 }
-                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } => {}
+                HttpFilter::Trace(_)
+                | HttpFilter::AccessLog { .. }
+                | HttpFilter::Authorization(_) => {}
             }
         }
     }
@@ -221,7 +256,7 @@ impl FilterChain {
                         trace::finish(tracer, span, &response);
                     }
                 }
-                HttpFilter::RateLimit(_) | HttpFilter::Fault => {}
+                HttpFilter::RateLimit(_) | HttpFilter::Fault | HttpFilter::Authorization(_) => {}
             }
         }
         response

@@ -7,11 +7,14 @@
 //! - [`rate_limit`]: local token buckets (listener, virtual host, route) and the global
 //!   (Redis) limit.
 //! - [`fault`]: the route's delays and aborts.
+//! - [`authz`]: authorization policies (Istio's `AuthorizationPolicy`), at the access
+//!   phase.
 //! - [`router`]: the route's action — a direct response, a redirect, or the upstream call.
 //!
 //! The chain that runs them, in its named phases, is in [`chain`].
 
 pub mod access_log;
+pub mod authz;
 pub(crate) mod chain;
 pub(crate) mod fault;
 pub(crate) mod rate_limit;

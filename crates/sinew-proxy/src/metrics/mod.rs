@@ -63,6 +63,7 @@ pub struct Metrics {
     xds_apply_time: Family<Labels, LatencyHistogram>,
     xds_streams_connected: Gauge,
     xds_connections: Family<Labels, Counter>,
+    authz_decisions: Family<Labels, ShardedCounter>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -91,6 +92,7 @@ impl Metrics {
             xds_apply_time: Family::default(),
             xds_streams_connected: Gauge::default(),
             xds_connections: Family::default(),
+            authz_decisions: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -178,6 +180,11 @@ impl Metrics {
             m.xds_connections.clone(),
         );
         r.register(
+            "sinew_authz_decisions",
+            "Authorization policy matches by listener, policy and action, with the result they led to (policy \"-\": denied because no ALLOW policy matched)",
+            m.authz_decisions.clone(),
+        );
+        r.register(
             "sinew_server_reloads",
             "Config reloads applied",
             m.reloads_succeeded.clone(),
@@ -240,6 +247,24 @@ impl Metrics {
             tls_errors: self.listener_ssl_error.get_or_create(&l).clone(),
             stream_idle_timeouts: self.listener_rq_idle_timeout.get_or_create(&l).clone(),
         })
+    }
+
+    /// The counter of one authorization policy's matches (`result`: `allowed`, `denied`
+    /// or `audited`).
+    pub fn authz_decisions(
+        &self,
+        listener: &str,
+        policy: &str,
+        action: &str,
+        result: &str,
+    ) -> ShardedCounter {
+        let labels: Labels = vec![
+            ("listener", listener.to_string()),
+            ("policy", policy.to_string()),
+            ("action", action.to_string()),
+            ("result", result.to_string()),
+        ];
+        self.authz_decisions.get_or_create(&labels).clone()
     }
 
     /// One cluster's per-request handles.

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::snapshot::TcpProxy;
+use crate::filters::authz::Verdict;
 use crate::moment::SharedMoment;
 
 /// Bytes buffered in each direction of a proxied TCP connection.
@@ -25,6 +26,22 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         .access_log
         .as_ref()
         .map(|_| (std::time::SystemTime::now(), std::time::Instant::now()));
+    if let Some(authz) = &config.authorization {
+        let (Some(peer), Ok(local)) = (peer, downstream.local_addr()) else {
+            return;
+        };
+        if let Verdict::Denied(policy) = authz.check_connection(peer, local.port()) {
+            tracing::debug!(%peer, policy = policy.as_deref().unwrap_or("-"), "TCP connection denied by authorization; closing");
+            if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
+                let entry = tcp_entry(&downstream, start, None, (0, 0));
+                logs.record(crate::filters::access_log::Entry {
+                    flags: crate::stream::flags::ResponseFlags::RBAC_DENIED,
+                    ..entry
+                });
+            }
+            return;
+        }
+    }
     let mut upstream = None;
     let mut avoid = None;
     for _ in 0..CONNECT_ATTEMPTS {

@@ -19,7 +19,6 @@ pub(crate) struct ConnContext {
     pub tls: bool,
     /// What the peer's verified client certificate says (mTLS), read once at the
     /// handshake; `None` for plaintext and for TLS without a client certificate.
-    #[allow(dead_code)] // set by the mTLS handshake, read by authorization (issue 19)
     pub peer_identity: Option<Arc<sinew_identity::PeerIdentity>>,
     /// Whether the connection loop times idleness from requests (HTTP/2). On HTTP/1 the
     /// codec times it itself, so requests skip the bookkeeping (and its clock read).

@@ -15,6 +15,7 @@ use super::body::ResponseBody;
 use super::conn::ConnContext;
 use super::flags::ResponseFlags;
 use super::local_reply;
+use super::path_normalize::Normalized;
 use crate::config::snapshot::{HttpManager, ListenerKind};
 use crate::filters::chain::StreamState;
 use crate::filters::router::forward;
@@ -74,6 +75,12 @@ async fn phases(
         Ok(None) => return local_reply::bad_request("missing Host header"),
         Err(problem) => return local_reply::bad_request(problem),
     };
+    // Phase 1: the path normalised, so routing and authorization see one path.
+    if !manager.path_options.is_off() {
+        if let Err(reply) = normalize_path(&mut req, manager, grpc) {
+            return reply;
+        }
+    }
     // Phase 1b: access (JWT authentication, authorization).
     if let Err(refused) = manager.filters.on_access(&mut req, conn, state).await {
         return refused;
@@ -170,6 +177,57 @@ async fn phases(
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
     finish(response, state)
+}
+
+/// Applies the listener's path normalisation to the request's path (its query kept);
+/// `Err` is the 400 or redirect that answers instead.
+fn normalize_path(
+    req: &mut DownstreamRequest,
+    manager: &HttpManager,
+    grpc: bool,
+) -> Result<(), Response<ResponseBody>> {
+    let (path, redirect) = match manager.path_options.apply(req.uri().path()) {
+        Normalized::Unchanged => return Ok(()),
+        Normalized::Changed(path) => (path, false),
+        // A gRPC client cannot follow a redirect; Envoy refuses it instead.
+        Normalized::Reject | Normalized::Redirect(_) if grpc => {
+            return Err(local_reply::error(
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "path with escaped slashes",
+                true,
+            ))
+        }
+        Normalized::Reject => {
+            return Err(local_reply::error(
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "path with escaped slashes",
+                false,
+            ))
+        }
+        Normalized::Redirect(path) => (path, true),
+    };
+    let with_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let Ok(path_and_query) = http::uri::PathAndQuery::try_from(with_query.as_str()) else {
+        return Err(local_reply::bad_request("invalid path"));
+    };
+    if redirect {
+        let location = HeaderValue::from_str(path_and_query.as_str())
+            .map_err(|_| local_reply::bad_request("invalid path"))?;
+        return Err(local_reply::redirect(
+            StatusCode::TEMPORARY_REDIRECT,
+            location,
+        ));
+    }
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(path_and_query);
+    *req.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| local_reply::bad_request("invalid path"))?;
+    Ok(())
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
