@@ -255,8 +255,10 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
                 errors.extend(e);
             }
         }
+        // Validation has reported bad values already; what only compiling finds is a
+        // list file that cannot be read or has a bad line.
         if let Err(e) = compile_authorization(l, &format!("listeners[{i}]"), None, false) {
-            errors.extend(e);
+            errors.extend(e.into_iter().filter(|e| e.path.ends_with(".from_file")));
         }
         if let Some(tls) = &l.tls {
             if let Err((field, message)) = tls_acceptor(tls) {
