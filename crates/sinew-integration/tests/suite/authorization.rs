@@ -92,7 +92,7 @@ async fn the_authorization_matrix_allows_and_denies_by_method_path_header_and_ip
     let dir = scratch_dir("authz-matrix");
     let log = dir.join("access.log");
     let http = format!(
-        "      access_log:\n        - path: {}\n          format: \"%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:METHOD)% %REQ(:PATH)%\\n\"\n",
+        "      access_log:\n        - path: {}\n          format: \"%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE_DETAILS%\\n\"\n",
         log.display()
     );
     let proxy = TestProxy::start(&http_config(upstream.addr, MATRIX_POLICIES, &http)).await;
@@ -199,7 +199,7 @@ async fn the_authorization_matrix_allows_and_denies_by_method_path_header_and_ip
             ],
         )
     };
-    assert_eq!(count("deny-admin", "DENY", "denied"), 5.0, "{metrics}");
+    assert_eq!(count("deny-admin", "DENY", "denied"), 4.0, "{metrics}");
     assert_eq!(count("deny-evil-header", "DENY", "denied"), 2.0);
     assert_eq!(count("writers", "ALLOW", "allowed"), 3.0);
     assert_eq!(
@@ -207,7 +207,7 @@ async fn the_authorization_matrix_allows_and_denies_by_method_path_header_and_ip
         5.0,
         "denied: no ALLOW matched"
     );
-    assert_eq!(count("watch-api", "AUDIT", "audited"), 7.0);
+    assert_eq!(count("watch-api", "AUDIT", "audited"), 6.0);
 }
 
 #[tokio::test]
@@ -406,7 +406,7 @@ listeners:
       cluster: echo
       access_log:
         - path: {}
-          format: \"%RESPONSE_FLAGS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\\n\"
+          format: \"%RESPONSE_FLAGS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %RESPONSE_CODE_DETAILS%\\n\"
 clusters:
   - name: echo
     endpoints: [{{address: {echo}}}]
@@ -430,9 +430,16 @@ clusters:
     assert!(closed && data.is_empty(), "127.0.0.9 must be closed on");
 
     let lines = wait_for_lines(&log, 3).await;
-    assert!(lines.contains(&"RBAC 127.0.0.3".to_string()), "{lines:#?}");
-    assert!(lines.contains(&"RBAC 127.0.0.9".to_string()), "{lines:#?}");
-    assert!(lines.contains(&"- 127.0.0.2".to_string()), "{lines:#?}");
+    let has = |line: &str| lines.iter().any(|l| l == line);
+    assert!(
+        has("RBAC 127.0.0.3 rbac_access_denied_matched_policy[no-127-0-0-3]"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("RBAC 127.0.0.9 rbac_access_denied_matched_policy[none]"),
+        "{lines:#?}"
+    );
+    assert!(has("- 127.0.0.2 -"), "{lines:#?}");
 }
 
 #[tokio::test]
@@ -556,4 +563,69 @@ async fn a_bad_policy_is_refused_with_file_line_column_and_field_path() {
     ] {
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
     }
+}
+
+/// The example in docs/security.md, run: loaded as written (with its list file made
+/// here, its routes and cluster added, and a port of its own), then asked what it says.
+#[tokio::test]
+async fn the_security_docs_example_does_what_the_docs_say() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md"),
+    )
+    .expect("docs/security.md");
+    let start = docs.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
+    let example = &docs[start..start + docs[start..].find("```").unwrap()];
+    let upstream = Upstream::start("svc").await;
+    let dir = scratch_dir("authz-docs");
+    let blocked = dir.join("blocked.txt");
+    std::fs::write(&blocked, "198.51.100.0/24\n").unwrap();
+    assert!(example.contains("/etc/sinew/blocked.txt") && example.contains("route_config: main"));
+    let yaml = format!(
+        "{}route_configs:
+  - name: main
+    virtual_hosts:
+      - name: all
+        domains: ['*']
+        routes: [{{match: {{prefix: /}}, cluster: svc}}]
+clusters:
+  - {{name: svc, endpoints: [{{address: {}}}]}}
+",
+        example
+            .replace("/etc/sinew/blocked.txt", &blocked.display().to_string())
+            .replace("0.0.0.0:8080", "127.0.0.1:0"),
+        upstream.addr
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let addr = proxy.addr("shop").await;
+    let client = TestClient::http1();
+    assert_eq!(
+        client.get(addr, "/products", &[]).await.status,
+        200,
+        "readers"
+    );
+    // 127.0.0.1 is not in 10.0.0.0/8: outside, so no admin.
+    assert_eq!(client.get(addr, "/admin/users", &[]).await.status, 403);
+    assert_eq!(raw_get(addr, "/public/../admin", "").await.0, 403);
+    assert_eq!(
+        raw_get(addr, "/admin%2Fusers", "").await.0,
+        400,
+        "REJECT_REQUEST"
+    );
+    // Writers need a certificate principal: without mTLS, POST is denied.
+    let post = client
+        .send(
+            http::Method::POST,
+            addr,
+            "/api/orders",
+            &[("x-role", "writer")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(post.status, 403);
+    // One trusted hop: the client named last in X-Forwarded-For is blocked by the list.
+    let blocked_client = [("x-forwarded-for", "198.51.100.20")];
+    assert_eq!(
+        client.get(addr, "/products", &blocked_client).await.status,
+        403
+    );
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::snapshot::TcpProxy;
-use crate::filters::authz::Verdict;
+use crate::filters::authz::{RbacDenied, Verdict};
 use crate::moment::SharedMoment;
 
 /// Bytes buffered in each direction of a proxied TCP connection.
@@ -36,6 +36,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
                 let entry = tcp_entry(&downstream, start, None, (0, 0));
                 logs.record(crate::filters::access_log::Entry {
                     flags: crate::stream::flags::ResponseFlags::RBAC_DENIED,
+                    details: Some(RbacDenied(policy).details().into()),
                     ..entry
                 });
             }
@@ -139,6 +140,7 @@ fn tcp_entry(
         version: None,
         status: None,
         flags: Default::default(),
+        details: None,
         bytes_received,
         bytes_sent,
         duration: at.elapsed(),
