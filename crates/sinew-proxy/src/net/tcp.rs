@@ -33,7 +33,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
         if let Verdict::Denied(policy) = authz.check_connection(peer, local.port()) {
             tracing::debug!(%peer, policy = policy.as_deref().unwrap_or("-"), "TCP connection denied by authorization; closing");
             if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
-                let entry = tcp_entry(&downstream, start, None, (0, 0));
+                let entry = tcp_entry(&downstream, Some(peer), start, None, (0, 0));
                 logs.record(crate::filters::access_log::Entry {
                     flags: crate::stream::flags::ResponseFlags::RBAC_DENIED,
                     details: Some(RbacDenied(policy).details().into()),
@@ -79,7 +79,7 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     let Some((upstream, endpoint, _slot, cluster_name)) = upstream else {
         tracing::debug!(?peer, "no upstream for TCP connection; closing (UF)");
         if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
-            let entry = tcp_entry(&downstream, start, None, (0, 0));
+            let entry = tcp_entry(&downstream, peer, start, None, (0, 0));
             logs.record(crate::filters::access_log::Entry {
                 flags: crate::stream::flags::ResponseFlags::UPSTREAM_CONNECT_FAILURE,
                 ..entry
@@ -118,13 +118,20 @@ pub(crate) async fn proxy(downstream: TcpStream, config: Arc<TcpProxy>) {
     }
     if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
         let counts = (down.bytes_read, down.bytes_written);
-        logs.record(tcp_entry(&down.inner, start, Some(upstream_host), counts));
+        logs.record(tcp_entry(
+            &down.inner,
+            peer,
+            start,
+            Some(upstream_host),
+            counts,
+        ));
     }
 }
 
 /// A TCP connection's access-log entry: no HTTP fields, bytes as the client saw them.
 fn tcp_entry(
     downstream: &TcpStream,
+    peer: Option<std::net::SocketAddr>,
     (start, at): (std::time::SystemTime, std::time::Instant),
     upstream: Option<(std::net::SocketAddr, Arc<str>)>,
     (bytes_received, bytes_sent): (u64, u64),
@@ -147,7 +154,8 @@ fn tcp_entry(
         response_duration: None,
         upstream_host,
         upstream_cluster,
-        downstream_remote: downstream.peer_addr().unwrap_or(unknown),
+        // Read at accept: once the client has gone, the socket no longer knows it.
+        downstream_remote: peer.unwrap_or(unknown),
         downstream_local: downstream.local_addr().unwrap_or(unknown),
         request_headers: Vec::new(),
         response_headers: Vec::new(),
