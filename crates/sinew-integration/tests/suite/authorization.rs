@@ -86,6 +86,14 @@ const MATRIX_POLICIES: &str = "    authorization:
             - to: [{operation: {paths: ['/api/*']}}]
 ";
 
+/// Method, path, extra headers, and the status expected.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u16,
+);
+
 #[tokio::test]
 async fn the_authorization_matrix_allows_and_denies_by_method_path_header_and_ip() {
     let upstream = Upstream::start("svc").await;
@@ -115,7 +123,7 @@ async fn the_authorization_matrix_allows_and_denies_by_method_path_header_and_ip
         }
     };
 
-    let cases: &[(&str, &str, &[(&str, &str)], u16)] = &[
+    let cases: &[Case] = &[
         ("GET", "/", &[], 200),
         ("HEAD", "/x", &[], 200),
         ("GET", "/admin", &[], 403),

@@ -172,13 +172,17 @@ impl FilterChain {
     ) -> Result<(), Response<ResponseBody>> {
         for filter in self.filters.iter() {
             match filter {
-                HttpFilter::Authorization(authz) => authz.check_request(
-                    req,
-                    conn.peer,
-                    conn.slot.bound.port(),
-                    conn.peer_identity.as_deref(),
-                    state.request_auth.as_deref(),
-                )?,
+                HttpFilter::Authorization(authz) => {
+                    if let Some(denied) = authz.check_request(
+                        req,
+                        conn.peer,
+                        conn.slot.bound.port(),
+                        conn.peer_identity.as_deref(),
+                        state.request_auth.as_deref(),
+                    ) {
+                        return Err(denied);
+                    }
+                }
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }
                 | HttpFilter::RateLimit(_)

@@ -77,7 +77,7 @@ async fn phases(
     };
     // Phase 1: the path normalised, so routing and authorization see one path.
     if !manager.path_options.is_off() {
-        if let Err(reply) = normalize_path(&mut req, manager, grpc) {
+        if let Some(reply) = normalize_path(&mut req, manager, grpc) {
             return reply;
         }
     }
@@ -180,18 +180,18 @@ async fn phases(
 }
 
 /// Applies the listener's path normalisation to the request's path (its query kept);
-/// `Err` is the 400 or redirect that answers instead.
+/// the 400 or redirect that answers instead, if there is one.
 fn normalize_path(
     req: &mut DownstreamRequest,
     manager: &HttpManager,
     grpc: bool,
-) -> Result<(), Response<ResponseBody>> {
+) -> Option<Response<ResponseBody>> {
     let (path, redirect) = match manager.path_options.apply(req.uri().path()) {
-        Normalized::Unchanged => return Ok(()),
+        Normalized::Unchanged => return None,
         Normalized::Changed(path) => (path, false),
         // A gRPC client cannot follow a redirect; Envoy refuses it instead.
         Normalized::Reject | Normalized::Redirect(_) if grpc => {
-            return Err(local_reply::error(
+            return Some(local_reply::error(
                 StatusCode::BAD_REQUEST,
                 ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
                 "path with escaped slashes",
@@ -199,7 +199,7 @@ fn normalize_path(
             ))
         }
         Normalized::Reject => {
-            return Err(local_reply::error(
+            return Some(local_reply::error(
                 StatusCode::BAD_REQUEST,
                 ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
                 "path with escaped slashes",
@@ -213,21 +213,26 @@ fn normalize_path(
         None => path,
     };
     let Ok(path_and_query) = http::uri::PathAndQuery::try_from(with_query.as_str()) else {
-        return Err(local_reply::bad_request("invalid path"));
+        return Some(local_reply::bad_request("invalid path"));
     };
     if redirect {
-        let location = HeaderValue::from_str(path_and_query.as_str())
-            .map_err(|_| local_reply::bad_request("invalid path"))?;
-        return Err(local_reply::redirect(
+        let Ok(location) = HeaderValue::from_str(path_and_query.as_str()) else {
+            return Some(local_reply::bad_request("invalid path"));
+        };
+        return Some(local_reply::redirect(
             StatusCode::TEMPORARY_REDIRECT,
             location,
         ));
     }
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     parts.path_and_query = Some(path_and_query);
-    *req.uri_mut() =
-        http::Uri::from_parts(parts).map_err(|_| local_reply::bad_request("invalid path"))?;
-    Ok(())
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            None
+        }
+        Err(_) => Some(local_reply::bad_request("invalid path")),
+    }
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -200,7 +200,7 @@ impl Authorization {
         Verdict::Denied(None)
     }
 
-    /// Phase 1b for an HTTP request: Err is the denial to answer with.
+    /// Phase 1b for an HTTP request: the denial to answer with, if it is denied.
     pub(crate) fn check_request(
         &self,
         req: &DownstreamRequest,
@@ -208,7 +208,7 @@ impl Authorization {
         local_port: u16,
         identity: Option<&sinew_identity::PeerIdentity>,
         auth: Option<&sinew_identity::VerifiedClaims>,
-    ) -> Result<(), Response<ResponseBody>> {
+    ) -> Option<Response<ResponseBody>> {
         let headers = req.headers();
         let host = headers
             .get(HOST)
@@ -230,7 +230,7 @@ impl Authorization {
             }),
         };
         match self.evaluate(&attributes) {
-            Verdict::Allowed => Ok(()),
+            Verdict::Allowed => None,
             Verdict::Denied(policy) => {
                 tracing::debug!(
                     listener = %self.listener,
@@ -239,7 +239,7 @@ impl Authorization {
                     path = req.uri().path(),
                     "request denied by authorization"
                 );
-                Err(denied_reply(policy, is_grpc(headers)))
+                Some(denied_reply(policy, is_grpc(headers)))
             }
         }
     }

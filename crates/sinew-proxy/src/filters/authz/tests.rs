@@ -111,7 +111,7 @@ fn verdict(authz: &Authorization, r: &Req) -> Verdict {
         remote: r.remote.unwrap_or(r.peer),
         port: r.port,
         identity: r.identity.as_ref(),
-        http: (!r.tcp).then(|| HttpAttributes {
+        http: (!r.tcp).then_some(HttpAttributes {
             method: r.method,
             path: r.path,
             host: r.host,
