@@ -656,3 +656,48 @@ fn normalisation_bypass_attempts_are_denied() {
     };
     assert_eq!(reject.apply("/admin%2Fsecret"), Normalized::Reject);
 }
+
+/// What a decision costs, for the record (run by hand: `cargo test --release -p
+/// sinew-proxy evaluation_cost -- --ignored --nocapture`); not a pass/fail test.
+#[test]
+#[ignore]
+fn evaluation_cost() {
+    let authz = policies(
+        "policies:
+  - {name: deny-admin, action: DENY, rules: [{to: [{operation: {paths: [/admin, '/admin/*']}}]}]}
+  - {name: deny-evil, action: DENY, rules: [{when: [{key: 'request.headers[x-evil]', values: ['*']}]}]}
+  - {name: readers, action: ALLOW, rules: [{from: [{source: {ip_blocks: [10.0.0.0/8, '2001:db8::/32']}}], to: [{operation: {methods: [GET, HEAD]}}]}]}
+  - {name: writers, action: ALLOW, rules: [{to: [{operation: {methods: [POST], paths: ['/api/*']}}], when: [{key: 'request.headers[x-role]', values: [writer]}]}]}",
+    );
+    let allowed_req = get("/api/items").method("POST").header("x-role", "writer");
+    let n = 1_000_000u32;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(allowed(&authz, std::hint::black_box(&allowed_req)));
+    }
+    let each = started.elapsed() / n;
+    let options = PathOptions {
+        normalize: true,
+        merge_slashes: true,
+        escaped_slashes: EscapedSlashesAction::RejectRequest,
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        assert_eq!(
+            options.apply(std::hint::black_box("/api/v1/items/12345")),
+            Normalized::Unchanged
+        );
+    }
+    let plain = started.elapsed() / n;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(matches!(
+            options.apply(std::hint::black_box("/api/v1/../v1/%69tems//12345")),
+            Normalized::Changed(_)
+        ));
+    }
+    let rewritten = started.elapsed() / n;
+    eprintln!(
+        "decision (4 policies, allowed by the last rule): {each:?}; normalising a clean path: {plain:?}; one that changes: {rewritten:?}"
+    );
+}
