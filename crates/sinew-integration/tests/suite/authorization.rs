@@ -645,3 +645,62 @@ clusters:
         403
     );
 }
+
+/// curl (Debian's), sending paths as written (`--path-as-is`) over HTTP/1.1 and HTTP/2
+/// prior knowledge: the bypass attempts are denied on both, and an allowed path gets
+/// through.
+#[tokio::test]
+async fn curl_bypass_attempts_over_http1_and_http2_are_denied() {
+    let upstream = Upstream::start("svc").await;
+    let policies = "    authorization:
+      policies:
+        - name: no-admin
+          action: DENY
+          rules:
+            - to: [{operation: {paths: [/admin, '/admin/*']}}]
+";
+    let normalise = "      normalize_path: true
+      merge_slashes: true
+      path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD
+";
+    let proxy = TestProxy::start(&http_config(upstream.addr, policies, normalise)).await;
+    let addr = proxy.addr("web").await;
+    let curl = |version: &'static str, path: &'static str| {
+        let url = format!("http://{addr}{path}");
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "10",
+                ])
+                .args(["--path-as-is", version, &url])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run curl ({e}): run `apt-get install -y curl`"));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        for path in [
+            "/admin/../admin",
+            "/public/../admin",
+            "//admin",
+            "/%61dmin",
+            "/admin%2Fsecret",
+            "/admin/.",
+        ] {
+            let code = curl(version, path).await.unwrap();
+            assert_eq!(code, "403", "curl {version} {path}");
+        }
+        assert_eq!(
+            curl(version, "/public/./x").await.unwrap(),
+            "200",
+            "{version}"
+        );
+    }
+    assert_eq!(upstream.requests(), 2);
+}
