@@ -704,3 +704,31 @@ async fn curl_bypass_attempts_over_http1_and_http2_are_denied() {
     }
     assert_eq!(upstream.requests(), 2);
 }
+
+/// Policies are config: a reload that adds or removes one applies from the next
+/// request on, on a connection that stays open.
+#[tokio::test]
+async fn a_reload_changes_the_policies_for_the_next_request() {
+    let upstream = Upstream::start("svc").await;
+    let proxy = TestProxy::start(&http_config(upstream.addr, "", "")).await;
+    let addr = proxy.addr("web").await;
+    let client = TestClient::http1();
+    assert_eq!(client.get(addr, "/orders", &[]).await.status, 200);
+    let deny = "    authorization:
+      policies:
+        - name: closed
+          action: DENY
+          rules: [{to: [{operation: {paths: ['/orders*']}}]}]
+";
+    proxy
+        .reload(&http_config(upstream.addr, deny, ""))
+        .await
+        .unwrap();
+    assert_eq!(client.get(addr, "/orders", &[]).await.status, 403);
+    assert_eq!(client.get(addr, "/other", &[]).await.status, 200);
+    proxy
+        .reload(&http_config(upstream.addr, "", ""))
+        .await
+        .unwrap();
+    assert_eq!(client.get(addr, "/orders", &[]).await.status, 200);
+}
