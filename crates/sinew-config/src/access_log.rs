@@ -246,6 +246,10 @@ pub enum Operator {
     DownstreamPeerSerial,
     /// `%REQUESTED_SERVER_NAME%` is not tracked; `%HOSTNAME%` is the machine's.
     Hostname,
+    /// Why the proxy answered as it did, where it says: for now an authorization
+    /// denial, `rbac_access_denied_matched_policy[<policy>]` (Envoy's wording); `-`
+    /// otherwise.
+    ResponseCodeDetails,
 }
 
 impl Operator {
@@ -372,6 +376,7 @@ fn parse_operator(text: &str) -> Result<Operator, String> {
         "PROTOCOL" => no_arg(Operator::Protocol),
         "RESPONSE_CODE" => no_arg(Operator::ResponseCode),
         "RESPONSE_FLAGS" => no_arg(Operator::ResponseFlags),
+        "RESPONSE_CODE_DETAILS" => no_arg(Operator::ResponseCodeDetails),
         "BYTES_RECEIVED" => no_arg(Operator::BytesReceived),
         "BYTES_SENT" => no_arg(Operator::BytesSent),
         "DURATION" => no_arg(Operator::Duration),

@@ -7,6 +7,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod circuit_breaker;
 pub mod duration;
 pub mod fault;

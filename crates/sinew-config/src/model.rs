@@ -77,6 +77,9 @@ pub struct Listener {
     /// A TCP proxy to a cluster or weighted clusters.
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
+    /// Authorization policies for every request (HTTP) or connection (TCP); see `authz.rs`.
+    #[serde(default)]
+    pub authorization: Option<crate::authz::Authorization>,
 }
 
 /// Certificates for a listener that terminates TLS.
@@ -202,6 +205,21 @@ pub struct HttpConnectionManager {
     /// off when unset. See `jwt_authn.rs`.
     #[serde(default)]
     pub jwt_authn: Option<JwtAuthn>,
+    /// Envoy's `normalize_path`: dot segments removed (RFC 3986 §5.2.4) and
+    /// percent-encoded unreserved characters decoded before routing and authorization.
+    #[serde(default)]
+    pub normalize_path: bool,
+    /// Envoy's `merge_slashes`: `//` in a path becomes `/`.
+    #[serde(default)]
+    pub merge_slashes: bool,
+    /// Envoy's `path_with_escaped_slashes_action` for `%2F` and `%5C` in a path.
+    #[serde(default)]
+    pub path_with_escaped_slashes_action: crate::authz::EscapedSlashesAction,
+    /// Envoy's `xff_num_trusted_hops`: the original client (authorization's `remote.ip`)
+    /// is the address this many entries from the right of `X-Forwarded-For`; 0 (or too
+    /// few entries) means the peer.
+    #[serde(default)]
+    pub xff_num_trusted_hops: u32,
 }
 
 fn default_max_request_headers_kb() -> u32 {

@@ -65,6 +65,9 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
         if let Some(k) = &l.tcp_keepalive {
             v.errors.extend(k.check(&format!("{p}.tcp_keepalive")));
         }
+        if let Some(authz) = &l.authorization {
+            crate::authz::check(&format!("{p}.authorization"), authz, &mut v.errors);
+        }
         if let Some(tls) = &l.tls {
             if tls.alpn.is_empty() {
                 v.err(format!("{p}.tls.alpn"), "must offer at least one protocol");

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod authorization;
 mod balancing;
 mod chaos;
 mod circuit_breakers;

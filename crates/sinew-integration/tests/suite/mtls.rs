@@ -804,3 +804,92 @@ fn key_of(cert: &CertFiles) -> rustls::pki_types::PrivateKeyDer<'static> {
 fn sha256_hex(der: &[u8]) -> String {
     sinew_identity::PeerIdentity::from_der(der).unwrap().sha256
 }
+
+/// Authorization on the peer's SPIFFE identity, over real mTLS: on an HTTP listener by
+/// principal and namespace per path, and on a TCP listener by principal.
+#[tokio::test]
+async fn authorization_rules_match_the_mtls_peers_spiffe_principal_and_namespace() {
+    let ca = TestCa::new("mtls-authz");
+    let app = Upstream::start("app").await;
+    let echo = echo_server().await;
+    let svid = ca.issue_svid("proxy", PROXY_ID, &["localhost"], Validity::Current);
+    let proxy = TestProxy::start(&format!(
+        "{mesh}
+listeners:
+  - name: inbound
+    address: 127.0.0.1:0
+    mtls: strict
+    authorization:
+      policies:
+        - name: web-only-admin
+          action: ALLOW
+          rules:
+            - from: [{{source: {{principals: ['cluster.local/ns/shop/sa/web']}}}}]
+              to: [{{operation: {{paths: ['/admin/*']}}}}]
+            - from: [{{source: {{namespaces: [shop]}}}}]
+              to: [{{operation: {{paths: ['/public']}}}}]
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: app
+  - name: tcp_in
+    address: 127.0.0.1:0
+    mtls: strict
+    authorization:
+      policies:
+        - name: no-batch
+          action: DENY
+          rules:
+            - from: [{{source: {{principals: ['*/sa/batch']}}}}]
+    tcp: {{cluster: echo}}
+clusters:
+  - name: app
+    endpoints: [{{address: {app}}}]
+  - name: echo
+    endpoints: [{{address: {echo}}}]
+",
+        mesh = mesh_yaml(&ca, &svid),
+        app = app.addr,
+    ))
+    .await;
+    let inbound = proxy.addr("inbound").await;
+    let web = ca.issue_svid("web", CLIENT_ID, &[], Validity::Current);
+    let batch = ca.issue_svid(
+        "batch",
+        "spiffe://cluster.local/ns/shop/sa/batch",
+        &[],
+        Validity::Current,
+    );
+    let other_ns = ca.issue_svid(
+        "ops",
+        "spiffe://cluster.local/ns/ops/sa/web",
+        &[],
+        Validity::Current,
+    );
+    for (who, cert, path, status) in [
+        ("web", &web, "/admin/x", 200),
+        ("batch", &batch, "/admin/x", 403),
+        ("batch", &batch, "/public", 200),
+        ("ops/web", &other_ns, "/public", 403),
+        ("ops/web", &other_ns, "/admin/x", 403),
+    ] {
+        let config = ca.client_config_with_cert(cert, &["http/1.1"]);
+        let (_, reply) = tls_get(inbound, config, "localhost", path)
+            .await
+            .expect("mTLS");
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{who} {path}: {}",
+            reply.text()
+        );
+    }
+    let tcp_in = proxy.addr("tcp_in").await;
+    let round_trip =
+        |cert: &CertFiles| tcp_tls_round_trip(tcp_in, ca.client_config_with_cert(cert, &[]));
+    assert_eq!(round_trip(&web).await, Ok(()));
+    assert!(round_trip(&batch).await.is_err(), "batch is denied on TCP");
+}

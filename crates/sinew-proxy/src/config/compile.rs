@@ -152,6 +152,13 @@ pub fn compile(
                 continue;
             }
         };
+        let authorization = match compile_authorization(l, &path, metrics, true) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.extend(e);
+                continue;
+            }
+        };
         let kind = if let Some(http) = &l.http {
             let routes = match (inline, &http.route_config) {
                 (Some(t), _) => resolve_set(t),
@@ -191,6 +198,7 @@ pub fn compile(
             let local_uri_san = tls.as_ref().and_then(|t| t.local_uri_san.clone());
             let mut manager = http_manager(http, routes, rate_limits, l, local_uri_san);
             manager.filters = manager.filters.with_jwt_authn(jwt);
+            manager.filters = manager.filters.with_authorization(authorization);
             ListenerKind::Http(Arc::new(manager))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
@@ -209,6 +217,7 @@ pub fn compile(
                 balancer: Balancer::new(&Policy::Random, &weights),
                 idle_timeout: tcp.idle_timeout,
                 access_log: AccessLogs::compile(tcp.access_log.as_deref()),
+                authorization,
             }))
         } else {
             unreachable!("validation requires http or tcp");
@@ -274,6 +283,11 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
             let path = format!("listeners[{i}].http.jwt_authn");
             errors.extend(crate::filters::jwt_authn::lint(j, &path));
         }
+        // Validation has reported bad values already; what only compiling finds is a
+        // list file that cannot be read or has a bad line.
+        if let Err(e) = compile_authorization(l, &format!("listeners[{i}]"), None, false) {
+            errors.extend(e.into_iter().filter(|e| e.path.ends_with(".from_file")));
+        }
         if let Err((field, message)) = super::tls::downstream_tls(l, mesh.as_ref()) {
             errors.push(ConfigError::new(format!("listeners[{i}].{field}"), message));
         }
@@ -285,6 +299,27 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// A listener's authorization policies (list files read, and watched when `watch`).
+fn compile_authorization(
+    l: &Listener,
+    path: &str,
+    metrics: Option<&Metrics>,
+    watch: bool,
+) -> Result<Option<Arc<crate::filters::authz::Authorization>>, Vec<ConfigError>> {
+    let Some(config) = &l.authorization else {
+        return Ok(None);
+    };
+    let hops = l.http.as_ref().map_or(0, |h| h.xff_num_trusted_hops);
+    crate::filters::authz::Authorization::compile(
+        config,
+        &format!("{path}.authorization"),
+        &l.name,
+        hops,
+        metrics,
+        watch,
+    )
 }
 
 fn http_manager(
@@ -333,6 +368,11 @@ fn http_manager(
             http.generate_request_id,
             rate_limits,
         ),
+        path_options: crate::stream::path_normalize::PathOptions {
+            normalize: http.normalize_path,
+            merge_slashes: http.merge_slashes,
+            escaped_slashes: http.path_with_escaped_slashes_action,
+        },
     }
 }
 

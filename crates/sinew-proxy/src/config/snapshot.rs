@@ -142,6 +142,8 @@ pub struct HttpManager {
     pub client_cert_details: sinew_config::tls::ClientCertDetails,
     /// This proxy's URI SAN on the listener (XFCC's `By`), when it has one.
     pub local_uri_san: Option<String>,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path_options: crate::stream::path_normalize::PathOptions,
 }
 
 /// A TCP proxy's targets.
@@ -151,6 +153,8 @@ pub struct TcpProxy {
     pub idle_timeout: Duration,
     /// None when the listener has no `access_log`.
     pub access_log: Option<Arc<crate::filters::access_log::AccessLogs>>,
+    /// The listener's authorization policies; None when it has none.
+    pub authorization: Option<Arc<crate::filters::authz::Authorization>>,
 }
 
 impl TcpProxy {

@@ -28,6 +28,7 @@ use sinew_stream::DownstreamRequest;
 
 use super::access_log::logged::{self, Started};
 use super::access_log::AccessLogs;
+use super::authz::Authorization;
 use super::fault;
 use super::jwt_authn::JwtAuthn;
 use super::rate_limit::{self, HttpRateLimits, Quota};
@@ -37,7 +38,7 @@ use crate::stream::body::ResponseBody;
 use crate::stream::conn::ConnContext;
 use crate::stream::flags::ResponseFlags;
 
-/// One HTTP filter, with its compiled config.
+/// One HTTP filter, with its compiled config (handles: a clone shares it).
 #[derive(Clone)]
 pub(crate) enum HttpFilter {
     Trace(Arc<Tracer>),
@@ -52,6 +53,8 @@ pub(crate) enum HttpFilter {
     Fault,
     /// JWT authentication, in the access phase (before authorization).
     JwtAuthn(Arc<JwtAuthn>),
+    /// The listener's authorization policies, checked at the access phase.
+    Authorization(Arc<Authorization>),
 }
 
 /// A listener's filters, in request order.
@@ -96,6 +99,19 @@ impl FilterChain {
         }));
         filters.extend(rate_limits.map(HttpFilter::RateLimit));
         filters.push(HttpFilter::Fault);
+        Self {
+            filters: filters.into(),
+        }
+    }
+
+    /// Adds the listener's authorization policies; they run in the access phase, after
+    /// the filters that establish who is asking (JWT).
+    pub(crate) fn with_authorization(self, authz: Option<Arc<Authorization>>) -> Self {
+        let Some(authz) = authz else {
+            return self;
+        };
+        let mut filters = self.filters.to_vec();
+        filters.push(HttpFilter::Authorization(authz));
         Self {
             filters: filters.into(),
         }
@@ -161,7 +177,10 @@ impl FilterChain {
                 } => {
                     state.log = Some(logged::start(logs, req, *generate_request_id, downstream));
                 }
-                HttpFilter::RateLimit(_) | HttpFilter::Fault | HttpFilter::JwtAuthn(_) => {}
+                HttpFilter::RateLimit(_)
+                | HttpFilter::Fault
+                | HttpFilter::JwtAuthn(_)
+                | HttpFilter::Authorization(_) => {}
             }
         }
     }
@@ -181,6 +200,17 @@ impl FilterChain {
                     state.request_auth = jwt
                         .authenticate(req)
                         .map_err(|refused| refused.reply(req, conn.tls))?;
+                }
+                HttpFilter::Authorization(authz) => {
+                    if let Some(denied) = authz.check_request(
+                        req,
+                        conn.peer,
+                        conn.slot.bound.port(),
+                        conn.peer_identity.as_deref(),
+                        state.request_auth.as_deref(),
+                    ) {
+                        return Err(denied);
+                    }
                 }
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }
@@ -210,7 +240,10 @@ impl FilterChain {
                             fault::inject(policy, req.headers(), routed.grpc).await?;
                     }
                 }
-                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } | HttpFilter::JwtAuthn(_) => {}
+                HttpFilter::Trace(_)
+                | HttpFilter::AccessLog { .. }
+                | HttpFilter::JwtAuthn(_)
+                | HttpFilter::Authorization(_) => {}
             }
         }
         Ok(())
@@ -231,7 +264,10 @@ impl FilterChain {
                         rate_limit::add_headers(response, quota);
                     }
                 }
-                HttpFilter::Trace(_) | HttpFilter::AccessLog { .. } | HttpFilter::JwtAuthn(_) => {}
+                HttpFilter::Trace(_)
+                | HttpFilter::AccessLog { .. }
+                | HttpFilter::JwtAuthn(_)
+                | HttpFilter::Authorization(_) => {}
             }
         }
     }
@@ -255,7 +291,10 @@ impl FilterChain {
                         trace::finish(tracer, span, &response);
                     }
                 }
-                HttpFilter::RateLimit(_) | HttpFilter::Fault | HttpFilter::JwtAuthn(_) => {}
+                HttpFilter::RateLimit(_)
+                | HttpFilter::Fault
+                | HttpFilter::JwtAuthn(_)
+                | HttpFilter::Authorization(_) => {}
             }
         }
         response

@@ -8,11 +8,14 @@
 //!   (Redis) limit.
 //! - [`fault`]: the route's delays and aborts.
 //! - [`jwt_authn`]: JWT authentication, in the access phase before routing.
+//! - [`authz`]: authorization policies (Istio's `AuthorizationPolicy`), at the access
+//!   phase.
 //! - [`router`]: the route's action — a direct response, a redirect, or the upstream call.
 //!
 //! The chain that runs them, in its named phases, is in [`chain`].
 
 pub mod access_log;
+pub mod authz;
 pub(crate) mod chain;
 pub(crate) mod fault;
 pub(crate) mod jwt_authn;

@@ -65,6 +65,7 @@ pub struct Metrics {
     xds_connections: Family<Labels, Counter>,
     jwt_authn: Family<Labels, ShardedCounter>,
     jwks_fetch: Family<Labels, Counter>,
+    authz_decisions: Family<Labels, ShardedCounter>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -95,6 +96,7 @@ impl Metrics {
             xds_connections: Family::default(),
             jwt_authn: Family::default(),
             jwks_fetch: Family::default(),
+            authz_decisions: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -192,6 +194,11 @@ impl Metrics {
             m.jwks_fetch.clone(),
         );
         r.register(
+            "sinew_authz_decisions",
+            "Authorization policy matches by listener, policy and action, with the result they led to (policy \"-\": denied because no ALLOW policy matched)",
+            m.authz_decisions.clone(),
+        );
+        r.register(
             "sinew_server_reloads",
             "Config reloads applied",
             m.reloads_succeeded.clone(),
@@ -280,6 +287,24 @@ impl Metrics {
             tls_errors: self.listener_ssl_error.get_or_create(&l).clone(),
             stream_idle_timeouts: self.listener_rq_idle_timeout.get_or_create(&l).clone(),
         })
+    }
+
+    /// The counter of one authorization policy's matches (`result`: `allowed`, `denied`
+    /// or `audited`).
+    pub fn authz_decisions(
+        &self,
+        listener: &str,
+        policy: &str,
+        action: &str,
+        result: &str,
+    ) -> ShardedCounter {
+        let labels: Labels = vec![
+            ("listener", listener.to_string()),
+            ("policy", policy.to_string()),
+            ("action", action.to_string()),
+            ("result", result.to_string()),
+        ];
+        self.authz_decisions.get_or_create(&labels).clone()
     }
 
     /// One cluster's per-request handles.

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::snapshot::{DownstreamTls, TcpProxy};
+use crate::filters::authz::{RbacDenied, Verdict};
 use crate::moment::SharedMoment;
 
 /// Bytes buffered in each direction of a proxied TCP connection.
@@ -78,6 +79,21 @@ async fn proxy<D: AsyncRead + AsyncWrite + Unpin>(
         .access_log
         .as_ref()
         .map(|_| (std::time::SystemTime::now(), std::time::Instant::now()));
+    if let Some(authz) = &config.authorization {
+        let (local_port, identity) = (addresses.1.port(), peer_identity.as_deref());
+        if let Verdict::Denied(policy) = authz.check_connection(peer, local_port, identity) {
+            tracing::debug!(%peer, policy = policy.as_deref().unwrap_or("-"), "TCP connection denied by authorization; closing");
+            if let (Some(logs), Some(start)) = (&config.access_log, log_start) {
+                let entry = tcp_entry(addresses, start, None, (0, 0), peer_identity.clone());
+                logs.record(crate::filters::access_log::Entry {
+                    flags: crate::stream::flags::ResponseFlags::RBAC_DENIED,
+                    details: Some(RbacDenied(policy).details().into()),
+                    ..entry
+                });
+            }
+            return;
+        }
+    }
     let mut upstream = None;
     let mut avoid = None;
     for _ in 0..CONNECT_ATTEMPTS {
@@ -182,6 +198,7 @@ fn tcp_entry(
         version: None,
         status: None,
         flags: Default::default(),
+        details: None,
         bytes_received,
         bytes_sent,
         duration: at.elapsed(),

@@ -4,7 +4,7 @@
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResponseFlags(u16);
+pub struct ResponseFlags(u32);
 
 impl ResponseFlags {
     /// No route matched (NR).
@@ -39,8 +39,10 @@ impl ResponseFlags {
     pub const DELAY_INJECTED: Self = Self(1 << 14);
     /// No bytes moved either way for the stream idle timeout (SI).
     pub const STREAM_IDLE_TIMEOUT: Self = Self(1 << 15);
+    /// Denied by an authorization policy (RBAC, Envoy's code).
+    pub const RBAC_DENIED: Self = Self(1 << 16);
 
-    const NAMES: [(Self, &'static str); 16] = [
+    const NAMES: [(Self, &'static str); 17] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -57,6 +59,7 @@ impl ResponseFlags {
         (Self::FAULT_INJECTED, "FI"),
         (Self::DELAY_INJECTED, "DI"),
         (Self::STREAM_IDLE_TIMEOUT, "SI"),
+        (Self::RBAC_DENIED, "RBAC"),
     ];
 
     pub fn contains(self, other: Self) -> bool {

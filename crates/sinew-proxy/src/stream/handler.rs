@@ -15,6 +15,7 @@ use super::body::ResponseBody;
 use super::conn::ConnContext;
 use super::flags::ResponseFlags;
 use super::local_reply;
+use super::path_normalize::Normalized;
 use crate::config::snapshot::{HttpManager, ListenerKind};
 use crate::filters::chain::StreamState;
 use crate::filters::router::forward;
@@ -75,6 +76,12 @@ async fn phases(
         Ok(None) => return local_reply::bad_request("missing Host header"),
         Err(problem) => return local_reply::bad_request(problem),
     };
+    // Phase 1: the path normalised, so routing and authorization see one path.
+    if !manager.path_options.is_off() {
+        if let Some(reply) = normalize_path(&mut req, manager, grpc) {
+            return reply;
+        }
+    }
     // Phase 1b: access (JWT authentication, authorization).
     if let Err(refused) = manager.filters.on_access(&mut req, conn, state).await {
         return refused;
@@ -171,6 +178,62 @@ async fn phases(
     route.response_headers.apply(response.headers_mut());
     vhost.response_headers.apply(response.headers_mut());
     finish(response, state)
+}
+
+/// Applies the listener's path normalisation to the request's path (its query kept);
+/// the 400 or redirect that answers instead, if there is one.
+fn normalize_path(
+    req: &mut DownstreamRequest,
+    manager: &HttpManager,
+    grpc: bool,
+) -> Option<Response<ResponseBody>> {
+    let (path, redirect) = match manager.path_options.apply(req.uri().path()) {
+        Normalized::Unchanged => return None,
+        Normalized::Changed(path) => (path, false),
+        // A gRPC client cannot follow a redirect; Envoy refuses it instead.
+        Normalized::Reject | Normalized::Redirect(_) if grpc => {
+            return Some(local_reply::error(
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "path with escaped slashes",
+                true,
+            ))
+        }
+        Normalized::Reject => {
+            return Some(local_reply::error(
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "path with escaped slashes",
+                false,
+            ))
+        }
+        Normalized::Redirect(path) => (path, true),
+    };
+    let with_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let Ok(path_and_query) = http::uri::PathAndQuery::try_from(with_query.as_str()) else {
+        return Some(local_reply::bad_request("invalid path"));
+    };
+    if redirect {
+        let Ok(location) = HeaderValue::from_str(path_and_query.as_str()) else {
+            return Some(local_reply::bad_request("invalid path"));
+        };
+        return Some(local_reply::redirect(
+            StatusCode::TEMPORARY_REDIRECT,
+            location,
+        ));
+    }
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(path_and_query);
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            None
+        }
+        Err(_) => Some(local_reply::bad_request("invalid path")),
+    }
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -15,6 +15,7 @@ use super::flags::ResponseFlags;
 fn grpc_status(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "13",       // INTERNAL
+        403 => "7",        // PERMISSION_DENIED
         404 => "12",       // UNIMPLEMENTED
         413 | 431 => "8",  // RESOURCE_EXHAUSTED
         504 => "4",        // DEADLINE_EXCEEDED

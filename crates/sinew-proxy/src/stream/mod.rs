@@ -15,4 +15,5 @@ pub mod flags;
 pub(crate) mod handler;
 pub(crate) mod in_flight;
 pub mod local_reply;
+pub mod path_normalize;
 pub mod upstream_info;

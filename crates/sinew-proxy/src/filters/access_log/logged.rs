@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use sinew_stream::DownstreamRequest;
 
 use super::{AccessLogs, Entry};
+use crate::filters::authz::RbacDenied;
 use crate::filters::router::headers::{new_request_id, X_REQUEST_ID};
 use crate::filters::Downstream;
 use crate::stream::body::{ResponseBody, WatchedBody};
@@ -33,6 +34,7 @@ pub(crate) fn refused_head(logs: &AccessLogs, status: http::StatusCode, downstre
         version: None,
         status: Some(status.as_u16()),
         flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        details: None,
         bytes_received: 0,
         bytes_sent: 0,
         duration: Duration::ZERO,
@@ -88,6 +90,7 @@ pub(crate) fn start(
             version: Some(req.version()),
             status: None,
             flags: ResponseFlags::default(),
+            details: None,
             bytes_received,
             bytes_sent: 0,
             duration: Duration::ZERO,
@@ -116,6 +119,9 @@ pub(crate) fn finish(
     entry.response_duration = Some(at.elapsed());
     if let Some(flags) = response.extensions().get::<ResponseFlags>() {
         entry.flags = *flags;
+    }
+    if let Some(denied) = response.extensions().get::<RbacDenied>() {
+        entry.details = Some(denied.details().into());
     }
     if let Some(upstream) = response.extensions().get::<UpstreamInfo>() {
         entry.upstream_host = Some(upstream.host);

@@ -70,6 +70,8 @@ pub struct Entry {
     pub version: Option<Version>,
     pub status: Option<u16>,
     pub flags: ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%` (only authorization denials say, for now).
+    pub details: Option<std::sync::Arc<str>>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     /// From the start to the last byte sent.
@@ -239,6 +241,7 @@ mod tests {
             version: None,
             status: Some(status),
             flags: ResponseFlags::default(),
+            details: None,
             bytes_received: 0,
             bytes_sent: 0,
             duration: Duration::from_millis(millis),

@@ -196,6 +196,13 @@ fn write_value(op: &Operator, e: &Entry, out: &mut String) -> bool {
             out.push_str(hostname());
             Ok(())
         }
+        Operator::ResponseCodeDetails => match &e.details {
+            Some(d) => {
+                out.push_str(d);
+                Ok(())
+            }
+            None => return false,
+        },
     };
     true
 }
@@ -546,6 +553,7 @@ mod fuzz {
                     version: Some(http::Version::HTTP_11),
                     status: Some(status),
                     flags: ResponseFlags::default(),
+                    details: None,
                     bytes_received: n,
                     bytes_sent: n / 3,
                     duration: Duration::from_nanos(n),
