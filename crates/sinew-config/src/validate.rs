@@ -154,7 +154,7 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
     for (i, c) in config.clusters.iter().enumerate() {
         v.cluster(&format!("clusters[{i}]"), c);
     }
-    crate::tls::check(
+    check_tls(
         config.mesh.as_ref(),
         &config.listeners,
         &config.clusters,
@@ -645,6 +645,135 @@ fn check_domain(d: &str) -> Result<(), String> {
         Err(format!(
             "{d:?} is not a domain: use `example.com`, `*.example.com`, `api.*` or `*`"
         ))
+    }
+}
+
+/// Checks the mesh identity and every `mtls`, client-certificate and SAN field.
+fn check_tls(
+    mesh: Option<&crate::tls::Mesh>,
+    listeners: &[Listener],
+    clusters: &[Cluster],
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut err = |path: String, message: String| errors.push(ConfigError::new(path, message));
+    if let Some(m) = mesh {
+        if let Err(e) = sinew_identity::SpiffeId::parse(&format!("spiffe://{}", m.trust_domain)) {
+            err("mesh.trust_domain".into(), e.to_string());
+        }
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        if let Some(mode) = l.mtls {
+            if mesh.is_none() && mode != crate::tls::MtlsMode::Disable {
+                err(
+                    format!("{p}.mtls"),
+                    "needs the proxy's identity: add a top-level `mesh`".into(),
+                );
+            }
+            if l.tls.is_some() {
+                err(
+                    format!("{p}.mtls"),
+                    "a listener takes `tls` or `mtls`, not both".into(),
+                );
+            }
+        }
+        if let Some(tls) = &l.tls {
+            match (&tls.cert, &tls.key) {
+                (Some(_), Some(_)) => {}
+                (None, None) if !tls.certificates.is_empty() => {}
+                (None, None) => err(
+                    format!("{p}.tls"),
+                    "needs a certificate: `cert` and `key`, or `certificates`".into(),
+                ),
+                _ => err(format!("{p}.tls"), "`cert` and `key` go together".into()),
+            }
+            if let (Some(min), Some(max)) = (tls.min_version, tls.max_version) {
+                if min > max {
+                    err(
+                        format!("{p}.tls.min_version"),
+                        "is newer than `max_version`".into(),
+                    );
+                }
+            }
+            if tls.client_ca.is_none() {
+                if tls.require_client_certificate {
+                    err(
+                        format!("{p}.tls.require_client_certificate"),
+                        "needs `client_ca` to verify the certificates against".into(),
+                    );
+                }
+                if !tls.match_subject_alt_names.is_empty() {
+                    err(
+                        format!("{p}.tls.match_subject_alt_names"),
+                        "needs `client_ca` to verify the certificates against".into(),
+                    );
+                }
+            }
+            check_sans(
+                &format!("{p}.tls.match_subject_alt_names"),
+                &tls.match_subject_alt_names,
+                &mut err,
+            );
+        }
+    }
+    for (i, c) in clusters.iter().enumerate() {
+        let p = format!("clusters[{i}]");
+        if let Some(mtls) = &c.mtls {
+            match mesh {
+                None => err(
+                    format!("{p}.mtls"),
+                    "needs the proxy's identity: add a top-level `mesh`".into(),
+                ),
+                Some(m) => {
+                    for (j, id) in mtls.identities.iter().enumerate() {
+                        match sinew_identity::SpiffeId::parse(id) {
+                            Ok(id) if id.trust_domain() != m.trust_domain => err(
+                                format!("{p}.mtls.identities[{j}]"),
+                                format!(
+                                    "{id} is not of the mesh's trust domain {:?}",
+                                    m.trust_domain
+                                ),
+                            ),
+                            Ok(_) => {}
+                            Err(e) => err(
+                                format!("{p}.mtls.identities[{j}]"),
+                                format!("not a SPIFFE ID: {e}"),
+                            ),
+                        }
+                    }
+                }
+            }
+            if c.tls.is_some() {
+                err(
+                    format!("{p}.mtls"),
+                    "a cluster takes `tls` or `mtls`, not both".into(),
+                );
+            }
+        }
+        if let Some(tls) = &c.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                err(
+                    format!("{p}.tls"),
+                    "a client certificate needs both `cert` and `key`".into(),
+                );
+            }
+            check_sans(
+                &format!("{p}.tls.match_subject_alt_names"),
+                &tls.match_subject_alt_names,
+                &mut err,
+            );
+        }
+    }
+}
+
+fn check_sans(path: &str, sans: &[crate::tls::SanMatch], err: &mut impl FnMut(String, String)) {
+    for (j, san) in sans.iter().enumerate() {
+        if san.comparison().is_none() {
+            err(
+                format!("{path}[{j}]"),
+                "set exactly one of `exact`, `prefix`, `suffix`, `contains`".into(),
+            );
+        }
     }
 }
 

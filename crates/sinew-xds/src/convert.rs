@@ -123,3 +123,17 @@ pub fn config_source(
     };
     Ok((!timeout.is_zero()).then_some(timeout))
 }
+
+/// Decodes a `typed_config`; the error names its path.
+pub(crate) fn decode<M: prost::Message + Default>(
+    ctx: &Ctx,
+    path: &str,
+    any: &envoy_types::pb::google::protobuf::Any,
+) -> Result<M, XdsError> {
+    M::decode(any.value.as_slice()).map_err(|e| {
+        ctx.error(
+            format!("{path}.typed_config"),
+            format!("does not decode: {e}"),
+        )
+    })
+}

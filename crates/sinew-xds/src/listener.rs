@@ -10,9 +10,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     tcp_proxy::ClusterSpecifier, TcpProxy,
 };
-use envoy_types::pb::google::protobuf::Any;
 use serde_json::{json, Map, Value};
 
+pub(crate) use crate::convert::decode;
 use crate::convert::{duration, socket_address};
 use crate::{jwt_authn, local_ratelimit, route};
 use crate::{Ctx, XdsError};
@@ -119,19 +119,6 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
         json: Value::Object(out),
         rds,
         rds_fetch_timeout,
-    })
-}
-
-pub(crate) fn decode<M: prost::Message + Default>(
-    ctx: &Ctx,
-    path: &str,
-    any: &Any,
-) -> Result<M, XdsError> {
-    M::decode(any.value.as_slice()).map_err(|e| {
-        ctx.error(
-            format!("{path}.typed_config"),
-            format!("does not decode: {e}"),
-        )
     })
 }
 

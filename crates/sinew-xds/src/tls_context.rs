@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use serde_json::{json, Map, Value};
 
-use crate::listener::decode;
+use crate::convert::decode;
 use crate::{Ctx, XdsError};
 
 const DOWNSTREAM: &str =

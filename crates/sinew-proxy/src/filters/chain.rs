@@ -35,7 +35,6 @@ use super::rate_limit::{self, HttpRateLimits, Quota};
 use super::trace::{self, ActiveSpan, Tracer};
 use super::{Downstream, Routed};
 use crate::stream::body::ResponseBody;
-use crate::stream::conn::ConnContext;
 use crate::stream::flags::ResponseFlags;
 
 /// One HTTP filter, with its compiled config (handles: a clone shares it).
@@ -191,7 +190,7 @@ impl FilterChain {
     pub(crate) async fn on_access(
         &self,
         req: &mut DownstreamRequest,
-        conn: &ConnContext,
+        downstream: Downstream<'_>,
         state: &mut StreamState,
     ) -> Result<(), Response<ResponseBody>> {
         for filter in self.filters.iter() {
@@ -199,14 +198,14 @@ impl FilterChain {
                 HttpFilter::JwtAuthn(jwt) => {
                     state.request_auth = jwt
                         .authenticate(req)
-                        .map_err(|refused| refused.reply(req, conn.tls))?;
+                        .map_err(|refused| refused.reply(req, downstream.tls))?;
                 }
                 HttpFilter::Authorization(authz) => {
                     if let Some(denied) = authz.check_request(
                         req,
-                        conn.peer,
-                        conn.slot.bound.port(),
-                        conn.peer_identity.as_deref(),
+                        downstream.peer,
+                        downstream.local.port(),
+                        downstream.identity.map(|identity| &**identity),
                         state.request_auth.as_deref(),
                     ) {
                         return Err(denied);

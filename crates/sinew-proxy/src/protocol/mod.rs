@@ -196,9 +196,9 @@ async fn serve_io<IO: IntoHalves>(
     };
     let tracks_idle = matches!(sniffed, Sniffed::Http2(_));
     let io_activity = Arc::new(SharedMoment::now());
-    let mut ctx = ConnContext::new(slot, peer, tls.is_some(), tracks_idle, io_activity);
-    ctx.peer_identity = tls.flatten();
-    let ctx = Arc::new(ctx);
+    // Built in place: a `ConnContext` held in a local would stay in the connection's
+    // future for its whole life.
+    let ctx = Arc::new(ConnContext::new(slot, peer, tls, tracks_idle, io_activity));
     match sniffed {
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {

@@ -40,10 +40,11 @@ pub(crate) struct ConnContext {
 
 impl ConnContext {
     /// A connection's context, from its first request on. `tracks_idle`: see the field.
+    /// `tls`: for a TLS connection, the client certificate's identity if it sent one.
     pub(crate) fn new(
         slot: Arc<ListenerSlot>,
         peer: SocketAddr,
-        tls: bool,
+        tls: Option<Option<Arc<sinew_identity::PeerIdentity>>>,
         tracks_idle: bool,
         io_activity: Arc<SharedMoment>,
     ) -> Self {
@@ -51,8 +52,8 @@ impl ConnContext {
             slot,
             peer,
             peer_ip_value: crate::filters::router::headers::client_address_value(peer.ip()),
-            tls,
-            peer_identity: None,
+            tls: tls.is_some(),
+            peer_identity: tls.flatten(),
             tracks_idle,
             active_requests: AtomicU32::new(0),
             idle_since: SharedMoment::now(),

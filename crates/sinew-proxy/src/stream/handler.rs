@@ -83,7 +83,13 @@ async fn phases(
         }
     }
     // Phase 1b: access (JWT authentication, authorization).
-    if let Err(refused) = manager.filters.on_access(&mut req, conn, state).await {
+    let downstream = Downstream {
+        peer: conn.peer,
+        local: conn.slot.bound,
+        tls: conn.tls,
+        identity: conn.peer_identity.as_ref(),
+    };
+    if let Err(refused) = manager.filters.on_access(&mut req, downstream, state).await {
         return refused;
     }
 
