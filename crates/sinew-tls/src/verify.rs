@@ -145,13 +145,44 @@ impl PeerPolicy {
     }
 }
 
+/// Handshake signatures, checked with the crypto provider's algorithms: the same for
+/// both verifiers.
+#[derive(Debug)]
+struct Signatures(Arc<CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Verifies clients on a listener: chain to the bundle, then the policy.
 #[derive(Debug)]
 pub struct ClientVerifier {
     bundle: Arc<TrustBundle>,
     mandatory: bool,
     policy: PeerPolicy,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ClientVerifier {
@@ -162,7 +193,7 @@ impl ClientVerifier {
             bundle,
             mandatory,
             policy,
-            provider: pem::provider(),
+            signatures: Signatures(pem::provider()),
         })
     }
 }
@@ -202,12 +233,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -216,18 +242,11 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -237,7 +256,7 @@ pub struct ServerVerifier {
     bundle: Arc<TrustBundle>,
     check_host_name: bool,
     policy: PeerPolicy,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerVerifier {
@@ -246,7 +265,7 @@ impl ServerVerifier {
             bundle,
             check_host_name,
             policy,
-            provider: pem::provider(),
+            signatures: Signatures(pem::provider()),
         })
     }
 }
@@ -266,7 +285,7 @@ impl ServerCertVerifier for ServerVerifier {
             &self.bundle.state().roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.0.signature_verification_algorithms.all,
         )?;
         if self.check_host_name {
             rustls::client::verify_server_name(&cert, server_name)?;
@@ -281,12 +300,7 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -295,18 +309,11 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
