@@ -475,6 +475,21 @@ pub async fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     lines
 }
 
+/// Runs a shell command off the caller's runtime (an in-process proxy may run on it)
+/// and returns its standard output.
+pub async fn shell(command: String) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .output()
+            .expect("sh runs")
+    })
+    .await
+    .expect("the command's thread");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Polls `check` every 20 ms until it holds or `deadline` passes.
 pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let until = tokio::time::Instant::now() + deadline;

@@ -30,20 +30,11 @@ pub(crate) fn downstream(
     path: &str,
     socket: &TransportSocket,
 ) -> Result<Option<Value>, XdsError> {
-    let Some(any) = typed(ctx, path, socket)? else {
+    let Some((mut tls, path)) =
+        context::<DownstreamTlsContext>(ctx, path, socket, DOWNSTREAM, "a listener")?
+    else {
         return Ok(None);
     };
-    if any.type_url != DOWNSTREAM {
-        return Err(ctx.error(
-            format!("{path}.typed_config"),
-            format!(
-                "transport socket {:?} is not supported by Sinew on a listener",
-                any.type_url
-            ),
-        ));
-    }
-    let path = format!("{path}.typed_config");
-    let mut tls: DownstreamTlsContext = decode(ctx, &path, any)?;
     let mut out = Map::new();
     if let Some(require) = tls.require_client_certificate.take() {
         out.insert("require_client_certificate".into(), json!(require.value));
@@ -95,20 +86,11 @@ pub(crate) fn upstream(
     path: &str,
     socket: &TransportSocket,
 ) -> Result<Option<Value>, XdsError> {
-    let Some(any) = typed(ctx, path, socket)? else {
+    let Some((mut tls, path)) =
+        context::<UpstreamTlsContext>(ctx, path, socket, UPSTREAM, "a cluster")?
+    else {
         return Ok(None);
     };
-    if any.type_url != UPSTREAM {
-        return Err(ctx.error(
-            format!("{path}.typed_config"),
-            format!(
-                "transport socket {:?} is not supported by Sinew on a cluster",
-                any.type_url
-            ),
-        ));
-    }
-    let path = format!("{path}.typed_config");
-    let mut tls: UpstreamTlsContext = decode(ctx, &path, any)?;
     let mut out = Map::new();
     let sni = std::mem::take(&mut tls.sni);
     let common = tls.common_tls_context.take().unwrap_or_default();
@@ -174,19 +156,34 @@ pub(crate) fn upstream(
     Ok(Some(Value::Object(out)))
 }
 
-/// The typed config of a transport socket; None for `raw_buffer` (plaintext).
-fn typed<'a>(
+/// A transport socket's TLS context of type `type_url` (for `side`, in errors), and
+/// the path of its config; None for `raw_buffer` (plaintext).
+fn context<M: prost::Message + Default>(
     ctx: &Ctx,
     path: &str,
-    socket: &'a TransportSocket,
-) -> Result<Option<&'a envoy_types::pb::google::protobuf::Any>, XdsError> {
+    socket: &TransportSocket,
+    type_url: &str,
+    side: &str,
+) -> Result<Option<(M, String)>, XdsError> {
     use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-    match &socket.config_type {
-        Some(ConfigType::TypedConfig(any)) if any.type_url == RAW_BUFFER => Ok(None),
-        Some(ConfigType::TypedConfig(any)) => Ok(Some(any)),
-        None if socket.name == "envoy.transport_sockets.raw_buffer" => Ok(None),
-        None => Err(ctx.error(format!("{path}.typed_config"), "is required")),
+    let path = format!("{path}.typed_config");
+    let any = match &socket.config_type {
+        Some(ConfigType::TypedConfig(any)) if any.type_url == RAW_BUFFER => return Ok(None),
+        Some(ConfigType::TypedConfig(any)) => any,
+        None if socket.name == "envoy.transport_sockets.raw_buffer" => return Ok(None),
+        None => return Err(ctx.error(path, "is required")),
+    };
+    if any.type_url != type_url {
+        return Err(ctx.error(
+            path,
+            format!(
+                "transport socket {:?} is not supported by Sinew on {side}",
+                any.type_url
+            ),
+        ));
     }
+    let decoded = decode(ctx, &path, any)?;
+    Ok(Some((decoded, path)))
 }
 
 struct Common {

@@ -4,7 +4,7 @@
 //! resumption with tickets, and OCSP stapling.
 
 use sinew_integration::tls_kit::{CertFiles, TestCa};
-use sinew_integration::{TestProxy, Upstream};
+use sinew_integration::{shell, TestProxy, Upstream};
 use std::net::SocketAddr;
 
 /// A gateway listener with several certificates; `extra` is spliced into its `tls`.
@@ -51,16 +51,7 @@ async fn s_client(addr: SocketAddr, args: &[&str]) -> String {
         "(sleep 0.3) | timeout 10 openssl s_client -connect {addr} {} 2>&1",
         args.join(" ")
     );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .output()
-            .expect("sh runs")
-    })
-    .await
-    .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shell(command).await
 }
 
 /// The subject CN of the certificate the server sent.

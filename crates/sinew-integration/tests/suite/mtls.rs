@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sinew_integration::tls_kit::{tls_get, CertFiles, TempDir, TestCa, Validity};
-use sinew_integration::{admin_kit, eventually, wait_for_lines, TestClient, TestProxy, Upstream};
+use sinew_integration::{
+    admin_kit, eventually, shell, wait_for_lines, TestClient, TestProxy, Upstream,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -377,21 +379,6 @@ async fn the_tcp_proxy_terminates_mtls_for_openssl_and_originates_it_to_an_opens
     let out_addr = proxy.addr("out").await;
     let reply = eventually_reply(out_addr, b"abc\n").await;
     assert_eq!(reply, "cba\n");
-}
-
-/// Runs a shell command off the test's runtime (the proxy runs on it) and returns its
-/// standard output.
-async fn shell(command: String) -> String {
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .output()
-            .expect("sh runs")
-    })
-    .await
-    .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Sends `line` through `addr` (retrying while openssl s_server starts) and returns
