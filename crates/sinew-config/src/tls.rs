@@ -5,14 +5,37 @@
 
 use serde::Deserialize;
 
-/// The proxy's workload identity: its SVID and the mesh's trust bundle.
+/// The proxy's workload identity: its SVID and the mesh's trust bundle, from files
+/// (`identity`) or from the mesh CA in `sinew control` (`ca`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mesh {
     /// The SPIFFE trust domain peers must belong to (`cluster.local`).
     pub trust_domain: String,
-    /// Where the SVID and bundle come from.
-    pub identity: MeshIdentityFiles,
+    /// The SVID and bundle as files.
+    #[serde(default)]
+    pub identity: Option<MeshIdentityFiles>,
+    /// The SVID from the mesh CA, the bundle from it over SDS.
+    #[serde(default)]
+    pub ca: Option<MeshCaSource>,
+}
+
+/// The mesh CA a proxy gets its certificate from. The key is made by the proxy and
+/// never leaves it; the CA signs a CSR.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshCaSource {
+    /// `https://host:port` of `sinew control` (its xDS port).
+    pub address: String,
+    /// PEM: the mesh's root(s), to check the CA's certificate with and trust until SDS
+    /// sends the current bundle.
+    pub bundle: String,
+    /// A file holding the bootstrap credential: a Kubernetes service-account token or
+    /// the workload's own token. Read for every request (platforms rotate them).
+    pub token: String,
+    /// Lifetime to ask for (the CA caps it); the CA's default when unset.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub lifetime: Option<std::time::Duration>,
 }
 
 /// An SVID and trust bundle on disk, re-read when they change.

@@ -660,6 +660,25 @@ fn check_tls(
         if let Err(e) = sinew_identity::SpiffeId::parse(&format!("spiffe://{}", m.trust_domain)) {
             err("mesh.trust_domain".into(), e.to_string());
         }
+        match (&m.identity, &m.ca) {
+            (Some(_), Some(_)) => err(
+                "mesh.ca".into(),
+                "give identity (files) or ca (the mesh CA), not both".into(),
+            ),
+            (None, None) => err(
+                "mesh".into(),
+                "say where the proxy's certificate comes from: identity (files) or ca (the mesh CA)".into(),
+            ),
+            _ => {}
+        }
+        if let Some(ca) = &m.ca {
+            if !ca.address.starts_with("https://") {
+                err(
+                    "mesh.ca.address".into(),
+                    format!("{:?}: the mesh CA is reached over TLS: https://HOST:PORT", ca.address),
+                );
+            }
+        }
     }
     for (i, l) in listeners.iter().enumerate() {
         let p = format!("listeners[{i}]");

@@ -24,7 +24,74 @@ pub struct ControlConfig {
         deserialize_with = "sinew_config::duration::deserialize"
     )]
     pub debounce: Duration,
+    /// Where services come from; may be empty when the control plane only runs the CA.
+    #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// The mesh CA. With it, xDS is served over TLS (mTLS for proxies that hold a
+    /// certificate), workload certificates are issued on CSRs, and the trust bundle is
+    /// served as the SDS secret `ROOTCA`.
+    #[serde(default)]
+    pub ca: Option<CaConfig>,
+}
+
+/// `ca:` — where the CA's signing certificate comes from, whom it issues to, and for how
+/// long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// The SPIFFE trust domain of every certificate issued (`cluster.local`).
+    pub trust_domain: String,
+    /// A directory for a self-signed root made on first start (`ca.crt`, `ca.key`) and
+    /// read on every later one. Either this, or `cert` and `key`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// PEM: the signing certificate (a root, or an intermediate followed by its chain up
+    /// to the root).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM: the signing certificate's private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// PEM: roots trusted beside the signing one (the old root during a rollover).
+    #[serde(default)]
+    pub trusted_roots: Option<PathBuf>,
+    /// The longest lifetime a workload certificate gets (and the default).
+    #[serde(
+        default = "default_workload_lifetime",
+        deserialize_with = "sinew_config::duration::deserialize"
+    )]
+    pub workload_lifetime: Duration,
+    /// Names (DNS names or IP addresses) on the control plane's own certificate, which
+    /// proxies check against the address they dial.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// Per-workload tokens (for VMs): a YAML list of `{identity, token_sha256}`.
+    #[serde(default)]
+    pub tokens: Option<PathBuf>,
+    /// Kubernetes service-account tokens, checked with the TokenReview API.
+    #[serde(default)]
+    pub kubernetes: Option<TokenReviewConfig>,
+}
+
+/// Where TokenReviews are sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenReviewConfig {
+    /// As the Kubernetes registry's `api_server`: unset uses the kubeconfig or the
+    /// in-cluster service account.
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// Audiences the token must be for (none: the API server's default).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+fn default_workload_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 
 fn default_debounce() -> Duration {
@@ -174,10 +241,10 @@ fn check_kubernetes(k: &KubernetesConfig) -> Vec<(&'static str, String)> {
 /// Every error of a parsed config that its types cannot express.
 fn check(config: &ControlConfig) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    if config.registries.is_empty() {
+    if config.registries.is_empty() && config.ca.is_none() {
         errors.push(ConfigError::new(
             "registries",
-            "needs at least one registry (directory, etcd, zookeeper or kubernetes)",
+            "needs at least one registry (directory, etcd, zookeeper or kubernetes), or a `ca`",
         ));
     }
     for (i, r) in config.registries.iter().enumerate() {
@@ -205,6 +272,51 @@ fn check(config: &ControlConfig) -> Vec<ConfigError> {
             _ => {}
         }
     }
+    if let Some(ca) = &config.ca {
+        errors.extend(check_ca(ca));
+    }
+    errors
+}
+
+fn check_ca(ca: &CaConfig) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if let Err(e) = sinew_identity::SpiffeId::parse(&format!("spiffe://{}", ca.trust_domain)) {
+        errors.push(ConfigError::new(
+            "ca.trust_domain",
+            format!("{:?} is not a SPIFFE trust domain: {e}", ca.trust_domain),
+        ));
+    }
+    match (&ca.dir, &ca.cert, &ca.key) {
+        (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+        (Some(_), _, _) => errors.push(ConfigError::new(
+            "ca.dir",
+            "give either dir (a generated root) or cert and key, not both",
+        )),
+        (None, Some(_), None) => errors.push(ConfigError::new("ca.key", "cert needs its key")),
+        (None, None, Some(_)) => errors.push(ConfigError::new("ca.cert", "key needs its cert")),
+        (None, None, None) => errors.push(ConfigError::new(
+            "ca",
+            "say where the signing certificate is: dir (generated on first start) or cert and key",
+        )),
+    }
+    if ca.workload_lifetime < Duration::from_secs(10) {
+        errors.push(ConfigError::new(
+            "ca.workload_lifetime",
+            "at least 10s: proxies renew at half of it",
+        ));
+    }
+    if ca.server_names.is_empty() {
+        errors.push(ConfigError::new(
+            "ca.server_names",
+            "at least one name: proxies check the control plane's certificate against the address they dial",
+        ));
+    }
+    if ca.tokens.is_none() && ca.kubernetes.is_none() {
+        errors.push(ConfigError::new(
+            "ca",
+            "no bootstrap credential: give tokens (per-workload token file) or kubernetes (TokenReview), or both",
+        ));
+    }
     errors
 }
 
@@ -219,6 +331,16 @@ impl ControlConfig {
             if let RegistryConfig::Directory { directory } = r {
                 if directory.is_relative() {
                     *directory = base.join(&*directory);
+                }
+            }
+        }
+        if let Some(ca) = &mut config.ca {
+            for file in [&mut ca.dir, &mut ca.cert, &mut ca.key, &mut ca.trusted_roots, &mut ca.tokens]
+                .into_iter()
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
                 }
             }
         }

@@ -12,9 +12,13 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+use sinew_ca::service::istio_certificate_service_server::IstioCertificateServiceServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::ca::service::CertificateService;
+use crate::ca::MeshCa;
 use crate::config::{ControlConfig, RegistryConfig};
 use crate::registry::{self, Report};
 use crate::server::{AdsServer, Status};
@@ -26,6 +30,8 @@ use crate::status;
 pub struct ControlPlane {
     pub xds_address: SocketAddr,
     pub admin_address: Option<SocketAddr>,
+    /// The mesh CA, when configured (xDS is then served over TLS).
+    pub ca: Option<Arc<MeshCa>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -48,6 +54,10 @@ impl ControlPlane {
         let status = Arc::new(Status::default());
         let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (reports, inbox) = mpsc::unbounded_channel();
+        let ca = match config.ca.clone() {
+            Some(ca) => Some(MeshCa::start(ca, reports.clone()).map_err(|e| format!("ca: {e}"))?),
+            None => None,
+        };
         let mut tasks = Vec::new();
         for r in &config.registries {
             tasks.push(match r.clone() {
@@ -79,10 +89,16 @@ impl ControlPlane {
             built: built_rx,
             status: status.clone(),
         };
+        let secured = ca.as_ref().map(|ca| {
+            (
+                tokio_rustls::TlsAcceptor::from(ca.server_tls()),
+                CertificateService { ca: ca.clone() },
+            )
+        });
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
-            let result = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .add_service(SecretDiscoveryServiceServer::new(service.clone()))
                 .add_service(ClusterDiscoveryServiceServer::new(service.clone()))
                 .add_service(EndpointDiscoveryServiceServer::new(service.clone()))
                 .add_service(ListenerDiscoveryServiceServer::new(service.clone()))
@@ -90,9 +106,20 @@ impl ControlPlane {
                 .add_service(
                     AggregatedDiscoveryServiceServer::new(service)
                         .max_decoding_message_size(64 << 20),
-                )
-                .serve_with_incoming(incoming)
-                .await;
+                );
+            let result = match secured {
+                Some((acceptor, certificates)) => {
+                    router
+                        .add_service(IstioCertificateServiceServer::new(certificates))
+                        .serve_with_incoming(crate::ca::secure::incoming(xds, acceptor))
+                        .await
+                }
+                None => {
+                    router
+                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds))
+                        .await
+                }
+            };
             if let Err(e) = result {
                 tracing::error!("xDS server stopped: {e}");
             }
@@ -109,6 +136,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             xds_address,
             admin_address,
+            ca,
             tasks,
         })
     }
@@ -173,6 +201,7 @@ async fn build_loop(
                     reported.insert(source.clone());
                     catalog.registered.insert(source, services);
                 }
+                Report::TrustBundle { pem } => catalog.trust_bundle = Some(pem),
             }
         }
         if redefined {

@@ -116,7 +116,7 @@ impl AdsServer {
     }
 }
 
-/// The per-type discovery services (CDS, EDS, LDS, RDS): the same sessions as ADS, on
+/// The per-type discovery services (SDS, CDS, EDS, LDS, RDS): the same sessions as ADS, on
 /// streams that each carry one type. REST-style `Fetch` calls are not served.
 macro_rules! per_type_service {
     ($service:path, $stream_type:ident, $delta_type:ident, $stream:ident, $delta:ident, $fetch:ident) => {
@@ -151,6 +151,14 @@ macro_rules! per_type_service {
     };
 }
 
+per_type_service!(
+    envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService,
+    StreamSecretsStream,
+    DeltaSecretsStream,
+    stream_secrets,
+    delta_secrets,
+    fetch_secrets
+);
 per_type_service!(
     envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryService,
     StreamClustersStream,

@@ -48,6 +48,8 @@ pub struct Catalog {
     pub listeners: BTreeMap<String, Listener>,
     /// Instances each registry reported, by registry, then service.
     pub registered: BTreeMap<String, BTreeMap<String, Vec<Instance>>>,
+    /// The mesh CA's trust bundle (PEM), when the CA runs.
+    pub trust_bundle: Option<String>,
 }
 
 /// One resource, encoded once and shared by every stream that sends it.
@@ -62,6 +64,8 @@ pub type Entries = BTreeMap<String, Arc<Entry>>;
 /// The catalog as Envoy resources.
 #[derive(Debug, Default)]
 pub struct Built {
+    /// SDS secrets every proxy may ask for: the mesh CA's trust bundle (`ROOTCA`).
+    pub secrets: Entries,
     pub clusters: Entries,
     pub assignments: Entries,
     /// Listeners with their route configuration (named after the listener), and the
@@ -81,6 +85,14 @@ impl Built {
             ready: true,
             ..Built::default()
         };
+        if let Some(pem) = &catalog.trust_bundle {
+            let secret = trust_bundle_secret(pem);
+            let version = version_of(&("secret", pem));
+            built.secrets.insert(
+                sinew_ca::ROOT_CA_SECRET.into(),
+                entry(Kind::Secret, &secret, version),
+            );
+        }
         let mut instances: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for service in catalog.services.values() {
             instances
@@ -155,6 +167,7 @@ impl Built {
     /// the listeners (and their route configurations) that select the node.
     pub fn entries(&self, kind: Kind, id: &str, cluster: &str) -> Cow<'_, Entries> {
         match kind {
+            Kind::Secret => Cow::Borrowed(&self.secrets),
             Kind::Cluster => Cow::Borrowed(&self.clusters),
             Kind::Endpoint => Cow::Borrowed(&self.assignments),
             Kind::Listener | Kind::Route => Cow::Owned(
@@ -172,6 +185,24 @@ impl Built {
                     .collect(),
             ),
         }
+    }
+}
+
+/// The trust bundle as Envoy's SDS secret: a validation context with the roots inline.
+fn trust_bundle_secret(pem: &str) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret {
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        secret, CertificateValidationContext, Secret,
+    };
+    Secret {
+        name: sinew_ca::ROOT_CA_SECRET.into(),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(DataSource {
+                specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
     }
 }
 

@@ -93,12 +93,24 @@ impl Proxy {
         loaded: &LoadedConfig,
         workers: Arc<Workers>,
     ) -> Result<Arc<Proxy>, Diagnostics> {
+        Self::start_with_identity(loaded, workers, None).await
+    }
+
+    /// As [`Proxy::start_on`], with the mesh identity already obtained for the config's
+    /// `mesh` (a certificate from the mesh CA, fetched before the proxy starts); reloads
+    /// keep it while `mesh` is unchanged.
+    pub async fn start_with_identity(
+        loaded: &LoadedConfig,
+        workers: Arc<Workers>,
+        identity: Option<Arc<sinew_tls::MeshIdentity>>,
+    ) -> Result<Arc<Proxy>, Diagnostics> {
+        let mesh = loaded.config.mesh.clone().zip(identity);
         let proxy = Arc::new_cyclic(|weak| Proxy {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 version: 0,
                 listeners: Vec::new(),
                 clusters: Vec::new(),
-                mesh: None,
+                mesh,
                 drain_timeout: std::time::Duration::ZERO,
                 metrics_enabled: false,
             }),

@@ -9,7 +9,6 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
 use crate::handler::{Connection, ResourceHandler};
@@ -33,9 +32,12 @@ pub enum Streams {
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `http://host:port` of each control plane; the client uses one at a time and moves
-    /// to the next when a stream breaks.
+    /// `http://host:port` or `https://host:port` of each control plane; the client uses
+    /// one at a time and moves to the next when a stream breaks.
     pub servers: Vec<String>,
+    /// How `https://` servers are reached: the roots that verify them and, for mTLS,
+    /// the certificate the proxy presents. Required when any server is `https://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub node: Node,
     pub mode: Mode,
     pub streams: Streams,
@@ -58,15 +60,21 @@ impl Drop for XdsClient {
 impl XdsClient {
     /// Starts the streams. Must run inside the tokio runtime.
     pub fn start<H: ResourceHandler>(config: ClientConfig, handler: H) -> XdsClient {
-        let wanted = [Kind::Endpoint, Kind::Route]
+        let wanted = [Kind::Secret, Kind::Endpoint, Kind::Route]
             .into_iter()
             .map(|k| (k, watch::channel(Vec::new()).0))
             .collect();
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             handler: Mutex::new(handler),
             wanted,
             deadline: watch::channel(None).0,
-        });
+        };
+        // What the handler wants before any update (the mesh's trust bundle) goes into
+        // the first requests.
+        if let Ok(handler) = shared.handler.try_lock() {
+            shared.publish(&handler);
+        }
+        let shared = Arc::new(shared);
         let config = Arc::new(config);
         let groups: Vec<Vec<Kind>> = match config.streams {
             Streams::Aggregated => vec![Kind::ALL.to_vec()],
@@ -132,7 +140,7 @@ async fn run_stream<H: ResourceHandler>(
             }
         }
         let address = &config.servers[server % config.servers.len()];
-        match connect(address, config.connect_timeout).await {
+        match crate::channel::connect(address, config.connect_timeout, config.tls.clone()).await {
             Ok(channel) => {
                 shared
                     .handler
@@ -161,12 +169,4 @@ async fn run_stream<H: ResourceHandler>(
         server = server.wrapping_add(1);
         tokio::time::sleep(backoff.next_delay()).await;
     }
-}
-
-async fn connect(address: &str, timeout: Duration) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(address.to_string())
-        .map_err(|e| format!("bad server address {address:?}: {e}"))?
-        .connect_timeout(timeout)
-        .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|e| e.to_string())
 }

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_client::RouteDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
@@ -218,6 +219,11 @@ async fn open(
     requests: ReceiverStream<DeltaDiscoveryRequest>,
 ) -> Result<Streaming<DeltaDiscoveryResponse>, tonic::Status> {
     let response = match kinds {
+        [Kind::Secret] => {
+            SecretDiscoveryServiceClient::new(channel)
+                .delta_secrets(requests)
+                .await
+        }
         [Kind::Cluster] => {
             ClusterDiscoveryServiceClient::new(channel)
                 .delta_clusters(requests)

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_client::RouteDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
@@ -193,6 +194,11 @@ async fn open(
     requests: ReceiverStream<DiscoveryRequest>,
 ) -> Result<Streaming<DiscoveryResponse>, tonic::Status> {
     let response = match kinds {
+        [Kind::Secret] => {
+            SecretDiscoveryServiceClient::new(channel)
+                .stream_secrets(requests)
+                .await
+        }
         [Kind::Cluster] => {
             ClusterDiscoveryServiceClient::new(channel)
                 .stream_clusters(requests)

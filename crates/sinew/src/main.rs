@@ -82,11 +82,16 @@ enum Command {
 /// Taking config from an xDS control plane (docs/xds.md).
 #[derive(clap::Args)]
 struct XdsArgs {
-    /// A control plane's gRPC address, `http://HOST:PORT` (e.g. `http://127.0.0.1:18000`;
-    /// TLS to the control plane is not supported yet). Repeat it for replicas: the
+    /// A control plane's gRPC address, `http://HOST:PORT` or, over TLS,
+    /// `https://HOST:PORT` (e.g. `https://127.0.0.1:18000`). Repeat it for replicas: the
     /// proxy uses one at a time and fails over to the next.
     #[arg(long = "xds", value_name = "URL", value_parser = xds_url)]
     xds: Vec<String>,
+    /// PEM roots that an `https://` control plane's certificate must chain to [default:
+    /// the mesh's trust bundle, when the config has `mesh`]. With a mesh identity the
+    /// proxy also presents its certificate (mTLS).
+    #[arg(long, value_name = "FILE")]
+    xds_ca: Option<PathBuf>,
     /// This proxy's node id, as the control plane knows it [default: a bootstrap's
     /// `node.id`, else sinew].
     #[arg(long)]
@@ -116,13 +121,7 @@ fn xds_url(s: &str) -> Result<String, String> {
         ));
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "Sinew's xDS client cannot speak TLS to a control plane yet; use http://{rest} \
-                 on a loopback or otherwise trusted network"
-            ))
-        }
+        "http" | "https" => {}
         other => {
             return Err(format!(
                 "scheme {other:?} is not supported; write http://{rest} (gRPC over plain HTTP/2)"
@@ -332,7 +331,23 @@ async fn proxy(
         ),
     };
     let loaded = file.loaded();
-    let proxy = match sinew_proxy::Proxy::start_on(loaded, workers).await {
+    // A certificate from the mesh CA comes before anything serves: mesh listeners and
+    // clusters need it, and the key is made here, in memory.
+    let workload = match &loaded.config.mesh {
+        Some(mesh) => match &mesh.ca {
+            Some(ca) => match obtain_workload_identity(&mesh.trust_domain, ca).await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("sinew: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        },
+        None => None,
+    };
+    let identity = workload.as_ref().map(|w| w.identity.clone());
+    let proxy = match sinew_proxy::Proxy::start_with_identity(loaded, workers, identity).await {
         Ok(p) => p,
         Err(d) => {
             eprintln!("{d}");
@@ -345,7 +360,14 @@ async fn proxy(
     };
     // With a control plane the static file is read once: xDS updates are assembled on
     // top of it, and a file reload would drop them.
-    let _xds_client = match xds_source(xds, &file) {
+    let xds_tls = match xds_client_tls(&xds, &proxy) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("sinew: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _xds_client = match xds_source(xds, &file, xds_tls) {
         None => {
             if let Some(path) = path {
                 tokio::spawn(sinew_proxy::reload::watch(
@@ -383,7 +405,8 @@ async fn control(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("xDS listening on http://{}", control.xds_address);
+    let scheme = if control.ca.is_some() { "https" } else { "http" };
+    println!("xDS listening on {scheme}://{}", control.xds_address);
     if let Some(admin) = control.admin_address {
         println!("admin API listening on http://{admin}");
     }
@@ -455,6 +478,7 @@ Press Ctrl-C to stop."
 fn xds_source(
     args: XdsArgs,
     file: &config_file::ConfigFile,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Option<sinew_xds_client::ClientConfig> {
     use sinew_xds_client::{ClientConfig, Mode, Streams};
     let bootstrap = match file {
@@ -493,6 +517,7 @@ fn xds_source(
     }
     Some(ClientConfig {
         servers,
+        tls,
         node,
         mode: if delta {
             Mode::Delta
@@ -506,6 +531,61 @@ fn xds_source(
         },
         connect_timeout: Duration::from_secs(5),
     })
+}
+
+/// How long a starting proxy keeps asking the mesh CA for its first certificate.
+const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(120);
+
+async fn obtain_workload_identity(
+    trust_domain: &str,
+    ca: &sinew_config::tls::MeshCaSource,
+) -> Result<sinew_ca::workload::WorkloadIdentity, String> {
+    let bundle = sinew_tls::TrustBundle::from_file(&ca.bundle)
+        .map_err(|e| format!("mesh.ca.bundle: {e}"))?;
+    let config = sinew_ca::workload::CaClientConfig {
+        address: ca.address.clone(),
+        trust_domain: trust_domain.to_string(),
+        bundle,
+        token_file: PathBuf::from(&ca.token),
+        lifetime: ca.lifetime,
+    };
+    sinew_ca::workload::obtain(config, FIRST_CERTIFICATE_WAIT).await
+}
+
+/// TLS for `https://` control planes: their certificate must chain to `--xds-ca` or the
+/// mesh's bundle (kept current by SDS) and name the host dialled; with a mesh identity
+/// the proxy presents its certificate. None when no server is `https://`.
+fn xds_client_tls(
+    args: &XdsArgs,
+    proxy: &sinew_proxy::Proxy,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if !args.xds.iter().any(|s| s.starts_with("https://")) {
+        return Ok(None);
+    }
+    let mesh = proxy.snapshot().mesh.as_ref().map(|(_, identity)| identity.clone());
+    let bundle = match (&args.xds_ca, &mesh) {
+        (Some(file), _) => sinew_tls::TrustBundle::from_file(&file.display().to_string())
+            .map_err(|e| format!("--xds-ca: {e}"))?,
+        (None, Some(identity)) => identity.bundle.clone(),
+        (None, None) => {
+            return Err(
+                "an https:// control plane needs roots to check it with: give --xds-ca FILE, or a `mesh` in the config"
+                    .into(),
+            )
+        }
+    };
+    let verifier = sinew_tls::ServerVerifier::new(bundle, true, sinew_tls::PeerPolicy::default());
+    let builder = rustls::ClientConfig::builder_with_provider(sinew_tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut tls = match mesh {
+        Some(identity) => builder.with_client_cert_resolver(identity.cert.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(tls)))
 }
 
 /// Starts the admin server when the config has `admin` (Envoy's bootstrap `admin`). Its

@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
+use prost::Message as _;
 use sinew_config::{Config, LoadedConfig, SourceMap};
 use sinew_proxy::Proxy;
 use sinew_xds::assemble::{Assembled, Change, Resources};
@@ -41,8 +42,49 @@ impl ProxyHandler {
         }
     }
 
+    /// The mesh's trust bundle over SDS (`ROOTCA`): put in force for new handshakes at
+    /// once. Secrets not asked for are ignored; a bad one is refused and the bundle kept.
+    fn apply_secrets(&self, update: &Update) -> Result<(), String> {
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+        for (i, r) in update.resources.iter().enumerate() {
+            let secret = Secret::decode(r.resource.value.as_slice())
+                .map_err(|e| format!("resources[{i}]: does not decode: {e}"))?;
+            if secret.name != sinew_ca::ROOT_CA_SECRET {
+                continue;
+            }
+            let snapshot = self.proxy.snapshot();
+            let Some((_, identity)) = snapshot.mesh.as_ref() else {
+                continue;
+            };
+            let Some(secret::Type::ValidationContext(context)) = &secret.r#type else {
+                return Err(format!(
+                    "secret {:?}: the trust bundle must be a validation_context",
+                    secret.name
+                ));
+            };
+            let pem = context
+                .trusted_ca
+                .as_ref()
+                .and_then(inline_data)
+                .ok_or_else(|| {
+                    format!(
+                        "secret {:?}: validation_context.trusted_ca must hold the roots inline",
+                        secret.name
+                    )
+                })?;
+            let roots = sinew_tls::pem::parse_roots(&pem, &format!("secret {:?}", secret.name))?;
+            let count = roots.len();
+            identity.bundle.replace(roots)?;
+            tracing::info!(roots = count, "mesh trust bundle updated over SDS");
+        }
+        Ok(())
+    }
+
     /// Maps, checks and swaps in one update; the running config stays on any error.
     async fn apply_update(&mut self, update: Update) -> Result<(), String> {
+        if update.kind == Kind::Secret {
+            return self.apply_secrets(&update);
+        }
         let label = format!(
             "xDS {} version {:?}",
             update.kind.short_name(),
@@ -108,6 +150,17 @@ async fn off_the_serving_threads<T: Send + 'static>(
         .map_err(|e| format!("preparing the update failed: {e}"))?
 }
 
+/// The bytes of a data source given inline (a secret pushed over SDS carries its PEM
+/// so; a file name would be a file on the control plane's disk).
+fn inline_data(source: &envoy_types::pb::envoy::config::core::v3::DataSource) -> Option<Vec<u8>> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    match source.specifier.as_ref()? {
+        Specifier::InlineBytes(b) => Some(b.clone()),
+        Specifier::InlineString(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    }
+}
+
 /// The resources after `update`, or why it is refused.
 fn next_resources(resources: &Resources, update: Update) -> Result<Resources, String> {
     fn decode<M: prost::Message + Default>(update: &Update) -> Result<Vec<M>, String> {
@@ -141,6 +194,7 @@ fn next_resources(resources: &Resources, update: Update) -> Result<Resources, St
         Kind::Route => r.routes(change(decode::<RouteConfiguration>(&update)?, update)),
         Kind::Cluster => r.clusters(change(decode::<Cluster>(&update)?, update)),
         Kind::Endpoint => r.assignments(change(decode::<ClusterLoadAssignment>(&update)?, update)),
+        Kind::Secret => return Ok(r.clone()),
     };
     next.map_err(|e| e.to_string())
 }
@@ -180,6 +234,14 @@ impl ResourceHandler for ProxyHandler {
         match kind {
             Kind::Route => self.resources.wanted_routes(),
             Kind::Endpoint => self.resources.wanted_assignments(),
+            Kind::Secret => {
+                let from_ca = self.base.mesh.as_ref().is_some_and(|m| m.ca.is_some());
+                if from_ca {
+                    vec![sinew_ca::ROOT_CA_SECRET.to_string()]
+                } else {
+                    Vec::new()
+                }
+            }
             Kind::Listener | Kind::Cluster => Vec::new(),
         }
     }

@@ -76,8 +76,10 @@ pub fn source(config: &KubernetesConfig) -> String {
     )
 }
 
-async fn client(config: &KubernetesConfig) -> Result<Client, String> {
-    let kube_config = match &config.api_server {
+/// A client for `api_server`, or as kubectl would find one (kubeconfig, in-cluster).
+/// The mesh CA's TokenReviews use it too.
+pub(crate) async fn client(api_server: Option<&str>) -> Result<Client, String> {
+    let kube_config = match api_server {
         // No credentials: meant for `kubectl proxy` or an API server that lets it in.
         Some(url) => kube::Config::new(
             url.parse()
@@ -100,7 +102,7 @@ enum Change {
 /// this returns `Ok` only when the builder has gone away, and `Err` when no client can be
 /// made.
 async fn follow(config: &KubernetesConfig, source: &str, reports: &Reports) -> Result<(), String> {
-    let client = client(config).await?;
+    let client = client(config.api_server.as_deref()).await?;
     let (services, slices): (Api<Service>, Api<EndpointSlice>) = match &config.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),

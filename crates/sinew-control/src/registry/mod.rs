@@ -26,6 +26,8 @@ pub enum Report {
         source: String,
         services: BTreeMap<String, Vec<Instance>>,
     },
+    /// The mesh CA's trust bundle (PEM), sent to proxies as the SDS secret `ROOTCA`.
+    TrustBundle { pem: String },
 }
 
 pub type Reports = mpsc::UnboundedSender<Report>;

@@ -207,6 +207,7 @@ async fn main() {
     for p in 0..a.proxies {
         let config = ClientConfig {
             servers: vec![format!("http://{xds}")],
+            tls: None,
             node: Node {
                 id: format!("proxy-{p}"),
                 ..Default::default()

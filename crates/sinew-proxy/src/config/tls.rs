@@ -28,7 +28,23 @@ pub(crate) fn mesh_identity(
             return Ok(Some(identity.clone()));
         }
     }
-    let files = &mesh.identity;
+    if let Some(ca) = &mesh.ca {
+        // The first certificate is fetched before the proxy starts (and seeds the first
+        // snapshot); checking a config (`sinew validate`) gets a stand-in with the same
+        // bundle instead, so every listener and cluster is still checked.
+        if previous.is_some() {
+            return Err(ConfigError::new(
+                "mesh",
+                "a mesh CA source (or a change to one) is taken only when `sinew proxy` starts: restart the proxy",
+            ));
+        }
+        return sinew_ca::workload::stand_in(&mesh.trust_domain, &ca.bundle)
+            .map(Some)
+            .map_err(|message| ConfigError::new("mesh.ca.bundle", message));
+    }
+    let Some(files) = &mesh.identity else {
+        return Ok(None);
+    };
     MeshIdentity::from_files(&mesh.trust_domain, &files.cert, &files.key, &files.bundle)
         .map(Some)
         .map_err(|(field, message)| ConfigError::new(format!("mesh.identity.{field}"), message))
