@@ -59,10 +59,7 @@ struct Issued {
 
 /// Gets the first certificate (retrying with backoff until `give_up`), then starts the
 /// renewal task. Must run inside the tokio runtime.
-pub async fn obtain(
-    config: CaClientConfig,
-    give_up: Duration,
-) -> Result<WorkloadIdentity, String> {
+pub async fn obtain(config: CaClientConfig, give_up: Duration) -> Result<WorkloadIdentity, String> {
     let deadline = tokio::time::Instant::now() + give_up;
     let mut delay = Duration::from_millis(200);
     let first = loop {
@@ -169,16 +166,20 @@ async fn request(
         .and_then(|r| r.pem())
         .map_err(|e| RequestError::Other(format!("cannot make the CSR: {e}")))?;
     let tls = client_tls(config, current);
-    let channel = sinew_xds_client::channel::connect(&config.address, Duration::from_secs(5), Some(tls))
-        .await
-        .map_err(RequestError::Other)?;
+    let channel =
+        sinew_xds_client::channel::connect(&config.address, Duration::from_secs(5), Some(tls))
+            .await
+            .map_err(RequestError::Other)?;
     let mut call = tonic::Request::new(IstioCertificateRequest {
         csr,
         validity_duration: config.lifetime.map_or(0, |l| l.as_secs() as i64),
     });
     if current.is_none() {
         let token = std::fs::read_to_string(&config.token_file).map_err(|e| {
-            RequestError::Other(format!("cannot read the token {:?}: {e}", config.token_file))
+            RequestError::Other(format!(
+                "cannot read the token {:?}: {e}",
+                config.token_file
+            ))
         })?;
         let value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| RequestError::Other("the token is not a valid header value".into()))?;
@@ -227,7 +228,10 @@ fn issued(chain: &[String], key: &KeyPair) -> Result<Issued, String> {
 /// Half the remaining lifetime, less up to a tenth of it at random, so proxies started
 /// together do not all renew in the same second.
 fn renewal_time(now: SystemTime, not_after: i64) -> SystemTime {
-    let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let remaining = (not_after as f64 - now_secs).max(0.0);
     let jitter = remaining * 0.1 * fastrand::f64();
     now + Duration::from_secs_f64(remaining / 2.0 - jitter.min(remaining / 2.0))
@@ -270,8 +274,15 @@ mod tests {
         for _ in 0..1000 {
             let at = renewal_time(now, 1_000_000 + 86_400);
             let after = at.duration_since(now).unwrap().as_secs_f64();
-            assert!((86_400.0 * 0.4..=86_400.0 * 0.5).contains(&after), "{after}");
+            assert!(
+                (86_400.0 * 0.4..=86_400.0 * 0.5).contains(&after),
+                "{after}"
+            );
         }
-        assert_eq!(renewal_time(now, 10), now, "an expired certificate renews now");
+        assert_eq!(
+            renewal_time(now, 10),
+            now,
+            "an expired certificate renews now"
+        );
     }
 }

@@ -675,7 +675,10 @@ fn check_tls(
             if !ca.address.starts_with("https://") {
                 err(
                     "mesh.ca.address".into(),
-                    format!("{:?}: the mesh CA is reached over TLS: https://HOST:PORT", ca.address),
+                    format!(
+                        "{:?}: the mesh CA is reached over TLS: https://HOST:PORT",
+                        ca.address
+                    ),
                 );
             }
         }

@@ -335,9 +335,15 @@ impl ControlConfig {
             }
         }
         if let Some(ca) = &mut config.ca {
-            for file in [&mut ca.dir, &mut ca.cert, &mut ca.key, &mut ca.trusted_roots, &mut ca.tokens]
-                .into_iter()
-                .flatten()
+            for file in [
+                &mut ca.dir,
+                &mut ca.cert,
+                &mut ca.key,
+                &mut ca.trusted_roots,
+                &mut ca.tokens,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if file.is_relative() {
                     *file = base.join(&*file);

@@ -189,20 +189,24 @@ impl Built {
 }
 
 /// The trust bundle as Envoy's SDS secret: a validation context with the roots inline.
-fn trust_bundle_secret(pem: &str) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret {
+fn trust_bundle_secret(
+    pem: &str,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret {
     use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
         secret, CertificateValidationContext, Secret,
     };
     Secret {
         name: sinew_ca::ROOT_CA_SECRET.into(),
-        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(DataSource {
-                specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(DataSource {
+                    specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })),
+            },
+        )),
     }
 }
 

@@ -90,8 +90,13 @@ impl tower_service::Service<Uri> for TlsConnector {
         let config = self.config.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let host = uri.host().ok_or("the control plane's address has no host")?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = uri
+                .host()
+                .ok_or("the control plane's address has no host")?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| format!("{host}: {e}"))?;

@@ -405,7 +405,11 @@ async fn control(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let scheme = if control.ca.is_some() { "https" } else { "http" };
+    let scheme = if control.ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("xDS listening on {scheme}://{}", control.xds_address);
     if let Some(admin) = control.admin_address {
         println!("admin API listening on http://{admin}");
@@ -562,7 +566,11 @@ fn xds_client_tls(
     if !args.xds.iter().any(|s| s.starts_with("https://")) {
         return Ok(None);
     }
-    let mesh = proxy.snapshot().mesh.as_ref().map(|(_, identity)| identity.clone());
+    let mesh = proxy
+        .snapshot()
+        .mesh
+        .as_ref()
+        .map(|(_, identity)| identity.clone());
     let bundle = match (&args.xds_ca, &mesh) {
         (Some(file), _) => sinew_tls::TrustBundle::from_file(&file.display().to_string())
             .map_err(|e| format!("--xds-ca: {e}"))?,

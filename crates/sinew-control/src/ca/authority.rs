@@ -156,7 +156,10 @@ impl Authority {
     pub fn issue_server(&self, names: &[String]) -> Result<(Vec<String>, String), String> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
         let mut params = leaf_params(self.lifetime, &self.trust_domain);
-        let id = format!("spiffe://{}/ns/sinew-system/sa/sinew-control", self.trust_domain);
+        let id = format!(
+            "spiffe://{}/ns/sinew-system/sa/sinew-control",
+            self.trust_domain
+        );
         params.subject_alt_names.push(SanType::URI(
             id.as_str().try_into().map_err(|e| format!("{id}: {e}"))?,
         ));
@@ -243,7 +246,8 @@ fn create_root(dir: &Path, cert: &Path, key: &Path, trust_domain: &str) -> Resul
         .self_signed(&signing)
         .map_err(|e| format!("cannot make the root: {e}"))?;
     write_private(key, signing.serialize_pem().as_bytes())?;
-    std::fs::write(cert, root.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    std::fs::write(cert, root.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
     tracing::info!(dir = %dir.display(), "made a new mesh root CA");
     Ok(())
 }
@@ -267,7 +271,9 @@ fn split_pem(text: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let Some(end) = rest[start..].find(END) else { break };
+        let Some(end) = rest[start..].find(END) else {
+            break;
+        };
         let stop = start + end + END.len();
         blocks.push(format!("{}\n", &rest[start..stop]));
         rest = &rest[stop..];
@@ -282,7 +288,8 @@ fn check_key_fits(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
     let first = der.first().ok_or("no certificate")?;
     let (_, parsed) = x509_parser::parse_x509_certificate(first)
         .map_err(|e| format!("not a certificate: {e}"))?;
-    if parsed.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(key) {
+    if parsed.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(key)
+    {
         return Err("the key is not the certificate's".into());
     }
     Ok(())
@@ -316,7 +323,9 @@ mod tests {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
         params.subject_alt_names.push(SanType::URI(
-            "spiffe://cluster.local/ns/kube-system/sa/admin".try_into().unwrap(),
+            "spiffe://cluster.local/ns/kube-system/sa/admin"
+                .try_into()
+                .unwrap(),
         ));
         params.serialize_request(&key).unwrap().pem().unwrap()
     }
@@ -330,7 +339,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("ca.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -419,7 +431,9 @@ mod tests {
     fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
         use base64::Engine as _;
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
     }
 
     fn pem_of(label: &str, der: &[u8]) -> String {
@@ -430,6 +444,9 @@ mod tests {
             .chunks(64)
             .map(|c| std::str::from_utf8(c).unwrap())
             .collect();
-        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
     }
 }

@@ -53,8 +53,8 @@ impl TokenFile {
         }
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let entries: Vec<TokenEntry> = serde_yaml_ng::from_str(&text)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let entries: Vec<TokenEntry> =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
         *loaded = Some((modified, entries.clone()));
         Ok(entries)
     }
@@ -79,7 +79,8 @@ impl Credentials {
             return Err("no bearer token".into());
         }
         if let Some(file) = &self.tokens {
-            let digest = hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+            let digest =
+                hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
             match file.entries() {
                 Ok(entries) => {
                     if let Some(entry) = entries
@@ -120,7 +121,9 @@ impl Credentials {
             .create(&kube::api::PostParams::default(), &review)
             .await
             .map_err(|e| format!("TokenReview: {e}"))?;
-        let status = answer.status.ok_or("TokenReview: no status in the answer")?;
+        let status = answer
+            .status
+            .ok_or("TokenReview: no status in the answer")?;
         if status.authenticated != Some(true) {
             return Err(format!(
                 "TokenReview: not authenticated{}",
@@ -168,7 +171,8 @@ mod tests {
 
     #[test]
     fn service_accounts_map_to_istio_shaped_ids_and_nothing_else_does() {
-        let id = service_account_identity("cluster.local", "system:serviceaccount:shop:web").unwrap();
+        let id =
+            service_account_identity("cluster.local", "system:serviceaccount:shop:web").unwrap();
         assert_eq!(id.as_str(), "spiffe://cluster.local/ns/shop/sa/web");
         assert!(service_account_identity("cluster.local", "system:node:n1").is_err());
         assert!(service_account_identity("cluster.local", "alice").is_err());
@@ -176,7 +180,8 @@ mod tests {
     }
 
     fn credentials(file: &str) -> Credentials {
-        let path = std::env::temp_dir().join(format!("sinew-ca-tokens-{}-{file}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("sinew-ca-tokens-{}-{file}", std::process::id()));
         Credentials {
             trust_domain: "cluster.local".into(),
             tokens: Some(TokenFile {

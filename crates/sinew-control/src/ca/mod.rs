@@ -55,7 +55,8 @@ impl MeshCa {
             "ca",
             sinew_tls::pem::parse_roots(authority.bundle().as_bytes(), "the CA's bundle")?,
         )?;
-        let server_cert = RotatingCert::pushed("sinew-control", server_certificate(&authority, &config)?);
+        let server_cert =
+            RotatingCert::pushed("sinew-control", server_certificate(&authority, &config)?);
         let _ = reports.send(Report::TrustBundle {
             pem: authority.bundle().to_string(),
         });
@@ -123,8 +124,13 @@ fn server_certificate(
     config: &CaConfig,
 ) -> Result<rustls::sign::CertifiedKey, String> {
     let (chain, key) = authority.issue_server(&config.server_names)?;
-    sinew_tls::certified_key(chain.concat().as_bytes(), key.as_bytes(), "the control plane's certificate", "its key")
-        .map_err(|e| e.to_string())
+    sinew_tls::certified_key(
+        chain.concat().as_bytes(),
+        key.as_bytes(),
+        "the control plane's certificate",
+        "its key",
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Re-issues the control plane's own certificate at half its lifetime.

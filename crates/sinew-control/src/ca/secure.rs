@@ -107,17 +107,18 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::info!(%remote, "xDS TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%remote, "xDS TLS handshake timed out");
-                        return;
-                    }
-                };
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::info!(%remote, "xDS TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%remote, "xDS TLS handshake timed out");
+                            return;
+                        }
+                    };
                 let identity = stream
                     .get_ref()
                     .1

@@ -27,6 +27,7 @@ mod jwt_authn;
 mod keepalive;
 mod limits;
 mod malformed;
+mod mesh_ca;
 mod metrics;
 mod mirroring;
 mod module_graph;

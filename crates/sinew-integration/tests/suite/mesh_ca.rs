@@ -1,0 +1,664 @@
+//! The mesh CA in `sinew control` over real sockets: an outside client (Python's
+//! grpcio, `cryptography` and the `spiffe` package) gets an SVID on a CSR and the
+//! trust bundle over SDS; Kubernetes tokens checked by TokenReview against recorded
+//! answers; and two `sinew proxy` processes that get their certificates from the CA,
+//! renew them at half-life and live through a root rollover, under constant HTTP/1.1,
+//! HTTP/2 and TCP load with no failed request and no connection dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sinew_integration::tls_kit::TempDir;
+use sinew_integration::{free_port, shell, sinew_binary, ChildGuard, TestClient, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TRUST_DOMAIN: &str = "cluster.local";
+const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
+const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes a token file for each identity and the CA's token list; returns the token
+/// file of each, in order.
+fn tokens(dir: &TempDir, identities: &[&str]) -> (PathBuf, Vec<PathBuf>) {
+    let mut list = String::new();
+    let mut files = Vec::new();
+    for (i, id) in identities.iter().enumerate() {
+        let token = format!("token-{i}-{}", free_port());
+        list.push_str(&format!(
+            "- identity: {id}\n  token_sha256: {}\n",
+            sha256_hex(&token)
+        ));
+        let file = dir.file(&format!("workload-{i}.token"));
+        std::fs::write(&file, &token).unwrap();
+        files.push(file);
+    }
+    let list_file = dir.file("tokens.yaml");
+    std::fs::write(&list_file, list).unwrap();
+    (list_file, files)
+}
+
+/// Starts `sinew control` with `ca_block` and waits until its port takes connections.
+async fn start_control(dir: &TempDir, ca_block: &str) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let config = dir.file("control.yaml");
+    std::fs::write(
+        &config,
+        format!("xds_address: 127.0.0.1:{port}\nca:\n{ca_block}"),
+    )
+    .unwrap();
+    let child = ChildGuard(
+        Command::new(sinew_binary())
+            .args(["control", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew control"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr).await;
+    (child, addr)
+}
+
+async fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+async fn python_client(
+    control: SocketAddr,
+    bundle: &Path,
+    token: &Path,
+    out: &TempDir,
+) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ca/python_ca_client.py");
+    let output = shell(format!(
+        "python3 {script} {control} {} {} {} 2>&1",
+        bundle.display(),
+        token.display(),
+        out.path.display()
+    ))
+    .await;
+    serde_json::from_str(output.trim()).unwrap_or_else(|_| panic!("python client: {output}"))
+}
+
+/// An outside client proves itself with a per-workload token, gets a certificate for
+/// that identity only (not the names its CSR asked for), uses it for mTLS to fetch the
+/// bundle over SDS, and is refused with a wrong token or a garbage CSR. The root the CA
+/// made on first start is kept: a restarted CA serves the same one.
+#[tokio::test]
+async fn an_outside_client_gets_an_svid_on_a_csr_and_the_bundle_over_sds() {
+    let dir = TempDir::new("mesh-ca-python");
+    let (list, files) = tokens(&dir, &[WEB_ID]);
+    let ca_dir = dir.file("ca");
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n  workload_lifetime: 2h\n",
+        ca_dir.display(),
+        list.display()
+    );
+    let (control, addr) = start_control(&dir, &block).await;
+    let root = ca_dir.join("ca.crt");
+    let first_root = std::fs::read(&root).expect("the root is written on first start");
+    let got = python_client(addr, &root, &files[0], &dir).await;
+    assert_eq!(got["spiffe_id"], WEB_ID, "{got}");
+    assert_eq!(
+        got["dns_names"],
+        serde_json::json!([]),
+        "the CSR's names are not granted: {got}"
+    );
+    assert_eq!(got["chain"], 2, "{got}");
+    let life = got["seconds_of_life"].as_i64().unwrap();
+    assert!(
+        (3500..=3600).contains(&life),
+        "the client asked for 1h of 2h: {got}"
+    );
+    assert_eq!(got["sds_secrets"], serde_json::json!(["ROOTCA"]), "{got}");
+    assert_eq!(got["bundle_certificates"], 1, "{got}");
+    assert_eq!(got["bad_token"], "UNAUTHENTICATED", "{got}");
+    assert_eq!(got["bad_csr"], "INVALID_ARGUMENT", "{got}");
+
+    drop(control);
+    let (_control, addr) = start_control(&dir, &block).await;
+    assert_eq!(
+        std::fs::read(&root).unwrap(),
+        first_root,
+        "a restart keeps the root"
+    );
+    let again = python_client(addr, &root, &files[0], &dir).await;
+    assert_eq!(again["spiffe_id"], WEB_ID, "{again}");
+}
+
+/// A stand-in Kubernetes API server that answers TokenReviews as a real one does
+/// (answers recorded from the API's documented shape): `good-token` is the service
+/// account shop/api for audience `sinew`; anything else is not authenticated.
+async fn token_review_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_string();
+                let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+                let review: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                let status = if text.starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews")
+                    && review["spec"]["token"] == "good-token"
+                {
+                    serde_json::json!({
+                        "authenticated": true,
+                        "user": {
+                            "username": "system:serviceaccount:shop:api",
+                            "uid": "6e5c6a3e-0b7b-4b4e-9a53-4a3f0c5a1d10",
+                            "groups": ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]
+                        },
+                        "audiences": ["sinew"]
+                    })
+                } else {
+                    serde_json::json!({"authenticated": false, "error": "invalid bearer token"})
+                };
+                let answer = serde_json::json!({
+                    "kind": "TokenReview",
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {"creationTimestamp": null},
+                    "spec": review["spec"],
+                    "status": status,
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A Kubernetes service-account token is checked by TokenReview: the one the API
+/// server authenticates gets `spiffe://<td>/ns/<ns>/sa/<sa>`; another is refused.
+#[tokio::test]
+async fn kubernetes_service_account_tokens_are_checked_by_token_review() {
+    let dir = TempDir::new("mesh-ca-k8s");
+    let api = token_review_server().await;
+    let ca_dir = dir.file("ca");
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  kubernetes: {{api_server: 'http://{api}', audiences: [sinew]}}\n",
+        ca_dir.display()
+    );
+    let (_control, addr) = start_control(&dir, &block).await;
+    let good = dir.file("good.token");
+    std::fs::write(&good, "good-token").unwrap();
+    let got = python_client(addr, &ca_dir.join("ca.crt"), &good, &dir).await;
+    assert_eq!(got["spiffe_id"], API_ID, "{got}");
+    assert_eq!(got["bad_token"], "UNAUTHENTICATED", "{got}");
+}
+
+/// `openssl req -x509`: a P-256 root CA written as `<stem>.crt` and `<stem>.key`.
+async fn openssl_root(dir: &TempDir, stem: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.file(&format!("{stem}.crt")),
+        dir.file(&format!("{stem}.key")),
+    );
+    shell(format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+         -subj '/O=cluster.local/CN={stem}' -keyout {} -out {} \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>&1",
+        key.display(),
+        cert.display()
+    ))
+    .await;
+    assert!(cert.exists() && key.exists(), "openssl made no root");
+    (cert, key)
+}
+
+fn write_replacing(to: &Path, bytes: &[u8]) {
+    let staged = to.with_extension("staged");
+    std::fs::write(&staged, bytes).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
+
+/// A `sinew proxy` process fed by the CA (and SDS over `--xds https://`).
+struct MeshProxy {
+    _child: ChildGuard,
+    admin: SocketAddr,
+}
+
+impl MeshProxy {
+    async fn start(
+        dir: &TempDir,
+        name: &str,
+        control: SocketAddr,
+        bundle: &Path,
+        token: &Path,
+        body: &str,
+    ) -> MeshProxy {
+        let admin_port = free_port();
+        let config = dir.file(&format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "admin: {{address: 127.0.0.1:{admin_port}}}
+mesh:
+  trust_domain: {TRUST_DOMAIN}
+  ca: {{address: 'https://{control}', bundle: '{}', token: '{}'}}
+{body}",
+                bundle.display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.file(&format!("{name}.log"))).unwrap();
+        let child = ChildGuard(
+            Command::new(sinew_binary())
+                .args(["proxy", "-c"])
+                .arg(&config)
+                .args(["--xds", &format!("https://{control}"), "--node-id", name])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start sinew proxy"),
+        );
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        wait_for_port(admin).await;
+        MeshProxy {
+            _child: child,
+            admin,
+        }
+    }
+
+    /// The serial of the mesh certificate in force, from `/certs`.
+    async fn serial(&self) -> String {
+        let reply = TestClient::http1().get(self.admin, "/certs", &[]).await;
+        let certs: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
+        certs["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "mesh")
+            .map(|c| c["serial"].as_str().unwrap().to_string())
+            .expect("a mesh certificate")
+    }
+
+    async fn metric(&self, line_start: &str) -> f64 {
+        let reply = TestClient::http1().get(self.admin, "/metrics", &[]).await;
+        reply
+            .text()
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (up to `within`) for the serial to differ from `from`; returns the new one.
+    async fn serial_change(&self, from: &str, within: Duration) -> Option<String> {
+        let until = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < until {
+            let now = self.serial().await;
+            if now != from {
+                return Some(now);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+}
+
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn tcp_round_trip(addr: SocketAddr) -> Result<(), String> {
+    let work = async {
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        tcp.write_all(b"ping\n").await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 5];
+        tcp.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        if &buf != b"ping\n" {
+            return Err(format!("echo gave {buf:?}"));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// Two proxies get their SVIDs from the CA, renew them at half-life, and go through a
+/// root rollover (new root trusted, then signing, then the old root dropped), while
+/// HTTP/1.1 and HTTP/2 clients (through `web` to `api` over mesh mTLS) and TCP clients
+/// (a new mTLS connection between the proxies for each) keep up a steady load. Every
+/// request must succeed, and one kept-alive connection must serve throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_renew_and_roll_over_roots_from_the_ca_under_load_without_a_failed_request() {
+    let dir = TempDir::new("mesh-ca-rotate");
+    let (list, files) = tokens(&dir, &[API_ID, WEB_ID]);
+    let (old_root, old_key) = openssl_root(&dir, "root-a").await;
+    let (new_root, new_key) = openssl_root(&dir, "root-b").await;
+    let signing_cert = dir.file("signing.crt");
+    let signing_key = dir.file("signing.key");
+    let extra = dir.file("trusted-roots.pem");
+    std::fs::copy(&old_root, &signing_cert).unwrap();
+    std::fs::copy(&old_key, &signing_key).unwrap();
+    std::fs::write(&extra, "").unwrap();
+    // What proxies are given to start with: both roots, as a proxy deployed during a
+    // rollover would be (SDS then sends the bundle in force).
+    let bootstrap_bundle = dir.file("bootstrap-bundle.pem");
+    std::fs::write(
+        &bootstrap_bundle,
+        [
+            std::fs::read(&old_root).unwrap(),
+            std::fs::read(&new_root).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  cert: {}\n  key: {}\n  trusted_roots: {}\n  tokens: {}\n  workload_lifetime: 16s\n",
+        signing_cert.display(),
+        signing_key.display(),
+        extra.display(),
+        list.display()
+    );
+    let (_control, control) = start_control(&dir, &block).await;
+
+    let app = Upstream::start("app").await;
+    let echo = echo_server().await;
+    let (api_http, api_tcp, web_http, web_tcp) =
+        (free_port(), free_port(), free_port(), free_port());
+    let api = MeshProxy::start(
+        &dir,
+        "api",
+        control,
+        &bootstrap_bundle,
+        &files[0],
+        &format!(
+            "listeners:
+  - name: inbound
+    address: 127.0.0.1:{api_http}
+    mtls: strict
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: app
+  - name: inbound-tcp
+    address: 127.0.0.1:{api_tcp}
+    mtls: strict
+    tcp: {{cluster: echo}}
+clusters:
+  - name: app
+    endpoints: [{{address: {}}}]
+  - name: echo
+    endpoints: [{{address: {echo}}}]
+",
+            app.addr
+        ),
+    )
+    .await;
+    let web = MeshProxy::start(
+        &dir,
+        "web",
+        control,
+        &bootstrap_bundle,
+        &files[1],
+        &format!(
+            "listeners:
+  - name: out
+    address: 127.0.0.1:{web_http}
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: api
+  - name: out-tcp
+    address: 127.0.0.1:{web_tcp}
+    tcp: {{cluster: api-tcp}}
+clusters:
+  - name: api
+    protocol: http2
+    mtls: {{identities: ['{API_ID}']}}
+    endpoints: [{{address: 127.0.0.1:{api_http}}}]
+  - name: api-tcp
+    mtls: {{identities: ['{API_ID}']}}
+    endpoints: [{{address: 127.0.0.1:{api_tcp}}}]
+"
+        ),
+    )
+    .await;
+    let web_addr: SocketAddr = format!("127.0.0.1:{web_http}").parse().unwrap();
+    let web_tcp_addr: SocketAddr = format!("127.0.0.1:{web_tcp}").parse().unwrap();
+    wait_for_port(web_addr).await;
+    let first = TestClient::http1().get(web_addr, "/", &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for worker in 0..3usize {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let http1 = TestClient::http1();
+            // Bounded: at most 20,000 requests per worker; the test stops them sooner.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let result = match worker {
+                    0 => http1.try_get(web_addr, "/", &[]).await.and_then(|r| {
+                        match r.status.as_u16() {
+                            200 => Ok(()),
+                            s => Err(format!("HTTP/1.1 status {s}")),
+                        }
+                    }),
+                    1 => {
+                        let r =
+                            sinew_integration::h2_request(web_addr, "http://web.mesh/", &[]).await;
+                        match r.status.as_u16() {
+                            200 => Ok(()),
+                            s => Err(format!("HTTP/2 status {s}")),
+                        }
+                    }
+                    _ => tcp_round_trip(web_tcp_addr).await,
+                };
+                match result {
+                    Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        failed.lock().unwrap().push(format!("worker {worker}: {e}"));
+                        0
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    // One client connection kept open from before the first renewal to the end.
+    let persistent = {
+        let (stop, failed) = (stop.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(web_tcp_addr).await.unwrap();
+            let mut served = 0usize;
+            for _ in 0..100_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut buf = [0u8; 5];
+                let round = async {
+                    stream.write_all(b"ping\n").await?;
+                    stream.read_exact(&mut buf).await
+                };
+                match tokio::time::timeout(Duration::from_secs(5), round).await {
+                    Ok(Ok(_)) if &buf == b"ping\n" => served += 1,
+                    other => {
+                        failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("kept connection: {other:?}"));
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            served
+        })
+    };
+
+    // 1. Renewal at half-life (16 s certificates: within 8 s), on both proxies.
+    let (api_first, web_first) = (api.serial().await, web.serial().await);
+    let api_renewed = api.serial_change(&api_first, Duration::from_secs(12)).await;
+    let web_renewed = web.serial_change(&web_first, Duration::from_secs(12)).await;
+    assert!(
+        api_renewed.is_some() && web_renewed.is_some(),
+        "no renewal within 12 s"
+    );
+
+    // 2. Rollover: trust the new root, let SDS carry it, then sign with it.
+    let sds_before = api
+        .metric("sinew_xds_updates_total{type=\"SDS\",result=\"accepted\"}")
+        .await;
+    std::fs::write(
+        dir.file("trusted.staged"),
+        std::fs::read(&new_root).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(dir.file("trusted.staged"), &extra).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sds_after = api
+        .metric("sinew_xds_updates_total{type=\"SDS\",result=\"accepted\"}")
+        .await;
+    assert!(
+        sds_after > sds_before,
+        "the new bundle did not reach the proxy over SDS ({sds_before} → {sds_after})"
+    );
+    write_replacing(&signing_key, &std::fs::read(&new_key).unwrap());
+    write_replacing(&signing_cert, &std::fs::read(&new_root).unwrap());
+    write_replacing(&extra, &std::fs::read(&old_root).unwrap());
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (api_mark, web_mark) = (api.serial().await, web.serial().await);
+    assert!(api
+        .serial_change(&api_mark, Duration::from_secs(12))
+        .await
+        .is_some());
+    assert!(web
+        .serial_change(&web_mark, Duration::from_secs(12))
+        .await
+        .is_some());
+
+    // 3. Drop the old root; both proxies now hold new-root certificates.
+    write_replacing(&extra, b"");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    let persistent = persistent.await.unwrap();
+    let failed = failed.lock().unwrap().clone();
+    let ok = ok.load(Ordering::SeqCst);
+    eprintln!(
+        "mesh CA renewal and root rollover under load: {ok} requests (HTTP/1.1, HTTP/2, \
+         TCP over new proxy-to-proxy mTLS connections) and {persistent} on one kept \
+         connection succeeded, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, the first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+    assert!(ok > 300, "too little load to mean anything: {ok}");
+    assert!(
+        persistent > 300,
+        "the kept connection served only {persistent}"
+    );
+
+    // api's certificate now chains to the new root: a client that trusts only the new
+    // root verifies it, one that trusts only the old root cannot.
+    assert_eq!(served_chain_verifies(api_http, &new_root).await, Ok(()));
+    assert!(served_chain_verifies(api_http, &old_root).await.is_err());
+}
+
+/// Whether the certificate `127.0.0.1:port` serves chains to the root in `root` (and
+/// is an SVID of the trust domain). The client presents no certificate: the handshake
+/// is judged from the client's side only.
+async fn served_chain_verifies(port: u16, root: &Path) -> Result<(), String> {
+    let bundle = sinew_tls::TrustBundle::from_file(root.to_str().unwrap()).unwrap();
+    let verifier = sinew_tls::ServerVerifier::new(
+        bundle,
+        false,
+        sinew_tls::PeerPolicy {
+            trust_domain: Some(TRUST_DOMAIN.into()),
+            subject_alt_names: Vec::new(),
+        },
+    );
+    let config = rustls::ClientConfig::builder_with_provider(sinew_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
