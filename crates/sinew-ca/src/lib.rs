@@ -7,7 +7,10 @@
 //!   for a certificate with a bootstrap credential (a Kubernetes service-account token or
 //!   a per-workload token), then renews at half the lifetime, with jitter, proving
 //!   itself with the certificate it holds (mTLS).
+//! - [`agent`]: SDS on a local Unix socket for a proxy fed by an agent (an Envoy beside
+//!   Sinew): the workload certificate with its key, and the trust bundle.
 
+pub mod agent;
 pub mod proto;
 pub mod workload;
 

@@ -19,6 +19,7 @@ use sinew_tls::{MeshIdentity, PeerPolicy, RotatingCert, ServerVerifier, TrustBun
 use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 
+use crate::agent::SecretStore;
 use crate::proto::IstioCertificateRequest;
 use crate::service::istio_certificate_service_client::IstioCertificateServiceClient;
 
@@ -32,6 +33,8 @@ pub struct CaClientConfig {
     /// The roots the CA's certificate chains to; the mesh's trust bundle until SDS
     /// pushes a newer one (the same object, so a rollover reaches this channel too).
     pub bundle: Arc<TrustBundle>,
+    /// The same roots as PEM (what an agent's SDS socket serves until SDS updates it).
+    pub bundle_pem: String,
     /// The bootstrap credential: a file holding a bearer token.
     pub token_file: PathBuf,
     /// Lifetime to ask for; `None` takes the CA's.
@@ -41,6 +44,8 @@ pub struct CaClientConfig {
 /// A workload identity kept current by a renewal task; dropping it stops the task.
 pub struct WorkloadIdentity {
     pub identity: Arc<MeshIdentity>,
+    /// The same certificate and key as PEM, and the bundle, for an agent's SDS socket.
+    pub secrets: Arc<SecretStore>,
     renewals: JoinHandle<()>,
 }
 
@@ -53,6 +58,8 @@ impl Drop for WorkloadIdentity {
 /// A certificate and when to renew it.
 struct Issued {
     certified: rustls::sign::CertifiedKey,
+    chain_pem: String,
+    key_pem: String,
     renew_at: SystemTime,
     spiffe_id: String,
 }
@@ -74,14 +81,28 @@ pub async fn obtain(config: CaClientConfig, give_up: Duration) -> Result<Workloa
         }
     };
     tracing::info!(spiffe_id = %first.spiffe_id, "workload certificate issued by the mesh CA");
-    let cert = RotatingCert::pushed("default", first.certified);
+    let secrets = SecretStore::new(
+        first.chain_pem.clone(),
+        first.key_pem.clone(),
+        config.bundle_pem.clone(),
+    );
+    let cert = RotatingCert::pushed(crate::agent::WORKLOAD_SECRET, first.certified);
     let identity = Arc::new(MeshIdentity {
         trust_domain: config.trust_domain.clone(),
         cert,
         bundle: config.bundle.clone(),
     });
-    let renewals = tokio::spawn(renew(config, identity.clone(), first.renew_at));
-    Ok(WorkloadIdentity { identity, renewals })
+    let renewals = tokio::spawn(renew(
+        config,
+        identity.clone(),
+        secrets.clone(),
+        first.renew_at,
+    ));
+    Ok(WorkloadIdentity {
+        identity,
+        secrets,
+        renewals,
+    })
 }
 
 /// A mesh identity for checking a config (`sinew validate`) without asking the CA: the
@@ -108,7 +129,12 @@ pub fn stand_in(trust_domain: &str, bundle: &str) -> Result<Arc<MeshIdentity>, S
 
 /// Renews at each certificate's renewal time; a failed renewal is retried with backoff
 /// (never slower than a tenth of what is left, so it keeps trying well before expiry).
-async fn renew(config: CaClientConfig, identity: Arc<MeshIdentity>, mut renew_at: SystemTime) {
+async fn renew(
+    config: CaClientConfig,
+    identity: Arc<MeshIdentity>,
+    secrets: Arc<SecretStore>,
+    mut renew_at: SystemTime,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         let wait = renew_at
@@ -126,6 +152,7 @@ async fn renew(config: CaClientConfig, identity: Arc<MeshIdentity>, mut renew_at
             Ok(issued) => {
                 tracing::info!(spiffe_id = %issued.spiffe_id, "workload certificate renewed");
                 identity.cert.replace(issued.certified);
+                secrets.set_workload(issued.chain_pem, issued.key_pem);
                 renew_at = issued.renew_at;
                 delay = Duration::from_secs(1);
             }
@@ -201,9 +228,10 @@ async fn request(
 /// Checks the returned chain against the key and reads when to renew it.
 fn issued(chain: &[String], key: &KeyPair) -> Result<Issued, String> {
     let chain_pem = chain.concat();
+    let key_pem = key.serialize_pem();
     let certified = sinew_tls::certified_key(
         chain_pem.as_bytes(),
-        key.serialize_pem().as_bytes(),
+        key_pem.as_bytes(),
         "the CA's answer",
         "the workload key",
     )
@@ -220,6 +248,8 @@ fn issued(chain: &[String], key: &KeyPair) -> Result<Issued, String> {
         .ok_or("the issued certificate holds no SPIFFE ID")?;
     Ok(Issued {
         certified,
+        chain_pem,
+        key_pem,
         renew_at: renewal_time(SystemTime::now(), identity.not_after),
         spiffe_id,
     })

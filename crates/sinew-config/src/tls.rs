@@ -36,6 +36,10 @@ pub struct MeshCaSource {
     /// Lifetime to ask for (the CA caps it); the CA's default when unset.
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
     pub lifetime: Option<std::time::Duration>,
+    /// Also serve the certificate (with its key) and the bundle over SDS on this Unix
+    /// socket (mode 0600), for an Envoy beside the proxy, as Istio's agent does.
+    #[serde(default)]
+    pub sds_socket: Option<String>,
 }
 
 /// An SVID and trust bundle on disk, re-read when they change.

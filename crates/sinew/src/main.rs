@@ -347,6 +347,25 @@ async fn proxy(
         None => None,
     };
     let identity = workload.as_ref().map(|w| w.identity.clone());
+    let secrets = workload.as_ref().map(|w| w.secrets.clone());
+    // An Envoy (or another proxy) beside this one takes the certificate over SDS on a
+    // local socket, as from Istio's agent.
+    let sds_socket = loaded
+        .config
+        .mesh
+        .as_ref()
+        .and_then(|m| m.ca.as_ref())
+        .and_then(|ca| ca.sds_socket.as_ref());
+    let _agent = match (sds_socket, &secrets) {
+        (Some(path), Some(store)) => match sinew_ca::agent::serve(Path::new(path), store.clone()) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                eprintln!("sinew: mesh.ca.sds_socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let proxy = match sinew_proxy::Proxy::start_with_identity(loaded, workers, identity).await {
         Ok(p) => p,
         Err(d) => {
@@ -382,7 +401,7 @@ async fn proxy(
             tokio::spawn(ignore_sighup_under_xds());
             Some(sinew_xds_client::XdsClient::start(
                 source,
-                xds::ProxyHandler::new(proxy.clone(), loaded.config.clone()),
+                xds::ProxyHandler::new(proxy.clone(), loaded.config.clone(), secrets.clone()),
             ))
         }
     };
@@ -546,10 +565,13 @@ async fn obtain_workload_identity(
 ) -> Result<sinew_ca::workload::WorkloadIdentity, String> {
     let bundle = sinew_tls::TrustBundle::from_file(&ca.bundle)
         .map_err(|e| format!("mesh.ca.bundle: {e}"))?;
+    let bundle_pem = std::fs::read_to_string(&ca.bundle)
+        .map_err(|e| format!("mesh.ca.bundle: {:?}: {e}", ca.bundle))?;
     let config = sinew_ca::workload::CaClientConfig {
         address: ca.address.clone(),
         trust_domain: trust_domain.to_string(),
         bundle,
+        bundle_pem,
         token_file: PathBuf::from(&ca.token),
         lifetime: ca.lifetime,
     };

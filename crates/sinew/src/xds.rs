@@ -25,6 +25,8 @@ pub struct ProxyHandler {
     base: Arc<Config>,
     /// Shared with the blocking task that prepares the next update.
     resources: Arc<Resources>,
+    /// What an agent's SDS socket serves, kept in step with the bundle from SDS.
+    agent_secrets: Option<Arc<sinew_ca::agent::SecretStore>>,
 }
 
 /// An update's resources, assembled with the static config and checked: ready to swap in.
@@ -34,11 +36,16 @@ struct Prepared {
 }
 
 impl ProxyHandler {
-    pub fn new(proxy: Arc<Proxy>, base: Config) -> Self {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        base: Config,
+        agent_secrets: Option<Arc<sinew_ca::agent::SecretStore>>,
+    ) -> Self {
         ProxyHandler {
             proxy,
             base: Arc::new(base),
             resources: Arc::default(),
+            agent_secrets,
         }
     }
 
@@ -75,6 +82,9 @@ impl ProxyHandler {
             let roots = sinew_tls::pem::parse_roots(&pem, &format!("secret {:?}", secret.name))?;
             let count = roots.len();
             identity.bundle.replace(roots)?;
+            if let Some(store) = &self.agent_secrets {
+                store.set_root_ca(String::from_utf8_lossy(&pem).into_owned());
+            }
             tracing::info!(roots = count, "mesh trust bundle updated over SDS");
         }
         Ok(())

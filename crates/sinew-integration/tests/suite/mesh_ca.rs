@@ -263,12 +263,12 @@ struct MeshProxy {
 }
 
 impl MeshProxy {
+    /// `ca_extra` is added to the `mesh.ca` map (e.g. `, sds_socket: '/path'`).
     async fn start(
         dir: &TempDir,
         name: &str,
         control: SocketAddr,
-        bundle: &Path,
-        token: &Path,
+        (bundle, token, ca_extra): (&Path, &Path, &str),
         body: &str,
     ) -> MeshProxy {
         let admin_port = free_port();
@@ -279,7 +279,7 @@ impl MeshProxy {
                 "admin: {{address: 127.0.0.1:{admin_port}}}
 mesh:
   trust_domain: {TRUST_DOMAIN}
-  ca: {{address: 'https://{control}', bundle: '{}', token: '{}'}}
+  ca: {{address: 'https://{control}', bundle: '{}', token: '{}'{ca_extra}}}
 {body}",
                 bundle.display(),
                 token.display()
@@ -419,8 +419,7 @@ async fn proxies_renew_and_roll_over_roots_from_the_ca_under_load_without_a_fail
         &dir,
         "api",
         control,
-        &bootstrap_bundle,
-        &files[0],
+        (&bootstrap_bundle, &files[0], ""),
         &format!(
             "listeners:
   - name: inbound
@@ -451,8 +450,7 @@ clusters:
         &dir,
         "web",
         control,
-        &bootstrap_bundle,
-        &files[1],
+        (&bootstrap_bundle, &files[1], ""),
         &format!(
             "listeners:
   - name: out
@@ -661,4 +659,61 @@ async fn served_chain_verifies(port: u16, root: &Path) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// A proxy with `mesh.ca.sds_socket` serves its certificate, key and bundle over SDS on
+/// a Unix socket (mode 0600) to a client built on Envoy's own types, and pushes the
+/// renewed certificate when it has one.
+#[tokio::test]
+async fn an_agent_socket_serves_the_workload_certificate_and_its_renewal_over_sds() {
+    let dir = TempDir::new("mesh-ca-agent");
+    let (list, files) = tokens(&dir, &[API_ID]);
+    let ca_dir = dir.file("ca");
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n  workload_lifetime: 12s\n",
+        ca_dir.display(),
+        list.display()
+    );
+    let (_control, control) = start_control(&dir, &block).await;
+    let socket = dir.file("sds.sock");
+    let port = free_port();
+    let _proxy = MeshProxy::start(
+        &dir,
+        "agent",
+        control,
+        (
+            &ca_dir.join("ca.crt"),
+            &files[0],
+            &format!(", sds_socket: '{}'", socket.display()),
+        ),
+        &format!(
+            "listeners:
+  - name: inbound
+    address: 127.0.0.1:{port}
+    mtls: strict
+    tcp: {{cluster: nowhere}}
+clusters:
+  - name: nowhere
+    endpoints: [{{address: 127.0.0.1:9}}]
+"
+        ),
+    )
+    .await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the socket hands out a private key");
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/ca/python_sds_agent_client.py"
+    );
+    let output = shell(format!("python3 {script} {} 2>&1", socket.display())).await;
+    let got: serde_json::Value =
+        serde_json::from_str(output.trim()).unwrap_or_else(|_| panic!("python client: {output}"));
+    assert_eq!(got["spiffe_id"], API_ID, "{got}");
+    assert_eq!(got["renewed_spiffe_id"], API_ID, "{got}");
+    assert_eq!(got["serial_changed"], true, "the renewal was pushed: {got}");
+    assert_eq!(got["roots"], 1, "{got}");
 }
