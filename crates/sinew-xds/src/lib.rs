@@ -27,6 +27,8 @@ mod local_ratelimit;
 mod rbac;
 pub mod route;
 mod static_secrets;
+#[cfg(test)]
+mod test_fixtures;
 mod tls_context;
 mod unsupported;
 

@@ -52,7 +52,6 @@ use envoy_types::pb::google::protobuf::Any;
 use serde_json::{json, Map, Value};
 use sinew_config::authz::{parse_condition_key, parse_path_pattern, parse_pattern, Cidr};
 
-use crate::convert::decode;
 use crate::{Ctx, XdsError};
 
 pub(crate) const HTTP_TYPE_URL: &str =
@@ -118,7 +117,7 @@ pub(crate) fn map_http(
     scope: Scope,
     out: &mut Policies,
 ) -> Result<(), XdsError> {
-    let mut config: HttpRbac = decode(ctx, path, any)?;
+    let mut config: HttpRbac = decode_at(ctx, path, any)?;
     // Names of statistics only.
     config.rules_stat_prefix.clear();
     config.shadow_rules_stat_prefix.clear();
@@ -137,7 +136,7 @@ pub(crate) fn map_network(
     scope: Scope,
     out: &mut Policies,
 ) -> Result<(), XdsError> {
-    let mut config: NetworkRbac = decode(ctx, path, any)?;
+    let mut config: NetworkRbac = decode_at(ctx, path, any)?;
     config.stat_prefix.clear();
     config.shadow_rules_stat_prefix.clear();
     if config.enforcement_type == EnforcementType::Continuous as i32 {
@@ -151,6 +150,12 @@ pub(crate) fn map_network(
     let shadow = config.shadow_rules.take();
     ctx.only_supported(path, &config)?;
     both(ctx, path, rules, shadow, scope, out)
+}
+
+/// Decodes the filter config at `path` (already the `typed_config`).
+fn decode_at<M: prost::Message + Default>(ctx: &Ctx, path: &str, any: &Any) -> Result<M, XdsError> {
+    M::decode(any.value.as_slice())
+        .map_err(|e| ctx.error(path, format!("is not a valid RBAC config: {e}")))
 }
 
 fn both(

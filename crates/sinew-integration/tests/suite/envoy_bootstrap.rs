@@ -329,6 +329,25 @@ async fn ads_bootstrap_is_steered_by_sinew_control() {
     );
 }
 
+/// A connection manager's inline routes: everything to the cluster `app`.
+const ROUTES_TO_APP: &str = r#"          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: app }
+"#;
+
+/// `static_resources.clusters` with the one static cluster `app` at `upstream`.
+fn app_cluster(upstream: SocketAddr) -> String {
+    format!(
+        "  clusters:\n  - name: app\n    type: STATIC\n    load_assignment:\n      cluster_name: app\n      \
+         endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]\n",
+        upstream.port()
+    )
+}
+
 /// An Envoy HTTP listener on `listener` routing everything to `upstream`, with the RBAC
 /// filter Istio would generate for "GET /public/* from anyone, and nothing with an
 /// `x-evil` header".
@@ -347,14 +366,7 @@ static_resources:
           stat_prefix: web
           normalize_path: true
           merge_slashes: true
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: app }}
-          http_filters:
+{ROUTES_TO_APP}          http_filters:
           - name: envoy.filters.http.rbac
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
@@ -381,17 +393,9 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: app
-    type: STATIC
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {uport} }} }} }}
-"#,
+{cluster}"#,
         lport = listener.port(),
-        uport = upstream.port(),
+        cluster = app_cluster(upstream),
     )
 }
 
@@ -480,29 +484,14 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: gw
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: app }}
-          http_filters:
+{ROUTES_TO_APP}          http_filters:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{a}{b}{d}
-  clusters:
-  - name: app
-    type: STATIC
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {uport} }} }} }}
-  secrets:
+{cluster}  secrets:
 {s1}{s2}{s3}"#,
         lport = listener.port(),
-        uport = app.addr.port(),
+        cluster = app_cluster(app.addr),
         a = tls_chain("{ server_names: [a.example] }", "alpha"),
         b = tls_chain("{ server_names: [b.example, '*.b.example'] }", "beta"),
         d = tls_chain("{ transport_protocol: tls }", "fallback"),

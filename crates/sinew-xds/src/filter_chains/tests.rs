@@ -2,6 +2,7 @@
 //! cannot be, refused by field.
 
 use crate::bootstrap::load_str;
+use crate::test_fixtures::APP_CLUSTER;
 
 /// A TLS transport socket with one certificate (`name`.pem) and `extra` context fields.
 fn tls(name: &str, extra: &str) -> String {
@@ -50,17 +51,7 @@ static_resources:
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
     filter_chains:{chains}
-  clusters:
-  - name: app
-    type: STATIC
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: 8080 }}
-"#
+{APP_CLUSTER}"#
     )
 }
 

@@ -7,47 +7,10 @@ use sinew_config::authz::{Authorization, AuthzAction};
 
 use super::*;
 use crate::bootstrap::load_str;
+use crate::test_fixtures::APP_CLUSTER;
 
-/// A bootstrap whose HTTP listener has `filters` (YAML list items, indented for
-/// `http_filters`) before the router.
 fn http_bootstrap(filters: &str) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: web
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 8080 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: app }}
-          http_filters:
-{filters}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: app
-    type: STATIC
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: 19001 }}
-"#
-    )
+    crate::test_fixtures::http_listener(filters)
 }
 
 /// One HTTP RBAC filter with `rules` (indented under `typed_config`).
@@ -81,17 +44,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: db
           cluster: app
-  clusters:
-  - name: app
-    type: STATIC
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: 19001 }}
-"#
+{APP_CLUSTER}"#
     )
 }
 
