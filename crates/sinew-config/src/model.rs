@@ -120,6 +120,11 @@ pub struct ListenerTls {
     /// A client certificate must have one of these names (none: any).
     #[serde(default)]
     pub match_subject_alt_names: Vec<crate::tls::SanMatch>,
+    /// Also take plaintext clients on this port, told apart from TLS by the first bytes
+    /// (as `mtls: permissive` does with the mesh identity): what an Envoy listener with a
+    /// `tls` and a `raw_buffer` filter chain does.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 fn default_session_cache() -> usize {

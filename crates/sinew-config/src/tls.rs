@@ -65,6 +65,11 @@ pub struct CertificateFiles {
     /// A DER OCSP response stapled to handshakes (kept fresh by whoever writes it).
     #[serde(default)]
     pub ocsp_staple: Option<String>,
+    /// The SNI names this certificate answers for (exact, or `*.` one label deep),
+    /// instead of the DNS names in its leaf; `[]` answers for none (a default certificate
+    /// only). Envoy's `filter_chain_match.server_names` map here.
+    #[serde(default)]
+    pub server_names: Option<Vec<String>>,
 }
 
 /// A TLS protocol version (Envoy's names).

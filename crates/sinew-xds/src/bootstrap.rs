@@ -248,16 +248,11 @@ fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
     ctx.only_supported("", &bootstrap).map_err(at_root)?;
 
     let StaticResources {
-        listeners,
-        clusters,
+        mut listeners,
+        mut clusters,
         secrets,
     } = statics;
-    if !secrets.is_empty() {
-        return Err(ConfigError::new(
-            "static_resources.secrets",
-            "is not supported by Sinew yet (TLS is configured in Sinew's own config)",
-        ));
-    }
+    crate::static_secrets::resolve(&mut listeners, &mut clusters, secrets)?;
     // Each static resource by the label its mapper's errors carry.
     let mut locations = BTreeMap::new();
     let names = listeners.iter().map(|l| ("listener", "listeners", &l.name));

@@ -216,46 +216,12 @@ mod tests {
 
     /// A bootstrap with Envoy's jwt_authn filter, its `typed_config` fields given.
     fn bootstrap(jwt: &str) -> String {
-        format!(
-            r#"
-static_resources:
-  listeners:
-  - name: listener_0
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: service1 }}
-          http_filters:
-          - name: envoy.filters.http.jwt_authn
+        crate::test_fixtures::http_listener(&format!(
+            r#"          - name: envoy.filters.http.jwt_authn
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-{jwt}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: service1
-    type: STATIC
-    load_assignment:
-      cluster_name: service1
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: 19001 }}
-"#
-        )
+{jwt}"#
+        ))
     }
 
     const ENVOY_DOCS_SHAPE: &str = r#"              providers:

@@ -20,10 +20,15 @@ pub mod bootstrap;
 pub mod cluster;
 mod convert;
 pub mod endpoint;
+mod filter_chains;
 mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;
+mod rbac;
 pub mod route;
+mod static_secrets;
+#[cfg(test)]
+mod test_fixtures;
 mod tls_context;
 mod unsupported;
 

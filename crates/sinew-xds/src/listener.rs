@@ -1,9 +1,14 @@
-//! LDS: a `Listener` becomes a model listener. Sinew runs one filter chain per listener
-//! (no `filter_chain_match`), with one network filter: the HTTP connection manager (whose
-//! HTTP filters may be the local rate limit and the router) or the TCP proxy, and
-//! optionally a TLS transport socket (`tls_context`).
+//! LDS: a `Listener` becomes a model listener. Each filter chain's network filters are
+//! RBAC filters (`rbac`) followed by the HTTP connection manager (whose HTTP filters may
+//! be the local rate limit, JWT authentication, RBAC and the router) or the TCP proxy,
+//! with an optional TLS transport socket (`tls_context`). Several chains are accepted
+//! where they differ only in what `filter_chains` can fold into one listener.
 
-use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use std::net::SocketAddr;
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, listener_filter, Filter, FilterChain, Listener, ListenerFilter,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
 };
@@ -14,7 +19,8 @@ use serde_json::{json, Map, Value};
 
 pub(crate) use crate::convert::decode;
 use crate::convert::{duration, socket_address};
-use crate::{jwt_authn, local_ratelimit, route};
+use crate::filter_chains::{self, Chain};
+use crate::{jwt_authn, local_ratelimit, rbac, route};
 use crate::{Ctx, XdsError};
 
 const HCM: &str =
@@ -22,6 +28,8 @@ const HCM: &str =
 const TCP_PROXY: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const TLS_INSPECTOR: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 
 /// A mapped listener: the model's JSON shape, and the route configuration it waits for.
 #[derive(Debug, Clone)]
@@ -46,71 +54,31 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     rest.metadata = None;
     let address = socket_address(&ctx, "address", rest.address.take())?;
     let chains = std::mem::take(&mut rest.filter_chains);
+    for (i, f) in std::mem::take(&mut rest.listener_filters)
+        .iter()
+        .enumerate()
+    {
+        listener_filter(&ctx, &format!("listener_filters[{i}]"), f)?;
+    }
     ctx.only_supported("", &rest)?;
-    let [chain] = chains.as_slice() else {
-        return Err(ctx.error(
-            "filter_chains",
-            format!(
-                "Sinew runs exactly one filter chain per listener, not {}",
-                chains.len()
-            ),
-        ));
-    };
-    let mut chain = chain.clone();
-    chain.name.clear();
-    chain.metadata = None;
-    let filters = std::mem::take(&mut chain.filters);
-    let tls = match chain.transport_socket.take() {
-        Some(socket) => {
-            crate::tls_context::downstream(&ctx, "filter_chains[0].transport_socket", &socket)?
-        }
-        None => None,
-    };
-    ctx.only_supported("filter_chains[0]", &chain)?;
-    let [network_filter] = filters.as_slice() else {
-        return Err(ctx.error(
-            "filter_chains[0].filters",
-            format!(
-                "Sinew runs exactly one network filter (the HTTP connection manager or the TCP proxy), not {}",
-                filters.len()
-            ),
-        ));
-    };
-    let path = "filter_chains[0].filters[0]";
-    let typed = match &network_filter.config_type {
-        Some(filter::ConfigType::TypedConfig(any)) => any,
-        _ => return Err(ctx.error(format!("{path}.typed_config"), "is required")),
-    };
+    if chains.is_empty() {
+        return Err(ctx.error("filter_chains", "Sinew needs one filter chain"));
+    }
+    let listener_ip = address.parse::<SocketAddr>().ok().map(|a| a.ip());
+    let chains = chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| chain(&ctx, i, c, listener_ip))
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = filter_chains::merge(&ctx, chains)?;
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
     out.insert("address".into(), json!(address));
-    if let Some(tls) = tls {
+    if let Some(tls) = merged.tls {
         out.insert("tls".into(), tls);
     }
-    let mut rds = None;
-    match typed.type_url.as_str() {
-        HCM => {
-            let hcm: HttpConnectionManager = decode(&ctx, path, typed)?;
-            let (http, names) =
-                http_connection_manager(&ctx, &format!("{path}.typed_config"), hcm)?;
-            out.insert("http".into(), http);
-            rds = names;
-        }
-        TCP_PROXY => {
-            let tcp: TcpProxy = decode(&ctx, path, typed)?;
-            out.insert(
-                "tcp".into(),
-                tcp_proxy(&ctx, &format!("{path}.typed_config"), tcp)?,
-            );
-        }
-        other => {
-            return Err(ctx.error(
-                format!("{path}.typed_config"),
-                format!("network filter {other:?} is not supported by Sinew"),
-            ))
-        }
-    }
-    let (rds, rds_fetch_timeout) = match rds {
+    out.extend(merged.filters);
+    let (rds, rds_fetch_timeout) = match merged.rds {
         Some((name, timeout)) => (Some(name), timeout),
         None => (None, None),
     };
@@ -122,14 +90,159 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     })
 }
 
+/// A listener filter: only the TLS inspector, which reads the SNI and tells TLS from
+/// plaintext for `filter_chain_match` — what Sinew's listener does by itself.
+fn listener_filter(ctx: &Ctx, path: &str, f: &ListenerFilter) -> Result<(), XdsError> {
+    let is_inspector = match &f.config_type {
+        Some(listener_filter::ConfigType::TypedConfig(any)) => any.type_url == TLS_INSPECTOR,
+        None => f.name == "envoy.filters.listener.tls_inspector",
+        Some(_) => false,
+    };
+    if !is_inspector {
+        return Err(ctx.error(
+            path,
+            format!(
+                "listener filter {:?} is not supported by Sinew (only the TLS inspector is)",
+                f.name
+            ),
+        ));
+    }
+    if f.filter_disabled.is_some() {
+        return Err(ctx.error(
+            format!("{path}.filter_disabled"),
+            "is not supported by Sinew",
+        ));
+    }
+    Ok(())
+}
+
+/// One filter chain, mapped on its own; [`filter_chains::merge`] folds them together.
+fn chain(
+    ctx: &Ctx,
+    index: usize,
+    chain: &FilterChain,
+    listener_ip: Option<std::net::IpAddr>,
+) -> Result<Chain, XdsError> {
+    let path = format!("filter_chains[{index}]");
+    let mut chain = chain.clone();
+    chain.name.clear();
+    chain.metadata = None;
+    let matched = filter_chains::chain_match(
+        ctx,
+        &format!("{path}.filter_chain_match"),
+        chain.filter_chain_match.take(),
+    )?;
+    let filters = std::mem::take(&mut chain.filters);
+    let tls = match chain.transport_socket.take() {
+        Some(socket) => {
+            crate::tls_context::downstream(ctx, &format!("{path}.transport_socket"), &socket)?
+        }
+        None => None,
+    };
+    ctx.only_supported(&path, &chain)?;
+    let (filters, rds) = network_filters(ctx, &path, &filters, listener_ip)?;
+    Ok(Chain {
+        index,
+        matched,
+        tls,
+        filters,
+        rds,
+    })
+}
+
+/// A chain's network filters: RBAC filters, then the HTTP connection manager or the TCP
+/// proxy. Returns the listener's `http` or `tcp`, its `authorization`, and the routes it
+/// waits for.
+fn network_filters(
+    ctx: &Ctx,
+    chain_path: &str,
+    filters: &[Filter],
+    listener_ip: Option<std::net::IpAddr>,
+) -> Result<(Map<String, Value>, Option<RdsWait>), XdsError> {
+    let Some((terminal, before)) = filters.split_last() else {
+        return Err(ctx.error(
+            format!("{chain_path}.filters"),
+            "Sinew needs a network filter: the HTTP connection manager or the TCP proxy",
+        ));
+    };
+    let typed = |i: usize, f: &Filter| {
+        let path = format!("{chain_path}.filters[{i}]");
+        match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any)) => Ok((path, any.clone())),
+            _ => Err(ctx.error(format!("{path}.typed_config"), "is required")),
+        }
+    };
+    let mut policies = rbac::Policies::default();
+    let network_scope = rbac::Scope {
+        http: false,
+        listener_ip,
+    };
+    for (i, f) in before.iter().enumerate() {
+        let (path, any) = typed(i, f)?;
+        if any.type_url != rbac::NETWORK_TYPE_URL {
+            return Err(ctx.error(
+                path,
+                "only RBAC filters may come before the last network filter (the HTTP connection manager or the TCP proxy) in Sinew",
+            ));
+        }
+        rbac::map_network(
+            ctx,
+            &format!("{path}.typed_config"),
+            &any,
+            network_scope,
+            &mut policies,
+        )?;
+    }
+    let (path, typed) = typed(before.len(), terminal)?;
+    let mut out = Map::new();
+    let mut rds = None;
+    match typed.type_url.as_str() {
+        HCM => {
+            let hcm: HttpConnectionManager = decode(ctx, &path, &typed)?;
+            let http_scope = rbac::Scope {
+                http: true,
+                listener_ip,
+            };
+            let (http, names) = http_connection_manager(
+                ctx,
+                &format!("{path}.typed_config"),
+                hcm,
+                http_scope,
+                &mut policies,
+            )?;
+            out.insert("http".into(), http);
+            rds = names;
+        }
+        TCP_PROXY => {
+            let tcp: TcpProxy = decode(ctx, &path, &typed)?;
+            out.insert(
+                "tcp".into(),
+                tcp_proxy(ctx, &format!("{path}.typed_config"), tcp)?,
+            );
+        }
+        other => {
+            return Err(ctx.error(
+                format!("{path}.typed_config"),
+                format!("network filter {other:?} is not supported by Sinew (the last network filter is the HTTP connection manager or the TCP proxy)"),
+            ))
+        }
+    }
+    if let Some(authorization) = policies.into_authorization() {
+        out.insert("authorization".into(), authorization);
+    }
+    Ok((out, rds))
+}
+
 /// An RDS route configuration name, and how long a listener waits for it.
-type RdsWait = (String, Option<std::time::Duration>);
+pub(crate) type RdsWait = (String, Option<std::time::Duration>);
 
 /// The connection manager's JSON, and the route configuration it waits for.
 fn http_connection_manager(
     ctx: &Ctx,
     path: &str,
     mut hcm: HttpConnectionManager,
+    scope: rbac::Scope,
+    policies: &mut rbac::Policies,
 ) -> Result<(Value, Option<RdsWait>), XdsError> {
     let mut out = Map::new();
     hcm.stat_prefix.clear();
@@ -190,6 +303,17 @@ fn http_connection_manager(
                 }
                 continue;
             }
+            if any.type_url == rbac::HTTP_TYPE_URL {
+                if filter.disabled {
+                    // Enabled again only by a route's `RBACPerRoute`, which Sinew refuses.
+                    return Err(ctx.error(
+                        format!("{fpath}.disabled"),
+                        "is not supported by Sinew for rbac",
+                    ));
+                }
+                rbac::map_http(ctx, &format!("{fpath}.typed_config"), any, scope, policies)?;
+                continue;
+            }
             if any.type_url == jwt_authn::TYPE_URL {
                 if filter.disabled {
                     return Err(ctx.error(
@@ -222,7 +346,7 @@ fn http_connection_manager(
                 fpath,
                 format!(
                     "HTTP filter {:?} is not supported by Sinew (only local_ratelimit, \
-                     jwt_authn and the router are)",
+                     jwt_authn, rbac and the router are)",
                     filter.name
                 ),
             ));
@@ -254,6 +378,26 @@ fn http_connection_manager(
         }
         ctx.only_supported(format_args!("{path}.common_http_protocol_options"), &common)?;
     }
+    // Path normalisation, which path matching in routes and RBAC policies sees.
+    if let Some(normalize) = hcm.normalize_path.take() {
+        out.insert("normalize_path".into(), json!(normalize.value));
+    }
+    if std::mem::take(&mut hcm.merge_slashes) {
+        out.insert("merge_slashes".into(), json!(true));
+    }
+    let escaped = match std::mem::take(&mut hcm.path_with_escaped_slashes_action) {
+        0 | 1 => "KEEP_UNCHANGED",
+        2 => "REJECT_REQUEST",
+        3 => "UNESCAPE_AND_REDIRECT",
+        4 => "UNESCAPE_AND_FORWARD",
+        other => {
+            return Err(ctx.error(
+                format!("{path}.path_with_escaped_slashes_action"),
+                format!("{other} is not an action"),
+            ))
+        }
+    };
+    out.insert("path_with_escaped_slashes_action".into(), json!(escaped));
     if let Some(generate) = hcm.generate_request_id.take() {
         out.insert("generate_request_id".into(), json!(generate.value));
     }

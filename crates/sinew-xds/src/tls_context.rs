@@ -17,9 +17,9 @@ use serde_json::{json, Map, Value};
 use crate::convert::decode;
 use crate::{Ctx, XdsError};
 
-const DOWNSTREAM: &str =
+pub(crate) const DOWNSTREAM: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
-const UPSTREAM: &str =
+pub(crate) const UPSTREAM: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 const RAW_BUFFER: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";

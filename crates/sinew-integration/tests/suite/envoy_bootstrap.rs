@@ -328,3 +328,212 @@ async fn ads_bootstrap_is_steered_by_sinew_control() {
         "traffic never reached web through the xDS listener"
     );
 }
+
+/// A connection manager's inline routes: everything to the cluster `app`.
+const ROUTES_TO_APP: &str = r#"          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: app }
+"#;
+
+/// `static_resources.clusters` with the one static cluster `app` at `upstream`.
+fn app_cluster(upstream: SocketAddr) -> String {
+    format!(
+        "  clusters:\n  - name: app\n    type: STATIC\n    load_assignment:\n      cluster_name: app\n      \
+         endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]\n",
+        upstream.port()
+    )
+}
+
+/// An Envoy HTTP listener on `listener` routing everything to `upstream`, with the RBAC
+/// filter Istio would generate for "GET /public/* from anyone, and nothing with an
+/// `x-evil` header".
+fn rbac_bootstrap(listener: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          normalize_path: true
+          merge_slashes: true
+{ROUTES_TO_APP}          http_filters:
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: DENY
+                policies:
+                  no-evil:
+                    permissions: [{{ header: {{ name: x-evil, present_match: true }} }}]
+                    principals: [{{ any: true }}]
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  public-reads:
+                    permissions:
+                    - and_rules:
+                        rules:
+                        - header: {{ name: ":method", string_match: {{ exact: GET }} }}
+                        - url_path: {{ path: {{ prefix: /public/ }} }}
+                    principals:
+                    - direct_remote_ip: {{ address_prefix: 127.0.0.0, prefix_len: 8 }}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{cluster}"#,
+        lport = listener.port(),
+        cluster = app_cluster(upstream),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rbac_filter_in_a_bootstrap_allows_one_path_and_denies_another() {
+    let app = Upstream::start("app").await;
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = scratch("rbac.yaml");
+    std::fs::write(&file, rbac_bootstrap(listener, app.addr)).unwrap();
+    let _proxy = start(&file);
+    wait_for_port(listener).await;
+    let client = TestClient::http1();
+
+    let allowed = client.get(listener, "/public/page", &[]).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert_eq!(allowed.header("x-upstream"), Some("app"));
+    let denied = client.get(listener, "/private/page", &[]).await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.text(), "RBAC: access denied");
+    // The DENY filter wins over the ALLOW one, as a request must pass both in Envoy.
+    let evil = client
+        .get(listener, "/public/page", &[("x-evil", "1")])
+        .await;
+    assert_eq!(evil.status, 403);
+    // And from an outside client: a POST to the public path is not a GET.
+    let out = sinew_integration::shell(format!(
+        "curl -s -o /dev/null -w '%{{http_code}} ' http://{listener}/public/page; \
+         curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{listener}/public/page; \
+         curl -s -o /dev/null -w '%{{http_code}} ' --path-as-is 'http://{listener}/public/../private/x'; \
+         curl -s -o /dev/null -w '%{{http_code}}' --path-as-is 'http://{listener}//public//page'"
+    ))
+    .await;
+    assert_eq!(
+        out, "200 403 403 200",
+        "curl: GET, POST, a dot-dot escape (normalize_path), and doubled slashes (merge_slashes)"
+    );
+}
+
+/// A TLS transport socket whose certificate is the static secret `secret`.
+fn tls_chain(matched: &str, secret: &str) -> String {
+    format!(
+        r#"
+    - filter_chain_match: {matched}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificate_sds_secret_configs: [{{ name: {secret} }}]
+      filters: *filters"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_chains_by_server_name_serve_their_certificates_and_a_raw_buffer_chain_serves_plaintext(
+) {
+    use sinew_integration::tls_kit::{CertFiles, TestCa};
+    let ca = TestCa::new("envoy-sni");
+    // The chains' server names are not the certificates' names: the chain decides.
+    let alpha = ca.issue("alpha", &["alpha.internal"]);
+    let beta = ca.issue("beta", &["beta.internal"]);
+    let fallback = ca.issue("fallback", &["fallback.internal"]);
+    let app = Upstream::start("app").await;
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let secret = |name: &str, c: &CertFiles| {
+        format!(
+            "  - name: {name}\n    tls_certificate:\n      certificate_chain: {{ filename: '{}' }}\n      private_key: {{ filename: '{}' }}\n",
+            c.cert_path(),
+            c.key_path()
+        )
+    };
+    let text = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: gw
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
+    filter_chains:
+    - filter_chain_match: {{ transport_protocol: raw_buffer }}
+      filters: &filters
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: gw
+{ROUTES_TO_APP}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{a}{b}{d}
+{cluster}  secrets:
+{s1}{s2}{s3}"#,
+        lport = listener.port(),
+        cluster = app_cluster(app.addr),
+        a = tls_chain("{ server_names: [a.example] }", "alpha"),
+        b = tls_chain("{ server_names: [b.example, '*.b.example'] }", "beta"),
+        d = tls_chain("{ transport_protocol: tls }", "fallback"),
+        s1 = secret("alpha", &alpha),
+        s2 = secret("beta", &beta),
+        s3 = secret("fallback", &fallback),
+    );
+    let file = scratch("server-names.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let _proxy = start(&file);
+    wait_for_port(listener).await;
+
+    for (sni, cn) in [
+        ("a.example", "CN=alpha.internal"),
+        ("b.example", "CN=beta.internal"),
+        ("x.b.example", "CN=beta.internal"),
+        ("alpha.internal", "CN=fallback.internal"),
+        ("other.example", "CN=fallback.internal"),
+    ] {
+        let out = sinew_integration::shell(format!(
+            "(sleep 0.3) | timeout 10 openssl s_client -connect {listener} -servername {sni} -CAfile '{}' 2>&1",
+            ca.ca_path()
+        ))
+        .await;
+        let served = out
+            .lines()
+            .find_map(|l| l.strip_prefix("subject="))
+            .map(|s| s.trim().replace(" = ", "="))
+            .unwrap_or_else(|| format!("no certificate in: {out}"));
+        assert_eq!(served, cn, "SNI {sni}");
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    }
+    // TLS and plaintext on one port (the raw_buffer chain): HTTPS with SNI (-k: the
+    // chain, not the certificate, names a.example) and plain HTTP both reach the app.
+    let out = sinew_integration::shell(format!(
+        "curl -s -k -o /dev/null -w '%{{http_code}} ' --resolve a.example:{port}:127.0.0.1 https://a.example:{port}/; \
+         curl -s -o /dev/null -w '%{{http_code}}' http://{listener}/",
+        port = listener.port(),
+    ))
+    .await;
+    assert_eq!(
+        out, "200 200",
+        "HTTPS through the a.example chain, then plaintext"
+    );
+}

@@ -103,7 +103,7 @@ pub(crate) fn downstream_tls(
         };
         return Ok(Some(DownstreamTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
-            plaintext_allowed: false,
+            plaintext_allowed: t.allow_plaintext,
             local_uri_san: first_uri_san(&certs[0]),
             certs,
         }));
@@ -159,24 +159,37 @@ type NamedCert = (Vec<String>, Arc<RotatingCert>);
 fn listener_certificates(
     t: &sinew_config::model::ListenerTls,
 ) -> Result<Vec<NamedCert>, (String, String)> {
-    let mut files: Vec<(String, &str, &str, Option<&str>)> = Vec::new();
+    type Files<'a> = (
+        String,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a [String]>,
+    );
+    let mut files: Vec<Files> = Vec::new();
     if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
-        files.push(("tls".into(), cert, key, None));
+        files.push(("tls".into(), cert, key, None, None));
     }
     for (j, c) in t.certificates.iter().enumerate() {
         let path = format!("tls.certificates[{j}]");
-        files.push((path, &c.cert, &c.key, c.ocsp_staple.as_deref()));
+        let names = c.server_names.as_deref();
+        files.push((path, &c.cert, &c.key, c.ocsp_staple.as_deref(), names));
     }
     files
         .into_iter()
-        .map(|(path, cert, key, ocsp)| {
+        .map(|(path, cert, key, ocsp, server_names)| {
             let cert = RotatingCert::from_files_stapling(cert, key, ocsp)
                 .map_err(|e| e.field_and_message())
                 .map_err(|(f, m)| (format!("{path}.{f}"), m))?;
-            let names = cert
-                .leaf_identity()
-                .map(|id| id.dns_sans)
-                .unwrap_or_default();
+            // Names given in config (Envoy's filter-chain `server_names`) replace the
+            // leaf's: the chain, not the certificate, says which SNI it serves.
+            let names = match server_names {
+                Some(names) => names.to_vec(),
+                None => cert
+                    .leaf_identity()
+                    .map(|id| id.dns_sans)
+                    .unwrap_or_default(),
+            };
             Ok((names, cert))
         })
         .collect()

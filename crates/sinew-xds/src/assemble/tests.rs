@@ -230,7 +230,7 @@ fn an_unsupported_http_filter_is_refused_by_resource_and_field() {
     assert_eq!(
         err.to_string(),
         "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0]: \
-         HTTP filter \"envoy.filters.http.lua\" is not supported by Sinew (only local_ratelimit, jwt_authn and the router are)"
+         HTTP filter \"envoy.filters.http.lua\" is not supported by Sinew (only local_ratelimit, jwt_authn, rbac and the router are)"
     );
 }
 
@@ -247,7 +247,9 @@ fn a_field_that_would_change_behaviour_is_named_not_ignored() {
     let mut l = http_listener("web", "r", vec![router()]);
     l.filter_chains.push(l.filter_chains[0].clone());
     let err = Resources::default().listeners(change(vec![l])).unwrap_err();
-    assert_eq!(err.field, "filter_chains");
+    // Two chains that match the same connections: Envoy refuses them too.
+    assert_eq!(err.field, "filter_chains[1].filter_chain_match");
+    assert!(err.message.contains("both plaintext"), "{err}");
 }
 
 #[test]
