@@ -7,7 +7,8 @@
 //! Two shapes: keep-alive (one connection per worker, requests one after another), or
 //! `--close`, a new connection (and handshake) for each request with `Connection: close`.
 //! Over TLS (`--ca`) the client offers TLS 1.3 only and ALPN `http/1.1`; it resumes
-//! sessions only with `--resume` (tickets kept in memory), and it counts every handshake
+//! sessions only with `--resume`, each connection with the tickets of its own previous
+//! one (as many clients each resuming their own session), and it counts every handshake
 //! as full or resumed from what rustls reports, so the harness can check that a resumed
 //! run resumed and a full run did not. `--cert`/`--key` present a client certificate.
 
@@ -75,7 +76,8 @@ impl Counts {
 /// Runs the load and prints one line of JSON: requests, errors, the rate, and over TLS
 /// the handshakes counted as full and as resumed. Fails if no request succeeded.
 pub async fn run(options: Options<'_>) -> Result<(), String> {
-    let connector = options.tls.as_ref().map(connector).transpose()?;
+    let client_config = options.tls.as_ref().map(client_config).transpose()?;
+    let resume = options.tls.as_ref().is_some_and(|tls| tls.resume);
     let server_name = ServerName::IpAddress(options.connect.ip().into());
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.secs);
@@ -83,7 +85,7 @@ pub async fn run(options: Options<'_>) -> Result<(), String> {
     for _ in 0..options.conns.max(1) {
         let worker = Worker {
             connect: options.connect,
-            connector: connector.clone(),
+            connector: client_config.as_ref().map(|c| worker_connector(c, resume)),
             server_name: server_name.clone(),
             deadline,
         };
@@ -129,9 +131,9 @@ fn json_escape(text: &str) -> String {
         .collect()
 }
 
-/// TLS 1.3 only, ALPN `http/1.1`, the server verified against `tls.ca`; session
-/// resumption only if asked for.
-fn connector(tls: &Tls<'_>) -> Result<TlsConnector, String> {
+/// TLS 1.3 only, ALPN `http/1.1`, the server verified against `tls.ca`; no session
+/// resumption (each worker gets a store of its own when it resumes).
+fn client_config(tls: &Tls<'_>) -> Result<Arc<rustls::ClientConfig>, String> {
     let roots = sinew_tls::pem::load_roots(&tls.ca.to_string_lossy())?;
     let builder = rustls::ClientConfig::builder_with_provider(sinew_tls::pem::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -147,12 +149,21 @@ fn connector(tls: &Tls<'_>) -> Result<TlsConnector, String> {
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.resumption = if tls.resume {
-        Resumption::in_memory_sessions(1024)
-    } else {
-        Resumption::disabled()
-    };
-    Ok(TlsConnector::from(Arc::new(config)))
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// A worker's connector: with `resume`, a session store of its own, so that each worker
+/// resumes with the tickets its previous connection was sent. One store shared by all
+/// would not do: rustls keeps at most 8 TLS 1.3 tickets for a server, so with more
+/// workers than that some would find none and make a full handshake.
+fn worker_connector(config: &Arc<rustls::ClientConfig>, resume: bool) -> TlsConnector {
+    if !resume {
+        return TlsConnector::from(config.clone());
+    }
+    let mut own = (**config).clone();
+    own.resumption = Resumption::in_memory_sessions(1);
+    TlsConnector::from(Arc::new(own))
 }
 
 /// A connection, cleartext or TLS.
