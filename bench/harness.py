@@ -50,12 +50,22 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 UPSTREAM = {"http": 19000, "tcp": 19001, "tls": 19002}
 PORTS = {
     "direct": {"http": 19000, "h2c": 19000, "tls": 19002, "tcp": 19001},
-    "sinew": {"http": 19100, "h2c": 19100, "tls": 19101, "tcp": 19102},
-    "nginx": {"http": 19200, "h2c": 19203, "tls": 19201, "tcp": 19202},
-    "haproxy": {"http": 19300, "h2c": 19300, "tls": 19301, "tcp": 19302},
-    "sinew-resilience": {"http": 19400, "h2c": 19400, "tls": 19401, "tcp": 19402},
-    "sinew-nometrics": {"http": 19500, "h2c": 19500, "tls": 19501, "tcp": 19502},
-    "sinew-accesslog": {"http": 19600, "h2c": 19600, "tls": 19601, "tcp": 19602},
+    # tls-ecdsa, tls-rsa and mtls: the TLS scenarios' listeners (TLS_SCENARIOS), on the
+    # three proxies compared only.
+    "sinew": {"http": 19100, "h2c": 19100, "tls": 19101, "tcp": 19102,
+              "tls-ecdsa": 19103, "tls-rsa": 19104, "mtls": 19105},
+    "nginx": {"http": 19200, "h2c": 19203, "tls": 19201, "tcp": 19202,
+              "tls-ecdsa": 19204, "tls-rsa": 19205, "mtls": 19206},
+    "haproxy": {"http": 19300, "h2c": 19300, "tls": 19301, "tcp": 19302,
+                "tls-ecdsa": 19303, "tls-rsa": 19304, "mtls": 19305},
+    # The Sinew variants have the TLS listeners too, so that their configs differ from
+    # plain Sinew's only in what they are for; the TLS scenarios do not measure them.
+    "sinew-resilience": {"http": 19400, "h2c": 19400, "tls": 19401, "tcp": 19402,
+                         "tls-ecdsa": 19403, "tls-rsa": 19404, "mtls": 19405},
+    "sinew-nometrics": {"http": 19500, "h2c": 19500, "tls": 19501, "tcp": 19502,
+                        "tls-ecdsa": 19503, "tls-rsa": 19504, "mtls": 19505},
+    "sinew-accesslog": {"http": 19600, "h2c": 19600, "tls": 19601, "tcp": 19602,
+                        "tls-ecdsa": 19603, "tls-rsa": 19604, "mtls": 19605},
 }
 TARGETS = ["direct", "sinew", "nginx", "haproxy", "sinew-resilience", "sinew-nometrics",
            "sinew-accesslog"]
@@ -72,6 +82,19 @@ CERT = "examples/certs/server.crt"
 KEY = "examples/certs/server.key"
 # The CA that signed CERT, for clients that verify it (curl and hold in (h)).
 CA = "examples/certs/ca.crt"
+
+# The TLS scenarios' certificates, made by make_tls_certs() with openssl on the first run
+# and kept in the scratch dir: a CA (RSA 2048), an ECDSA P-256 and an RSA 2048 server
+# certificate for 127.0.0.1 signed by it, and an ECDSA P-256 client certificate for mTLS.
+TLS_CERTS = "bench/.run/certs"
+# The session cache every proxy keeps in the TLS scenarios: Sinew's default
+# (session_cache_size), HAProxy's tune.ssl.cachesize, and about what nginx's 1 MB shared
+# cache holds (4,000 sessions by its documentation).
+SESSION_CACHE = 4096
+# The TLS scenarios run on the three proxies compared, each with the same listeners.
+TLS_TARGETS = ("sinew", "nginx", "haproxy")
+# Concurrent connections of sinew-bench load in the TLS scenarios.
+TLS_CONNS = 50
 
 # (h-return): the burst, how long RSS is watched after it, and how close to idle it must come.
 RETURN_CONNS = 1000
@@ -102,7 +125,26 @@ SCENARIOS = {
     f"request and stay open (sinew-bench hold), and each second for {RETURN_SECS} s after the "
     "last of them closed",
     "a-all": "(a) with every proxy given all cores (2 workers/threads, not pinned)",
+    "tls-full-ecdsa": f"TLS 1.3 full handshakes, ECDSA P-256 certificate: a new connection and "
+    f"handshake for each request, resumption off in the client (sinew-bench load --close, "
+    f"{TLS_CONNS} connections); CPU per request is per handshake",
+    "tls-full-rsa": f"TLS 1.3 full handshakes, RSA 2048 certificate: a new connection and "
+    f"handshake for each request, resumption off in the client (sinew-bench load --close, "
+    f"{TLS_CONNS} connections); CPU per request is per handshake",
+    "tls-resumed-ecdsa": f"TLS 1.3 resumed handshakes (session tickets, PSK with ECDHE), ECDSA "
+    f"P-256 certificate: a new connection for each request, every one after each connection's "
+    f"first resuming (sinew-bench load --close --resume, {TLS_CONNS} connections; a run where "
+    f"fewer than 95% resumed fails)",
+    "tls-resumed-rsa": f"TLS 1.3 resumed handshakes, RSA 2048 certificate, as tls-resumed-ecdsa",
+    "mtls": f"keep-alive requests over mTLS: TLS 1.3, ECDSA P-256 server certificate, the client "
+    f"presents an ECDSA P-256 certificate the proxy verifies and requires (sinew-bench load, "
+    f"{TLS_CONNS} connections)",
+    "plain": f"keep-alive requests over cleartext HTTP/1.1, the same client as mtls "
+    f"(sinew-bench load, {TLS_CONNS} connections)",
 }
+# Run by `--scenarios tls`.
+TLS_SCENARIOS = ["tls-full-ecdsa", "tls-full-rsa", "tls-resumed-ecdsa", "tls-resumed-rsa",
+                 "mtls", "plain"]
 
 
 # --- configs -----------------------------------------------------------------------------
@@ -155,6 +197,7 @@ def sinew_config(resilience=False, metrics=True, access_log=False):
              if access_log else "Sinew's side of the benchmark" if metrics
              else "Sinew with metrics off (stats_config reject_all)")
     stats = "" if metrics else "stats_config: {stats_matcher: {reject_all: true}}\n"
+    tls_listeners = sinew_tls_listeners(p)
     return f"""# Generated by bench/harness.py: {title}. Do not edit by hand.
 # Request ids are off: nginx and HAProxy do not make them either.
 listeners:
@@ -175,7 +218,7 @@ listeners:
     tls:
       cert: {CERT}
       key: {KEY}
-    http: *http
+    http: *http{tls_listeners}
   - name: tcp
     address: 127.0.0.1:{p['tcp']}
     tcp:
@@ -188,6 +231,30 @@ clusters:
     connect_timeout: {CONNECT_TIMEOUT}
     endpoints: [{{address: 127.0.0.1:{UPSTREAM['tcp']}}}]{tcp_cluster}
 {stats}"""
+
+
+def sinew_tls_listeners(p):
+    """The TLS scenarios' listeners: tickets and the session cache as Sinew's defaults
+    (written out, so the config says what is compared), ALPN http/1.1 as for the others."""
+    def listener(name, port, kind, extra=""):
+        return f"""
+  - name: {name}
+    address: 127.0.0.1:{port}
+    tls:
+      cert: {TLS_CERTS}/{kind}.crt
+      key: {TLS_CERTS}/{kind}.key
+      min_version: TLSv1_2
+      max_version: TLSv1_3
+      session_tickets: true
+      session_cache_size: {SESSION_CACHE}
+      alpn: [http/1.1]{extra}
+    http: *http"""
+    mtls = f"""
+      client_ca: {TLS_CERTS}/ca.crt
+      require_client_certificate: true"""
+    return (listener("https-ecdsa", p["tls-ecdsa"], "ecdsa")
+            + listener("https-rsa", p["tls-rsa"], "rsa")
+            + listener("mtls", p["mtls"], "ecdsa", mtls))
 
 
 def nginx_config(workers):
@@ -226,6 +293,37 @@ http {{
     ssl_certificate_key ../../{KEY};
     location / {{ proxy_pass http://up; }}
   }}
+  # The TLS scenarios: tickets on (nginx's default), a shared session cache of about
+  # {SESSION_CACHE} sessions, TLS 1.2 and 1.3, ALPN http/1.1 (nginx's only, without http2).
+  server {{
+    listen 127.0.0.1:{p['tls-ecdsa']} ssl;
+    ssl_certificate ../../{TLS_CERTS}/ecdsa.crt;
+    ssl_certificate_key ../../{TLS_CERTS}/ecdsa.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets on;
+    ssl_session_cache shared:bench-ecdsa:1m;
+    location / {{ proxy_pass http://up; }}
+  }}
+  server {{
+    listen 127.0.0.1:{p['tls-rsa']} ssl;
+    ssl_certificate ../../{TLS_CERTS}/rsa.crt;
+    ssl_certificate_key ../../{TLS_CERTS}/rsa.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets on;
+    ssl_session_cache shared:bench-rsa:1m;
+    location / {{ proxy_pass http://up; }}
+  }}
+  server {{
+    listen 127.0.0.1:{p['mtls']} ssl;
+    ssl_certificate ../../{TLS_CERTS}/ecdsa.crt;
+    ssl_certificate_key ../../{TLS_CERTS}/ecdsa.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets on;
+    ssl_session_cache shared:bench-mtls:1m;
+    ssl_client_certificate ../../{TLS_CERTS}/ca.crt;
+    ssl_verify_client on;
+    location / {{ proxy_pass http://up; }}
+  }}
   # nginx 1.22 serves h2c (prior knowledge) only on a port of its own.
   server {{
     listen 127.0.0.1:{p['h2c']} http2;
@@ -257,6 +355,8 @@ global
   no strict-limits
   pidfile bench/.run/haproxy.pid
   tune.bufsize {int(BUFFER[:-1]) * 1024}
+  # The session cache of the TLS scenarios (TLS 1.2 session ids; the default is 20,000).
+  tune.ssl.cachesize {SESSION_CACHE}
   # Find the key beside the certificate as server.key.
   ssl-load-extra-del-ext
 defaults
@@ -271,6 +371,12 @@ defaults
 frontend http
   bind 127.0.0.1:{p['http']}
   bind 127.0.0.1:{p['tls']} ssl crt {CERT}
+  default_backend up
+# The TLS scenarios: tickets on (HAProxy's default), TLS 1.2 and 1.3, ALPN http/1.1.
+frontend tls
+  bind 127.0.0.1:{p['tls-ecdsa']} ssl crt {TLS_CERTS}/ecdsa.crt ssl-min-ver TLSv1.2 alpn http/1.1
+  bind 127.0.0.1:{p['tls-rsa']} ssl crt {TLS_CERTS}/rsa.crt ssl-min-ver TLSv1.2 alpn http/1.1
+  bind 127.0.0.1:{p['mtls']} ssl crt {TLS_CERTS}/ecdsa.crt ssl-min-ver TLSv1.2 alpn http/1.1 ca-file {TLS_CERTS}/ca.crt verify required
   default_backend up
 backend up
   server up1 127.0.0.1:{UPSTREAM['http']}
@@ -292,6 +398,35 @@ def write_configs():
     for name, text in files.items():
         with open(os.path.join(CONFIGS, name), "w") as f:
             f.write(text)
+
+
+def make_tls_certs():
+    """The TLS scenarios' certificates (TLS_CERTS), made with openssl unless they exist: a
+    CA (RSA 2048), server certificates for 127.0.0.1 and localhost with an ECDSA P-256 key
+    and with an RSA 2048 key, and a client certificate (ECDSA P-256) for mTLS."""
+    where = os.path.join(ROOT, TLS_CERTS)
+    made = ["ca.crt", "ecdsa.crt", "ecdsa.key", "rsa.crt", "rsa.key", "client.crt", "client.key"]
+    if all(os.path.exists(os.path.join(where, name)) for name in made):
+        return
+    os.makedirs(where, exist_ok=True)
+
+    def openssl(*args):
+        out = subprocess.run(["openssl", *args], cwd=where, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"openssl {' '.join(args)} failed: {out.stderr.strip()[:400]}")
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+            "/CN=Sinew bench CA", "-keyout", "ca.key", "-out", "ca.crt")
+    ecdsa = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    for name, key, usage in (("ecdsa", ecdsa, "serverAuth"), ("rsa", ["-newkey", "rsa:2048"], "serverAuth"),
+                             ("client", ecdsa, "clientAuth")):
+        openssl("req", *key, "-nodes", "-subj", f"/CN=sinew bench {name}", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr")
+        with open(os.path.join(where, f"{name}.ext"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                    f"extendedKeyUsage={usage}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -349,8 +484,8 @@ class Target:
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdout=log, stderr=log, env=env,
                                      start_new_session=True)
-        for kind in ("http", "tls", "tcp"):
-            wait_for_port(PORTS[self.name][kind], self.name)
+        for port in sorted(set(PORTS[self.name].values())):
+            wait_for_port(port, self.name)
         if self.name == "nginx":
             # The workers start after the master listens.
             deadline = time.time() + 5
@@ -528,6 +663,65 @@ def h2load(url, secs):
     }
 
 
+def bench_load(port, secs, close=False, tls=False, resume=False, client_cert=False):
+    """`sinew-bench load` against `port`: TLS_CONNS connections, keep-alive or (`close`) a
+    new connection for each request; over TLS 1.3 with `tls`, resuming sessions with
+    `resume`, presenting the client certificate with `client_cert`."""
+    cmd = [BENCH_TOOL, "load", "--connect", f"127.0.0.1:{port}", "--conns", str(TLS_CONNS),
+           "--secs", str(secs)]
+    if close:
+        cmd.append("--close")
+    if tls:
+        cmd += ["--ca", os.path.join(ROOT, TLS_CERTS, "ca.crt")]
+    if resume:
+        cmd.append("--resume")
+    if client_cert:
+        cmd += ["--cert", os.path.join(ROOT, TLS_CERTS, "client.crt"),
+                "--key", os.path.join(ROOT, TLS_CERTS, "client.key")]
+    data = json.loads(run_load(cmd, secs + 30))
+    result = {key: data[key] for key in ("requests", "rps", "errors", "full_handshakes",
+                                         "resumed_handshakes", "negotiated")}
+    handshakes = data["full_handshakes"] + data["resumed_handshakes"]
+    if handshakes:
+        result["resumed_share"] = data["resumed_handshakes"] / handshakes
+    if data["errors"]:
+        result["first_error"] = data["first_error"]
+    return result
+
+
+# The share of handshakes a resumed run must have resumed: each connection's first is full.
+MIN_RESUMED_SHARE = 0.95
+
+
+def check_handshakes(scenario, result):
+    """A full-handshake run must not have resumed, and a resumed one must have: else its
+    figures measure something else, and the run fails with the counts."""
+    full, resumed = result["full_handshakes"], result["resumed_handshakes"]
+    if scenario.startswith("tls-full") and resumed:
+        raise RuntimeError(f"{resumed} of {full + resumed} handshakes resumed in a full-handshake run")
+    if scenario.startswith("tls-resumed") and result.get("resumed_share", 0) < MIN_RESUMED_SHARE:
+        raise RuntimeError(f"only {resumed} of {full + resumed} handshakes resumed (less than "
+                           f"{MIN_RESUMED_SHARE:.0%})")
+    return result
+
+
+def openssl_resumes(port):
+    """Whether an OpenSSL client resumes with the ticket of its first connection to `port`
+    (openssl s_client -sess_out, then -sess_in): a check of the proxy's resumption from a
+    client other than the load's. Each connection makes one request and reads the reply,
+    so the TLS 1.3 tickets that come after the handshake are in."""
+    session = os.path.join(RUN_DIR, f"session-{port}.pem")
+    request = "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    outputs = []
+    for flag in ("-sess_out", "-sess_in"):
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                              "-CAfile", os.path.join(ROOT, TLS_CERTS, "ca.crt"), "-ign_eof",
+                              flag, session], input=request, capture_output=True, text=True,
+                             timeout=10)
+        outputs.append(out.stdout)
+    return "Reused, TLSv1.3" in outputs[1] and "New, TLSv1.3" in outputs[0]
+
+
 def tcp_read(port, secs):
     out = run_load([BENCH_TOOL, "tcp-read", "--connect", f"127.0.0.1:{port}", "--secs", str(secs)],
                    secs + 30)
@@ -582,6 +776,15 @@ def scenario_action(scenario, target, secs, rate=None):
         return lambda: wrk(f"https://127.0.0.1:{ports['tls']}/", secs, 50)
     if scenario == "g":
         return lambda: tcp_read(ports["tcp"], secs)
+    if scenario.startswith(("tls-full-", "tls-resumed-")):
+        port = ports["tls-ecdsa" if scenario.endswith("ecdsa") else "tls-rsa"]
+        resume = scenario.startswith("tls-resumed-")
+        return lambda: check_handshakes(scenario, bench_load(port, secs, close=True, tls=True,
+                                                             resume=resume))
+    if scenario == "mtls":
+        return lambda: bench_load(ports["mtls"], secs, tls=True, client_cert=True)
+    if scenario == "plain":
+        return lambda: bench_load(ports["http"], secs)
     raise ValueError(scenario)
 
 
@@ -611,18 +814,26 @@ def run_scenarios(scenarios, targets, args, results):
                 print("(b) needs (a) for its rate; skipped", file=sys.stderr)
                 continue
             rate = int(min(maxima) / 2)
-        runs = {t.name: [] for t in targets}
+        # The TLS scenarios' listeners are on the three proxies compared only.
+        measured = [t for t in targets if scenario not in TLS_SCENARIOS or t.name in TLS_TARGETS]
+        runs = {t.name: [] for t in measured}
         print(f"({scenario}) {SCENARIOS[scenario]}", flush=True)
         # Warm every target once (pools, caches, TLS session state off), then interleave
         # the repetitions so that drift in the machine spreads over all targets.
-        for target in targets:
+        for target in measured:
             measure_once(scenario, target, args, rate, warm=True)
         for _ in range(args.runs):
-            for target in targets:
+            for target in measured:
                 result = measure_once(scenario, target, args, rate)
                 runs[target.name].append(result)
                 print(f"    {target.name:8} {summary_line(scenario, result)}", flush=True)
         results[scenario] = {"description": SCENARIOS[scenario], "runs": runs}
+        if scenario.startswith("tls-resumed-"):
+            kind = "tls-ecdsa" if scenario.endswith("ecdsa") else "tls-rsa"
+            results[scenario]["openssl_s_client_resumes"] = {
+                t.name: openssl_resumes(PORTS[t.name][kind]) for t in measured}
+            print(f"    openssl s_client resumes: {results[scenario]['openssl_s_client_resumes']}",
+                  flush=True)
         if rate:
             results[scenario]["rate"] = rate
 
@@ -660,6 +871,9 @@ def summary_line(scenario, r):
     if "cpu_s_per_gb" in r:
         parts.append(f"{r['cpu_s_per_gb']:.3f} s CPU/GB (user {r['user_s_per_gb']:.3f}, "
                      f"sys {r['sys_s_per_gb']:.3f})")
+    if "resumed_share" in r:
+        parts.append(f"{r['resumed_handshakes']:,} of {r['full_handshakes'] + r['resumed_handshakes']:,} "
+                     f"handshakes resumed")
     if r.get("errors") or r.get("socket_errors"):
         parts.append(f"errors {r.get('errors', 0)} socket {r.get('socket_errors', 0)}")
     return ", ".join(parts)
@@ -866,6 +1080,9 @@ COLUMNS = {
     "f2": [("rps", "req/s", "{:,.0f}", True), ("p99_ms", "p99 ms", "{:.2f}", False)],
     "g": [("gb_per_s", "GB/s", "{:.2f}", True)],
     "a-all": [("rps", "req/s", "{:,.0f}", True), ("p99_ms", "p99 ms", "{:.2f}", False)],
+    "tls-full-ecdsa": [("rps", "handshakes/s", "{:,.0f}", True),
+                       ("resumed_share", "resumed", "{:.1%}", False)],
+    "mtls": [("rps", "req/s", "{:,.0f}", True), ("errors", "errors", "{:,.0f}", False)],
     "h": [("idle_rss_mb", "idle RSS MB", "{:.2f}", False),
           ("held_rss_mb", "RSS with N conns, MB", "{:.1f}", False),
           ("kb_per_conn", "KB per idle conn", "{:.2f}", False),
@@ -876,6 +1093,10 @@ COLUMNS = {
                  ("after_rss_mb", f"RSS {RETURN_SECS} s after, MB", "{:.2f}", False),
                  ("returned_mb", "after − idle, MB", "{:+.2f}", False)],
 }
+for _like, _scenarios in (("tls-full-ecdsa", ("tls-full-rsa", "tls-resumed-ecdsa", "tls-resumed-rsa")),
+                          ("mtls", ("plain",))):
+    for _scenario in _scenarios:
+        COLUMNS[_scenario] = COLUMNS[_like]
 # The scenarios whose tables are memory only: no load, so no CPU figures.
 MEMORY_ONLY = ("h", "h-return")
 EFFICIENCY = [("cpu_us_per_request", "CPU µs/req", "{:.1f}", False),
@@ -1045,6 +1266,40 @@ def targets_section(results):
     return "\n".join(out)
 
 
+def tls_section(results):
+    """Issue 19's TLS figures, from the medians: CPU per full and per resumed handshake
+    against nginx's (the goal: full handshakes well ahead of nginx's, resumed ones cheaper
+    than nginx's), and what mTLS costs each proxy against cleartext keep-alive."""
+    out = []
+
+    def med(scenario, target, key):
+        return median_of(results.get(scenario, {}).get("runs", {}).get(target, []), key)
+
+    for scenario, what in (("tls-full-ecdsa", "full handshake, ECDSA P-256"),
+                           ("tls-full-rsa", "full handshake, RSA 2048"),
+                           ("tls-resumed-ecdsa", "resumed handshake, ECDSA P-256 certificate"),
+                           ("tls-resumed-rsa", "resumed handshake, RSA 2048 certificate")):
+        s, n, h = (med(scenario, t, "cpu_us_per_request") for t in TLS_TARGETS)
+        if s is None or n is None:
+            continue
+        rates = ", ".join(f"{name} {med(scenario, t, 'rps'):,.0f}/s" for name, t in
+                          (("Sinew", "sinew"), ("nginx", "nginx"), ("HAProxy", "haproxy"))
+                          if med(scenario, t, "rps") is not None)
+        haproxy = f", HAProxy {h:.1f} µs" if h is not None else ""
+        goal = "well ahead of nginx's" if "full" in scenario else "less than nginx's"
+        out.append(f"- ({scenario}) CPU per {what}: Sinew {s:.1f} µs, nginx {n:.1f} µs{haproxy}; "
+                   f"Sinew/nginx {s / n:.2f}× ({rates}); goal {goal}: {verdict(s < n)}.")
+    for t, name in (("sinew", "Sinew"), ("nginx", "nginx"), ("haproxy", "HAProxy")):
+        m_rps, p_rps = med("mtls", t, "rps"), med("plain", t, "rps")
+        m_cpu, p_cpu = med("mtls", t, "cpu_us_per_request"), med("plain", t, "cpu_us_per_request")
+        if None in (m_rps, p_rps, m_cpu, p_cpu):
+            continue
+        out.append(f"- (mtls/plain) {name}, keep-alive: {m_rps:,.0f} req/s over mTLS against "
+                   f"{p_rps:,.0f} in cleartext = {m_rps / p_rps:.2f}×; CPU per request {m_cpu:.1f} "
+                   f"against {p_cpu:.1f} µs = {m_cpu / p_cpu:.2f}×.")
+    return "\n".join(out)
+
+
 def machine_info():
     def first_line(cmd):
         try:
@@ -1116,8 +1371,16 @@ def write_report(results, machine, args, path):
         "",
         targets_section(results) or "(not all the scenarios needed ran)",
         "",
-        "## Scenarios",
     ]
+    tls = tls_section(results)
+    if tls:
+        lines += ["## TLS (issue 19)", "",
+                  "Sinew, nginx and HAProxy each with the same listeners (`--scenarios tls`): "
+                  "session tickets on and a session cache of about "
+                  f"{SESSION_CACHE:,} sessions, TLS 1.2 and 1.3, ALPN http/1.1; the client "
+                  "(`sinew-bench load`) offers TLS 1.3 only and counts each handshake as full "
+                  "or resumed.", "", tls, ""]
+    lines += ["## Scenarios"]
     for scenario in SCENARIOS:
         if scenario not in results:
             continue
@@ -1137,22 +1400,39 @@ def write_report(results, machine, args, path):
 
 # --- main --------------------------------------------------------------------------------
 
+DEFAULT_SCENARIOS = ["a", "b", "c", "d", "e", "f1", "f2", "g", "h", "h-return", "a-all"] + TLS_SCENARIOS
+
+
+def expand_scenarios(text):
+    """The scenarios of a comma-separated list, `tls` standing for TLS_SCENARIOS, each once
+    in the order given."""
+    chosen = []
+    for name in (s for s in text.split(",") if s):
+        for scenario in TLS_SCENARIOS if name == "tls" else [name]:
+            if scenario not in chosen:
+                chosen.append(scenario)
+    return chosen
+
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one short run of each measurement, no BENCHMARKS.md")
-    parser.add_argument("--scenarios", default="a,b,c,d,e,f1,f2,g,h,h-return,a-all",
-                        help="comma-separated scenarios to run (default: all)")
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                        help="comma-separated scenarios to run (default: all); `tls` stands "
+                        "for " + ",".join(TLS_SCENARIOS))
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 3)")
     parser.add_argument("--secs", type=int, help="seconds per measurement (default 10)")
     parser.add_argument("--idle-conns", type=int, help="idle connections in (h) (default 10000)")
+    parser.add_argument("--report", help="where the tables go (default: BENCHMARKS.md, or "
+                        "bench/.run/quick.md with --quick)")
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.secs = args.secs or (2 if args.quick else 10)
     args.idle_conns = args.idle_conns or (2000 if args.quick else 10000)
-    scenarios = [s for s in args.scenarios.split(",") if s]
+    scenarios = expand_scenarios(args.scenarios)
     for s in scenarios:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
@@ -1168,6 +1448,8 @@ def main():
     os.makedirs(RUN_DIR, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
     write_configs()
+    # Every proxy's config names them, so they must exist whatever runs.
+    make_tls_certs()
     busy = [p for ports in PORTS.values() for p in ports.values() if not port_is_free(p)]
     if busy:
         raise SystemExit(f"ports {sorted(set(busy))} are in use: is another bench/run going?")
@@ -1189,13 +1471,14 @@ def main():
         os.killpg(upstream.pid, signal.SIGTERM)
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    kind = "quick" if args.quick else "full"
+    kind = "quick" if args.quick else "full" if set(DEFAULT_SCENARIOS) <= set(scenarios) else "partial"
     # Quick runs are for development and stay out of the repository.
     args.json_path = os.path.join(RESULTS if not args.quick else RUN_DIR, f"{stamp}-{kind}.json")
     with open(args.json_path, "w") as f:
         json.dump({"machine": machine, "args": {k: v for k, v in vars(args).items() if k != "json_path"},
                    "results": results}, f, indent=1)
-    report = os.path.join(ROOT, "BENCHMARKS.md") if not args.quick else os.path.join(RUN_DIR, "quick.md")
+    report = args.report or (os.path.join(ROOT, "BENCHMARKS.md") if not args.quick
+                             else os.path.join(RUN_DIR, "quick.md"))
     write_report(results, machine, args, report)
     print(f"\nraw results: {os.path.relpath(args.json_path, ROOT)}; tables: {os.path.relpath(report, ROOT)}")
     print(targets_section(results))

@@ -152,7 +152,8 @@ class Report(unittest.TestCase):
         ports = harness.PORTS
         same = off.replace(str(ports["sinew-nometrics"]["http"]), str(ports["sinew"]["http"]))
         same = same.replace(str(ports["sinew-nometrics"]["tls"]), str(ports["sinew"]["tls"]))
-        same = same.replace(str(ports["sinew-nometrics"]["tcp"]), str(ports["sinew"]["tcp"]))
+        for kind in ("tcp", "tls-ecdsa", "tls-rsa", "mtls"):
+            same = same.replace(str(ports["sinew-nometrics"][kind]), str(ports["sinew"][kind]))
         same = same.replace("stats_config: {stats_matcher: {reject_all: true}}\n", "")
         self.assertEqual(same.splitlines()[1:], on.splitlines()[1:])
 
@@ -464,6 +465,124 @@ class MemoryRuns(unittest.TestCase):
             data = harness.run_memory_return(args, ["direct", "sinew", "sinew-resilience", "haproxy"])
         self.assertEqual(started, [("sinew", 2), ("haproxy", 2)])
         self.assertEqual((data["conns"], data["secs"]), (1000, 30))
+
+
+# One line of `sinew-bench load` as it prints it.
+LOAD = {"requests": 20000, "errors": 2, "secs": 5.001, "rps": 3999.2, "full_handshakes": 50,
+        "resumed_handshakes": 19952, "negotiated": "TLS13_AES_256_GCM_SHA384 X25519",
+        "first_error": "reading the response: unexpected end of file"}
+
+
+class TlsScenarios(unittest.TestCase):
+    def test_load_passes_the_scenario_flags_and_reads_the_counts(self):
+        with mock.patch.object(harness, "run_load", return_value=json.dumps(LOAD)) as run:
+            r = harness.bench_load(19103, 5, close=True, tls=True, resume=True)
+        cmd = run.call_args[0][0]
+        self.assertEqual(cmd[:4], [harness.BENCH_TOOL, "load", "--connect", "127.0.0.1:19103"])
+        for flag in ("--close", "--ca", "--resume"):
+            self.assertIn(flag, cmd)
+        self.assertNotIn("--cert", cmd)
+        self.assertEqual((r["requests"], r["errors"], r["resumed_handshakes"]), (20000, 2, 19952))
+        self.assertAlmostEqual(r["resumed_share"], 19952 / 20002)
+        self.assertIn("unexpected end", r["first_error"])
+        with mock.patch.object(harness, "run_load", return_value=json.dumps(LOAD)) as run:
+            harness.bench_load(19105, 5, tls=True, client_cert=True)
+        cmd = run.call_args[0][0]
+        self.assertIn("--cert", cmd)
+        self.assertNotIn("--close", cmd)
+        self.assertNotIn("--resume", cmd)
+
+    def test_a_run_that_contradicts_its_scenario_fails(self):
+        check = harness.check_handshakes
+        full = {"full_handshakes": 1000, "resumed_handshakes": 0}
+        self.assertIs(check("tls-full-rsa", full), full)
+        with self.assertRaisesRegex(RuntimeError, "1 of 1001 handshakes resumed"):
+            check("tls-full-rsa", {"full_handshakes": 1000, "resumed_handshakes": 1})
+        resumed = {"full_handshakes": 50, "resumed_handshakes": 950, "resumed_share": 0.95}
+        self.assertIs(check("tls-resumed-ecdsa", resumed), resumed)
+        with self.assertRaisesRegex(RuntimeError, "only 900 of 1000"):
+            check("tls-resumed-ecdsa", {"full_handshakes": 100, "resumed_handshakes": 900,
+                                        "resumed_share": 0.9})
+        with self.assertRaises(RuntimeError):  # no handshake at all
+            check("tls-resumed-ecdsa", {"full_handshakes": 0, "resumed_handshakes": 0})
+
+    def test_tls_stands_for_the_six_scenarios_once_each(self):
+        self.assertEqual(harness.expand_scenarios("a,tls,plain,f1"),
+                         ["a"] + harness.TLS_SCENARIOS + ["f1"])
+        for scenario in harness.TLS_SCENARIOS:
+            self.assertIn(scenario, harness.SCENARIOS)
+            self.assertIn(scenario, harness.COLUMNS)
+            self.assertIn(scenario, harness.DEFAULT_SCENARIOS)
+
+    def test_every_proxy_has_the_same_tls_listeners(self):
+        for name in harness.PROXIES:
+            ports = harness.PORTS[name]
+            config = harness.sinew_config(*{"sinew": (), "sinew-resilience": (True,),
+                                            "sinew-nometrics": (False, False),
+                                            "sinew-accesslog": (False, True, True)}[name]) \
+                if name.startswith("sinew") else harness.nginx_config(1) if name == "nginx" \
+                else harness.haproxy_config(1)
+            for kind in ("tls-ecdsa", "tls-rsa", "mtls"):
+                self.assertIn(f"127.0.0.1:{ports[kind]}", config, (name, kind))
+        sinew = harness.sinew_config()
+        self.assertIn("session_tickets: true", sinew)
+        self.assertEqual(sinew.count(f"session_cache_size: {harness.SESSION_CACHE}"), 3)
+        self.assertIn("require_client_certificate: true", sinew)
+        nginx = harness.nginx_config(1)
+        self.assertEqual(nginx.count("ssl_session_tickets on;"), 3)
+        self.assertEqual(nginx.count("ssl_verify_client on;"), 1)
+        haproxy = harness.haproxy_config(1)
+        self.assertIn(f"tune.ssl.cachesize {harness.SESSION_CACHE}", haproxy)
+        self.assertIn("verify required", haproxy)
+        self.assertNotIn("no-tls-tickets", haproxy)
+
+    def test_tls_scenarios_run_on_sinew_nginx_and_haproxy_only_and_check_with_openssl(self):
+        class FakeTarget:
+            def __init__(self, name):
+                self.name = name
+
+        targets = [FakeTarget(n) for n in ("direct", "sinew", "nginx", "haproxy", "sinew-resilience")]
+        measured = []
+
+        def measure_once(scenario, target, args, rate, warm=False):
+            if not warm:
+                measured.append((scenario, target.name))
+            return {"rps": 1.0}
+
+        checked = []
+        results = {}
+        with mock.patch.object(harness, "measure_once", measure_once), \
+                mock.patch.object(harness, "openssl_resumes", lambda port: checked.append(port) or True), \
+                mock.patch("builtins.print"):
+            harness.run_scenarios(["a", "tls-resumed-rsa"], targets, mock.Mock(runs=1), results)
+        self.assertEqual([t for s, t in measured if s == "a"],
+                         ["direct", "sinew", "nginx", "haproxy", "sinew-resilience"])
+        self.assertEqual([t for s, t in measured if s == "tls-resumed-rsa"], ["sinew", "nginx", "haproxy"])
+        self.assertEqual(checked, [harness.PORTS[n]["tls-rsa"] for n in ("sinew", "nginx", "haproxy")])
+        self.assertEqual(results["tls-resumed-rsa"]["openssl_s_client_resumes"],
+                         {"sinew": True, "nginx": True, "haproxy": True})
+        self.assertNotIn("openssl_s_client_resumes", results["a"])
+
+    def test_the_tls_section_compares_handshakes_with_nginx_and_mtls_with_cleartext(self):
+        def runs(s, n, h):
+            return {"runs": {"sinew": [{"cpu_us_per_request": s, "rps": 4000.0}],
+                             "nginx": [{"cpu_us_per_request": n, "rps": 2000.0}],
+                             "haproxy": [{"cpu_us_per_request": h, "rps": 1000.0}]}}
+        results = {"tls-full-rsa": runs(240.0, 600.0, 700.0),
+                   "tls-resumed-ecdsa": runs(200.0, 180.0, 190.0),
+                   "mtls": {"runs": {"sinew": [{"rps": 45000.0, "cpu_us_per_request": 18.0}]}},
+                   "plain": {"runs": {"sinew": [{"rps": 60000.0, "cpu_us_per_request": 15.0}]}}}
+        lines = harness.tls_section(results).splitlines()
+        self.assertEqual(lines[0], "- (tls-full-rsa) CPU per full handshake, RSA 2048: Sinew 240.0 µs, "
+                         "nginx 600.0 µs, HAProxy 700.0 µs; Sinew/nginx 0.40× (Sinew 4,000/s, nginx "
+                         "2,000/s, HAProxy 1,000/s); goal well ahead of nginx's: met.")
+        self.assertTrue(lines[1].startswith("- (tls-resumed-ecdsa) CPU per resumed handshake"), lines)
+        self.assertTrue(lines[1].endswith("Sinew/nginx 1.11× (Sinew 4,000/s, nginx 2,000/s, HAProxy "
+                                          "1,000/s); goal less than nginx's: not met."), lines[1])
+        self.assertEqual(lines[2], "- (mtls/plain) Sinew, keep-alive: 45,000 req/s over mTLS against "
+                         "60,000 in cleartext = 0.75×; CPU per request 18.0 against 15.0 µs = 1.20×.")
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(harness.tls_section({"a": {"runs": {}}}), "")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ async fn request_once<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Resul
 }
 
 /// Whether `response` holds a whole 200 response with a Content-Length body.
-fn response_complete(response: &[u8]) -> Result<bool, String> {
+pub(crate) fn response_complete(response: &[u8]) -> Result<bool, String> {
     let Some(head_end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(false);
     };

@@ -7,8 +7,12 @@
 //! - `hold` opens many keep-alive connections (cleartext or TLS), makes one request on
 //!   each, and keeps them open until its standard input closes, so the harness can read a
 //!   proxy's RSS meanwhile.
+//! - `load` sends GETs over keep-alive connections or a new connection each, in cleartext
+//!   or TLS 1.3, with session resumption on or off and an optional client certificate,
+//!   and counts full and resumed handshakes (the TLS scenarios).
 
 mod hold;
+mod load;
 mod tcp;
 mod upstream;
 
@@ -68,6 +72,32 @@ enum Command {
         #[arg(long, requires = "tls")]
         ca: Option<PathBuf>,
     },
+    /// GETs to `--connect` over `--conns` connections for `--secs` seconds, each as soon as
+    /// the last response is in; print JSON (requests, errors, full and resumed handshakes).
+    Load {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 50)]
+        conns: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// A new connection for each request (`Connection: close`), so over TLS a new
+        /// handshake for each.
+        #[arg(long)]
+        close: bool,
+        /// Talk TLS 1.3 (ALPN http/1.1), verifying the server against this PEM CA bundle;
+        /// the certificate must name the IP address of --connect.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Resume TLS sessions with the server's tickets; without it every handshake is full.
+        #[arg(long, requires = "ca")]
+        resume: bool,
+        /// A client certificate chain (PEM) to present; needs --key.
+        #[arg(long, requires_all = ["ca", "key"])]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +126,30 @@ fn main() -> std::process::ExitCode {
                 tls,
                 ca,
             } => hold::run(connect, conns, ca.as_deref().filter(|_| tls)).await,
+            Command::Load {
+                connect,
+                conns,
+                secs,
+                close,
+                ca,
+                resume,
+                cert,
+                key,
+            } => {
+                let tls = ca.as_deref().map(|ca| load::Tls {
+                    ca,
+                    client_cert: cert.as_deref().zip(key.as_deref()),
+                    resume,
+                });
+                load::run(load::Options {
+                    connect,
+                    conns,
+                    secs,
+                    close,
+                    tls,
+                })
+                .await
+            }
         }
     });
     match result {

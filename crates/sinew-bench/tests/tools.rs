@@ -268,3 +268,167 @@ fn hold_wants_tls_and_ca_together() {
         "{out:?}"
     );
 }
+
+/// Runs `load` with `args`; its exit status, its JSON line and its stderr.
+fn load(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = tool().arg("load").args(args).output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn count(json: &str, key: &str) -> u64 {
+    field(json, key)
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {json}: {e}"))
+}
+
+#[test]
+fn load_counts_requests_over_keep_alive_cleartext() {
+    let upstream = start_upstream();
+    let (status, json, stderr) =
+        load(&["--connect", &upstream.http, "--conns", "4", "--secs", "0.3"]);
+    assert!(status.success(), "{stderr}");
+    assert!(count(&json, "requests") > 100, "{json}");
+    assert_eq!(count(&json, "errors"), 0, "{json}");
+    assert_eq!(count(&json, "full_handshakes"), 0, "{json}");
+}
+
+#[test]
+fn load_resumes_tls_sessions_only_when_asked_and_counts_each_kind() {
+    let upstream = start_upstream();
+    let ca = certs().join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let base = [
+        "--connect",
+        &upstream.tls,
+        "--conns",
+        "4",
+        "--secs",
+        "0.5",
+        "--close",
+        "--ca",
+        ca,
+    ];
+
+    // Resumption off: every request had a full handshake of its own.
+    let (status, json, stderr) = load(&base);
+    assert!(status.success(), "{stderr}");
+    let requests = count(&json, "requests");
+    assert!(requests > 20, "{json}");
+    assert_eq!(count(&json, "errors"), 0, "{json}");
+    assert_eq!(count(&json, "resumed_handshakes"), 0, "{json}");
+    assert_eq!(count(&json, "full_handshakes"), requests, "{json}");
+    assert!(field(&json, "negotiated").starts_with("TLS13_"), "{json}");
+
+    // Resumption on: the upstream (rustls, a session cache) resumes all but each
+    // connection's first few.
+    let mut resuming = base.to_vec();
+    resuming.push("--resume");
+    let (status, json, stderr) = load(&resuming);
+    assert!(status.success(), "{stderr}");
+    let (full, resumed) = (
+        count(&json, "full_handshakes"),
+        count(&json, "resumed_handshakes"),
+    );
+    assert_eq!(full + resumed, count(&json, "requests"), "{json}");
+    assert!(resumed > 20 && full <= 8, "{json}");
+
+    // A server certificate the CA did not sign: every handshake fails, and the tool says so.
+    let stranger = certs().join("server.crt");
+    let mut untrusted = base.to_vec();
+    untrusted[8] = stranger.to_str().unwrap();
+    let (status, json, stderr) = load(&untrusted);
+    assert!(!status.success());
+    assert_eq!(count(&json, "requests"), 0, "{json}");
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
+}
+
+/// A TLS server on 127.0.0.1 that requires a client certificate signed by the example
+/// CA and answers every GET on a kept-alive connection; it counts the connections whose
+/// client presented one.
+fn mtls_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = certs();
+    let pem = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let provider = sinew_tls::pem::provider();
+    let roots = sinew_tls::pem::parse_roots(&pem("ca.crt"), "ca").unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            sinew_tls::pem::parse_certs(&pem("server.crt"), "cert").unwrap(),
+            sinew_tls::pem::parse_key(&pem("server.key"), "key").unwrap(),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let with_cert = Arc::new(AtomicUsize::new(0));
+    let seen = with_cert.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, seen) = (config.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = [0u8; 1024];
+                let mut counted = false;
+                while let Ok(n) = tls.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if !counted && tls.conn.peer_certificates().is_some() {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        counted = true;
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                        && tls
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, with_cert)
+}
+
+#[test]
+fn load_presents_its_client_certificate_when_given_one() {
+    use std::sync::atomic::Ordering;
+    let (addr, with_cert) = mtls_server();
+    let ca = certs().join("ca.crt");
+    let client_cert = certs().join("mesh-web.crt");
+    let client_key = certs().join("mesh-web.key");
+    let mut args = vec!["--connect", &addr, "--conns", "2", "--secs", "0.3"];
+    args.extend(["--ca", ca.to_str().unwrap()]);
+
+    // Without a certificate the server refuses every handshake.
+    let (status, json, _) = load(&args);
+    assert!(!status.success());
+    assert_eq!(count(&json, "requests"), 0, "{json}");
+    assert_eq!(with_cert.load(Ordering::SeqCst), 0);
+
+    args.extend(["--cert", client_cert.to_str().unwrap()]);
+    args.extend(["--key", client_key.to_str().unwrap()]);
+    let (status, json, stderr) = load(&args);
+    assert!(status.success(), "{stderr}");
+    assert!(count(&json, "requests") > 10, "{json}");
+    assert_eq!(count(&json, "errors"), 0, "{json}");
+    // Keep-alive: two connections, two handshakes, each with the client's certificate.
+    assert_eq!(count(&json, "full_handshakes"), 2, "{json}");
+    assert_eq!(with_cert.load(Ordering::SeqCst), 2);
+}

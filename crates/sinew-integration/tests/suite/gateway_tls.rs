@@ -9,6 +9,12 @@ use std::net::SocketAddr;
 
 /// A gateway listener with several certificates; `extra` is spliced into its `tls`.
 async fn gateway(ca: &TestCa, certs: &[&CertFiles], extra: &str, up: &Upstream) -> TestProxy {
+    let _ = ca;
+    TestProxy::start(&gateway_yaml(certs, extra, up)).await
+}
+
+/// The config of [`gateway`].
+fn gateway_yaml(certs: &[&CertFiles], extra: &str, up: &Upstream) -> String {
     let list: String = certs
         .iter()
         .map(|c| {
@@ -19,8 +25,7 @@ async fn gateway(ca: &TestCa, certs: &[&CertFiles], extra: &str, up: &Upstream) 
             )
         })
         .collect();
-    let _ = ca;
-    TestProxy::start(&format!(
+    format!(
         "
 listeners:
   - name: gw
@@ -40,8 +45,7 @@ clusters:
     endpoints: [{{address: {}}}]
 ",
         up.addr
-    ))
-    .await
+    )
 }
 
 /// Runs `openssl s_client` with `args` against `addr` (off the test's runtime, where
@@ -194,5 +198,48 @@ async fn an_ocsp_response_file_is_stapled_to_the_handshake() {
         out.contains("OCSP Response Status: unauthorized (0x6)")
             || out.contains("unauthorized (6)"),
         "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_across_a_reload_until_the_listeners_tls_changes() {
+    let ca = TestCa::new("gw-reload");
+    let up = Upstream::start("app").await;
+    let cert = ca.issue("r", &["r.example"]);
+    let yaml = gateway_yaml(&[&cert], "", &up);
+    let proxy = TestProxy::start(&yaml).await;
+    let session = ca.dir.file("session.pem");
+    let session = session.to_str().unwrap();
+    let base = [
+        "-servername",
+        "r.example",
+        "-CAfile",
+        ca.ca_path(),
+        "-tls1_3",
+    ];
+    let save = [&base[..], &["-sess_out", session]].concat();
+    let resume = [&base[..], &["-sess_in", session]].concat();
+
+    let first = s_client(proxy.addr("gw").await, &save).await;
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    // A reload that changes something else (a cluster added) keeps the ticket keys.
+    let other_change =
+        format!("{yaml}  - name: spare\n    endpoints: [{{address: 127.0.0.1:9}}]\n");
+    proxy.reload(&other_change).await.unwrap();
+    let after = s_client(proxy.addr("gw").await, &resume).await;
+    assert!(
+        after.contains("Reused, TLSv1.3"),
+        "after an unrelated reload: {after}"
+    );
+
+    // A change of the listener's own TLS starts afresh: no session outlives its policy.
+    let again = s_client(proxy.addr("gw").await, &save).await;
+    assert!(again.contains("New, TLSv1.3"), "{again}");
+    let tls_change = gateway_yaml(&[&cert], "      alpn: [http/1.1]\n", &up);
+    proxy.reload(&tls_change).await.unwrap();
+    let changed = s_client(proxy.addr("gw").await, &resume).await;
+    assert!(
+        changed.contains("New, TLSv1.3"),
+        "after the listener's TLS changed: {changed}"
     );
 }

@@ -145,7 +145,8 @@ pub fn compile(
     for (i, (l, inline)) in config.listeners.iter().zip(listener_tables).enumerate() {
         let path = format!("listeners[{i}]");
         let before = previous.and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name));
-        let tls = match super::tls::downstream_tls(l, mesh.as_ref()) {
+        let tls_before = before.and_then(|b| b.tls.as_ref());
+        let tls = match super::tls::downstream_tls(l, mesh.as_ref(), tls_before) {
             Ok(tls) => tls,
             Err((field, message)) => {
                 errors.push(ConfigError::new(format!("{path}.{field}"), message));
@@ -288,7 +289,7 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
         if let Err(e) = compile_authorization(l, &format!("listeners[{i}]"), None, false) {
             errors.extend(e.into_iter().filter(|e| e.path.ends_with(".from_file")));
         }
-        if let Err((field, message)) = super::tls::downstream_tls(l, mesh.as_ref()) {
+        if let Err((field, message)) = super::tls::downstream_tls(l, mesh.as_ref(), None) {
             errors.push(ConfigError::new(format!("listeners[{i}].{field}"), message));
         }
     }

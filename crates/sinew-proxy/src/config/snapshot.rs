@@ -58,6 +58,8 @@ pub struct DownstreamTls {
     pub local_uri_san: Option<String>,
     /// The listener's certificates (the default first), for the admin API and metrics.
     pub certs: Vec<Arc<sinew_tls::RotatingCert>>,
+    /// A gateway listener's ticket keys and session cache, kept across reloads.
+    pub(crate) resumption: Option<super::tls::SessionResumption>,
 }
 
 impl Snapshot {

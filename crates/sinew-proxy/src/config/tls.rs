@@ -50,11 +50,52 @@ pub(crate) fn mesh_identity(
         .map_err(|(field, message)| ConfigError::new(format!("mesh.identity.{field}"), message))
 }
 
-/// A listener's TLS, if it takes any. The error is (field path under the listener,
-/// message).
+/// What lets a client resume a gateway listener's sessions: the ticket keys and the
+/// session cache. A recompiled config (a reload, an xDS update) keeps the previous ones
+/// while the listener's `tls` is unchanged; fresh ones would turn every client's next
+/// handshake into a full one after each config change.
+#[derive(Clone)]
+pub struct SessionResumption {
+    /// The listener's `tls` as configured: a change of any field (certificates, client
+    /// verification, versions) starts afresh, so no session outlives the policy it was
+    /// made under.
+    settings: String,
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl SessionResumption {
+    fn new(
+        t: &sinew_config::model::ListenerTls,
+        settings: String,
+    ) -> Result<Self, (String, String)> {
+        // Stateless tickets whose keys rotate (every 6 hours, the previous key still
+        // accepted), and a session cache for TLS 1.2 session ids.
+        let ticketer = match t.session_tickets {
+            true => Some(
+                rustls::crypto::ring::Ticketer::new()
+                    .map_err(|e| ("tls.session_tickets".to_string(), e.to_string()))?,
+            ),
+            false => None,
+        };
+        let cache: Arc<dyn rustls::server::StoresServerSessions> = match t.session_cache_size {
+            0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+            size => rustls::server::ServerSessionMemoryCache::new(size),
+        };
+        Ok(Self {
+            settings,
+            ticketer,
+            cache,
+        })
+    }
+}
+
+/// A listener's TLS, if it takes any; `previous` is the same listener's in the config
+/// this one replaces. The error is (field path under the listener, message).
 pub(crate) fn downstream_tls(
     l: &Listener,
     mesh: Option<&Arc<MeshIdentity>>,
+    previous: Option<&DownstreamTls>,
 ) -> Result<Option<DownstreamTls>, (String, String)> {
     let http_alpn = || vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if let Some(t) = &l.tls {
@@ -91,21 +132,25 @@ pub(crate) fn downstream_tls(
         if l.http.is_some() {
             config.alpn_protocols = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         }
-        // Resumption: stateless tickets whose keys rotate (every 6 hours, the previous
-        // key still accepted), and a session cache for TLS 1.2 session ids.
-        if t.session_tickets {
-            config.ticketer = rustls::crypto::ring::Ticketer::new()
-                .map_err(|e| ("tls.session_tickets".to_string(), e.to_string()))?;
-        }
-        config.session_storage = match t.session_cache_size {
-            0 => Arc::new(rustls::server::NoServerSessionStorage {}),
-            size => rustls::server::ServerSessionMemoryCache::new(size),
+        let settings = format!("{t:?}");
+        let kept = previous
+            .and_then(|p| p.resumption.as_ref())
+            .filter(|r| r.settings == settings)
+            .cloned();
+        let resumption = match kept {
+            Some(kept) => kept,
+            None => SessionResumption::new(t, settings)?,
         };
+        if let Some(ticketer) = &resumption.ticketer {
+            config.ticketer = ticketer.clone();
+        }
+        config.session_storage = resumption.cache.clone();
         return Ok(Some(DownstreamTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             plaintext_allowed: t.allow_plaintext,
             local_uri_san: first_uri_san(&certs[0]),
             certs,
+            resumption: Some(resumption),
         }));
     }
     let plaintext_allowed = match l.mtls {
@@ -131,6 +176,7 @@ pub(crate) fn downstream_tls(
         plaintext_allowed,
         local_uri_san: first_uri_san(&mesh.cert),
         certs: vec![mesh.cert.clone()],
+        resumption: None,
     }))
 }
 
