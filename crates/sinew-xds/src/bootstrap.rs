@@ -464,7 +464,7 @@ fn api_source(
                     Some(("http", _)) => servers.push(target.to_string()),
                     Some((scheme, rest)) => {
                         let why = if scheme == "https" {
-                            "Sinew's xDS client cannot speak TLS to a control plane yet"
+                            "a bootstrap's gRPC channel credentials are not read, so Sinew cannot speak TLS to this target; give the control plane as `--xds https://HOST:PORT` (with `--xds-ca FILE` or a `mesh`)"
                         } else {
                             "only http:// (gRPC over plain HTTP/2) is supported by Sinew"
                         };

@@ -17,8 +17,10 @@
 use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
 use serde_json::{json, Map, Value};
 
-use crate::listener::RdsWait;
 use crate::{Ctx, XdsError};
+
+/// An RDS route configuration name, and how long a listener waits for it.
+pub(crate) type RdsWait = (String, Option<std::time::Duration>);
 
 /// What a chain's `filter_chain_match` says that Sinew can fold.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 pub(crate) use crate::convert::decode;
 use crate::convert::{duration, socket_address};
-use crate::filter_chains::{self, Chain};
+use crate::filter_chains::{self, Chain, RdsWait};
 use crate::{jwt_authn, local_ratelimit, rbac, route};
 use crate::{Ctx, XdsError};
 
@@ -232,9 +232,6 @@ fn network_filters(
     }
     Ok((out, rds))
 }
-
-/// An RDS route configuration name, and how long a listener waits for it.
-pub(crate) type RdsWait = (String, Option<std::time::Duration>);
 
 /// The connection manager's JSON, and the route configuration it waits for.
 fn http_connection_manager(

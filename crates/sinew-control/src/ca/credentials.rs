@@ -153,6 +153,16 @@ fn service_account_identity(trust_domain: &str, username: &str) -> Result<Spiffe
     let (namespace, account) = rest
         .split_once(':')
         .ok_or_else(|| format!("TokenReview: {username:?} has no namespace"))?;
+    // Kubernetes names are DNS labels; anything with a separator in it would make a
+    // different SPIFFE path than the account it names.
+    if [namespace, account]
+        .iter()
+        .any(|part| part.is_empty() || part.contains(['/', ':']))
+    {
+        return Err(format!(
+            "TokenReview: {username:?} is not a namespace and an account name"
+        ));
+    }
     SpiffeId::for_service_account(trust_domain, namespace, account)
         .map_err(|e| format!("TokenReview: {username:?}: {e}"))
 }

@@ -624,6 +624,13 @@ clusters:
         persistent > 300,
         "the kept connection served only {persistent}"
     );
+    // api counts its callers by their SPIFFE ID.
+    let from_web = api
+        .metric(&format!(
+            "sinew_listener_downstream_peer_cx_total{{listener=\"inbound-tcp\",peer_spiffe_id=\"{WEB_ID}\"}}"
+        ))
+        .await;
+    assert!(from_web > 100.0, "TCP connections from web: {from_web}");
 
     // api's certificate now chains to the new root: a client that trusts only the new
     // root verifies it, one that trusts only the old root cannot.

@@ -4,6 +4,7 @@
 //! contexts and the mesh identity are compiled in [`tls`].
 
 pub mod compile;
+mod resumption;
 pub mod slot;
 pub mod snapshot;
 pub(crate) mod tls;

@@ -59,7 +59,7 @@ pub struct DownstreamTls {
     /// The listener's certificates (the default first), for the admin API and metrics.
     pub certs: Vec<Arc<sinew_tls::RotatingCert>>,
     /// A gateway listener's ticket keys and session cache, kept across reloads.
-    pub(crate) resumption: Option<super::tls::SessionResumption>,
+    pub(crate) resumption: Option<super::resumption::SessionResumption>,
 }
 
 impl Snapshot {

@@ -52,6 +52,7 @@ pub struct Metrics {
     listener_cx_destroy: Family<Labels, ShardedCounter>,
     listener_ssl_handshake: Family<Labels, ShardedCounter>,
     listener_ssl_error: Family<Labels, ShardedCounter>,
+    listener_peer_cx: Family<Labels, ShardedCounter>,
     listener_rq_idle_timeout: Family<Labels, ShardedCounter>,
     route_rq: Family<Labels, ShardedCounter>,
     cluster_rq: Family<Labels, ShardedCounter>,
@@ -83,6 +84,7 @@ impl Metrics {
             listener_cx_destroy: Family::default(),
             listener_ssl_handshake: Family::default(),
             listener_ssl_error: Family::default(),
+            listener_peer_cx: Family::default(),
             listener_rq_idle_timeout: Family::default(),
             route_rq: Family::default(),
             cluster_rq: Family::default(),
@@ -127,6 +129,11 @@ impl Metrics {
             "sinew_listener_ssl_handshake_error",
             "TLS handshakes that failed or timed out",
             m.listener_ssl_error.clone(),
+        );
+        r.register(
+            "sinew_listener_downstream_peer_cx",
+            "Connections whose client proved a SPIFFE identity (mesh mTLS or a verified client certificate), by listener and the peer's SPIFFE ID",
+            m.listener_peer_cx.clone(),
         );
         r.register(
             "sinew_listener_downstream_rq_idle_timeout",
@@ -285,6 +292,8 @@ impl Metrics {
             closed: self.listener_cx_destroy.get_or_create(&l).clone(),
             tls_handshakes: self.listener_ssl_handshake.get_or_create(&l).clone(),
             tls_errors: self.listener_ssl_error.get_or_create(&l).clone(),
+            peers: self.listener_peer_cx.clone(),
+            name: name.to_string(),
             stream_idle_timeouts: self.listener_rq_idle_timeout.get_or_create(&l).clone(),
         })
     }
@@ -420,9 +429,24 @@ pub struct ListenerMetrics {
     pub tls_handshakes: ShardedCounter,
     pub tls_errors: ShardedCounter,
     pub stream_idle_timeouts: ShardedCounter,
+    /// Connections by the peer's SPIFFE ID: one label set per workload that calls.
+    peers: Family<Labels, ShardedCounter>,
+    name: String,
 }
 
 impl ListenerMetrics {
+    /// Counts a connection whose client proved `identity`, under its SPIFFE ID (once per
+    /// connection, after the handshake; nothing for a certificate without one).
+    pub fn peer_connection(&self, identity: &sinew_identity::PeerIdentity) {
+        if let Some(spiffe) = &identity.spiffe {
+            let labels: Labels = vec![
+                ("listener", self.name.clone()),
+                ("peer_spiffe_id", spiffe.as_str().to_string()),
+            ];
+            self.peers.get_or_create(&labels).inc();
+        }
+    }
+
     /// Counts a connection open until the returned guard drops (also when the
     /// connection's task is cut at a drain deadline).
     pub fn connection(self: &Arc<Self>) -> ConnectionCount {

@@ -61,6 +61,9 @@ pub(crate) async fn serve(
     match accepted {
         Ok(Ok(stream)) => {
             let identity = crate::protocol::peer_identity(stream.get_ref().1);
+            if let (Some(m), Some(id)) = (metrics, &identity) {
+                m.peer_connection(id);
+            }
             Box::pin(proxy(stream, addresses, identity, config)).await
         }
         Ok(Err(e)) => tracing::debug!(peer = %addresses.0, error = %e, "TLS handshake failed"),

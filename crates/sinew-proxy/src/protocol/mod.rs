@@ -113,6 +113,9 @@ async fn serve_tls(
                 None => None,
             };
             let identity = peer_identity(connection);
+            if let (Some(m), Some(id)) = (metrics, &identity) {
+                m.peer_connection(id);
+            }
             serve_io(tls, peer, slot.clone(), manager, Some(identity), alpn).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
