@@ -387,6 +387,24 @@ pub async fn tally(
     all
 }
 
+/// A TCP server on a loopback port that echoes back everything it reads, for TCP
+/// proxy tests.
+pub async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an echo server");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
 /// A loopback port that was free a moment ago (bound to port 0, then released), for
 /// configs that must name a port before the process that binds it starts.
 pub fn free_port() -> u16 {

@@ -18,7 +18,7 @@ use sinew_integration::{
     Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// One HTTP listener `web` with `listener` (4 spaces in) and `http` (6 spaces in) extras,
 /// a route for `/admin` and one for everything else to `svc`.
@@ -354,25 +354,6 @@ async fn x_forwarded_for_trusted_hops_choose_the_original_client() {
     assert_eq!(got, vec![403, 403, 200]);
 }
 
-/// A TCP server that echoes what it reads.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 async fn connect_from(local: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket
@@ -396,7 +377,7 @@ async fn echoes(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn a_tcp_listener_allows_and_denies_connections_by_address() {
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
     let dir = scratch_dir("authz-tcp");
     let log = dir.join("tcp.log");
     let yaml = format!(

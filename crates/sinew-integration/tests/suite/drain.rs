@@ -12,7 +12,7 @@ use sinew_integration::raw::read_to_close;
 use sinew_integration::tls_kit::TempDir;
 use sinew_integration::{free_port, sinew_binary, ChildGuard, OneRoute, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// One response off `stream` (within 10 s), its head lowercased for matching.
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
@@ -208,21 +208,6 @@ async fn request_still_in_flight_at_the_deadline_is_cut() {
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
 
-/// A TCP server that echoes everything back.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 async fn echo_round_trip(stream: &mut TcpStream, text: &str) {
     stream.write_all(text.as_bytes()).await.unwrap();
     let mut got = vec![0u8; text.len()];
@@ -235,7 +220,7 @@ async fn echo_round_trip(stream: &mut TcpStream, text: &str) {
 
 #[tokio::test]
 async fn tcp_proxy_connection_runs_until_the_deadline_then_is_cut() {
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
     let proxy = TestProxy::start(&format!(
         "
 listeners:

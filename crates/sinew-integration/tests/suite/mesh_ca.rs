@@ -343,20 +343,6 @@ mesh:
     }
 }
 
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 async fn tcp_round_trip(addr: SocketAddr) -> Result<(), String> {
     let work = async {
         let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -412,7 +398,7 @@ async fn proxies_renew_and_roll_over_roots_from_the_ca_under_load_without_a_fail
     let (_control, control) = start_control(&dir, &block).await;
 
     let app = Upstream::start("app").await;
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
     let (api_http, api_tcp, web_http, web_tcp) =
         (free_port(), free_port(), free_port(), free_port());
     let api = MeshProxy::start(

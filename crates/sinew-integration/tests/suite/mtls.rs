@@ -19,7 +19,7 @@ use sinew_integration::{
     admin_kit, eventually, shell, wait_for_lines, TestClient, TestProxy, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TRUST_DOMAIN: &str = "cluster.local";
 const PROXY_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
@@ -332,25 +332,10 @@ clusters:
     .await
 }
 
-/// A TCP server that echoes every connection.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn the_tcp_proxy_terminates_mtls_for_openssl_and_originates_it_to_an_openssl_server() {
     let ca = TestCa::new("mtls-tcp");
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
     let server_svid = ca.issue_svid("upstream", CLIENT_ID, &[], Validity::Current);
     let server = OpensslServer::start(&ca, &server_svid);
     let proxy = tcp_mesh_proxy(&ca, echo, server.addr, &[CLIENT_ID]).await;
@@ -404,7 +389,7 @@ async fn eventually_reply(addr: SocketAddr, line: &[u8]) -> String {
 #[tokio::test]
 async fn a_cluster_refuses_an_upstream_whose_identity_is_not_the_one_expected() {
     let ca = TestCa::new("mtls-identity");
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
     let server_svid = ca.issue_svid("upstream", CLIENT_ID, &[], Validity::Current);
     let server = OpensslServer::start(&ca, &server_svid);
     let wrong = "spiffe://cluster.local/ns/shop/sa/payments";
@@ -488,7 +473,7 @@ async fn certificates_and_roots_rotate_on_disk_under_load_without_a_failed_reque
     let new_ca = TestCa::new("rotate-new");
     let dir = TempDir::new("rotate");
     let app = Upstream::start("app").await;
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
 
     // The proxy's files, replaced in place during the test.
     let cert = dir.file("svid.pem");
@@ -798,7 +783,7 @@ fn sha256_hex(der: &[u8]) -> String {
 async fn authorization_rules_match_the_mtls_peers_spiffe_principal_and_namespace() {
     let ca = TestCa::new("mtls-authz");
     let app = Upstream::start("app").await;
-    let echo = echo_server().await;
+    let echo = sinew_integration::echo_server().await;
     let svid = ca.issue_svid("proxy", PROXY_ID, &["localhost"], Validity::Current);
     let proxy = TestProxy::start(&format!(
         "{mesh}
