@@ -108,15 +108,6 @@ impl Authority {
         &self.bundle
     }
 
-    pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
-    }
-
-    /// The longest (and default) lifetime of an issued certificate.
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
     /// Signs a workload certificate for `identity` over the CSR's public key. `asked` is
     /// the lifetime the workload wants (capped at the CA's; zero takes the CA's).
     /// Returns the chain, leaf first.

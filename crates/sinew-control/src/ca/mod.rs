@@ -18,7 +18,6 @@ pub mod credentials;
 pub mod secure;
 pub mod service;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,9 +39,6 @@ pub struct MeshCa {
     /// The control plane's own certificate on the xDS port.
     server_cert: Arc<RotatingCert>,
     reports: Reports,
-    /// Certificates issued and requests refused, for the admin API.
-    pub issued: AtomicU64,
-    pub refused: AtomicU64,
 }
 
 impl MeshCa {
@@ -66,8 +62,6 @@ impl MeshCa {
             bundle,
             server_cert,
             reports,
-            issued: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             config,
         });
         let files = authority::files(&ca.config)
@@ -111,11 +105,6 @@ impl MeshCa {
             .with_cert_resolver(self.server_cert.clone());
         tls.alpn_protocols = vec![b"h2".to_vec()];
         Arc::new(tls)
-    }
-
-    /// PEM of the trust bundle in force.
-    pub fn bundle_pem(&self) -> String {
-        self.authority.load().bundle().to_string()
     }
 }
 

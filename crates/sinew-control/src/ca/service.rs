@@ -2,7 +2,6 @@
 //! of an mTLS connection, else a bearer token), then a certificate for exactly that
 //! identity.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,6 @@ impl IstioCertificateService for CertificateService {
         let identity = match self.who(&request, peer.as_ref()).await {
             Ok(id) => id,
             Err(why) => {
-                self.ca.refused.fetch_add(1, Ordering::Relaxed);
                 let remote = peer.and_then(|p| p.remote);
                 tracing::warn!(?remote, "mesh CA refused a certificate request: {why}");
                 return Err(Status::unauthenticated("the credential was not accepted"));
@@ -40,14 +38,10 @@ impl IstioCertificateService for CertificateService {
         let authority = self.ca.authority.load();
         match authority.issue(&message.csr, &identity, asked) {
             Ok(cert_chain) => {
-                self.ca.issued.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(spiffe_id = %identity, "mesh CA issued a workload certificate");
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
-            Err(e) => {
-                self.ca.refused.fetch_add(1, Ordering::Relaxed);
-                Err(Status::invalid_argument(e))
-            }
+            Err(e) => Err(Status::invalid_argument(e)),
         }
     }
 }
