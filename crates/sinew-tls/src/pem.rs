@@ -51,7 +51,33 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot open {path:?}: {e}"))
 }
 
-/// The crypto provider Sinew uses everywhere (ring: small and quick to build).
+/// The crypto provider every Sinew listener, upstream and control channel uses.
+///
+/// aws-lc-rs rather than ring, by measurement: its RSA signatures cost 0.60× of ring's, so
+/// a full handshake with an RSA 2048 certificate does too, and ECDSA and resumed handshakes
+/// cost about 0.9× (BENCHMARKS.md, "rustls crypto provider").
+///
+/// Key exchange groups in the order Sinew prefers them as a server (it picks the first of
+/// its own groups the client sent a key share for, so no extra round trip): X25519, then
+/// the NIST curves, then the X25519+ML-KEM-768 hybrid. The hybrid stays available for
+/// clients that offer only it, but is not preferred: it costs more per handshake and
+/// sends about 1 KB more each way, and mesh sessions are short-lived.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![
+            kx_group::X25519,
+            kx_group::SECP256R1,
+            kx_group::SECP384R1,
+            kx_group::X25519MLKEM768,
+        ],
+        ..default_provider()
+    })
+}
+
+/// Makes [`provider`] the process default, for libraries that build their own rustls
+/// configs without naming one (the Kubernetes client). Call once at start; later calls
+/// and a default set elsewhere first are harmless.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::CryptoProvider::install_default((*provider()).clone());
 }

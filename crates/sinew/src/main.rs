@@ -162,6 +162,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = log_control::init();
+    sinew_tls::pem::install_default_provider();
     if cli.print_config {
         print!("{QUICKSTART_CONFIG}");
         return ExitCode::SUCCESS;

@@ -26,7 +26,7 @@ impl SessionResumption {
         // accepted), and a session cache for TLS 1.2 session ids.
         let ticketer = match t.session_tickets {
             true => Some(
-                rustls::crypto::ring::Ticketer::new()
+                rustls::crypto::aws_lc_rs::Ticketer::new()
                     .map_err(|e| ("tls.session_tickets".to_string(), e.to_string()))?,
             ),
             false => None,
