@@ -156,7 +156,13 @@ impl EndpointState {
             Some(found) => found,
             None => Box::pin(self.check_out_or_connect_http2(breakers)).await?,
         };
-        *request.version_mut() = Version::HTTP_2;
+        // A request with no authority to convey (HTTP/1.0 without Host, HTTP/2 without
+        // :authority) is forwarded without :authority (RFC 9113 §8.3.1). The URI cannot
+        // hold a scheme without an authority, so it stays origin-form, and `h2` fills in
+        // `:scheme: http` for a request it is not told is HTTP/2 (it refuses one that is).
+        if request.uri().authority().is_some() {
+            *request.version_mut() = Version::HTTP_2;
+        }
         let response = client
             .send_request(request)
             .await

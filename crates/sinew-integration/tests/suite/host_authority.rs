@@ -111,3 +111,52 @@ async fn http2_authority_and_a_different_host_is_malformed() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(hosts_seen(&reply.text()), ["a"], "{}", reply.text());
 }
+
+/// A request with no authority at all (HTTP/1.0 without Host) forwarded over HTTP/2 goes
+/// out without `:authority` (RFC 9113 §8.3.1), its path intact; it used to fail with 503
+/// because the URI could not be built.
+#[tokio::test]
+async fn a_request_without_authority_crosses_an_http2_hop_with_its_path() {
+    let back = TestProxy::start(
+        "
+listeners:
+  - name: back
+    address: 127.0.0.1:0
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {path: /kept/path}
+              direct_response: {status: 200, body: path kept}
+",
+    )
+    .await;
+    let back_addr = back.addr("back").await;
+    let front = TestProxy::start(&format!(
+        "
+listeners:
+  - name: front
+    address: 127.0.0.1:0
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ['*']
+          routes:
+            - match: {{prefix: /}}
+              cluster: back
+clusters:
+  - name: back
+    protocol: http2
+    endpoints: [{{address: {back_addr}}}]
+"
+    ))
+    .await;
+    let addr = front.addr("front").await;
+    let (head, body) = raw(addr, b"GET /kept/path HTTP/1.0\r\n\r\n").await;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}\n{body}"
+    );
+    assert_eq!(body, "path kept");
+}

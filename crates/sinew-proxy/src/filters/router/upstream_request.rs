@@ -50,8 +50,14 @@ pub(crate) fn build_request(
             // HTTP/2 carries the authority in the URI (`:authority`), not in Host.
             request.headers_mut().remove(HOST);
             let mut uri = parts.uri.into_parts();
-            uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
             uri.authority = authority.to_str().ok().and_then(|a| a.parse().ok());
+            // No authority to convey: the URI stays origin-form (see sinew-upstream's
+            // send for how it goes out).
+            uri.scheme = match uri.authority {
+                Some(_) if tls => Some(Scheme::HTTPS),
+                Some(_) => Some(Scheme::HTTP),
+                None => None,
+            };
             if let Ok(u) = Uri::from_parts(uri) {
                 *request.uri_mut() = u;
             }
