@@ -384,9 +384,8 @@ ca:
     assert_eq!(got["spiffe_id"], API_ID, "{got}");
     assert!(cert.exists() && key.exists());
 
-    let (api_proc, _api_admin) =
+    let (mut api_proc, _api_admin) =
         start_proxy(&dir, "api", control, (&client_ca, &files[0]), "").await;
-    let mut api_proc = api_proc;
     let (web_http, web_tcp, batch_http, batch_tcp) =
         (free_port(), free_port(), free_port(), free_port());
     let (_web, web_admin) = start_proxy(
