@@ -64,7 +64,7 @@ fn check<T>(yes: &[T], no: &[T], values: &[&str], m: impl Fn(&T, &str) -> bool) 
     if !yes.is_empty() && !values.iter().any(|v| yes.iter().any(|t| m(t, v))) {
         return false;
     }
-    !(!no.is_empty() && values.iter().any(|v| no.iter().any(|t| m(t, v))))
+    no.is_empty() || !values.iter().any(|v| no.iter().any(|t| m(t, v)))
 }
 
 fn texts(list: &[String]) -> Vec<StringPattern> {
