@@ -11,6 +11,7 @@
 //! serves xDS over TLS (mTLS for proxies that hold a certificate) and sends the trust
 //! bundle to every proxy as the SDS secret `ROOTCA`.
 
+pub mod authz;
 pub mod ca;
 pub mod config;
 pub mod registry;

@@ -127,7 +127,8 @@ impl ControlPlane {
         let admin_address = match config.admin_address {
             Some(address) => {
                 let (address, task) =
-                    status::serve(address, status, problems, built_rx_for_status).await?;
+                    status::serve(address, status, problems, built_rx_for_status, ca.clone())
+                        .await?;
                 tasks.push(task);
                 Some(address)
             }
@@ -229,7 +230,8 @@ fn publish(
     built: &watch::Sender<Arc<Built>>,
     problems: &std::sync::Mutex<Vec<String>>,
 ) {
-    let next = Built::new(catalog);
+    let mut next = Built::new(catalog);
+    next.carry_over(&built.borrow());
     for p in &next.problems {
         tracing::error!("catalog: {p} (left out; the rest is served)");
     }

@@ -42,6 +42,23 @@ pub struct Service {
     /// A token bucket, in each proxy, on every route to this service.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// Who may call this service: the proxy's `authorization` schema (Istio's
+    /// AuthorizationPolicy), sent to the proxies as Envoy RBAC scoped to the traffic
+    /// bound for this service ([`crate::authz`]).
+    #[serde(default, serialize_with = "debug_text")]
+    pub authorization: Option<sinew_config::authz::Authorization>,
+}
+
+/// The policies have no `Serialize`; their debug text is as stable, within one release,
+/// as the JSON versions are hashed from (and the release is hashed in too).
+fn debug_text<S: serde::Serializer>(
+    value: &Option<sinew_config::authz::Authorization>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(a) => s.serialize_some(&format!("{a:?}")),
+        None => s.serialize_none(),
+    }
 }
 
 /// One instance of a service.
@@ -120,7 +137,8 @@ pub struct RateLimit {
     pub fill_interval: Option<Duration>,
 }
 
-/// A listener the proxies run, routing by path to services.
+/// A listener the proxies run: HTTP routing by path to services, or (`tcp`) every
+/// connection to one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -133,7 +151,33 @@ pub struct Listener {
     /// Host names it answers (default `*`).
     #[serde(default = "any_domain")]
     pub domains: Vec<String>,
+    /// HTTP routes, first match wins; either these or `tcp`.
+    #[serde(default)]
     pub routes: Vec<Route>,
+    /// A TCP proxy: every connection goes to this service.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// TLS termination with files on the proxy's disk (a certificate, and the CA that
+    /// client certificates are verified against): the peer's SPIFFE ID is then what
+    /// `principals` match.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's certificate and client verification, as paths on the proxy's machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key of `cert`.
+    pub key: String,
+    /// PEM roots client certificates are verified against (the mesh CA's `ca.crt`).
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// Refuse clients without a certificate.
+    #[serde(default)]
+    pub require_client_certificate: bool,
 }
 
 fn any_domain() -> Vec<String> {
@@ -242,6 +286,26 @@ pub fn parse_located(text: &str) -> Result<Vec<(sinew_config::Position, Resource
             let path = e.path().to_string();
             located(path, e.into_inner())
         })?;
+        // What the types cannot say: a policy's values, a listener's shape.
+        let problem = match &resource {
+            Resource::Service(s) => s
+                .authorization
+                .as_ref()
+                .and_then(|a| crate::authz::check("authorization", a).into_iter().next()),
+            Resource::Listener(l) => listener_shape(l),
+        };
+        if let Some(e) = problem {
+            let map = sinew_config::SourceMap::index(&body);
+            let position = map
+                .lookup(&e.path)
+                .unwrap_or(sinew_config::Position { line: 1, column: 1 });
+            return Err(format!(
+                "{}: {}: {}",
+                at(position.line, position.column),
+                e.path,
+                e.message
+            ));
+        }
         let name = sinew_config::SourceMap::index(&body).get("name");
         let position = sinew_config::Position {
             line: first_line + name.map_or(1, |p| p.line) - 1,
@@ -250,6 +314,25 @@ pub fn parse_located(text: &str) -> Result<Vec<(sinew_config::Position, Resource
         out.push((position, resource));
     }
     Ok(out)
+}
+
+/// A listener is HTTP (routes) or TCP (one service), never both or neither.
+fn listener_shape(l: &Listener) -> Option<sinew_config::ConfigError> {
+    use sinew_config::ConfigError;
+    match (&l.tcp, l.routes.is_empty()) {
+        (Some(_), false) => Some(ConfigError::new(
+            "tcp",
+            "a listener routes HTTP (`routes`) or proxies TCP to one service (`tcp`), not both",
+        )),
+        (None, true) => Some(ConfigError::new(
+            "routes",
+            "a listener needs routes (HTTP) or `tcp: SERVICE`",
+        )),
+        (Some(service), true) if service.is_empty() => {
+            Some(ConfigError::new("tcp", "must name a service"))
+        }
+        _ => None,
+    }
 }
 
 /// The documents of a YAML stream with the line each starts on.
@@ -324,6 +407,46 @@ routes: [{prefix: /, service: reviews}]
             err.starts_with("3:") && err.contains("rate_limit") && err.contains("fill_interval"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_bad_policy_is_refused_at_its_line_column_and_field() {
+        let text = "kind: Service\nname: a\n---\nkind: Service\nname: b\nauthorization:\n  policies:\n    - name: p\n      rules:\n        - from: [{source: {ip_blocks: [10.0.0.0/40]}}]\n";
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.starts_with("10:40: authorization.policies[0].rules[0].from[0].source.ip_blocks[0]: \"10.0.0.0/40\""),
+            "{err}"
+        );
+        let err =
+            parse(&text.replace("ip_blocks: [10.0.0.0/40]", "namespaces: [shop]")).unwrap_err();
+        assert!(
+            err.starts_with("10:") && err.contains("source.namespaces: namespaces cannot"),
+            "{err}"
+        );
+        let err =
+            parse(&text.replace("- name: p\n", "- name: p\n      action: REJECT\n")).unwrap_err();
+        assert!(err.starts_with("9:") && err.contains("action"), "{err}");
+        let good = parse(&text.replace("10.0.0.0/40", "10.0.0.0/8")).unwrap();
+        let Resource::Service(s) = &good[1] else {
+            panic!()
+        };
+        assert_eq!(s.authorization.as_ref().unwrap().policies[0].name, "p");
+    }
+
+    #[test]
+    fn a_listener_is_http_or_tcp() {
+        let tcp = parse("kind: Listener\nname: l\naddress: 127.0.0.1:1\ntcp: db\n").unwrap();
+        let Resource::Listener(l) = &tcp[0] else {
+            panic!()
+        };
+        assert_eq!(l.tcp.as_deref(), Some("db"));
+        let err = parse("kind: Listener\nname: l\naddress: 127.0.0.1:1\n").unwrap_err();
+        assert!(err.contains("routes: a listener needs routes"), "{err}");
+        let err = parse(
+            "kind: Listener\nname: l\naddress: 127.0.0.1:1\ntcp: db\nroutes: [{service: a}]\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("4:") && err.contains("not both"), "{err}");
     }
 
     #[test]

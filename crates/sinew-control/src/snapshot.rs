@@ -68,15 +68,17 @@ pub struct Built {
     pub secrets: Entries,
     pub clusters: Entries,
     pub assignments: Entries,
-    /// Listeners with their route configuration (named after the listener), and the
-    /// nodes that run them.
-    pub listeners: Vec<(Listener, Arc<Entry>, Arc<Entry>)>,
+    /// Listeners with their route configuration (named after the listener; none for a
+    /// TCP listener), and the nodes that run them.
+    pub listeners: Vec<(Listener, Arc<Entry>, Option<Arc<Entry>>)>,
     /// Problems with the catalog (e.g. a listener address that is not `ip:port`); the
     /// resource at fault is left out and the rest served.
     pub problems: Vec<String>,
     /// False for the placeholder served before the first build: streams send nothing
     /// rather than an empty set that would make proxies drop what they run.
     pub ready: bool,
+    /// Listeners left out for a problem (see [`Built::carry_over`]).
+    pub left_out: Vec<String>,
 }
 
 impl Built {
@@ -110,6 +112,7 @@ impl Built {
         let mut names: BTreeSet<&str> = instances.keys().copied().collect();
         for l in catalog.listeners.values() {
             names.extend(l.routes.iter().map(|r| r.service.as_str()));
+            names.extend(l.tcp.as_deref());
         }
         let default = Service::default();
         for name in names {
@@ -119,9 +122,11 @@ impl Built {
             list.dedup_by(|a, b| a.address == b.address);
             match cluster(name, service) {
                 Ok(c) => {
-                    // The policy only: instances are the assignment's business.
+                    // The policy only: instances are the assignment's business, and
+                    // authorization the listeners'.
                     let policy = Service {
                         endpoints: Vec::new(),
+                        authorization: None,
                         ..service.clone()
                     };
                     let version = version_of(&("cluster", name, &policy));
@@ -146,21 +151,57 @@ impl Built {
                 .insert(name.into(), entry(Kind::Endpoint, &cla, version));
         }
         for l in catalog.listeners.values() {
-            let listener_version = version_of(&("listener", &l.name, &l.address));
+            // A listener changes with the policies of the services it reaches.
+            let policies: Vec<(&str, Option<&Service>)> = l
+                .routes
+                .iter()
+                .map(|r| r.service.as_str())
+                .chain(l.tcp.as_deref())
+                .map(|name| {
+                    let guarded = catalog
+                        .services
+                        .get(name)
+                        .filter(|s| s.authorization.is_some());
+                    (name, guarded)
+                })
+                .collect();
+            let listener_version = version_of(&("listener", l, policies));
             let route_version = version_of(&("routes", l, route_services(l, catalog)));
-            match listener(l) {
+            match listener(l, catalog) {
                 Ok(listener) => {
-                    let routes = route_configuration(l, catalog);
+                    let routes = (l.tcp.is_none()).then(|| {
+                        entry(Kind::Route, &route_configuration(l, catalog), route_version)
+                    });
                     built.listeners.push((
                         l.clone(),
                         entry(Kind::Listener, &listener, listener_version),
-                        entry(Kind::Route, &routes, route_version),
+                        routes,
                     ));
                 }
-                Err(e) => built.problems.push(format!("listener {:?}: {e}", l.name)),
+                Err(e) => {
+                    built.problems.push(format!("listener {:?}: {e}", l.name));
+                    built.left_out.push(l.name.clone());
+                }
             }
         }
         built
+    }
+
+    /// Keeps serving the last good version of each listener this build left out (a
+    /// policy that cannot be sent, say), so a bad edit does not close a listener that
+    /// runs; a new listener with a problem is not opened.
+    pub fn carry_over(&mut self, previous: &Built) {
+        for name in &self.left_out {
+            if let Some(kept) = previous.listeners.iter().find(|(l, _, _)| &l.name == name) {
+                self.listeners.push(kept.clone());
+                for p in &mut self.problems {
+                    if p.starts_with(&format!("listener {name:?}:")) {
+                        p.push_str(" (its last good version keeps serving)");
+                    }
+                }
+            }
+        }
+        self.listeners.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     }
 
     /// What one node is served of one type: every cluster and endpoint assignment, and
@@ -174,13 +215,13 @@ impl Built {
                 self.listeners
                     .iter()
                     .filter(|(l, _, _)| l.runs_on(id, cluster))
-                    .map(|(l, listener, route)| {
+                    .filter_map(|(l, listener, route)| {
                         let e = if kind == Kind::Listener {
                             listener
                         } else {
-                            route
+                            route.as_ref()?
                         };
-                        (l.name.clone(), e.clone())
+                        Some((l.name.clone(), e.clone()))
                     })
                     .collect(),
             ),
@@ -210,11 +251,17 @@ fn trust_bundle_secret(
     }
 }
 
-/// The parts of the services a listener's routes use that shape its route configuration.
-fn route_services<'a>(l: &Listener, catalog: &'a Catalog) -> Vec<Option<&'a Service>> {
+/// The parts of the services a listener's routes use that shape its route configuration
+/// (authorization is the listener's).
+fn route_services(l: &Listener, catalog: &Catalog) -> Vec<Option<Service>> {
     l.routes
         .iter()
-        .map(|r| catalog.services.get(&r.service))
+        .map(|r| {
+            catalog.services.get(&r.service).map(|s| Service {
+                authorization: None,
+                ..s.clone()
+            })
+        })
         .collect()
 }
 
@@ -390,17 +437,73 @@ fn any<M: Message>(type_url: &str, m: &M) -> Any {
 
 fn listener(
     l: &Listener,
+    catalog: &Catalog,
 ) -> Result<envoy_types::pb::envoy::config::listener::v3::Listener, String> {
-    let hcm = HttpConnectionManager {
-        stat_prefix: l.name.clone(),
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            config_source: ads(),
-            route_config_name: l.name.clone(),
-        })),
-        http_filters: vec![
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy, TcpProxy,
+    };
+    let address = socket(&l.address)?;
+    let port = l
+        .address
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("address {:?} is not ip:port", l.address))?
+        .port();
+    let filters = match &l.tcp {
+        Some(service) => {
+            let policies = crate::authz::tcp_listener(service, &catalog.services, port)?;
+            let mut filters: Vec<Filter> = policies
+                .rule_sets()
+                .into_iter()
+                .map(|rules| Filter {
+                    name: "envoy.filters.network.rbac".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(any(
+                        "envoy.extensions.filters.network.rbac.v3.RBAC",
+                        &NetworkRbac {
+                            stat_prefix: l.name.clone(),
+                            rules: Some(rules),
+                            ..Default::default()
+                        },
+                    ))),
+                })
+                .collect();
+            filters.push(Filter {
+                name: "envoy.filters.network.tcp_proxy".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    &TcpProxy {
+                        stat_prefix: l.name.clone(),
+                        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(
+                            service.clone(),
+                        )),
+                        ..Default::default()
+                    },
+                ))),
+            });
+            filters
+        }
+        None => {
+            let policies = crate::authz::http_listener(l, &catalog.services, port)?;
+            let guarded = !policies.is_empty();
+            let mut http_filters: Vec<HttpFilter> = policies
+                .rule_sets()
+                .into_iter()
+                .map(|rules| HttpFilter {
+                    name: "envoy.filters.http.rbac".into(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                        "envoy.extensions.filters.http.rbac.v3.RBAC",
+                        &HttpRbac {
+                            rules: Some(rules),
+                            ..Default::default()
+                        },
+                    ))),
+                    ..Default::default()
+                })
+                .collect();
             // Limits nothing itself (no bucket): it is there so that the per-route
             // buckets of rate-limited services apply, in Envoy as in Sinew.
-            HttpFilter {
+            http_filters.push(HttpFilter {
                 name: LOCAL_RATE_LIMIT.into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(any(
                     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
@@ -410,8 +513,8 @@ fn listener(
                     },
                 ))),
                 ..Default::default()
-            },
-            HttpFilter {
+            });
+            http_filters.push(HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(any(
                     "envoy.extensions.filters.http.router.v3.Router",
@@ -419,25 +522,85 @@ fn listener(
                     ),
                 ))),
                 ..Default::default()
-            },
-        ],
-        ..Default::default()
-    };
-    Ok(envoy_types::pb::envoy::config::listener::v3::Listener {
-        name: l.name.clone(),
-        address: socket(&l.address)?,
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
+            });
+            let hcm = HttpConnectionManager {
+                stat_prefix: l.name.clone(),
+                route_specifier: Some(RouteSpecifier::Rds(Rds {
+                    config_source: ads(),
+                    route_config_name: l.name.clone(),
+                })),
+                http_filters,
+                // Policies judge the path the router then matches, normalised as Istio
+                // does, so `/public/../admin` and `//admin` are judged as `/admin`.
+                normalize_path: guarded.then_some(pb::BoolValue { value: true }),
+                merge_slashes: guarded,
+                ..Default::default()
+            };
+            vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".into(),
                 config_type: Some(filter::ConfigType::TypedConfig(any(
                     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     &hcm,
                 ))),
-            }],
+            }]
+        }
+    };
+    Ok(envoy_types::pb::envoy::config::listener::v3::Listener {
+        name: l.name.clone(),
+        address,
+        filter_chains: vec![FilterChain {
+            filters,
+            transport_socket: l.tls.as_ref().map(downstream_tls),
             ..Default::default()
         }],
         ..Default::default()
     })
+}
+
+/// A listener's `tls` as Envoy's DownstreamTlsContext, the files named as they are.
+fn downstream_tls(
+    tls: &crate::services::ListenerTls,
+) -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{
+        data_source::Specifier, transport_socket, DataSource, TransportSocket,
+    };
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
+        DownstreamTlsContext, TlsCertificate,
+    };
+    let file = |path: &str| {
+        Some(DataSource {
+            specifier: Some(Specifier::Filename(path.to_string())),
+            ..Default::default()
+        })
+    };
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![TlsCertificate {
+                certificate_chain: file(&tls.cert),
+                private_key: file(&tls.key),
+                ..Default::default()
+            }],
+            validation_context_type: tls.client_ca.as_deref().map(|ca| {
+                ValidationContextType::ValidationContext(CertificateValidationContext {
+                    trusted_ca: file(ca),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        }),
+        require_client_certificate: tls
+            .require_client_certificate
+            .then_some(pb::BoolValue { value: true }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            &context,
+        ))),
+    }
 }
 
 /// The local rate limit filter's name, the key of its per-route config.

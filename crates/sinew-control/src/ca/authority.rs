@@ -108,6 +108,17 @@ impl Authority {
         &self.bundle
     }
 
+    /// PEM of the root the signing chain ends in (the root that signs, directly or
+    /// through the intermediate).
+    pub fn signing_root(&self) -> Option<&str> {
+        self.chain.last().map(String::as_str)
+    }
+
+    /// PEM of the certificate that signs workload certificates.
+    pub fn signing_certificate(&self) -> Option<&str> {
+        self.chain.first().map(String::as_str)
+    }
+
     /// Signs a workload certificate for `identity` over the CSR's public key. `asked` is
     /// the lifetime the workload wants (capped at the CA's; zero takes the CA's).
     /// Returns the chain, leaf first.

@@ -26,6 +26,51 @@ struct TokenEntry {
     token_sha256: String,
 }
 
+/// How a workload proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    /// A per-workload token from the token file.
+    Token,
+    /// A Kubernetes service-account token, checked by TokenReview.
+    Kubernetes,
+    /// A certificate the CA issued before (a renewal over mTLS).
+    Svid,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Token => "token",
+            Method::Kubernetes => "kubernetes",
+            Method::Svid => "svid",
+        }
+    }
+}
+
+/// Why a request was refused: a short reason for counting, and the detail for the log.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// `no_credential`, `unknown_token`, `foreign_trust_domain`, `token_review` or
+    /// `bad_csr`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Refused {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Refused {
+        Refused {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.detail, self.reason)
+    }
+}
+
 /// Checks bearer tokens.
 pub struct Credentials {
     trust_domain: String,
@@ -74,9 +119,9 @@ impl Credentials {
 
     /// The identity a token proves, or why it proves none. The message is for the CA's
     /// log; the workload is told only that it was refused.
-    pub async fn authenticate(&self, token: &str) -> Result<SpiffeId, String> {
+    pub async fn authenticate(&self, token: &str) -> Result<(SpiffeId, Method), Refused> {
         if token.is_empty() {
-            return Err("no bearer token".into());
+            return Err(Refused::new("no_credential", "no bearer token"));
         }
         if let Some(file) = &self.tokens {
             let digest =
@@ -87,16 +132,26 @@ impl Credentials {
                         .iter()
                         .find(|e| e.token_sha256.eq_ignore_ascii_case(&digest))
                     {
-                        return self.in_trust_domain(&entry.identity);
+                        return self
+                            .in_trust_domain(&entry.identity)
+                            .map(|id| (id, Method::Token))
+                            .map_err(|e| Refused::new("foreign_trust_domain", e));
                     }
                 }
                 Err(e) => tracing::warn!("mesh CA token file: {e}"),
             }
         }
         if let Some(kubernetes) = &self.kubernetes {
-            return self.review(kubernetes, token).await;
+            return self
+                .review(kubernetes, token)
+                .await
+                .map(|id| (id, Method::Kubernetes))
+                .map_err(|e| Refused::new("token_review", e));
         }
-        Err("the token matches no workload".into())
+        Err(Refused::new(
+            "unknown_token",
+            "the token matches no workload",
+        ))
     }
 
     fn in_trust_domain(&self, identity: &str) -> Result<SpiffeId, String> {
@@ -213,13 +268,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.authenticate("s3cret").await.unwrap().as_str(),
+            c.authenticate("s3cret").await.unwrap().0.as_str(),
             "spiffe://cluster.local/ns/vm/sa/billing"
         );
         assert!(c.authenticate("wrong").await.is_err());
         assert!(c.authenticate("").await.is_err());
         let error = c.authenticate("foreign").await.unwrap_err();
-        assert!(error.contains("not in trust domain"), "{error}");
+        assert!(error.detail.contains("not in trust domain"), "{error}");
+        assert_eq!(error.reason, "foreign_trust_domain");
+        assert_eq!(
+            c.authenticate("wrong").await.unwrap_err().reason,
+            "unknown_token"
+        );
+        assert_eq!(
+            c.authenticate("").await.unwrap_err().reason,
+            "no_credential"
+        );
         // Revoked: the file changes, the token stops working.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&path, "[]\n").unwrap();

@@ -15,6 +15,7 @@
 
 pub mod authority;
 pub mod credentials;
+pub mod ledger;
 pub mod secure;
 pub mod service;
 
@@ -39,6 +40,8 @@ pub struct MeshCa {
     /// The control plane's own certificate on the xDS port.
     server_cert: Arc<RotatingCert>,
     reports: Reports,
+    /// What was issued and refused, for the admin API.
+    pub ledger: ledger::Ledger,
 }
 
 impl MeshCa {
@@ -62,6 +65,7 @@ impl MeshCa {
             bundle,
             server_cert,
             reports,
+            ledger: ledger::Ledger::default(),
             config,
         });
         let files = authority::files(&ca.config)
@@ -105,6 +109,92 @@ impl MeshCa {
             .with_cert_resolver(self.server_cert.clone());
         tls.alpn_protocols = vec![b"h2".to_vec()];
         Arc::new(tls)
+    }
+}
+
+impl MeshCa {
+    /// The CA as the admin API shows it: the trust bundle's roots (which one signs),
+    /// the signing certificate, counts of certificates issued and requests refused, and
+    /// the last certificates issued. Public facts only: never a key.
+    pub fn view(&self) -> serde_json::Value {
+        use serde_json::json;
+        let authority = self.authority.load();
+        let roots = ledger::roots(authority.bundle(), authority.signing_root());
+        let signing = authority
+            .signing_certificate()
+            .and_then(|pem| {
+                sinew_tls::pem::parse_certs(pem.as_bytes(), "the signing certificate").ok()
+            })
+            .and_then(|ders| ders.first().and_then(|der| ledger::facts(der).ok()))
+            .map(|f| {
+                json!({
+                    "subject": f.subject,
+                    "serial": f.serial,
+                    "sha256": f.sha256,
+                    "not_after": ledger::rfc3339(f.not_after),
+                })
+            });
+        let (issued, refused, recent) = self.ledger.snapshot();
+        let issued_by: serde_json::Map<String, serde_json::Value> = issued
+            .iter()
+            .map(|(m, n)| (m.as_str().to_string(), json!(n)))
+            .collect();
+        json!({
+            "trust_domain": self.config.trust_domain,
+            "workload_lifetime_seconds": self.config.workload_lifetime.as_secs(),
+            "roots": roots,
+            "signing": signing,
+            "issued_total": issued.values().sum::<u64>(),
+            "issued_by": issued_by,
+            "refused_total": refused.values().sum::<u64>(),
+            "refused": refused,
+            "recent": recent.iter().map(|i| json!({
+                "spiffe_id": i.spiffe_id,
+                "serial": i.serial,
+                "not_after": ledger::rfc3339(i.not_after),
+                "issued_at": ledger::rfc3339(i.issued_at),
+                "authenticated_by": i.authenticated_by.as_str(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The same as Prometheus text: issued by method, refused by reason, and each
+    /// root's expiry.
+    pub fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (issued, refused, _) = self.ledger.snapshot();
+        let authority = self.authority.load();
+        out.push_str("# HELP sinew_control_ca_certificates_issued_total Workload certificates issued, by how the workload authenticated.\n# TYPE sinew_control_ca_certificates_issued_total counter\n");
+        for method in [
+            credentials::Method::Token,
+            credentials::Method::Kubernetes,
+            credentials::Method::Svid,
+        ] {
+            let n = issued.get(&method).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "sinew_control_ca_certificates_issued_total{{authenticated_by=\"{}\"}} {n}",
+                method.as_str()
+            );
+        }
+        out.push_str("# HELP sinew_control_ca_requests_refused_total Certificate requests refused, by reason.\n# TYPE sinew_control_ca_requests_refused_total counter\n");
+        for reason in service::REFUSAL_REASONS {
+            let n = refused.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "sinew_control_ca_requests_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP sinew_control_ca_root_expiry_timestamp_seconds When each root of the trust bundle expires (Unix time).\n# TYPE sinew_control_ca_root_expiry_timestamp_seconds gauge\n");
+        for root in ledger::roots(authority.bundle(), authority.signing_root()) {
+            let _ = writeln!(
+                out,
+                "sinew_control_ca_root_expiry_timestamp_seconds{{serial=\"{}\",signing=\"{}\"}} {}",
+                root["serial"].as_str().unwrap_or(""),
+                root["signing"],
+                root["not_after_unix"]
+            );
+        }
     }
 }
 

@@ -10,8 +10,19 @@ use sinew_ca::service::istio_certificate_service_server::IstioCertificateService
 use sinew_identity::SpiffeId;
 use tonic::{Request, Response, Status};
 
+use super::credentials::{Method, Refused};
+use super::ledger::{self, Issued};
 use super::secure::PeerInfo;
 use super::MeshCa;
+
+/// Every reason a request is refused for, as counted.
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "no_credential",
+    "unknown_token",
+    "foreign_trust_domain",
+    "token_review",
+    "bad_csr",
+];
 
 #[derive(Clone)]
 pub struct CertificateService {
@@ -25,9 +36,10 @@ impl IstioCertificateService for CertificateService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let peer = request.extensions().get::<PeerInfo>().cloned();
-        let identity = match self.who(&request, peer.as_ref()).await {
-            Ok(id) => id,
+        let (identity, method) = match self.who(&request, peer.as_ref()).await {
+            Ok(who) => who,
             Err(why) => {
+                self.ca.ledger.refused(why.reason);
                 let remote = peer.and_then(|p| p.remote);
                 tracing::warn!(?remote, "mesh CA refused a certificate request: {why}");
                 return Err(Status::unauthenticated("the credential was not accepted"));
@@ -39,9 +51,24 @@ impl IstioCertificateService for CertificateService {
         match authority.issue(&message.csr, &identity, asked) {
             Ok(cert_chain) => {
                 tracing::info!(spiffe_id = %identity, "mesh CA issued a workload certificate");
+                match ledger::leaf_facts(&cert_chain) {
+                    Ok(leaf) => self.ca.ledger.issued(Issued {
+                        spiffe_id: identity.to_string(),
+                        serial: leaf.serial,
+                        not_after: leaf.not_after,
+                        issued_at: ledger::now(),
+                        authenticated_by: method,
+                    }),
+                    Err(e) => {
+                        tracing::error!("the certificate just issued does not read back: {e}")
+                    }
+                }
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
-            Err(e) => Err(Status::invalid_argument(e)),
+            Err(e) => {
+                self.ca.ledger.refused("bad_csr");
+                Err(Status::invalid_argument(e))
+            }
         }
     }
 }
@@ -53,13 +80,13 @@ impl CertificateService {
         &self,
         request: &Request<IstioCertificateRequest>,
         peer: Option<&PeerInfo>,
-    ) -> Result<SpiffeId, String> {
+    ) -> Result<(SpiffeId, Method), Refused> {
         if let Some(spiffe) = peer
             .and_then(|p| p.identity.as_ref())
             .and_then(|id| id.spiffe.clone())
         {
             if spiffe.trust_domain() == self.ca.config.trust_domain {
-                return Ok(spiffe);
+                return Ok((spiffe, Method::Svid));
             }
         }
         let header = request
@@ -70,7 +97,7 @@ impl CertificateService {
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or("no certificate and no bearer token")?;
+            .ok_or_else(|| Refused::new("no_credential", "no certificate and no bearer token"))?;
         self.ca.credentials.authenticate(token.trim()).await
     }
 }
