@@ -392,6 +392,7 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         mut clusters,
         secrets,
     } = statics;
+    name_unnamed_listeners(&mut listeners);
     if let Err(e) = crate::static_secrets::resolve(&mut listeners, &mut clusters, secrets) {
         refused.push(e);
     }
@@ -468,6 +469,38 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         locations,
         refused,
         left_out,
+    }
+}
+
+/// Envoy gives a static listener without a `name` one of its own; Sinew names it after
+/// its address (`0.0.0.0_10000`, the way Istio names listeners), made unique with a
+/// suffix, so its metrics, logs and admin views are stable across restarts.
+fn name_unnamed_listeners(
+    listeners: &mut [envoy_types::pb::envoy::config::listener::v3::Listener],
+) {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+    let mut taken: std::collections::BTreeSet<String> =
+        listeners.iter().map(|l| l.name.clone()).collect();
+    for (i, listener) in listeners.iter_mut().enumerate() {
+        if !listener.name.is_empty() {
+            continue;
+        }
+        let base = match listener.address.as_ref().and_then(|a| a.address.as_ref()) {
+            Some(address::Address::SocketAddress(s)) => match s.port_specifier {
+                Some(PortSpecifier::PortValue(port)) => format!("{}_{port}", s.address),
+                _ => s.address.clone(),
+            },
+            Some(address::Address::Pipe(p)) => p.path.clone(),
+            _ => format!("listener_{i}"),
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while taken.contains(&name) {
+            n += 1;
+            name = format!("{base}#{n}");
+        }
+        taken.insert(name.clone());
+        listener.name = name;
     }
 }
 

@@ -765,8 +765,14 @@ fn validate_explains_envoy_files_in_envoys_words() {
     );
     // The access log and the cluster's policy, both reported in one pass and counted.
     let e = validate(bootstrap(file_log, "CLUSTER_PROVIDED", "svc"));
-    assert!(e.contains(&format!("Envoy type {file_log} is not supported")), "{e}");
-    assert!(e.contains("lb_policy: CLUSTER_PROVIDED is not supported"), "{e}");
+    assert!(
+        e.contains(&format!("Envoy type {file_log} is not supported")),
+        "{e}"
+    );
+    assert!(
+        e.contains("lb_policy: CLUSTER_PROVIDED is not supported"),
+        "{e}"
+    );
     assert!(
         e.trim_end()
             .ends_with(": 2 problems to solve before Sinew can run this Envoy bootstrap"),

@@ -688,3 +688,20 @@ fn unknown_extension_types_are_reported_with_everything_else() {
         "{e}"
     );
 }
+
+/// Envoy names a static listener that has no name; Sinew names it after its address.
+#[test]
+fn a_listener_without_a_name_is_named_after_its_address() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen("name: listener_0", "", 1);
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let names: Vec<&str> = b
+        .loaded
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["127.0.0.1_18100"]);
+}
