@@ -76,10 +76,19 @@ pub fn load_file(path: &Path) -> Result<EnvoyBootstrap, Diagnostics> {
 pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     let source_map = SourceMap::index(text);
     let fail = |errors: Vec<ConfigError>| Diagnostics::new(name, source_map.clone(), errors);
-    let bootstrap = parse(text, &source_map).map_err(|e| fail(vec![e]))?;
-    let mut mapped = map(bootstrap).map_err(|e| fail(vec![e]))?;
+    let stood_in = stand_in_unknown_types(text);
+    let parsed = match &stood_in {
+        Some(s) => parse(&s.text, &source_map),
+        None => parse(text, &source_map),
+    };
+    let (unknown, muted) = stood_in.map(|s| (s.errors, s.muted)).unwrap_or_default();
+    let bootstrap = parsed.map_err(|e| fail(unknown.iter().cloned().chain([e]).collect()))?;
+    let mut mapped = map(bootstrap);
 
-    let mut errors: Vec<ConfigError> = mapped.assembled.warming.iter().map(|w| {
+    let mut errors = std::mem::take(&mut mapped.refused);
+    let left_out = std::mem::take(&mut mapped.left_out);
+    let waits_for_refused = |w: &&crate::assemble::Warming| left_out.contains(&w.waits_for);
+    errors.extend(mapped.assembled.warming.iter().filter(|w| !waits_for_refused(w)).map(|w| {
         // A static listener that waits is one whose route names a cluster nobody defines
         // (or an RDS/EDS name only a control plane could send).
         ConfigError::new(
@@ -90,8 +99,11 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
                 ""
             }),
         )
-    }).collect();
+    }));
     errors.extend(sinew_config::validate(&mapped.assembled.config));
+    // What a stood-in extension's element is refused for is that it is unknown, said once.
+    errors.retain(|e| !muted.iter().any(|m| is_under(&e.path, m)));
+    errors.splice(0..0, unknown);
     let loaded = LoadedConfig {
         file: name.to_string(),
         config: std::mem::take(&mut mapped.assembled.config),
@@ -186,6 +198,83 @@ fn unknown_type_message(message: &str) -> Option<String> {
     })
 }
 
+/// A bootstrap's text with each extension Sinew has no descriptor for stood in for by an
+/// empty `google.protobuf.Struct`, so that one unknown `@type` does not stop the parse and
+/// hide every other problem of the file.
+struct StoodIn {
+    text: String,
+    /// One per unknown `@type`, at its `typed_config`.
+    errors: Vec<ConfigError>,
+    /// The elements holding them (`...http_filters[1]`): what the mappers then say about
+    /// those is noise.
+    muted: Vec<String>,
+}
+
+/// None when every `@type` is known (the text is parsed as it is).
+fn stand_in_unknown_types(text: &str) -> Option<StoodIn> {
+    fn walk(value: &mut serde_yaml_ng::Value, path: &str, found: &mut StoodIn) {
+        use serde_yaml_ng::Value;
+        match value {
+            Value::Mapping(map) => {
+                let unknown = map
+                    .get("@type")
+                    .and_then(Value::as_str)
+                    .map(|url| url.rsplit('/').next().unwrap_or(url).to_string())
+                    .filter(|name| descriptors().get_message_by_name(name).is_none());
+                if let Some(name) = unknown {
+                    let message = unknown_type_message(&format!("message '{name}' not found"))
+                        .unwrap_or_else(|| format!("{name}: unknown type"));
+                    found.errors.push(ConfigError::new(path, message));
+                    found.muted.push(
+                        path.rsplit_once(['.'])
+                            .map_or(path, |(parent, _)| parent)
+                            .to_string(),
+                    );
+                    *value = serde_yaml_ng::from_str(
+                        "{\"@type\": type.googleapis.com/google.protobuf.Struct, value: {}}",
+                    )
+                    .expect("a valid stand-in");
+                    return;
+                }
+                for (key, child) in map.iter_mut() {
+                    let Some(key) = key.as_str() else { continue };
+                    let child_path = if path.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(child, &child_path, found);
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), found);
+                }
+            }
+            Value::Tagged(tagged) => walk(&mut tagged.value, path, found),
+            _ => {}
+        }
+    }
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
+    let mut found = StoodIn {
+        text: String::new(),
+        errors: Vec::new(),
+        muted: Vec::new(),
+    };
+    walk(&mut value, "", &mut found);
+    if found.errors.is_empty() {
+        return None;
+    }
+    found.text = serde_yaml_ng::to_string(&value).ok()?;
+    Some(found)
+}
+
+/// Whether `path` is `prefix` or inside it.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// The proto3 JSON mapping of `Bootstrap`, read from YAML (JSON is YAML too).
 fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
     struct Seed(prost_reflect::MessageDescriptor);
@@ -231,47 +320,40 @@ struct Mapped {
     node: Option<Node>,
     dynamic: Option<DynamicSource>,
     locations: BTreeMap<String, String>,
+    /// Everything refused, each at its path in the file.
+    refused: Vec<ConfigError>,
+    /// The labels (`cluster "svc"`) of static resources left out because they were
+    /// refused: what waits for one of them has its error already.
+    left_out: std::collections::BTreeSet<String>,
 }
 
-fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
-    let ctx = Ctx::new("bootstrap", "");
-    let at_root = |e: XdsError| ConfigError::new(e.field, e.message);
-    let node = bootstrap.node.take();
-    // Sinew's defaults for what a bootstrap does not say (drain time and the like).
-    let mut base: Config =
-        serde_json::from_value(serde_json::json!({})).expect("an empty config is valid");
-    if let Some(admin) = bootstrap.admin.take() {
-        base.admin = Some(map_admin(&ctx, admin).map_err(at_root)?);
-    }
-    let statics = bootstrap.static_resources.take().unwrap_or_default();
-    let dynamic = bootstrap.dynamic_resources.take();
-    ctx.only_supported("", &bootstrap).map_err(at_root)?;
+/// Maps the whole bootstrap, going on past each problem so that one pass finds them all
+/// (the migration report, [`crate::report`]): a refused static resource is left out and
+/// the others are still mapped and checked.
+fn map(mut bootstrap: Bootstrap) -> Mapped {
+    let (mut mapped, notes) = crate::report::collecting(|| map_collecting(&mut bootstrap));
+    // The resources are mapped twice (alone, then together), so a note can come twice.
+    let mut seen = std::collections::BTreeSet::new();
+    let found: Vec<ConfigError> = notes
+        .into_iter()
+        .filter(|e| seen.insert(e.clone()))
+        .map(|e| mapped.in_file(e))
+        .collect();
+    mapped.refused.splice(0..0, found);
+    mapped
+}
 
-    let StaticResources {
-        mut listeners,
-        mut clusters,
-        secrets,
-    } = statics;
-    crate::static_secrets::resolve(&mut listeners, &mut clusters, secrets)?;
-    // Each static resource by the label its mapper's errors carry.
-    let mut locations = BTreeMap::new();
-    let names = listeners.iter().map(|l| ("listener", "listeners", &l.name));
-    let names = names.chain(clusters.iter().map(|c| ("cluster", "clusters", &c.name)));
-    let mut index = BTreeMap::new();
-    for (kind, list, name) in names {
-        let i = index.entry(list).or_insert(0usize);
-        let label = Ctx::new(kind, name).resource;
-        let at = format!("static_resources.{list}[{i}]");
-        if locations.contains_key(&label) {
-            return Err(ConfigError::new(
-                format!("{at}.name"),
-                format!("{label} is defined twice"),
-            ));
-        }
-        locations.insert(label, at);
-        *i += 1;
+impl Mapped {
+    /// A mapper's error as an error about the file: the static resource's path, then the
+    /// field's.
+    fn in_file(&self, e: XdsError) -> ConfigError {
+        in_file(&self.locations, e)
     }
-    let in_file = |e: XdsError| match locations.get(&e.resource) {
+}
+
+fn in_file(locations: &BTreeMap<String, String>, e: XdsError) -> ConfigError {
+    let root = Ctx::new("bootstrap", "").resource;
+    match locations.get(&e.resource) {
         Some(at) => ConfigError::new(
             if e.field.is_empty() {
                 at.clone()
@@ -280,10 +362,74 @@ fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
             },
             e.message,
         ),
+        None if e.resource == root => ConfigError::new(e.field, e.message),
         None => ConfigError::new("static_resources", e.to_string()),
+    }
+}
+
+fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
+    let ctx = Ctx::new("bootstrap", "");
+    let mut refused: Vec<ConfigError> = Vec::new();
+    let at_root = |e: XdsError| ConfigError::new(e.field, e.message);
+    let node = bootstrap.node.take();
+    // Sinew's defaults for what a bootstrap does not say (drain time and the like).
+    let mut base: Config =
+        serde_json::from_value(serde_json::json!({})).expect("an empty config is valid");
+    if let Some(admin) = bootstrap.admin.take() {
+        match map_admin(&ctx, admin) {
+            Ok(admin) => base.admin = Some(admin),
+            Err(e) => refused.push(at_root(e)),
+        }
+    }
+    let statics = bootstrap.static_resources.take().unwrap_or_default();
+    let dynamic = bootstrap.dynamic_resources.take();
+    if let Err(e) = ctx.only_supported("", &*bootstrap) {
+        refused.push(at_root(e));
+    }
+
+    let StaticResources {
+        mut listeners,
+        mut clusters,
+        secrets,
+    } = statics;
+    name_unnamed_listeners(&mut listeners);
+    if let Err(e) = crate::static_secrets::resolve(&mut listeners, &mut clusters, secrets) {
+        refused.push(e);
+    }
+    // Each static resource by the label its mapper's errors carry; a second resource of
+    // the same name is refused and left out.
+    let mut locations = BTreeMap::new();
+    let mut keep = |kind: &str, list: &str, i: usize, name: &str| {
+        let label = Ctx::new(kind, name).resource;
+        let at = format!("static_resources.{list}[{i}]");
+        if locations.contains_key(&label) {
+            refused.push(ConfigError::new(
+                format!("{at}.name"),
+                format!("{label} is defined twice"),
+            ));
+            return false;
+        }
+        locations.insert(label, at);
+        true
     };
+    let mut i = 0;
+    clusters.retain(|c| {
+        i += 1;
+        keep("cluster", "clusters", i - 1, &c.name)
+    });
+    let mut i = 0;
+    listeners.retain(|l| {
+        i += 1;
+        keep("listener", "listeners", i - 1, &l.name)
+    });
     let dynamic = match dynamic {
-        Some(d) => Some(map_dynamic(d, &clusters)?),
+        Some(d) => match map_dynamic(d, &clusters) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                refused.push(e);
+                None
+            }
+        },
         None => None,
     };
     fn complete<T>(updated: Vec<T>) -> Change<T> {
@@ -293,18 +439,69 @@ fn map(mut bootstrap: Bootstrap) -> Result<Mapped, ConfigError> {
             complete: true,
         }
     }
-    let mut resources = Resources::default()
+    // Each resource mapped alone first, so each one's first error is found; then those
+    // that map, together.
+    let mut left_out = std::collections::BTreeSet::new();
+    let mut alone = |resources: Result<Resources, XdsError>| match resources {
+        Ok(_) => true,
+        Err(e) => {
+            left_out.insert(e.resource.clone());
+            refused.push(in_file(&locations, e));
+            false
+        }
+    };
+    clusters.retain(|c| alone(Resources::default().clusters(complete(vec![c.clone()]))));
+    listeners.retain(|l| alone(Resources::default().listeners(complete(vec![l.clone()]))));
+    let resources = Resources::default()
         .clusters(complete(clusters))
-        .map_err(in_file)?
-        .listeners(complete(listeners))
-        .map_err(in_file)?;
-    let assembled = resources.assemble(&base);
-    Ok(Mapped {
+        .and_then(|r| r.listeners(complete(listeners)));
+    let assembled = match resources {
+        Ok(mut resources) => resources.assemble(&base),
+        Err(e) => {
+            refused.push(in_file(&locations, e));
+            Resources::default().assemble(&base)
+        }
+    };
+    Mapped {
         assembled,
         node,
         dynamic,
         locations,
-    })
+        refused,
+        left_out,
+    }
+}
+
+/// Envoy gives a static listener without a `name` one of its own; Sinew names it after
+/// its address (`0.0.0.0_10000`, the way Istio names listeners), made unique with a
+/// suffix, so its metrics, logs and admin views are stable across restarts.
+fn name_unnamed_listeners(
+    listeners: &mut [envoy_types::pb::envoy::config::listener::v3::Listener],
+) {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+    let mut taken: std::collections::BTreeSet<String> =
+        listeners.iter().map(|l| l.name.clone()).collect();
+    for (i, listener) in listeners.iter_mut().enumerate() {
+        if !listener.name.is_empty() {
+            continue;
+        }
+        let base = match listener.address.as_ref().and_then(|a| a.address.as_ref()) {
+            Some(address::Address::SocketAddress(s)) => match s.port_specifier {
+                Some(PortSpecifier::PortValue(port)) => format!("{}_{port}", s.address),
+                _ => s.address.clone(),
+            },
+            Some(address::Address::Pipe(p)) => p.path.clone(),
+            _ => format!("listener_{i}"),
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while taken.contains(&name) {
+            n += 1;
+            name = format!("{base}#{n}");
+        }
+        taken.insert(name.clone());
+        listener.name = name;
+    }
 }
 
 fn map_admin(ctx: &Ctx, admin: Admin) -> Result<model::Admin, XdsError> {

@@ -25,6 +25,7 @@ mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;
 mod rbac;
+mod report;
 pub mod route;
 mod static_secrets;
 #[cfg(test)]
@@ -35,7 +36,7 @@ mod unsupported;
 use std::fmt;
 
 /// Why a resource was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct XdsError {
     /// `listener "web"`, `cluster "svc"`, ...
     pub resource: String,
@@ -77,20 +78,30 @@ impl Ctx {
         }
     }
 
-    /// Errs naming the first field still set in `rest` (under `path`).
+    /// Errs naming the first field still set in `rest` (under `path`); while a migration
+    /// report is collected ([`report`]), notes every such field and lets the caller go on.
     pub fn only_supported<M: fmt::Debug + Default + PartialEq>(
         &self,
         path: impl fmt::Display,
         rest: &M,
     ) -> Result<(), XdsError> {
-        unsupported::first_set_field(rest).map_err(|field| {
-            let path = path.to_string();
-            let full = if path.is_empty() {
+        let path = path.to_string();
+        let at = |field: String| {
+            if path.is_empty() {
                 field
             } else {
                 format!("{path}.{field}")
-            };
-            self.error(full, "is not supported by Sinew")
-        })
+            }
+        };
+        if report::is_collecting() {
+            let envoy_type = report::envoy_type_name::<M>();
+            for field in unsupported::set_fields(rest) {
+                let message = report::unsupported_message(&envoy_type, &field);
+                report::note(self.error(at(field), message))?;
+            }
+            return Ok(());
+        }
+        unsupported::first_set_field(rest)
+            .map_err(|field| self.error(at(field), "is not supported by Sinew"))
     }
 }

@@ -5,6 +5,83 @@
 
 use std::fmt::Debug;
 
+/// Every top-level field of `rest` that differs from its default, in order.
+pub fn set_fields<M: Debug + Default + PartialEq>(rest: &M) -> Vec<String> {
+    if *rest == M::default() {
+        return Vec::new();
+    }
+    let set = format!("{rest:?}");
+    let unset = format!("{:?}", M::default());
+    let defaults = top_level_fields(&unset);
+    let fields: Vec<String> = top_level_fields(&set)
+        .into_iter()
+        .filter(|(name, text)| !defaults.iter().any(|(n, t)| n == name && t == text))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if fields.is_empty() {
+        // Not a `Name { field: .. }` rendering: name what the first-difference scan finds.
+        return first_set_field(rest).err().into_iter().collect();
+    }
+    fields
+}
+
+/// The fields of a `Debug` rendering `Name { a: .., b: .. }` with each one's text.
+fn top_level_fields(debug: &str) -> Vec<(&str, &str)> {
+    let bytes = debug.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut fields = Vec::new();
+    let mut start: Option<usize> = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth == 1 && b == b'{' {
+                    start = Some(i + 1);
+                }
+            }
+            b'}' | b']' | b')' => {
+                if depth == 1 && b == b'}' {
+                    if let Some(s) = start.take() {
+                        push_field(debug, s, i, &mut fields);
+                    }
+                }
+                depth = depth.saturating_sub(1);
+            }
+            b',' if depth == 1 => {
+                if let Some(s) = start.replace(i + 1) {
+                    push_field(debug, s, i, &mut fields);
+                }
+            }
+            _ => {}
+        }
+    }
+    fields
+}
+
+/// `name: text` between `from` and `to`, if it is one.
+fn push_field<'a>(debug: &'a str, from: usize, to: usize, fields: &mut Vec<(&'a str, &'a str)>) {
+    let Some(part) = debug.get(from..to) else {
+        return;
+    };
+    let Some((name, text)) = part.split_once(':') else {
+        return;
+    };
+    let name = name.trim();
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        fields.push((name, text.trim()));
+    }
+}
+
 /// `Ok` when `rest` is all defaults; otherwise the name of its first non-default field.
 pub fn first_set_field<M: Debug + Default + PartialEq>(rest: &M) -> Result<(), String> {
     if *rest == M::default() {
@@ -83,6 +160,23 @@ mod tests {
         inner: Option<Inner>,
         count: u32,
         tags: Vec<String>,
+    }
+
+    #[test]
+    fn every_set_field_is_listed_in_order() {
+        let m = Message {
+            name: "a, b: {".into(),
+            count: 3,
+            tags: vec!["x".into()],
+            ..Message::default()
+        };
+        assert_eq!(set_fields(&m), vec!["name", "count", "tags"]);
+        assert!(set_fields(&Message::default()).is_empty());
+        let m = Message {
+            inner: Some(Inner { x: vec![] }),
+            ..Message::default()
+        };
+        assert_eq!(set_fields(&m), vec!["inner"]);
     }
 
     #[test]

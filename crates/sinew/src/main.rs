@@ -285,6 +285,14 @@ fn validate(file: &Path) -> ExitCode {
         config_file::Kind::Proxy => match config_file::load(file) {
             Ok(config_file::ConfigFile::Sinew(_)) => Ok("a proxy config".into()),
             Ok(config_file::ConfigFile::Envoy(_)) => Ok("an Envoy bootstrap".into()),
+            // An Envoy bootstrap's errors are a migration report: all of them, counted.
+            Err(d) if sinew_xds::bootstrap::is_envoy_bootstrap(&text) => {
+                let n = d.errors.len();
+                let plural = if n == 1 { "" } else { "s" };
+                Err(format!(
+                    "{d}\n{name}: {n} problem{plural} to solve before Sinew can run this Envoy bootstrap"
+                ))
+            }
             Err(d) => Err(d.to_string()),
         },
         config_file::Kind::Control => sinew_control::ControlConfig::parse(&name, &text)

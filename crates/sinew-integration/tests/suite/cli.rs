@@ -758,6 +758,26 @@ fn validate_explains_envoy_files_in_envoys_words() {
         "{e}"
     );
     assert!(!e.contains("waits for"), "{e}");
+    assert!(
+        e.trim_end()
+            .ends_with(": 1 problem to solve before Sinew can run this Envoy bootstrap"),
+        "{e}"
+    );
+    // The access log and the cluster's policy, both reported in one pass and counted.
+    let e = validate(bootstrap(file_log, "CLUSTER_PROVIDED", "svc"));
+    assert!(
+        e.contains(&format!("Envoy type {file_log} is not supported")),
+        "{e}"
+    );
+    assert!(
+        e.contains("lb_policy: CLUSTER_PROVIDED is not supported"),
+        "{e}"
+    );
+    assert!(
+        e.trim_end()
+            .ends_with(": 2 problems to solve before Sinew can run this Envoy bootstrap"),
+        "{e}"
+    );
 }
 
 /// A running `sinew proxy` whose stderr is a pipe read into memory.

@@ -610,3 +610,98 @@ fn bad_static_secrets_and_references_are_named() {
         assert!(e.contains(&want), "want {want:?} in:\n{e}");
     }
 }
+
+/// The migration report: one pass lists every problem, across resources and within one
+/// message, each at its line with the Envoy type named.
+#[test]
+fn every_problem_in_a_bootstrap_is_reported_at_once() {
+    let text = r#"
+overload_manager: {}
+static_resources:
+  listeners:
+  - name: first
+    per_connection_buffer_limit_bytes: 1024
+    address: { socket_address: { address: 127.0.0.1, port_value: 18100 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: svc
+          max_downstream_connection_duration: 10s
+  - name: second
+    address: { socket_address: { address: 127.0.0.1, port_value: 18101 } }
+    listener_filters_timeout: 1s
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: svc
+  clusters:
+  - name: svc
+    connect_timeout: 1s
+    close_connections_on_host_health_failure: true
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 19001 } } }
+"#;
+    let e = error_of(text);
+    let lines: Vec<&str> = e.lines().collect();
+    let expect = [
+        "envoy.yaml:2:1: overload_manager: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.overload_manager)",
+        "envoy.yaml:6:5: static_resources.listeners[0].per_connection_buffer_limit_bytes: is not supported by Sinew (envoy.config.listener.v3.Listener.per_connection_buffer_limit_bytes)",
+        "envoy.yaml:15:11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration: is not supported by Sinew (envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration)",
+        "envoy.yaml:18:5: static_resources.listeners[1].listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.listener_filters_timeout)",
+        "envoy.yaml:29:5: static_resources.clusters[0].close_connections_on_host_health_failure: is not supported by Sinew (envoy.config.cluster.v3.Cluster.close_connections_on_host_health_failure)",
+    ];
+    assert_eq!(lines.len(), expect.len(), "{e}");
+    for (line, want) in lines.iter().zip(expect) {
+        assert!(
+            line.starts_with(want),
+            "{line}\n  should start with\n{want}\n\n{e}"
+        );
+    }
+}
+
+/// Extensions Sinew has no descriptor for do not stop the report: each is named at its
+/// `typed_config`, and the problems after it are still found.
+#[test]
+fn unknown_extension_types_are_reported_with_everything_else() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replace(
+            "envoy.extensions.filters.http.router.v3.Router",
+            "envoy.extensions.filters.http.no_such_filter.v3.Filter",
+        )
+        .replacen("lb_policy: ROUND_ROBIN", "lb_policy: CLUSTER_PROVIDED", 1);
+    let e = error_of(&text);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(lines[0].contains("typed_config: \"envoy.extensions.filters.http.no_such_filter.v3.Filter\" is not an Envoy v3 type"), "{e}");
+    assert!(
+        lines[1].contains("static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED"),
+        "{e}"
+    );
+}
+
+/// Envoy names a static listener that has no name; Sinew names it after its address.
+#[test]
+fn a_listener_without_a_name_is_named_after_its_address() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen("name: listener_0", "", 1);
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let names: Vec<&str> = b
+        .loaded
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["127.0.0.1_18100"]);
+}
