@@ -1,7 +1,8 @@
 //! TLS and mesh identity in config: the proxy's own SPIFFE identity (`mesh`), how a
 //! listener takes mTLS (`mtls` modes, client certificates on `tls`), how a cluster
 //! originates it, which peer names are accepted, and what the upstream is told of the
-//! client certificate (`x-forwarded-client-cert`).
+//! client certificate (`x-forwarded-client-cert`). Certificates and CAs are files or
+//! secrets pushed over SDS ([`PemSource`]).
 
 use serde::Deserialize;
 
@@ -54,14 +55,68 @@ pub struct MeshIdentityFiles {
     pub bundle: String,
 }
 
+/// Where a certificate (with its key) or a CA bundle comes from: a PEM file, re-read
+/// when it changes, or a secret pushed over SDS (`{sds: NAME}`), replaced in place when
+/// a new version arrives. A certificate secret carries its key, so `key` is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a PEM file name, or a secret as {sds: NAME} (with `path: FILE` for a secret read from a file)"
+)]
+pub enum PemSource {
+    File(String),
+    Sds(SdsSecret),
+}
+
+/// A secret by name (Envoy's `sds_secret_config`): on the xDS stream (the control plane
+/// pushes it), or from a file holding a `DiscoveryResponse` (Envoy's
+/// `path_config_source`), re-read when it changes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdsSecret {
+    /// The secret's name.
+    pub sds: String,
+    /// A file with a `DiscoveryResponse` of Secrets (YAML or JSON); unset: the xDS stream.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A directory whose changes (a file moved in, a symlink swapped) mean `path` is
+    /// re-read (Envoy's `watched_directory`); `path` itself is watched either way.
+    #[serde(default)]
+    pub watched_directory: Option<String>,
+    /// How long a listener naming a secret from the xDS stream waits for it before it is
+    /// served anyway, refusing handshakes until it arrives (Envoy's
+    /// `initial_fetch_timeout`; 15 s unless set, `0s` waits for ever).
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub initial_fetch_timeout: Option<std::time::Duration>,
+}
+
+impl PemSource {
+    /// The file, unless the material is pushed over SDS.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            PemSource::File(f) => Some(f),
+            PemSource::Sds(_) => None,
+        }
+    }
+
+    /// The secret, when the material is pushed over SDS.
+    pub fn sds(&self) -> Option<&SdsSecret> {
+        match self {
+            PemSource::File(_) => None,
+            PemSource::Sds(s) => Some(s),
+        }
+    }
+}
+
 /// One certificate of a listener.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateFiles {
-    /// PEM certificate chain, leaf first.
-    pub cert: String,
-    /// PEM private key.
-    pub key: String,
+    /// PEM certificate chain, leaf first, or an SDS secret with the chain and its key.
+    pub cert: PemSource,
+    /// PEM private key (none for an SDS secret: it carries its key).
+    #[serde(default)]
+    pub key: Option<String>,
     /// A DER OCSP response stapled to handshakes (kept fresh by whoever writes it).
     #[serde(default)]
     pub ocsp_staple: Option<String>,

@@ -26,6 +26,7 @@ pub mod listener;
 mod local_ratelimit;
 mod rbac;
 pub mod route;
+pub mod secret;
 mod static_secrets;
 #[cfg(test)]
 mod test_fixtures;
