@@ -277,6 +277,85 @@ clusters:
     }
 
     #[test]
+    fn certificates_and_cas_may_be_sds_secrets_and_a_secret_takes_no_key() {
+        let ok = crate::load_str(
+            "t.yaml",
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{cert: {sds: server}}, {cert: {sds: other, path: /s.yaml, watched_directory: /d, initial_fetch_timeout: 2s}}]
+      client_ca: {sds: ROOTCA}
+      require_client_certificate: true
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    tls: {sni: x, ca: {sds: ROOTCA}, cert: {sds: client}}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(
+            tls.certificates[1].cert.sds().map(|s| (
+                s.sds.as_str(),
+                s.path.as_deref(),
+                s.initial_fetch_timeout
+            )),
+            Some((
+                "other",
+                Some("/s.yaml"),
+                Some(std::time::Duration::from_secs(2))
+            ))
+        );
+        let text = errors(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls: {cert: {sds: server}, key: k.pem}
+    tcp: {cluster: c}
+  - name: b
+    address: 127.0.0.1:0
+    tls: {certificates: [{cert: c.pem}, {cert: {sds: ''}}]}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    tls: {sni: x, ca: {sds: ROOTCA, bogus: 1}}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        assert!(
+            text.contains("a PEM file name, or a secret as {sds: NAME}"),
+            "{text}"
+        );
+        let text = errors(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls: {cert: {sds: server}, key: k.pem}
+    tcp: {cluster: c}
+  - name: b
+    address: 127.0.0.1:0
+    tls: {certificates: [{cert: c.pem}, {cert: {sds: ''}}]}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        for expected in [
+            "listeners[0].tls.key: the SDS secret \"server\" carries its key: leave `key` out",
+            "listeners[1].tls.certificates[0]: `cert` and `key` go together",
+            "listeners[1].tls.certificates[1].cert.sds: is empty",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn a_cluster_may_only_expect_ids_of_the_mesh_trust_domain() {
         let text = errors(
             "
