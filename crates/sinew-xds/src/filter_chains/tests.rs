@@ -101,7 +101,7 @@ fn chains_told_apart_by_server_names_choose_certificates_by_sni_default_first() 
     let got: Vec<(&str, Option<Vec<String>>)> = tls
         .certificates
         .iter()
-        .map(|c| (c.cert.as_str(), c.server_names.clone()))
+        .map(|c| (c.cert.file().unwrap_or_default(), c.server_names.clone()))
         .collect();
     assert_eq!(
         got,
