@@ -86,9 +86,10 @@ pub struct Listener {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// PEM certificate chain (the first certificate; more in `certificates`).
+    /// PEM certificate chain (the first certificate; more in `certificates`), or an SDS
+    /// secret with the chain and its key.
     #[serde(default)]
-    pub cert: Option<String>,
+    pub cert: Option<crate::tls::PemSource>,
     /// PEM private key of `cert`.
     #[serde(default)]
     pub key: Option<String>,
@@ -110,10 +111,11 @@ pub struct ListenerTls {
     /// ALPN protocols offered, in order of preference.
     #[serde(default = "default_alpn")]
     pub alpn: Vec<String>,
-    /// PEM bundle of CAs that client certificates are verified against; without it no
-    /// client certificate is asked for.
+    /// PEM bundle of CAs that client certificates are verified against (or an SDS
+    /// validation context, whose name matchers add to `match_subject_alt_names`);
+    /// without it no client certificate is asked for.
     #[serde(default)]
-    pub client_ca: Option<String>,
+    pub client_ca: Option<crate::tls::PemSource>,
     /// Refuse clients without a certificate (else one is verified if sent).
     #[serde(default)]
     pub require_client_certificate: bool,
@@ -641,14 +643,16 @@ fn default_weight() -> u32 {
 pub struct UpstreamTls {
     /// Server name sent in SNI and verified in the certificate.
     pub sni: String,
-    /// PEM file of trusted CA certificates.
-    pub ca: String,
+    /// PEM file of trusted CA certificates, or an SDS validation context (whose name
+    /// matchers add to `match_subject_alt_names`).
+    pub ca: crate::tls::PemSource,
     /// ALPN offered; defaults from `protocol` (h2 for http2, http/1.1 otherwise).
     #[serde(default)]
     pub alpn: Option<Vec<String>>,
-    /// PEM client certificate chain presented to the upstream (with `key`).
+    /// PEM client certificate chain presented to the upstream (with `key`), or an SDS
+    /// secret with the chain and its key.
     #[serde(default)]
-    pub cert: Option<String>,
+    pub cert: Option<crate::tls::PemSource>,
     /// PEM private key of `cert`.
     #[serde(default)]
     pub key: Option<String>,

@@ -1,7 +1,8 @@
 //! TLS and mesh identity in config: the proxy's own SPIFFE identity (`mesh`), how a
 //! listener takes mTLS (`mtls` modes, client certificates on `tls`), how a cluster
 //! originates it, which peer names are accepted, and what the upstream is told of the
-//! client certificate (`x-forwarded-client-cert`).
+//! client certificate (`x-forwarded-client-cert`). Certificates and CAs are files or
+//! secrets pushed over SDS ([`PemSource`]).
 
 use serde::Deserialize;
 
@@ -54,14 +55,68 @@ pub struct MeshIdentityFiles {
     pub bundle: String,
 }
 
+/// Where a certificate (with its key) or a CA bundle comes from: a PEM file, re-read
+/// when it changes, or a secret pushed over SDS (`{sds: NAME}`), replaced in place when
+/// a new version arrives. A certificate secret carries its key, so `key` is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a PEM file name, or a secret as {sds: NAME} (with `path: FILE` for a secret read from a file)"
+)]
+pub enum PemSource {
+    File(String),
+    Sds(SdsSecret),
+}
+
+/// A secret by name (Envoy's `sds_secret_config`): on the xDS stream (the control plane
+/// pushes it), or from a file holding a `DiscoveryResponse` (Envoy's
+/// `path_config_source`), re-read when it changes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdsSecret {
+    /// The secret's name.
+    pub sds: String,
+    /// A file with a `DiscoveryResponse` of Secrets (YAML or JSON); unset: the xDS stream.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A directory whose changes (a file moved in, a symlink swapped) mean `path` is
+    /// re-read (Envoy's `watched_directory`); `path` itself is watched either way.
+    #[serde(default)]
+    pub watched_directory: Option<String>,
+    /// How long a listener naming a secret from the xDS stream waits for it before it is
+    /// served anyway, refusing handshakes until it arrives (Envoy's
+    /// `initial_fetch_timeout`; 15 s unless set, `0s` waits for ever).
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub initial_fetch_timeout: Option<std::time::Duration>,
+}
+
+impl PemSource {
+    /// The file, unless the material is pushed over SDS.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            PemSource::File(f) => Some(f),
+            PemSource::Sds(_) => None,
+        }
+    }
+
+    /// The secret, when the material is pushed over SDS.
+    pub fn sds(&self) -> Option<&SdsSecret> {
+        match self {
+            PemSource::File(_) => None,
+            PemSource::Sds(s) => Some(s),
+        }
+    }
+}
+
 /// One certificate of a listener.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateFiles {
-    /// PEM certificate chain, leaf first.
-    pub cert: String,
-    /// PEM private key.
-    pub key: String,
+    /// PEM certificate chain, leaf first, or an SDS secret with the chain and its key.
+    pub cert: PemSource,
+    /// PEM private key (none for an SDS secret: it carries its key).
+    #[serde(default)]
+    pub key: Option<String>,
     /// A DER OCSP response stapled to handshakes (kept fresh by whoever writes it).
     #[serde(default)]
     pub ocsp_staple: Option<String>,
@@ -216,6 +271,85 @@ clusters:
             "clusters[0].mtls: needs the proxy's identity",
             "clusters[0].mtls: a cluster takes `tls` or `mtls`, not both",
             "clusters[0].tls: a client certificate needs both `cert` and `key`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn certificates_and_cas_may_be_sds_secrets_and_a_secret_takes_no_key() {
+        let ok = crate::load_str(
+            "t.yaml",
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{cert: {sds: server}}, {cert: {sds: other, path: /s.yaml, watched_directory: /d, initial_fetch_timeout: 2s}}]
+      client_ca: {sds: ROOTCA}
+      require_client_certificate: true
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    tls: {sni: x, ca: {sds: ROOTCA}, cert: {sds: client}}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(
+            tls.certificates[1].cert.sds().map(|s| (
+                s.sds.as_str(),
+                s.path.as_deref(),
+                s.initial_fetch_timeout
+            )),
+            Some((
+                "other",
+                Some("/s.yaml"),
+                Some(std::time::Duration::from_secs(2))
+            ))
+        );
+        let text = errors(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls: {cert: {sds: server}, key: k.pem}
+    tcp: {cluster: c}
+  - name: b
+    address: 127.0.0.1:0
+    tls: {certificates: [{cert: c.pem}, {cert: {sds: ''}}]}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    tls: {sni: x, ca: {sds: ROOTCA, bogus: 1}}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        assert!(
+            text.contains("a PEM file name, or a secret as {sds: NAME}"),
+            "{text}"
+        );
+        let text = errors(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls: {cert: {sds: server}, key: k.pem}
+    tcp: {cluster: c}
+  - name: b
+    address: 127.0.0.1:0
+    tls: {certificates: [{cert: c.pem}, {cert: {sds: ''}}]}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        for expected in [
+            "listeners[0].tls.key: the SDS secret \"server\" carries its key: leave `key` out",
+            "listeners[1].tls.certificates[0]: `cert` and `key` go together",
+            "listeners[1].tls.certificates[1].cert.sds: is empty",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

@@ -701,13 +701,16 @@ fn check_tls(
         }
         if let Some(tls) = &l.tls {
             match (&tls.cert, &tls.key) {
-                (Some(_), Some(_)) => {}
                 (None, None) if !tls.certificates.is_empty() => {}
                 (None, None) => err(
                     format!("{p}.tls"),
                     "needs a certificate: `cert` and `key`, or `certificates`".into(),
                 ),
-                _ => err(format!("{p}.tls"), "`cert` and `key` go together".into()),
+                (cert, key) => check_cert_key(&format!("{p}.tls"), cert.as_ref(), key, &mut err),
+            }
+            for (j, c) in tls.certificates.iter().enumerate() {
+                let at = format!("{p}.tls.certificates[{j}]");
+                check_cert_key(&at, Some(&c.cert), &c.key, &mut err);
             }
             if let (Some(min), Some(max)) = (tls.min_version, tls.max_version) {
                 if min > max {
@@ -773,11 +776,12 @@ fn check_tls(
             }
         }
         if let Some(tls) = &c.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                err(
+            match (&tls.cert, &tls.key) {
+                (Some(crate::tls::PemSource::File(_)), None) | (None, Some(_)) => err(
                     format!("{p}.tls"),
                     "a client certificate needs both `cert` and `key`".into(),
-                );
+                ),
+                (cert, key) => check_cert_key(&format!("{p}.tls"), cert.as_ref(), key, &mut err),
             }
             check_sans(
                 &format!("{p}.tls.match_subject_alt_names"),
@@ -785,6 +789,31 @@ fn check_tls(
                 &mut err,
             );
         }
+    }
+}
+
+/// A certificate file needs its key; an SDS secret carries its own.
+fn check_cert_key(
+    path: &str,
+    cert: Option<&crate::tls::PemSource>,
+    key: &Option<String>,
+    err: &mut impl FnMut(String, String),
+) {
+    match (cert, key) {
+        (Some(crate::tls::PemSource::File(_)), Some(_)) | (None, None) => {}
+        (Some(crate::tls::PemSource::Sds(s)), Some(_)) => err(
+            format!("{path}.key"),
+            format!(
+                "the SDS secret {:?} carries its key: leave `key` out",
+                s.sds
+            ),
+        ),
+        (Some(crate::tls::PemSource::Sds(s)), None) => {
+            if s.sds.is_empty() {
+                err(format!("{path}.cert.sds"), "is empty".into());
+            }
+        }
+        _ => err(path.to_string(), "`cert` and `key` go together".into()),
     }
 }
 

@@ -1,10 +1,12 @@
 //! A certificate and key that can be replaced while connections use it: new handshakes
 //! take the new one, established sessions keep theirs (TLS never re-reads a certificate
 //! after its handshake). Fed from files (re-read when they change) or pushed (SDS).
+//! A pushed certificate may be awaited: referenced before its secret arrived, it
+//! answers no handshake (which then fails cleanly) until the secret fills it in place.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -28,7 +30,8 @@ pub enum CertSource {
 
 /// A certificate chain with its key, swappable without a lock on the handshake path.
 pub struct RotatingCert {
-    current: ArcSwap<CertifiedKey>,
+    /// None while a pushed secret has not arrived.
+    current: ArcSwapOption<CertifiedKey>,
     source: CertSource,
 }
 
@@ -122,7 +125,7 @@ impl RotatingCert {
     ) -> Result<Arc<Self>, CertError> {
         let loaded = certified_from_files(cert, key, ocsp)?;
         let rotating = Arc::new(RotatingCert {
-            current: ArcSwap::from_pointee(loaded),
+            current: ArcSwapOption::from_pointee(loaded),
             source: CertSource::Files {
                 cert: cert.into(),
                 key: key.into(),
@@ -138,9 +141,23 @@ impl RotatingCert {
     /// A certificate that the control plane pushes (`name` is its SDS secret).
     pub fn pushed(name: &str, first: CertifiedKey) -> Arc<Self> {
         Arc::new(RotatingCert {
-            current: ArcSwap::from_pointee(first),
+            current: ArcSwapOption::from_pointee(first),
             source: CertSource::Pushed { name: name.into() },
         })
+    }
+
+    /// A pushed certificate whose secret has not arrived yet: it answers no handshake
+    /// until [`replace`](Self::replace) fills it.
+    pub fn awaited(name: &str) -> Arc<Self> {
+        Arc::new(RotatingCert {
+            current: ArcSwapOption::empty(),
+            source: CertSource::Pushed { name: name.into() },
+        })
+    }
+
+    /// Whether a certificate is in force (false only for an awaited secret).
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
     }
 
     fn reload_files(&self) -> Result<(), String> {
@@ -154,11 +171,11 @@ impl RotatingCert {
 
     /// Puts a new certificate in force for the handshakes that start from now on.
     pub fn replace(&self, certified: CertifiedKey) {
-        self.current.store(Arc::new(certified));
+        self.current.store(Some(Arc::new(certified)));
     }
 
-    /// The certificate in force.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    /// The certificate in force (None while an awaited secret has not arrived).
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.load_full()
     }
 
@@ -171,13 +188,13 @@ impl RotatingCert {
     /// admin API and metrics.
     pub fn leaf_identity(&self) -> Option<PeerIdentity> {
         let current = self.current.load();
-        PeerIdentity::from_der(current.cert.first()?.as_ref()).ok()
+        PeerIdentity::from_der(current.as_ref()?.cert.first()?.as_ref()).ok()
     }
 }
 
 impl ResolvesServerCert for RotatingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
     }
 }
 
@@ -187,7 +204,7 @@ impl ResolvesClientCert for RotatingCert {
         _root_hint_subjects: &[&[u8]],
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        let current = self.current.load_full();
+        let current = self.current.load_full()?;
         // Offer the certificate only when its key can sign a scheme the server accepts;
         // otherwise the handshake would fail later, with a less clear error.
         current.key.choose_scheme(sigschemes)?;
@@ -252,17 +269,18 @@ mod tests {
         let rotating =
             RotatingCert::from_files(cert_path.to_str().unwrap(), key_path.to_str().unwrap())
                 .unwrap();
-        assert_eq!(rotating.current().cert[0], first);
+        assert_eq!(rotating.current().unwrap().cert[0], first);
         let second = write("second.example");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while rotating.current().cert[0] != second && std::time::Instant::now() < deadline {
+        while rotating.current().unwrap().cert[0] != second && std::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert_eq!(rotating.current().cert[0], second);
+        assert_eq!(rotating.current().unwrap().cert[0], second);
         std::fs::write(&key_path, "-----BEGIN PRIVATE KEY-----\nbad\n").unwrap();
         tokio::time::sleep(crate::watch::POLL_INTERVAL * 3).await;
         assert_eq!(
-            rotating.current().cert[0],
+            rotating.current().unwrap().cert[0],
             second,
             "the last good pair stays"
         );

@@ -11,11 +11,14 @@
 //!   domain and expected names ([`PeerPolicy`]).
 //! - [`MeshIdentity`]: the proxy's SVID, bundle and trust domain, shared by every
 //!   listener and cluster in mesh mTLS.
+//! - [`PushedSecrets`]: secrets pushed over SDS, by name, each one certificate and one
+//!   bundle shared by what names it and replaced in place.
 //! - [`watch`]: the file poller behind the first two.
 
 mod cert;
 mod mesh;
 pub mod pem;
+pub mod sds;
 mod sni;
 mod trust;
 mod verify;
@@ -24,6 +27,7 @@ pub mod watch;
 pub use cert::{certified_key, CertError, CertSource, RotatingCert};
 pub use mesh::MeshIdentity;
 pub use pem::provider;
+pub use sds::{PushedSecrets, SecretKey};
 pub use sni::SniCertificates;
 pub use trust::{BundleSource, TrustBundle};
 pub use verify::{ClientVerifier, PeerPolicy, SanMatcher, SanType, ServerVerifier, StringMatch};

@@ -59,7 +59,7 @@ impl SniCertificates {
         schemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
         let usable = |e: &Entry| {
-            let current = e.cert.current();
+            let current = e.cert.current()?;
             current.key.choose_scheme(schemes).map(|_| current)
         };
         if let Some(name) = server_name {
@@ -121,11 +121,20 @@ mod tests {
         ]);
         let ecdsa = [S::ECDSA_NISTP256_SHA256];
         let pick = |name: Option<&str>| sni.choose(name, &ecdsa).unwrap();
-        assert!(Arc::ptr_eq(&pick(Some("a.example")), &a.current()));
-        assert!(Arc::ptr_eq(&pick(Some("y.b.example")), &wild.current()));
-        assert!(Arc::ptr_eq(&pick(Some("x.b.example")), &wild.current()));
+        assert!(Arc::ptr_eq(&pick(Some("a.example")), &a.current().unwrap()));
+        assert!(Arc::ptr_eq(
+            &pick(Some("y.b.example")),
+            &wild.current().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &pick(Some("x.b.example")),
+            &wild.current().unwrap()
+        ));
         for other in [Some("b.example"), Some("z.y.b.example"), Some("nope"), None] {
-            assert!(Arc::ptr_eq(&pick(other), &default.current()), "{other:?}");
+            assert!(
+                Arc::ptr_eq(&pick(other), &default.current().unwrap()),
+                "{other:?}"
+            );
         }
         // A client that can verify none of the keys' schemes gets nothing.
         assert!(sni.choose(Some("a.example"), &[S::ED448]).is_none());

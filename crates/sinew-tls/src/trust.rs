@@ -1,10 +1,11 @@
 //! A trust bundle (the CA certificates a peer's chain must lead to), replaceable while
 //! connections run: a root rollover pushes a bundle with the old and the new root, then
-//! one with the new root alone.
+//! one with the new root alone. A pushed bundle may be awaited: referenced before its
+//! secret arrived, it verifies no peer until the secret fills it in place.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -29,7 +30,8 @@ pub(crate) struct BundleState {
 
 /// The roots in force, swappable without a lock on the handshake path.
 pub struct TrustBundle {
-    state: ArcSwap<BundleState>,
+    /// None while a pushed secret has not arrived.
+    state: ArcSwapOption<BundleState>,
     source: BundleSource,
 }
 
@@ -57,7 +59,7 @@ impl TrustBundle {
     pub fn from_file(path: &str) -> Result<Arc<Self>, String> {
         let state = build(pem::load_roots(path)?)?;
         let bundle = Arc::new(TrustBundle {
-            state: ArcSwap::from_pointee(state),
+            state: ArcSwapOption::from_pointee(state),
             source: BundleSource::File(path.into()),
         });
         crate::watch::spawn(&bundle, vec![path.into()], TrustBundle::reload_file);
@@ -67,9 +69,23 @@ impl TrustBundle {
     /// A bundle that the control plane pushes.
     pub fn pushed(name: &str, roots: RootCertStore) -> Result<Arc<Self>, String> {
         Ok(Arc::new(TrustBundle {
-            state: ArcSwap::from_pointee(build(roots)?),
+            state: ArcSwapOption::from_pointee(build(roots)?),
             source: BundleSource::Pushed(name.into()),
         }))
+    }
+
+    /// A pushed bundle whose secret has not arrived yet: every peer is refused until
+    /// [`replace`](Self::replace) fills it.
+    pub fn awaited(name: &str) -> Arc<Self> {
+        Arc::new(TrustBundle {
+            state: ArcSwapOption::empty(),
+            source: BundleSource::Pushed(name.into()),
+        })
+    }
+
+    /// Whether roots are in force (false only for an awaited secret).
+    pub fn is_ready(&self) -> bool {
+        self.state.load().is_some()
     }
 
     fn reload_file(&self) -> Result<(), String> {
@@ -81,16 +97,16 @@ impl TrustBundle {
 
     /// Puts new roots in force for the handshakes that start from now on.
     pub fn replace(&self, roots: RootCertStore) -> Result<(), String> {
-        self.state.store(Arc::new(build(roots)?));
+        self.state.store(Some(Arc::new(build(roots)?)));
         Ok(())
     }
 
-    /// How many roots the bundle holds now.
+    /// How many roots the bundle holds now (0 while awaited).
     pub fn len(&self) -> usize {
-        self.state.load().roots.len()
+        self.state.load().as_ref().map_or(0, |s| s.roots.len())
     }
 
-    /// Whether the bundle is empty (never, once built: an empty bundle is refused).
+    /// Whether the bundle is empty (only while awaited: an empty bundle is refused).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -100,7 +116,13 @@ impl TrustBundle {
         &self.source
     }
 
-    pub(crate) fn state(&self) -> arc_swap::Guard<Arc<BundleState>> {
-        self.state.load()
+    /// The roots in force, or the error a handshake fails with while awaited.
+    pub(crate) fn state(&self) -> Result<Arc<BundleState>, rustls::Error> {
+        self.state.load_full().ok_or_else(|| {
+            let name = match &self.source {
+                BundleSource::Pushed(name) | BundleSource::File(name) => name,
+            };
+            rustls::Error::General(format!("trust bundle secret {name:?} has not arrived yet"))
+        })
     }
 }

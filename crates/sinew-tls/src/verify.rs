@@ -220,7 +220,7 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         self.bundle
-            .state()
+            .state()?
             .client_chain
             .verify_client_cert(end_entity, intermediates, now)?;
         self.policy.check(end_entity)?;
@@ -282,7 +282,7 @@ impl ServerCertVerifier for ServerVerifier {
         let cert = ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.bundle.state().roots,
+            &self.bundle.state()?.roots,
             intermediates,
             now,
             self.signatures.0.signature_verification_algorithms.all,

@@ -15,11 +15,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sinew_balance::{PickContext, Policy};
 use sinew_config::model::{self, Discovery, LbPolicy, UpstreamProtocol};
+use sinew_config::tls::PemSource;
 use sinew_config::ConfigError;
 
 use sinew_tls::{
-    MeshIdentity, PeerPolicy, RotatingCert, SanMatcher, SanType, ServerVerifier, StringMatch,
-    TrustBundle,
+    MeshIdentity, PeerPolicy, PushedSecrets, RotatingCert, SanMatcher, SanType, SecretKey,
+    ServerVerifier, StringMatch, TrustBundle,
 };
 
 use crate::breaker::CircuitBreakers;
@@ -103,8 +104,16 @@ impl<'a> ClusterBuilder<'a> {
         };
         if let Some(t) = &cfg.tls {
             let field = |f: &str| format!("tls.{f}");
-            let bundle = TrustBundle::from_file(&t.ca).map_err(|e| (field("ca"), e))?;
-            let sans = san_matchers(&t.match_subject_alt_names);
+            let secrets = PushedSecrets::global();
+            let (bundle, secret_sans) = match &t.ca {
+                PemSource::File(ca) => (
+                    TrustBundle::from_file(ca).map_err(|e| (field("ca"), e))?,
+                    Vec::new(),
+                ),
+                PemSource::Sds(s) => secrets.validation(&secret_key(s)),
+            };
+            let mut sans = san_matchers(&t.match_subject_alt_names);
+            sans.extend(secret_sans.iter().cloned());
             let verifier = ServerVerifier::new(
                 bundle,
                 sans.is_empty(),
@@ -114,15 +123,18 @@ impl<'a> ClusterBuilder<'a> {
                 },
             );
             let client_cert = match (&t.cert, &t.key) {
-                (Some(cert), Some(key)) => Some(
+                (Some(PemSource::File(cert)), Some(key)) => Some(
                     RotatingCert::from_files(cert, key)
                         .map_err(|e| e.field_and_message())
                         .map_err(|(f, m)| (field(f), m))?,
                 ),
+                (Some(PemSource::Sds(s)), _) => Some(secrets.certificate(&secret_key(s))),
                 _ => None,
             };
-            let tls = UpstreamTls::new(Some(&t.sni), verifier, client_cert, alpn(t.alpn.as_ref()))
-                .map_err(|(f, m)| (field(f), m))?;
+            let mut tls =
+                UpstreamTls::new(Some(&t.sni), verifier, client_cert, alpn(t.alpn.as_ref()))
+                    .map_err(|(f, m)| (field(f), m))?;
+            tls.secret_sans = secret_sans;
             return Ok(Some(tls));
         }
         if let Some(m) = &cfg.mtls {
@@ -182,6 +194,8 @@ impl<'a> ClusterBuilder<'a> {
             p.config.protocol == cfg.protocol
                 && p.config.connect_timeout == cfg.connect_timeout
                 && p.config.tls == cfg.tls
+                && p.settings.tls.as_ref().map(|t| &t.secret_sans)
+                    == tls.as_ref().map(|t| &t.secret_sans)
                 && p.config.mtls == cfg.mtls
                 && p.mesh_identity_is(self.mesh.as_ref())
                 && p.config.pool == cfg.pool
@@ -356,6 +370,14 @@ impl Drop for Picked {
 
 /// Config SAN matchers as the verifier takes them (validation has checked each sets
 /// exactly one comparison).
+/// Which pushed secret a config's `{sds: NAME}` names.
+pub fn secret_key(s: &sinew_config::tls::SdsSecret) -> SecretKey {
+    SecretKey {
+        name: s.sds.clone(),
+        file: s.path.clone(),
+    }
+}
+
 pub fn san_matchers(sans: &[sinew_config::tls::SanMatch]) -> Vec<SanMatcher> {
     sans.iter()
         .filter_map(|san| {

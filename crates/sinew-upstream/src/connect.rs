@@ -21,6 +21,9 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
     /// The certificate presented to the upstream, for the admin API and metrics.
     pub client_cert: Option<Arc<sinew_tls::RotatingCert>>,
+    /// Name matchers taken from an SDS validation context when this was built: when the
+    /// secret's change, the cluster's connections are made afresh.
+    pub secret_sans: Vec<sinew_tls::SanMatcher>,
 }
 
 impl UpstreamTls {
@@ -52,6 +55,7 @@ impl UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
             client_cert,
+            secret_sans: Vec::new(),
         })
     }
 }
@@ -108,6 +112,17 @@ pub async fn connect(
         match tls {
             None => Ok(UpstreamIo::Plain(tcp)),
             Some(tls) => {
+                // A client certificate pushed over SDS that has not arrived: fail here,
+                // saying why, rather than handshake without it.
+                if let Some(cert) = tls.client_cert.as_ref().filter(|c| !c.is_ready()) {
+                    return Err(ConnectError::Tls(io::Error::other(format!(
+                        "client certificate secret {:?} has not arrived yet",
+                        match cert.source() {
+                            sinew_tls::CertSource::Pushed { name } => name.as_str(),
+                            sinew_tls::CertSource::Files { cert, .. } => cert.as_str(),
+                        }
+                    ))));
+                }
                 let stream = tls
                     .connector
                     .connect(tls.server_name.clone(), tcp)

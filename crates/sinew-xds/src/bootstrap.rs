@@ -172,7 +172,7 @@ impl EnvoyBootstrap {
 }
 
 /// Envoy's descriptors for the bootstrap and the extensions Sinew maps (see build.rs).
-fn descriptors() -> &'static DescriptorPool {
+pub(crate) fn descriptors() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
         DescriptorPool::decode(

@@ -27,6 +27,7 @@ mod local_ratelimit;
 mod rbac;
 mod report;
 pub mod route;
+pub mod secret;
 mod static_secrets;
 #[cfg(test)]
 mod test_fixtures;

@@ -7,8 +7,8 @@
 //! bootstrap's static secrets; this module puts that secret's certificate or validation
 //! context in place of the reference before the listener and cluster mappers run, so a
 //! named secret maps exactly as the same fields written inline do (files, watched and
-//! re-read). References with an `sds_config` (served over SDS) are left for the mappers,
-//! which refuse them for now.
+//! re-read). References with an `sds_config` (served over SDS or from a file) are left
+//! for the mappers, which map them to Sinew's `{sds: NAME}` (see `tls_context`).
 //!
 //! A secret is checked where it is defined: only what Sinew can serve from files —
 //! `certificate_chain`, `private_key`, `ocsp_staple`, `trusted_ca` as `filename`, and

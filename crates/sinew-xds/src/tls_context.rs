@@ -1,15 +1,20 @@
 //! Envoy's TLS transport sockets (`DownstreamTlsContext` on a filter chain,
 //! `UpstreamTlsContext` on a cluster) mapped onto Sinew's listener and cluster `tls`.
-//! Certificates and CAs given as files (`filename`) map; inline bytes and SDS secret
-//! references are refused by name, for now, as is every field Sinew does not honour.
+//! Certificates and CAs given as files (`filename`) map; so do SDS secret references
+//! (`tls_certificate_sds_secret_configs`, `validation_context_sds_secret_config`, also
+//! inside `combined_validation_context`) whose `sds_config` is the ADS stream
+//! (`ads: {}`) or a file (`path_config_source`, or the deprecated `path`): they become
+//! Sinew's `{sds: NAME}` ([`sinew_config::tls::PemSource`]). Inline certificate bytes,
+//! other config sources and every field Sinew does not honour are refused by name.
 
 use envoy_types::pb::envoy::config::core::v3::{
-    data_source::Specifier, DataSource, TransportSocket,
+    config_source::ConfigSourceSpecifier, data_source::Specifier, ApiVersion, ConfigSource,
+    DataSource, TransportSocket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
-    tls_parameters::TlsProtocol, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
-    TlsParameters, UpstreamTlsContext,
+    tls_parameters::TlsProtocol, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    SubjectAltNameMatcher, TlsParameters, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use serde_json::{json, Map, Value};
@@ -72,7 +77,7 @@ pub(crate) fn downstream(
     }
     out.insert("certificates".into(), Value::Array(certificates));
     if let Some(ca) = ca {
-        out.insert("client_ca".into(), json!(ca));
+        out.insert("client_ca".into(), ca);
     }
     if !sans.is_empty() {
         out.insert("match_subject_alt_names".into(), Value::Array(sans));
@@ -136,12 +141,14 @@ pub(crate) fn upstream(
             sni
         }),
     );
-    out.insert("ca".into(), json!(ca));
+    out.insert("ca".into(), ca);
     match certificates.as_slice() {
         [] => {}
         [one] => {
             out.insert("cert".into(), one["cert"].clone());
-            out.insert("key".into(), one["key"].clone());
+            if let Some(key) = one.get("key") {
+                out.insert("key".into(), key.clone());
+            }
         }
         _ => {
             return Err(ctx.error(
@@ -188,7 +195,8 @@ fn context<M: prost::Message + Default>(
 
 struct Common {
     certificates: Vec<Value>,
-    ca: Option<String>,
+    /// A file name, or `{sds: NAME}`.
+    ca: Option<Value>,
     sans: Vec<Value>,
 }
 
@@ -219,11 +227,12 @@ fn common_context(
         ctx.only_supported(&at, &cert)?;
         certificates.push(entry);
     }
-    if !common.tls_certificate_sds_secret_configs.is_empty() {
-        return Err(ctx.error(
-            format!("{path}.tls_certificate_sds_secret_configs"),
-            "SDS secrets are not supported by Sinew yet: give the files as tls_certificates",
-        ));
+    for (i, reference) in std::mem::take(&mut common.tls_certificate_sds_secret_configs)
+        .into_iter()
+        .enumerate()
+    {
+        let at = format!("{path}.tls_certificate_sds_secret_configs[{i}]");
+        certificates.push(json!({"cert": sds_reference(ctx, &at, reference)?}));
     }
     let alpn = std::mem::take(&mut common.alpn_protocols);
     if !alpn.is_empty() {
@@ -238,17 +247,55 @@ fn common_context(
         Some(ValidationContextType::ValidationContext(mut v)) => {
             let at = format!("{path}.validation_context");
             if let Some(trusted) = v.trusted_ca.take() {
-                ca = Some(file(ctx, &format!("{at}.trusted_ca"), Some(trusted))?);
+                ca = Some(json!(file(ctx, &format!("{at}.trusted_ca"), Some(trusted))?));
             }
             for (i, m) in std::mem::take(&mut v.match_typed_subject_alt_names).into_iter().enumerate() {
                 sans.push(san(ctx, &format!("{at}.match_typed_subject_alt_names[{i}]"), m)?);
             }
             ctx.only_supported(&at, &v)?;
         }
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(reference)) => {
+            let at = format!("{path}.validation_context_sds_secret_config");
+            ca = Some(sds_reference(ctx, &at, reference)?);
+        }
+        Some(ValidationContextType::CombinedValidationContext(mut combined)) => {
+            // Envoy merges the secret into the default context: the secret's CA is the one
+            // used, and the name matchers of both apply (the secret's are added when it
+            // arrives).
+            let at = format!("{path}.combined_validation_context");
+            let Some(reference) = combined.validation_context_sds_secret_config.take() else {
+                return Err(ctx.error(
+                    format!("{at}.validation_context_sds_secret_config"),
+                    "is required",
+                ));
+            };
+            ca = Some(sds_reference(
+                ctx,
+                &format!("{at}.validation_context_sds_secret_config"),
+                reference,
+            )?);
+            if let Some(mut default) = combined.default_validation_context.take() {
+                let dat = format!("{at}.default_validation_context");
+                if default.trusted_ca.is_some() {
+                    return Err(ctx.error(
+                        format!("{dat}.trusted_ca"),
+                        "the CA comes from the SDS secret; a second one here is not supported by Sinew",
+                    ));
+                }
+                for (i, m) in std::mem::take(&mut default.match_typed_subject_alt_names)
+                    .into_iter()
+                    .enumerate()
+                {
+                    sans.push(san(ctx, &format!("{dat}.match_typed_subject_alt_names[{i}]"), m)?);
+                }
+                ctx.only_supported(&dat, &default)?;
+            }
+            ctx.only_supported(&at, &combined)?;
+        }
         Some(_) => {
             return Err(ctx.error(
-                format!("{path}.validation_context_sds_secret_config"),
-                "SDS validation contexts are not supported by Sinew yet: give validation_context.trusted_ca as a file",
+                format!("{path}.validation_context_certificate_provider"),
+                "certificate providers are not supported by Sinew: give validation_context or an SDS secret",
             ))
         }
     }
@@ -296,7 +343,7 @@ fn versions(
     ctx.only_supported(path, &params)
 }
 
-fn san(ctx: &Ctx, path: &str, m: SubjectAltNameMatcher) -> Result<Value, XdsError> {
+pub(crate) fn san(ctx: &Ctx, path: &str, m: SubjectAltNameMatcher) -> Result<Value, XdsError> {
     let san_type = match SanType::try_from(m.san_type) {
         Ok(SanType::Uri) => "uri",
         Ok(SanType::Dns) => "dns",
@@ -327,6 +374,85 @@ fn san(ctx: &Ctx, path: &str, m: SubjectAltNameMatcher) -> Result<Value, XdsErro
         }
     };
     Ok(json!({"san_type": san_type, kind: value}))
+}
+
+/// An SDS secret reference as Sinew's `{sds: NAME}`: on the ADS stream, or from a file
+/// holding a `DiscoveryResponse`.
+fn sds_reference(ctx: &Ctx, path: &str, reference: SdsSecretConfig) -> Result<Value, XdsError> {
+    if reference.name.is_empty() {
+        return Err(ctx.error(format!("{path}.name"), "is required"));
+    }
+    let Some(source) = reference.sds_config else {
+        return Err(ctx.error(
+            format!("{path}.sds_config"),
+            "is required: without it the name is one of a bootstrap's static_resources.secrets, which an xDS resource cannot name",
+        ));
+    };
+    let at = format!("{path}.sds_config");
+    let ConfigSource {
+        authorities,
+        initial_fetch_timeout,
+        resource_api_version,
+        config_source_specifier,
+    } = source;
+    if !authorities.is_empty() {
+        return Err(ctx.error(format!("{at}.authorities"), "is not supported by Sinew"));
+    }
+    if !matches!(
+        ApiVersion::try_from(resource_api_version),
+        Ok(ApiVersion::Auto | ApiVersion::V3)
+    ) {
+        return Err(ctx.error(
+            format!("{at}.resource_api_version"),
+            "Sinew speaks xDS v3 only",
+        ));
+    }
+    let mut out = json!({"sds": reference.name});
+    match config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) => {}
+        #[allow(deprecated)]
+        Some(ConfigSourceSpecifier::Path(file)) => {
+            if file.is_empty() {
+                return Err(ctx.error(format!("{at}.path"), "is required"));
+            }
+            out["path"] = json!(file);
+        }
+        Some(ConfigSourceSpecifier::PathConfigSource(mut source)) => {
+            let pat = format!("{at}.path_config_source");
+            if source.path.is_empty() {
+                return Err(ctx.error(format!("{pat}.path"), "is required"));
+            }
+            out["path"] = json!(std::mem::take(&mut source.path));
+            if let Some(dir) = source.watched_directory.take() {
+                if dir.path.is_empty() {
+                    return Err(ctx.error(format!("{pat}.watched_directory.path"), "is required"));
+                }
+                out["watched_directory"] = json!(dir.path);
+            }
+            if source.poll_interval.is_some() {
+                return Err(ctx.error(
+                    format!("{pat}.poll_interval"),
+                    "is not supported by Sinew: it polls the file (and watched_directory) every second",
+                ));
+            }
+        }
+        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {
+            return Err(ctx.error(
+                format!("{at}.api_config_source"),
+                "an SDS server of its own is not supported by Sinew: take the secret on the ADS stream (`ads: {}`) or from a file (`path_config_source`)",
+            ))
+        }
+        Some(ConfigSourceSpecifier::Self_(_)) | None => {
+            return Err(ctx.error(
+                at,
+                "Sinew takes a secret on the ADS stream (`ads: {}`) or from a file (`path_config_source`)",
+            ))
+        }
+    }
+    if let Some(d) = initial_fetch_timeout {
+        out["initial_fetch_timeout"] = json!(crate::convert::duration(&d));
+    }
+    Ok(out)
 }
 
 /// A data source that must be a file.

@@ -6,6 +6,7 @@
 mod config_file;
 mod demo;
 mod log_control;
+mod sds;
 mod xds;
 
 use std::path::{Path, PathBuf};
@@ -375,6 +376,11 @@ async fn proxy(
         },
         _ => None,
     };
+    // Secrets named from files are read before the listeners that use them start.
+    if let Err(e) = sds::watch_files(&loaded.config) {
+        eprintln!("sinew: SDS secrets file {e}");
+        return ExitCode::FAILURE;
+    }
     let proxy = match sinew_proxy::Proxy::start_with_identity(loaded, workers, identity).await {
         Ok(p) => p,
         Err(d) => {
@@ -382,6 +388,7 @@ async fn proxy(
             return ExitCode::FAILURE;
         }
     };
+    sds::count_in(proxy.metrics.clone());
     let _admin = match start_admin(&proxy, loaded, log).await {
         Ok(a) => a,
         Err(code) => return code,

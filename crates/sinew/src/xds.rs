@@ -3,9 +3,17 @@
 //! them to the static config from `-c` (if any), and swaps the result in with
 //! [`Proxy::reload`]. A refused update is NACKed with the resource and field at fault
 //! and the running config stays as it was.
+//!
+//! Secrets (SDS) are asked for by the names the config uses (`{sds: NAME}`, from an
+//! Envoy `sds_config: {ads: {}}`) and put in force in place ([`crate::sds`]); a new
+//! listener naming a secret that has not arrived is held back (warming) until it does,
+//! or until its `initial_fetch_timeout` (15 s unless set) runs out — then it serves and
+//! refuses handshakes until the secret arrives, as Envoy's does.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -27,13 +35,23 @@ pub struct ProxyHandler {
     resources: Arc<Resources>,
     /// What an agent's SDS socket serves, kept in step with the bundle from SDS.
     agent_secrets: Option<Arc<sinew_ca::agent::SecretStore>>,
+    /// The secret names the config in force uses (held listeners' too): what the proxy
+    /// asks the stream for.
+    secret_names: BTreeSet<String>,
+    /// New listeners held back until their secrets arrive, with when they stop waiting
+    /// (None: for ever).
+    held: BTreeMap<String, Option<Instant>>,
 }
 
 /// An update's resources, assembled with the static config and checked: ready to swap in.
 struct Prepared {
     next: Resources,
     assembled: Assembled,
+    secret_names: BTreeSet<String>,
 }
+
+/// Envoy's default `initial_fetch_timeout`, for a listener waiting for its secrets.
+const SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl ProxyHandler {
     pub fn new(
@@ -41,12 +59,88 @@ impl ProxyHandler {
         base: Config,
         agent_secrets: Option<Arc<sinew_ca::agent::SecretStore>>,
     ) -> Self {
+        let secret_names = crate::sds::stream_names(&base);
         ProxyHandler {
             proxy,
             base: Arc::new(base),
             resources: Arc::default(),
             agent_secrets,
+            secret_names,
+            held: BTreeMap::new(),
         }
+    }
+
+    /// Secrets named by the config (on the stream), checked all before any is put in
+    /// force: a bad one refuses the response and every secret keeps its last good
+    /// version. Whether what uses them needs a rebuild (a held listener may now serve,
+    /// or a validation context's name matchers changed).
+    fn apply_named_secrets(&self, update: &Update) -> Result<bool, String> {
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+        let mut checked = Vec::new();
+        let mut names = Vec::new();
+        for (i, r) in update.resources.iter().enumerate() {
+            let secret = Secret::decode(r.resource.value.as_slice())
+                .map_err(|e| format!("resources[{i}]: does not decode: {e}"))?;
+            if !self.secret_names.contains(&secret.name) {
+                continue;
+            }
+            names.push(secret.name.clone());
+            match crate::sds::check(&secret, None) {
+                Ok(c) => checked.push(c),
+                Err(e) => {
+                    crate::sds::count_rejected([secret.name]);
+                    return Err(format!("resources[{i}]: {e}"));
+                }
+            }
+        }
+        let matchers_changed = crate::sds::put_in_force(checked)?;
+        Ok(matchers_changed || !self.held.is_empty())
+    }
+
+    /// Takes out of `config` each new listener whose secrets (on the stream) have not
+    /// arrived, unless its wait ran out; returns the listeners held and their deadlines.
+    fn hold_warming(&self, config: &mut Config) -> BTreeMap<String, Option<Instant>> {
+        let store = sinew_tls::PushedSecrets::global();
+        let now = Instant::now();
+        let snapshot = self.proxy.snapshot();
+        let running = |name: &str| snapshot.listeners.iter().any(|l| &*l.name == name);
+        let mut held = BTreeMap::new();
+        config.listeners.retain(|l| {
+            let missing: Vec<_> = crate::sds::listener_secrets(l)
+                .into_iter()
+                .filter(|s| s.path.is_none())
+                .filter(|s| !store.has_arrived(&sinew_tls::SecretKey::ads(&s.sds)))
+                .collect();
+            // A listener already serving keeps serving its new version: its handshakes
+            // wait for the secret rather than its port closing.
+            if missing.is_empty() || running(&l.name) {
+                return true;
+            }
+            // It waits for the slowest secret; `0s` waits for ever.
+            let wait = missing
+                .iter()
+                .map(|s| s.initial_fetch_timeout.unwrap_or(SECRET_FETCH_TIMEOUT))
+                .map(|t| (!t.is_zero()).then_some(t))
+                .max_by_key(|t| t.map_or(u128::MAX, |t| t.as_nanos()))
+                .flatten();
+            let deadline = match self.held.get(&l.name) {
+                Some(deadline) => *deadline,
+                None => wait.map(|t| now + t),
+            };
+            let names: Vec<&str> = missing.iter().map(|s| s.sds.as_str()).collect();
+            if deadline.is_some_and(|d| d <= now) {
+                tracing::warn!(
+                    listener = %l.name,
+                    secrets = ?names,
+                    "secrets did not arrive within initial_fetch_timeout: the listener serves and refuses handshakes until they do"
+                );
+                return true;
+            }
+            tracing::info!(listener = %l.name, secrets = ?names, "listener warming: waiting for its SDS secrets");
+            held.insert(l.name.clone(), deadline);
+            false
+        });
+        held
     }
 
     /// The mesh's trust bundle over SDS (`ROOTCA`): put in force for new handshakes at
@@ -93,7 +187,18 @@ impl ProxyHandler {
     /// Maps, checks and swaps in one update; the running config stays on any error.
     async fn apply_update(&mut self, update: Update) -> Result<(), String> {
         if update.kind == Kind::Secret {
-            return self.apply_secrets(&update);
+            let rebuild = self.apply_named_secrets(&update)?;
+            self.apply_secrets(&update)?;
+            if rebuild {
+                let unchanged = |held: &Resources| Ok(held.clone());
+                let label = format!("xDS SDS version {:?}", update.version);
+                // The secrets are in force either way; a failed rebuild is logged, not
+                // held against them.
+                if let Err(e) = self.rebuild(label, unchanged).await {
+                    tracing::warn!("xDS: rebuilding after secrets arrived failed: {e}");
+                }
+            }
+            return Ok(());
         }
         let label = format!(
             "xDS {} version {:?}",
@@ -112,10 +217,13 @@ impl ProxyHandler {
         change: impl FnOnce(&Resources) -> Result<Resources, String> + Send + 'static,
     ) -> Result<(), String> {
         let (held, base) = (self.resources.clone(), self.base.clone());
-        let prepared = off_the_serving_threads(move || prepare(change(&held)?, &base))
+        let mut prepared = off_the_serving_threads(move || prepare(change(&held)?, &base))
             .await
             .inspect_err(|_| self.proxy.note_reload_failed())?;
-        self.swap_in(prepared, label).await
+        let waiting = self.hold_warming(&mut prepared.assembled.config);
+        self.swap_in(prepared, label).await?;
+        self.held = waiting;
+        Ok(())
     }
 
     /// Swaps in a prepared config; on success its resources become what the handler holds.
@@ -123,6 +231,7 @@ impl ProxyHandler {
         let Prepared {
             next,
             mut assembled,
+            secret_names,
         } = prepared;
         let loaded = LoadedConfig {
             file: label,
@@ -139,6 +248,7 @@ impl ProxyHandler {
                     tracing::warn!("xDS: {timed_out}");
                 }
                 self.resources = Arc::new(next);
+                self.secret_names = secret_names;
                 Ok(())
             }
             Err(d) => Err(blamed(
@@ -219,7 +329,14 @@ fn prepare(mut next: Resources, base: &Config) -> Result<Prepared, String> {
             errors.iter().map(|e| (&e.path, &e.message)),
         ));
     }
-    Ok(Prepared { next, assembled })
+    // Secrets named from files are read before the config that names them compiles.
+    crate::sds::watch_files(&assembled.config).map_err(|e| format!("SDS secrets file {e}"))?;
+    let secret_names = crate::sds::stream_names(&assembled.config);
+    Ok(Prepared {
+        next,
+        assembled,
+        secret_names,
+    })
 }
 
 impl ResourceHandler for ProxyHandler {
@@ -246,11 +363,11 @@ impl ResourceHandler for ProxyHandler {
             Kind::Endpoint => self.resources.wanted_assignments(),
             Kind::Secret => {
                 let from_ca = self.base.mesh.as_ref().is_some_and(|m| m.ca.is_some());
+                let mut names: Vec<String> = self.secret_names.iter().cloned().collect();
                 if from_ca {
-                    vec![sinew_ca::ROOT_CA_SECRET.to_string()]
-                } else {
-                    Vec::new()
+                    names.push(sinew_ca::ROOT_CA_SECRET.to_string());
                 }
+                names
             }
             Kind::Listener | Kind::Cluster => Vec::new(),
         }
@@ -265,7 +382,11 @@ impl ResourceHandler for ProxyHandler {
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
-        self.resources.next_deadline()
+        let held = self.held.values().flatten().copied().min();
+        [self.resources.next_deadline(), held]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A warming listener or cluster waited out its `initial_fetch_timeout`: assemble

@@ -40,6 +40,7 @@ mod quickstart;
 mod rate_limit;
 mod reload;
 mod routing;
+mod sds_refs;
 mod smoke;
 mod stream_idle;
 mod tcp_proxy;

@@ -11,7 +11,9 @@ stdin:  one JSON snapshot per line: {"version": "2", "listener_port": 18000,
         "endpoints": ["127.0.0.1:9000"], "bad": false}. "bad": true adds an HTTP filter
         Sinew does not support to the listener, to provoke a NACK. Optional:
         "withhold": ["RDS", "EDS"] never sends those types; "initial_fetch_timeout": "1s"
-        sets it on the route and endpoint config sources.
+        sets it on the route and endpoint config sources. "tls_secret": "NAME" puts a
+        DownstreamTlsContext on the listener naming that secret over ADS (SDS);
+        "secrets": {"NAME": {"cert": PEM, "key": PEM}} serves Secrets (absent: none).
 stdout: "LISTENING <port>", then one JSON line per request received: stream ("sotw" or
         "delta"), type (short: CDS, EDS, LDS, RDS), version, nonce, names, error (the
         NACK's message or null), subscribe, unsubscribe, initial_versions, node.
@@ -25,9 +27,14 @@ import grpc
 # Importing a message module registers its types for Any unpacking.
 import envoy_data_plane.envoy.extensions.filters.http.router.v3  # noqa: F401
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
+from envoy_data_plane.envoy.config.core.v3 import TransportSocket
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    DownstreamTlsContext,
+    Secret,
+)
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
 )
@@ -45,6 +52,7 @@ TYPES = {
     "EDS": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
     "LDS": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "RDS": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "SDS": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
 }
 SHORT = {v: k for k, v in TYPES.items()}
 ADS = {"ads": {}, "resourceApiVersion": "V3"}
@@ -86,6 +94,23 @@ def resources(snapshot):
         type_url="type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         value=bytes(hcm),
     )
+    if "tls_secret" in snapshot:
+        tls = DownstreamTlsContext.from_dict(
+            {
+                "commonTlsContext": {
+                    "tlsCertificateSdsSecretConfigs": [
+                        {"name": snapshot["tls_secret"], "sdsConfig": ADS}
+                    ]
+                }
+            }
+        )
+        listener.filter_chains[0].transport_socket = TransportSocket(
+            name="envoy.transport_sockets.tls",
+            typed_config=Any(
+                type_url="type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                value=bytes(tls),
+            ),
+        )
     route = RouteConfiguration.from_dict(
         {
             "name": "routes",
@@ -122,6 +147,19 @@ def resources(snapshot):
         "LDS": {"web": pack("LDS", listener)},
         "RDS": {"routes": pack("RDS", route)},
     }
+    if "secrets" in snapshot:
+        out["SDS"] = {}
+        for name, pem in snapshot["secrets"].items():
+            secret = Secret.from_dict(
+                {
+                    "name": name,
+                    "tlsCertificate": {
+                        "certificateChain": {"inlineString": pem["cert"]},
+                        "privateKey": {"inlineString": pem["key"]},
+                    },
+                }
+            )
+            out["SDS"][name] = pack("SDS", secret)
     for kind in snapshot.get("withhold", []):
         del out[kind]
     return out

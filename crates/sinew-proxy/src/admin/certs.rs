@@ -1,5 +1,6 @@
 //! `/certs`: every certificate the proxy presents — the mesh SVID, listeners', clusters'
-//! client certificates — with its SPIFFE ID, names, serial and expiry. Never a key.
+//! client certificates, those fed by SDS secrets among them (`source: {sds: NAME}`) —
+//! with its SPIFFE ID, names, serial and expiry. Never a key.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,11 @@ pub(super) fn certs(admin: &Admin) -> Reply {
                     "serial": id.serial,
                     "not_after_unix": id.not_after,
                     "expires_in_seconds": id.not_after - now,
+                }),
+                None if !cert.is_ready() => json!({
+                    "name": name,
+                    "source": source,
+                    "error": "the SDS secret has not arrived",
                 }),
                 None => json!({"name": name, "source": source, "error": "unreadable"}),
             }

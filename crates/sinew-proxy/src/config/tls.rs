@@ -1,14 +1,17 @@
 //! Compiling TLS: the proxy's mesh identity, and each listener's acceptor — a gateway's
 //! `tls` (its certificate, optionally verifying client certificates) or mesh `mtls`
 //! (the proxy's SVID, clients verified against the mesh's bundle and trust domain).
+//! A certificate or CA named as an SDS secret is the shared one from
+//! [`PushedSecrets`], awaited until the secret arrives.
 
 use std::sync::Arc;
 
 use sinew_config::model::{Config, Listener};
-use sinew_config::tls::{MtlsMode, TlsVersion};
+use sinew_config::tls::{MtlsMode, PemSource, TlsVersion};
 use sinew_config::ConfigError;
 use sinew_tls::{
-    ClientVerifier, MeshIdentity, PeerPolicy, RotatingCert, SniCertificates, TrustBundle,
+    ClientVerifier, MeshIdentity, PeerPolicy, PushedSecrets, RotatingCert, SniCertificates,
+    TrustBundle,
 };
 use tokio_rustls::TlsAcceptor;
 
@@ -72,13 +75,21 @@ pub(crate) fn downstream_tls(
         let certs: Vec<Arc<RotatingCert>> = certs.into_iter().map(|(_, c)| c).collect();
         let builder = match &t.client_ca {
             Some(ca) => {
-                let bundle =
-                    TrustBundle::from_file(ca).map_err(|e| ("tls.client_ca".to_string(), e))?;
+                let mut sans = sinew_upstream::cluster::san_matchers(&t.match_subject_alt_names);
+                let bundle = match ca {
+                    PemSource::File(ca) => {
+                        TrustBundle::from_file(ca).map_err(|e| ("tls.client_ca".to_string(), e))?
+                    }
+                    PemSource::Sds(s) => {
+                        let key = sinew_upstream::cluster::secret_key(s);
+                        let (bundle, secret_sans) = PushedSecrets::global().validation(&key);
+                        sans.extend(secret_sans);
+                        bundle
+                    }
+                };
                 let policy = PeerPolicy {
                     trust_domain: None,
-                    subject_alt_names: sinew_upstream::cluster::san_matchers(
-                        &t.match_subject_alt_names,
-                    ),
+                    subject_alt_names: sans,
                 };
                 builder.with_client_cert_verifier(ClientVerifier::new(
                     bundle,
@@ -166,28 +177,37 @@ type NamedCert = (Vec<String>, Arc<RotatingCert>);
 fn listener_certificates(
     t: &sinew_config::model::ListenerTls,
 ) -> Result<Vec<NamedCert>, (String, String)> {
-    type Files<'a> = (
+    type Source<'a> = (
         String,
-        &'a str,
-        &'a str,
+        &'a PemSource,
+        Option<&'a str>,
         Option<&'a str>,
         Option<&'a [String]>,
     );
-    let mut files: Vec<Files> = Vec::new();
-    if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
-        files.push(("tls".into(), cert, key, None, None));
+    let mut sources: Vec<Source> = Vec::new();
+    if let Some(cert) = &t.cert {
+        sources.push(("tls".into(), cert, t.key.as_deref(), None, None));
     }
     for (j, c) in t.certificates.iter().enumerate() {
         let path = format!("tls.certificates[{j}]");
         let names = c.server_names.as_deref();
-        files.push((path, &c.cert, &c.key, c.ocsp_staple.as_deref(), names));
+        let key = c.key.as_deref();
+        sources.push((path, &c.cert, key, c.ocsp_staple.as_deref(), names));
     }
-    files
+    sources
         .into_iter()
         .map(|(path, cert, key, ocsp, server_names)| {
-            let cert = RotatingCert::from_files_stapling(cert, key, ocsp)
-                .map_err(|e| e.field_and_message())
-                .map_err(|(f, m)| (format!("{path}.{f}"), m))?;
+            let cert = match cert {
+                PemSource::File(cert) => {
+                    let key = key.ok_or_else(|| (format!("{path}.key"), "is required".into()))?;
+                    RotatingCert::from_files_stapling(cert, key, ocsp)
+                        .map_err(|e| e.field_and_message())
+                        .map_err(|(f, m)| (format!("{path}.{f}"), m))?
+                }
+                PemSource::Sds(s) => {
+                    PushedSecrets::global().certificate(&sinew_upstream::cluster::secret_key(s))
+                }
+            };
             // Names given in config (Envoy's filter-chain `server_names`) replace the
             // leaf's: the chain, not the certificate, says which SNI it serves.
             let names = match server_names {

@@ -64,6 +64,7 @@ pub struct Metrics {
     xds_apply_time: Family<Labels, LatencyHistogram>,
     xds_streams_connected: Gauge,
     xds_connections: Family<Labels, Counter>,
+    sds_updates: Family<Labels, Counter>,
     jwt_authn: Family<Labels, ShardedCounter>,
     jwks_fetch: Family<Labels, Counter>,
     authz_decisions: Family<Labels, ShardedCounter>,
@@ -96,6 +97,7 @@ impl Metrics {
             xds_apply_time: Family::default(),
             xds_streams_connected: Gauge::default(),
             xds_connections: Family::default(),
+            sds_updates: Family::default(),
             jwt_authn: Family::default(),
             jwks_fetch: Family::default(),
             authz_decisions: Family::default(),
@@ -191,6 +193,11 @@ impl Metrics {
             m.xds_connections.clone(),
         );
         r.register(
+            "sinew_sds_updates",
+            "Versions of SDS secrets received (on the xDS stream or from a file), by secret and result (accepted and in force, or rejected and the last good one kept)",
+            m.sds_updates.clone(),
+        );
+        r.register(
             "sinew_jwt_authn",
             "JWT authentication outcomes by listener, provider and result (verified, refused, no_token_allowed)",
             m.jwt_authn.clone(),
@@ -242,6 +249,17 @@ impl Metrics {
 
     /// Counts an xDS stream's connection event (`connected`, `failed`, `lost`) and keeps
     /// the number of connected streams.
+    /// A version of the SDS secret `secret` was put in force or rejected.
+    pub fn sds_update(&self, secret: &str, accepted: bool) {
+        let result = if accepted { "accepted" } else { "rejected" };
+        self.sds_updates
+            .get_or_create(&vec![
+                ("secret", secret.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+    }
+
     pub fn xds_connection(&self, event: &str) {
         match event {
             "connected" => {

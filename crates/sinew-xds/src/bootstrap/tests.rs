@@ -435,10 +435,16 @@ fn tls_transport_sockets_map_to_listener_and_cluster_tls() {
     let config = &bootstrap.loaded.config;
     let listener = config.listeners[0].tls.as_ref().expect("listener tls");
     assert_eq!(listener.certificates.len(), 1);
-    assert_eq!(listener.certificates[0].cert, "/etc/certs/cert-chain.pem");
-    assert_eq!(listener.certificates[0].key, "/etc/certs/key.pem");
     assert_eq!(
-        listener.client_ca.as_deref(),
+        listener.certificates[0].cert.file(),
+        Some("/etc/certs/cert-chain.pem")
+    );
+    assert_eq!(
+        listener.certificates[0].key.as_deref(),
+        Some("/etc/certs/key.pem")
+    );
+    assert_eq!(
+        listener.client_ca.as_ref().and_then(|c| c.file()),
         Some("/etc/certs/root-cert.pem")
     );
     assert!(listener.require_client_certificate);
@@ -453,8 +459,11 @@ fn tls_transport_sockets_map_to_listener_and_cluster_tls() {
     );
     let cluster = config.clusters[0].tls.as_ref().expect("cluster tls");
     assert_eq!(cluster.sni, "app.internal");
-    assert_eq!(cluster.ca, "/etc/certs/root-cert.pem");
-    assert_eq!(cluster.cert.as_deref(), Some("/etc/certs/client.pem"));
+    assert_eq!(cluster.ca.file(), Some("/etc/certs/root-cert.pem"));
+    assert_eq!(
+        cluster.cert.as_ref().and_then(|c| c.file()),
+        Some("/etc/certs/client.pem")
+    );
     assert_eq!(cluster.key.as_deref(), Some("/etc/certs/client-key.pem"));
 }
 
@@ -559,8 +568,11 @@ fn static_secrets_named_by_transport_sockets_map_as_the_inline_files_do() {
         format!("{:?}", b.listeners[0].tls)
     );
     let cluster = a.clusters[0].tls.as_ref().unwrap();
-    assert_eq!(cluster.ca, "/etc/certs/root-cert.pem");
-    assert_eq!(cluster.cert.as_deref(), Some("/etc/certs/client.pem"));
+    assert_eq!(cluster.ca.file(), Some("/etc/certs/root-cert.pem"));
+    assert_eq!(
+        cluster.cert.as_ref().and_then(|c| c.file()),
+        Some("/etc/certs/client.pem")
+    );
     assert_eq!(
         cluster.match_subject_alt_names[0].exact.as_deref(),
         Some("app.internal"),
@@ -598,11 +610,31 @@ fn bad_static_secrets_and_references_are_named() {
             "    - name: default\n",
             "static_resources.secrets[1].name: \"default\" is already the name of static_resources.secrets[0]".to_string(),
         ),
-        // Served over SDS: refused for now, with the mapper's message.
+        // Served by an SDS server of its own: refused, with the mapper's message.
         (
             "tls_certificate_sds_secret_configs: [{name: default}]",
-            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]",
-            format!("{listener_ctx}.tls_certificate_sds_secret_configs: SDS secrets are not supported by Sinew yet"),
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC}}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.api_config_source: an SDS server of its own is not supported"),
+        ),
+        (
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {path_config_source: {path: /s.yaml, poll_interval: 1s}}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.path_config_source.poll_interval: is not supported"),
+        ),
+        (
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {path_config_source: {}}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.path_config_source.path: is required"),
+        ),
+        (
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {self: {}}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config: Sinew takes a secret on the ADS stream"),
+        ),
+        (
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, resource_api_version: V2}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.resource_api_version: Sinew speaks xDS v3 only"),
         ),
     ] {
         assert!(text.contains(from), "{from}");
@@ -704,4 +736,62 @@ fn a_listener_without_a_name_is_named_after_its_address() {
         .map(|l| l.name.as_str())
         .collect();
     assert_eq!(names, ["127.0.0.1_18100"]);
+}
+
+#[test]
+fn sds_references_over_ads_and_from_files_map_to_sds_sources() {
+    use sinew_config::tls::PemSource;
+    let text = tls_bootstrap_with_secrets()
+        .replacen(
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, initial_fetch_timeout: 2s}}]",
+            1,
+        )
+        .replacen(
+            "validation_context_sds_secret_config: {name: ROOTCA}",
+            "validation_context_sds_secret_config: {name: ROOTCA, sds_config: {path_config_source: {path: /etc/sds/ca.yaml, watched_directory: {path: /etc/sds}}}}",
+            1,
+        );
+    let loaded = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let config = &loaded.loaded.config;
+    let listener = config.listeners[0].tls.as_ref().unwrap();
+    let PemSource::Sds(cert) = &listener.certificates[0].cert else {
+        panic!("an SDS certificate: {listener:?}")
+    };
+    assert_eq!(
+        (
+            cert.sds.as_str(),
+            cert.path.as_deref(),
+            cert.initial_fetch_timeout
+        ),
+        ("default", None, Some(std::time::Duration::from_secs(2)))
+    );
+    assert_eq!(
+        listener.certificates[0].key, None,
+        "the secret carries its key"
+    );
+    let Some(PemSource::Sds(ca)) = &listener.client_ca else {
+        panic!("an SDS CA: {listener:?}")
+    };
+    assert_eq!(
+        (
+            ca.sds.as_str(),
+            ca.path.as_deref(),
+            ca.watched_directory.as_deref()
+        ),
+        ("ROOTCA", Some("/etc/sds/ca.yaml"), Some("/etc/sds"))
+    );
+    // The deprecated `path` form, and a combined context, on the cluster.
+    let text = tls_bootstrap_with_secrets().replacen(
+        "tls_certificate_sds_secret_configs: [{name: client}]",
+        "tls_certificate_sds_secret_configs: [{name: client, sds_config: {path: /etc/sds/client.json}}]",
+        1,
+    );
+    let loaded = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let cluster = loaded.loaded.config.clusters[0].tls.as_ref().unwrap();
+    let Some(PemSource::Sds(client)) = &cluster.cert else {
+        panic!("an SDS client certificate: {cluster:?}")
+    };
+    assert_eq!(client.path.as_deref(), Some("/etc/sds/client.json"));
+    assert_eq!(cluster.key, None);
 }

@@ -76,8 +76,11 @@ fn a_tls_chain_and_a_raw_buffer_chain_make_one_listener_that_also_takes_plaintex
     let tls = l.tls.as_ref().expect("tls");
     assert!(tls.allow_plaintext);
     assert!(tls.require_client_certificate);
-    assert_eq!(tls.client_ca.as_deref(), Some("/certs/ca.pem"));
-    assert_eq!(tls.certificates[0].cert, "/certs/svc.pem");
+    assert_eq!(
+        tls.client_ca.as_ref().and_then(|c| c.file()),
+        Some("/certs/ca.pem")
+    );
+    assert_eq!(tls.certificates[0].cert.file(), Some("/certs/svc.pem"));
     assert_eq!(
         tls.certificates[0].server_names, None,
         "one chain: its leaf's names"
@@ -98,7 +101,7 @@ fn chains_told_apart_by_server_names_choose_certificates_by_sni_default_first() 
     let got: Vec<(&str, Option<Vec<String>>)> = tls
         .certificates
         .iter()
-        .map(|c| (c.cert.as_str(), c.server_names.clone()))
+        .map(|c| (c.cert.file().unwrap_or_default(), c.server_names.clone()))
         .collect();
     assert_eq!(
         got,
