@@ -2,7 +2,7 @@
 //!
 //! A `Service` carries `authorization:` in the proxy's own schema (Istio's
 //! AuthorizationPolicy; `sinew_config::authz`), checked by the same functions the proxy
-//! uses plus what RBAC over xDS cannot carry ([`check`]). Each listener that reaches the
+//! uses plus what RBAC over xDS cannot carry ([`crate::policy_check`]). Each listener that reaches the
 //! service gets RBAC filters whose policies match exactly the traffic bound for it:
 //!
 //! - a TCP listener (`tcp: SERVICE`) carries its service's policies as network RBAC
@@ -51,8 +51,8 @@ use sinew_config::authz::{
     AuthzCondition, AuthzOperation, AuthzRule, AuthzSource, Cidr, ConditionKey, StringPattern,
     ValueList,
 };
-use sinew_config::ConfigError;
 
+use crate::policy_check::NAMESPACES;
 use crate::services::{Listener, Service};
 
 /// The most rules one policy may become in the proxy's flat form (the RBAC mapping's
@@ -63,88 +63,6 @@ pub const MAX_RULES: usize = 256;
 /// listener shared with one that has some. Policy names made here are `SERVICE/NAME`,
 /// which always hold a `/`, so this one cannot collide.
 pub const UNRESTRICTED: &str = "unrestricted-services";
-
-/// Every error in a service's `authorization` (`path` is where it is, e.g.
-/// `authorization`): the proxy's own checks, then what Envoy RBAC cannot carry.
-pub fn check(path: &str, authz: &Authorization) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    sinew_config::authz::check(path, authz, &mut errors);
-    for (i, policy) in authz.policies.iter().enumerate() {
-        for (j, rule) in policy.rules.iter().enumerate() {
-            let rp = format!("{path}.policies[{i}].rules[{j}]");
-            for (k, from) in rule.from.iter().enumerate() {
-                check_source(&format!("{rp}.from[{k}].source"), &from.source, &mut errors);
-            }
-            for (k, cond) in rule.when.iter().enumerate() {
-                let cp = format!("{rp}.when[{k}]");
-                match parse_condition_key(&cond.key) {
-                    Ok(ConditionKey::SourceNamespace) => {
-                        errors.push(ConfigError::new(format!("{cp}.key"), NAMESPACES))
-                    }
-                    Ok(ConditionKey::RequestHeader(name)) if name == "host" => {
-                        errors.push(ConfigError::new(
-                            format!("{cp}.key"),
-                            "the host is matched by `to: [{operation: {hosts: [...]}}]`",
-                        ))
-                    }
-                    Ok(ConditionKey::SourcePrincipal) => {
-                        for (field, list) in
-                            [("values", &cond.values), ("not_values", &cond.not_values)]
-                        {
-                            check_principals(&format!("{cp}.{field}"), list, &mut errors);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    errors
-}
-
-const NAMESPACES: &str = "namespaces cannot be sent as Envoy RBAC that Sinew maps (it matches \
-SPIFFE IDs by exact, prefix or suffix): write principals such as `TRUST_DOMAIN/ns/NAMESPACE/sa/*`";
-
-fn check_source(sp: &str, s: &AuthzSource, errors: &mut Vec<ConfigError>) {
-    for (field, list) in [
-        ("principals", &s.principals),
-        ("not_principals", &s.not_principals),
-        ("ip_blocks", &s.ip_blocks),
-        ("not_ip_blocks", &s.not_ip_blocks),
-        ("remote_ip_blocks", &s.remote_ip_blocks),
-        ("not_remote_ip_blocks", &s.not_remote_ip_blocks),
-    ] {
-        match list {
-            ValueList::File(_) => errors.push(ConfigError::new(
-                format!("{sp}.{field}.from_file"),
-                "a list file is read from the proxy's own disk; sinew control sends values inline",
-            )),
-            ValueList::Inline(values) if field.ends_with("principals") => {
-                check_principals(&format!("{sp}.{field}"), values, errors)
-            }
-            ValueList::Inline(_) => {}
-        }
-    }
-    for (field, list) in [
-        ("namespaces", &s.namespaces),
-        ("not_namespaces", &s.not_namespaces),
-    ] {
-        if !list.is_empty() {
-            errors.push(ConfigError::new(format!("{sp}.{field}"), NAMESPACES));
-        }
-    }
-}
-
-fn check_principals(path: &str, values: &[String], errors: &mut Vec<ConfigError>) {
-    for (i, v) in values.iter().enumerate() {
-        if v.contains("://") {
-            errors.push(ConfigError::new(
-                format!("{path}[{i}]"),
-                format!("{v:?}: a principal is written without its scheme, as Istio does (`cluster.local/ns/shop/sa/web` for spiffe://cluster.local/ns/shop/sa/web)"),
-            ));
-        }
-    }
-}
 
 /// The traffic of one service on one HTTP listener: the routes that take it.
 #[derive(Debug, Clone, PartialEq)]

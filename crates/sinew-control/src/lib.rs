@@ -14,6 +14,7 @@
 pub mod authz;
 pub mod ca;
 pub mod config;
+pub mod policy_check;
 pub mod registry;
 pub mod run;
 pub mod server;

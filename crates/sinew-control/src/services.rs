@@ -288,10 +288,11 @@ pub fn parse_located(text: &str) -> Result<Vec<(sinew_config::Position, Resource
         })?;
         // What the types cannot say: a policy's values, a listener's shape.
         let problem = match &resource {
-            Resource::Service(s) => s
-                .authorization
-                .as_ref()
-                .and_then(|a| crate::authz::check("authorization", a).into_iter().next()),
+            Resource::Service(s) => s.authorization.as_ref().and_then(|a| {
+                crate::policy_check::check("authorization", a)
+                    .into_iter()
+                    .next()
+            }),
             Resource::Listener(l) => listener_shape(l),
         };
         if let Some(e) = problem {

@@ -76,7 +76,7 @@ pub fn load_file(path: &Path) -> Result<EnvoyBootstrap, Diagnostics> {
 pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     let source_map = SourceMap::index(text);
     let fail = |errors: Vec<ConfigError>| Diagnostics::new(name, source_map.clone(), errors);
-    let stood_in = stand_in_unknown_types(text);
+    let stood_in = stand_in_unknown_types(text, &source_map);
     let parsed = match &stood_in {
         Some(s) => parse(&s.text, &source_map),
         None => parse(text, &source_map),
@@ -102,7 +102,15 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     }));
     errors.extend(sinew_config::validate(&mapped.assembled.config));
     // What a stood-in extension's element is refused for is that it is unknown, said once.
-    errors.retain(|e| !muted.iter().any(|m| is_under(&e.path, m)));
+    // And so is the list field holding it (`access_log` for `access_log[0]`).
+    errors.retain(|e| {
+        !muted.iter().any(|m| {
+            is_under(&e.path, m)
+                || m.strip_suffix(']')
+                    .and_then(|m| m.rsplit_once('['))
+                    .is_some_and(|(list, _)| list == e.path)
+        })
+    });
     errors.splice(0..0, unknown);
     let loaded = LoadedConfig {
         file: name.to_string(),
@@ -201,7 +209,8 @@ fn unknown_type_message(message: &str) -> Option<String> {
 /// A bootstrap's text with each extension Sinew has no descriptor for stood in for by an
 /// empty `google.protobuf.Struct`, so that one unknown `@type` does not stop the parse and
 /// hide every other problem of the file.
-struct StoodIn {
+struct StoodIn<'a> {
+    source_map: &'a SourceMap,
     text: String,
     /// One per unknown `@type`, at its `typed_config`.
     errors: Vec<ConfigError>,
@@ -211,8 +220,8 @@ struct StoodIn {
 }
 
 /// None when every `@type` is known (the text is parsed as it is).
-fn stand_in_unknown_types(text: &str) -> Option<StoodIn> {
-    fn walk(value: &mut serde_yaml_ng::Value, path: &str, found: &mut StoodIn) {
+fn stand_in_unknown_types<'a>(text: &str, source_map: &'a SourceMap) -> Option<StoodIn<'a>> {
+    fn walk(value: &mut serde_yaml_ng::Value, path: &str, found: &mut StoodIn<'_>) {
         use serde_yaml_ng::Value;
         match value {
             Value::Mapping(map) => {
@@ -224,7 +233,10 @@ fn stand_in_unknown_types(text: &str) -> Option<StoodIn> {
                 if let Some(name) = unknown {
                     let message = unknown_type_message(&format!("message '{name}' not found"))
                         .unwrap_or_else(|| format!("{name}: unknown type"));
-                    found.errors.push(ConfigError::new(path, message));
+                    // At the `@type` line, where a parse error about it would be.
+                    let mut error = ConfigError::new(path, message);
+                    error.position = found.source_map.lookup(&format!("{path}.@type"));
+                    found.errors.push(error);
                     found.muted.push(
                         path.rsplit_once(['.'])
                             .map_or(path, |(parent, _)| parent)
@@ -257,6 +269,7 @@ fn stand_in_unknown_types(text: &str) -> Option<StoodIn> {
     }
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
     let mut found = StoodIn {
+        source_map,
         text: String::new(),
         errors: Vec::new(),
         muted: Vec::new(),

@@ -146,6 +146,12 @@ impl KeptConnection {
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
             .unwrap();
+        // The connection task may not have seen the last response's end yet: wait until
+        // it can take the next request (an error here means the proxy closed it).
+        self.send
+            .ready()
+            .await
+            .expect("the kept connection stays open");
         let resp = self
             .send
             .send_request(req)
