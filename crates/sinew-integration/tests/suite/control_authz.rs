@@ -9,7 +9,7 @@
 //! certificates it actually issued (read with Python's `cryptography`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -24,32 +24,7 @@ const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
 const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 const BATCH_ID: &str = "spiffe://cluster.local/ns/shop/sa/batch";
 
-fn sha256_hex(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A token file per identity, and the CA's list of their hashes.
-fn tokens(dir: &TempDir, identities: &[&str]) -> (PathBuf, Vec<PathBuf>) {
-    let mut list = String::new();
-    let mut files = Vec::new();
-    for (i, id) in identities.iter().enumerate() {
-        let token = format!("authz-token-{i}-{}", free_port());
-        list.push_str(&format!(
-            "- identity: {id}\n  token_sha256: {}\n",
-            sha256_hex(&token)
-        ));
-        let file = dir.file(&format!("workload-{i}.token"));
-        std::fs::write(&file, &token).unwrap();
-        files.push(file);
-    }
-    let list_file = dir.file("tokens.yaml");
-    std::fs::write(&list_file, list).unwrap();
-    (list_file, files)
-}
+use crate::ca_tokens::tokens;
 
 async fn wait_for_port(addr: SocketAddr) {
     for _ in 0..300 {

@@ -5,6 +5,7 @@ mod access_log;
 mod admin;
 mod authorization;
 mod balancing;
+mod ca_tokens;
 mod chaos;
 mod circuit_breakers;
 mod cli;

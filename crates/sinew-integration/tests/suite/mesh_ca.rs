@@ -21,33 +21,7 @@ const TRUST_DOMAIN: &str = "cluster.local";
 const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
 const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
-fn sha256_hex(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Writes a token file for each identity and the CA's token list; returns the token
-/// file of each, in order.
-fn tokens(dir: &TempDir, identities: &[&str]) -> (PathBuf, Vec<PathBuf>) {
-    let mut list = String::new();
-    let mut files = Vec::new();
-    for (i, id) in identities.iter().enumerate() {
-        let token = format!("token-{i}-{}", free_port());
-        list.push_str(&format!(
-            "- identity: {id}\n  token_sha256: {}\n",
-            sha256_hex(&token)
-        ));
-        let file = dir.file(&format!("workload-{i}.token"));
-        std::fs::write(&file, &token).unwrap();
-        files.push(file);
-    }
-    let list_file = dir.file("tokens.yaml");
-    std::fs::write(&list_file, list).unwrap();
-    (list_file, files)
-}
+use crate::ca_tokens::tokens;
 
 /// Starts `sinew control` with `ca_block` and waits until its port takes connections.
 async fn start_control(dir: &TempDir, ca_block: &str) -> (ChildGuard, SocketAddr) {
