@@ -52,6 +52,9 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     }
     rest.stat_prefix.clear();
     rest.metadata = None;
+    // INBOUND/OUTBOUND is a hint for stats and tracing (a span's kind) in Envoy; it does
+    // not change what traffic does.
+    rest.traffic_direction = 0;
     let address = socket_address(&ctx, "address", rest.address.take())?;
     let chains = std::mem::take(&mut rest.filter_chains);
     for (i, f) in std::mem::take(&mut rest.listener_filters)

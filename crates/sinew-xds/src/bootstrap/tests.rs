@@ -795,3 +795,17 @@ fn sds_references_over_ads_and_from_files_map_to_sds_sources() {
     assert_eq!(client.path.as_deref(), Some("/etc/sds/client.json"));
     assert_eq!(cluster.key, None);
 }
+
+/// `traffic_direction` is a hint for stats and tracing; a listener with it maps.
+#[test]
+fn a_listener_traffic_direction_is_accepted_as_the_hint_it_is() {
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen(
+            "name: listener_0",
+            "name: listener_0\n    traffic_direction: OUTBOUND",
+            1,
+        );
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(b.loaded.config.listeners.len(), 1);
+}
