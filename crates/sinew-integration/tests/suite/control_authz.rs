@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,56 +24,7 @@ const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
 const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 const BATCH_ID: &str = "spiffe://cluster.local/ns/shop/sa/batch";
 
-use crate::ca_tokens::tokens;
-
-async fn wait_for_port(addr: SocketAddr) {
-    for _ in 0..300 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {addr}");
-}
-
-/// A `sinew proxy` that gets its SVID from the CA and its xDS from `sinew control`.
-async fn start_proxy(
-    dir: &TempDir,
-    name: &str,
-    control: SocketAddr,
-    (bundle, token): (&Path, &Path),
-    body: &str,
-) -> (ChildGuard, SocketAddr) {
-    let admin_port = free_port();
-    let config = dir.file(&format!("{name}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "admin: {{address: 127.0.0.1:{admin_port}}}
-mesh:
-  trust_domain: {TRUST_DOMAIN}
-  ca: {{address: 'https://{control}', bundle: '{}', token: '{}'}}
-{body}",
-            bundle.display(),
-            token.display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.file(&format!("{name}.log"))).unwrap();
-    let child = ChildGuard(
-        Command::new(sinew_binary())
-            .args(["proxy", "-c"])
-            .arg(&config)
-            .args(["--xds", &format!("https://{control}"), "--node-id", name])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sinew proxy"),
-    );
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    wait_for_port(admin).await;
-    (child, admin)
-}
+use crate::mesh_kit::{start_mesh_proxy, tokens, wait_for_port};
 
 /// A caller: HTTP and TCP listeners whose clusters reach `api` over mesh mTLS.
 fn caller_config(http: u16, tcp: u16, api_http: u16, api_tcp: u16) -> String {
@@ -360,22 +311,22 @@ ca:
     assert!(cert.exists() && key.exists());
 
     let (mut api_proc, _api_admin) =
-        start_proxy(&dir, "api", control, (&client_ca, &files[0]), "").await;
+        start_mesh_proxy(&dir, "api", control, (&client_ca, &files[0], ""), "").await;
     let (web_http, web_tcp, batch_http, batch_tcp) =
         (free_port(), free_port(), free_port(), free_port());
-    let (_web, web_admin) = start_proxy(
+    let (_web, web_admin) = start_mesh_proxy(
         &dir,
         "web",
         control,
-        (&client_ca, &files[1]),
+        (&client_ca, &files[1], ""),
         &caller_config(web_http, web_tcp, api_http, api_tcp),
     )
     .await;
-    let (_batch, batch_admin) = start_proxy(
+    let (_batch, batch_admin) = start_mesh_proxy(
         &dir,
         "batch",
         control,
-        (&client_ca, &files[2]),
+        (&client_ca, &files[2], ""),
         &caller_config(batch_http, batch_tcp, api_http, api_tcp),
     )
     .await;

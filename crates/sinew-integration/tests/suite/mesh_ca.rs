@@ -21,7 +21,7 @@ const TRUST_DOMAIN: &str = "cluster.local";
 const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
 const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
-use crate::ca_tokens::tokens;
+use crate::mesh_kit::{start_mesh_proxy, tokens, wait_for_port};
 
 /// Starts `sinew control` with `ca_block` and waits until its port takes connections.
 async fn start_control(dir: &TempDir, ca_block: &str) -> (ChildGuard, SocketAddr) {
@@ -43,16 +43,6 @@ async fn start_control(dir: &TempDir, ca_block: &str) -> (ChildGuard, SocketAddr
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for_port(addr).await;
     (child, addr)
-}
-
-async fn wait_for_port(addr: SocketAddr) {
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {addr}");
 }
 
 async fn python_client(
@@ -245,34 +235,8 @@ impl MeshProxy {
         (bundle, token, ca_extra): (&Path, &Path, &str),
         body: &str,
     ) -> MeshProxy {
-        let admin_port = free_port();
-        let config = dir.file(&format!("{name}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                "admin: {{address: 127.0.0.1:{admin_port}}}
-mesh:
-  trust_domain: {TRUST_DOMAIN}
-  ca: {{address: 'https://{control}', bundle: '{}', token: '{}'{ca_extra}}}
-{body}",
-                bundle.display(),
-                token.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.file(&format!("{name}.log"))).unwrap();
-        let child = ChildGuard(
-            Command::new(sinew_binary())
-                .args(["proxy", "-c"])
-                .arg(&config)
-                .args(["--xds", &format!("https://{control}"), "--node-id", name])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start sinew proxy"),
-        );
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        wait_for_port(admin).await;
+        let (child, admin) =
+            start_mesh_proxy(dir, name, control, (bundle, token, ca_extra), body).await;
         MeshProxy {
             _child: child,
             admin,
