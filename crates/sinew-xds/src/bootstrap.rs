@@ -350,20 +350,14 @@ fn map(mut bootstrap: Bootstrap) -> Mapped {
     let found: Vec<ConfigError> = notes
         .into_iter()
         .filter(|e| seen.insert(e.clone()))
-        .map(|e| mapped.in_file(e))
+        .map(|e| in_file(&mapped.locations, e))
         .collect();
     mapped.refused.splice(0..0, found);
     mapped
 }
 
-impl Mapped {
-    /// A mapper's error as an error about the file: the static resource's path, then the
-    /// field's.
-    fn in_file(&self, e: XdsError) -> ConfigError {
-        in_file(&self.locations, e)
-    }
-}
-
+/// A mapper's error as an error about the file: the static resource's path, then the
+/// field's.
 fn in_file(locations: &BTreeMap<String, String>, e: XdsError) -> ConfigError {
     let root = Ctx::new("bootstrap", "").resource;
     match locations.get(&e.resource) {

@@ -100,19 +100,12 @@ fn upper_camel(snake: &str) -> String {
         .collect()
 }
 
-/// What to do about an unsupported field, by `type.field`: the Sinew equivalent where
-/// there is one, or why removing it is safe. Fields not listed get the general advice.
-const ADVICE: &[(&str, &str)] = &[];
-
-/// The message for an unsupported `field` of Envoy message `envoy_type`.
+/// The message for an unsupported `field` of Envoy message `envoy_type`: which field it
+/// is, in Envoy's names, and what removing it means.
 pub(crate) fn unsupported_message(envoy_type: &str, field: &str) -> String {
-    let key = format!("{envoy_type}.{field}");
-    match ADVICE.iter().find(|(k, _)| *k == key) {
-        Some((_, advice)) => format!("is not supported by Sinew ({key}); {advice}"),
-        None => format!(
-            "is not supported by Sinew ({key}); remove it to run on Sinew, which will then not do what it asks (docs/envoy-bootstrap.md lists what is supported)"
-        ),
-    }
+    format!(
+        "is not supported by Sinew ({envoy_type}.{field}); remove it to run on Sinew, which will then not do what it asks (docs/envoy-bootstrap.md lists what is supported)"
+    )
 }
 
 #[cfg(test)]
