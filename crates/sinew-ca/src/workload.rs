@@ -193,10 +193,14 @@ async fn request(
         .and_then(|r| r.pem())
         .map_err(|e| RequestError::Other(format!("cannot make the CSR: {e}")))?;
     let tls = client_tls(config, current);
-    let channel =
-        sinew_xds_client::channel::connect(&config.address, Duration::from_secs(5), Some(tls))
-            .await
-            .map_err(RequestError::Other)?;
+    let channel = sinew_xds_client::channel::connect(
+        &config.address,
+        Duration::from_secs(5),
+        Some(tls),
+        None,
+    )
+    .await
+    .map_err(RequestError::Other)?;
     let mut call = tonic::Request::new(IstioCertificateRequest {
         csr,
         validity_duration: config.lifetime.map_or(0, |l| l.as_secs() as i64),

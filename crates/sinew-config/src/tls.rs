@@ -83,6 +83,11 @@ pub struct SdsSecret {
     /// re-read (Envoy's `watched_directory`); `path` itself is watched either way.
     #[serde(default)]
     pub watched_directory: Option<String>,
+    /// An SDS server of its own, `unix:PATH` or `http://HOST:PORT` (Envoy's
+    /// `api_config_source` naming a static cluster, as Istio's `sds-grpc` names its node
+    /// agent's socket); unset: the xDS stream. Exclusive with `path`.
+    #[serde(default)]
+    pub server: Option<String>,
     /// How long a listener naming a secret from the xDS stream waits for it before it is
     /// served anyway, refusing handshakes until it arrives (Envoy's
     /// `initial_fetch_timeout`; 15 s unless set, `0s` waits for ever).
@@ -271,6 +276,54 @@ clusters:
             "clusters[0].mtls: needs the proxy's identity",
             "clusters[0].mtls: a cluster takes `tls` or `mtls`, not both",
             "clusters[0].tls: a client certificate needs both `cert` and `key`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_secret_may_come_from_an_sds_server_of_its_own_but_not_also_from_a_file() {
+        let ok = crate::load_str(
+            "t.yaml",
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls:
+      cert: {sds: default, server: 'unix:/run/agent/socket'}
+      client_ca: {sds: ROOTCA, server: 'http://127.0.0.1:15012'}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.listeners[0].tls.as_ref().unwrap();
+        let server = |s: &crate::tls::PemSource| s.sds().and_then(|s| s.server.clone());
+        assert_eq!(
+            server(tls.cert.as_ref().unwrap()).as_deref(),
+            Some("unix:/run/agent/socket")
+        );
+        let text = errors(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls:
+      cert: {sds: default, server: 'unix:/s', path: /s.yaml}
+      client_ca: {sds: ROOTCA, server: 'tcp://127.0.0.1:1'}
+    tcp: {cluster: c}
+clusters:
+  - name: c
+    tls: {sni: x, ca: {sds: ROOTCA, server: 'unix:'}}
+    endpoints: [{address: '127.0.0.1:1'}]
+",
+        );
+        for expected in [
+            "listeners[0].tls.cert.server: a secret comes from a file (`path`) or a server, not both",
+            "listeners[0].tls.client_ca.server: \"tcp://127.0.0.1:1\": give unix:PATH or http://HOST:PORT",
+            "clusters[0].tls.ca.server: \"unix:\": give unix:PATH",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

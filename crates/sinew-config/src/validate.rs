@@ -711,7 +711,14 @@ fn check_tls(
             for (j, c) in tls.certificates.iter().enumerate() {
                 let at = format!("{p}.tls.certificates[{j}]");
                 check_cert_key(&at, Some(&c.cert), &c.key, &mut err);
+                check_sds_origin(&format!("{at}.cert"), Some(&c.cert), &mut err);
             }
+            check_sds_origin(&format!("{p}.tls.cert"), tls.cert.as_ref(), &mut err);
+            check_sds_origin(
+                &format!("{p}.tls.client_ca"),
+                tls.client_ca.as_ref(),
+                &mut err,
+            );
             if let (Some(min), Some(max)) = (tls.min_version, tls.max_version) {
                 if min > max {
                     err(
@@ -783,6 +790,8 @@ fn check_tls(
                 ),
                 (cert, key) => check_cert_key(&format!("{p}.tls"), cert.as_ref(), key, &mut err),
             }
+            check_sds_origin(&format!("{p}.tls.cert"), tls.cert.as_ref(), &mut err);
+            check_sds_origin(&format!("{p}.tls.ca"), Some(&tls.ca), &mut err);
             check_sans(
                 &format!("{p}.tls.match_subject_alt_names"),
                 &tls.match_subject_alt_names,
@@ -814,6 +823,35 @@ fn check_cert_key(
             }
         }
         _ => err(path.to_string(), "`cert` and `key` go together".into()),
+    }
+}
+
+/// Where an SDS secret comes from: the stream, one file, or one server it can reach.
+fn check_sds_origin(
+    path: &str,
+    source: Option<&crate::tls::PemSource>,
+    err: &mut impl FnMut(String, String),
+) {
+    let Some(s) = source.and_then(crate::tls::PemSource::sds) else {
+        return;
+    };
+    let Some(server) = &s.server else { return };
+    if s.path.is_some() {
+        err(
+            format!("{path}.server"),
+            "a secret comes from a file (`path`) or a server, not both".into(),
+        );
+    }
+    let reachable = match server.split_once(':') {
+        Some(("unix", socket)) => !socket.is_empty(),
+        Some(("http", rest)) => rest.starts_with("//") && rest.len() > 2,
+        _ => false,
+    };
+    if !reachable {
+        err(
+            format!("{path}.server"),
+            format!("{server:?}: give unix:PATH or http://HOST:PORT"),
+        );
     }
 }
 

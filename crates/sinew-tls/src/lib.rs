@@ -27,7 +27,7 @@ pub mod watch;
 pub use cert::{certified_key, CertError, CertSource, RotatingCert};
 pub use mesh::MeshIdentity;
 pub use pem::provider;
-pub use sds::{PushedSecrets, SecretKey};
+pub use sds::{PushedSecrets, SecretKey, SecretOrigin};
 pub use sni::SniCertificates;
 pub use trust::{BundleSource, TrustBundle};
 pub use verify::{ClientVerifier, PeerPolicy, SanMatcher, SanType, ServerVerifier, StringMatch};

@@ -16,12 +16,24 @@ use rustls::RootCertStore;
 
 use crate::{RotatingCert, SanMatcher, TrustBundle};
 
-/// Which secret: its name and where it comes from (`None`: the xDS stream; else the
-/// file holding it).
+/// Which secret: its name and where it comes from. The same name from two sources is
+/// two secrets, as in Envoy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SecretKey {
     pub name: String,
-    pub file: Option<String>,
+    pub origin: SecretOrigin,
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SecretOrigin {
+    /// The proxy's xDS stream (Envoy's `sds_config: {ads: {}}`).
+    Stream,
+    /// A file holding a `DiscoveryResponse` (Envoy's `path_config_source`).
+    File(String),
+    /// An SDS server of its own (`unix:PATH` or `http://HOST:PORT`; Envoy's
+    /// `api_config_source`, as Istio's `sds-grpc` to its node agent).
+    Server(String),
 }
 
 impl SecretKey {
@@ -29,16 +41,17 @@ impl SecretKey {
     pub fn ads(name: &str) -> Self {
         SecretKey {
             name: name.into(),
-            file: None,
+            origin: SecretOrigin::Stream,
         }
     }
 }
 
 impl std::fmt::Display for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.file {
-            None => write!(f, "{:?}", self.name),
-            Some(file) => write!(f, "{:?} (from {file})", self.name),
+        match &self.origin {
+            SecretOrigin::Stream => write!(f, "{:?}", self.name),
+            SecretOrigin::File(file) => write!(f, "{:?} (from {file})", self.name),
+            SecretOrigin::Server(server) => write!(f, "{:?} (from {server})", self.name),
         }
     }
 }
@@ -64,7 +77,27 @@ impl Entry {
 /// Every secret the proxy has been pushed or has asked for.
 #[derive(Default)]
 pub struct PushedSecrets {
-    entries: Mutex<BTreeMap<SecretKey, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_key: BTreeMap<SecretKey, Entry>,
+    /// Names the proxy answers itself (see [`PushedSecrets::provide_locally`]).
+    local: BTreeMap<String, Entry>,
+}
+
+impl Entries {
+    fn get(&self, key: &SecretKey) -> Option<&Entry> {
+        self.local_for(key).or_else(|| self.by_key.get(key))
+    }
+
+    fn local_for(&self, key: &SecretKey) -> Option<&Entry> {
+        match key.origin {
+            SecretOrigin::File(_) => None,
+            SecretOrigin::Stream | SecretOrigin::Server(_) => self.local.get(&key.name),
+        }
+    }
 }
 
 impl PushedSecrets {
@@ -76,10 +109,37 @@ impl PushedSecrets {
 
     fn with<T>(&self, key: &SecretKey, f: impl FnOnce(&mut Entry) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.local_for(key).is_some() {
+            let entry = entries.local.get_mut(&key.name).expect("checked above");
+            return f(entry);
+        }
         let entry = entries
+            .by_key
             .entry(key.clone())
             .or_insert_with(|| Entry::awaited(key));
         f(entry)
+    }
+
+    /// Answers `name` from the proxy itself, whichever stream or SDS server a config
+    /// names it on (a file's secret stays the file's): the proxy's own workload
+    /// certificate and trust bundle, as Istio's node agent answers `default` and
+    /// `ROOTCA` for the Envoy beside it. Call before any config that names it compiles.
+    pub fn provide_locally(&self, name: &str, cert: Arc<RotatingCert>, bundle: Arc<TrustBundle>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.local.insert(
+            name.to_string(),
+            Entry {
+                cert,
+                bundle,
+                sans: Vec::new(),
+            },
+        );
+    }
+
+    /// Whether `name` is answered by the proxy itself.
+    pub fn is_local(&self, name: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.local.contains_key(name)
     }
 
     /// The certificate of `key`, awaited if it has not arrived.
@@ -125,6 +185,7 @@ impl PushedSecrets {
     pub fn certificates(&self) -> Vec<(SecretKey, Arc<RotatingCert>)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
+            .by_key
             .iter()
             .filter(|(_, e)| e.cert.is_ready())
             .map(|(k, e)| (k.clone(), e.cert.clone()))
@@ -173,7 +234,7 @@ mod tests {
         assert!(Arc::ptr_eq(&held, &store.certificate(&key)));
         let other_source = SecretKey {
             name: "server".into(),
-            file: Some("/x".into()),
+            origin: SecretOrigin::File("/x".into()),
         };
         assert!(!store.has_arrived(&other_source), "keyed by source too");
         assert_eq!(store.certificates().len(), 1);
@@ -196,5 +257,30 @@ mod tests {
             .unwrap());
         assert_eq!(bundle.len(), 1);
         assert!(!store.set_validation(&key, roots, matchers).unwrap());
+    }
+
+    #[test]
+    fn a_locally_provided_name_answers_the_stream_and_servers_but_not_files() {
+        let store = PushedSecrets::default();
+        let (certified_key, der) = certified("workload.example");
+        let cert = RotatingCert::awaited("default");
+        cert.replace(certified_key);
+        let bundle = TrustBundle::awaited("ROOTCA");
+        store.provide_locally("default", cert.clone(), bundle);
+        let from_server = SecretKey {
+            name: "default".into(),
+            origin: SecretOrigin::Server("unix:/run/sds".into()),
+        };
+        for key in [SecretKey::ads("default"), from_server] {
+            assert!(store.has_arrived(&key), "{key}");
+            assert!(Arc::ptr_eq(&store.certificate(&key), &cert));
+        }
+        let from_file = SecretKey {
+            name: "default".into(),
+            origin: SecretOrigin::File("/s.yaml".into()),
+        };
+        assert!(!store.has_arrived(&from_file));
+        assert!(store.is_local("default") && !store.is_local("other"));
+        assert_eq!(cert.current().unwrap().cert[0], der);
     }
 }

@@ -20,7 +20,7 @@ use sinew_config::ConfigError;
 
 use sinew_tls::{
     MeshIdentity, PeerPolicy, PushedSecrets, RotatingCert, SanMatcher, SanType, SecretKey,
-    ServerVerifier, StringMatch, TrustBundle,
+    SecretOrigin, ServerVerifier, StringMatch, TrustBundle,
 };
 
 use crate::breaker::CircuitBreakers;
@@ -368,16 +368,21 @@ impl Drop for Picked {
     }
 }
 
-/// Config SAN matchers as the verifier takes them (validation has checked each sets
-/// exactly one comparison).
 /// Which pushed secret a config's `{sds: NAME}` names.
 pub fn secret_key(s: &sinew_config::tls::SdsSecret) -> SecretKey {
+    let origin = match (&s.path, &s.server) {
+        (Some(file), _) => SecretOrigin::File(file.clone()),
+        (None, Some(server)) => SecretOrigin::Server(server.clone()),
+        (None, None) => SecretOrigin::Stream,
+    };
     SecretKey {
         name: s.sds.clone(),
-        file: s.path.clone(),
+        origin,
     }
 }
 
+/// Config SAN matchers as the verifier takes them (validation has checked each sets
+/// exactly one comparison).
 pub fn san_matchers(sans: &[sinew_config::tls::SanMatch]) -> Vec<SanMatcher> {
     sans.iter()
         .filter_map(|san| {
@@ -399,6 +404,11 @@ pub fn san_matchers(sans: &[sinew_config::tls::SanMatch]) -> Vec<SanMatcher> {
 }
 
 impl Cluster {
+    /// The cluster's TLS to its upstreams, if any.
+    pub fn tls(&self) -> Option<&crate::connect::UpstreamTls> {
+        self.settings.tls.as_ref()
+    }
+
     /// The certificate the cluster presents to its upstreams (mTLS), if any.
     pub fn client_certificate(&self) -> Option<&Arc<RotatingCert>> {
         self.settings.tls.as_ref()?.client_cert.as_ref()

@@ -18,6 +18,9 @@ use tokio_rustls::TlsConnector;
 #[derive(Clone)]
 pub struct UpstreamTls {
     pub connector: TlsConnector,
+    /// The rustls config the connector runs (a control-plane channel through this
+    /// cluster reuses it).
+    pub config: Arc<rustls::ClientConfig>,
     pub server_name: ServerName<'static>,
     /// The certificate presented to the upstream, for the admin API and metrics.
     pub client_cert: Option<Arc<sinew_tls::RotatingCert>>,
@@ -51,8 +54,10 @@ impl UpstreamTls {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn;
+        let config = Arc::new(config);
         Ok(UpstreamTls {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(config.clone()),
+            config,
             server_name,
             client_cert,
             secret_sans: Vec::new(),

@@ -23,11 +23,13 @@ pub enum Mode {
     Delta,
 }
 
-/// One aggregated (ADS) stream for every type, or one stream per type.
+/// One aggregated (ADS) stream for every type, one stream per type, or only secrets (an
+/// SDS server of its own, such as a node agent's socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Streams {
     Aggregated,
     PerType,
+    SecretsOnly,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +40,9 @@ pub struct ClientConfig {
     /// How `https://` servers are reached: the roots that verify them and, for mTLS,
     /// the certificate the proxy presents. Required when any server is `https://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The name `https://` servers are checked against (and sent in SNI), when not the
+    /// host of their address (Envoy's `sni` of the xDS cluster's TLS context).
+    pub tls_server_name: Option<rustls::pki_types::ServerName<'static>>,
     pub node: Node,
     pub mode: Mode,
     pub streams: Streams,
@@ -79,6 +84,7 @@ impl XdsClient {
         let groups: Vec<Vec<Kind>> = match config.streams {
             Streams::Aggregated => vec![Kind::ALL.to_vec()],
             Streams::PerType => Kind::ALL.into_iter().map(|k| vec![k]).collect(),
+            Streams::SecretsOnly => vec![vec![Kind::Secret]],
         };
         let mut tasks: Vec<JoinHandle<()>> = groups
             .into_iter()
@@ -140,7 +146,13 @@ async fn run_stream<H: ResourceHandler>(
             }
         }
         let address = &config.servers[server % config.servers.len()];
-        match crate::channel::connect(address, config.connect_timeout, config.tls.clone()).await {
+        let connecting = crate::channel::connect(
+            address,
+            config.connect_timeout,
+            config.tls.clone(),
+            config.tls_server_name.clone(),
+        );
+        match connecting.await {
             Ok(channel) => {
                 shared
                     .handler

@@ -24,6 +24,7 @@ use sinew_config::{model, Config, ConfigError, Diagnostics, LoadedConfig, Source
 
 use crate::assemble::{Assembled, Change, Resources};
 use crate::convert::socket_address;
+use crate::grpc_services::GrpcServices;
 use crate::{Ctx, XdsError};
 
 /// A bootstrap file as Sinew runs it.
@@ -35,6 +36,9 @@ pub struct EnvoyBootstrap {
     pub node: Option<Node>,
     /// Where `dynamic_resources` come from, when the file has them.
     pub dynamic: Option<DynamicSource>,
+    /// The static clusters that gRPC config sources (ADS, SDS servers) name: the proxy
+    /// installs it for the resources xDS sends ([`GrpcServices::install`]).
+    pub grpc_services: GrpcServices,
     assembled: Assembled,
     /// Each static resource's label (`listener "web"`) and its path in the file.
     locations: BTreeMap<String, String>,
@@ -50,6 +54,10 @@ pub struct DynamicSource {
     pub delta: bool,
     /// One ADS stream (`lds_config: {ads: {}}`) rather than a stream per type.
     pub aggregated: bool,
+    /// The static cluster whose TLS context (its `transport_socket`) secures the
+    /// channel: the servers are then `https://`, checked and named as that cluster
+    /// checks and names its upstreams.
+    pub tls_cluster: Option<String>,
 }
 
 /// Whether `text` is an Envoy bootstrap rather than a Sinew config: it has a top-level
@@ -89,10 +97,17 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     let left_out = std::mem::take(&mut mapped.left_out);
     let waits_for_refused = |w: &&crate::assemble::Warming| left_out.contains(&w.waits_for);
     errors.extend(mapped.assembled.warming.iter().filter(|w| !waits_for_refused(w)).map(|w| {
+        let at = mapped.locations.get(&w.resource).cloned().unwrap_or_default();
+        if mapped.pipes.contains(&w.waits_for) {
+            return ConfigError::new(at, format!(
+                "{} routes to {}, whose endpoints are Unix sockets (pipe): Sinew reaches a pipe only as a gRPC config source (SDS or xDS), not as an upstream",
+                w.resource, w.waits_for,
+            ));
+        }
         // A static listener that waits is one whose route names a cluster nobody defines
         // (or an RDS/EDS name only a control plane could send).
         ConfigError::new(
-            mapped.locations.get(&w.resource).cloned().unwrap_or_default(),
+            at,
             format!("{}{}", incomplete_static(w), if mapped.dynamic.is_some() {
                 "; static resources must be complete on their own (Sinew does not add dynamic clusters, routes or endpoints to them)"
             } else {
@@ -122,6 +137,7 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
         loaded,
         node: mapped.node,
         dynamic: mapped.dynamic,
+        grpc_services: mapped.grpc_services,
         assembled: mapped.assembled,
         locations: mapped.locations,
     };
@@ -289,7 +305,7 @@ fn is_under(path: &str, prefix: &str) -> bool {
 }
 
 /// The proto3 JSON mapping of `Bootstrap`, read from YAML (JSON is YAML too).
-fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
+pub(crate) fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
     struct Seed(prost_reflect::MessageDescriptor);
     impl<'de> DeserializeSeed<'de> for Seed {
         type Value = DynamicMessage;
@@ -338,13 +354,21 @@ struct Mapped {
     /// The labels (`cluster "svc"`) of static resources left out because they were
     /// refused: what waits for one of them has its error already.
     left_out: std::collections::BTreeSet<String>,
+    /// The labels of static clusters left out because their endpoints are Unix sockets:
+    /// channels to a local agent, reached only as gRPC config sources.
+    pipes: std::collections::BTreeSet<String>,
+    grpc_services: GrpcServices,
 }
 
 /// Maps the whole bootstrap, going on past each problem so that one pass finds them all
 /// (the migration report, [`crate::report`]): a refused static resource is left out and
 /// the others are still mapped and checked.
 fn map(mut bootstrap: Bootstrap) -> Mapped {
-    let (mut mapped, notes) = crate::report::collecting(|| map_collecting(&mut bootstrap));
+    let grpc_services = grpc_services(&bootstrap);
+    let (mut mapped, notes) = grpc_services
+        .clone()
+        .while_mapping(|| crate::report::collecting(|| map_collecting(&mut bootstrap)));
+    mapped.grpc_services = grpc_services;
     // The resources are mapped twice (alone, then together), so a note can come twice.
     let mut seen = std::collections::BTreeSet::new();
     let found: Vec<ConfigError> = notes
@@ -354,6 +378,25 @@ fn map(mut bootstrap: Bootstrap) -> Mapped {
         .collect();
     mapped.refused.splice(0..0, found);
     mapped
+}
+
+/// The static clusters gRPC config sources may name, and which one is the ADS server's.
+fn grpc_services(bootstrap: &Bootstrap) -> GrpcServices {
+    use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+    let ads_cluster = bootstrap
+        .dynamic_resources
+        .as_ref()
+        .and_then(|d| d.ads_config.as_ref())
+        .and_then(|a| a.grpc_services.first())
+        .and_then(|g| match &g.target_specifier {
+            Some(TargetSpecifier::EnvoyGrpc(grpc)) => Some(grpc.cluster_name.clone()),
+            _ => None,
+        });
+    let clusters = bootstrap
+        .static_resources
+        .as_ref()
+        .map_or(&[][..], |s| &s.clusters[..]);
+    GrpcServices::from_clusters(clusters, ads_cluster)
 }
 
 /// A mapper's error as an error about the file: the static resource's path, then the
@@ -439,6 +482,16 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         },
         None => None,
     };
+    // A cluster of Unix sockets is a channel to a local agent (Istio's `sds-grpc`): the
+    // config sources that name it reach it; it is no upstream.
+    let mut pipes = std::collections::BTreeSet::new();
+    clusters.retain(|c| {
+        let pipe = crate::grpc_services::is_pipe_only(c);
+        if pipe {
+            pipes.insert(Ctx::new("cluster", &c.name).resource);
+        }
+        !pipe
+    });
     fn complete<T>(updated: Vec<T>) -> Change<T> {
         Change {
             updated,
@@ -476,6 +529,8 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         locations,
         refused,
         left_out,
+        pipes,
+        grpc_services: GrpcServices::default(),
     }
 }
 
@@ -627,6 +682,7 @@ fn api_source(
         ));
     }
     let mut servers = Vec::new();
+    let mut tls_cluster = None;
     if services.is_empty() {
         return Err(ConfigError::new(
             format!("{path}.grpc_services"),
@@ -649,16 +705,16 @@ fn api_source(
                             ),
                         )
                     })?;
-                let ctx = Ctx::new("cluster", &cluster.name);
-                for locality in cluster.load_assignment.iter().flat_map(|a| &a.endpoints) {
-                    for endpoint in &locality.lb_endpoints {
-                        use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-                        if let Some(HostIdentifier::Endpoint(e)) = &endpoint.host_identifier {
-                            let address = socket_address(&ctx, "address", e.address.clone())
-                                .map_err(|e| ConfigError::new(at.clone(), e.to_string()))?;
-                            servers.push(format!("http://{address}"));
-                        }
-                    }
+                let addresses = crate::grpc_services::dial_addresses(cluster)
+                    .map_err(|e| ConfigError::new(at.clone(), e.to_string()))?;
+                if cluster.transport_socket.is_some() {
+                    tls_cluster = Some(cluster.name.clone());
+                    servers.extend(addresses.iter().map(|a| match a.strip_prefix("http://") {
+                        Some(rest) => format!("https://{rest}"),
+                        None => a.clone(),
+                    }));
+                } else {
+                    servers.extend(addresses);
                 }
             }
             Some(TargetSpecifier::GoogleGrpc(grpc)) => {
@@ -668,7 +724,7 @@ fn api_source(
                     Some(("http", _)) => servers.push(target.to_string()),
                     Some((scheme, rest)) => {
                         let why = if scheme == "https" {
-                            "a bootstrap's gRPC channel credentials are not read, so Sinew cannot speak TLS to this target; give the control plane as `--xds https://HOST:PORT` (with `--xds-ca FILE` or a `mesh`)"
+                            "Sinew does not read a Google gRPC service's channel credentials: name the control plane by an envoy_grpc cluster with a TLS transport_socket, or give it as `--xds https://HOST:PORT` (with `--xds-ca FILE` or a `mesh`)"
                         } else {
                             "only http:// (gRPC over plain HTTP/2) is supported by Sinew"
                         };
@@ -692,6 +748,7 @@ fn api_source(
         servers,
         delta,
         aggregated,
+        tls_cluster,
     })
 }
 

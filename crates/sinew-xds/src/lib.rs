@@ -21,6 +21,7 @@ pub mod cluster;
 mod convert;
 pub mod endpoint;
 mod filter_chains;
+pub mod grpc_services;
 mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;

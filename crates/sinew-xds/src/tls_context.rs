@@ -8,8 +8,8 @@
 //! other config sources and every field Sinew does not honour are refused by name.
 
 use envoy_types::pb::envoy::config::core::v3::{
-    config_source::ConfigSourceSpecifier, data_source::Specifier, ApiVersion, ConfigSource,
-    DataSource, TransportSocket,
+    config_source::ConfigSourceSpecifier, data_source::Specifier, ApiConfigSource, ApiVersion,
+    ConfigSource, DataSource, TransportSocket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
@@ -436,16 +436,15 @@ fn sds_reference(ctx: &Ctx, path: &str, reference: SdsSecretConfig) -> Result<Va
                 ));
             }
         }
-        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {
-            return Err(ctx.error(
-                format!("{at}.api_config_source"),
-                "an SDS server of its own is not supported by Sinew: take the secret on the ADS stream (`ads: {}`) or from a file (`path_config_source`)",
-            ))
+        Some(ConfigSourceSpecifier::ApiConfigSource(api)) => {
+            if let Some(server) = sds_server(ctx, &format!("{at}.api_config_source"), api)? {
+                out["server"] = json!(server);
+            }
         }
         Some(ConfigSourceSpecifier::Self_(_)) | None => {
             return Err(ctx.error(
                 at,
-                "Sinew takes a secret on the ADS stream (`ads: {}`) or from a file (`path_config_source`)",
+                "Sinew takes a secret on the ADS stream (`ads: {}`), from an SDS server (`api_config_source`) or from a file (`path_config_source`)",
             ))
         }
     }
@@ -453,6 +452,70 @@ fn sds_reference(ctx: &Ctx, path: &str, reference: SdsSecretConfig) -> Result<Va
         out["initial_fetch_timeout"] = json!(crate::convert::duration(&d));
     }
     Ok(out)
+}
+
+/// An SDS server of its own (`api_config_source`), as the address the proxy dials; None
+/// when it is the ADS stream's own cluster. One gRPC service, state of the world, as
+/// Istio's `sds-grpc` is.
+fn sds_server(ctx: &Ctx, path: &str, mut api: ApiConfigSource) -> Result<Option<String>, XdsError> {
+    use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
+    use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+    if !matches!(ApiType::try_from(api.api_type), Ok(ApiType::Grpc)) {
+        return Err(ctx.error(
+            format!("{path}.api_type"),
+            "Sinew's SDS client speaks GRPC (state of the world) to an SDS server of its own",
+        ));
+    }
+    api.api_type = 0;
+    api.transport_api_version = 0;
+    api.set_node_on_first_message_only = false;
+    let services = std::mem::take(&mut api.grpc_services);
+    ctx.only_supported(path, &api)?;
+    let [service] = services.as_slice() else {
+        return Err(ctx.error(
+            format!("{path}.grpc_services"),
+            "needs exactly one gRPC service",
+        ));
+    };
+    let at = format!("{path}.grpc_services[0]");
+    let mut rest = service.clone();
+    rest.target_specifier = None;
+    rest.timeout = None;
+    ctx.only_supported(&at, &rest)?;
+    match &service.target_specifier {
+        Some(TargetSpecifier::EnvoyGrpc(grpc)) => {
+            let cluster = &grpc.cluster_name;
+            match crate::grpc_services::GrpcServices::resolve(cluster) {
+                Some(crate::grpc_services::Target::Ads) => Ok(None),
+                // The first address: a node agent's socket is one.
+                Some(crate::grpc_services::Target::Servers(addresses)) => {
+                    Ok(addresses.into_iter().next())
+                }
+                None => Err(ctx.error(
+                    format!("{at}.envoy_grpc.cluster_name"),
+                    format!("{cluster:?} is not a static cluster with endpoints (an SDS server's cluster must be in the bootstrap's static_resources)"),
+                )),
+            }
+        }
+        Some(TargetSpecifier::GoogleGrpc(grpc)) => {
+            let mut unread = grpc.clone();
+            unread.target_uri.clear();
+            unread.stat_prefix.clear();
+            ctx.only_supported(format_args!("{at}.google_grpc"), &unread)?;
+            let target = grpc.target_uri.trim_start_matches("dns:///");
+            if target.starts_with("unix:") || target.starts_with("http://") {
+                Ok(Some(target.to_string()))
+            } else if !target.contains("://") && !target.is_empty() {
+                Ok(Some(format!("http://{target}")))
+            } else {
+                Err(ctx.error(
+                    format!("{at}.google_grpc.target_uri"),
+                    format!("{target:?}: Sinew reaches an SDS server at unix:PATH or HOST:PORT (plain gRPC)"),
+                ))
+            }
+        }
+        None => Err(ctx.error(at, "needs envoy_grpc or google_grpc")),
+    }
 }
 
 /// A data source that must be a file.

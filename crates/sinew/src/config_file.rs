@@ -94,10 +94,22 @@ pub fn load(path: &Path) -> Result<ConfigFile, Diagnostics> {
     }
 }
 
-/// [`load`] for reloads: the config alone.
+/// [`load`] for reloads: the config alone, with the SDS secrets it names followed
+/// ([`crate::sds::follow`]) before it compiles.
 pub fn load_config(path: &Path) -> Result<LoadedConfig, Diagnostics> {
-    load(path).map(|file| match file {
+    let loaded = load(path).map(|file| match file {
         ConfigFile::Sinew(l) => l,
         ConfigFile::Envoy(b) => b.loaded,
-    })
+    })?;
+    if let Err(e) = crate::sds::follow(&loaded.config) {
+        return Err(Diagnostics::new(
+            loaded.file.clone(),
+            loaded.source_map.clone(),
+            vec![sinew_config::ConfigError::new(
+                "",
+                format!("SDS secrets file {e}"),
+            )],
+        ));
+    }
+    Ok(loaded)
 }

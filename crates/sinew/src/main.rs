@@ -376,8 +376,22 @@ async fn proxy(
         },
         _ => None,
     };
-    // Secrets named from files are read before the listeners that use them start.
-    if let Err(e) = sds::watch_files(&loaded.config) {
+    // The proxy answers `default` and `ROOTCA` itself with its workload certificate and
+    // the mesh's bundle, as Istio's agent does for its Envoy: an Istio-shaped listener or
+    // cluster sent by the control plane uses them however its `sds_config` names them.
+    if let Some(identity) = &identity {
+        let store = sinew_tls::PushedSecrets::global();
+        for name in [sinew_ca::agent::WORKLOAD_SECRET, sinew_ca::ROOT_CA_SECRET] {
+            store.provide_locally(name, identity.cert.clone(), identity.bundle.clone());
+        }
+    }
+    if let config_file::ConfigFile::Envoy(b) = &file {
+        b.grpc_services.clone().install();
+        sds::set_node(b.node.clone().unwrap_or_default());
+    }
+    // Secrets named from files are read, and SDS servers subscribed to, before the
+    // listeners that use them start.
+    if let Err(e) = sds::follow(&loaded.config) {
         eprintln!("sinew: SDS secrets file {e}");
         return ExitCode::FAILURE;
     }
@@ -395,7 +409,7 @@ async fn proxy(
     };
     // With a control plane the static file is read once: xDS updates are assembled on
     // top of it, and a file reload would drop them.
-    let xds_tls = match xds_client_tls(&xds, &proxy) {
+    let xds_tls = match xds_client_tls(&xds, &file, &proxy) {
         Ok(tls) => tls,
         Err(e) => {
             eprintln!("sinew: {e}");
@@ -517,7 +531,7 @@ Press Ctrl-C to stop."
 fn xds_source(
     args: XdsArgs,
     file: &config_file::ConfigFile,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<XdsTls>,
 ) -> Option<sinew_xds_client::ClientConfig> {
     use sinew_xds_client::{ClientConfig, Mode, Streams};
     let bootstrap = match file {
@@ -556,7 +570,8 @@ fn xds_source(
     }
     Some(ClientConfig {
         servers,
-        tls,
+        tls: tls.as_ref().map(|(config, _)| config.clone()),
+        tls_server_name: tls.and_then(|(_, name)| name),
         node,
         mode: if delta {
             Mode::Delta
@@ -594,13 +609,47 @@ async fn obtain_workload_identity(
     sinew_ca::workload::obtain(config, FIRST_CERTIFICATE_WAIT).await
 }
 
-/// TLS for `https://` control planes: their certificate must chain to `--xds-ca` or the
-/// mesh's bundle (kept current by SDS) and name the host dialled; with a mesh identity
-/// the proxy presents its certificate. None when no server is `https://`.
+/// TLS to a control plane, and the name its certificate is checked against (None: the
+/// host dialled).
+type XdsTls = (
+    Arc<rustls::ClientConfig>,
+    Option<rustls::pki_types::ServerName<'static>>,
+);
+
+/// TLS for `https://` control planes. Given by `--xds`: their certificate must chain to
+/// `--xds-ca` or the mesh's bundle (kept current by SDS) and name the host dialled; with
+/// a mesh identity the proxy presents its certificate. From a bootstrap: as its xDS
+/// cluster's TLS context says (roots, name matchers, SNI, client certificate). None
+/// when no server is `https://`.
 fn xds_client_tls(
     args: &XdsArgs,
+    file: &config_file::ConfigFile,
     proxy: &sinew_proxy::Proxy,
-) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+) -> Result<Option<XdsTls>, String> {
+    if args.xds.is_empty() {
+        let tls_cluster = match file {
+            config_file::ConfigFile::Envoy(b) => {
+                b.dynamic.as_ref().and_then(|d| d.tls_cluster.clone())
+            }
+            config_file::ConfigFile::Sinew(_) => None,
+        };
+        let Some(name) = tls_cluster else {
+            return Ok(None);
+        };
+        let snapshot = proxy.snapshot();
+        let cluster = snapshot
+            .clusters
+            .iter()
+            .find(|c| *c.name == *name)
+            .ok_or_else(|| format!("the xDS cluster {name:?} did not compile"))?;
+        let tls = cluster
+            .tls()
+            .ok_or_else(|| format!("the xDS cluster {name:?} has no TLS"))?;
+        // gRPC is HTTP/2, whatever the cluster offers its upstreams.
+        let mut config = (*tls.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        return Ok(Some((Arc::new(config), Some(tls.server_name.clone()))));
+    }
     if !args.xds.iter().any(|s| s.starts_with("https://")) {
         return Ok(None);
     }
@@ -631,7 +680,7 @@ fn xds_client_tls(
         None => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Some(Arc::new(tls)))
+    Ok(Some((Arc::new(tls), None)))
 }
 
 /// Starts the admin server when the config has `admin` (Envoy's bootstrap `admin`). Its

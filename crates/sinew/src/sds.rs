@@ -7,6 +7,10 @@
 //!   [`watch_files`] reads each file once before the config that names it is compiled,
 //!   then re-reads it whenever it (or its `watched_directory`) changes.
 //!
+//! - from an SDS server of its own (`server`, Envoy's `api_config_source`, as Istio's
+//!   `sds-grpc` to its node agent's socket): [`subscribe_servers`] keeps one
+//!   secrets-only stream to each server, asking for the names the config uses there.
+//!
 //! Either way a new version replaces the certificate or bundle in place: new handshakes
 //! take it, established connections keep theirs, and nothing is reloaded — unless a
 //! validation context's name matchers changed, which the caller applies with a rebuild.
@@ -20,7 +24,7 @@ use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use sinew_config::tls::{PemSource, SdsSecret};
 use sinew_config::Config;
-use sinew_tls::{PushedSecrets, SecretKey};
+use sinew_tls::{PushedSecrets, SecretKey, SecretOrigin};
 use sinew_xds::secret::{material, Material};
 
 /// The proxy's metrics, once it runs: file watchers count their updates there too.
@@ -50,7 +54,7 @@ enum Parsed {
 
 /// Checks a secret and parses its PEM (reading any files it names); the error names the
 /// secret and the field at fault.
-pub fn check(secret: &Secret, file: Option<&str>) -> Result<Checked, String> {
+pub fn check(secret: &Secret, origin: SecretOrigin) -> Result<Checked, String> {
     let label = format!("secret {:?}", secret.name);
     let parsed = match material(secret).map_err(|e| e.to_string())? {
         Material::Certificate { chain, key } => {
@@ -73,7 +77,7 @@ pub fn check(secret: &Secret, file: Option<&str>) -> Result<Checked, String> {
     Ok(Checked {
         key: SecretKey {
             name: secret.name.clone(),
-            file: file.map(str::to_string),
+            origin,
         },
         what: parsed,
     })
@@ -134,13 +138,145 @@ pub fn listener_secrets(l: &sinew_config::model::Listener) -> Vec<&SdsSecret> {
     sources.into_iter().filter_map(PemSource::sds).collect()
 }
 
-/// The names to ask the xDS stream for.
+/// The names to ask the xDS stream for (not those the proxy answers itself).
 pub fn stream_names(config: &Config) -> BTreeSet<String> {
+    let store = PushedSecrets::global();
     referenced(config)
         .into_iter()
-        .filter(|s| s.path.is_none())
+        .filter(|s| s.path.is_none() && s.server.is_none() && !store.is_local(&s.sds))
         .map(|s| s.sds.clone())
         .collect()
+}
+
+/// The secrets-only streams to SDS servers of their own, by server, with the names each
+/// was asked for.
+fn server_streams() -> &'static Mutex<BTreeMap<String, ServerStream>> {
+    static STREAMS: OnceLock<Mutex<BTreeMap<String, ServerStream>>> = OnceLock::new();
+    STREAMS.get_or_init(Default::default)
+}
+
+struct ServerStream {
+    names: BTreeSet<String>,
+    _client: sinew_xds_client::XdsClient,
+}
+
+/// The node the proxy presents to SDS servers of their own (the bootstrap's, or `sinew`).
+static NODE: OnceLock<sinew_xds_client::Node> = OnceLock::new();
+
+/// Sets the node presented to SDS servers; the first call wins.
+pub fn set_node(mut node: sinew_xds_client::Node) {
+    if node.id.is_empty() {
+        node.id = "sinew".into();
+    }
+    let _ = NODE.set(node);
+}
+
+/// Opens a secrets-only stream to each SDS server `config` names, asking for the names
+/// it uses there; a server asked for new names gets a new stream for all of them (the
+/// secrets already in force stay in force meanwhile). Names the proxy answers itself
+/// (its own workload certificate and bundle) are not asked for. Must run inside the
+/// runtime.
+pub fn subscribe_servers(config: &Config) {
+    let store = PushedSecrets::global();
+    let mut wanted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for s in referenced(config) {
+        if let (None, Some(server)) = (&s.path, &s.server) {
+            if !store.is_local(&s.sds) {
+                wanted.entry(server).or_default().insert(s.sds.clone());
+            }
+        }
+    }
+    let mut streams = server_streams().lock().unwrap_or_else(|e| e.into_inner());
+    for (server, names) in wanted {
+        let mut all = names;
+        if let Some(running) = streams.get(server) {
+            if all.is_subset(&running.names) {
+                continue;
+            }
+            all.extend(running.names.iter().cloned());
+        }
+        let node = NODE
+            .get()
+            .cloned()
+            .unwrap_or_else(|| sinew_xds_client::Node {
+                id: "sinew".into(),
+                ..Default::default()
+            });
+        let client = sinew_xds_client::XdsClient::start(
+            sinew_xds_client::ClientConfig {
+                servers: vec![server.to_string()],
+                tls: None,
+                tls_server_name: None,
+                node,
+                mode: sinew_xds_client::Mode::StateOfTheWorld,
+                streams: sinew_xds_client::Streams::SecretsOnly,
+                connect_timeout: std::time::Duration::from_secs(5),
+            },
+            ServerSecrets {
+                server: server.to_string(),
+                names: all.clone(),
+            },
+        );
+        tracing::info!(%server, secrets = ?all, "SDS: subscribing to secrets on a server of their own");
+        streams.insert(
+            server.to_string(),
+            ServerStream {
+                names: all,
+                _client: client,
+            },
+        );
+    }
+}
+
+/// Puts in force what one SDS server sends.
+struct ServerSecrets {
+    server: String,
+    names: BTreeSet<String>,
+}
+
+impl sinew_xds_client::ResourceHandler for ServerSecrets {
+    async fn apply(&mut self, update: sinew_xds_client::Update) -> Result<(), String> {
+        use prost::Message as _;
+        let origin = SecretOrigin::Server(self.server.clone());
+        let mut checked = Vec::new();
+        for (i, r) in update.resources.iter().enumerate() {
+            let secret = Secret::decode(r.resource.value.as_slice())
+                .map_err(|e| format!("resources[{i}]: does not decode: {e}"))?;
+            if !self.names.contains(&secret.name) {
+                continue;
+            }
+            match check(&secret, origin.clone()) {
+                Ok(c) => checked.push(c),
+                Err(e) => {
+                    count_rejected([secret.name]);
+                    tracing::warn!(server = %self.server, "SDS: secret refused: {e}");
+                    return Err(format!("resources[{i}]: {e}"));
+                }
+            }
+        }
+        if put_in_force(checked)? {
+            tracing::warn!(
+                server = %self.server,
+                "SDS: a validation context's name matchers changed; they apply from the next config change"
+            );
+        }
+        Ok(())
+    }
+
+    fn wanted(&self, kind: sinew_xds_client::Kind) -> Vec<String> {
+        match kind {
+            sinew_xds_client::Kind::Secret => self.names.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Follows every secret `config` names outside the xDS stream: files read (and watched)
+/// and SDS servers subscribed to, before the config compiles.
+pub fn follow(config: &Config) -> Result<(), String> {
+    watch_files(config)?;
+    subscribe_servers(config);
+    Ok(())
 }
 
 /// A file of secrets being watched.
@@ -158,7 +294,7 @@ fn watched() -> &'static Mutex<BTreeMap<String, Arc<SecretFile>>> {
 /// then on. A file that cannot be read or holds a bad secret the first time is an error
 /// naming the file and field (as Envoy requires the file at load time); later a bad
 /// version is logged and the last good secrets stay.
-pub fn watch_files(config: &Config) -> Result<(), String> {
+fn watch_files(config: &Config) -> Result<(), String> {
     let mut files: BTreeMap<&str, Option<&str>> = BTreeMap::new();
     for s in referenced(config) {
         if let Some(path) = &s.path {
@@ -190,8 +326,9 @@ impl SecretFile {
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| format!("cannot read {:?}: {e}", self.path))?;
         let secrets = sinew_xds::secret::parse_file(&text)?;
+        let origin = SecretOrigin::File(self.path.clone());
         let checked: Result<Vec<Checked>, String> =
-            secrets.iter().map(|s| check(s, Some(&self.path))).collect();
+            secrets.iter().map(|s| check(s, origin.clone())).collect();
         match checked {
             Ok(checked) => {
                 put_in_force(checked)?;

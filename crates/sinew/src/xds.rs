@@ -41,7 +41,13 @@ pub struct ProxyHandler {
     /// New listeners held back until their secrets arrive, with when they stop waiting
     /// (None: for ever).
     held: BTreeMap<String, Option<Instant>>,
+    /// Secrets from SDS servers of their own that held listeners wait for: their arrival
+    /// is not an update of this stream, so it is looked for every [`SERVER_SECRET_POLL`].
+    awaited_from_servers: Vec<sinew_tls::SecretKey>,
 }
+
+/// How often a listener held for a secret from an SDS server of its own looks for it.
+const SERVER_SECRET_POLL: Duration = Duration::from_millis(50);
 
 /// An update's resources, assembled with the static config and checked: ready to swap in.
 struct Prepared {
@@ -67,6 +73,7 @@ impl ProxyHandler {
             agent_secrets,
             secret_names,
             held: BTreeMap::new(),
+            awaited_from_servers: Vec::new(),
         }
     }
 
@@ -85,7 +92,7 @@ impl ProxyHandler {
                 continue;
             }
             names.push(secret.name.clone());
-            match crate::sds::check(&secret, None) {
+            match crate::sds::check(&secret, sinew_tls::SecretOrigin::Stream) {
                 Ok(c) => checked.push(c),
                 Err(e) => {
                     crate::sds::count_rejected([secret.name]);
@@ -99,7 +106,11 @@ impl ProxyHandler {
 
     /// Takes out of `config` each new listener whose secrets (on the stream) have not
     /// arrived, unless its wait ran out; returns the listeners held and their deadlines.
-    fn hold_warming(&self, config: &mut Config) -> BTreeMap<String, Option<Instant>> {
+    fn hold_warming(
+        &self,
+        config: &mut Config,
+        from_servers: &mut Vec<sinew_tls::SecretKey>,
+    ) -> BTreeMap<String, Option<Instant>> {
         let store = sinew_tls::PushedSecrets::global();
         let now = Instant::now();
         let snapshot = self.proxy.snapshot();
@@ -109,7 +120,7 @@ impl ProxyHandler {
             let missing: Vec<_> = crate::sds::listener_secrets(l)
                 .into_iter()
                 .filter(|s| s.path.is_none())
-                .filter(|s| !store.has_arrived(&sinew_tls::SecretKey::ads(&s.sds)))
+                .filter(|s| !store.has_arrived(&sinew_upstream::cluster::secret_key(s)))
                 .collect();
             // A listener already serving keeps serving its new version: its handshakes
             // wait for the secret rather than its port closing.
@@ -136,6 +147,12 @@ impl ProxyHandler {
                 );
                 return true;
             }
+            from_servers.extend(
+                missing
+                    .iter()
+                    .filter(|s| s.server.is_some())
+                    .map(|s| sinew_upstream::cluster::secret_key(s)),
+            );
             tracing::info!(listener = %l.name, secrets = ?names, "listener warming: waiting for its SDS secrets");
             held.insert(l.name.clone(), deadline);
             false
@@ -220,9 +237,11 @@ impl ProxyHandler {
         let mut prepared = off_the_serving_threads(move || prepare(change(&held)?, &base))
             .await
             .inspect_err(|_| self.proxy.note_reload_failed())?;
-        let waiting = self.hold_warming(&mut prepared.assembled.config);
+        let mut from_servers = Vec::new();
+        let waiting = self.hold_warming(&mut prepared.assembled.config, &mut from_servers);
         self.swap_in(prepared, label).await?;
         self.held = waiting;
+        self.awaited_from_servers = from_servers;
         Ok(())
     }
 
@@ -330,7 +349,7 @@ fn prepare(mut next: Resources, base: &Config) -> Result<Prepared, String> {
         ));
     }
     // Secrets named from files are read before the config that names them compiles.
-    crate::sds::watch_files(&assembled.config).map_err(|e| format!("SDS secrets file {e}"))?;
+    crate::sds::follow(&assembled.config).map_err(|e| format!("SDS secrets file {e}"))?;
     let secret_names = crate::sds::stream_names(&assembled.config);
     Ok(Prepared {
         next,
@@ -383,15 +402,36 @@ impl ResourceHandler for ProxyHandler {
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
         let held = self.held.values().flatten().copied().min();
-        [self.resources.next_deadline(), held]
+        let poll =
+            (!self.awaited_from_servers.is_empty()).then(|| Instant::now() + SERVER_SECRET_POLL);
+        [self.resources.next_deadline(), held, poll]
             .into_iter()
             .flatten()
             .min()
     }
 
-    /// A warming listener or cluster waited out its `initial_fetch_timeout`: assemble
-    /// again, and it goes in without what it waited for.
+    /// A warming listener or cluster waited out its `initial_fetch_timeout`, or a secret
+    /// a held listener waits for came from its SDS server: assemble again, and it goes in
+    /// (without what it waited for, in the first case).
     async fn expire(&mut self) {
+        if !self.awaited_from_servers.is_empty() {
+            let now = Instant::now();
+            let store = sinew_tls::PushedSecrets::global();
+            let arrived = self
+                .awaited_from_servers
+                .iter()
+                .any(|k| store.has_arrived(k));
+            let due = [
+                self.resources.next_deadline(),
+                self.held.values().flatten().copied().min(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|d| d <= now);
+            if !arrived && !due {
+                return;
+            }
+        }
         let unchanged = |held: &Resources| Ok(held.clone());
         if let Err(e) = self
             .rebuild("xDS initial_fetch_timeout".to_string(), unchanged)

@@ -208,6 +208,7 @@ async fn main() {
         let config = ClientConfig {
             servers: vec![format!("http://{xds}")],
             tls: None,
+            tls_server_name: None,
             node: Node {
                 id: format!("proxy-{p}"),
                 ..Default::default()

@@ -489,7 +489,7 @@ fn proxy_refuses_an_xds_address_it_cannot_connect_to() {
     assert!(
         stderr.starts_with(&format!(
             "{path}:5:23: dynamic_resources.ads_config.grpc_services[0].google_grpc.target_uri: "
-        )) && stderr.contains("cannot speak TLS"),
+        )) && stderr.contains("does not read a Google gRPC service's channel credentials"),
         "{stderr}"
     );
 }

@@ -555,6 +555,16 @@ clusters:
         ))
         .await;
     assert!(from_web > 100.0, "TCP connections from web: {from_web}");
+    // ... and its HTTP responses by caller and status class.
+    let answered_web = api
+        .metric(&format!(
+            "sinew_listener_downstream_peer_rq_total{{listener=\"inbound\",peer_spiffe_id=\"{WEB_ID}\",code_class=\"2xx\"}}"
+        ))
+        .await;
+    assert!(
+        answered_web > 100.0,
+        "HTTP responses to web: {answered_web}"
+    );
 
     // api's certificate now chains to the new root: a client that trusts only the new
     // root verifies it, one that trusts only the old root cannot.
@@ -647,4 +657,384 @@ clusters:
     assert_eq!(got["renewed_spiffe_id"], API_ID, "{got}");
     assert_eq!(got["serial_changed"], true, "the renewal was pushed: {got}");
     assert_eq!(got["roots"], 1, "{got}");
+}
+
+/// What a new handshake to `addr` sees, by `openssl s_client` presenting `client` (a
+/// certificate and key) and checking the server against `ca`: the verify result, the
+/// served certificate's serial and URI SAN, and whether bytes came back through.
+async fn openssl_mtls(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>) -> String {
+    let cert = client.map_or(String::new(), |(c, k)| {
+        format!("-cert {} -key {}", c.display(), k.display())
+    });
+    shell(format!(
+        "dir=$(mktemp -d) && (echo ping; sleep 0.5) | timeout 10 openssl s_client -connect {addr} \
+         -CAfile {} {cert} -showcerts > $dir/out 2>&1; \
+         grep -m1 'Verify return code' $dir/out; grep -c '^ping$' $dir/out; \
+         openssl x509 -in $dir/out -noout -serial -ext subjectAltName 2>&1; rm -r $dir",
+        ca.display()
+    ))
+    .await
+}
+
+/// Istio's shape: an Envoy bootstrap whose listener takes its certificate (`default`)
+/// and its client roots (`ROOTCA`) from an SDS server of its own — `api_config_source`
+/// naming the static cluster `sds-grpc`, a pipe to the node agent's Unix socket. The
+/// agent is a mesh proxy with `sds_socket`; the bootstrap's proxy serves the agent's
+/// SVID, takes a client certificate from the same CA, refuses a client without one,
+/// and serves the renewed certificate to new handshakes once the agent pushes it.
+#[tokio::test]
+async fn an_envoy_bootstrap_takes_its_certificate_and_roots_from_an_agent_socket_as_sds_grpc() {
+    let dir = TempDir::new("mesh-ca-sds-grpc");
+    let (list, files) = tokens(&dir, &[API_ID, WEB_ID]);
+    let ca_dir = dir.file("ca");
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n  workload_lifetime: 12s\n",
+        ca_dir.display(),
+        list.display()
+    );
+    let (_control, control) = start_control(&dir, &block).await;
+    let root = ca_dir.join("ca.crt");
+    let socket = dir.file("agent.sock");
+    let echo = sinew_integration::echo_server().await;
+    // The agent's own listener names `default` and `ROOTCA` as an Istio-shaped one does:
+    // the proxy answers both itself (the SDS server named here does not exist).
+    let own_port = free_port();
+    let agent = MeshProxy::start(
+        &dir,
+        "agent",
+        control,
+        (
+            &root,
+            &files[0],
+            &format!(", sds_socket: '{}'", socket.display()),
+        ),
+        &format!(
+            "listeners:
+  - name: own
+    address: 127.0.0.1:{own_port}
+    tls:
+      cert: {{sds: default}}
+      client_ca: {{sds: ROOTCA, server: 'unix:{}'}}
+      require_client_certificate: true
+    tcp: {{cluster: echo}}
+clusters:
+  - name: echo
+    endpoints: [{{address: '{echo}'}}]
+",
+            dir.file("no-such-agent.sock").display()
+        ),
+    )
+    .await;
+    // The client: an SVID for the web identity, from the same CA (Python's client).
+    let client = python_client(control, &root, &files[1], &dir).await;
+    assert_eq!(client["spiffe_id"], WEB_ID, "{client}");
+    let (client_cert, client_key) = (dir.file("svid.pem"), dir.file("svid.key"));
+    let port = free_port();
+    let admin = free_port();
+    let sds = |name: &str| {
+        format!(
+            "name: {name}
+                sds_config:
+                  resource_api_version: V3
+                  api_config_source:
+                    api_type: GRPC
+                    transport_api_version: V3
+                    grpc_services:
+                    - envoy_grpc: {{cluster_name: sds-grpc}}"
+        )
+    };
+    let bootstrap = dir.file("envoy.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificate_sds_secret_configs:
+            - {}
+            combined_validation_context:
+              default_validation_context:
+                match_typed_subject_alt_names:
+                - san_type: URI
+                  matcher: {{exact: '{WEB_ID}'}}
+              validation_context_sds_secret_config:
+                {}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: inbound
+          cluster: echo
+  clusters:
+  - name: echo
+    type: STATIC
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}
+  - name: sds-grpc
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{pipe: {{path: '{}'}}}}}}
+",
+            sds("default"),
+            sds("ROOTCA"),
+            echo.port(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(sinew_binary())
+        .arg("validate")
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let log = std::fs::File::create(dir.file("envoy-shaped.log")).unwrap();
+    let _proxy = ChildGuard(
+        Command::new(sinew_binary())
+            .args(["proxy", "-c"])
+            .arg(&bootstrap)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr).await;
+
+    // The agent's SVID, as the agent's own /certs has it.
+    let first_serial = agent.serial().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while tokio::time::Instant::now() < deadline {
+        seen = openssl_mtls(addr, &root, Some((&client_cert, &client_key))).await;
+        if seen.contains("Verify return code: 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen.contains("Verify return code: 0"), "{seen}");
+    assert!(seen.contains(&format!("URI:{API_ID}")), "{seen}");
+    // openssl prints the serial's value; /certs its DER bytes (a leading 00 for a high
+    // first bit).
+    let normalise = |s: &str| {
+        s.trim()
+            .replace(':', "")
+            .to_ascii_lowercase()
+            .trim_start_matches('0')
+            .to_string()
+    };
+    let serial_of = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("serial="))
+            .map(normalise)
+            .unwrap_or_default()
+    };
+    assert_eq!(serial_of(&seen), normalise(&first_serial), "{seen}");
+    assert!(
+        seen.lines().any(|l| l.trim() == "1"),
+        "the echo came back through: {seen}"
+    );
+    // The agent's own listener serves the same certificate and checks clients against
+    // the mesh bundle.
+    let own: SocketAddr = format!("127.0.0.1:{own_port}").parse().unwrap();
+    let served = openssl_mtls(own, &root, Some((&client_cert, &client_key))).await;
+    assert!(served.contains("Verify return code: 0"), "{served}");
+    assert_eq!(serial_of(&served), normalise(&first_serial), "{served}");
+    assert!(served.lines().any(|l| l.trim() == "1"), "{served}");
+    // Without a client certificate the proxy refuses the connection: no echo.
+    let refused = openssl_mtls(addr, &root, None).await;
+    assert!(
+        refused.lines().any(|l| l.trim() == "0"),
+        "no client certificate, no bytes: {refused}"
+    );
+
+    // The agent renews at half of the 12 s life and pushes the new certificate; the
+    // next handshakes to the bootstrap's proxy serve it.
+    let renewed = agent
+        .serial_change(&first_serial, Duration::from_secs(20))
+        .await
+        .expect("the agent renews its certificate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        seen = openssl_mtls(addr, &root, Some((&client_cert, &client_key))).await;
+        if serial_of(&seen) == normalise(&renewed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(serial_of(&seen), normalise(&renewed), "{seen}");
+    assert!(seen.contains("Verify return code: 0"), "{seen}");
+}
+
+/// A bootstrap whose xDS cluster (`ads_config` → `xds_cluster`) has a TLS
+/// `transport_socket`: the proxy reaches `sinew control` over TLS as that context says
+/// — the roots in `trusted_ca`, the `sni`, and the control plane's SPIFFE ID in
+/// `match_typed_subject_alt_names` — and serves the listener control sends. The same
+/// bootstrap trusting another root never gets it.
+#[tokio::test]
+async fn an_envoy_bootstrap_reaches_its_control_plane_over_tls_as_its_xds_cluster_says() {
+    let dir = TempDir::new("mesh-ca-xds-tls");
+    let (list, _files) = tokens(&dir, &[API_ID]);
+    let ca_dir = dir.file("ca");
+    let services_dir = dir.file("services");
+    std::fs::create_dir_all(&services_dir).unwrap();
+    let app = Upstream::start("app").await;
+    let (edge_port, other_port) = (free_port(), free_port());
+    std::fs::write(
+        services_dir.join("services.yaml"),
+        format!(
+            "kind: Service
+name: app
+endpoints: [{{address: '{}'}}]
+---
+kind: Listener
+name: edge
+address: 127.0.0.1:{edge_port}
+nodes: [edge]
+routes: [{{prefix: /, service: app}}]
+---
+kind: Listener
+name: other
+address: 127.0.0.1:{other_port}
+nodes: [other]
+routes: [{{prefix: /, service: app}}]
+",
+            app.addr
+        ),
+    )
+    .unwrap();
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n",
+        ca_dir.display(),
+        list.display()
+    );
+    let xds_port = free_port();
+    let control_config = dir.file("control.yaml");
+    std::fs::write(
+        &control_config,
+        format!(
+            "xds_address: 127.0.0.1:{xds_port}\ndebounce: 100ms\nregistries: [{{directory: services}}]\nca:\n{block}"
+        ),
+    )
+    .unwrap();
+    let _control = ChildGuard(
+        Command::new(sinew_binary())
+            .args(["control", "-c"])
+            .arg(&control_config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew control"),
+    );
+    wait_for_port(format!("127.0.0.1:{xds_port}").parse().unwrap()).await;
+    let (stranger, _) = openssl_root(&dir, "stranger").await;
+
+    let bootstrap = |node: &str, roots: &Path| {
+        let file = dir.file(&format!("{node}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "node: {{id: {node}, cluster: edge}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds_cluster}}}}]
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{filename: '{}'}}
+            match_typed_subject_alt_names:
+            - san_type: URI
+              matcher: {{exact: 'spiffe://{TRUST_DOMAIN}/ns/sinew-system/sa/sinew-control'}}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}}}}}
+",
+                roots.display()
+            ),
+        )
+        .unwrap();
+        ChildGuard(
+            Command::new(sinew_binary())
+                .args(["proxy", "-c"])
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.file(&format!("{node}.log"))).unwrap())
+                .spawn()
+                .expect("start sinew proxy"),
+        )
+    };
+    let _edge = bootstrap("edge", &ca_dir.join("ca.crt"));
+    let _other = bootstrap("other", &stranger);
+
+    let edge: SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut last = String::from("never answered");
+    while tokio::time::Instant::now() < deadline {
+        match TestClient::http1().try_get(edge, "/", &[]).await {
+            Ok(reply) if reply.status.as_u16() == 200 => {
+                last = String::new();
+                break;
+            }
+            Ok(reply) => last = format!("status {}", reply.status),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        last.is_empty(),
+        "the listener control sends over TLS serves: {last}"
+    );
+    // The proxy that trusts another root has had as long, and has no listener.
+    let other: SocketAddr = format!("127.0.0.1:{other_port}").parse().unwrap();
+    assert!(
+        TcpStream::connect(other).await.is_err(),
+        "a control plane the roots do not vouch for steers nothing"
+    );
+    let log = std::fs::read_to_string(dir.file("other.log")).unwrap();
+    assert!(
+        log.contains("xDS connect failed") || log.contains("xDS stream ended"),
+        "{log}"
+    );
 }

@@ -53,6 +53,7 @@ pub struct Metrics {
     listener_ssl_handshake: Family<Labels, ShardedCounter>,
     listener_ssl_error: Family<Labels, ShardedCounter>,
     listener_peer_cx: Family<Labels, ShardedCounter>,
+    listener_peer_rq: Family<Labels, ShardedCounter>,
     listener_rq_idle_timeout: Family<Labels, ShardedCounter>,
     route_rq: Family<Labels, ShardedCounter>,
     cluster_rq: Family<Labels, ShardedCounter>,
@@ -86,6 +87,7 @@ impl Metrics {
             listener_ssl_handshake: Family::default(),
             listener_ssl_error: Family::default(),
             listener_peer_cx: Family::default(),
+            listener_peer_rq: Family::default(),
             listener_rq_idle_timeout: Family::default(),
             route_rq: Family::default(),
             cluster_rq: Family::default(),
@@ -136,6 +138,11 @@ impl Metrics {
             "sinew_listener_downstream_peer_cx",
             "Connections whose client proved a SPIFFE identity (mesh mTLS or a verified client certificate), by listener and the peer's SPIFFE ID",
             m.listener_peer_cx.clone(),
+        );
+        r.register(
+            "sinew_listener_downstream_peer_rq",
+            "Responses to requests whose client proved a SPIFFE identity, by listener, the peer's SPIFFE ID and status class",
+            m.listener_peer_rq.clone(),
         );
         r.register(
             "sinew_listener_downstream_rq_idle_timeout",
@@ -311,6 +318,7 @@ impl Metrics {
             tls_handshakes: self.listener_ssl_handshake.get_or_create(&l).clone(),
             tls_errors: self.listener_ssl_error.get_or_create(&l).clone(),
             peers: self.listener_peer_cx.clone(),
+            peer_requests: self.listener_peer_rq.clone(),
             name: name.to_string(),
             stream_idle_timeouts: self.listener_rq_idle_timeout.get_or_create(&l).clone(),
         })
@@ -449,7 +457,23 @@ pub struct ListenerMetrics {
     pub stream_idle_timeouts: ShardedCounter,
     /// Connections by the peer's SPIFFE ID: one label set per workload that calls.
     peers: Family<Labels, ShardedCounter>,
+    /// Responses by the peer's SPIFFE ID and status class.
+    peer_requests: Family<Labels, ShardedCounter>,
     name: String,
+}
+
+/// One peer's response counters on one listener, by status class: looked up once per
+/// connection, so each request only adds.
+#[derive(Debug)]
+pub struct PeerRequestMetrics {
+    responses: [ShardedCounter; 5],
+}
+
+impl PeerRequestMetrics {
+    #[inline]
+    pub fn count(&self, status: StatusCode) {
+        self.responses[class_index(status)].inc();
+    }
 }
 
 impl ListenerMetrics {
@@ -463,6 +487,24 @@ impl ListenerMetrics {
             ];
             self.peers.get_or_create(&labels).inc();
         }
+    }
+
+    /// The response counters for requests from `identity` (None for a certificate
+    /// without a SPIFFE ID); called once per connection.
+    pub fn peer_requests(
+        &self,
+        identity: &sinew_identity::PeerIdentity,
+    ) -> Option<Arc<PeerRequestMetrics>> {
+        let spiffe = identity.spiffe.as_ref()?;
+        let responses = CODE_CLASSES.map(|class| {
+            let labels: Labels = vec![
+                ("listener", self.name.clone()),
+                ("peer_spiffe_id", spiffe.as_str().to_string()),
+                ("code_class", class.to_string()),
+            ];
+            self.peer_requests.get_or_create(&labels).clone()
+        });
+        Some(Arc::new(PeerRequestMetrics { responses }))
     }
 
     /// Counts a connection open until the returned guard drops (also when the

@@ -20,6 +20,8 @@ pub(crate) struct ConnContext {
     /// What the peer's verified client certificate says (mTLS), read once at the
     /// handshake; `None` for plaintext and for TLS without a client certificate.
     pub peer_identity: Option<Arc<sinew_identity::PeerIdentity>>,
+    /// The listener's response counters for this peer's SPIFFE ID (metrics on).
+    pub peer_requests: Option<Arc<crate::metrics::PeerRequestMetrics>>,
     /// Whether the connection loop times idleness from requests (HTTP/2). On HTTP/1 the
     /// codec times it itself, so requests skip the bookkeeping (and its clock read).
     tracks_idle: bool,
@@ -48,12 +50,18 @@ impl ConnContext {
         tracks_idle: bool,
         io_activity: Arc<SharedMoment>,
     ) -> Self {
+        let peer_identity = tls.clone().flatten();
+        let peer_requests = peer_identity.as_ref().and_then(|identity| {
+            let config = slot.config();
+            config.metrics.as_ref()?.peer_requests(identity)
+        });
         ConnContext {
             slot,
             peer,
             peer_ip_value: crate::filters::router::headers::client_address_value(peer.ip()),
             tls: tls.is_some(),
-            peer_identity: tls.flatten(),
+            peer_identity,
+            peer_requests,
             tracks_idle,
             active_requests: AtomicU32::new(0),
             idle_since: SharedMoment::now(),

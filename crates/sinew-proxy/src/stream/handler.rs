@@ -129,9 +129,13 @@ async fn phases(
     // counted for its route at its head (metrics on).
     let route_metrics = routes.metrics.as_ref().and_then(|m| m.route(route.id));
     let filters = &manager.filters;
+    let peer_metrics = conn.peer_requests.as_deref();
     let finish = |mut response: Response<ResponseBody>, state: &mut StreamState| {
         filters.on_route_response(&mut response, state);
         if let Some(m) = route_metrics {
+            m.count(response.status());
+        }
+        if let Some(m) = peer_metrics {
             m.count(response.status());
         }
         response

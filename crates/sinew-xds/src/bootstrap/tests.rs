@@ -121,6 +121,7 @@ fn dynamic_resources_over_ads_name_the_static_xds_cluster_as_the_server() {
             servers: vec!["http://127.0.0.1:18000".into()],
             delta: false,
             aggregated: true,
+            tls_cluster: None,
         })
     );
     let node = b.node.unwrap();
@@ -154,6 +155,7 @@ dynamic_resources:
             servers: vec!["http://127.0.0.1:18000".into()],
             delta: true,
             aggregated: false,
+            tls_cluster: None,
         })
     );
 }
@@ -610,11 +612,21 @@ fn bad_static_secrets_and_references_are_named() {
             "    - name: default\n",
             "static_resources.secrets[1].name: \"default\" is already the name of static_resources.secrets[0]".to_string(),
         ),
-        // Served by an SDS server of its own: refused, with the mapper's message.
+        // An SDS server of its own must be a static cluster, reached by one service.
+        (
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: nowhere}}]}}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: \"nowhere\" is not a static cluster with endpoints"),
+        ),
+        (
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            "tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: DELTA_GRPC}}}]",
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.api_config_source.api_type: Sinew's SDS client speaks GRPC"),
+        ),
         (
             "tls_certificate_sds_secret_configs: [{name: default}]",
             "tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC}}}]",
-            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.api_config_source: an SDS server of its own is not supported"),
+            format!("{listener_ctx}.tls_certificate_sds_secret_configs[0].sds_config.api_config_source.grpc_services: needs exactly one gRPC service"),
         ),
         (
             "tls_certificate_sds_secret_configs: [{name: default}]",
@@ -808,4 +820,112 @@ fn a_listener_traffic_direction_is_accepted_as_the_hint_it_is() {
         );
     let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(b.loaded.config.listeners.len(), 1);
+}
+
+/// Istio's `sds-grpc`: a secret from an SDS server of its own, whose static cluster is a
+/// pipe to the node agent's socket, maps to `{sds, server: unix:PATH}`; the pipe cluster
+/// is no upstream (a route to it says so), and a config source naming the ADS server's
+/// cluster is the ADS stream itself.
+#[test]
+fn an_sds_server_on_a_static_pipe_cluster_maps_to_a_unix_socket_server() {
+    let sds = |cluster: &str| {
+        format!("{{name: default, sds_config: {{api_config_source: {{api_type: GRPC, grpc_services: [{{envoy_grpc: {{cluster_name: {cluster}}}}}]}}}}}}")
+    };
+    let pipe_cluster = |indent: &str| {
+        [
+            "- name: sds-grpc",
+            "  type: STATIC",
+            "  load_assignment:",
+            "    cluster_name: sds-grpc",
+            "    endpoints:",
+            "    - lb_endpoints:",
+            "      - endpoint: {address: {pipe: {path: /run/agent/socket}}}",
+        ]
+        .map(|l| format!("{indent}{l}\n"))
+        .concat()
+    };
+    // Adds `clusters` (list items at `indent`) first in the file's cluster list.
+    let with_clusters = |text: &str, clusters: &str| {
+        let at = text.find("\n  clusters:\n").expect("a cluster list") + "\n  clusters:\n".len();
+        format!("{}{clusters}{}", &text[..at], &text[at..])
+    };
+    let bootstrap = tls_bootstrap_with_secrets();
+    let indent = cluster_indent(&bootstrap);
+    let text = with_clusters(
+        &bootstrap.replacen(
+            "tls_certificate_sds_secret_configs: [{name: default}]",
+            &format!("tls_certificate_sds_secret_configs: [{}]", sds("sds-grpc")),
+            1,
+        ),
+        &pipe_cluster(&indent),
+    );
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let tls = b.loaded.config.listeners[0].tls.as_ref().unwrap();
+    let secret = tls.certificates[0].cert.sds().expect("an SDS secret");
+    assert_eq!(
+        (secret.sds.as_str(), secret.server.as_deref()),
+        ("default", Some("unix:/run/agent/socket"))
+    );
+    assert!(
+        b.loaded
+            .config
+            .clusters
+            .iter()
+            .all(|c| c.name != "sds-grpc"),
+        "a pipe cluster is no upstream"
+    );
+
+    // The ADS server's own cluster: the secret is on the stream.
+    let xds_cluster = [
+        "- name: xds",
+        "  type: STATIC",
+        "  load_assignment:",
+        "    cluster_name: xds",
+        "    endpoints:",
+        "    - lb_endpoints:",
+        "      - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 18000}}}",
+    ]
+    .map(|l| format!("{indent}{l}\n"))
+    .concat();
+    let text = format!(
+        "dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
+  lds_config: {{ads: {{}}}}
+{}",
+        with_clusters(
+            &bootstrap.replacen(
+                "tls_certificate_sds_secret_configs: [{name: default}]",
+                &format!("tls_certificate_sds_secret_configs: [{}]", sds("xds")),
+                1,
+            ),
+            &xds_cluster,
+        )
+    );
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let tls = b.loaded.config.listeners[0].tls.as_ref().unwrap();
+    let secret = tls.certificates[0].cert.sds().unwrap();
+    assert_eq!(
+        (secret.sds.as_str(), secret.server.as_deref()),
+        ("default", None)
+    );
+
+    // A route to a pipe cluster.
+    let front = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen("cluster: service2", "cluster: sds-grpc", 1);
+    let indent = cluster_indent(&front);
+    let text = with_clusters(&front, &pipe_cluster(&indent));
+    let e = error_of(&text);
+    assert!(
+        e.contains("whose endpoints are Unix sockets (pipe): Sinew reaches a pipe only as a gRPC config source"),
+        "{e}"
+    );
+}
+
+/// The indentation of the first item of a file's `clusters:` list.
+fn cluster_indent(text: &str) -> String {
+    let at = text.find("\n  clusters:\n").expect("a cluster list") + "\n  clusters:\n".len();
+    text[at..].chars().take_while(|c| *c == ' ').collect()
 }
