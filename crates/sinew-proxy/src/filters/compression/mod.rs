@@ -242,10 +242,10 @@ pub(crate) fn choose(encoders: &[EncoderConfig], headers: &HeaderMap) -> Option<
         }
     }
     let (q, i) = best?;
-    // `identity` is acceptable unless excluded; a client that weighs it above every
-    // encoding we have gets the body as it is.
-    let identity = identity.or(star).unwrap_or(1000);
-    (q >= identity).then_some(i)
+    // A client that names `identity` with a weight above every encoding we have gets
+    // the body as it is; unnamed, it is merely acceptable (RFC 9110 §12.5.3) and does
+    // not compete, as in Envoy.
+    (q >= identity.unwrap_or(0)).then_some(i)
 }
 
 fn algorithm_named(coding: &str) -> Option<Algorithm> {
