@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod circuit_breaker;
+pub mod compression;
 pub mod duration;
 pub mod fault;
 mod header_match;

@@ -227,6 +227,12 @@ pub struct HttpConnectionManager {
     /// few entries) means the peer.
     #[serde(default)]
     pub xff_num_trusted_hops: u32,
+    /// Response compression (Envoy's compressor filter); off when unset.
+    #[serde(default)]
+    pub compression: Option<crate::compression::Compression>,
+    /// Request and response decompression (Envoy's decompressor filter); off when unset.
+    #[serde(default)]
+    pub decompression: Option<crate::compression::Decompression>,
 }
 
 fn default_max_request_headers_kb() -> u32 {

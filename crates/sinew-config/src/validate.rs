@@ -125,6 +125,14 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 if let Some(jwt) = &http.jwt_authn {
                     crate::jwt_authn::check(&format!("{hp}.jwt_authn"), jwt, &mut v.errors);
                 }
+                if let Some(c) = &http.compression {
+                    let p = format!("{hp}.compression");
+                    crate::compression::check_compression(&p, c, &mut v.errors);
+                }
+                if let Some(d) = &http.decompression {
+                    let p = format!("{hp}.decompression");
+                    crate::compression::check_decompression(&p, d, &mut v.errors);
+                }
             }
             (None, Some(tcp)) => {
                 let tp = format!("{p}.tcp");

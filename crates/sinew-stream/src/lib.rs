@@ -36,6 +36,9 @@ pub type Upgraded = sinew_codec::http1::Upgraded<ConnRead, ConnWrite>;
 pub enum RequestBody {
     Http1(sinew_codec::http1::server::RequestBody<ConnRead>),
     Http2(sinew_codec::http2::RecvBody),
+    /// Transformed by a filter as it is read (decompressed). Boxed and dynamic: only
+    /// requests such a filter takes pay for it.
+    Filtered(Box<dyn Body<Data = Bytes, Error = BodyError> + Send + Sync + Unpin>),
 }
 
 /// Why a downstream body could not be read to its end: its framing broke, or the
@@ -44,6 +47,12 @@ pub enum RequestBody {
 pub enum BodyError {
     Http1(sinew_codec::http1::BodyError),
     Http2(sinew_codec::http2::Error),
+    /// A filter could not transform the body: it grew past the filter's bound
+    /// (`too_large`: a decompression bomb, answered 413) or was malformed (400).
+    Filter {
+        too_large: bool,
+        reason: String,
+    },
 }
 
 impl fmt::Display for BodyError {
@@ -51,6 +60,7 @@ impl fmt::Display for BodyError {
         match self {
             BodyError::Http1(e) => write!(f, "HTTP/1 request body: {e}"),
             BodyError::Http2(e) => write!(f, "HTTP/2 request body: {e}"),
+            BodyError::Filter { reason, .. } => write!(f, "request body: {reason}"),
         }
     }
 }
@@ -60,6 +70,7 @@ impl std::error::Error for BodyError {
         match self {
             BodyError::Http1(e) => Some(e),
             BodyError::Http2(e) => Some(e),
+            BodyError::Filter { .. } => None,
         }
     }
 }
@@ -79,6 +90,7 @@ impl Body for RequestBody {
             RequestBody::Http2(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(BodyError::Http2))),
+            RequestBody::Filtered(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -86,6 +98,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Http1(body) => body.is_end_stream(),
             RequestBody::Http2(body) => body.is_end_stream(),
+            RequestBody::Filtered(body) => body.is_end_stream(),
         }
     }
 
@@ -93,6 +106,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Http1(body) => body.size_hint(),
             RequestBody::Http2(body) => body.size_hint(),
+            RequestBody::Filtered(body) => body.size_hint(),
         }
     }
 }

@@ -35,6 +35,9 @@ enum Inner {
 pub enum UpstreamBodyError {
     Http1(sinew_codec::http1::BodyError),
     Http2(sinew_codec::http2::Error),
+    /// A filter could not transform the body (a response that does not decompress, or
+    /// grows past the decompression bound): the stream is cut off.
+    Filter(String),
 }
 
 impl std::fmt::Display for UpstreamBodyError {
@@ -42,6 +45,7 @@ impl std::fmt::Display for UpstreamBodyError {
         match self {
             UpstreamBodyError::Http1(e) => write!(f, "upstream HTTP/1 body: {e}"),
             UpstreamBodyError::Http2(e) => write!(f, "upstream HTTP/2 body: {e}"),
+            UpstreamBodyError::Filter(reason) => write!(f, "upstream body: {reason}"),
         }
     }
 }

@@ -18,6 +18,7 @@
 pub mod assemble;
 pub mod bootstrap;
 pub mod cluster;
+mod compression;
 mod convert;
 pub mod endpoint;
 mod filter_chains;

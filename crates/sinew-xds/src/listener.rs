@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 pub(crate) use crate::convert::decode;
 use crate::convert::{duration, socket_address};
 use crate::filter_chains::{self, Chain, RdsWait};
-use crate::{jwt_authn, local_ratelimit, rbac, route};
+use crate::{compression, jwt_authn, local_ratelimit, rbac, route};
 use crate::{Ctx, XdsError};
 
 const HCM: &str =
@@ -278,9 +278,31 @@ fn http_connection_manager(
     out.insert("local_rate_limit_levels".into(), json!("most_specific"));
     let filters = std::mem::take(&mut hcm.http_filters);
     let mut rate_limited = false;
+    let mut codings = compression::Filters::default();
     for (i, filter) in filters.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
         if let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type {
+            let coding = [
+                compression::COMPRESSOR_TYPE_URL,
+                compression::DECOMPRESSOR_TYPE_URL,
+            ]
+            .contains(&any.type_url.as_str());
+            if coding {
+                if filter.disabled {
+                    // Enabled again only by a route's per-filter config, which Sinew refuses.
+                    return Err(ctx.error(
+                        format!("{fpath}.disabled"),
+                        "is not supported by Sinew for the compressor and decompressor",
+                    ));
+                }
+                let tpath = format!("{fpath}.typed_config");
+                if any.type_url == compression::COMPRESSOR_TYPE_URL {
+                    codings.compressor(ctx, &tpath, any)?;
+                } else {
+                    codings.decompressor(ctx, &tpath, any)?;
+                }
+                continue;
+            }
             if any.type_url == local_ratelimit::TYPE_URL {
                 if filter.disabled {
                     // Enabled again only by a route's `FilterConfig`, which Sinew refuses.
@@ -346,7 +368,7 @@ fn http_connection_manager(
                 fpath,
                 format!(
                     "HTTP filter {:?} is not supported by Sinew (only local_ratelimit, \
-                     jwt_authn, rbac and the router are)",
+                     jwt_authn, rbac, compressor, decompressor and the router are)",
                     filter.name
                 ),
             ));
@@ -363,6 +385,7 @@ fn http_connection_manager(
     if !rate_limited {
         out.insert("local_rate_limit_levels".into(), json!("disabled"));
     }
+    codings.finish(&mut out);
     if let Some(kb) = hcm.max_request_headers_kb.take() {
         out.insert("max_request_headers_kb".into(), json!(kb.value));
     }

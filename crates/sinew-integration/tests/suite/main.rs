@@ -8,6 +8,7 @@ mod balancing;
 mod chaos;
 mod circuit_breakers;
 mod cli;
+mod compression;
 mod control_authz;
 mod control_model;
 mod control_plane;

@@ -200,6 +200,17 @@ pub fn compile(
             let mut manager = http_manager(http, routes, rate_limits, l, local_uri_san);
             manager.filters = manager.filters.with_jwt_authn(jwt);
             manager.filters = manager.filters.with_authorization(authorization);
+            let compressor = http.compression.as_ref().map(|c| {
+                Arc::new(crate::filters::compression::Compressor::compile(
+                    c, &l.name, metrics,
+                ))
+            });
+            let decompressor = http.decompression.as_ref().map(|d| {
+                Arc::new(crate::filters::compression::Decompressor::compile(
+                    d, &l.name, metrics,
+                ))
+            });
+            manager.filters = manager.filters.with_compression(compressor, decompressor);
             ListenerKind::Http(Arc::new(manager))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =

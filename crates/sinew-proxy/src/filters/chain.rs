@@ -29,6 +29,7 @@ use sinew_stream::DownstreamRequest;
 use super::access_log::logged::{self, Started};
 use super::access_log::AccessLogs;
 use super::authz::Authorization;
+use super::compression::{Compressor, Decompressor, Negotiated};
 use super::fault;
 use super::jwt_authn::JwtAuthn;
 use super::rate_limit::{self, HttpRateLimits, Quota};
@@ -54,6 +55,11 @@ pub(crate) enum HttpFilter {
     JwtAuthn(Arc<JwtAuthn>),
     /// The listener's authorization policies, checked at the access phase.
     Authorization(Arc<Authorization>),
+    /// Response compression: reads `Accept-Encoding` in the request phase, compresses
+    /// in the response phase.
+    Compression(Arc<Compressor>),
+    /// Request and response decompression.
+    Decompression(Arc<Decompressor>),
 }
 
 /// A listener's filters, in request order.
@@ -71,6 +77,8 @@ pub(crate) struct StreamState {
     fault_flags: ResponseFlags,
     /// The claims of the request's verified JWT, for authorization rules and headers.
     pub(crate) request_auth: Option<Arc<sinew_identity::VerifiedClaims>>,
+    /// The encoding the client accepts, for the response (compression on).
+    compress: Option<Negotiated>,
 }
 
 impl StreamState {
@@ -111,6 +119,25 @@ impl FilterChain {
         };
         let mut filters = self.filters.to_vec();
         filters.push(HttpFilter::Authorization(authz));
+        Self {
+            filters: filters.into(),
+        }
+    }
+
+    /// Adds compression and decompression last (nearest the router), compression first:
+    /// a response is decompressed before it is compressed, as with Envoy's
+    /// `[compressor, decompressor, router]`.
+    pub(crate) fn with_compression(
+        self,
+        compressor: Option<Arc<Compressor>>,
+        decompressor: Option<Arc<Decompressor>>,
+    ) -> Self {
+        if compressor.is_none() && decompressor.is_none() {
+            return self;
+        }
+        let mut filters = self.filters.to_vec();
+        filters.extend(compressor.map(HttpFilter::Compression));
+        filters.extend(decompressor.map(HttpFilter::Decompression));
         Self {
             filters: filters.into(),
         }
@@ -176,6 +203,8 @@ impl FilterChain {
                 } => {
                     state.log = Some(logged::start(logs, req, *generate_request_id, downstream));
                 }
+                HttpFilter::Compression(c) => state.compress = c.on_request(req),
+                HttpFilter::Decompression(d) => d.on_request(req),
                 HttpFilter::RateLimit(_)
                 | HttpFilter::Fault
                 | HttpFilter::JwtAuthn(_)
@@ -214,7 +243,9 @@ impl FilterChain {
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }
                 | HttpFilter::RateLimit(_)
-                | HttpFilter::Fault => {}
+                | HttpFilter::Fault
+                | HttpFilter::Compression(_)
+                | HttpFilter::Decompression(_) => {}
             }
         }
         Ok(())
@@ -242,7 +273,9 @@ impl FilterChain {
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }
                 | HttpFilter::JwtAuthn(_)
-                | HttpFilter::Authorization(_) => {}
+                | HttpFilter::Authorization(_)
+                | HttpFilter::Compression(_)
+                | HttpFilter::Decompression(_) => {}
             }
         }
         Ok(())
@@ -263,6 +296,12 @@ impl FilterChain {
                         rate_limit::add_headers(response, quota);
                     }
                 }
+                HttpFilter::Compression(c) => {
+                    if let Some(negotiated) = state.compress.take() {
+                        c.on_response(negotiated, response);
+                    }
+                }
+                HttpFilter::Decompression(d) => d.on_response(response),
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }
                 | HttpFilter::JwtAuthn(_)
@@ -293,7 +332,9 @@ impl FilterChain {
                 HttpFilter::RateLimit(_)
                 | HttpFilter::Fault
                 | HttpFilter::JwtAuthn(_)
-                | HttpFilter::Authorization(_) => {}
+                | HttpFilter::Authorization(_)
+                | HttpFilter::Compression(_)
+                | HttpFilter::Decompression(_) => {}
             }
         }
         response

@@ -10,6 +10,8 @@
 //! - [`jwt_authn`]: JWT authentication, in the access phase before routing.
 //! - [`authz`]: authorization policies (Istio's `AuthorizationPolicy`), at the access
 //!   phase.
+//! - [`compression`]: response compression and request/response decompression
+//!   (gzip, brotli, zstd).
 //! - [`router`]: the route's action — a direct response, a redirect, or the upstream call.
 //!
 //! The chain that runs them, in its named phases, is in [`chain`].
@@ -17,6 +19,7 @@
 pub mod access_log;
 pub mod authz;
 pub(crate) mod chain;
+pub(crate) mod compression;
 pub(crate) mod fault;
 pub(crate) mod jwt_authn;
 pub(crate) mod rate_limit;

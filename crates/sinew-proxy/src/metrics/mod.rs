@@ -67,6 +67,7 @@ pub struct Metrics {
     xds_connections: Family<Labels, Counter>,
     sds_updates: Family<Labels, Counter>,
     jwt_authn: Family<Labels, ShardedCounter>,
+    http_coding: Family<Labels, ShardedCounter>,
     jwks_fetch: Family<Labels, Counter>,
     authz_decisions: Family<Labels, ShardedCounter>,
     pub reloads_succeeded: Counter,
@@ -101,6 +102,7 @@ impl Metrics {
             xds_connections: Family::default(),
             sds_updates: Family::default(),
             jwt_authn: Family::default(),
+            http_coding: Family::default(),
             jwks_fetch: Family::default(),
             authz_decisions: Family::default(),
             reloads_succeeded: Counter::default(),
@@ -210,6 +212,11 @@ impl Metrics {
             m.jwt_authn.clone(),
         );
         r.register(
+            "sinew_http_compression",
+            "HTTP bodies compressed or decompressed by a listener's compression filters",
+            m.http_coding.clone(),
+        );
+        r.register(
             "sinew_jwt_jwks_fetch",
             "Remote JWKS fetches by listener, provider and result (success, failure)",
             m.jwks_fetch.clone(),
@@ -290,6 +297,18 @@ impl Metrics {
                 ("listener", listener.to_string()),
                 ("provider", provider.to_string()),
                 ("result", result.to_string()),
+            ])
+            .clone()
+    }
+
+    /// The counter of bodies a listener's compression filters coded with `algorithm`:
+    /// `action` is `compressed`, `decompressed_request` or `decompressed_response`.
+    pub fn http_coding(&self, listener: &str, algorithm: &str, action: &str) -> ShardedCounter {
+        self.http_coding
+            .get_or_create(&vec![
+                ("listener", listener.to_string()),
+                ("algorithm", algorithm.to_string()),
+                ("action", action.to_string()),
             ])
             .clone()
     }

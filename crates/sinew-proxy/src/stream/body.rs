@@ -15,7 +15,8 @@ pub enum ResponseBody {
     Upstream(UpstreamBody),
     Local(Option<Bytes>),
     /// Wrapped by a filter that watches the body go by (the access log counts its bytes
-    /// and logs when it ends). Boxed and dynamic: only streams with such a filter pay.
+    /// and logs when it ends) or transforms it (compression). Boxed and dynamic: only
+    /// streams with such a filter pay.
     Watched(Box<dyn WatchedBody>),
 }
 

@@ -43,6 +43,8 @@ enum Failure {
     BodyTooLarge,
     /// The downstream client went away mid-body.
     Downstream,
+    /// The request body could not be decompressed (the decompression filter).
+    Undecodable,
 }
 
 impl Failure {
@@ -87,6 +89,11 @@ impl Failure {
                 StatusCode::BAD_REQUEST,
                 ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
                 "downstream request body incomplete",
+            ),
+            Failure::Undecodable => (
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "request body cannot be decompressed",
             ),
         };
         let mut reply = local_reply::error(status, flags, message, grpc);
@@ -448,8 +455,8 @@ fn classify(e: SendError) -> Failure {
         SendError::Overflow => Failure::Overflow,
         SendError::Http1(e) => match e {
             ClientError::RequestBody(body) => match body.downcast_ref::<BodyError>() {
-                Some(BodyError::TooLarge) => Failure::BodyTooLarge,
-                _ => Failure::Downstream,
+                Some(e) => body_failure(e),
+                None => Failure::Downstream,
             },
             // Nothing, or part of a head, before the connection ended: Envoy's reset
             // before response headers (503 UC), which a retry policy may retry.
@@ -458,10 +465,7 @@ fn classify(e: SendError) -> Failure {
         },
         SendError::Http2(e) => {
             if let Some(body) = find_cause::<BodyError>(&e) {
-                return match body {
-                    BodyError::TooLarge => Failure::BodyTooLarge,
-                    BodyError::Downstream(_) => Failure::Downstream,
-                };
+                return body_failure(body);
             }
             if e.is_malformed_response() {
                 Failure::Protocol
@@ -472,6 +476,22 @@ fn classify(e: SendError) -> Failure {
                 Failure::Reset
             }
         }
+    }
+}
+
+/// The request body's failure: too large (the listener's limit, or a decompressed body
+/// past its bound), not decodable, or cut short by the client.
+fn body_failure(e: &BodyError) -> Failure {
+    match e {
+        BodyError::TooLarge => Failure::BodyTooLarge,
+        BodyError::Downstream(sinew_stream::BodyError::Filter { too_large, .. }) => {
+            if *too_large {
+                Failure::BodyTooLarge
+            } else {
+                Failure::Undecodable
+            }
+        }
+        BodyError::Downstream(_) => Failure::Downstream,
     }
 }
 
@@ -561,6 +581,7 @@ mod tests {
             (Failure::PerTryTimeout, 504, "UT"),
             (Failure::BodyTooLarge, 413, "RBL"),
             (Failure::Downstream, 400, "DC"),
+            (Failure::Undecodable, 400, "DPE"),
         ];
         for (failure, status, flag) in cases {
             let reply = failure.reply(false);
