@@ -125,6 +125,15 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 if let Some(jwt) = &http.jwt_authn {
                     crate::jwt_authn::check(&format!("{hp}.jwt_authn"), jwt, &mut v.errors);
                 }
+                if let Some(csrf) = &http.csrf {
+                    csrf.check(&format!("{hp}.csrf"), &mut v.errors);
+                }
+                if http.skip_xff_append && http.use_remote_address != Some(true) {
+                    v.err(
+                        format!("{hp}.skip_xff_append"),
+                        "applies only with use_remote_address: true",
+                    );
+                }
             }
             (None, Some(tcp)) => {
                 let tp = format!("{p}.tcp");
@@ -229,6 +238,12 @@ impl Checker {
             if let Some(l) = &vh.local_rate_limit {
                 rate_limit::check_local(&format!("{vp}.local_rate_limit"), l, &mut self.errors);
             }
+            if let Some(c) = &vh.cors {
+                c.check(&format!("{vp}.cors"), &mut self.errors);
+            }
+            if let Some(c) = &vh.csrf {
+                c.check(&format!("{vp}.csrf"), &mut self.errors);
+            }
             for (j, r) in vh.routes.iter().enumerate() {
                 self.route(&format!("{vp}.routes[{j}]"), r, clusters);
             }
@@ -236,6 +251,12 @@ impl Checker {
     }
 
     fn route(&mut self, p: &str, r: &Route, clusters: &HashSet<&str>) {
+        if let Some(c) = &r.cors {
+            c.check(&format!("{p}.cors"), &mut self.errors);
+        }
+        if let Some(c) = &r.csrf {
+            c.check(&format!("{p}.csrf"), &mut self.errors);
+        }
         if let Some(l) = &r.local_rate_limit {
             rate_limit::check_local(&format!("{p}.local_rate_limit"), l, &mut self.errors);
         }
