@@ -19,6 +19,8 @@ pub mod assemble;
 pub mod bootstrap;
 pub mod cluster;
 mod convert;
+mod cors;
+mod csrf;
 pub mod endpoint;
 mod filter_chains;
 mod jwt_authn;
