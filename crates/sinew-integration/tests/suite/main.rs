@@ -11,6 +11,7 @@ mod cli;
 mod control_authz;
 mod control_model;
 mod control_plane;
+mod cors;
 mod dashboard;
 mod dns;
 mod drain;
