@@ -115,8 +115,16 @@ impl Cors {
                 }
             }
         }
-        check_percent(&format!("{path}.filter_enabled"), self.filter_enabled, errors);
-        check_percent(&format!("{path}.shadow_enabled"), self.shadow_enabled, errors);
+        check_percent(
+            &format!("{path}.filter_enabled"),
+            self.filter_enabled,
+            errors,
+        );
+        check_percent(
+            &format!("{path}.shadow_enabled"),
+            self.shadow_enabled,
+            errors,
+        );
     }
 }
 
@@ -177,7 +185,10 @@ mod tests {
         let c: Cors = serde_yaml_ng::from_str(yaml).unwrap();
         let mut errors = Vec::new();
         c.check("cors", &mut errors);
-        errors.into_iter().map(|e| e.to_string()).collect()
+        errors
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
     }
 
     #[test]
@@ -206,7 +217,8 @@ mod tests {
 
     #[test]
     fn csrf_is_enabled_for_every_request_unless_told_otherwise() {
-        let c: Csrf = serde_yaml_ng::from_str("{additional_origins: [{exact: a.example}]}").unwrap();
+        let c: Csrf =
+            serde_yaml_ng::from_str("{additional_origins: [{exact: a.example}]}").unwrap();
         assert_eq!((c.filter_enabled, c.shadow_enabled), (100.0, 0.0));
     }
 }

@@ -52,7 +52,9 @@ pub(crate) fn map(ctx: &Ctx, path: &str, any: &Any) -> Result<Value, XdsError> {
 mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
-    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, StringMatcher,
+    };
     use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 
     fn any(p: &CsrfPolicy) -> Any {
@@ -88,7 +90,12 @@ mod tests {
 
     #[test]
     fn filter_enabled_is_required_as_in_envoy() {
-        let e = map(&Ctx::new("listener", "l"), "csrf", &any(&CsrfPolicy::default())).unwrap_err();
+        let e = map(
+            &Ctx::new("listener", "l"),
+            "csrf",
+            &any(&CsrfPolicy::default()),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "csrf.filter_enabled");
     }
 }

@@ -286,7 +286,9 @@ fn http_connection_manager(
         // Sinew refuses: it is as if absent (below).
         if !filter.disabled {
             match &filter.config_type {
-                Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url == cors::TYPE_URL => {
+                Some(http_filter::ConfigType::TypedConfig(any))
+                    if any.type_url == cors::TYPE_URL =>
+                {
                     cors::filter(ctx, &fpath, any)?;
                     cors_filter = true;
                     continue;
@@ -295,9 +297,13 @@ fn http_connection_manager(
                     cors_filter = true;
                     continue;
                 }
-                Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url == csrf::TYPE_URL => {
+                Some(http_filter::ConfigType::TypedConfig(any))
+                    if any.type_url == csrf::TYPE_URL =>
+                {
                     if out.contains_key("csrf") {
-                        return Err(ctx.error(fpath, "a second csrf filter is not supported by Sinew"));
+                        return Err(
+                            ctx.error(fpath, "a second csrf filter is not supported by Sinew")
+                        );
                     }
                     let mapped = csrf::map(ctx, &format!("{fpath}.typed_config"), any)?;
                     out.insert("csrf".into(), mapped);

@@ -103,9 +103,7 @@ fn origin_policies(
     };
     let mut keys: Vec<String> = per_filter
         .iter()
-        .filter(|(_, any)| {
-            any.type_url == cors::POLICY_TYPE_URL || any.type_url == csrf::TYPE_URL
-        })
+        .filter(|(_, any)| any.type_url == cors::POLICY_TYPE_URL || any.type_url == csrf::TYPE_URL)
         .map(|(k, _)| k.clone())
         .collect();
     keys.sort();
@@ -118,7 +116,10 @@ fn origin_policies(
             (&mut found.csrf, csrf::map(ctx, &entry, &any)?)
         };
         if slot.replace(mapped).is_some() {
-            return Err(ctx.error(entry, "a second policy of this filter is not supported by Sinew"));
+            return Err(ctx.error(
+                entry,
+                "a second policy of this filter is not supported by Sinew",
+            ));
         }
     }
     Ok(found)

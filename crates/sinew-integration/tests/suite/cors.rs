@@ -99,8 +99,11 @@ async fn start(name: &str, text: &str, listeners: &[SocketAddr]) -> ChildGuard {
     for addr in listeners {
         let addr = *addr;
         assert!(
-            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_ok())
-                .await,
+            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok())
+            .await,
             "nothing listens on {addr}"
         );
     }
@@ -137,7 +140,13 @@ async fn check_cors(web: SocketAddr) {
     assert_eq!(r.header("access-control-max-age"), Some("600"));
 
     // From another origin: no CORS header; it goes on upstream (Envoy's default).
-    let r = curl("OPTIONS", web, "/api", &preflight("https://evil.example", "PUT")).await;
+    let r = curl(
+        "OPTIONS",
+        web,
+        "/api",
+        &preflight("https://evil.example", "PUT"),
+    )
+    .await;
     assert!(!r.has_cors_headers(), "{:?}", r.headers);
     assert!(r.from_upstream(), "{:?}", r.headers);
 
@@ -163,7 +172,10 @@ async fn check_cors(web: SocketAddr) {
     assert_eq!(r.header("access-control-allow-headers"), Some("x-token"));
     assert_eq!(r.header("access-control-allow-credentials"), None);
     let r = curl("OPTIONS", web, "/partner/x", &preflight(APP, "GET")).await;
-    assert!(!r.has_cors_headers(), "the host's origin is not the route's");
+    assert!(
+        !r.has_cors_headers(),
+        "the host's origin is not the route's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +219,13 @@ clusters:
 
 /// An Envoy listener `name` on `addr`: a connection manager with `filters` (YAML items,
 /// the router appended) and `routes` (its `route_config`), both indented for it.
-fn envoy_listener(name: &str, addr: SocketAddr, extra: &str, routes: &str, filters: &str) -> String {
+fn envoy_listener(
+    name: &str,
+    addr: SocketAddr,
+    extra: &str,
+    routes: &str,
+    filters: &str,
+) -> String {
     format!(
         r#"
   - name: {name}
@@ -305,7 +323,11 @@ async fn cors_in_an_envoy_bootstrap_applies_only_with_the_filter_in_the_chain() 
 
     // Without the filter in the chain the policies do nothing, as in Envoy.
     let r = curl("OPTIONS", bare, "/api", &preflight(APP, "PUT")).await;
-    assert!(r.from_upstream() && !r.has_cors_headers(), "{:?}", r.headers);
+    assert!(
+        r.from_upstream() && !r.has_cors_headers(),
+        "{:?}",
+        r.headers
+    );
     let r = curl("GET", bare, "/api", &[("origin", APP)]).await;
     assert!(!r.has_cors_headers(), "{:?}", r.headers);
 
@@ -324,15 +346,33 @@ async fn check_csrf(web: SocketAddr) {
     let r = curl("POST", web, "/form", &[("origin", "https://evil.example")]).await;
     assert_eq!((r.status, r.body.as_str()), (403, "Invalid origin"));
     assert!(!r.from_upstream());
-    let r = curl("DELETE", web, "/form", &[("referer", "https://evil.example/page")]).await;
+    let r = curl(
+        "DELETE",
+        web,
+        "/form",
+        &[("referer", "https://evil.example/page")],
+    )
+    .await;
     assert_eq!(r.status, 403, "Referer stands in for Origin");
     let r = curl("PUT", web, "/form", &[]).await;
     assert_eq!(r.status, 403, "no source origin at all");
-    let r = curl("POST", web, "/form", &[("origin", "https://trusted.example")]).await;
+    let r = curl(
+        "POST",
+        web,
+        "/form",
+        &[("origin", "https://trusted.example")],
+    )
+    .await;
     assert_eq!(r.status, 200, "an additional origin");
     let r = curl("GET", web, "/form", &[("origin", "https://evil.example")]).await;
     assert_eq!(r.status, 200, "GET changes nothing");
-    let r = curl("POST", web, "/public/x", &[("origin", "https://evil.example")]).await;
+    let r = curl(
+        "POST",
+        web,
+        "/public/x",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
     assert_eq!(r.status, 200, "the route's override turns it off");
 }
 
@@ -473,7 +513,13 @@ async fn xff_in_an_envoy_bootstrap_names_the_client_by_trusted_hops() {
             "use_remote_address {remote}, {hops} hops: XFF upstream"
         );
         // The same listener refuses a request whose XFF names another client.
-        let other = curl("GET", *addr, "/", &[("x-forwarded-for", "192.0.2.99, 192.0.2.98")]).await;
+        let other = curl(
+            "GET",
+            *addr,
+            "/",
+            &[("x-forwarded-for", "192.0.2.99, 192.0.2.98")],
+        )
+        .await;
         let expected = if *client == "127.0.0.1" { 200 } else { 403 };
         assert_eq!(
             other.status, expected,
@@ -525,7 +571,13 @@ clusters:
         Some(format!("{XFF}, 127.0.0.1").as_str())
     );
     // Two hops back from the right is 203.0.113.10; 198.51.100.1 is only claimed.
-    let denied = curl("GET", web, "/", &[("x-forwarded-for", "198.51.100.7, 10.0.0.1")]).await;
+    let denied = curl(
+        "GET",
+        web,
+        "/",
+        &[("x-forwarded-for", "198.51.100.7, 10.0.0.1")],
+    )
+    .await;
     assert_eq!(denied.status, 403);
     let lines = wait_for_lines(Path::new(&log), 2).await;
     assert_eq!(lines[0], "203.0.113.10:0 200", "{lines:?}");

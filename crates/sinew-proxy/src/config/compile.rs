@@ -310,8 +310,7 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
                     .map_or(&[][..], |rc| &rc.virtual_hosts[..]),
             };
             if let Err(e) = origin_filters(http, &path, vhosts, &vhosts_path(config, &path, http)) {
-                let new: Vec<ConfigError> =
-                    e.into_iter().filter(|e| !errors.contains(e)).collect();
+                let new: Vec<ConfigError> = e.into_iter().filter(|e| !errors.contains(e)).collect();
                 errors.extend(new);
             }
         }

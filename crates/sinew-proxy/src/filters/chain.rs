@@ -127,7 +127,11 @@ impl FilterChain {
 
     /// Adds the CORS and CSRF filters, first in the route phase (Envoy's usual order: a
     /// preflight is answered, and a forged request refused, before a rate limit counts it).
-    pub(crate) fn with_origin_filters(self, cors: Option<Arc<Cors>>, csrf: Option<Arc<Csrf>>) -> Self {
+    pub(crate) fn with_origin_filters(
+        self,
+        cors: Option<Arc<Cors>>,
+        csrf: Option<Arc<Csrf>>,
+    ) -> Self {
         if cors.is_none() && csrf.is_none() {
             return self;
         }
@@ -136,7 +140,10 @@ impl FilterChain {
             .iter()
             .position(|f| matches!(f, HttpFilter::RateLimit(_) | HttpFilter::Fault))
             .unwrap_or(filters.len());
-        let added = cors.map(HttpFilter::Cors).into_iter().chain(csrf.map(HttpFilter::Csrf));
+        let added = cors
+            .map(HttpFilter::Cors)
+            .into_iter()
+            .chain(csrf.map(HttpFilter::Csrf));
         filters.splice(at..at, added);
         Self {
             filters: filters.into(),

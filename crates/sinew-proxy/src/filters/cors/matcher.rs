@@ -78,7 +78,9 @@ mod tests {
     fn each_condition_matches_as_envoy_s_string_matcher() {
         assert!(matcher("{exact: 'https://a.example'}").matches("https://a.example"));
         assert!(!matcher("{exact: 'https://a.example'}").matches("https://A.example"));
-        assert!(matcher("{exact: 'https://a.example', ignore_case: true}").matches("HTTPS://A.example"));
+        assert!(
+            matcher("{exact: 'https://a.example', ignore_case: true}").matches("HTTPS://A.example")
+        );
         assert!(matcher("{prefix: 'https://'}").matches("https://b.example"));
         assert!(matcher("{suffix: '.EXAMPLE', ignore_case: true}").matches("https://b.example"));
         assert!(!matcher("{suffix: '.example'}").matches("https://b.example.evil"));

@@ -115,9 +115,13 @@ fn an_actual_request_from_an_allowed_origin_gets_origin_credentials_and_exposed_
     assert_eq!(h["access-control-expose-headers"], "x-trace");
 
     let other = request("GET", "/a", &[("origin", "https://evil.example")]);
-    assert!(run(&table, cors.as_ref().unwrap(), &other).unwrap().is_empty());
+    assert!(run(&table, cors.as_ref().unwrap(), &other)
+        .unwrap()
+        .is_empty());
     let none = request("GET", "/a", &[]);
-    assert!(run(&table, cors.as_ref().unwrap(), &none).unwrap().is_empty());
+    assert!(run(&table, cors.as_ref().unwrap(), &none)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -162,7 +166,9 @@ fn a_disabled_or_shadow_policy_adds_nothing() {
                 ("access-control-request-method", "GET"),
             ],
         );
-        assert!(run(&table, cors.as_ref().unwrap(), &req).unwrap().is_empty());
+        assert!(run(&table, cors.as_ref().unwrap(), &req)
+            .unwrap()
+            .is_empty());
     }
 }
 
@@ -177,7 +183,8 @@ fn a_matcher_that_matches_star_allows_every_origin() {
 
 #[test]
 fn private_network_access_is_granted_only_when_asked_and_allowed() {
-    let policy = "{allow_origin: [{exact: 'https://app.example'}], allow_private_network_access: true}";
+    let policy =
+        "{allow_origin: [{exact: 'https://app.example'}], allow_private_network_access: true}";
     let (table, cors) = setup(Some(policy), None);
     let req = request(
         "OPTIONS",

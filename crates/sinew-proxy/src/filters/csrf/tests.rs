@@ -74,7 +74,11 @@ fn referer_stands_in_for_a_missing_origin_and_no_source_is_refused() {
 
 #[test]
 fn additional_origins_match_the_source_host_and_port() {
-    let (t, c) = setup("{additional_origins: [{suffix: '.trusted.example'}]}", None, None);
+    let (t, c) = setup(
+        "{additional_origins: [{suffix: '.trusted.example'}]}",
+        None,
+        None,
+    );
     let ok = [("origin", "https://app.trusted.example")];
     assert_eq!(status(&t, &c, "POST", "/a", &ok), 200);
     let no = [("origin", "https://app.trusted.example.evil")];
@@ -88,12 +92,19 @@ fn the_most_specific_policy_replaces_the_others_whole() {
     assert_eq!(status(&t, &c, "POST", "/a", &other), 403, "the route's");
     assert_eq!(status(&t, &c, "POST", "/b", &other), 200, "the host's: off");
     let (t, c) = setup("{filter_enabled: 0, shadow_enabled: 100}", None, None);
-    assert_eq!(status(&t, &c, "POST", "/b", &other), 200, "shadow: checked only");
+    assert_eq!(
+        status(&t, &c, "POST", "/b", &other),
+        200,
+        "shadow: checked only"
+    );
 }
 
 #[test]
 fn host_and_port_reads_absolute_urls_and_keeps_anything_else_whole() {
-    assert_eq!(host_and_port("https://a.example:8443/x?y"), "a.example:8443");
+    assert_eq!(
+        host_and_port("https://a.example:8443/x?y"),
+        "a.example:8443"
+    );
     assert_eq!(host_and_port("http://user@a.example"), "a.example");
     assert_eq!(host_and_port("http://[::1]:80"), "[::1]:80");
     assert_eq!(host_and_port("null"), "null");

@@ -183,7 +183,12 @@ impl Forwarding {
 
 /// Sets `X-Forwarded-For` and `X-Forwarded-Proto` as `forwarding` says. `client` is the
 /// value of [`client_address_value`].
-pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, forwarding: Forwarding) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    tls: bool,
+    forwarding: Forwarding,
+) {
     let xff = match (forwarding.xff, headers.get(&X_FORWARDED_FOR)) {
         (Xff::Keep, _) => None,
         (Xff::Append, Some(existing)) if !existing.is_empty() => {
@@ -317,7 +322,10 @@ mod tests {
         let mut h = incoming();
         set_forwarded(&mut h, &ip, false, envoy("use_remote_address: true"));
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http", "no trusted hops: set from TLS");
+        assert_eq!(
+            h[&X_FORWARDED_PROTO], "http",
+            "no trusted hops: set from TLS"
+        );
         let mut h = incoming();
         let f = envoy("use_remote_address: true, xff_num_trusted_hops: 1, skip_xff_append: true");
         set_forwarded(&mut h, &ip, false, f);
