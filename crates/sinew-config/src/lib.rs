@@ -17,6 +17,7 @@ pub mod health;
 pub mod jwt_authn;
 pub mod mirror;
 pub mod model;
+pub mod origin;
 pub mod rate_limit;
 pub mod socket;
 pub mod source;

@@ -20,6 +20,7 @@ pub use crate::header_match::HeaderMatch;
 pub use crate::health::{HealthCheck, OutlierDetection};
 pub use crate::jwt_authn::JwtAuthn;
 pub use crate::mirror::RequestMirrorPolicy;
+pub use crate::origin::{Cors, Csrf, StringMatch};
 pub use crate::trace::{OtlpExporter, OtlpProtocol, Tracing};
 
 /// A whole configuration file.
@@ -233,6 +234,24 @@ pub struct HttpConnectionManager {
     /// Request and response decompression (Envoy's decompressor filter); off when unset.
     #[serde(default)]
     pub decompression: Option<crate::compression::Decompression>,
+    /// Envoy's `use_remote_address`, with Envoy's `X-Forwarded-For` handling in place of
+    /// `trust_forwarded_headers`: `true` appends the peer (unless `skip_xff_append`) and
+    /// the original client is the peer, or the `xff_num_trusted_hops`-th entry from the
+    /// right; `false` leaves the header as it came and the original client is the entry
+    /// `xff_num_trusted_hops + 1` from the right. Unset: Sinew's own handling.
+    #[serde(default)]
+    pub use_remote_address: Option<bool>,
+    /// Envoy's `skip_xff_append` (with `use_remote_address: true`).
+    #[serde(default)]
+    pub skip_xff_append: bool,
+    /// Whether the `cors` policies of virtual hosts and routes apply (the CORS filter is in
+    /// the chain). Listeners mapped from Envoy set it from `http_filters`.
+    #[serde(default = "default_true")]
+    pub cors: bool,
+    /// CSRF protection (Envoy's `csrf` filter); virtual hosts and routes may override it.
+    /// Off when unset, and then their `csrf` does nothing either.
+    #[serde(default)]
+    pub csrf: Option<Csrf>,
 }
 
 fn default_max_request_headers_kb() -> u32 {
@@ -302,6 +321,12 @@ pub struct VirtualHost {
     pub response_headers: HeaderActions,
     #[serde(default)]
     pub local_rate_limit: Option<LocalRateLimit>,
+    /// The CORS policy of its routes (each route's own takes precedence field by field).
+    #[serde(default)]
+    pub cors: Option<Cors>,
+    /// Replaces the listener's CSRF policy for its routes.
+    #[serde(default)]
+    pub csrf: Option<Csrf>,
 }
 
 /// One route: a match and what to do with what matches. First match wins.
@@ -348,6 +373,11 @@ pub struct Route {
     pub fault: Option<FaultInjection>,
     #[serde(default)]
     pub request_mirror_policies: Vec<RequestMirrorPolicy>,
+    #[serde(default)]
+    pub cors: Option<Cors>,
+    /// Replaces the virtual host's or listener's CSRF policy.
+    #[serde(default)]
+    pub csrf: Option<Csrf>,
 }
 
 /// What a request must look like to take a route.

@@ -133,6 +133,15 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                     let p = format!("{hp}.decompression");
                     crate::compression::check_decompression(&p, d, &mut v.errors);
                 }
+                if let Some(csrf) = &http.csrf {
+                    csrf.check(&format!("{hp}.csrf"), &mut v.errors);
+                }
+                if http.skip_xff_append && http.use_remote_address != Some(true) {
+                    v.err(
+                        format!("{hp}.skip_xff_append"),
+                        "applies only with use_remote_address: true",
+                    );
+                }
             }
             (None, Some(tcp)) => {
                 let tp = format!("{p}.tcp");
@@ -237,6 +246,12 @@ impl Checker {
             if let Some(l) = &vh.local_rate_limit {
                 rate_limit::check_local(&format!("{vp}.local_rate_limit"), l, &mut self.errors);
             }
+            if let Some(c) = &vh.cors {
+                c.check(&format!("{vp}.cors"), &mut self.errors);
+            }
+            if let Some(c) = &vh.csrf {
+                c.check(&format!("{vp}.csrf"), &mut self.errors);
+            }
             for (j, r) in vh.routes.iter().enumerate() {
                 self.route(&format!("{vp}.routes[{j}]"), r, clusters);
             }
@@ -244,6 +259,12 @@ impl Checker {
     }
 
     fn route(&mut self, p: &str, r: &Route, clusters: &HashSet<&str>) {
+        if let Some(c) = &r.cors {
+            c.check(&format!("{p}.cors"), &mut self.errors);
+        }
+        if let Some(c) = &r.csrf {
+            c.check(&format!("{p}.csrf"), &mut self.errors);
+        }
         if let Some(l) = &r.local_rate_limit {
             rate_limit::check_local(&format!("{p}.local_rate_limit"), l, &mut self.errors);
         }

@@ -38,7 +38,15 @@ const BATCH: BatchSize = BatchSize::NumIterations(64);
 /// What `http::forward` does to a request's headers before the route's edits, with the
 /// default config (request ids on, forwarded headers trusted, `Via: 1.1 sinew`).
 fn forward_request(headers: &mut HeaderMap, client: &HeaderValue, via: &HeaderValue) {
-    headers::prepare_request(headers, false, true, client, false, true, Some(via));
+    headers::prepare_request(
+        headers,
+        false,
+        true,
+        client,
+        false,
+        headers::Forwarding::TRUSTED,
+        Some(via),
+    );
 }
 
 /// And to the upstream response on the way back.

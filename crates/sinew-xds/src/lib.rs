@@ -20,6 +20,8 @@ pub mod bootstrap;
 pub mod cluster;
 mod compression;
 mod convert;
+mod cors;
+mod csrf;
 pub mod endpoint;
 mod filter_chains;
 pub mod grpc_services;

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 pub(crate) use crate::convert::decode;
 use crate::convert::{duration, socket_address};
 use crate::filter_chains::{self, Chain, RdsWait};
-use crate::{compression, jwt_authn, local_ratelimit, rbac, route};
+use crate::{compression, cors, csrf, jwt_authn, local_ratelimit, rbac, route};
 use crate::{Ctx, XdsError};
 
 const HCM: &str =
@@ -279,8 +279,40 @@ fn http_connection_manager(
     let filters = std::mem::take(&mut hcm.http_filters);
     let mut rate_limited = false;
     let mut codings = compression::Filters::default();
+    // Route and virtual-host CORS policies apply only with the filter in the chain.
+    let mut cors_filter = false;
     for (i, filter) in filters.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
+        // A disabled filter is enabled again only by a route's `FilterConfig`, which
+        // Sinew refuses: it is as if absent (below).
+        if !filter.disabled {
+            match &filter.config_type {
+                Some(http_filter::ConfigType::TypedConfig(any))
+                    if any.type_url == cors::TYPE_URL =>
+                {
+                    cors::filter(ctx, &fpath, any)?;
+                    cors_filter = true;
+                    continue;
+                }
+                None if filter.name == cors::NAME => {
+                    cors_filter = true;
+                    continue;
+                }
+                Some(http_filter::ConfigType::TypedConfig(any))
+                    if any.type_url == csrf::TYPE_URL =>
+                {
+                    if out.contains_key("csrf") {
+                        return Err(
+                            ctx.error(fpath, "a second csrf filter is not supported by Sinew")
+                        );
+                    }
+                    let mapped = csrf::map(ctx, &format!("{fpath}.typed_config"), any)?;
+                    out.insert("csrf".into(), mapped);
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type {
             let coding = [
                 compression::COMPRESSOR_TYPE_URL,
@@ -368,7 +400,7 @@ fn http_connection_manager(
                 fpath,
                 format!(
                     "HTTP filter {:?} is not supported by Sinew (only local_ratelimit, \
-                     jwt_authn, rbac, compressor, decompressor and the router are)",
+                     jwt_authn, rbac, compressor, decompressor, cors, csrf and the router are)",
                     filter.name
                 ),
             ));
@@ -386,6 +418,17 @@ fn http_connection_manager(
         out.insert("local_rate_limit_levels".into(), json!("disabled"));
     }
     codings.finish(&mut out);
+    out.insert("cors".into(), json!(cors_filter));
+    // X-Forwarded-For as Envoy handles it: untouched unless `use_remote_address`.
+    let remote = hcm.use_remote_address.take().is_some_and(|b| b.value);
+    out.insert("use_remote_address".into(), json!(remote));
+    out.insert(
+        "xff_num_trusted_hops".into(),
+        json!(std::mem::take(&mut hcm.xff_num_trusted_hops)),
+    );
+    if std::mem::take(&mut hcm.skip_xff_append) && remote {
+        out.insert("skip_xff_append".into(), json!(true));
+    }
     if let Some(kb) = hcm.max_request_headers_kb.take() {
         out.insert("max_request_headers_kb".into(), json!(kb.value));
     }

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::convert::{duration, labels};
 use crate::local_ratelimit;
-use crate::{Ctx, XdsError};
+use crate::{cors, csrf, Ctx, XdsError};
 
 /// The model's JSON shape of `config` (`{name, virtual_hosts}`).
 pub fn map(config: &RouteConfiguration) -> Result<Value, XdsError> {
@@ -54,23 +54,86 @@ fn virtual_host(ctx: &Ctx, path: &str, host: &VirtualHost) -> Result<Value, XdsE
     )?;
     out.insert("request_headers".into(), request);
     out.insert("response_headers".into(), response);
-    let per_filter = std::mem::take(&mut rest.typed_per_filter_config);
+    let mut per_filter = std::mem::take(&mut rest.typed_per_filter_config);
+    let origin = origin_policies(ctx, path, &mut per_filter)?;
     if let Some(limit) = local_ratelimit::per_filter_config(ctx, path, per_filter)? {
         out.insert("local_rate_limit".into(), limit);
+    }
+    if let Some(csrf) = origin.csrf {
+        out.insert("csrf".into(), csrf);
+    }
+    // Envoy reads the deprecated `cors` only when no typed CorsPolicy applies to a route
+    // (neither its own nor its host's).
+    let deprecated = rest.cors.take();
+    let typed_host = origin.cors.is_some();
+    match (origin.cors, deprecated) {
+        (Some(typed), _) => {
+            out.insert("cors".into(), typed);
+        }
+        (None, Some(old)) => {
+            let policy = cors::deprecated_policy(ctx, &format!("{path}.cors"), old)?;
+            out.insert("cors".into(), policy);
+        }
+        (None, None) => {}
     }
     rest.metadata = None;
     ctx.only_supported(path, &rest)?;
     let mut mapped = Vec::new();
     for (i, r) in routes.iter().enumerate() {
-        mapped.push(route(ctx, &format!("{path}.routes[{i}]"), r)?);
+        mapped.push(route(ctx, &format!("{path}.routes[{i}]"), r, typed_host)?);
     }
     out.insert("routes".into(), Value::Array(mapped));
     Ok(Value::Object(out))
 }
 
-fn route(ctx: &Ctx, path: &str, r: &Route) -> Result<Value, XdsError> {
+/// The CORS and CSRF policies of a `typed_per_filter_config`, taken out of it.
+struct OriginPolicies {
+    cors: Option<Value>,
+    csrf: Option<Value>,
+}
+
+fn origin_policies(
+    ctx: &Ctx,
+    path: &str,
+    per_filter: &mut std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> Result<OriginPolicies, XdsError> {
+    let mut found = OriginPolicies {
+        cors: None,
+        csrf: None,
+    };
+    let mut keys: Vec<String> = per_filter
+        .iter()
+        .filter(|(_, any)| any.type_url == cors::POLICY_TYPE_URL || any.type_url == csrf::TYPE_URL)
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    for key in keys {
+        let any = per_filter.remove(&key).expect("listed above");
+        let entry = format!("{path}.typed_per_filter_config[{key:?}]");
+        let (slot, mapped) = if any.type_url == cors::POLICY_TYPE_URL {
+            (&mut found.cors, cors::per_filter_policy(ctx, &entry, &any)?)
+        } else {
+            (&mut found.csrf, csrf::map(ctx, &entry, &any)?)
+        };
+        if slot.replace(mapped).is_some() {
+            return Err(ctx.error(
+                entry,
+                "a second policy of this filter is not supported by Sinew",
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// `typed_host`: the virtual host has a typed CORS policy (the deprecated `cors` of its
+/// routes is then not read, as in Envoy).
+fn route(ctx: &Ctx, path: &str, r: &Route, typed_host: bool) -> Result<Value, XdsError> {
     let mut rest = r.clone();
     let mut out = Map::new();
+    let deprecated_cors = match &mut rest.action {
+        Some(route::Action::Route(action)) => action.cors.take(),
+        _ => None,
+    };
     if !rest.name.is_empty() {
         out.insert("name".into(), json!(std::mem::take(&mut rest.name)));
     }
@@ -121,9 +184,23 @@ fn route(ctx: &Ctx, path: &str, r: &Route) -> Result<Value, XdsError> {
         }
         None => return Err(ctx.error(format!("{path}.route"), "an action is required")),
     }
-    let per_filter = std::mem::take(&mut rest.typed_per_filter_config);
+    let mut per_filter = std::mem::take(&mut rest.typed_per_filter_config);
+    let origin = origin_policies(ctx, path, &mut per_filter)?;
     if let Some(limit) = local_ratelimit::per_filter_config(ctx, path, per_filter)? {
         out.insert("local_rate_limit".into(), limit);
+    }
+    if let Some(csrf) = origin.csrf {
+        out.insert("csrf".into(), csrf);
+    }
+    match (origin.cors, deprecated_cors) {
+        (Some(typed), _) => {
+            out.insert("cors".into(), typed);
+        }
+        (None, Some(old)) if !typed_host => {
+            let policy = cors::deprecated_policy(ctx, &format!("{path}.route.cors"), old)?;
+            out.insert("cors".into(), policy);
+        }
+        _ => {}
     }
     rest.metadata = None;
     rest.decorator = None;

@@ -12,6 +12,7 @@ mod compression;
 mod control_authz;
 mod control_model;
 mod control_plane;
+mod cors;
 mod dashboard;
 mod dns;
 mod drain;

@@ -196,6 +196,19 @@ pub fn compile(
                 ListenerKind::Tcp(_) => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
+            let vp = vhosts_path(config, &path, http);
+            let (cors, csrf) = match origin_filters(http, &path, vhosts, &vp) {
+                Ok(filters) => filters,
+                Err(e) => {
+                    // A route configuration shared by listeners reports its errors once.
+                    for e in e {
+                        if !errors.contains(&e) {
+                            errors.push(e);
+                        }
+                    }
+                    continue;
+                }
+            };
             let local_uri_san = tls.as_ref().and_then(|t| t.local_uri_san.clone());
             let mut manager = http_manager(http, routes, rate_limits, l, local_uri_san);
             manager.filters = manager.filters.with_jwt_authn(jwt);
@@ -211,6 +224,7 @@ pub fn compile(
                 ))
             });
             manager.filters = manager.filters.with_compression(compressor, decompressor);
+            manager.filters = manager.filters.with_origin_filters(cors, csrf);
             ListenerKind::Http(Arc::new(manager))
         } else if let Some(tcp) = &l.tcp {
             let (names, weights): (Vec<&str>, Vec<u32>) =
@@ -295,6 +309,22 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
             let path = format!("listeners[{i}].http.jwt_authn");
             errors.extend(crate::filters::jwt_authn::lint(j, &path));
         }
+        if let Some(http) = &l.http {
+            // Origin regexes; a route configuration's are checked with its first listener.
+            let path = format!("listeners[{i}]");
+            let vhosts = match &http.virtual_hosts {
+                Some(v) => &v[..],
+                None => config
+                    .route_configs
+                    .iter()
+                    .find(|rc| Some(&rc.name) == http.route_config.as_ref())
+                    .map_or(&[][..], |rc| &rc.virtual_hosts[..]),
+            };
+            if let Err(e) = origin_filters(http, &path, vhosts, &vhosts_path(config, &path, http)) {
+                let new: Vec<ConfigError> = e.into_iter().filter(|e| !errors.contains(e)).collect();
+                errors.extend(new);
+            }
+        }
         // Validation has reported bad values already; what only compiling finds is a
         // list file that cannot be read or has a bad line.
         if let Err(e) = compile_authorization(l, &format!("listeners[{i}]"), None, false) {
@@ -323,7 +353,7 @@ fn compile_authorization(
     let Some(config) = &l.authorization else {
         return Ok(None);
     };
-    let hops = l.http.as_ref().map_or(0, |h| h.xff_num_trusted_hops);
+    let hops = l.http.as_ref().map_or(0, client_hops);
     crate::filters::authz::Authorization::compile(
         config,
         &format!("{path}.authorization"),
@@ -332,6 +362,66 @@ fn compile_authorization(
         metrics,
         watch,
     )
+}
+
+/// Where a listener's original client is in `X-Forwarded-For`, counted from the right
+/// (0: the peer). Envoy: with `use_remote_address`, the `xff_num_trusted_hops`-th entry;
+/// without it, the one after those (the last entry when no hop is trusted).
+fn client_hops(http: &model::HttpConnectionManager) -> u32 {
+    match http.use_remote_address {
+        Some(false) => http.xff_num_trusted_hops.saturating_add(1),
+        Some(true) | None => http.xff_num_trusted_hops,
+    }
+}
+
+/// The CORS and CSRF filters of a listener whose route table is `vhosts` (at `vhosts_path`).
+fn origin_filters(
+    http: &model::HttpConnectionManager,
+    path: &str,
+    vhosts: &[model::VirtualHost],
+    vhosts_path: &str,
+) -> Result<
+    (
+        Option<Arc<crate::filters::cors::Cors>>,
+        Option<Arc<crate::filters::csrf::Csrf>>,
+    ),
+    Vec<ConfigError>,
+> {
+    let cors = if http.cors {
+        crate::filters::cors::Cors::compile(vhosts, vhosts_path)
+    } else {
+        Ok(None)
+    };
+    let csrf = crate::filters::csrf::Csrf::compile(
+        http.csrf.as_ref(),
+        &format!("{path}.http.csrf"),
+        vhosts,
+        vhosts_path,
+    );
+    match (cors, csrf) {
+        (Ok(cors), Ok(csrf)) => Ok((cors, csrf)),
+        (cors, csrf) => Err(cors
+            .err()
+            .into_iter()
+            .flatten()
+            .chain(csrf.err().into_iter().flatten())
+            .collect()),
+    }
+}
+
+/// Where a listener's virtual hosts are in the config, for error paths.
+fn vhosts_path(config: &model::Config, path: &str, http: &model::HttpConnectionManager) -> String {
+    match &http.virtual_hosts {
+        Some(_) => format!("{path}.http.virtual_hosts"),
+        None => config
+            .route_configs
+            .iter()
+            .position(|rc| Some(&rc.name) == http.route_config.as_ref())
+            .map_or_else(
+                || format!("{path}.http.route_config"),
+                |k| format!("route_configs[{k}].virtual_hosts"),
+            ),
+    }
 }
 
 fn http_manager(
@@ -361,7 +451,8 @@ fn http_manager(
         stream_idle_timeout: http.stream_idle_timeout,
         request_timeout: http.request_timeout,
         generate_request_id: http.generate_request_id,
-        trust_forwarded_headers: http.trust_forwarded_headers,
+        forwarding: crate::filters::router::headers::Forwarding::of(http),
+        client_hops: client_hops(http),
         tls: l.tls.is_some() || l.mtls.is_some(),
         via_http1: via("1.1"),
         via_http2: via("2"),

@@ -127,7 +127,12 @@ pub struct HttpManager {
     pub stream_idle_timeout: Duration,
     pub request_timeout: Duration,
     pub generate_request_id: bool,
-    pub trust_forwarded_headers: bool,
+    /// What happens to `X-Forwarded-For` and `-Proto` on the way upstream.
+    pub forwarding: crate::filters::router::headers::Forwarding,
+    /// Where the original client is in `X-Forwarded-For`: this many entries from the
+    /// right (Envoy's trusted client address); 0: the peer. Filters that run before the
+    /// router see it as the downstream address (the access log, the span).
+    pub client_hops: u32,
     pub tls: bool,
     /// `Via` values for HTTP/1.1 and HTTP/2 requests; None when `via` is empty.
     pub via_http1: Option<HeaderValue>,

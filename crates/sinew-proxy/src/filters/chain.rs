@@ -6,13 +6,14 @@
 //!
 //! 1. **request** — the request as received, before routing: the trace context is read
 //!    and passed on, the access log takes the request's half of its entry.
-//! 2. **route** — once a route is chosen: rate limits, then faults. A filter may answer
-//!    here instead of letting the stream go on (429, an injected abort).
+//! 2. **route** — once a route is chosen: CORS, CSRF, rate limits, then faults. A filter
+//!    may answer here instead of letting the stream go on (a CORS preflight's 200, CSRF's
+//!    403, 429, an injected abort).
 //! 3. the router acts on the route (`router`): a direct response, a redirect, or the
 //!    upstream call. It is the chain's last filter; it is not in this list because every
 //!    chain ends with it.
 //! 4. **response**, in reverse order: route-phase filters annotate the response (fault
-//!    flags, `x-ratelimit-*` headers); then, at the **end** of the stream, the access log
+//!    flags, `x-ratelimit-*` headers, CORS's `Access-Control-*`); then, at the **end** of the stream, the access log
 //!    wraps the body to log when it ends and the span is finished.
 //!
 //! Filters are an enum rather than boxed trait objects: a stream's future holds every
@@ -30,6 +31,8 @@ use super::access_log::logged::{self, Started};
 use super::access_log::AccessLogs;
 use super::authz::Authorization;
 use super::compression::{Compressor, Decompressor, Negotiated};
+use super::cors::{self, Cors};
+use super::csrf::Csrf;
 use super::fault;
 use super::jwt_authn::JwtAuthn;
 use super::rate_limit::{self, HttpRateLimits, Quota};
@@ -60,6 +63,11 @@ pub(crate) enum HttpFilter {
     Compression(Arc<Compressor>),
     /// Request and response decompression.
     Decompression(Arc<Decompressor>),
+    /// The CORS policies of the route table, at the route phase (present only when some
+    /// virtual host or route has one).
+    Cors(Arc<Cors>),
+    /// CSRF protection, at the route phase.
+    Csrf(Arc<Csrf>),
 }
 
 /// A listener's filters, in request order.
@@ -75,6 +83,7 @@ pub(crate) struct StreamState {
     log: Option<Started>,
     quota: Option<Quota>,
     fault_flags: ResponseFlags,
+    cors: Option<cors::Allowed>,
     /// The claims of the request's verified JWT, for authorization rules and headers.
     pub(crate) request_auth: Option<Arc<sinew_identity::VerifiedClaims>>,
     /// The encoding the client accepts, for the response (compression on).
@@ -138,6 +147,31 @@ impl FilterChain {
         let mut filters = self.filters.to_vec();
         filters.extend(compressor.map(HttpFilter::Compression));
         filters.extend(decompressor.map(HttpFilter::Decompression));
+        Self {
+            filters: filters.into(),
+        }
+    }
+
+    /// Adds the CORS and CSRF filters, first in the route phase (Envoy's usual order: a
+    /// preflight is answered, and a forged request refused, before a rate limit counts it).
+    pub(crate) fn with_origin_filters(
+        self,
+        cors: Option<Arc<Cors>>,
+        csrf: Option<Arc<Csrf>>,
+    ) -> Self {
+        if cors.is_none() && csrf.is_none() {
+            return self;
+        }
+        let mut filters = self.filters.to_vec();
+        let at = filters
+            .iter()
+            .position(|f| matches!(f, HttpFilter::RateLimit(_) | HttpFilter::Fault))
+            .unwrap_or(filters.len());
+        let added = cors
+            .map(HttpFilter::Cors)
+            .into_iter()
+            .chain(csrf.map(HttpFilter::Csrf));
+        filters.splice(at..at, added);
         Self {
             filters: filters.into(),
         }
@@ -208,7 +242,9 @@ impl FilterChain {
                 HttpFilter::RateLimit(_)
                 | HttpFilter::Fault
                 | HttpFilter::JwtAuthn(_)
-                | HttpFilter::Authorization(_) => {}
+                | HttpFilter::Authorization(_)
+                | HttpFilter::Cors(_)
+                | HttpFilter::Csrf(_) => {}
             }
         }
     }
@@ -245,7 +281,9 @@ impl FilterChain {
                 | HttpFilter::RateLimit(_)
                 | HttpFilter::Fault
                 | HttpFilter::Compression(_)
-                | HttpFilter::Decompression(_) => {}
+                | HttpFilter::Decompression(_)
+                | HttpFilter::Cors(_)
+                | HttpFilter::Csrf(_) => {}
             }
         }
         Ok(())
@@ -264,6 +302,10 @@ impl FilterChain {
                 HttpFilter::RateLimit(limits) => {
                     state.quota = limits.check(routed, req, client).await?;
                 }
+                HttpFilter::Cors(cors) => {
+                    state.cors = cors.on_request(req, routed.route)?;
+                }
+                HttpFilter::Csrf(csrf) => csrf.check(req, routed.route, routed.grpc)?,
                 HttpFilter::Fault => {
                     if let Some(policy) = &routed.route.fault {
                         state.fault_flags =
@@ -291,6 +333,11 @@ impl FilterChain {
         for filter in self.filters.iter().rev() {
             match filter {
                 HttpFilter::Fault => fault::add_flags(response, state.fault_flags),
+                HttpFilter::Cors(_) => {
+                    if let Some(allowed) = state.cors.take() {
+                        cors::add_headers(response, allowed);
+                    }
+                }
                 HttpFilter::RateLimit(_) => {
                     if let Some(quota) = state.quota.take() {
                         rate_limit::add_headers(response, quota);
@@ -305,7 +352,8 @@ impl FilterChain {
                 HttpFilter::Trace(_)
                 | HttpFilter::AccessLog { .. }
                 | HttpFilter::JwtAuthn(_)
-                | HttpFilter::Authorization(_) => {}
+                | HttpFilter::Authorization(_)
+                | HttpFilter::Csrf(_) => {}
             }
         }
     }
@@ -334,7 +382,9 @@ impl FilterChain {
                 | HttpFilter::JwtAuthn(_)
                 | HttpFilter::Authorization(_)
                 | HttpFilter::Compression(_)
-                | HttpFilter::Decompression(_) => {}
+                | HttpFilter::Decompression(_)
+                | HttpFilter::Cors(_)
+                | HttpFilter::Csrf(_) => {}
             }
         }
         response

@@ -7,6 +7,9 @@
 //! - [`rate_limit`]: local token buckets (listener, virtual host, route) and the global
 //!   (Redis) limit.
 //! - [`fault`]: the route's delays and aborts.
+//! - [`cors`]: CORS preflights answered and actual cross-origin responses marked, from the
+//!   route's and virtual host's policies.
+//! - [`csrf`]: state-changing requests from another origin refused.
 //! - [`jwt_authn`]: JWT authentication, in the access phase before routing.
 //! - [`authz`]: authorization policies (Istio's `AuthorizationPolicy`), at the access
 //!   phase.
@@ -20,6 +23,8 @@ pub mod access_log;
 pub mod authz;
 pub(crate) mod chain;
 pub(crate) mod compression;
+pub(crate) mod cors;
+pub(crate) mod csrf;
 pub(crate) mod fault;
 pub(crate) mod jwt_authn;
 pub(crate) mod rate_limit;

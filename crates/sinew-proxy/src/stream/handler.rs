@@ -44,8 +44,16 @@ pub(crate) async fn handle(
     let filters = &manager.filters;
     // Phase 1: the request as received.
     let mut state = StreamState::default();
+    // The request-phase filters (access log, span) see the original client, as Envoy's
+    // downstream remote address: the peer, or an entry of `X-Forwarded-For` when the
+    // listener trusts hops in front of it (`xff_num_trusted_hops`, `use_remote_address`).
+    let client = match manager.client_hops {
+        0 => conn.peer,
+        hops => crate::filters::authz::remote_address(req.headers(), hops)
+            .map_or(conn.peer, |ip| std::net::SocketAddr::new(ip, 0)),
+    };
     let downstream = Downstream {
-        peer: conn.peer,
+        peer: client,
         local: conn.slot.bound,
         tls: conn.tls,
         identity: conn.peer_identity.as_ref(),

@@ -230,7 +230,7 @@ fn an_unsupported_http_filter_is_refused_by_resource_and_field() {
     assert_eq!(
         err.to_string(),
         "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0]: \
-         HTTP filter \"envoy.filters.http.lua\" is not supported by Sinew (only local_ratelimit, jwt_authn, rbac, compressor, decompressor and the router are)"
+         HTTP filter \"envoy.filters.http.lua\" is not supported by Sinew (only local_ratelimit, jwt_authn, rbac, compressor, decompressor, cors, csrf and the router are)"
     );
 }
 

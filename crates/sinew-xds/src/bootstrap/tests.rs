@@ -31,6 +31,10 @@ listeners:
       via: ""
       # No local_ratelimit filter in the chain: Envoy applies no local limit.
       local_rate_limit_levels: disabled
+      # Envoy's default: X-Forwarded-For passes untouched.
+      use_remote_address: false
+      # No cors filter in the chain: Envoy applies no CORS policy.
+      cors: false
       virtual_hosts:
         - name: backend
           domains: ["*"]

@@ -169,7 +169,7 @@ pub(crate) async fn forward(
         manager.generate_request_id,
         &conn.peer_ip_value,
         conn.tls,
-        manager.trust_forwarded_headers,
+        manager.forwarding,
         via,
     );
     client_cert::apply(

@@ -91,7 +91,7 @@ pub fn prepare_request(
     generate_request_id: bool,
     client: &HeaderValue,
     tls: bool,
-    trust_forwarded: bool,
+    forwarding: Forwarding,
     via: Option<&HeaderValue>,
 ) {
     // The codec sizes the map to the headers it parsed; room for the usual additions makes it
@@ -101,7 +101,7 @@ pub fn prepare_request(
     if generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, new_request_id());
     }
-    set_forwarded(headers, client, tls, trust_forwarded);
+    set_forwarded(headers, client, tls, forwarding);
     if let Some(via) = via {
         append_via(headers, via);
     }
@@ -128,12 +128,70 @@ pub fn client_address_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
 }
 
-/// Sets `X-Forwarded-For` and `X-Forwarded-Proto`. A trusted client's values are kept
-/// and appended to; an untrusted client's are replaced. `client` is the value of
-/// [`client_address_value`].
-pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, trusted: bool) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(existing) if trusted && !existing.is_empty() => {
+/// What a listener does with `X-Forwarded-For` and `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarding {
+    pub xff: Xff,
+    /// An incoming `X-Forwarded-Proto` is kept (else set from the connection: `http`, or
+    /// `https` behind TLS).
+    pub keep_proto: bool,
+}
+
+/// What happens to `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xff {
+    /// The client's address is appended to what came (or is the whole header).
+    Append,
+    /// The client's address replaces what came.
+    Replace,
+    /// The header goes on as it came (Envoy without `use_remote_address`, or with
+    /// `skip_xff_append`).
+    Keep,
+}
+
+impl Forwarding {
+    /// Sinew's `trust_forwarded_headers: true`, the default.
+    pub const TRUSTED: Forwarding = Forwarding {
+        xff: Xff::Append,
+        keep_proto: true,
+    };
+    /// Sinew's `trust_forwarded_headers: false`.
+    pub const UNTRUSTED: Forwarding = Forwarding {
+        xff: Xff::Replace,
+        keep_proto: false,
+    };
+
+    /// A listener's: Sinew's own (`trust_forwarded_headers`) unless Envoy's
+    /// `use_remote_address` is set. Envoy appends only with `use_remote_address: true`
+    /// (and no `skip_xff_append`), and keeps an incoming `X-Forwarded-Proto` only when it
+    /// trusts hops in front of it (`xff_num_trusted_hops` > 0).
+    pub fn of(http: &sinew_config::model::HttpConnectionManager) -> Forwarding {
+        match http.use_remote_address {
+            None if http.trust_forwarded_headers => Forwarding::TRUSTED,
+            None => Forwarding::UNTRUSTED,
+            Some(remote) => Forwarding {
+                xff: if remote && !http.skip_xff_append {
+                    Xff::Append
+                } else {
+                    Xff::Keep
+                },
+                keep_proto: http.xff_num_trusted_hops > 0,
+            },
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For` and `X-Forwarded-Proto` as `forwarding` says. `client` is the
+/// value of [`client_address_value`].
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    tls: bool,
+    forwarding: Forwarding,
+) {
+    let xff = match (forwarding.xff, headers.get(&X_FORWARDED_FOR)) {
+        (Xff::Keep, _) => None,
+        (Xff::Append, Some(existing)) if !existing.is_empty() => {
             let mut v = Vec::with_capacity(existing.len() + 2 + client.len());
             v.extend_from_slice(existing.as_bytes());
             v.extend_from_slice(b", ");
@@ -145,7 +203,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, t
     if let Some(xff) = xff {
         headers.insert(&X_FORWARDED_FOR, xff);
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !(forwarding.keep_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
@@ -231,7 +289,7 @@ mod tests {
         let ip = client_address_value("10.0.0.7".parse().unwrap());
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, &ip, false, true);
+        set_forwarded(&mut h, &ip, false, Forwarding::TRUSTED);
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         let mut h = HeaderMap::new();
@@ -241,10 +299,42 @@ mod tests {
             &mut h,
             &client_address_value("::1".parse().unwrap()),
             false,
-            false,
+            Forwarding::UNTRUSTED,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn envoy_s_use_remote_address_appends_and_transparent_mode_keeps_the_header() {
+        let ip = client_address_value("10.0.0.7".parse().unwrap());
+        let incoming = || {
+            let mut h = HeaderMap::new();
+            h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+            h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            h
+        };
+        let envoy = |yaml: &str| {
+            let http: sinew_config::model::HttpConnectionManager =
+                serde_yaml_ng::from_str(&format!("{{virtual_hosts: [], {yaml}}}")).unwrap();
+            Forwarding::of(&http)
+        };
+        let mut h = incoming();
+        set_forwarded(&mut h, &ip, false, envoy("use_remote_address: true"));
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
+        assert_eq!(
+            h[&X_FORWARDED_PROTO], "http",
+            "no trusted hops: set from TLS"
+        );
+        let mut h = incoming();
+        let f = envoy("use_remote_address: true, xff_num_trusted_hops: 1, skip_xff_append: true");
+        set_forwarded(&mut h, &ip, false, f);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &ip, true, envoy("use_remote_address: false"));
+        assert!(!h.contains_key(&X_FORWARDED_FOR), "transparent: none added");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 
     #[test]
