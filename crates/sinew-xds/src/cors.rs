@@ -52,10 +52,10 @@ pub(crate) fn deprecated_policy(
     path: &str,
     mut p: RouteCorsPolicy,
 ) -> Result<Value, XdsError> {
-    let filter_enabled = match p.enabled_specifier.take() {
-        Some(EnabledSpecifier::FilterEnabled(f)) => Some(f),
-        None => None,
-    };
+    let filter_enabled = p
+        .enabled_specifier
+        .take()
+        .map(|EnabledSpecifier::FilterEnabled(f)| f);
     let same = CorsPolicy {
         allow_origin_string_match: std::mem::take(&mut p.allow_origin_string_match),
         allow_methods: std::mem::take(&mut p.allow_methods),

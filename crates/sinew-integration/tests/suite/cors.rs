@@ -36,7 +36,7 @@ impl Curled {
     }
 
     /// Whether the upstream answered (its responses carry `x-upstream`).
-    fn from_upstream(&self) -> bool {
+    fn came_from_upstream(&self) -> bool {
         self.header("x-upstream").is_some()
     }
 }
@@ -132,7 +132,7 @@ async fn check_cors(web: SocketAddr) {
     // A preflight from an allowed origin: answered by the proxy.
     let r = curl("OPTIONS", web, "/api", &preflight(APP, "PUT")).await;
     assert_eq!(r.status, 200);
-    assert!(!r.from_upstream(), "the proxy answers a preflight");
+    assert!(!r.came_from_upstream(), "the proxy answers a preflight");
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("access-control-allow-methods"), Some("GET,PUT"));
@@ -148,12 +148,12 @@ async fn check_cors(web: SocketAddr) {
     )
     .await;
     assert!(!r.has_cors_headers(), "{:?}", r.headers);
-    assert!(r.from_upstream(), "{:?}", r.headers);
+    assert!(r.came_from_upstream(), "{:?}", r.headers);
 
     // An actual request: the origin itself (never `*` with credentials) and the rest.
     let r = curl("GET", web, "/api", &[("origin", APP)]).await;
     assert_eq!(r.status, 200);
-    assert!(r.from_upstream());
+    assert!(r.came_from_upstream());
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("access-control-expose-headers"), Some("x-trace"));
@@ -298,20 +298,19 @@ async fn cors_in_an_envoy_bootstrap_applies_only_with_the_filter_in_the_chain() 
     let app = Upstream::start("app").await;
     let (web, bare, old) = (loopback(), loopback(), loopback());
     // The deprecated `cors` field of a virtual host, read when no typed policy applies.
-    let deprecated = format!(
-        r#"            virtual_hosts:
+    let deprecated = r#"            virtual_hosts:
             - name: app
               domains: ["*"]
               cors:
-                allow_origin_string_match: [{{ prefix: "https://app." }}]
+                allow_origin_string_match: [{ prefix: "https://app." }]
                 allow_methods: "GET"
                 filter_enabled:
-                  default_value: {{ numerator: 100, denominator: HUNDRED }}
+                  default_value: { numerator: 100, denominator: HUNDRED }
               routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: app }}
+              - match: { prefix: "/" }
+                route: { cluster: app }
 "#
-    );
+    .to_string();
     let listeners = [
         envoy_listener("web", web, "", &typed_cors_routes(), CORS_FILTER),
         envoy_listener("bare", bare, "", &typed_cors_routes(), ""),
@@ -324,7 +323,7 @@ async fn cors_in_an_envoy_bootstrap_applies_only_with_the_filter_in_the_chain() 
     // Without the filter in the chain the policies do nothing, as in Envoy.
     let r = curl("OPTIONS", bare, "/api", &preflight(APP, "PUT")).await;
     assert!(
-        r.from_upstream() && !r.has_cors_headers(),
+        r.came_from_upstream() && !r.has_cors_headers(),
         "{:?}",
         r.headers
     );
@@ -332,7 +331,7 @@ async fn cors_in_an_envoy_bootstrap_applies_only_with_the_filter_in_the_chain() 
     assert!(!r.has_cors_headers(), "{:?}", r.headers);
 
     let r = curl("OPTIONS", old, "/api", &preflight(APP, "GET")).await;
-    assert!(!r.from_upstream());
+    assert!(!r.came_from_upstream());
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
     assert_eq!(r.header("access-control-allow-methods"), Some("GET"));
 }
@@ -345,7 +344,7 @@ async fn check_csrf(web: SocketAddr) {
     assert_eq!(r.status, 200, "same origin");
     let r = curl("POST", web, "/form", &[("origin", "https://evil.example")]).await;
     assert_eq!((r.status, r.body.as_str()), (403, "Invalid origin"));
-    assert!(!r.from_upstream());
+    assert!(!r.came_from_upstream());
     let r = curl(
         "DELETE",
         web,

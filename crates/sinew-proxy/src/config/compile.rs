@@ -375,18 +375,18 @@ fn client_hops(http: &model::HttpConnectionManager) -> u32 {
 }
 
 /// The CORS and CSRF filters of a listener whose route table is `vhosts` (at `vhosts_path`).
+/// A listener's CORS and CSRF filters, when it has them.
+type OriginFilters = (
+    Option<Arc<crate::filters::cors::Cors>>,
+    Option<Arc<crate::filters::csrf::Csrf>>,
+);
+
 fn origin_filters(
     http: &model::HttpConnectionManager,
     path: &str,
     vhosts: &[model::VirtualHost],
     vhosts_path: &str,
-) -> Result<
-    (
-        Option<Arc<crate::filters::cors::Cors>>,
-        Option<Arc<crate::filters::csrf::Csrf>>,
-    ),
-    Vec<ConfigError>,
-> {
+) -> Result<OriginFilters, Vec<ConfigError>> {
     let cors = if http.cors {
         crate::filters::cors::Cors::compile(vhosts, vhosts_path)
     } else {

@@ -264,9 +264,7 @@ fn algorithm_named(coding: &str) -> Option<Algorithm> {
 fn qvalue<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
     let mut q = 1000;
     for param in params {
-        let Some((name, value)) = param.split_once('=') else {
-            return None;
-        };
+        let (name, value) = param.split_once('=')?;
         if !name.trim().eq_ignore_ascii_case("q") {
             continue;
         }

@@ -130,6 +130,8 @@ fn a_response_the_client_cannot_take_compressed_still_varies() {
 #[test]
 fn responses_that_must_not_be_compressed_are_left_alone() {
     let c = compressor("{uncompressible_response_codes: [206]}");
+    // (status, response headers, request method, why it is left alone)
+    #[allow(clippy::type_complexity)]
     let cases: &[(u16, &[(&str, &str)], &str, &str)] = &[
         (204, &[], "", "no content"),
         (304, &[], "", "not modified"),
