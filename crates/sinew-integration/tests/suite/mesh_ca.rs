@@ -25,11 +25,17 @@ use crate::mesh_kit::{start_mesh_proxy, tokens, wait_for_port};
 
 /// Starts `sinew control` with `ca_block` and waits until its port takes connections.
 async fn start_control(dir: &TempDir, ca_block: &str) -> (ChildGuard, SocketAddr) {
+    start_control_with(dir, "", ca_block).await
+}
+
+/// [`start_control`] with more top-level config (`registries`, `debounce`, ...), each
+/// line ending in a newline.
+async fn start_control_with(dir: &TempDir, more: &str, ca_block: &str) -> (ChildGuard, SocketAddr) {
     let port = free_port();
     let config = dir.file("control.yaml");
     std::fs::write(
         &config,
-        format!("xds_address: 127.0.0.1:{port}\nca:\n{ca_block}"),
+        format!("xds_address: 127.0.0.1:{port}\n{more}ca:\n{ca_block}"),
     )
     .unwrap();
     let child = ChildGuard(
@@ -917,24 +923,13 @@ routes: [{{prefix: /, service: app}}]
         ca_dir.display(),
         list.display()
     );
-    let xds_port = free_port();
-    let control_config = dir.file("control.yaml");
-    std::fs::write(
-        &control_config,
-        format!(
-            "xds_address: 127.0.0.1:{xds_port}\ndebounce: 100ms\nregistries: [{{directory: services}}]\nca:\n{block}"
-        ),
+    let (_control, control) = start_control_with(
+        &dir,
+        "debounce: 100ms\nregistries: [{directory: services}]\n",
+        &block,
     )
-    .unwrap();
-    let _control = ChildGuard(
-        Command::new(sinew_binary())
-            .args(["control", "-c"])
-            .arg(&control_config)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew control"),
-    );
-    wait_for_port(format!("127.0.0.1:{xds_port}").parse().unwrap()).await;
+    .await;
+    let xds_port = control.port();
     let (stranger, _) = openssl_root(&dir, "stranger").await;
 
     let bootstrap = |node: &str, roots: &Path| {
