@@ -97,19 +97,13 @@ impl Filters {
             // Response compression turned off: the filter does nothing Sinew must do.
             return Ok(());
         };
-        match &self.response {
-            None => self.response = Some((response, path.to_string())),
-            Some((first, at)) if *first != response => {
-                return Err(ctx.error(
-                    path,
-                    format!(
-                        "compressor filters with different response settings are not \
-                         supported by Sinew (this one differs from {at})"
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
+        same_as_first(
+            &mut self.response,
+            response,
+            ctx,
+            path,
+            "compressor filters with different response settings",
+        )?;
         self.encoders.push(encoder);
         Ok(())
     }
@@ -167,19 +161,13 @@ impl Filters {
             "ignore_no_transform_header".into(),
             json!((request_on && request_ignore) || (response_on && response_ignore)),
         );
-        match &self.decompression {
-            None => self.decompression = Some((settings, path.to_string())),
-            Some((first, at)) if *first != settings => {
-                return Err(ctx.error(
-                    path,
-                    format!(
-                        "decompressor filters with different direction settings are not \
-                         supported by Sinew (this one differs from {at})"
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
+        same_as_first(
+            &mut self.decompression,
+            settings,
+            ctx,
+            path,
+            "decompressor filters with different direction settings",
+        )?;
         self.decodes_responses |= response_on;
         if !self.decoders.contains(&algorithm) {
             self.decoders.push(algorithm);
@@ -644,4 +632,26 @@ mod tests {
             })
         );
     }
+}
+
+/// Keeps the first filter's settings; a later filter whose settings differ is refused,
+/// naming the first (Sinew runs one set of settings for all of them).
+fn same_as_first<T: PartialEq>(
+    first: &mut Option<(T, String)>,
+    value: T,
+    ctx: &Ctx,
+    path: &str,
+    what: &str,
+) -> Result<(), XdsError> {
+    match first {
+        None => *first = Some((value, path.to_string())),
+        Some((kept, at)) if *kept != value => {
+            return Err(ctx.error(
+                path,
+                format!("{what} are not supported by Sinew (this one differs from {at})"),
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
