@@ -458,6 +458,28 @@ fn common(
     Ok((on, ignore))
 }
 
+/// Keeps the first filter's settings; a later filter whose settings differ is refused,
+/// naming the first (Sinew runs one set of settings for all of them).
+fn same_as_first<T: PartialEq>(
+    first: &mut Option<(T, String)>,
+    value: T,
+    ctx: &Ctx,
+    path: &str,
+    what: &str,
+) -> Result<(), XdsError> {
+    match first {
+        None => *first = Some((value, path.to_string())),
+        Some((kept, at)) if *kept != value => {
+            return Err(ctx.error(
+                path,
+                format!("{what} are not supported by Sinew (this one differs from {at})"),
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,26 +654,4 @@ mod tests {
             })
         );
     }
-}
-
-/// Keeps the first filter's settings; a later filter whose settings differ is refused,
-/// naming the first (Sinew runs one set of settings for all of them).
-fn same_as_first<T: PartialEq>(
-    first: &mut Option<(T, String)>,
-    value: T,
-    ctx: &Ctx,
-    path: &str,
-    what: &str,
-) -> Result<(), XdsError> {
-    match first {
-        None => *first = Some((value, path.to_string())),
-        Some((kept, at)) if *kept != value => {
-            return Err(ctx.error(
-                path,
-                format!("{what} are not supported by Sinew (this one differs from {at})"),
-            ))
-        }
-        Some(_) => {}
-    }
-    Ok(())
 }
