@@ -145,6 +145,17 @@ pub fn parse_file(path: &Path) -> Result<LoadedConfig, Diagnostics> {
     parse_str(&name, &text)
 }
 
+/// The top-level value of each YAML document in `text`, in order, up to the first one that
+/// does not parse. Stopping there is what makes this end: after a syntax error the YAML
+/// document iterator yields that same error forever, as it cannot tell where the next
+/// document starts. Whoever loads the text reports the error.
+pub fn yaml_documents(text: &str) -> Vec<serde_yaml_ng::Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map_while(|document| serde_yaml_ng::Value::deserialize(document).ok())
+        .collect()
+}
+
 /// A config file's name (for messages) and text; a file that cannot be read is a
 /// diagnostic naming it.
 pub fn read_file(path: &Path) -> Result<(String, String), Diagnostics> {

@@ -32,7 +32,11 @@ impl SourceMap {
     pub fn index(text: &str) -> SourceMap {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        let unreadable = parser.load(&mut builder, false).err().map(|e| {
+        // The whole stream is read, not just its first document: where this parser ends
+        // a document early (a byte-order mark inside the text starts a new one for it,
+        // while serde's parser skips it), what follows must still be checked, or the
+        // map would silently lack every field after that point.
+        let unreadable = parser.load(&mut builder, true).err().map(|e| {
             let mark = e.marker();
             let position = Position {
                 line: mark.line(),
@@ -92,6 +96,9 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     positions: HashMap<String, Position>,
+    /// Documents started so far; only the first is indexed (a config is one document,
+    /// and serde refuses a second).
+    documents: usize,
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -130,6 +137,12 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if let Event::DocumentStart = ev {
+            self.documents += 1;
+        }
+        if self.documents > 1 {
+            return;
+        }
         match ev {
             Event::Scalar(value, ..) if self.expecting_key() => {
                 if let Some(Frame::Map {
@@ -222,5 +235,23 @@ mod tests {
             map.lookup("clusters[0].endpoints"),
             Some(Position { line: 2, column: 5 })
         );
+    }
+
+    /// Found by fuzz_config_yaml_mutated: a byte-order mark at the start of a comment line
+    /// ends the document for this parser (serde's skips it), and the fields after it had
+    /// no positions. The text past that point is now checked, and found unreadable.
+    #[test]
+    fn a_byte_order_mark_inside_the_text_makes_it_unreadable_where_the_parsers_part() {
+        let text = "# a\n\u{feff}# b\nlisteners:\n  - name: a\n";
+        let map = SourceMap::index(text);
+        assert_eq!(map.unreadable().map(|(p, _)| p.line), Some(3));
+    }
+
+    #[test]
+    fn only_the_first_document_is_indexed() {
+        let map = SourceMap::index("a: 1\n---\nb: 2\n");
+        assert!(map.get("a").is_some());
+        assert!(map.get("b").is_none());
+        assert!(map.unreadable().is_none());
     }
 }

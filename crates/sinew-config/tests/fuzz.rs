@@ -10,6 +10,7 @@ const YAML_DICTIONARY: &[&[u8]] = &[
     b": ",
     b"\n  ",
     b"\n- ",
+    b"\n      ",
     b"{}",
     b"[]",
     b"~",
@@ -62,6 +63,8 @@ fn example_configs() -> Vec<String> {
 /// own (the parser's, for syntax and type errors) or its field's in the file. Only an
 /// error about the whole document may have neither (it is printed at 1:1, its start).
 fn load_and_check_positions(text: &str) -> Result<(), TestCaseError> {
+    // What `sinew validate` reads first, to tell a file's kind: it must end.
+    sinew_config::yaml_documents(text);
     let map = sinew_config::SourceMap::index(text);
     let errors = match sinew_config::parse_str("fuzz.yaml", text) {
         Ok(loaded) => sinew_config::validate(&loaded.config),
@@ -109,6 +112,19 @@ fn fuzz_config_yaml_random() {
             .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
         |text| load_and_check_positions(&text),
     );
+}
+
+/// A list item whose later keys sit deeper than its first key once made `sinew validate`
+/// hang: the YAML document iterator repeats a syntax error forever, and the loop that
+/// tells a file's kind looked for the next document.
+#[test]
+fn config_regression_yaml_documents_ends_at_a_syntax_error() {
+    let text = "static_resources:\n  listeners:\n  - name: default\n      sds_config:\n        path: /x\n---\nkind: Service\n";
+    assert!(sinew_config::yaml_documents(text).is_empty());
+    let two = "a: 1\n---\nkind: Service\n---\nb: [\n";
+    assert_eq!(sinew_config::yaml_documents(two).len(), 2);
+    let error = sinew_config::parse_str("bad.yaml", text).unwrap_err();
+    assert_eq!(error.errors.len(), 1, "{error}");
 }
 
 /// Found by fuzz_config_yaml_mutated: serde's YAML parser takes a quoted scalar whose

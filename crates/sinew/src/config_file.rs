@@ -23,25 +23,22 @@ pub enum Kind {
 /// registry file, `xds_address` or `registries` make a control config, and anything
 /// else (text that does not parse included: its loader says why) is a proxy config.
 pub fn kind_of(text: &str) -> Kind {
-    use serde::Deserialize;
-    let mut first = true;
-    let mut kind = Kind::Proxy;
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let Ok(serde_yaml_ng::Value::Mapping(top)) = serde_yaml_ng::Value::deserialize(document)
-        else {
-            first = false;
-            continue;
-        };
-        let has = |key: &str| top.contains_key(key);
-        if has("kind") {
-            return Kind::Registry;
-        }
-        if first && (has("xds_address") || has("registries")) {
-            kind = Kind::Control;
-        }
-        first = false;
+    let documents = sinew_config::yaml_documents(text);
+    let has = |document: &serde_yaml_ng::Value, key: &str| {
+        document
+            .as_mapping()
+            .is_some_and(|top| top.contains_key(key))
+    };
+    if documents.iter().any(|d| has(d, "kind")) {
+        Kind::Registry
+    } else if documents
+        .first()
+        .is_some_and(|d| has(d, "xds_address") || has(d, "registries"))
+    {
+        Kind::Control
+    } else {
+        Kind::Proxy
     }
-    kind
 }
 
 /// A config file, read and checked. One exists at a time (start-up, a reload), so its
@@ -83,6 +80,15 @@ pub fn load(path: &Path) -> Result<ConfigFile, Diagnostics> {
             )],
         ));
     }
+    // A syntax error is reported first, where it is: parsing into either config's types
+    // stops at the first field it does not know, which may come before the error, and a
+    // bootstrap whose text does not parse would be read as Sinew's own YAML.
+    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+        let source_map = sinew_config::SourceMap::index(&text);
+        let mut error = sinew_config::yaml_error(String::new(), &e, &source_map);
+        error.message = format!("not valid YAML: {}", error.message);
+        return Err(Diagnostics::new(name, source_map, vec![error]));
+    }
     if bootstrap::is_envoy_bootstrap(&text) {
         let b = bootstrap::load_str(&name, &text)?;
         sinew_proxy::check(&b.loaded).map_err(|d| b.diagnostics(d.errors))?;
@@ -112,4 +118,24 @@ pub fn load_config(path: &Path) -> Result<LoadedConfig, Diagnostics> {
         ));
     }
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_of_returns_on_text_whose_indentation_breaks_a_list_item() {
+        // A list item whose later keys sit deeper than its first key: once hung
+        // `sinew validate` inside the YAML document iterator.
+        let text = "static_resources:\n  listeners:\n  - name: default\n      sds_config:\n        path: /x\n";
+        assert_eq!(kind_of(text), Kind::Proxy);
+    }
+
+    #[test]
+    fn kind_of_still_finds_a_registry_document_after_a_first_one() {
+        let text = "a: 1\n---\nkind: Service\nname: x\n";
+        assert_eq!(kind_of(text), Kind::Registry);
+        assert_eq!(kind_of("xds_address: 127.0.0.1:1\n"), Kind::Control);
+    }
 }

@@ -892,3 +892,41 @@ async fn logging_refuses_an_unknown_module() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "info,sinew_proxy::protocol=debug,h2=warn\n");
 }
+
+/// A YAML syntax error is reported where it is, for a bootstrap and for Sinew's own YAML,
+/// and `validate` returns: a list item whose later keys sit deeper than its first key once
+/// made it hang.
+#[test]
+fn validate_reports_a_yaml_syntax_error_at_its_line_and_returns() {
+    let dir = TempDir::new("cli-bad-yaml");
+    let cases = [
+        (
+            "bootstrap.yaml",
+            "static_resources:\n  listeners:\n  - name: default\n      sds_config:\n        path: /x\n",
+        ),
+        (
+            "sinew.yaml",
+            "listeners:\n  - name: a\n      address: 127.0.0.1:0\n",
+        ),
+    ];
+    for (name, body) in cases {
+        let file = dir.file(name);
+        std::fs::write(&file, body).unwrap();
+        let path = file.to_str().unwrap();
+        let out = sinew(&["validate", path], Duration::from_secs(10));
+        assert!(!out.status.success(), "{name} validated");
+        let stderr = text(&out.stderr);
+        let line = stderr.lines().next().unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("{path}:"))
+                && line.contains("not valid YAML: mapping values are not allowed"),
+            "{name}: {stderr}"
+        );
+        let at: Vec<&str> = line[path.len() + 1..].splitn(3, ':').collect();
+        assert_eq!(
+            at[0],
+            if name == "bootstrap.yaml" { "4" } else { "3" },
+            "{stderr}"
+        );
+    }
+}
