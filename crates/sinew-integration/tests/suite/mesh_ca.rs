@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 const TRUST_DOMAIN: &str = "cluster.local";
 const API_ID: &str = "spiffe://cluster.local/ns/shop/sa/api";
 const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
+const OTHER_ID: &str = "spiffe://cluster.local/ns/shop/sa/other";
 
 use crate::mesh_kit::{start_mesh_proxy, tokens, wait_for_port};
 
@@ -665,32 +666,50 @@ clusters:
     assert_eq!(got["roots"], 1, "{got}");
 }
 
-/// What a new handshake to `addr` sees, by `openssl s_client` presenting `client` (a
-/// certificate and key) and checking the server against `ca`: the verify result, the
-/// served certificate's serial and URI SAN, and whether bytes came back through.
+/// One `openssl s_client` connection to `addr`, trusting `ca`, presenting `client`'s
+/// certificate and key if given, that sends [`ECHO_PROBE`] and reads for half a second.
+/// Returns openssl's verify line, the number of lines holding the probe (what came back
+/// through the proxy), and the served certificate's serial and SAN.
+///
+/// The probe is searched anywhere in a line: openssl prints its session report and the
+/// bytes it reads through different buffers, so an echo may land inside a report line.
 async fn openssl_mtls(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>) -> String {
     let cert = client.map_or(String::new(), |(c, k)| {
         format!("-cert {} -key {}", c.display(), k.display())
     });
     shell(format!(
-        "dir=$(mktemp -d) && (echo ping; sleep 0.5) | timeout 10 openssl s_client -connect {addr} \
-         -CAfile {} {cert} -showcerts > $dir/out 2>&1; \
-         grep -m1 'Verify return code' $dir/out; grep -c '^ping$' $dir/out; \
+        "dir=$(mktemp -d) && (echo {ECHO_PROBE}; sleep 0.5) | timeout 10 openssl s_client \
+         -connect {addr} -CAfile {} {cert} -showcerts > $dir/out 2>&1; \
+         grep -m1 'Verify return code' $dir/out; grep -c '{ECHO_PROBE}' $dir/out; \
          openssl x509 -in $dir/out -noout -serial -ext subjectAltName 2>&1; rm -r $dir",
         ca.display()
     ))
     .await
 }
 
+/// What [`openssl_mtls`] sends; no certificate, key or hex dump can hold it.
+const ECHO_PROBE: &str = "sinew-echo-probe";
+
+/// Whether the probe came back in an [`openssl_mtls`] report (its second line).
+fn echoed(report: &str) -> bool {
+    report
+        .lines()
+        .nth(1)
+        .and_then(|count| count.trim().parse::<u32>().ok())
+        .is_some_and(|count| count > 0)
+}
+
 /// Istio's shape: an Envoy bootstrap whose listener takes its certificate (`default`)
-/// from an SDS server of its own — `api_config_source`
-/// naming the static cluster `sds-grpc`, a pipe to the node agent's Unix socket. The
-/// agent is a mesh proxy with `sds_socket`; the bootstrap's proxy serves the agent's
-/// SVID, and serves the renewed certificate to new handshakes once the agent pushes it.
+/// and the roots it checks clients against (`ROOTCA`, in a `combined_validation_context`
+/// with a URI SAN matcher) from an SDS server of its own — `api_config_source` naming the
+/// static cluster `sds-grpc`, a pipe to the node agent's Unix socket. The agent is a mesh
+/// proxy with `sds_socket`. The bootstrap's proxy serves the agent's SVID, lets the named
+/// client's bytes through and no one else's, and serves the renewed certificate to new
+/// handshakes once the agent pushes it.
 #[tokio::test]
 async fn an_envoy_bootstrap_takes_its_certificate_from_an_agent_socket_as_sds_grpc() {
     let dir = TempDir::new("mesh-ca-sds-grpc");
-    let (list, files) = tokens(&dir, &[API_ID, WEB_ID]);
+    let (list, files) = tokens(&dir, &[API_ID, WEB_ID, OTHER_ID]);
     let ca_dir = dir.file("ca");
     let block = format!(
         "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n  workload_lifetime: 12s\n",
@@ -734,6 +753,11 @@ clusters:
     let client = python_client(control, &root, &files[1], &dir).await;
     assert_eq!(client["spiffe_id"], WEB_ID, "{client}");
     let (client_cert, client_key) = (dir.file("svid.pem"), dir.file("svid.key"));
+    // A second client of the same mesh, whose identity the listener does not accept.
+    let other_dir = TempDir::new("mesh-ca-sds-grpc-other");
+    let other = python_client(control, &root, &files[2], &other_dir).await;
+    assert_eq!(other["spiffe_id"], OTHER_ID, "{other}");
+    let other_client = (other_dir.file("svid.pem"), other_dir.file("svid.key"));
     let port = free_port();
     let admin = free_port();
     // An SDS reference to the `sds-grpc` cluster, its lines after the first at `indent`.
@@ -770,6 +794,14 @@ static_resources:
           common_tls_context:
             tls_certificate_sds_secret_configs:
             - {}
+            combined_validation_context:
+              default_validation_context:
+                match_typed_subject_alt_names:
+                - san_type: URI
+                  matcher: {{exact: '{WEB_ID}'}}
+              validation_context_sds_secret_config:
+                {}
+          require_client_certificate: true
       filters:
       - name: envoy.filters.network.tcp_proxy
         typed_config:
@@ -797,6 +829,7 @@ static_resources:
         - endpoint: {{address: {{pipe: {{path: '{}'}}}}}}
 ",
             sds("default", 14),
+            sds("ROOTCA", 16),
             echo.port(),
             socket.display()
         ),
@@ -833,12 +866,13 @@ static_resources:
     while tokio::time::Instant::now() < deadline {
         seen = openssl_mtls(addr, &root, Some((&client_cert, &client_key))).await;
         // Both secrets in force: the certificate served, and the client's accepted.
-        if seen.contains("Verify return code: 0") {
+        if seen.contains("Verify return code: 0") && echoed(&seen) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(seen.contains("Verify return code: 0"), "{seen}");
+    assert!(echoed(&seen), "the web client's bytes came back: {seen}");
     assert!(seen.contains(&format!("URI:{API_ID}")), "{seen}");
     // openssl prints the serial's value; /certs its DER bytes (a leading 00 for a high
     // first bit).
@@ -856,11 +890,24 @@ static_resources:
             .unwrap_or_default()
     };
     assert_eq!(serial_of(&seen), normalise(&first_serial), "{seen}");
+    // ROOTCA from the agent decides who gets in: no certificate, or one of the mesh
+    // whose identity the SAN matcher does not name, and nothing comes back.
+    let anonymous = openssl_mtls(addr, &root, None).await;
+    assert!(
+        !echoed(&anonymous),
+        "a client without a certificate: {anonymous}"
+    );
+    let refused = openssl_mtls(addr, &root, Some((&other_client.0, &other_client.1))).await;
+    assert!(
+        !echoed(&refused),
+        "a client the SAN matcher does not name: {refused}"
+    );
     // The agent's own listener serves the same certificate and checks clients against
     // the mesh bundle.
     let own: SocketAddr = format!("127.0.0.1:{own_port}").parse().unwrap();
     let served = openssl_mtls(own, &root, Some((&client_cert, &client_key))).await;
     assert!(served.contains("Verify return code: 0"), "{served}");
+    assert!(echoed(&served), "{served}");
     assert_eq!(serial_of(&served), normalise(&first_serial), "{served}");
 
     // The agent renews at half of the 12 s life and pushes the new certificate; the
@@ -879,6 +926,7 @@ static_resources:
     }
     assert_eq!(serial_of(&seen), normalise(&renewed), "{seen}");
     assert!(seen.contains("Verify return code: 0"), "{seen}");
+    assert!(echoed(&seen), "{seen}");
 }
 
 /// A bootstrap whose xDS cluster (`ads_config` → `xds_cluster`) has a TLS
