@@ -778,7 +778,8 @@ fn sha256_hex(der: &[u8]) -> String {
 }
 
 /// Authorization on the peer's SPIFFE identity, over real mTLS: on an HTTP listener by
-/// principal and namespace per path, and on a TCP listener by principal.
+/// principal and namespace per path (each caller's answers, denials included, counted
+/// under its identity), and on a TCP listener by principal.
 #[tokio::test]
 async fn authorization_rules_match_the_mtls_peers_spiffe_principal_and_namespace() {
     let ca = TestCa::new("mtls-authz");
@@ -859,6 +860,27 @@ clusters:
             reply.text()
         );
     }
+    // Each caller's answers count under its identity, the refusals as well as the rest.
+    let admin = admin_kit::start(&proxy).await;
+    let metrics = admin_kit::metrics(admin.address).await;
+    let answered = |id: &str, class: &str| {
+        admin_kit::sample(
+            &metrics,
+            "sinew_listener_downstream_peer_rq_total",
+            &[
+                ("listener", "inbound"),
+                ("peer_spiffe_id", id),
+                ("code_class", class),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    let batch_id = "spiffe://cluster.local/ns/shop/sa/batch";
+    let ops_id = "spiffe://cluster.local/ns/ops/sa/web";
+    assert_eq!(answered(CLIENT_ID, "2xx"), 1.0, "{metrics}");
+    assert_eq!(answered(batch_id, "2xx"), 1.0, "{metrics}");
+    assert_eq!(answered(batch_id, "4xx"), 1.0, "{metrics}");
+    assert_eq!(answered(ops_id, "4xx"), 2.0, "{metrics}");
     let tcp_in = proxy.addr("tcp_in").await;
     let round_trip =
         |cert: &CertFiles| tcp_tls_round_trip(tcp_in, ca.client_config_with_cert(cert, &[]));

@@ -60,6 +60,11 @@ pub(crate) async fn handle(
     };
     filters.on_request(&mut req, downstream, &mut state);
     let response = phases(req, conn, manager, &mut state, &mut idle).await;
+    // Every answer to a peer counts for it, the refusals (no route, denied, malformed)
+    // as much as the routed ones: they are what a per-peer view is for.
+    if let Some(m) = conn.peer_requests.as_deref() {
+        m.count(response.status());
+    }
     // Phase 4b: the stream's end, whatever answered it.
     (filters.on_stream_end(response, state), idle)
 }
@@ -137,13 +142,9 @@ async fn phases(
     // counted for its route at its head (metrics on).
     let route_metrics = routes.metrics.as_ref().and_then(|m| m.route(route.id));
     let filters = &manager.filters;
-    let peer_metrics = conn.peer_requests.as_deref();
     let finish = |mut response: Response<ResponseBody>, state: &mut StreamState| {
         filters.on_route_response(&mut response, state);
         if let Some(m) = route_metrics {
-            m.count(response.status());
-        }
-        if let Some(m) = peer_metrics {
             m.count(response.status());
         }
         response
