@@ -47,6 +47,31 @@ pub struct Service {
     /// bound for this service ([`crate::authz`]).
     #[serde(default, serialize_with = "debug_text")]
     pub authorization: Option<sinew_config::authz::Authorization>,
+    /// Mesh mTLS to this service: callers present their own SVID and accept only the
+    /// identities named.
+    #[serde(default)]
+    pub mtls: Option<ServiceMtls>,
+}
+
+/// How callers reach a service over mesh mTLS (Istio's `ISTIO_MUTUAL`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceMtls {
+    /// The SPIFFE IDs the service's instances may hold (`match_typed_subject_alt_names`);
+    /// at least one: a certificate from the mesh's roots alone says nothing of which
+    /// service it is.
+    pub identities: Vec<String>,
+}
+
+/// A listener's mesh mTLS, with the proxy's own SVID (SDS `default`) and the mesh roots
+/// (SDS `ROOTCA`), as an Istio sidecar's inbound port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerMtls {
+    /// Only mesh clients, with an SVID.
+    Strict,
+    /// Mesh clients and plaintext ones on the same port, told apart by the first bytes.
+    Permissive,
 }
 
 /// The policies have no `Serialize`; their debug text is as stable, within one release,
@@ -162,6 +187,9 @@ pub struct Listener {
     /// `principals` match.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Mesh mTLS with the proxy's own SVID; instead of `tls`.
+    #[serde(default)]
+    pub mtls: Option<ListenerMtls>,
 }
 
 /// A listener's certificate and client verification, as paths on the proxy's machine.
@@ -288,11 +316,15 @@ pub fn parse_located(text: &str) -> Result<Vec<(sinew_config::Position, Resource
         })?;
         // What the types cannot say: a policy's values, a listener's shape.
         let problem = match &resource {
-            Resource::Service(s) => s.authorization.as_ref().and_then(|a| {
-                crate::policy_check::check("authorization", a)
-                    .into_iter()
-                    .next()
-            }),
+            Resource::Service(s) => s
+                .authorization
+                .as_ref()
+                .and_then(|a| {
+                    crate::policy_check::check("authorization", a)
+                        .into_iter()
+                        .next()
+                })
+                .or_else(|| service_identities(s)),
             Resource::Listener(l) => listener_shape(l),
         };
         if let Some(e) = problem {
@@ -317,9 +349,36 @@ pub fn parse_located(text: &str) -> Result<Vec<(sinew_config::Position, Resource
     Ok(out)
 }
 
-/// A listener is HTTP (routes) or TCP (one service), never both or neither.
+/// A service's mTLS identities are SPIFFE IDs.
+fn service_identities(s: &Service) -> Option<sinew_config::ConfigError> {
+    let identities = &s.mtls.as_ref()?.identities;
+    if identities.is_empty() {
+        return Some(sinew_config::ConfigError::new(
+            "mtls.identities",
+            "name at least one SPIFFE ID the service's instances hold",
+        ));
+    }
+    identities.iter().enumerate().find_map(|(i, id)| {
+        sinew_identity::SpiffeId::parse(id).err().map(|e| {
+            sinew_config::ConfigError::new(
+                format!("mtls.identities[{i}]"),
+                format!("{id:?} is not a SPIFFE ID: {e}"),
+            )
+        })
+    })
+}
+
+/// A listener is HTTP (routes) or TCP (one service), never both or neither; its TLS is
+/// files (`tls`) or the mesh's (`mtls`), not both.
 fn listener_shape(l: &Listener) -> Option<sinew_config::ConfigError> {
     use sinew_config::ConfigError;
+    if l.tls.is_some() && l.mtls.is_some() {
+        return Some(ConfigError::new(
+            "mtls",
+            "a listener terminates TLS with files (`tls`) or with the proxy's mesh identity \
+             (`mtls`), not both",
+        ));
+    }
     match (&l.tcp, l.routes.is_empty()) {
         (Some(_), false) => Some(ConfigError::new(
             "tcp",

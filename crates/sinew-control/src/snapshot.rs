@@ -370,6 +370,7 @@ fn cluster(name: &str, s: &Service) -> Result<Cluster, String> {
         lb_policy: lb_policy as i32,
         outlier_detection,
         circuit_breakers,
+        transport_socket: s.mtls.as_ref().map(|m| upstream_mesh_tls(&m.identities)),
         ..Default::default()
     })
 }
@@ -545,16 +546,134 @@ fn listener(
             }]
         }
     };
+    use crate::services::ListenerMtls;
+    use envoy_types::pb::envoy::config::listener::v3::{
+        listener_filter, FilterChainMatch, ListenerFilter,
+    };
+    let chain = |transport_protocol: &str, transport_socket| FilterChain {
+        filter_chain_match: (!transport_protocol.is_empty()).then(|| FilterChainMatch {
+            transport_protocol: transport_protocol.to_string(),
+            ..Default::default()
+        }),
+        filters: filters.clone(),
+        transport_socket,
+        ..Default::default()
+    };
+    let (filter_chains, listener_filters) = match (l.mtls, &l.tls) {
+        (Some(ListenerMtls::Strict), _) => (vec![chain("", Some(downstream_mesh_tls()))], vec![]),
+        // Istio's permissive port: the TLS inspector reads the first bytes, and each kind
+        // of client finds its chain.
+        (Some(ListenerMtls::Permissive), _) => (
+            vec![
+                chain("tls", Some(downstream_mesh_tls())),
+                chain("raw_buffer", None),
+            ],
+            vec![ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                    &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+                ))),
+                ..Default::default()
+            }],
+        ),
+        (None, tls) => (vec![chain("", tls.as_ref().map(downstream_tls))], vec![]),
+    };
     Ok(envoy_types::pb::envoy::config::listener::v3::Listener {
         name: l.name.clone(),
         address,
-        filter_chains: vec![FilterChain {
-            filters,
-            transport_socket: l.tls.as_ref().map(downstream_tls),
-            ..Default::default()
-        }],
+        filter_chains,
+        listener_filters,
         ..Default::default()
     })
+}
+
+/// An SDS reference over the ADS stream: the proxy answers `default` (its SVID) and
+/// `ROOTCA` (the mesh roots) itself from its mesh identity, as Istio's agent does.
+fn mesh_secret(
+    name: &str,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig {
+    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig {
+        name: name.into(),
+        sds_config: ads(),
+    }
+}
+
+/// The proxy's SVID, with clients checked against the mesh roots: mesh mTLS inbound.
+fn downstream_mesh_tls() -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CommonTlsContext, DownstreamTlsContext,
+    };
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![mesh_secret("default")],
+            validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                mesh_secret("ROOTCA"),
+            )),
+            ..Default::default()
+        }),
+        require_client_certificate: Some(pb::BoolValue { value: true }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            &context,
+        ))),
+    }
+}
+
+/// The proxy's SVID presented to a service's instances, which must prove one of
+/// `identities`: mesh mTLS outbound.
+fn upstream_mesh_tls(
+    identities: &[String],
+) -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+        subject_alt_name_matcher::SanType,
+        CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, StringMatcher,
+    };
+    let matchers = identities
+        .iter()
+        .map(|id| SubjectAltNameMatcher {
+            san_type: SanType::Uri as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(id.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![mesh_secret("default")],
+            validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: matchers,
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(mesh_secret("ROOTCA")),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            &context,
+        ))),
+    }
 }
 
 /// A listener's `tls` as Envoy's DownstreamTlsContext, the files named as they are.
@@ -839,6 +958,96 @@ routes: [{prefix: /, service: a}]
         assert_eq!(
             http.local_rate_limit_levels,
             sinew_config::model::LocalRateLimitLevels::MostSpecific
+        );
+    }
+
+    /// Mesh mTLS as control sends it maps, in the proxy, to the SDS names its mesh
+    /// identity answers: a permissive listener taking mesh clients and plaintext ones on
+    /// one port, and a cluster presenting the proxy's SVID and checking the service's.
+    #[test]
+    fn mesh_mtls_is_sent_as_sds_names_the_proxy_answers_itself() {
+        use sinew_config::tls::PemSource;
+        use sinew_xds::assemble::{Change, Resources};
+        let model = "kind: Service
+name: api
+endpoints: [{address: 127.0.0.1:1}]
+mtls: {identities: ['spiffe://cluster.local/ns/shop/sa/api']}
+---
+kind: Listener
+name: inbound
+address: 127.0.0.1:8443
+mtls: permissive
+routes: [{prefix: /, service: api}]
+";
+        let built = Built::new(&catalog(model));
+        assert!(built.problems.is_empty(), "{:?}", built.problems);
+        let anys = |kind| -> Vec<Any> {
+            built
+                .entries(kind, "sidecar", "")
+                .values()
+                .map(|e| e.any.clone())
+                .collect()
+        };
+        fn decode<M: Message + Default>(anys: Vec<Any>) -> Change<M> {
+            Change {
+                updated: anys
+                    .iter()
+                    .map(|a| M::decode(a.value.as_slice()).unwrap())
+                    .collect(),
+                removed: Vec::new(),
+                complete: true,
+            }
+        }
+        let mut r = Resources::default()
+            .clusters(decode(anys(Kind::Cluster)))
+            .unwrap()
+            .assignments(decode(anys(Kind::Endpoint)))
+            .unwrap()
+            .listeners(decode(anys(Kind::Listener)))
+            .unwrap()
+            .routes(decode(anys(Kind::Route)))
+            .unwrap();
+        let assembled = r.assemble(&sinew_config::Config::default());
+        let config = &assembled.config;
+        let sds = |source: Option<&PemSource>| match source {
+            Some(PemSource::Sds(s)) => s.sds.clone(),
+            other => panic!("not an SDS name: {other:?}"),
+        };
+        let tls = config.listeners[0]
+            .tls
+            .as_ref()
+            .expect("the listener's TLS");
+        assert_eq!(sds(tls.client_ca.as_ref()), "ROOTCA");
+        assert!(tls.require_client_certificate && tls.allow_plaintext);
+        let upstream = config.clusters[0].tls.as_ref().expect("the cluster's TLS");
+        assert_eq!(sds(Some(&upstream.ca)), "ROOTCA");
+        assert_eq!(sds(upstream.cert.as_ref()), "default");
+        assert_eq!(upstream.match_subject_alt_names.len(), 1);
+    }
+
+    #[test]
+    fn a_listener_with_both_tls_and_mtls_and_a_service_identity_that_is_not_spiffe_are_refused() {
+        let both = "kind: Listener
+name: l
+address: 127.0.0.1:1
+tls: {cert: a, key: b}
+mtls: strict
+routes: [{prefix: /, service: s}]
+";
+        let error = parse(both).unwrap_err();
+        assert!(error.starts_with("5:1: mtls:"), "{error}");
+        let bad = "kind: Service
+name: s
+mtls:
+  identities: ['spiffe://cluster.local/ok', 'api']
+";
+        let error = parse(bad).unwrap_err();
+        assert!(error.contains("mtls.identities[1]"), "{error}");
+        let none = "kind: Service\nname: s\nmtls: {identities: []}\n";
+        let error = parse(none).unwrap_err();
+        assert!(
+            error.contains("mtls.identities: name at least one"),
+            "{error}"
         );
     }
 }

@@ -1065,3 +1065,142 @@ static_resources:
         "{log}"
     );
 }
+
+/// Mesh mTLS steered by `sinew control` alone, as Istio's: the services file says which
+/// listeners are strict or permissive and which services are called over mTLS with
+/// which identities; each proxy serves and presents the SVID it got from the CA (SDS
+/// `default`) and checks peers against the mesh roots (`ROOTCA`). Web's proxy calls api's
+/// strict port over mTLS and api's proxy counts the call under web's identity; a service
+/// expecting another identity, and a plaintext call to the strict port, fail; the
+/// permissive port serves the mesh client and a plaintext one.
+#[tokio::test]
+async fn control_sends_mesh_mtls_that_proxies_serve_with_their_own_svids() {
+    let dir = TempDir::new("mesh-ca-control-mtls");
+    let (list, files) = tokens(&dir, &[API_ID, WEB_ID]);
+    let ca_dir = dir.file("ca");
+    let services_dir = dir.file("services");
+    std::fs::create_dir_all(&services_dir).unwrap();
+    let app = Upstream::start("app").await;
+    let (edge, strict, permissive) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        services_dir.join("services.yaml"),
+        format!(
+            "kind: Service
+name: app
+endpoints: [{{address: '{app}'}}]
+---
+kind: Service
+name: api
+endpoints: [{{address: '127.0.0.1:{strict}'}}]
+mtls: {{identities: ['{API_ID}']}}
+---
+kind: Service
+name: api-as-other
+endpoints: [{{address: '127.0.0.1:{strict}'}}]
+mtls: {{identities: ['{OTHER_ID}']}}
+---
+kind: Service
+name: api-in-plaintext
+endpoints: [{{address: '127.0.0.1:{strict}'}}]
+---
+kind: Service
+name: api-permissive
+endpoints: [{{address: '127.0.0.1:{permissive}'}}]
+mtls: {{identities: ['{API_ID}']}}
+---
+kind: Listener
+name: edge
+address: 127.0.0.1:{edge}
+nodes: [web]
+routes:
+  - {{prefix: /other, service: api-as-other}}
+  - {{prefix: /plaintext, service: api-in-plaintext}}
+  - {{prefix: /permissive, service: api-permissive}}
+  - {{prefix: /, service: api}}
+---
+kind: Listener
+name: inbound
+address: 127.0.0.1:{strict}
+nodes: [api]
+mtls: strict
+routes: [{{prefix: /, service: app}}]
+---
+kind: Listener
+name: inbound-permissive
+address: 127.0.0.1:{permissive}
+nodes: [api]
+mtls: permissive
+routes: [{{prefix: /, service: app}}]
+",
+            app = app.addr
+        ),
+    )
+    .unwrap();
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n",
+        ca_dir.display(),
+        list.display()
+    );
+    let (_control, control) = start_control_with(
+        &dir,
+        "debounce: 100ms\nregistries: [{directory: services}]\n",
+        &block,
+    )
+    .await;
+    let root = ca_dir.join("ca.crt");
+    let api = MeshProxy::start(&dir, "api", control, (&root, &files[0], ""), "").await;
+    let _web = MeshProxy::start(&dir, "web", control, (&root, &files[1], ""), "").await;
+
+    let status = |port: u16, path: &'static str| async move {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        match TestClient::http1().try_get(addr, path, &[]).await {
+            Ok(reply) => reply.status.as_u16(),
+            Err(_) => 0,
+        }
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut last = 0;
+    while tokio::time::Instant::now() < until {
+        last = status(edge, "/orders").await;
+        if last == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 200, "web -> api over mesh mTLS");
+    let counted = api
+        .metric(&format!(
+            "sinew_listener_downstream_peer_rq_total{{listener=\"inbound\",peer_spiffe_id=\"{WEB_ID}\",code_class=\"2xx\"}}"
+        ))
+        .await;
+    assert!(
+        counted >= 1.0,
+        "api's proxy counts the call under web's identity"
+    );
+    assert_eq!(
+        status(edge, "/other").await,
+        503,
+        "api is not the identity expected"
+    );
+    // The strict port answers a plaintext request with a TLS alert: a bad gateway.
+    let plaintext = status(edge, "/plaintext").await;
+    assert!(
+        matches!(plaintext, 502 | 503),
+        "the strict port refuses plaintext: {plaintext}"
+    );
+    assert_eq!(
+        status(strict, "/").await,
+        0,
+        "a plaintext client of the strict port"
+    );
+    assert_eq!(
+        status(edge, "/permissive").await,
+        200,
+        "mesh client, permissive port"
+    );
+    assert_eq!(
+        status(permissive, "/").await,
+        200,
+        "plaintext client, permissive port"
+    );
+}
