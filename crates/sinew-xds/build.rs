@@ -41,6 +41,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/compression/brotli/decompressor/v3/brotli.proto",
     "envoy/extensions/compression/zstd/compressor/v3/zstd.proto",
     "envoy/extensions/compression/zstd/decompressor/v3/zstd.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",

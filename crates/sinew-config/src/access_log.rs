@@ -36,6 +36,8 @@ pub struct AccessLog {
 }
 
 pub const STDOUT_PATH: &str = "/dev/stdout";
+/// The process's standard error, as a path (Envoy's `StderrAccessLog`).
+pub const STDERR_PATH: &str = "/dev/stderr";
 
 fn default_path() -> String {
     STDOUT_PATH.into()

@@ -15,6 +15,7 @@
 // `exact_match`, `append`), and Envoy still honours them, so Sinew reads them too.
 #![allow(deprecated)]
 
+mod access_log;
 pub mod assemble;
 pub mod bootstrap;
 pub mod cluster;

@@ -429,6 +429,10 @@ fn http_connection_manager(
     if std::mem::take(&mut hcm.skip_xff_append) && remote {
         out.insert("skip_xff_append".into(), json!(true));
     }
+    let logs = std::mem::take(&mut hcm.access_log);
+    if let Some(logs) = crate::access_log::map(ctx, &format!("{path}.access_log"), logs)? {
+        out.insert("access_log".into(), logs);
+    }
     if let Some(kb) = hcm.max_request_headers_kb.take() {
         out.insert("max_request_headers_kb".into(), json!(kb.value));
     }
@@ -506,6 +510,10 @@ fn tcp_proxy(ctx: &Ctx, path: &str, mut tcp: TcpProxy) -> Result<Value, XdsError
     }
     if let Some(t) = tcp.idle_timeout.take() {
         out.insert("idle_timeout".into(), json!(duration(&t)));
+    }
+    let logs = std::mem::take(&mut tcp.access_log);
+    if let Some(logs) = crate::access_log::map(ctx, &format!("{path}.access_log"), logs)? {
+        out.insert("access_log".into(), logs);
     }
     ctx.only_supported(path, &tcp)?;
     Ok(Value::Object(out))

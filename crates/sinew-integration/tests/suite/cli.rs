@@ -717,7 +717,7 @@ fn validate_explains_envoy_files_in_envoys_words() {
         assert!(!out.status.success(), "{}", text(&out.stdout));
         text(&out.stderr)
     };
-    let file_log = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
+    let file_log = "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig";
     let e = validate(bootstrap(file_log, "ROUND_ROBIN", "svc"));
     assert!(
         e.starts_with(&format!("{path}:14:"))
@@ -732,7 +732,8 @@ fn validate_explains_envoy_files_in_envoys_words() {
     assert!(e.contains("is not an Envoy v3 type"), "{e}");
     assert!(e.contains("spelling"), "{e}");
 
-    let stdout_log = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+    let stdout_log =
+        "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig";
     let e = validate(bootstrap(stdout_log, "CLUSTER_PROVIDED", "svc"));
     assert!(
         e.contains(&format!("Envoy type {stdout_log} is not supported")),

@@ -537,3 +537,153 @@ static_resources:
         "HTTPS through the a.example chain, then plaintext"
     );
 }
+
+/// Envoy's access loggers in a bootstrap, in the spellings real files use: a file
+/// logger with a `log_format` text source behind a status filter (`and_filter` with
+/// `not_health_check_filter`), a stdout logger with a JSON format, the file logger's
+/// deprecated plain `format`, and a stderr logger on a TCP proxy with Envoy's default
+/// format. Each writes what its filter passes, where it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstraps_file_stdout_and_stderr_access_logs_write_what_their_filters_pass() {
+    let app = Upstream::start("app").await;
+    let echo = sinew_integration::echo_server().await;
+    let (web, tcp) = (
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    );
+    let dir = scratch_dir("envoy-access-log");
+    let (errors_log, every_log) = (dir.join("errors.log"), dir.join("every.log"));
+    let file = dir.join("access-log.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {web_port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          access_log:
+          - name: envoy.access_loggers.file
+            filter:
+              and_filter:
+                filters:
+                - not_health_check_filter: {{}}
+                - status_code_filter: {{ comparison: {{ op: GE, value: {{ default_value: 400, runtime_key: errors }} }} }}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {errors}
+              log_format:
+                text_format_source:
+                  inline_string: "error %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\n"
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {every}
+              format: "every %REQ(:PATH)% %RESPONSE_CODE%\n"
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                json_format: {{ method: "%REQ(:METHOD)%", path: "%REQ(:PATH)%", code: "%RESPONSE_CODE%" }}
+{ROUTES_TO_APP}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {tcp_port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: echo
+          access_log:
+          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+{cluster}  - name: echo
+    type: STATIC
+    load_assignment:
+      cluster_name: echo
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {echo_port} }} }} }} }}] }}]
+"#,
+            web_port = web.port(),
+            tcp_port = tcp.port(),
+            echo_port = echo.port(),
+            errors = errors_log.display(),
+            every = every_log.display(),
+            cluster = app_cluster(app.addr),
+        ),
+    )
+    .unwrap();
+    let check = Command::new(sinew_binary())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let (stdout_file, stderr_file) = (dir.join("stdout"), dir.join("stderr"));
+    let _proxy = ChildGuard(
+        Command::new(sinew_binary())
+            .args(["proxy", "-c"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create(&stdout_file).unwrap())
+            .stderr(std::fs::File::create(&stderr_file).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(web).await;
+    wait_for_port(tcp).await;
+    let client = TestClient::http1();
+    assert_eq!(client.get(web, "/fine", &[]).await.status, 200);
+    let missing = client
+        .get(web, "/missing", &[("x-test-status", "404")])
+        .await;
+    assert_eq!(missing.status, 404);
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream.write_all(b"ping\n").await.unwrap();
+    let mut back = [0u8; 5];
+    stream.read_exact(&mut back).await.unwrap();
+    drop(stream);
+
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let written = eventually(Duration::from_secs(5), || {
+        read(&every_log).lines().count() == 2
+            && read(&stdout_file).lines().count() == 2
+            && read(&stderr_file).contains("127.0.0.1")
+    })
+    .await;
+    assert!(
+        written,
+        "every: {:?}\nstdout: {:?}\nstderr: {:?}",
+        read(&every_log),
+        read(&stdout_file),
+        read(&stderr_file)
+    );
+    assert_eq!(read(&errors_log), "error GET /missing 404\n");
+    assert_eq!(read(&every_log), "every /fine 200\nevery /missing 404\n");
+    let json: Vec<serde_json::Value> = read(&stdout_file)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(json[0]["path"], "/fine");
+    assert_eq!(json[1]["code"], 404);
+    // Envoy's default format, for the TCP connection: the upstream host it went to.
+    assert!(
+        read(&stderr_file).contains(&format!("\"{echo}\"")),
+        "{}",
+        read(&stderr_file)
+    );
+}

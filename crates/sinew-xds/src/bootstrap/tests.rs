@@ -933,3 +933,57 @@ fn cluster_indent(text: &str) -> String {
     let at = text.find("\n  clusters:\n").expect("a cluster list") + "\n  clusters:\n".len();
     text[at..].chars().take_while(|c| *c == ' ').collect()
 }
+
+/// Access loggers and filters Sinew cannot honour are each named at their place: a gRPC
+/// logger, a nested JSON format value, a header filter.
+#[test]
+fn access_log_shapes_sinew_cannot_honour_are_named_where_they_are() {
+    let text = r#"
+static_resources:
+  listeners:
+  - name: tcp
+    address: { socket_address: { address: 127.0.0.1, port_value: 18100 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: svc
+          access_log:
+          - name: nested
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { json_format: { request: { method: "%REQ(:METHOD)%" } } }
+  - name: tcp2
+    address: { socket_address: { address: 127.0.0.1, port_value: 18101 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: svc
+          access_log:
+          - name: by-header
+            filter: { header_filter: { header: { name: x-debug, present_match: true } } }
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+  clusters:
+  - name: svc
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 19001 } } }
+"#;
+    let e = error_of(text);
+    assert!(
+        e.contains("access_log[0].typed_config.log_format.json_format.request: is supported by Sinew only as a string"),
+        "{e}"
+    );
+    assert!(
+        e.contains("access_log[0].filter: HeaderFilter is not supported by Sinew"),
+        "{e}"
+    );
+}

@@ -94,6 +94,7 @@ impl Sink {
 
 enum Output {
     Stdout,
+    Stderr,
     File(Option<File>),
 }
 
@@ -101,10 +102,10 @@ enum Output {
 /// than being woken (and writing) once per request, formats what came and writes it in
 /// writes of up to [`WRITE_BYTES`]. Ends when every log using the sink is gone.
 fn write_loop(path: &str, receiver: Receiver<Item>) {
-    let mut output = if path == sinew_config::access_log::STDOUT_PATH {
-        Output::Stdout
-    } else {
-        Output::File(None)
+    let mut output = match path {
+        sinew_config::access_log::STDOUT_PATH => Output::Stdout,
+        sinew_config::access_log::STDERR_PATH => Output::Stderr,
+        _ => Output::File(None),
     };
     let mut generation = REOPEN_GENERATION.load(Ordering::Relaxed);
     let mut buffer = String::with_capacity(WRITE_BYTES + 4096);
@@ -130,6 +131,9 @@ fn write_out(path: &str, output: &mut Output, generation: &mut u64, buffer: &str
     match output {
         Output::Stdout => {
             let _ = std::io::stdout().lock().write_all(buffer.as_bytes());
+        }
+        Output::Stderr => {
+            let _ = std::io::stderr().lock().write_all(buffer.as_bytes());
         }
         Output::File(file) => {
             let now = REOPEN_GENERATION.load(Ordering::Relaxed);
