@@ -85,9 +85,21 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     let source_map = SourceMap::index(text);
     let fail = |errors: Vec<ConfigError>| Diagnostics::new(name, source_map.clone(), errors);
     let stood_in = stand_in_unknown_types(text, &source_map);
-    let parsed = match &stood_in {
-        Some(s) => parse(&s.text, &source_map),
-        None => parse(text, &source_map),
+    let parsed = {
+        let text = stood_in.as_ref().map_or(text, |s| s.text.as_str());
+        let bootstrap_message = descriptors()
+            .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
+            .expect("the bootstrap message is embedded");
+        let canonical = enum_names::canonical(text, &bootstrap_message);
+        let rewritten = stood_in.is_some() || canonical.is_some();
+        parse(canonical.as_deref().unwrap_or(text), &source_map).map_err(|mut e| {
+            // The parser's line and column are in the rewritten text; the field's own
+            // place in the file is the one to report.
+            if rewritten && !e.path.is_empty() {
+                e.position = None;
+            }
+            e
+        })
     };
     let (unknown, muted) = stood_in.map(|s| (s.errors, s.muted)).unwrap_or_default();
     let bootstrap = parsed.map_err(|e| fail(unknown.iter().cloned().chain([e]).collect()))?;
@@ -751,6 +763,8 @@ fn api_source(
         tls_cluster,
     })
 }
+
+mod enum_names;
 
 #[cfg(test)]
 mod tests;

@@ -987,3 +987,66 @@ static_resources:
         "{e}"
     );
 }
+
+/// Enum names in lower case, as Envoy reads them (its loader ignores their case): at the
+/// top level, in a cluster, inside a connection manager's `typed_config`, and inside an
+/// access logger's filter within it.
+#[test]
+fn enum_names_in_any_case_are_read_as_envoy_reads_them() {
+    let text = r#"
+static_resources:
+  listeners:
+  - name: web
+    address: { socket_address: { address: 127.0.0.1, port_value: 18100, protocol: tcp } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          codec_type: auto
+          access_log:
+          - name: errors
+            filter: { status_code_filter: { comparison: { op: ge, value: { default_value: 500, runtime_key: k } } } }
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                route: { cluster: svc }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: svc
+    type: static
+    lb_policy: least_request
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 19001 } } }
+"#;
+    let b = load_str("envoy.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    let config = &b.loaded.config;
+    assert_eq!(config.clusters[0].lb, model::LbPolicy::LeastRequest);
+    let logs = config.listeners[0]
+        .http
+        .as_ref()
+        .unwrap()
+        .access_log
+        .as_ref();
+    let filter = logs.unwrap()[0].filter.as_ref().expect("the status filter");
+    let comparison = &filter.status_code_filter.as_ref().unwrap().comparison;
+    assert!(comparison.holds(500) && !comparison.holds(499));
+    // A name that is no enum value in any case is still refused, at its place.
+    let e = error_of(&text.replace("least_request", "fastest"));
+    assert!(
+        e.starts_with("envoy.yaml:32:5: static_resources.clusters[0].lb_policy"),
+        "{e}"
+    );
+}

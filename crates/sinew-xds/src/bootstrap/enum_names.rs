@@ -1,0 +1,80 @@
+//! Enum names in any case, as Envoy reads them: its JSON and YAML loader parses enums
+//! case-insensitively, so real bootstraps say `strict_dns`, `round_robin` or `auto`
+//! where the proto says `STRICT_DNS`. The protobuf parser Sinew uses wants the exact
+//! name; this pass rewrites each enum value whose name matches one of its enum's names
+//! but for case, walking the YAML with Envoy's descriptors (into `Any` by its `@type`).
+
+use prost_reflect::{Kind, MessageDescriptor};
+use serde_yaml_ng::Value;
+
+/// `text` with every enum name written as the proto spells it, or `None` when nothing
+/// needed rewriting (or the text is not YAML: the parser reports that).
+pub(super) fn canonical(text: &str, root: &MessageDescriptor) -> Option<String> {
+    let mut value: Value = serde_yaml_ng::from_str(text).ok()?;
+    let mut changed = false;
+    walk_message(&mut value, root, &mut changed);
+    if !changed {
+        return None;
+    }
+    serde_yaml_ng::to_string(&value).ok()
+}
+
+fn walk_message(value: &mut Value, message: &MessageDescriptor, changed: &mut bool) {
+    let Value::Mapping(map) = value else { return };
+    let message = if message.full_name() == "google.protobuf.Any" {
+        let Some(inner) = map.get("@type").and_then(Value::as_str).and_then(|url| {
+            let name = url.rsplit('/').next().unwrap_or(url);
+            super::descriptors().get_message_by_name(name)
+        }) else {
+            return;
+        };
+        inner
+    } else {
+        message.clone()
+    };
+    for (key, child) in map.iter_mut() {
+        let Some(key) = key.as_str() else { continue };
+        let Some(field) = message
+            .get_field_by_name(key)
+            .or_else(|| message.get_field_by_json_name(key))
+        else {
+            continue;
+        };
+        if field.is_map() {
+            let Kind::Message(entry) = field.kind() else {
+                continue;
+            };
+            let value_kind = entry.map_entry_value_field().kind();
+            if let Value::Mapping(entries) = child {
+                for (_, v) in entries.iter_mut() {
+                    walk_kind(v, &value_kind, changed);
+                }
+            }
+        } else if field.is_list() {
+            if let Value::Sequence(items) = child {
+                for item in items {
+                    walk_kind(item, &field.kind(), changed);
+                }
+            }
+        } else {
+            walk_kind(child, &field.kind(), changed);
+        }
+    }
+}
+
+fn walk_kind(value: &mut Value, kind: &Kind, changed: &mut bool) {
+    match kind {
+        Kind::Message(m) => walk_message(value, m, changed),
+        Kind::Enum(e) => {
+            let Value::String(name) = value else { return };
+            if e.get_value_by_name(name).is_some() {
+                return;
+            }
+            if let Some(exact) = e.values().find(|v| v.name().eq_ignore_ascii_case(name)) {
+                *name = exact.name().to_string();
+                *changed = true;
+            }
+        }
+        _ => {}
+    }
+}
