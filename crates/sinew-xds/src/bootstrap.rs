@@ -90,7 +90,7 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
         let bootstrap_message = descriptors()
             .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
             .expect("the bootstrap message is embedded");
-        let canonical = enum_names::canonical(text, &bootstrap_message);
+        let canonical = lenient::canonical(text, &bootstrap_message);
         let rewritten = stood_in.is_some() || canonical.is_some();
         parse(canonical.as_deref().unwrap_or(text), &source_map).map_err(|mut e| {
             // The parser's line and column are in the rewritten text; the field's own
@@ -764,7 +764,7 @@ fn api_source(
     })
 }
 
-mod enum_names;
+mod lenient;
 
 #[cfg(test)]
 mod tests;

@@ -990,9 +990,9 @@ static_resources:
 
 /// Enum names in lower case, as Envoy reads them (its loader ignores their case): at the
 /// top level, in a cluster, inside a connection manager's `typed_config`, and inside an
-/// access logger's filter within it.
+/// access logger's filter within it; and a lone value where a list is expected.
 #[test]
-fn enum_names_in_any_case_are_read_as_envoy_reads_them() {
+fn enum_names_in_any_case_and_lone_list_values_are_read_as_envoy_reads_them() {
     let text = r#"
 static_resources:
   listeners:
@@ -1043,6 +1043,13 @@ static_resources:
     let filter = logs.unwrap()[0].filter.as_ref().expect("the status filter");
     let comparison = &filter.status_code_filter.as_ref().unwrap().comparison;
     assert!(comparison.holds(500) && !comparison.holds(499));
+    // One filter chain, and its one filter, written without the list around them.
+    let lone = text
+        .replace("    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config:",
+                 "    filter_chains:\n      filters:\n        name: envoy.filters.network.http_connection_manager\n        typed_config:");
+    assert_ne!(lone, text);
+    let b = load_str("envoy.yaml", &lone).unwrap_or_else(|e| panic!("{e}\n{lone}"));
+    assert!(b.loaded.config.listeners[0].http.is_some());
     // A name that is no enum value in any case is still refused, at its place.
     let e = error_of(&text.replace("least_request", "fastest"));
     assert!(

@@ -1,14 +1,18 @@
-//! Enum names in any case, as Envoy reads them: its JSON and YAML loader parses enums
-//! case-insensitively, so real bootstraps say `strict_dns`, `round_robin` or `auto`
-//! where the proto says `STRICT_DNS`. The protobuf parser Sinew uses wants the exact
-//! name; this pass rewrites each enum value whose name matches one of its enum's names
-//! but for case, walking the YAML with Envoy's descriptors (into `Any` by its `@type`).
+//! What Envoy's YAML loader accepts beyond the strict proto3 JSON mapping, rewritten into
+//! it before the bootstrap is parsed, walking the YAML with Envoy's descriptors (into
+//! `Any` by its `@type`):
+//!
+//! - enum names in any case: real bootstraps say `strict_dns`, `round_robin` or `auto`
+//!   where the proto says `STRICT_DNS`;
+//! - one value where a list is expected (`filter_chains: {filters: [...]}`): Envoy's
+//!   protobuf converter reads it as a list of that one value.
 
 use prost_reflect::{Kind, MessageDescriptor};
 use serde_yaml_ng::Value;
 
-/// `text` with every enum name written as the proto spells it, or `None` when nothing
-/// needed rewriting (or the text is not YAML: the parser reports that).
+/// `text` with every enum name written as the proto spells it and every lone value of a
+/// list field made a list, or `None` when nothing needed rewriting (or the text is not
+/// YAML: the parser reports that).
 pub(super) fn canonical(text: &str, root: &MessageDescriptor) -> Option<String> {
     let mut value: Value = serde_yaml_ng::from_str(text).ok()?;
     let mut changed = false;
@@ -51,6 +55,10 @@ fn walk_message(value: &mut Value, message: &MessageDescriptor, changed: &mut bo
                 }
             }
         } else if field.is_list() {
+            if !matches!(child, Value::Sequence(_) | Value::Null) {
+                *child = Value::Sequence(vec![std::mem::take(child)]);
+                *changed = true;
+            }
             if let Value::Sequence(items) = child {
                 for item in items {
                     walk_kind(item, &field.kind(), changed);
