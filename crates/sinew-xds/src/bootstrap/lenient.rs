@@ -5,7 +5,10 @@
 //! - enum names in any case: real bootstraps say `strict_dns`, `round_robin` or `auto`
 //!   where the proto says `STRICT_DNS`;
 //! - one value where a list is expected (`filter_chains: {filters: [...]}`): Envoy's
-//!   protobuf converter reads it as a list of that one value.
+//!   protobuf converter reads it as a list of that one value;
+//! - an empty `typed_config` (`{}`, no `@type`): an `Any` with no type, which Envoy
+//!   reads as "the extension `name` says, with its default config" — the same as no
+//!   `typed_config`, which is how Sinew's mappers then see it.
 
 use prost_reflect::{Kind, MessageDescriptor};
 use serde_yaml_ng::Value;
@@ -36,6 +39,31 @@ fn walk_message(value: &mut Value, message: &MessageDescriptor, changed: &mut bo
     } else {
         message.clone()
     };
+    let empty_any: Vec<Value> = map
+        .iter()
+        .filter(|(key, child)| {
+            let field = key.as_str().and_then(|key| {
+                message
+                    .get_field_by_name(key)
+                    .or_else(|| message.get_field_by_json_name(key))
+            });
+            let is_any = field.is_some_and(|f| {
+                !f.is_list()
+                    && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.Any")
+            });
+            let empty = match child {
+                Value::Mapping(m) => m.is_empty(),
+                Value::Null => true,
+                _ => false,
+            };
+            is_any && empty
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in empty_any {
+        map.remove(&key);
+        *changed = true;
+    }
     for (key, child) in map.iter_mut() {
         let Some(key) = key.as_str() else { continue };
         let Some(field) = message

@@ -990,7 +990,8 @@ static_resources:
 
 /// Enum names in lower case, as Envoy reads them (its loader ignores their case): at the
 /// top level, in a cluster, inside a connection manager's `typed_config`, and inside an
-/// access logger's filter within it; and a lone value where a list is expected.
+/// access logger's filter within it; a lone value where a list is expected; and an empty
+/// `typed_config`.
 #[test]
 fn enum_names_in_any_case_and_lone_list_values_are_read_as_envoy_reads_them() {
     let text = r#"
@@ -1050,6 +1051,13 @@ static_resources:
     assert_ne!(lone, text);
     let b = load_str("envoy.yaml", &lone).unwrap_or_else(|e| panic!("{e}\n{lone}"));
     assert!(b.loaded.config.listeners[0].http.is_some());
+    // An empty typed_config is the extension its name says, with its defaults.
+    let empty = text.replace(
+        "            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        "            typed_config: {}",
+    );
+    assert_ne!(empty, text);
+    load_str("envoy.yaml", &empty).unwrap_or_else(|e| panic!("{e}\n{empty}"));
     // A name that is no enum value in any case is still refused, at its place.
     let e = error_of(&text.replace("least_request", "fastest"));
     assert!(
