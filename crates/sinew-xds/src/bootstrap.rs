@@ -445,6 +445,16 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
     }
     let statics = bootstrap.static_resources.take().unwrap_or_default();
     let dynamic = bootstrap.dynamic_resources.take();
+    // When Envoy flushes stats to its sinks (on reads of the admin API, or every
+    // interval): Sinew has no stats sinks — its metrics are read at scrape time — so
+    // either says nothing that changes what Sinew does.
+    if let Some(
+        envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::StatsFlush::StatsFlushOnAdmin(_),
+    ) = bootstrap.stats_flush
+    {
+        bootstrap.stats_flush = None;
+    }
+    bootstrap.stats_flush_interval = None;
     if let Err(e) = ctx.only_supported("", &*bootstrap) {
         refused.push(at_root(e));
     }

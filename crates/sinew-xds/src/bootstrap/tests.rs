@@ -1058,6 +1058,11 @@ static_resources:
     );
     assert_ne!(empty, text);
     load_str("envoy.yaml", &empty).unwrap_or_else(|e| panic!("{e}\n{empty}"));
+    // When stats are flushed to sinks Sinew does not have changes nothing.
+    for flush in ["stats_flush_on_admin: true", "stats_flush_interval: 5s"] {
+        let flushed = format!("{flush}{text}");
+        load_str("envoy.yaml", &flushed).unwrap_or_else(|e| panic!("{flush}: {e}"));
+    }
     // A name that is no enum value in any case is still refused, at its place.
     let e = error_of(&text.replace("least_request", "fastest"));
     assert!(
