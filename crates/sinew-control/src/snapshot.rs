@@ -829,6 +829,35 @@ fn route_configuration(l: &Listener, catalog: &Catalog) -> RouteConfiguration {
     }
 }
 
+/// What a Sinew proxy assembles from what `node` is sent: every resource decoded and
+/// mapped as its xDS client does (a refused kind panics, naming the proxy's error).
+#[cfg(test)]
+pub(crate) fn assembled_by_a_proxy(built: &Built, node: &str) -> sinew_xds::assemble::Assembled {
+    use sinew_xds::assemble::{Change, Resources};
+    fn decode<M: Message + Default>(built: &Built, kind: Kind, node: &str) -> Change<M> {
+        Change {
+            updated: built
+                .entries(kind, node, "")
+                .values()
+                .map(|e| M::decode(e.any.value.as_slice()).unwrap())
+                .collect(),
+            removed: Vec::new(),
+            complete: true,
+        }
+    }
+    let refused = |kind: &'static str| move |e| panic!("the proxy refuses the {kind}: {e:?}");
+    Resources::default()
+        .clusters(decode(built, Kind::Cluster, node))
+        .unwrap_or_else(refused("clusters"))
+        .assignments(decode(built, Kind::Endpoint, node))
+        .unwrap_or_else(refused("assignments"))
+        .listeners(decode(built, Kind::Listener, node))
+        .unwrap_or_else(refused("listeners"))
+        .routes(decode(built, Kind::Route, node))
+        .unwrap_or_else(refused("routes"))
+        .assemble(&sinew_config::Config::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -910,37 +939,7 @@ routes: [{prefix: /, service: a}]
 
     #[test]
     fn what_sinew_builds_sinew_accepts() {
-        use sinew_xds::assemble::{Change, Resources};
-        let built = Built::new(&catalog(MODEL));
-        let decode_all = |kind| -> Vec<Any> {
-            built
-                .entries(kind, "gateway", "")
-                .values()
-                .map(|e| e.any.clone())
-                .collect()
-        };
-        fn decode<M: Message + Default>(anys: Vec<Any>) -> Vec<M> {
-            anys.iter()
-                .map(|a| M::decode(a.value.as_slice()).unwrap())
-                .collect()
-        }
-        fn all<T>(updated: Vec<T>) -> Change<T> {
-            Change {
-                updated,
-                removed: Vec::new(),
-                complete: true,
-            }
-        }
-        let mut r = Resources::default()
-            .clusters(all(decode(decode_all(Kind::Cluster))))
-            .unwrap()
-            .assignments(all(decode(decode_all(Kind::Endpoint))))
-            .unwrap()
-            .listeners(all(decode(decode_all(Kind::Listener))))
-            .unwrap()
-            .routes(all(decode(decode_all(Kind::Route))))
-            .unwrap();
-        let assembled = r.assemble(&sinew_config::Config::default());
+        let assembled = assembled_by_a_proxy(&Built::new(&catalog(MODEL)), "gateway");
         assert!(assembled.warming.is_empty(), "{:?}", assembled.warming);
         assert!(sinew_config::validate(&assembled.config).is_empty());
         // Service a's rate limit is its route's own bucket, the most specific level.
@@ -967,7 +966,6 @@ routes: [{prefix: /, service: a}]
     #[test]
     fn mesh_mtls_is_sent_as_sds_names_the_proxy_answers_itself() {
         use sinew_config::tls::PemSource;
-        use sinew_xds::assemble::{Change, Resources};
         let model = "kind: Service
 name: api
 endpoints: [{address: 127.0.0.1:1}]
@@ -981,33 +979,7 @@ routes: [{prefix: /, service: api}]
 ";
         let built = Built::new(&catalog(model));
         assert!(built.problems.is_empty(), "{:?}", built.problems);
-        let anys = |kind| -> Vec<Any> {
-            built
-                .entries(kind, "sidecar", "")
-                .values()
-                .map(|e| e.any.clone())
-                .collect()
-        };
-        fn decode<M: Message + Default>(anys: Vec<Any>) -> Change<M> {
-            Change {
-                updated: anys
-                    .iter()
-                    .map(|a| M::decode(a.value.as_slice()).unwrap())
-                    .collect(),
-                removed: Vec::new(),
-                complete: true,
-            }
-        }
-        let mut r = Resources::default()
-            .clusters(decode(anys(Kind::Cluster)))
-            .unwrap()
-            .assignments(decode(anys(Kind::Endpoint)))
-            .unwrap()
-            .listeners(decode(anys(Kind::Listener)))
-            .unwrap()
-            .routes(decode(anys(Kind::Route)))
-            .unwrap();
-        let assembled = r.assemble(&sinew_config::Config::default());
+        let assembled = assembled_by_a_proxy(&built, "sidecar");
         let config = &assembled.config;
         let sds = |source: Option<&PemSource>| match source {
             Some(PemSource::Sds(s)) => s.sds.clone(),

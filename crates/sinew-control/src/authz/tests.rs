@@ -257,39 +257,9 @@ fn catalog(yaml: &str) -> Catalog {
 
 /// What the proxy makes of what `sinew control` sends: each listener's policies.
 fn mapped(c: &Catalog) -> BTreeMap<String, Option<Authorization>> {
-    use envoy_types::pb::google::protobuf::Any;
-    use prost::Message;
-    use sinew_xds::assemble::{Change, Resources};
-    use sinew_xds_client::Kind;
     let built = Built::new(c);
     assert!(built.problems.is_empty(), "{:?}", built.problems);
-    let anys = |kind| -> Vec<Any> {
-        built
-            .entries(kind, "node", "")
-            .values()
-            .map(|e| e.any.clone())
-            .collect()
-    };
-    fn decode<M: Message + Default>(anys: Vec<Any>) -> Change<M> {
-        Change {
-            updated: anys
-                .iter()
-                .map(|a| M::decode(a.value.as_slice()).unwrap())
-                .collect(),
-            removed: Vec::new(),
-            complete: true,
-        }
-    }
-    let mut r = Resources::default()
-        .clusters(decode(anys(Kind::Cluster)))
-        .unwrap()
-        .assignments(decode(anys(Kind::Endpoint)))
-        .unwrap()
-        .listeners(decode(anys(Kind::Listener)))
-        .unwrap_or_else(|e| panic!("the proxy refuses the listeners: {e:?}"))
-        .routes(decode(anys(Kind::Route)))
-        .unwrap();
-    let assembled = r.assemble(&sinew_config::Config::default());
+    let assembled = crate::snapshot::assembled_by_a_proxy(&built, "node");
     assert!(assembled.warming.is_empty(), "{:?}", assembled.warming);
     let errors = sinew_config::validate(&assembled.config);
     assert!(errors.is_empty(), "{errors:?}");
