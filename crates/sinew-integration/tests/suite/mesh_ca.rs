@@ -52,6 +52,30 @@ async fn start_control_with(dir: &TempDir, more: &str, ca_block: &str) -> (Child
     (child, addr)
 }
 
+/// [`start_control`] as the mesh CA (in `ca_dir`, with the workload tokens of `list`)
+/// that also serves the service model `services`, from a directory registry.
+async fn start_control_serving(
+    dir: &TempDir,
+    ca_dir: &Path,
+    list: &Path,
+    services: &str,
+) -> (ChildGuard, SocketAddr) {
+    let services_dir = dir.file("services");
+    std::fs::create_dir_all(&services_dir).unwrap();
+    std::fs::write(services_dir.join("services.yaml"), services).unwrap();
+    let block = format!(
+        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n",
+        ca_dir.display(),
+        list.display()
+    );
+    start_control_with(
+        dir,
+        "debounce: 100ms\nregistries: [{directory: services}]\n",
+        &block,
+    )
+    .await
+}
+
 async fn python_client(
     control: SocketAddr,
     bundle: &Path,
@@ -939,14 +963,10 @@ async fn an_envoy_bootstrap_reaches_its_control_plane_over_tls_as_its_xds_cluste
     let dir = TempDir::new("mesh-ca-xds-tls");
     let (list, _files) = tokens(&dir, &[API_ID]);
     let ca_dir = dir.file("ca");
-    let services_dir = dir.file("services");
-    std::fs::create_dir_all(&services_dir).unwrap();
     let app = Upstream::start("app").await;
     let (edge_port, other_port) = (free_port(), free_port());
-    std::fs::write(
-        services_dir.join("services.yaml"),
-        format!(
-            "kind: Service
+    let services = format!(
+        "kind: Service
 name: app
 endpoints: [{{address: '{}'}}]
 ---
@@ -962,21 +982,9 @@ address: 127.0.0.1:{other_port}
 nodes: [other]
 routes: [{{prefix: /, service: app}}]
 ",
-            app.addr
-        ),
-    )
-    .unwrap();
-    let block = format!(
-        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n",
-        ca_dir.display(),
-        list.display()
+        app.addr
     );
-    let (_control, control) = start_control_with(
-        &dir,
-        "debounce: 100ms\nregistries: [{directory: services}]\n",
-        &block,
-    )
-    .await;
+    let (_control, control) = start_control_serving(&dir, &ca_dir, &list, &services).await;
     let xds_port = control.port();
     let (stranger, _) = openssl_root(&dir, "stranger").await;
 
@@ -1078,14 +1086,10 @@ async fn control_sends_mesh_mtls_that_proxies_serve_with_their_own_svids() {
     let dir = TempDir::new("mesh-ca-control-mtls");
     let (list, files) = tokens(&dir, &[API_ID, WEB_ID]);
     let ca_dir = dir.file("ca");
-    let services_dir = dir.file("services");
-    std::fs::create_dir_all(&services_dir).unwrap();
     let app = Upstream::start("app").await;
     let (edge, strict, permissive) = (free_port(), free_port(), free_port());
-    std::fs::write(
-        services_dir.join("services.yaml"),
-        format!(
-            "kind: Service
+    let services = format!(
+        "kind: Service
 name: app
 endpoints: [{{address: '{app}'}}]
 ---
@@ -1132,21 +1136,9 @@ nodes: [api]
 mtls: permissive
 routes: [{{prefix: /, service: app}}]
 ",
-            app = app.addr
-        ),
-    )
-    .unwrap();
-    let block = format!(
-        "  trust_domain: {TRUST_DOMAIN}\n  dir: {}\n  tokens: {}\n",
-        ca_dir.display(),
-        list.display()
+        app = app.addr
     );
-    let (_control, control) = start_control_with(
-        &dir,
-        "debounce: 100ms\nregistries: [{directory: services}]\n",
-        &block,
-    )
-    .await;
+    let (_control, control) = start_control_serving(&dir, &ca_dir, &list, &services).await;
     let root = ca_dir.join("ca.crt");
     let api = MeshProxy::start(&dir, "api", control, (&root, &files[0], ""), "").await;
     let _web = MeshProxy::start(&dir, "web", control, (&root, &files[1], ""), "").await;
