@@ -568,9 +568,14 @@ impl HeaderActions {
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
-    /// `static` (IP addresses) or `dns` (names re-resolved every `dns_refresh`).
+    /// `static` (IP addresses), `dns` (names re-resolved every `dns_refresh`) or
+    /// `logical_dns` (one name, its first address).
     #[serde(default, rename = "type")]
     pub discovery: Discovery,
+    /// Which address families a name's answer contributes (Envoy's
+    /// `dns_lookup_family`).
+    #[serde(default)]
+    pub dns_lookup_family: DnsLookupFamily,
     #[serde(
         default = "default_dns_refresh",
         deserialize_with = "duration::deserialize"
@@ -631,7 +636,51 @@ fn default_connect_timeout() -> Duration {
 pub enum Discovery {
     #[default]
     Static,
+    /// Every address a name resolves to is an endpoint (Envoy's `STRICT_DNS`).
     Dns,
+    /// The one endpoint is the first address its name resolves to, the answer of the
+    /// moment (Envoy's `LOGICAL_DNS`: for a large DNS-balanced service, where every
+    /// answer would be an endpoint too many).
+    LogicalDns,
+}
+
+impl Discovery {
+    /// Whether endpoints are host names that the cluster resolves.
+    pub fn resolves_names(self) -> bool {
+        matches!(self, Discovery::Dns | Discovery::LogicalDns)
+    }
+}
+
+/// Which addresses of a name's answer a DNS cluster uses, as Envoy's
+/// `dns_lookup_family` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsLookupFamily {
+    /// Every address, IPv4 and IPv6.
+    #[default]
+    All,
+    /// The IPv6 addresses when the name has any, else the IPv4 ones (Envoy's default).
+    Auto,
+    V4Only,
+    V6Only,
+    /// The IPv4 addresses when the name has any, else the IPv6 ones.
+    V4Preferred,
+}
+
+impl DnsLookupFamily {
+    /// Keeps the addresses of `answer` this family takes, in the answer's order.
+    pub fn pick(self, answer: &mut Vec<std::net::SocketAddr>) {
+        let has_v4 = answer.iter().any(|a| a.is_ipv4());
+        let has_v6 = answer.iter().any(|a| a.is_ipv6());
+        let keep_v4 = match self {
+            DnsLookupFamily::All => return,
+            DnsLookupFamily::V4Only => true,
+            DnsLookupFamily::V6Only => false,
+            DnsLookupFamily::Auto => !has_v6,
+            DnsLookupFamily::V4Preferred => has_v4,
+        };
+        answer.retain(|a| a.is_ipv4() == keep_v4);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

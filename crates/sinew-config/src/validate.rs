@@ -574,7 +574,7 @@ impl Checker {
                         );
                     }
                 }
-                Discovery::Dns => {
+                Discovery::Dns | Discovery::LogicalDns => {
                     let ok = e.address.rsplit_once(':').is_some_and(|(host, port)| {
                         !host.is_empty() && port.parse::<u16>().is_ok()
                     });
@@ -607,14 +607,26 @@ impl Checker {
             let path = format!("{p}.upstream_connection_options.tcp_keepalive");
             self.errors.extend(k.check(&path));
         }
-        if c.discovery == Discovery::Dns && c.dns_refresh.is_zero() {
+        if c.discovery.resolves_names() && c.dns_refresh.is_zero() {
             self.err(format!("{p}.dns_refresh"), "must be positive");
         }
+        if c.discovery == Discovery::LogicalDns && c.endpoints.len() != 1 {
+            self.err(
+                format!("{p}.endpoints"),
+                "a `logical_dns` cluster has exactly one endpoint (use `type: dns` for several names)",
+            );
+        }
+        if !c.discovery.resolves_names() && c.dns_lookup_family != DnsLookupFamily::All {
+            self.err(
+                format!("{p}.dns_lookup_family"),
+                "only a `dns` or `logical_dns` cluster resolves names",
+            );
+        }
         for (i, server) in c.dns_resolvers.iter().enumerate() {
-            if c.discovery != Discovery::Dns {
+            if !c.discovery.resolves_names() {
                 self.err(
                     format!("{p}.dns_resolvers"),
-                    "only a `type: dns` cluster resolves names",
+                    "only a `dns` or `logical_dns` cluster resolves names",
                 );
                 break;
             }
@@ -926,6 +938,55 @@ clusters:
     #[test]
     fn accepts_a_minimal_config() {
         assert_eq!(errors(GOOD), "");
+    }
+
+    #[test]
+    fn a_logical_dns_cluster_has_one_endpoint_and_only_dns_clusters_pick_a_family() {
+        let two = GOOD.replace(
+            "    endpoints:\n      - address: 127.0.0.1:9000\n",
+            "    type: logical_dns\n    dns_lookup_family: v4_only\n    endpoints:\n      - address: a.test:80\n      - address: b.test:80\n",
+        );
+        assert!(
+            errors(&two).contains(
+                "clusters[0].endpoints: a `logical_dns` cluster has exactly one endpoint"
+            ),
+            "{}",
+            errors(&two)
+        );
+        let one = GOOD.replace(
+            "    endpoints:\n      - address: 127.0.0.1:9000\n",
+            "    type: logical_dns\n    dns_lookup_family: v4_only\n    endpoints:\n      - address: a.test:80\n",
+        );
+        assert_eq!(errors(&one), "");
+        let static_family = GOOD.replace(
+            "    endpoints:\n      - address: 127.0.0.1:9000\n",
+            "    dns_lookup_family: auto\n    endpoints:\n      - address: 127.0.0.1:9000\n",
+        );
+        assert!(
+            errors(&static_family)
+                .contains("clusters[0].dns_lookup_family: only a `dns` or `logical_dns` cluster"),
+            "{}",
+            errors(&static_family)
+        );
+    }
+
+    #[test]
+    fn a_lookup_family_keeps_the_addresses_envoy_would() {
+        use crate::model::DnsLookupFamily::*;
+        let v4: std::net::SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let v6: std::net::SocketAddr = "[::1]:80".parse().unwrap();
+        let pick = |family: crate::model::DnsLookupFamily, answer: &[std::net::SocketAddr]| {
+            let mut answer = answer.to_vec();
+            family.pick(&mut answer);
+            answer
+        };
+        assert_eq!(pick(All, &[v4, v6]), vec![v4, v6]);
+        assert_eq!(pick(Auto, &[v4, v6]), vec![v6]);
+        assert_eq!(pick(Auto, &[v4]), vec![v4]);
+        assert_eq!(pick(V4Preferred, &[v6, v4]), vec![v4]);
+        assert_eq!(pick(V4Preferred, &[v6]), vec![v6]);
+        assert_eq!(pick(V4Only, &[v6]), Vec::<std::net::SocketAddr>::new());
+        assert_eq!(pick(V6Only, &[v4, v6]), vec![v6]);
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn examples_keep_to_the_address_plan() {
                         endpoint.address.as_str(),
                         "127.0.0.1:19001" | "127.0.0.1:19002" | "127.0.0.1:19003"
                     ),
-                    Discovery::Dns => endpoint.address == "localhost:19001",
+                    Discovery::Dns | Discovery::LogicalDns => endpoint.address == "localhost:19001",
                 };
                 if !ok {
                     problems.push(format!(

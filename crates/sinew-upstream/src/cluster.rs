@@ -246,8 +246,8 @@ impl<'a> ClusterBuilder<'a> {
                 .collect(),
             // DNS clusters start from what the running config last resolved, so a reload
             // leaves no gap; the background task resolves again at once.
-            Discovery::Dns => match previous {
-                Some(p) if p.config.discovery == Discovery::Dns => {
+            Discovery::Dns | Discovery::LogicalDns => match previous {
+                Some(p) if p.config.discovery == cfg.discovery => {
                     let hosts = p.hosts.load();
                     hosts
                         .endpoints
@@ -518,7 +518,7 @@ impl Cluster {
     /// when some endpoint has not been checked. Bounded: a resolver or an endpoint that
     /// does not answer leaves the cluster as it is.
     pub async fn warm(&self) {
-        if self.config.discovery == Discovery::Dns && self.hosts.load().endpoints.is_empty() {
+        if self.config.discovery.resolves_names() && self.hosts.load().endpoints.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.resolve()).await;
         }
         if let Some(checker) = &self.active {
@@ -604,7 +604,7 @@ impl Cluster {
     /// task holds only a weak reference and ends when the cluster is dropped.
     pub fn start(self: &Arc<Self>) {
         let weak: Weak<Cluster> = Arc::downgrade(self);
-        let dns = self.config.discovery == Discovery::Dns;
+        let dns = self.config.discovery.resolves_names();
         let refresh = self.config.dns_refresh;
         tokio::spawn(async move {
             let tick = Duration::from_secs(1).min(refresh);
@@ -672,7 +672,15 @@ impl Cluster {
         let mut resolved: Vec<(SocketAddr, &model::Endpoint)> = Vec::new();
         for endpoint in &self.config.endpoints {
             match self.resolver.resolve(&endpoint.address).await {
-                Ok(addrs) => resolved.extend(addrs.into_iter().map(|a| (a, endpoint))),
+                Ok(mut addrs) => {
+                    self.config.dns_lookup_family.pick(&mut addrs);
+                    if self.config.discovery == Discovery::LogicalDns {
+                        // The answer of the moment, first address only: a new answer
+                        // moves the one endpoint (and new connections) there.
+                        addrs.truncate(1);
+                    }
+                    resolved.extend(addrs.into_iter().map(|a| (a, endpoint)))
+                }
                 Err(e) => {
                     tracing::warn!(cluster = %self.name, address = %endpoint.address, error = %e,
                         "DNS resolution failed; keeping the last answer");
@@ -732,6 +740,39 @@ mod tests {
             .iter()
             .map(|e| e.address())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_logical_dns_cluster_is_the_first_address_of_the_family_it_asks_for() {
+        let config: model::Cluster = serde_yaml_ng::from_str(
+            "{name: c, type: logical_dns, dns_lookup_family: v4_preferred, dns_refresh: 50ms, \
+             endpoints: [{address: 'svc.test:80'}]}",
+        )
+        .unwrap();
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let a: SocketAddr = "127.0.0.12:80".parse().unwrap();
+        let b: SocketAddr = "127.0.0.11:80".parse().unwrap();
+        let resolver = Arc::new(Scripted(Mutex::new(vec![v6, a, b])));
+        let cluster = ClusterBuilder::new(&config, "clusters[0]".into())
+            .with_resolver(resolver.clone())
+            .build(None)
+            .unwrap();
+        cluster.warm().await;
+        assert_eq!(
+            addresses(&cluster),
+            vec![a],
+            "first IPv4 address of the answer"
+        );
+        cluster.start();
+        *resolver.0.lock().unwrap() = vec![b, a];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while addresses(&cluster) != vec![b] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "new first address not picked up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

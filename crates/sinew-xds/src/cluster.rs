@@ -33,6 +33,82 @@ pub struct MappedCluster {
     pub fetch_timeout: Option<std::time::Duration>,
 }
 
+/// A DNS cluster's lookup family and resolvers. Envoy's default family is `AUTO` (the
+/// IPv6 addresses when a name has any), so a cluster that does not say is `auto`.
+fn map_dns(ctx: &Ctx, rest: &mut Cluster, out: &mut Map<String, Value>) -> Result<(), XdsError> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily;
+    let family = match DnsLookupFamily::try_from(std::mem::take(&mut rest.dns_lookup_family)) {
+        Ok(DnsLookupFamily::Auto) => "auto",
+        Ok(DnsLookupFamily::V4Only) => "v4_only",
+        Ok(DnsLookupFamily::V6Only) => "v6_only",
+        Ok(DnsLookupFamily::V4Preferred) => "v4_preferred",
+        Ok(DnsLookupFamily::All) => "all",
+        Err(_) => return Err(ctx.error("dns_lookup_family", "is not a lookup family")),
+    };
+    out.insert("dns_lookup_family".into(), json!(family));
+
+    // The servers to ask: the deprecated `dns_resolvers`, `dns_resolution_config`, or
+    // the c-ares resolver's `resolvers` in `typed_dns_resolver_config`.
+    let mut servers = Vec::new();
+    for (i, address) in std::mem::take(&mut rest.dns_resolvers)
+        .into_iter()
+        .enumerate()
+    {
+        servers.push(crate::convert::socket_address(
+            ctx,
+            format_args!("dns_resolvers[{i}]"),
+            Some(address),
+        )?);
+    }
+    if let Some(mut resolution) = rest.dns_resolution_config.take() {
+        for (i, address) in std::mem::take(&mut resolution.resolvers)
+            .into_iter()
+            .enumerate()
+        {
+            servers.push(crate::convert::socket_address(
+                ctx,
+                format_args!("dns_resolution_config.resolvers[{i}]"),
+                Some(address),
+            )?);
+        }
+        ctx.only_supported("dns_resolution_config", &resolution)?;
+    }
+    if let Some(typed) = rest.typed_dns_resolver_config.take() {
+        use envoy_types::pb::envoy::extensions::network::dns_resolver::cares::v3::CaresDnsResolverConfig;
+        let path = "typed_dns_resolver_config";
+        let any = typed.typed_config.unwrap_or_default();
+        let cares = "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig";
+        if any.type_url != cares {
+            return Err(ctx.error(
+                format!("{path}.typed_config"),
+                format!(
+                    "{} is not supported by Sinew; the c-ares resolver's `resolvers` is",
+                    any.type_url.trim_start_matches("type.googleapis.com/")
+                ),
+            ));
+        }
+        let mut config: CaresDnsResolverConfig = crate::convert::decode(ctx, path, &any)?;
+        for (i, address) in std::mem::take(&mut config.resolvers)
+            .into_iter()
+            .enumerate()
+        {
+            servers.push(crate::convert::socket_address(
+                ctx,
+                format_args!("{path}.typed_config.resolvers[{i}]"),
+                Some(address),
+            )?);
+        }
+        // Asking the servers over TCP only, or the system's too when they fail, would
+        // change which answers count; the options that only tune the query are refused
+        // with them, so nothing is silently different.
+        ctx.only_supported(format_args!("{path}.typed_config"), &config)?;
+    }
+    if !servers.is_empty() {
+        out.insert("dns_resolvers".into(), json!(servers));
+    }
+    Ok(())
+}
+
 pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
     let ctx = Ctx::new("cluster", &cluster.name);
     let mut rest = cluster.clone();
@@ -59,17 +135,16 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
     let mut fetch_timeout = None;
     let endpoints = match kind {
         DiscoveryType::Static => Endpoints::Inline,
-        DiscoveryType::LogicalDns => {
-            return Err(ctx.error(
-                "type",
-                "LOGICAL_DNS (first address only) is not supported by Sinew; STRICT_DNS is",
-            ))
-        }
-        DiscoveryType::StrictDns => {
-            out.insert("type".into(), json!("dns"));
+        DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+            let logical = kind == DiscoveryType::LogicalDns;
+            out.insert(
+                "type".into(),
+                json!(if logical { "logical_dns" } else { "dns" }),
+            );
             if let Some(refresh) = rest.dns_refresh_rate.take() {
                 out.insert("dns_refresh".into(), json!(duration(&refresh)));
             }
+            map_dns(&ctx, &mut rest, &mut out)?;
             Endpoints::Inline
         }
         DiscoveryType::Eds => {

@@ -171,6 +171,110 @@ clusters:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An Envoy bootstrap with a LOGICAL_DNS cluster asking dnsmasq (c-ares `resolvers`):
+/// one endpoint at a time, the first address of the family it asks for, moving when the
+/// answer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstraps_logical_dns_cluster_follows_the_first_address_of_its_family() {
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.2:0")
+        .port();
+    let a = Upstream::start_on("a", SocketAddr::from(([127, 0, 0, 2], port))).await;
+    let b = Upstream::start_on("b", SocketAddr::from(([127, 0, 0, 3], port))).await;
+    let dir = scratch_dir("logical-dns");
+    let dns = Dnsmasq::start(&dir, &format!("127.0.0.2 {NAME}\n")).await;
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let bootstrap = dir.join("envoy.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {listen_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ['*']
+              routes:
+              - match: {{prefix: /}}
+                route: {{cluster: svc}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: svc
+    type: logical_dns
+    dns_lookup_family: V4_ONLY
+    dns_refresh_rate: 0.2s
+    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        '@type': type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers:
+        - socket_address: {{address: 127.0.0.1, port_value: {dns_port}}}
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: {NAME}, port_value: {port}}}}}
+",
+            listen_port = listen.port(),
+            dns_port = dns.address.port(),
+        ),
+    )
+    .unwrap();
+    let _proxy = ChildGuard(
+        Command::new(sinew_integration::sinew_binary())
+            .args(["proxy", "-c"])
+            .arg(&bootstrap)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sinew proxy"),
+    );
+    wait_for("the proxy listens", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(listen).await.is_ok()
+    })
+    .await;
+    let client = TestClient::http1();
+    // The cluster was resolved before the listener took traffic.
+    assert_eq!(reached_ok(&client, listen, 4).await, set(&["a"]));
+
+    // An IPv6 address first and b after it: V4_ONLY skips the IPv6 one (nothing listens
+    // on ::1 at that port), and the one endpoint moves to b.
+    dns.answer(&format!("::1 {NAME}\n127.0.0.3 {NAME}\n"));
+    wait_for("traffic moves to b", Duration::from_secs(5), || async {
+        reached_ok(&client, listen, 4).await == set(&["b"])
+    })
+    .await;
+
+    // Two IPv4 addresses: still one endpoint, not two (STRICT_DNS would spread).
+    dns.answer(&format!("127.0.0.2 {NAME}\n127.0.0.3 {NAME}\n"));
+    wait_for(
+        "dnsmasq is asked after the two-address answer",
+        Duration::from_secs(5),
+        || async {
+            let log = dns.log();
+            let after_third_read = log.match_indices("read ").nth(2).map(|(i, _)| &log[i..]);
+            after_third_read.is_some_and(|l| l.matches(&format!("query[A] {NAME}")).count() >= 2)
+        },
+    )
+    .await;
+    let reached = reached_ok(&client, listen, 8).await;
+    assert_eq!(reached.len(), 1, "one endpoint at a time: {reached:?}");
+    assert!(a.requests() > 0 && b.requests() > 0);
+    drop(dns);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn dns_resolvers_must_be_addresses_on_a_dns_cluster() {
     let dir = scratch_dir("dns-validate");
@@ -204,7 +308,7 @@ clusters:
     );
     assert!(
         stderr.contains("clusters[1].dns_resolvers")
-            && stderr.contains("only a `type: dns` cluster"),
+            && stderr.contains("only a `dns` or `logical_dns` cluster"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -243,6 +243,41 @@ fn an_unsupported_cluster_field_is_named_at_its_position_in_the_file() {
 }
 
 #[test]
+fn dns_clusters_take_envoys_lookup_family_auto_by_default_and_logical_dns_maps() {
+    use sinew_config::model::{Discovery, DnsLookupFamily};
+    let text = std::fs::read_to_string(example("front-proxy.yaml")).unwrap();
+    let strict = text.replacen("    dns_lookup_family: ALL\n", "", 1);
+    let b = load_str("envoy.yaml", &strict).unwrap_or_else(|d| panic!("{d}"));
+    let service2 = &b.loaded.config.clusters[1];
+    assert_eq!(
+        (service2.discovery, service2.dns_lookup_family),
+        (Discovery::Dns, DnsLookupFamily::Auto)
+    );
+    let logical = strict.replacen(
+        "type: STRICT_DNS",
+        "type: LOGICAL_DNS\n    dns_lookup_family: V4_PREFERRED\n    dns_resolvers: [{socket_address: {address: 127.0.0.1, port_value: 5353}}]",
+        1,
+    );
+    let b = load_str("envoy.yaml", &logical).unwrap_or_else(|d| panic!("{d}"));
+    let service2 = &b.loaded.config.clusters[1];
+    assert_eq!(
+        (service2.discovery, service2.dns_lookup_family),
+        (Discovery::LogicalDns, DnsLookupFamily::V4Preferred)
+    );
+    assert_eq!(service2.dns_resolvers, vec!["127.0.0.1:5353".to_string()]);
+    let other_resolver = strict.replacen(
+        "type: STRICT_DNS",
+        "type: STRICT_DNS\n    typed_dns_resolver_config: {name: apple, typed_config: {'@type': type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig}}",
+        1,
+    );
+    let e = error_of(&other_resolver);
+    assert!(
+        e.contains("static_resources.clusters[1].typed_dns_resolver_config"),
+        "{e}"
+    );
+}
+
+#[test]
 fn an_unsupported_bootstrap_section_is_named() {
     let text = "static_resources: {}\noverload_manager: {refresh_interval: 1s}\n";
     let e = error_of(text);
