@@ -21,7 +21,7 @@ pub use crate::health::{HealthCheck, OutlierDetection};
 pub use crate::jwt_authn::JwtAuthn;
 pub use crate::mirror::RequestMirrorPolicy;
 pub use crate::origin::{Cors, Csrf, StringMatch};
-pub use crate::trace::{OtlpExporter, OtlpProtocol, Tracing};
+pub use crate::trace::{OtlpExporter, OtlpProtocol, Tracing, ZipkinExporter};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,6 +1,6 @@
 //! Distributed tracing config for an HTTP listener (Envoy: the HTTP connection manager's
-//! `tracing`, with the OpenTelemetry tracer as provider): how many requests start a
-//! sampled trace, and where spans are exported over OTLP.
+//! `tracing`, with the OpenTelemetry or Zipkin tracer as provider): how many requests
+//! start a sampled trace, and where spans are exported, over OTLP or to Zipkin.
 
 use std::time::Duration;
 
@@ -24,6 +24,10 @@ pub struct Tracing {
     /// Where spans go. Envoy: `provider` with `envoy.tracers.opentelemetry`.
     #[serde(default)]
     pub opentelemetry: OtlpExporter,
+    /// Spans to a Zipkin collector instead (JSON v2), with B3 headers written upstream.
+    /// Envoy: `provider` with `envoy.tracers.zipkin`.
+    #[serde(default)]
+    pub zipkin: Option<ZipkinExporter>,
     /// Finished spans waiting for export; past it new spans are dropped and counted,
     /// so a slow or dead collector never holds a request up.
     #[serde(default = "default_max_queued_spans")]
@@ -43,6 +47,11 @@ pub struct OtlpExporter {
     /// Default: the local collector, port 4317 for gRPC and 4318 for HTTP.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Send to this cluster's first endpoint instead of `endpoint`'s host and port (a
+    /// path in `endpoint` is kept). Envoy: `grpc_service.envoy_grpc.cluster_name`,
+    /// `http_service.http_uri.cluster`.
+    #[serde(default)]
+    pub cluster: Option<String>,
     /// Each export gives up after this long.
     #[serde(
         default = "default_export_timeout",
@@ -51,11 +60,90 @@ pub struct OtlpExporter {
     pub timeout: Duration,
 }
 
+/// A Zipkin collector, sent JSON v2 spans (`POST` of a list) over HTTP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZipkinExporter {
+    /// `http://host:port/path`; default `http://127.0.0.1:9411/api/v2/spans`. A URL
+    /// without a path gets `/api/v2/spans`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Send to this cluster's first endpoint instead of `endpoint`'s host and port (a
+    /// path in `endpoint` is kept). Envoy: `collector_cluster` with
+    /// `collector_endpoint` as the path.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// The `Host` of the export requests; default the collector's `host:port`. Envoy:
+    /// `collector_hostname`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// New traces get 128-bit ids; false: 64-bit, as Envoy's Zipkin tracer makes unless
+    /// `trace_id_128bit`.
+    #[serde(default)]
+    pub trace_id_128bit: bool,
+    /// Each export gives up after this long.
+    #[serde(
+        default = "default_export_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub timeout: Duration,
+}
+
+impl ZipkinExporter {
+    /// The URL spans are posted to, or why `endpoint` is not one.
+    pub fn url(&self) -> Result<String, String> {
+        let given = self
+            .endpoint
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:9411")
+            .trim();
+        let (url, path) = http_url(given)?;
+        Ok(match path {
+            "" | "/" => format!("{}/api/v2/spans", url.trim_end_matches('/')),
+            _ => url,
+        })
+    }
+}
+
+/// `given` as an `http://host:port[/path]` URL, with its path; refuses other schemes and
+/// a missing port.
+fn http_url(given: &str) -> Result<(String, &str), String> {
+    let url = if given.contains("://") {
+        given.to_string()
+    } else {
+        format!("http://{given}")
+    };
+    let (scheme, rest) = given.split_once("://").unwrap_or(("http", given));
+    if scheme != "http" {
+        return Err(format!(
+            "scheme {scheme:?} is not supported (only plain http:// to a local collector)"
+        ));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let port = authority.rsplit_once(':').map(|(_, p)| p);
+    if authority.is_empty() || port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+        return Err(format!("{given:?} has no host:port"));
+    }
+    Ok((url, path))
+}
+
+/// `url` sent to `address` (`host:port`) instead of its own host and port: what an
+/// exporter naming a `cluster` sends to.
+pub fn with_address(url: &str, address: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("http://{address}{path}")
+}
+
 impl Default for OtlpExporter {
     fn default() -> Self {
         Self {
             protocol: OtlpProtocol::default(),
             endpoint: None,
+            cluster: None,
             timeout: default_export_timeout(),
         }
     }
@@ -80,25 +168,7 @@ impl OtlpExporter {
                 OtlpProtocol::HttpProtobuf => "http://127.0.0.1:4318",
             },
         };
-        let url = if given.contains("://") {
-            given.to_string()
-        } else {
-            format!("http://{given}")
-        };
-        let (scheme, rest) = url.split_once("://").unwrap_or(("", &url));
-        if scheme != "http" {
-            return Err(format!(
-                "scheme {scheme:?} is not supported (only plain http:// to a local collector)"
-            ));
-        }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let port = authority.rsplit_once(':').map(|(_, p)| p);
-        if authority.is_empty() || port.and_then(|p| p.parse::<u16>().ok()).is_none() {
-            return Err(format!("{given:?} has no host:port"));
-        }
+        let (url, path) = http_url(given)?;
         let no_path = matches!(path, "" | "/");
         Ok(match self.protocol {
             OtlpProtocol::HttpProtobuf if no_path => {
@@ -157,6 +227,33 @@ pub fn check(path: &str, tracing: &Tracing, errors: &mut Vec<ConfigError>) {
             "must be more than 0",
         ));
     }
+    if let Some(zipkin) = &tracing.zipkin {
+        if tracing.opentelemetry != OtlpExporter::default() {
+            errors.push(ConfigError::new(
+                format!("{path}.zipkin"),
+                "spans go to one collector: `opentelemetry` or `zipkin`, not both",
+            ));
+        }
+        if let Err(e) = zipkin.url() {
+            errors.push(ConfigError::new(format!("{path}.zipkin.endpoint"), e));
+        }
+        if zipkin.timeout.is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.zipkin.timeout"),
+                "must be more than 0",
+            ));
+        }
+    }
+}
+
+impl Tracing {
+    /// The cluster the exporter sends to, if it names one, with its field path.
+    pub fn exporter_cluster(&self) -> Option<(&'static str, &str)> {
+        match &self.zipkin {
+            Some(z) => z.cluster.as_deref().map(|c| ("zipkin.cluster", c)),
+            None => (self.opentelemetry.cluster.as_deref()).map(|c| ("opentelemetry.cluster", c)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +266,32 @@ mod tests {
             endpoint: endpoint.map(str::to_string),
             ..OtlpExporter::default()
         }
+    }
+
+    #[test]
+    fn zipkin_endpoints_default_to_api_v2_spans_and_a_cluster_address_stands_in_for_the_host() {
+        let zipkin = |endpoint: Option<&str>| ZipkinExporter {
+            endpoint: endpoint.map(str::to_string),
+            cluster: None,
+            hostname: None,
+            trace_id_128bit: false,
+            timeout: default_export_timeout(),
+        };
+        assert_eq!(
+            zipkin(None).url().unwrap(),
+            "http://127.0.0.1:9411/api/v2/spans"
+        );
+        assert_eq!(
+            zipkin(Some("zipkin:9411")).url().unwrap(),
+            "http://zipkin:9411/api/v2/spans"
+        );
+        let custom = zipkin(Some("http://c:1/custom/spans")).url().unwrap();
+        assert_eq!(custom, "http://c:1/custom/spans");
+        assert_eq!(
+            with_address(&custom, "10.0.0.7:9411"),
+            "http://10.0.0.7:9411/custom/spans"
+        );
+        assert!(zipkin(Some("https://c:1")).url().is_err());
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 }
                 if let Some(tracing) = &http.tracing {
                     crate::trace::check(&format!("{hp}.tracing"), tracing, &mut v.errors);
+                    if let Some((field, name)) = tracing.exporter_cluster() {
+                        v.cluster_ref(format!("{hp}.tracing.{field}"), name, &clusters);
+                    }
                 }
                 if let Some(jwt) = &http.jwt_authn {
                     crate::jwt_authn::check(&format!("{hp}.jwt_authn"), jwt, &mut v.errors);

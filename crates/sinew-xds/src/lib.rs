@@ -37,6 +37,7 @@ mod static_secrets;
 #[cfg(test)]
 mod test_fixtures;
 mod tls_context;
+mod trace;
 mod unsupported;
 
 use std::fmt;

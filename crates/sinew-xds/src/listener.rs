@@ -409,8 +409,11 @@ fn http_connection_manager(
             return Err(ctx.error(fpath, "the router must be the last HTTP filter"));
         }
         if let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type {
-            let router: envoy_types::pb::envoy::extensions::filters::http::router::v3::Router =
+            let mut router: envoy_types::pb::envoy::extensions::filters::http::router::v3::Router =
                 decode(ctx, &fpath, any)?;
+            // A child span per upstream call: Sinew records one span per request whatever
+            // this says, and traffic is the same (docs/envoy-bootstrap.md).
+            router.start_child_span = false;
             ctx.only_supported(format_args!("{fpath}.typed_config"), &router)?;
         }
     }
@@ -441,6 +444,10 @@ fn http_connection_manager(
     }
     if let Some(t) = hcm.stream_idle_timeout.take() {
         out.insert("stream_idle_timeout".into(), json!(duration(&t)));
+    }
+    if let Some(tracing) = hcm.tracing.take() {
+        let mapped = crate::trace::map(ctx, &format!("{path}.tracing"), tracing)?;
+        out.insert("tracing".into(), mapped);
     }
     if let Some(mut common) = hcm.common_http_protocol_options.take() {
         if let Some(t) = common.idle_timeout.take() {

@@ -530,3 +530,286 @@ async fn a_reload_changes_the_rate_keeps_exporting_and_can_turn_tracing_off() {
     assert_eq!(seen(&echo, "traceparent"), None);
     assert_eq!(seen(&echo, "b3").as_deref(), Some("1"));
 }
+
+/// One export request a collector received: path, `Host`, `Content-Type`, JSON body.
+type Export = (String, String, String, serde_json::Value);
+
+/// A Zipkin collector for the test: takes `POST`s and keeps (path, `Host`,
+/// `Content-Type`, body as JSON).
+struct ZipkinCollector {
+    addr: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Export>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ZipkinCollector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ZipkinCollector {
+    async fn start() -> ZipkinCollector {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let kept = kept.clone();
+                            async move {
+                                let header = |name| {
+                                    req.headers()
+                                        .get(name)
+                                        .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                                        .unwrap_or("")
+                                        .to_string()
+                                };
+                                let path = req.uri().path().to_string();
+                                let host = header(http::header::HOST);
+                                let content_type = header(http::header::CONTENT_TYPE);
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let json = serde_json::from_slice(&body)
+                                    .unwrap_or(serde_json::Value::Null);
+                                kept.lock().unwrap().push((path, host, content_type, json));
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(202)
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        ZipkinCollector {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    /// Every span received so far, with the request that carried it.
+    async fn wait_for_span(&self) -> Export {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some((path, host, content_type, list)) = self.received.lock().unwrap().first() {
+                return (
+                    path.clone(),
+                    host.clone(),
+                    content_type.clone(),
+                    list[0].clone(),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no span reached the Zipkin collector"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// An Envoy bootstrap whose connection manager has `tracing` with `provider`, and whose
+/// clusters are `svc` (the upstream) and `collector` (at `collector`, HTTP/2 if asked).
+fn traced_bootstrap(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    provider: &str,
+    collector: SocketAddr,
+    http2: bool,
+) -> String {
+    let h2 = if http2 {
+        "
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}"
+    } else {
+        ""
+    };
+    format!(
+        "static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {listen_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          tracing:
+            random_sampling: {{value: 100}}
+            provider:
+{provider}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ['*']
+              routes:
+              - match: {{prefix: /}}
+                route: {{cluster: svc}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              start_child_span: true
+  clusters:
+  - name: svc
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}}}
+  - name: collector{h2}
+    load_assignment:
+      cluster_name: collector
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {collector_port}}}}}}}
+",
+        listen_port = listen.port(),
+        upstream_port = upstream.port(),
+        collector_port = collector.port(),
+    )
+}
+
+fn run_bootstrap(name: &str, text: &str) -> (sinew_integration::ChildGuard, std::path::PathBuf) {
+    let dir = sinew_integration::scratch_dir(name);
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, text).unwrap();
+    let child = std::process::Command::new(sinew_integration::sinew_binary())
+        .args(["proxy", "-c"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start sinew proxy");
+    (sinew_integration::ChildGuard(child), dir)
+}
+
+async fn serving(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstraps_zipkin_tracer_posts_json_spans_to_its_collector_cluster_and_sends_b3_upstream(
+) {
+    let collector = ZipkinCollector::start().await;
+    let upstream = Upstream::start("a").await;
+    let listen = SocketAddr::from(([127, 0, 0, 1], sinew_integration::free_port()));
+    let provider = "              name: envoy.tracers.zipkin
+              typed_config:
+                '@type': type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: collector
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON
+                collector_hostname: zipkin.test
+                shared_span_context: false";
+    let (_proxy, dir) = run_bootstrap(
+        "zipkin-bootstrap",
+        &traced_bootstrap(listen, upstream.addr, provider, collector.addr, false),
+    );
+    serving(listen).await;
+
+    let echo = echo_through(listen, "/orders/7", &[]).await;
+    // Envoy's Zipkin tracer: B3 headers upstream, and a 64-bit trace id for a new trace
+    // (no trace_id_128bit).
+    let trace_id = seen(&echo, "x-b3-traceid").expect("x-b3-traceid upstream");
+    let span_id = seen(&echo, "x-b3-spanid").expect("x-b3-spanid upstream");
+    assert_eq!(seen(&echo, "x-b3-sampled").as_deref(), Some("1"));
+    assert_eq!(trace_id.len(), 16, "{trace_id}");
+    let (w3c_trace, w3c_span, _) = seen_traceparent(&echo);
+    assert_eq!(
+        (w3c_trace, w3c_span),
+        (format!("{trace_id:0>32}"), span_id.clone())
+    );
+
+    let (path, host, content_type, span) = collector.wait_for_span().await;
+    assert_eq!(path, "/api/v2/spans");
+    assert_eq!(host, "zipkin.test");
+    assert_eq!(content_type, "application/json");
+    assert_eq!(span["traceId"], trace_id.as_str());
+    assert_eq!(span["id"], span_id.as_str());
+    assert_eq!(span["kind"], "SERVER");
+    assert_eq!(span["tags"]["url.path"], "/orders/7");
+    assert_eq!(span["tags"]["http.response.status_code"], "200");
+    assert!(span["timestamp"].as_u64().unwrap() > 0);
+    assert!(span.get("parentId").is_none(), "{span}");
+
+    // A caller's B3 context is continued: same trace, the caller's span as parent.
+    collector.received.lock().unwrap().clear();
+    let echo = echo_through(
+        listen,
+        "/",
+        &[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        seen(&echo, "x-b3-traceid").as_deref(),
+        Some("463ac35c9f6413ad48485a3953bb6124")
+    );
+    assert_eq!(
+        seen(&echo, "x-b3-parentspanid").as_deref(),
+        Some("a2fb4a1d1a96d312")
+    );
+    let (_, _, _, span) = collector.wait_for_span().await;
+    assert_eq!(span["traceId"], "463ac35c9f6413ad48485a3953bb6124");
+    assert_eq!(span["parentId"], "a2fb4a1d1a96d312");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstraps_opentelemetry_tracer_exports_over_grpc_to_its_collector_cluster() {
+    let collector = Collector::start(Transport::Grpc).await;
+    let upstream = Upstream::start("a").await;
+    let listen = SocketAddr::from(([127, 0, 0, 1], sinew_integration::free_port()));
+    let provider = "              name: envoy.tracers.opentelemetry
+              typed_config:
+                '@type': type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service:
+                  envoy_grpc: {cluster_name: collector}
+                  timeout: 0.250s
+                service_name: front-envoy";
+    let (_proxy, dir) = run_bootstrap(
+        "otel-bootstrap",
+        &traced_bootstrap(listen, upstream.addr, provider, collector.addr, true),
+    );
+    serving(listen).await;
+    let echo = echo_through(listen, "/otel", &[]).await;
+    let (trace_id, span_id, flags) = seen_traceparent(&echo);
+    assert_eq!(flags, "01");
+    assert!(
+        seen(&echo, "x-b3-traceid").is_none(),
+        "the OpenTelemetry tracer writes W3C only"
+    );
+    let spans = collector.wait_for(1, WAIT).await;
+    let span = only_span(&spans);
+    assert_eq!(span.service_name, "front-envoy");
+    assert_eq!(
+        (span.trace_id_hex(), span.span_id_hex()),
+        (trace_id, span_id)
+    );
+    assert_eq!(span.attribute("url.path").as_deref(), Some("/otel"));
+    let _ = std::fs::remove_dir_all(dir);
+}

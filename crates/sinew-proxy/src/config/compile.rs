@@ -210,7 +210,7 @@ pub fn compile(
                 }
             };
             let local_uri_san = tls.as_ref().and_then(|t| t.local_uri_san.clone());
-            let mut manager = http_manager(http, routes, rate_limits, l, local_uri_san);
+            let mut manager = http_manager(http, routes, rate_limits, l, local_uri_san, config);
             manager.filters = manager.filters.with_jwt_authn(jwt);
             manager.filters = manager.filters.with_authorization(authorization);
             let compressor = http.compression.as_ref().map(|c| {
@@ -430,6 +430,7 @@ fn http_manager(
     rate_limits: Option<Arc<HttpRateLimits>>,
     l: &Listener,
     local_uri_san: Option<String>,
+    config: &model::Config,
 ) -> HttpManager {
     let via = |version: &str| {
         (!http.via.is_empty())
@@ -438,7 +439,13 @@ fn http_manager(
     };
     let tracer = http.tracing.as_ref().and_then(|t| {
         // Validation has checked the endpoint; this cannot fail on a validated config.
-        Tracer::compile(t)
+        // An exporter naming a cluster sends to its first endpoint (validation has
+        // checked that the cluster exists).
+        let collector = t.exporter_cluster().and_then(|(_, name)| {
+            let cluster = config.clusters.iter().find(|c| c.name == name)?;
+            cluster.endpoints.first().map(|e| e.address.as_str())
+        });
+        Tracer::compile(t, collector)
             .map_err(|e| tracing::error!(listener = %l.name, "tracing is off: {e}"))
             .ok()
     });

@@ -1,7 +1,8 @@
-//! Getting finished spans to an OTLP collector without the request path ever waiting:
+//! Getting finished spans to a collector without the request path ever waiting:
 //! requests put spans on a bounded queue (dropping and counting them when it is full),
-//! and one task per collector drains it in batches through `opentelemetry-otlp`'s
-//! exporter, over gRPC (tonic) or HTTP/protobuf (hyper).
+//! and one task per collector drains it in batches: to an OTLP collector through
+//! `opentelemetry-otlp`'s exporter, over gRPC (tonic) or HTTP/protobuf (hyper), or to a
+//! Zipkin collector as JSON v2 ([`super::zipkin`]).
 //!
 //! Listeners with the same collector share one queue, and a reload that keeps the
 //! collector keeps the queue, so spans in flight across a reload are not lost. When the
@@ -18,7 +19,7 @@ use std::time::Duration;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
-use sinew_config::model::{OtlpExporter, OtlpProtocol};
+use sinew_config::model::{OtlpExporter, OtlpProtocol, ZipkinExporter};
 use tokio::sync::mpsc;
 
 /// Spans sent in one export at most (the SDK's batch processor default), and never more
@@ -87,10 +88,27 @@ impl SpanQueue {
 #[derive(Clone, PartialEq)]
 struct Key {
     url: String,
-    protocol: OtlpProtocol,
+    sink: Sink,
     timeout: Duration,
     service_name: String,
     capacity: usize,
+}
+
+/// What a collector speaks.
+#[derive(Clone, PartialEq)]
+enum Sink {
+    Otlp(OtlpProtocol),
+    /// Zipkin JSON v2, with the `Host` to send.
+    Zipkin {
+        host: Option<String>,
+    },
+}
+
+/// Where a listener's spans go: its `opentelemetry` or its `zipkin` collector.
+#[derive(Clone, Copy)]
+pub enum Collector<'a> {
+    Otlp(&'a OtlpExporter),
+    Zipkin(&'a ZipkinExporter),
 }
 
 /// Every live queue by its collector; locked only when a config compiles.
@@ -98,15 +116,32 @@ static QUEUES: Mutex<Vec<(Key, Weak<SpanQueue>)>> = Mutex::new(Vec::new());
 
 /// The queue for this collector: the running one if a listener already exports there,
 /// else a new one, whose export task starts with its first span. Needs no runtime.
+/// `address` (`host:port`, a cluster's endpoint) stands in for the URL's own host and
+/// port.
 pub fn queue_for(
-    exporter: &OtlpExporter,
+    collector: Collector,
+    address: Option<&str>,
     service_name: &str,
     capacity: usize,
 ) -> Result<Arc<SpanQueue>, String> {
+    let (url, sink, timeout) = match collector {
+        Collector::Otlp(e) => (e.url()?, Sink::Otlp(e.protocol), e.timeout),
+        Collector::Zipkin(z) => (
+            z.url()?,
+            Sink::Zipkin {
+                host: z.hostname.clone(),
+            },
+            z.timeout,
+        ),
+    };
+    let url = match address {
+        Some(address) => sinew_config::trace::with_address(&url, address),
+        None => url,
+    };
     let key = Key {
-        url: exporter.url()?,
-        protocol: exporter.protocol,
-        timeout: exporter.timeout,
+        url,
+        sink,
+        timeout,
         service_name: service_name.to_string(),
         capacity,
     };
@@ -132,22 +167,27 @@ pub fn queue_for(
 /// The export task: batches spans and sends them until every sender is gone, then sends
 /// what is left.
 async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
-    let mut exporter = match build_exporter(&key) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(collector = %key.url, "tracing: cannot build the OTLP exporter: {e}");
-            // Keep draining so the queue reports drops rather than filling silently.
-            while let Some(_span) = receiver.recv().await {
-                SPANS.failed.fetch_add(1, Ordering::Relaxed);
+    let mut exporter = match &key.sink {
+        Sink::Otlp(protocol) => match build_exporter(&key, *protocol) {
+            Ok(mut e) => {
+                e.set_resource(
+                    &Resource::builder_empty()
+                        .with_service_name(key.service_name.clone())
+                        .build(),
+                );
+                Exporter::Otlp(Box::new(e))
             }
-            return;
-        }
+            Err(e) => {
+                tracing::error!(collector = %key.url, "tracing: cannot build the OTLP exporter: {e}");
+                // Keep draining so the queue reports drops rather than filling silently.
+                while let Some(_span) = receiver.recv().await {
+                    SPANS.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        },
+        Sink::Zipkin { .. } => Exporter::Zipkin,
     };
-    exporter.set_resource(
-        &Resource::builder_empty()
-            .with_service_name(key.service_name.clone())
-            .build(),
-    );
     let max_batch = MAX_BATCH.min(key.capacity);
     // Batches start small and grow: a full-size buffer per batch (over 100 KiB) is
     // allocated outside malloc's fast bins, at a cost callgrind shows per span.
@@ -169,7 +209,7 @@ async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
         let sent = std::mem::replace(&mut batch, Vec::with_capacity(first_capacity));
         // The exporter retries with backoff inside; the outer bound keeps a dead
         // collector from holding the queue for longer than one timeout and a bit.
-        let result = tokio::time::timeout(key.timeout * 2, exporter.export(sent)).await;
+        let result = tokio::time::timeout(key.timeout * 2, exporter.export(&key, sent)).await;
         match result {
             Ok(Ok(())) => {
                 SPANS.exported.fetch_add(spans, Ordering::Relaxed);
@@ -177,7 +217,7 @@ async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
             }
             Ok(Err(e)) => {
                 SPANS.failed.fetch_add(spans, Ordering::Relaxed);
-                log_failure(&key, &mut failures_logged, &e.to_string());
+                log_failure(&key, &mut failures_logged, &e);
             }
             Err(_) => {
                 SPANS.failed.fetch_add(spans, Ordering::Relaxed);
@@ -185,7 +225,32 @@ async fn run_exports(key: Key, mut receiver: mpsc::Receiver<SpanData>) {
             }
         }
     }
-    let _ = exporter.shutdown();
+    if let Exporter::Otlp(e) = exporter {
+        let _ = e.shutdown();
+    }
+}
+
+/// A collector's client, for the life of its export task.
+enum Exporter {
+    Otlp(Box<opentelemetry_otlp::SpanExporter>),
+    /// A connection per batch: batches are at least `BATCH_DELAY` apart.
+    Zipkin,
+}
+
+impl Exporter {
+    async fn export(&mut self, key: &Key, batch: Vec<SpanData>) -> Result<(), String> {
+        match self {
+            Exporter::Otlp(e) => e.export(batch).await.map_err(|e| e.to_string()),
+            Exporter::Zipkin => {
+                let host = match &key.sink {
+                    Sink::Zipkin { host } => host.as_deref(),
+                    Sink::Otlp(_) => None,
+                };
+                let body = super::zipkin::encode(&batch, &key.service_name);
+                super::zipkin::post(&key.url, host, body, key.timeout).await
+            }
+        }
+    }
 }
 
 /// A dead collector fails every batch: say so once, then every hundredth time.
@@ -196,8 +261,11 @@ fn log_failure(key: &Key, failures: &mut u32, error: &str) {
     *failures += 1;
 }
 
-fn build_exporter(key: &Key) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let built = match key.protocol {
+fn build_exporter(
+    key: &Key,
+    protocol: OtlpProtocol,
+) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let built = match protocol {
         OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(key.url.clone())
@@ -249,6 +317,7 @@ mod tests {
         let exporter = OtlpExporter {
             protocol: OtlpProtocol::HttpProtobuf,
             endpoint: Some(format!("http://{}", listener.local_addr().unwrap())),
+            cluster: None,
             timeout: Duration::from_secs(2),
         };
         (listener, exporter)
@@ -259,7 +328,7 @@ mod tests {
     #[test]
     fn a_queue_made_outside_a_runtime_starts_no_exporter() {
         let (listener, exporter) = collector();
-        let queue = queue_for(&exporter, "outside", 8).unwrap();
+        let queue = queue_for(Collector::Otlp(&exporter), None, "outside", 8).unwrap();
         assert!(!queue.exporting());
         std::thread::sleep(BATCH_DELAY * 2);
         assert!(
@@ -276,7 +345,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let queue = runtime.block_on(async { queue_for(&exporter, "inside", 8).unwrap() });
+        let queue = runtime
+            .block_on(async { queue_for(Collector::Otlp(&exporter), None, "inside", 8).unwrap() });
         assert!(!queue.exporting(), "compiling alone started the exporter");
         runtime.block_on(async {
             queue.push(span());

@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod export;
+pub mod zipkin;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -34,19 +35,35 @@ pub struct Tracer {
     ratio_bound: u64,
     queue: Arc<SpanQueue>,
     scope: InstrumentationScope,
+    /// Zipkin: B3 headers go upstream whatever the request carried, as Envoy's Zipkin
+    /// tracer writes them.
+    always_b3: bool,
+    /// New traces get 64-bit ids (Zipkin without `trace_id_128bit`).
+    short_trace_ids: bool,
 }
 
 impl Tracer {
     /// Compiles a listener's `tracing`; starts (or joins) the export task for its
     /// collector, which starts with the first sampled span. Needs no runtime.
-    pub fn compile(config: &Tracing) -> Result<Arc<Tracer>, String> {
+    /// `collector_address` is the first endpoint of the cluster the exporter names.
+    pub fn compile(
+        config: &Tracing,
+        collector_address: Option<&str>,
+    ) -> Result<Arc<Tracer>, String> {
+        let collector = match &config.zipkin {
+            Some(zipkin) => export::Collector::Zipkin(zipkin),
+            None => export::Collector::Otlp(&config.opentelemetry),
+        };
         let queue = export::queue_for(
-            &config.opentelemetry,
+            collector,
+            collector_address,
             &config.service_name,
             config.max_queued_spans,
         )?;
         Ok(Arc::new(Tracer {
             ratio_bound: ratio_bound(config.random_sampling / 100.0),
+            always_b3: config.zipkin.is_some(),
+            short_trace_ids: config.zipkin.as_ref().is_some_and(|z| !z.trace_id_128bit),
             queue,
             scope: InstrumentationScope::builder("sinew")
                 .with_version(env!("CARGO_PKG_VERSION"))
@@ -86,11 +103,18 @@ pub(crate) fn start<B>(
     peer: SocketAddr,
     tls: bool,
 ) -> Option<ActiveSpan> {
-    let incoming: Incoming = context::extract(req.headers());
+    let mut incoming: Incoming = context::extract(req.headers());
     let trace_id = match incoming.parent {
         Some(parent) => parent.trace_id,
+        None if tracer.short_trace_ids => {
+            incoming.b3_short_trace_id = true;
+            u128::from(nonzero_random_u64())
+        }
         None => nonzero_random_u128(),
     };
+    if tracer.always_b3 && !incoming.has_b3_single {
+        incoming.has_b3_multi = true;
+    }
     let sampled = incoming.sampled.unwrap_or_else(|| tracer.sample(trace_id));
     let span_id = nonzero_random_u64();
     context::inject(
