@@ -286,6 +286,13 @@ fn route_match(ctx: &Ctx, path: &str, mut m: RouteMatch) -> Result<Value, XdsErr
         query.push(Value::Object(entry));
     }
     out.insert("query".into(), Value::Array(query));
+    // gRPC requests only: Envoy checks for a `content-type` of `application/grpc` or
+    // one of its `+` forms (`+proto`, `+json`), not gRPC-Web's.
+    if m.grpc.take().is_some() {
+        if let Some(Value::Array(headers)) = out.get_mut("headers") {
+            headers.push(json!({"name": "content-type", "regex": "application/grpc(\\+.*)?"}));
+        }
+    }
     ctx.only_supported(path, &m)?;
     Ok(Value::Object(out))
 }
@@ -482,6 +489,34 @@ fn route_action(
     }
     if !hashes.is_empty() {
         out.insert("hash_policy".into(), Value::Array(hashes));
+    }
+    let mut mirrors = Vec::new();
+    for (i, mut m) in std::mem::take(&mut a.request_mirror_policies)
+        .into_iter()
+        .enumerate()
+    {
+        let mpath = format!("{path}.request_mirror_policies[{i}]");
+        if m.cluster.is_empty() {
+            return Err(ctx.error(
+                format!("{mpath}.cluster"),
+                "is required by Sinew (cluster_header is not supported)",
+            ));
+        }
+        let mut mirror = Map::new();
+        mirror.insert("cluster".into(), json!(std::mem::take(&mut m.cluster)));
+        // Unset, every request is copied, as in Envoy.
+        if let Some(fraction) = m.runtime_fraction.take() {
+            let share = crate::cors::percent(ctx, &format!("{mpath}.runtime_fraction"), fraction)?;
+            mirror.insert("percentage".into(), json!(share));
+        }
+        if std::mem::take(&mut m.disable_shadow_host_suffix_append) {
+            mirror.insert("disable_shadow_host_suffix_append".into(), json!(true));
+        }
+        ctx.only_supported(&mpath, &m)?;
+        mirrors.push(Value::Object(mirror));
+    }
+    if !mirrors.is_empty() {
+        out.insert("request_mirror_policies".into(), Value::Array(mirrors));
     }
     ctx.only_supported(path, &a)
 }

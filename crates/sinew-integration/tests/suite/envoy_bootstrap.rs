@@ -687,3 +687,93 @@ static_resources:
         read(&stderr_file)
     );
 }
+
+/// A static cluster `name` with one endpoint at `addr`, in Envoy's spelling.
+fn static_cluster(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "  - name: {name}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+",
+        port = addr.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstraps_grpc_route_match_and_request_mirror_policies_route_and_copy() {
+    let grpc = Upstream::start("grpc").await;
+    let web = Upstream::start("web").await;
+    let shadow = Upstream::start("shadow").await;
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = scratch("grpc-and-mirror.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: /, grpc: {{}} }}
+                route: {{ cluster: grpc }}
+              - match: {{ prefix: / }}
+                route:
+                  cluster: web
+                  request_mirror_policies:
+                  - cluster: shadow
+                    runtime_fraction: {{ default_value: {{ numerator: 100 }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{grpc}{web}{shadow}"#,
+            port = listen.port(),
+            grpc = static_cluster("grpc", grpc.addr),
+            web = static_cluster("web", web.addr),
+            shadow = static_cluster("shadow", shadow.addr),
+        ),
+    )
+    .unwrap();
+    let _proxy = start(&file);
+    wait_for_port(listen).await;
+    let client = TestClient::http1();
+    let who =
+        |reply: &sinew_integration::Reply| reply.header("x-upstream").unwrap_or("-").to_string();
+    for (content_type, expected) in [
+        ("application/grpc", "grpc"),
+        ("application/grpc+proto", "grpc"),
+        ("application/grpc-web", "web"),
+        ("text/plain", "web"),
+    ] {
+        let reply = client
+            .get(listen, "/svc/Method", &[("content-type", content_type)])
+            .await;
+        assert_eq!(
+            (reply.status.as_u16(), who(&reply)),
+            (200, expected.to_string()),
+            "{content_type}"
+        );
+    }
+    // Each of the two requests the web route took was copied to the shadow (fire and
+    // forget: the copies arrive on their own time).
+    assert!(
+        eventually(Duration::from_secs(5), || shadow.requests() == 2).await,
+        "the shadow got {} copies",
+        shadow.requests()
+    );
+    assert_eq!((grpc.requests(), web.requests()), (2, 2));
+}
