@@ -186,6 +186,11 @@ pub struct HttpConnectionManager {
     /// The pseudonym added to `Via` (`1.1 sinew`). Empty disables `Via`.
     #[serde(default = "default_via")]
     pub via: String,
+    /// The protocol upgrades (`Upgrade:` values such as `websocket`, any case) passed
+    /// upstream, each on or off unless a route says otherwise; others are refused with
+    /// 403. Absent: every upgrade passes. Envoy: `upgrade_configs`.
+    #[serde(default)]
+    pub upgrades: Option<BTreeMap<String, bool>>,
     /// Treat the client as trusted: keep its `X-Forwarded-*` and append to them. When false,
     /// incoming `X-Forwarded-For` is replaced by the client's address.
     #[serde(default = "default_true")]
@@ -373,6 +378,10 @@ pub struct Route {
     pub fault: Option<FaultInjection>,
     #[serde(default)]
     pub request_mirror_policies: Vec<RequestMirrorPolicy>,
+    /// Turns the listener's `upgrades` on or off for this route (a type the listener
+    /// does not list stays refused). Envoy: `RouteAction.upgrade_configs`.
+    #[serde(default)]
+    pub upgrades: BTreeMap<String, bool>,
     #[serde(default)]
     pub cors: Option<Cors>,
     /// Replaces the virtual host's or listener's CSRF policy.

@@ -29,7 +29,8 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager::{self, RouteSpecifier},
+    http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
@@ -535,6 +536,12 @@ fn listener(
                 // does, so `/public/../admin` and `//admin` are judged as `/admin`.
                 normalize_path: guarded.then_some(pb::BoolValue { value: true }),
                 merge_slashes: guarded,
+                // WebSockets pass, as Istio configures its sidecars; Envoy refuses
+                // upgrades it is not configured for.
+                upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+                    upgrade_type: "websocket".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             };
             vec![Filter {

@@ -36,6 +36,7 @@ pub use percentage::Percentage;
 pub use redirect::Redirect;
 pub use retry::RetryPolicy;
 pub use route::Route;
+pub use route::{upgrade_list, UpgradeList};
 pub use vhost::{RouteTable, VirtualHost};
 
 /// Where a cluster action sends traffic: an index chosen by the caller's resolver (a cluster and subset).

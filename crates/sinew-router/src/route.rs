@@ -37,9 +37,23 @@ pub struct Route {
     pub fault: Option<Box<FaultPolicy>>,
     /// Where copies of requests go; empty when not configured.
     pub mirrors: Box<[MirrorPolicy]>,
+    /// Upgrade types (lower case) this route turns on or off.
+    pub upgrades: UpgradeList,
     path_rewrite: Option<PathRewrite>,
     host_rewrite: Option<http::HeaderValue>,
     hash_policy: Box<[HashPolicy]>,
+}
+
+/// Upgrade types (lower case) and whether each is on.
+pub type UpgradeList = Box<[(Box<str>, bool)]>;
+
+/// Upgrade types and their switch, with names in lower case for matching an `Upgrade`
+/// header in any case.
+pub fn upgrade_list(upgrades: &std::collections::BTreeMap<String, bool>) -> UpgradeList {
+    upgrades
+        .iter()
+        .map(|(kind, on)| (kind.to_ascii_lowercase().into_boxed_str(), *on))
+        .collect()
 }
 
 impl Route {
@@ -99,6 +113,7 @@ impl Route {
             response_headers: response_headers?,
             fault: fault.ok()?,
             mirrors,
+            upgrades: upgrade_list(&r.upgrades),
             path_rewrite: path_rewrite.ok()?,
             host_rewrite: host_rewrite.ok()?,
             hash_policy: hash_policy?,

@@ -445,6 +445,24 @@ fn http_connection_manager(
     if let Some(t) = hcm.stream_idle_timeout.take() {
         out.insert("stream_idle_timeout".into(), json!(duration(&t)));
     }
+    // Envoy passes only the upgrades it is configured for (and answers others 403).
+    let mut upgrades = Map::new();
+    for (i, mut u) in std::mem::take(&mut hcm.upgrade_configs)
+        .into_iter()
+        .enumerate()
+    {
+        let upath = format!("{path}.upgrade_configs[{i}]");
+        let on = u.enabled.take().is_none_or(|b| b.value);
+        upgrades.insert(std::mem::take(&mut u.upgrade_type), json!(on));
+        if !u.filters.is_empty() {
+            return Err(ctx.error(
+                format!("{upath}.filters"),
+                "is not supported by Sinew (an upgrade goes through the listener's filters)",
+            ));
+        }
+        ctx.only_supported(&upath, &u)?;
+    }
+    out.insert("upgrades".into(), Value::Object(upgrades));
     if let Some(tracing) = hcm.tracing.take() {
         let mapped = crate::trace::map(ctx, &format!("{path}.tracing"), tracing)?;
         out.insert("tracing".into(), mapped);

@@ -490,6 +490,18 @@ fn route_action(
     if !hashes.is_empty() {
         out.insert("hash_policy".into(), Value::Array(hashes));
     }
+    let mut upgrades = Map::new();
+    for (i, mut u) in std::mem::take(&mut a.upgrade_configs)
+        .into_iter()
+        .enumerate()
+    {
+        let on = u.enabled.take().is_none_or(|b| b.value);
+        upgrades.insert(std::mem::take(&mut u.upgrade_type), json!(on));
+        ctx.only_supported(format_args!("{path}.upgrade_configs[{i}]"), &u)?;
+    }
+    if !upgrades.is_empty() {
+        out.insert("upgrades".into(), Value::Object(upgrades));
+    }
     let mut mirrors = Vec::new();
     for (i, mut m) in std::mem::take(&mut a.request_mirror_policies)
         .into_iter()

@@ -167,3 +167,107 @@ async fn websocket_handshake_messages_and_close_pass_through() {
         "the server's close frame came back through the proxy"
     );
 }
+
+/// An Envoy bootstrap: listener `with` has `upgrade_configs: websocket` (and a route that
+/// turns it off), listener `without` has none, both to the WebSocket upstream.
+fn upgrade_bootstrap(with: SocketAddr, without: SocketAddr, upstream: SocketAddr) -> String {
+    let listener = |addr: SocketAddr, upgrades: &str, off_route: &str| {
+        format!(
+            "  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ws{upgrades}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ['*']
+              routes:{off_route}
+              - match: {{prefix: /}}
+                route: {{cluster: ws}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+",
+            port = addr.port()
+        )
+    };
+    format!(
+        "static_resources:
+  listeners:
+{with}{without}  clusters:
+  - name: ws
+    load_assignment:
+      cluster_name: ws
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}
+",
+        with = listener(
+            with,
+            "\n          upgrade_configs:\n          - upgrade_type: websocket",
+            "\n              - match: {prefix: /off}\n                route: {cluster: ws, upgrade_configs: [{upgrade_type: WebSocket, enabled: false}]}",
+        ),
+        without = listener(without, "", ""),
+        port = upstream.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_passes_the_upgrades_its_upgrade_configs_name_and_answers_others_403() {
+    let (upstream, _seen) = ws_upstream().await;
+    let with = SocketAddr::from(([127, 0, 0, 1], sinew_integration::free_port()));
+    let without = SocketAddr::from(([127, 0, 0, 1], sinew_integration::free_port()));
+    let dir = sinew_integration::scratch_dir("upgrade-configs");
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, upgrade_bootstrap(with, without, upstream)).unwrap();
+    let _proxy = sinew_integration::ChildGuard(
+        std::process::Command::new(sinew_integration::sinew_binary())
+            .args(["proxy", "-c"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start sinew proxy"),
+    );
+    for addr in [with, without] {
+        assert!(
+            sinew_integration::eventually(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(addr).is_ok()
+            })
+            .await,
+            "nothing listens on {addr}"
+        );
+    }
+    let connect = |url: String| async move {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("an answer in time")
+    };
+    // Configured: the tunnel works.
+    let (mut ws, response) = connect(format!("ws://{with}/chat"))
+        .await
+        .expect("upgrade through");
+    assert_eq!(response.status(), 101);
+    assert_eq!(recv(&mut ws).await, Message::text("hello from upstream"));
+    // A route that turns it off, and a listener that never configured it: 403.
+    for url in [format!("ws://{with}/off"), format!("ws://{without}/chat")] {
+        match connect(url.clone()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{url}")
+            }
+            other => panic!("{url}: expected a 403, got {other:?}"),
+        }
+    }
+    // Plain requests on that listener are not affected.
+    let reply = sinew_integration::TestClient::http1()
+        .get(without, "/plain", &[])
+        .await;
+    assert_ne!(reply.status.as_u16(), 403);
+    let _ = std::fs::remove_dir_all(&dir);
+}

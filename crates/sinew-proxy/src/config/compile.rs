@@ -483,6 +483,7 @@ fn http_manager(
             merge_slashes: http.merge_slashes,
             escaped_slashes: http.path_with_escaped_slashes_action,
         },
+        upgrades: http.upgrades.as_ref().map(sinew_router::upgrade_list),
     }
 }
 

@@ -151,6 +151,28 @@ pub struct HttpManager {
     pub local_uri_san: Option<String>,
     /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
     pub path_options: crate::stream::path_normalize::PathOptions,
+    /// The upgrade types passed (lower case) and whether each is on; None: every one.
+    pub upgrades: Option<sinew_router::UpgradeList>,
+}
+
+impl HttpManager {
+    /// Whether an upgrade to `kind` (the `Upgrade` header's first protocol) may go
+    /// upstream on `route`: the listener must list it, and the route's switch wins over
+    /// the listener's.
+    pub fn upgrade_allowed(&self, route: &sinew_router::Route, kind: &str) -> bool {
+        let Some(listed) = &self.upgrades else {
+            return true;
+        };
+        let find = |list: &[(Box<str>, bool)]| {
+            list.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(kind))
+                .map(|(_, on)| *on)
+        };
+        match find(listed) {
+            None => false,
+            Some(on) => find(&route.upgrades).unwrap_or(on),
+        }
+    }
 }
 
 /// A TCP proxy's targets.

@@ -35,6 +35,8 @@ listeners:
       use_remote_address: false
       # No cors filter in the chain: Envoy applies no CORS policy.
       cors: false
+      # No upgrade_configs: Envoy answers upgrades 403.
+      upgrades: {}
       virtual_hosts:
         - name: backend
           domains: ["*"]

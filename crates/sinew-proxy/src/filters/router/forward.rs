@@ -126,6 +126,24 @@ pub(crate) async fn forward(
     record_upstream: bool,
 ) -> Response<ResponseBody> {
     let upgrade = is_upgrade(&req);
+    if upgrade && manager.upgrades.is_some() {
+        let kind = req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split([',', '/']).next())
+            .unwrap_or("")
+            .trim();
+        if !manager.upgrade_allowed(route, kind) {
+            // As Envoy answers an upgrade it is not configured for.
+            return local_reply::error(
+                StatusCode::FORBIDDEN,
+                ResponseFlags::default(),
+                "upgrade not allowed",
+                grpc,
+            );
+        }
+    }
     // The codec hands the connection over only to a request that asked to switch.
     let downstream_upgrade = if upgrade {
         req.extensions_mut().remove::<sinew_stream::OnUpgrade>()
