@@ -1,8 +1,9 @@
 //! TLS and mesh identity in config: the proxy's own SPIFFE identity (`mesh`), how a
 //! listener takes mTLS (`mtls` modes, client certificates on `tls`), how a cluster
 //! originates it, which peer names are accepted, and what the upstream is told of the
-//! client certificate (`x-forwarded-client-cert`). Certificates and CAs are files or
-//! secrets pushed over SDS ([`PemSource`]).
+//! client certificate (`x-forwarded-client-cert`). Certificates and CAs are files, PEM
+//! written in the config itself (`{pem: ...}`), or secrets pushed over SDS
+//! ([`PemSource`]); keys are files or inline PEM ([`KeySource`]).
 
 use serde::Deserialize;
 
@@ -56,16 +57,89 @@ pub struct MeshIdentityFiles {
 }
 
 /// Where a certificate (with its key) or a CA bundle comes from: a PEM file, re-read
-/// when it changes, or a secret pushed over SDS (`{sds: NAME}`), replaced in place when
-/// a new version arrives. A certificate secret carries its key, so `key` is left out.
+/// when it changes; PEM written in the config (`{pem: TEXT}`, Envoy's `inline_string`),
+/// which changes only with the config; or a secret pushed over SDS (`{sds: NAME}`),
+/// replaced in place when a new version arrives. A certificate secret carries its key,
+/// so `key` is left out.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a PEM file name, or a secret as {sds: NAME} (with `path: FILE` for a secret read from a file)"
+    expecting = "a PEM file name, PEM text as {pem: TEXT}, or a secret as {sds: NAME} (with `path: FILE` for a secret read from a file)"
 )]
 pub enum PemSource {
     File(String),
+    Inline(InlinePem),
     Sds(SdsSecret),
+}
+
+/// Where a private key comes from: a PEM file (re-read with its certificate) or PEM
+/// written in the config (`{pem: TEXT}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a PEM file name, or PEM text as {pem: TEXT}"
+)]
+pub enum KeySource {
+    File(String),
+    Inline(InlinePem),
+}
+
+/// PEM text written in the config itself. Its `Debug` shows only its length: it may be a
+/// private key, and configs are printed in logs and errors.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlinePem {
+    pub pem: String,
+}
+
+impl std::fmt::Debug for InlinePem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InlinePem({} bytes)", self.pem.len())
+    }
+}
+
+/// What inline PEM must hold, to check it when the config is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PemKind {
+    /// One or more certificates (a chain, or a CA bundle).
+    Certificates,
+    /// A private key (PKCS#8, PKCS#1 or SEC1).
+    PrivateKey,
+}
+
+/// Checks that `text` is well-formed PEM of `kind`; the error says what is wrong and
+/// never quotes the text (it may be a key). Whether a key fits its certificate, and
+/// whether a certificate is a usable CA, are checked when the TLS context is built.
+pub fn check_inline_pem(text: &str, kind: PemKind) -> Result<(), String> {
+    use rustls_pemfile::Item;
+    let mut reader = text.as_bytes();
+    let mut found = 0;
+    loop {
+        match rustls_pemfile::read_one(&mut reader) {
+            Ok(None) => break,
+            Ok(Some(item)) => {
+                let fits = match kind {
+                    PemKind::Certificates => matches!(item, Item::X509Certificate(_)),
+                    PemKind::PrivateKey => matches!(
+                        item,
+                        Item::Pkcs1Key(_) | Item::Pkcs8Key(_) | Item::Sec1Key(_)
+                    ),
+                };
+                if fits {
+                    found += 1;
+                }
+            }
+            Err(e) => return Err(format!("is not well-formed PEM: {e}")),
+        }
+    }
+    match (kind, found) {
+        (PemKind::Certificates, 0) => {
+            Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into())
+        }
+        (PemKind::PrivateKey, 0) => Err("holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)".into()),
+        (PemKind::PrivateKey, n) if n > 1 => Err(format!("holds {n} private keys: give one")),
+        _ => Ok(()),
+    }
 }
 
 /// A secret by name (Envoy's `sds_secret_config`): on the xDS stream (the control plane
@@ -96,18 +170,18 @@ pub struct SdsSecret {
 }
 
 impl PemSource {
-    /// The file, unless the material is pushed over SDS.
+    /// The file, when the material is read from one.
     pub fn file(&self) -> Option<&str> {
         match self {
             PemSource::File(f) => Some(f),
-            PemSource::Sds(_) => None,
+            PemSource::Inline(_) | PemSource::Sds(_) => None,
         }
     }
 
     /// The secret, when the material is pushed over SDS.
     pub fn sds(&self) -> Option<&SdsSecret> {
         match self {
-            PemSource::File(_) => None,
+            PemSource::File(_) | PemSource::Inline(_) => None,
             PemSource::Sds(s) => Some(s),
         }
     }
@@ -117,11 +191,13 @@ impl PemSource {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateFiles {
-    /// PEM certificate chain, leaf first, or an SDS secret with the chain and its key.
+    /// PEM certificate chain, leaf first (a file or `{pem: TEXT}`), or an SDS secret
+    /// with the chain and its key.
     pub cert: PemSource,
-    /// PEM private key (none for an SDS secret: it carries its key).
+    /// PEM private key, a file or `{pem: TEXT}` (none for an SDS secret: it carries its
+    /// key).
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<KeySource>,
     /// A DER OCSP response stapled to handshakes (kept fresh by whoever writes it).
     #[serde(default)]
     pub ocsp_staple: Option<String>,

@@ -1,6 +1,7 @@
 //! A certificate and key that can be replaced while connections use it: new handshakes
 //! take the new one, established sessions keep theirs (TLS never re-reads a certificate
-//! after its handshake). Fed from files (re-read when they change) or pushed (SDS).
+//! after its handshake). Fed from files (re-read when they change), from PEM written in
+//! the config (which changes only with the config), or pushed (SDS).
 //! A pushed certificate may be awaited: referenced before its secret arrived, it
 //! answers no handshake (which then fails cleanly) until the secret fills it in place.
 
@@ -15,13 +16,51 @@ use sinew_identity::PeerIdentity;
 
 use crate::pem;
 
+/// PEM material named in config: a file, or the text itself.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemInput {
+    /// A file, re-read when it changes.
+    File(String),
+    /// PEM text from the config (Envoy's `inline_string`): never re-read.
+    Inline(String),
+}
+
+impl std::fmt::Debug for PemInput {
+    // Inline text may be a private key: shown by length only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemInput::File(path) => f.debug_tuple("File").field(path).finish(),
+            PemInput::Inline(text) => write!(f, "Inline({} bytes)", text.len()),
+        }
+    }
+}
+
+impl PemInput {
+    /// The file, if it is one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            PemInput::File(path) => Some(path),
+            PemInput::Inline(_) => None,
+        }
+    }
+
+    /// The PEM and how errors name it (`"cert.pem"`, or `the inline cert`).
+    fn read(&self, field: &str) -> Result<(Vec<u8>, String), String> {
+        match self {
+            PemInput::File(path) => Ok((read(path)?, format!("{path:?}"))),
+            PemInput::Inline(text) => Ok((text.as_bytes().to_vec(), format!("the inline {field}"))),
+        }
+    }
+}
+
 /// Where a rotating certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
-    /// PEM files (and a DER OCSP response to staple), re-read when they change.
-    Files {
-        cert: String,
-        key: String,
+    /// PEM files or inline PEM (and a DER OCSP response to staple); the files are
+    /// re-read when they change.
+    Config {
+        cert: PemInput,
+        key: PemInput,
         ocsp: Option<String>,
     },
     /// Pushed by the control plane (an SDS secret of this name).
@@ -90,19 +129,14 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot open {path:?}: {e}"))
 }
 
-fn certified_from_files(
-    cert: &str,
-    key: &str,
+fn certified_from_config(
+    cert: &PemInput,
+    key: &PemInput,
     ocsp: Option<&str>,
 ) -> Result<CertifiedKey, CertError> {
-    let cert_pem = read(cert).map_err(CertError::Cert)?;
-    let key_pem = read(key).map_err(CertError::Key)?;
-    let mut certified = certified_key(
-        &cert_pem,
-        &key_pem,
-        &format!("{cert:?}"),
-        &format!("{key:?}"),
-    )?;
+    let (cert_pem, cert_what) = cert.read("certificate").map_err(CertError::Cert)?;
+    let (key_pem, key_what) = key.read("key").map_err(CertError::Key)?;
+    let mut certified = certified_key(&cert_pem, &key_pem, &cert_what, &key_what)?;
     if let Some(ocsp) = ocsp {
         certified.ocsp = Some(read(ocsp).map_err(CertError::Ocsp)?);
     }
@@ -123,18 +157,39 @@ impl RotatingCert {
         key: &str,
         ocsp: Option<&str>,
     ) -> Result<Arc<Self>, CertError> {
-        let loaded = certified_from_files(cert, key, ocsp)?;
+        Self::from_config(
+            &PemInput::File(cert.into()),
+            &PemInput::File(key.into()),
+            ocsp,
+        )
+    }
+
+    /// A certificate and key each from a file or inline PEM, stapling the DER OCSP
+    /// response in `ocsp` if given. Inside a runtime, the files among them are re-read
+    /// whenever they change; with no file, nothing is watched.
+    pub fn from_config(
+        cert: &PemInput,
+        key: &PemInput,
+        ocsp: Option<&str>,
+    ) -> Result<Arc<Self>, CertError> {
+        let loaded = certified_from_config(cert, key, ocsp)?;
         let rotating = Arc::new(RotatingCert {
             current: ArcSwapOption::from_pointee(loaded),
-            source: CertSource::Files {
-                cert: cert.into(),
-                key: key.into(),
+            source: CertSource::Config {
+                cert: cert.clone(),
+                key: key.clone(),
                 ocsp: ocsp.map(str::to_string),
             },
         });
-        let mut paths = vec![cert.to_string(), key.to_string()];
-        paths.extend(ocsp.map(str::to_string));
-        crate::watch::spawn(&rotating, paths, RotatingCert::reload_files);
+        let mut paths: Vec<String> = [cert.file(), key.file(), ocsp]
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        paths.dedup();
+        if !paths.is_empty() {
+            crate::watch::spawn(&rotating, paths, RotatingCert::reload_files);
+        }
         Ok(rotating)
     }
 
@@ -161,10 +216,11 @@ impl RotatingCert {
     }
 
     fn reload_files(&self) -> Result<(), String> {
-        let CertSource::Files { cert, key, ocsp } = &self.source else {
+        let CertSource::Config { cert, key, ocsp } = &self.source else {
             return Ok(());
         };
-        let loaded = certified_from_files(cert, key, ocsp.as_deref()).map_err(|e| e.to_string())?;
+        let loaded =
+            certified_from_config(cert, key, ocsp.as_deref()).map_err(|e| e.to_string())?;
         self.replace(loaded);
         Ok(())
     }
