@@ -75,13 +75,20 @@ pub enum PemSource {
 /// Where a private key comes from: a PEM file (re-read with its certificate) or PEM
 /// written in the config (`{pem: TEXT}`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a PEM file name, or PEM text as {pem: TEXT}"
-)]
+#[serde(untagged, expecting = "a PEM file name, or PEM text as {pem: TEXT}")]
 pub enum KeySource {
     File(String),
     Inline(InlinePem),
+}
+
+impl KeySource {
+    /// The file, when the key is read from one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            KeySource::File(f) => Some(f),
+            KeySource::Inline(_) => None,
+        }
+    }
 }
 
 /// PEM text written in the config itself. Its `Debug` shows only its length: it may be a
@@ -136,7 +143,9 @@ pub fn check_inline_pem(text: &str, kind: PemKind) -> Result<(), String> {
         (PemKind::Certificates, 0) => {
             Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into())
         }
-        (PemKind::PrivateKey, 0) => Err("holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)".into()),
+        (PemKind::PrivateKey, 0) => {
+            Err("holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)".into())
+        }
         (PemKind::PrivateKey, n) if n > 1 => Err(format!("holds {n} private keys: give one")),
         _ => Ok(()),
     }
@@ -320,6 +329,8 @@ pub struct ClientCertDetails {
 
 #[cfg(test)]
 mod tests {
+    use super::{KeySource, PemSource};
+
     fn errors(yaml: &str) -> String {
         match crate::load_str("t.yaml", yaml) {
             Ok(_) => String::new(),
@@ -456,7 +467,7 @@ clusters:
 ",
         );
         assert!(
-            text.contains("a PEM file name, or a secret as {sds: NAME}"),
+            text.contains("a PEM file name, PEM text as {pem: TEXT}, or a secret as {sds: NAME}"),
             "{text}"
         );
         let text = errors(
@@ -482,6 +493,93 @@ clusters:
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn certificates_keys_and_cas_may_be_inline_pem_and_bad_pem_is_named_at_its_field() {
+        let yaml = format!(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls:
+      cert: {{pem: {CERT:?}}}
+      key:
+        pem: |
+          -----BEGIN PRIVATE KEY-----
+          AAAA
+          -----END PRIVATE KEY-----
+      client_ca: {{pem: {CERT:?}}}
+    tcp: {{cluster: c}}
+clusters:
+  - name: c
+    tls: {{sni: x, ca: {{pem: {CERT:?}}}, cert: {{pem: {CERT:?}}}, key: {{pem: {KEY:?}}}}}
+    endpoints: [{{address: '127.0.0.1:1'}}]
+"
+        );
+        let ok = crate::load_str("t.yaml", &yaml).unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.listeners[0].tls.as_ref().unwrap();
+        assert!(matches!(&tls.cert, Some(PemSource::Inline(p)) if p.pem == CERT));
+        assert!(matches!(&tls.key, Some(KeySource::Inline(p)) if p.pem == KEY));
+        assert!(
+            !format!("{tls:?}").contains("AAAA"),
+            "Debug never shows inline PEM"
+        );
+        let bad = yaml
+            .replacen(
+                "PRIVATE KEY-----\n          AAAA",
+                "RSA PUBLIC KEY-----\n          AAAA",
+                1,
+            )
+            .replacen(
+                "END PRIVATE KEY-----\n      client_ca",
+                "END RSA PUBLIC KEY-----\n      client_ca",
+                1,
+            )
+            .replace(&format!("ca: {{pem: {CERT:?}}}"), "ca: {pem: not pem}");
+        let text = errors(&bad);
+        for expected in [
+            "t.yaml:8:9: listeners[0].tls.key.pem: holds no PEM private key",
+            "listeners[0].tls.client_ca.pem: holds no PEM certificate",
+            "clusters[0].tls.ca.pem: holds no PEM certificate",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("AAAA"), "{text}");
+    }
+
+    #[test]
+    fn upstream_verification_is_on_unless_turned_off_and_off_takes_no_ca_or_names() {
+        let cluster = |tls: &str| {
+            format!("clusters:\n  - name: c\n    tls: {tls}\n    endpoints: [{{address: '127.0.0.1:1'}}]\n")
+        };
+        let ok = crate::load_str("t.yaml", &cluster("{verify: false}"))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.clusters[0].tls.as_ref().unwrap();
+        assert!(!tls.verify && tls.sni.is_none() && tls.ca.is_none());
+        let on = crate::load_str("t.yaml", &cluster("{sni: x, ca: ca.pem}")).unwrap();
+        assert!(on.config.clusters[0].tls.as_ref().unwrap().verify);
+        for (tls, expected) in [
+            ("{sni: x}", "clusters[0].tls.ca: is required: the CAs that sign the upstream's certificate (or `verify: false`"),
+            ("{ca: ca.pem}", "clusters[0].tls.sni: is required unless `match_subject_alt_names`"),
+            ("{verify: false, ca: ca.pem}", "clusters[0].tls.ca: is unused with `verify: false`"),
+            (
+                "{verify: false, match_subject_alt_names: [{exact: a}]}",
+                "clusters[0].tls.match_subject_alt_names: is unused with `verify: false`",
+            ),
+            (
+                "{sni: x, ca: ca.pem, min_version: TLSv1_3, max_version: TLSv1_2}",
+                "clusters[0].tls.min_version: is newer than `max_version`",
+            ),
+        ] {
+            let text = errors(&cluster(tls));
+            assert!(text.contains(expected), "{tls}: missing {expected:?} in:\n{text}");
+        }
+        let text = errors(&cluster("{sni: x, ca: ca.pem, max_version: TLSv1_1}"));
+        assert!(text.contains("clusters[0].tls.max_version"), "{text}");
     }
 
     #[test]

@@ -856,7 +856,8 @@ fn check_tls(
                 if tls.sni.is_none() && tls.match_subject_alt_names.is_empty() {
                     err(
                         format!("{p}.tls.sni"),
-                        "is required unless `match_subject_alt_names` says who the upstream is".into(),
+                        "is required unless `match_subject_alt_names` says who the upstream is"
+                            .into(),
                     );
                 }
             } else {
@@ -912,8 +913,7 @@ fn check_inline_ca(
     err: &mut impl FnMut(String, String),
 ) {
     if let Some(crate::tls::PemSource::Inline(pem)) = ca {
-        if let Err(m) = crate::tls::check_inline_pem(&pem.pem, crate::tls::PemKind::Certificates)
-        {
+        if let Err(m) = crate::tls::check_inline_pem(&pem.pem, crate::tls::PemKind::Certificates) {
             err(format!("{path}.pem"), m);
         }
     }
