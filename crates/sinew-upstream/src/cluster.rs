@@ -221,13 +221,7 @@ impl<'a> ClusterBuilder<'a> {
                 && p.config.pool == cfg.pool
                 && p.config.upstream_connection_options == cfg.upstream_connection_options
         });
-        if !same_connections && cfg.tls.as_ref().is_some_and(|t| !t.verify) {
-            // Once per cluster as loaded (a reload that keeps its connections keeps quiet).
-            tracing::warn!(
-                cluster = %cfg.name,
-                "upstream certificates are not verified, as Envoy does without a validation_context (tls.verify: false)"
-            );
-        }
+        warn_if_unverified(cfg);
         let settings = match previous {
             Some(p) if same_connections => p.settings.clone(),
             _ => Arc::new(ConnectSettings {
@@ -392,6 +386,24 @@ pub struct Picked {
 impl Drop for Picked {
     fn drop(&mut self) {
         self.state.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Warns that a cluster does not verify its upstreams' certificates: once when it is
+/// loaded so, not again while it stays so (a config is built more than once: checked,
+/// then started, and on every reload).
+fn warn_if_unverified(cfg: &model::Cluster) {
+    static WARNED: Mutex<std::collections::BTreeSet<String>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let unverified = cfg.tls.as_ref().is_some_and(|t| !t.verify);
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !unverified {
+        warned.remove(cfg.name.as_str());
+    } else if warned.insert(cfg.name.to_string()) {
+        tracing::warn!(
+            cluster = %cfg.name,
+            "upstream certificates are not verified, as Envoy does without a validation_context (tls.verify: false)"
+        );
     }
 }
 
