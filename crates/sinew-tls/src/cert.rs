@@ -118,11 +118,52 @@ pub fn certified_key(
 ) -> Result<CertifiedKey, CertError> {
     let chain = pem::parse_certs(cert_pem, cert_what).map_err(CertError::Cert)?;
     let key = pem::parse_key(key_pem, key_what).map_err(CertError::Key)?;
-    CertifiedKey::from_der(chain, key, &pem::provider()).map_err(|e| {
-        CertError::Key(format!(
-            "{key_what} does not fit the certificate in {cert_what}: {e}"
-        ))
-    })
+    let provider = pem::provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CertError::Key(format!("cannot use the key in {key_what}: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(CertError::Key(format!(
+            "{key_what} does not fit the certificate in {cert_what}"
+        ))),
+        // rustls cannot read the leaf (webpki takes X.509 v3 only): compare the keys
+        // with a parser that reads v1 too. Envoy's own example certificates are v1, and
+        // serving one needs no more than sending it.
+        Err(e) => match leaf_public_key(&certified.cert[0]) {
+            Some(leaf)
+                if spki_key(certified.key.public_key().as_deref()).as_ref() == Some(&leaf) =>
+            {
+                Ok(certified)
+            }
+            Some(_) => Err(CertError::Key(format!(
+                "{key_what} does not fit the certificate in {cert_what}"
+            ))),
+            None => Err(CertError::Cert(format!(
+                "cannot read the certificate in {cert_what}: {e}"
+            ))),
+        },
+    }
+}
+
+/// The public key (the BIT STRING of the SubjectPublicKeyInfo) of a certificate, of any
+/// X.509 version.
+fn leaf_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.public_key().subject_public_key.data.to_vec())
+}
+
+/// The public key in a DER SubjectPublicKeyInfo.
+fn spki_key(spki: Option<&[u8]>) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::x509::SubjectPublicKeyInfo;
+    let (_, info) = SubjectPublicKeyInfo::from_der(spki?).ok()?;
+    Some(info.subject_public_key.data.to_vec())
 }
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
@@ -304,6 +345,47 @@ mod tests {
         .is_ok());
         let garbage = certified_key(b"not pem", b"", "cert.pem", "key.pem").unwrap_err();
         assert!(matches!(garbage, CertError::Cert(_)), "{garbage:?}");
+    }
+
+    /// An X.509 v1 certificate (no extensions, as `openssl x509 -req` makes them and as
+    /// Envoy's example certificates are), made for this test, with its key and another.
+    const V1_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBJzCBzQIUQz5vsnWiK/aJNSenoNgDmp8k5oEwCgYIKoZIzj0EAwIwFTETMBEG
+A1UEAwwKdjEuZXhhbXBsZTAgFw0yNjEyMDcxMjI4MjBaGA8yMTI2MTExMzEyMjgy
+MFowFTETMBEGA1UEAwwKdjEuZXhhbXBsZTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABBbtac5XcxcZRZSYqe+T+cycaeLQVKVj+8YFtz2F9lDK8XYuzr+KbIXFjLUU
+OrXsh8KGLwZgOzHZJN9/dZm0x+UwCgYIKoZIzj0EAwIDSQAwRgIhAMoGrV82/fg/
+HuExMe8LigoH6UdgefA4IukPMKnwnBAgAiEA6YoP04Zy/WKLhVEaqHDf9FLa56FS
+NqYi39Wg+F9bntg=
+-----END CERTIFICATE-----\n";
+    const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgUf1nC57MByTE5O3R
+n/qAohfn5cYCvTQ6qAXTt5m0xnihRANCAAQW7WnOV3MXGUWUmKnvk/nMnGni0FSl
+Y/vGBbc9hfZQyvF2Ls6/imyFxYy1FDq17IfChi8GYDsx2STff3WZtMfl
+-----END PRIVATE KEY-----\n";
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0tvSRJ+8ZCvw6d6U
+tt5CiicOYnBVCUj9/BCq4I9lAwGhRANCAARj3mW8LvwpnanLtIm9/SuDEyO0Nrqr
+yUOYQ+u8Y5oGHxejDtx5rw8GaKO8mE1HB79Y+gK4KEeIrdORhUfK5/OB
+-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn an_x509_v1_certificate_is_served_when_its_key_fits_and_refused_when_not() {
+        let ok = certified_key(V1_CERT.as_bytes(), V1_KEY.as_bytes(), "v1.pem", "v1.key");
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = certified_key(V1_CERT.as_bytes(), OTHER_KEY.as_bytes(), "v1.pem", "v1.key")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CertError::Key("v1.key does not fit the certificate in v1.pem".into())
+        );
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let err =
+            certified_key(garbage.as_bytes(), V1_KEY.as_bytes(), "c.pem", "v1.key").unwrap_err();
+        assert!(
+            matches!(&err, CertError::Cert(m) if m.starts_with("cannot read the certificate in c.pem")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
