@@ -87,13 +87,13 @@ pub struct Listener {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// PEM certificate chain (the first certificate; more in `certificates`), or an SDS
-    /// secret with the chain and its key.
+    /// PEM certificate chain (the first certificate; more in `certificates`), a file or
+    /// `{pem: TEXT}`, or an SDS secret with the chain and its key.
     #[serde(default)]
     pub cert: Option<crate::tls::PemSource>,
-    /// PEM private key of `cert`.
+    /// PEM private key of `cert`, a file or `{pem: TEXT}`.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<crate::tls::KeySource>,
     /// Further certificates, chosen per handshake by SNI and by the signature schemes
     /// the client accepts; the first of all is the default.
     #[serde(default)]
@@ -735,25 +735,42 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
-    /// Server name sent in SNI and verified in the certificate.
-    pub sni: String,
-    /// PEM file of trusted CA certificates, or an SDS validation context (whose name
-    /// matchers add to `match_subject_alt_names`).
-    pub ca: crate::tls::PemSource,
+    /// Server name sent in SNI and verified in the certificate. Required unless
+    /// `match_subject_alt_names` says who the upstream is, or `verify` is off; unset, no
+    /// SNI is sent.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Trusted CA certificates: a PEM file, `{pem: TEXT}`, or an SDS validation context
+    /// (whose name matchers add to `match_subject_alt_names`). Required unless `verify`
+    /// is off.
+    #[serde(default)]
+    pub ca: Option<crate::tls::PemSource>,
+    /// Whether the upstream's certificate is verified (against `ca`, then `sni` or
+    /// `match_subject_alt_names`). `false` accepts any certificate, as Envoy does for an
+    /// `UpstreamTlsContext` without a `validation_context`: the connection is encrypted
+    /// but the upstream is not authenticated. A warning is logged when such a cluster is
+    /// loaded.
+    #[serde(default = "default_true")]
+    pub verify: bool,
     /// ALPN offered; defaults from `protocol` (h2 for http2, http/1.1 otherwise).
     #[serde(default)]
     pub alpn: Option<Vec<String>>,
-    /// PEM client certificate chain presented to the upstream (with `key`), or an SDS
-    /// secret with the chain and its key.
+    /// PEM client certificate chain presented to the upstream (with `key`), a file or
+    /// `{pem: TEXT}`, or an SDS secret with the chain and its key.
     #[serde(default)]
     pub cert: Option<crate::tls::PemSource>,
-    /// PEM private key of `cert`.
+    /// PEM private key of `cert`, a file or `{pem: TEXT}`.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<crate::tls::KeySource>,
     /// The upstream's certificate must have one of these names; when set, they replace
     /// the host-name check against `sni` (as Envoy's `match_typed_subject_alt_names`).
     #[serde(default)]
     pub match_subject_alt_names: Vec<crate::tls::SanMatch>,
+    /// The oldest and newest TLS versions offered (`TLSv1_2`, `TLSv1_3`; unset: both).
+    #[serde(default)]
+    pub min_version: Option<crate::tls::TlsVersion>,
+    #[serde(default)]
+    pub max_version: Option<crate::tls::TlsVersion>,
 }
 
 /// Per-endpoint connection pooling.

@@ -1,8 +1,9 @@
 //! TLS and mesh identity in config: the proxy's own SPIFFE identity (`mesh`), how a
 //! listener takes mTLS (`mtls` modes, client certificates on `tls`), how a cluster
 //! originates it, which peer names are accepted, and what the upstream is told of the
-//! client certificate (`x-forwarded-client-cert`). Certificates and CAs are files or
-//! secrets pushed over SDS ([`PemSource`]).
+//! client certificate (`x-forwarded-client-cert`). Certificates and CAs are files, PEM
+//! written in the config itself (`{pem: ...}`), or secrets pushed over SDS
+//! ([`PemSource`]); keys are files or inline PEM ([`KeySource`]).
 
 use serde::Deserialize;
 
@@ -56,16 +57,98 @@ pub struct MeshIdentityFiles {
 }
 
 /// Where a certificate (with its key) or a CA bundle comes from: a PEM file, re-read
-/// when it changes, or a secret pushed over SDS (`{sds: NAME}`), replaced in place when
-/// a new version arrives. A certificate secret carries its key, so `key` is left out.
+/// when it changes; PEM written in the config (`{pem: TEXT}`, Envoy's `inline_string`),
+/// which changes only with the config; or a secret pushed over SDS (`{sds: NAME}`),
+/// replaced in place when a new version arrives. A certificate secret carries its key,
+/// so `key` is left out.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a PEM file name, or a secret as {sds: NAME} (with `path: FILE` for a secret read from a file)"
+    expecting = "a PEM file name, PEM text as {pem: TEXT}, or a secret as {sds: NAME} (with `path: FILE` for a secret read from a file)"
 )]
 pub enum PemSource {
     File(String),
+    Inline(InlinePem),
     Sds(SdsSecret),
+}
+
+/// Where a private key comes from: a PEM file (re-read with its certificate) or PEM
+/// written in the config (`{pem: TEXT}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, expecting = "a PEM file name, or PEM text as {pem: TEXT}")]
+pub enum KeySource {
+    File(String),
+    Inline(InlinePem),
+}
+
+impl KeySource {
+    /// The file, when the key is read from one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            KeySource::File(f) => Some(f),
+            KeySource::Inline(_) => None,
+        }
+    }
+}
+
+/// PEM text written in the config itself. Its `Debug` shows only its length: it may be a
+/// private key, and configs are printed in logs and errors.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlinePem {
+    pub pem: String,
+}
+
+impl std::fmt::Debug for InlinePem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InlinePem({} bytes)", self.pem.len())
+    }
+}
+
+/// What inline PEM must hold, to check it when the config is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PemKind {
+    /// One or more certificates (a chain, or a CA bundle).
+    Certificates,
+    /// A private key (PKCS#8, PKCS#1 or SEC1).
+    PrivateKey,
+}
+
+/// Checks that `text` is well-formed PEM of `kind`; the error says what is wrong and
+/// never quotes the text (it may be a key). Whether a key fits its certificate, and
+/// whether a certificate is a usable CA, are checked when the TLS context is built.
+pub fn check_inline_pem(text: &str, kind: PemKind) -> Result<(), String> {
+    use rustls_pemfile::Item;
+    let mut reader = text.as_bytes();
+    let mut found = 0;
+    loop {
+        match rustls_pemfile::read_one(&mut reader) {
+            Ok(None) => break,
+            Ok(Some(item)) => {
+                let fits = match kind {
+                    PemKind::Certificates => matches!(item, Item::X509Certificate(_)),
+                    PemKind::PrivateKey => matches!(
+                        item,
+                        Item::Pkcs1Key(_) | Item::Pkcs8Key(_) | Item::Sec1Key(_)
+                    ),
+                };
+                if fits {
+                    found += 1;
+                }
+            }
+            Err(e) => return Err(format!("is not well-formed PEM: {e}")),
+        }
+    }
+    match (kind, found) {
+        (PemKind::Certificates, 0) => {
+            Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into())
+        }
+        (PemKind::PrivateKey, 0) => {
+            Err("holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)".into())
+        }
+        (PemKind::PrivateKey, n) if n > 1 => Err(format!("holds {n} private keys: give one")),
+        _ => Ok(()),
+    }
 }
 
 /// A secret by name (Envoy's `sds_secret_config`): on the xDS stream (the control plane
@@ -96,18 +179,18 @@ pub struct SdsSecret {
 }
 
 impl PemSource {
-    /// The file, unless the material is pushed over SDS.
+    /// The file, when the material is read from one.
     pub fn file(&self) -> Option<&str> {
         match self {
             PemSource::File(f) => Some(f),
-            PemSource::Sds(_) => None,
+            PemSource::Inline(_) | PemSource::Sds(_) => None,
         }
     }
 
     /// The secret, when the material is pushed over SDS.
     pub fn sds(&self) -> Option<&SdsSecret> {
         match self {
-            PemSource::File(_) => None,
+            PemSource::File(_) | PemSource::Inline(_) => None,
             PemSource::Sds(s) => Some(s),
         }
     }
@@ -117,11 +200,13 @@ impl PemSource {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateFiles {
-    /// PEM certificate chain, leaf first, or an SDS secret with the chain and its key.
+    /// PEM certificate chain, leaf first (a file or `{pem: TEXT}`), or an SDS secret
+    /// with the chain and its key.
     pub cert: PemSource,
-    /// PEM private key (none for an SDS secret: it carries its key).
+    /// PEM private key, a file or `{pem: TEXT}` (none for an SDS secret: it carries its
+    /// key).
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<KeySource>,
     /// A DER OCSP response stapled to handshakes (kept fresh by whoever writes it).
     #[serde(default)]
     pub ocsp_staple: Option<String>,
@@ -244,6 +329,8 @@ pub struct ClientCertDetails {
 
 #[cfg(test)]
 mod tests {
+    use super::{KeySource, PemSource};
+
     fn errors(yaml: &str) -> String {
         match crate::load_str("t.yaml", yaml) {
             Ok(_) => String::new(),
@@ -380,7 +467,7 @@ clusters:
 ",
         );
         assert!(
-            text.contains("a PEM file name, or a secret as {sds: NAME}"),
+            text.contains("a PEM file name, PEM text as {pem: TEXT}, or a secret as {sds: NAME}"),
             "{text}"
         );
         let text = errors(
@@ -406,6 +493,93 @@ clusters:
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn certificates_keys_and_cas_may_be_inline_pem_and_bad_pem_is_named_at_its_field() {
+        let yaml = format!(
+            "
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    tls:
+      cert: {{pem: {CERT:?}}}
+      key:
+        pem: |
+          -----BEGIN PRIVATE KEY-----
+          AAAA
+          -----END PRIVATE KEY-----
+      client_ca: {{pem: {CERT:?}}}
+    tcp: {{cluster: c}}
+clusters:
+  - name: c
+    tls: {{sni: x, ca: {{pem: {CERT:?}}}, cert: {{pem: {CERT:?}}}, key: {{pem: {KEY:?}}}}}
+    endpoints: [{{address: '127.0.0.1:1'}}]
+"
+        );
+        let ok = crate::load_str("t.yaml", &yaml).unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.listeners[0].tls.as_ref().unwrap();
+        assert!(matches!(&tls.cert, Some(PemSource::Inline(p)) if p.pem == CERT));
+        assert!(matches!(&tls.key, Some(KeySource::Inline(p)) if p.pem == KEY));
+        assert!(
+            !format!("{tls:?}").contains("AAAA"),
+            "Debug never shows inline PEM"
+        );
+        let bad = yaml
+            .replacen(
+                "PRIVATE KEY-----\n          AAAA",
+                "RSA PUBLIC KEY-----\n          AAAA",
+                1,
+            )
+            .replacen(
+                "END PRIVATE KEY-----\n      client_ca",
+                "END RSA PUBLIC KEY-----\n      client_ca",
+                1,
+            )
+            .replace(&format!("ca: {{pem: {CERT:?}}}"), "ca: {pem: not pem}");
+        let text = errors(&bad);
+        for expected in [
+            "t.yaml:8:9: listeners[0].tls.key.pem: holds no PEM private key",
+            "listeners[0].tls.client_ca.pem: holds no PEM certificate",
+            "clusters[0].tls.ca.pem: holds no PEM certificate",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("AAAA"), "{text}");
+    }
+
+    #[test]
+    fn upstream_verification_is_on_unless_turned_off_and_off_takes_no_ca_or_names() {
+        let cluster = |tls: &str| {
+            format!("clusters:\n  - name: c\n    tls: {tls}\n    endpoints: [{{address: '127.0.0.1:1'}}]\n")
+        };
+        let ok = crate::load_str("t.yaml", &cluster("{verify: false}"))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let tls = ok.config.clusters[0].tls.as_ref().unwrap();
+        assert!(!tls.verify && tls.sni.is_none() && tls.ca.is_none());
+        let on = crate::load_str("t.yaml", &cluster("{sni: x, ca: ca.pem}")).unwrap();
+        assert!(on.config.clusters[0].tls.as_ref().unwrap().verify);
+        for (tls, expected) in [
+            ("{sni: x}", "clusters[0].tls.ca: is required: the CAs that sign the upstream's certificate (or `verify: false`"),
+            ("{ca: ca.pem}", "clusters[0].tls.sni: is required unless `match_subject_alt_names`"),
+            ("{verify: false, ca: ca.pem}", "clusters[0].tls.ca: is unused with `verify: false`"),
+            (
+                "{verify: false, match_subject_alt_names: [{exact: a}]}",
+                "clusters[0].tls.match_subject_alt_names: is unused with `verify: false`",
+            ),
+            (
+                "{sni: x, ca: ca.pem, min_version: TLSv1_3, max_version: TLSv1_2}",
+                "clusters[0].tls.min_version: is newer than `max_version`",
+            ),
+        ] {
+            let text = errors(&cluster(tls));
+            assert!(text.contains(expected), "{tls}: missing {expected:?} in:\n{text}");
+        }
+        let text = errors(&cluster("{sni: x, ca: ca.pem, max_version: TLSv1_1}"));
+        assert!(text.contains("clusters[0].tls.max_version"), "{text}");
     }
 
     #[test]

@@ -756,7 +756,19 @@ fn check_tls(
                 let at = format!("{p}.tls.certificates[{j}]");
                 check_cert_key(&at, Some(&c.cert), &c.key, &mut err);
                 check_sds_origin(&format!("{at}.cert"), Some(&c.cert), &mut err);
+                check_inline(&at, Some(&c.cert), c.key.as_ref(), &mut err);
             }
+            check_inline(
+                &format!("{p}.tls"),
+                tls.cert.as_ref(),
+                tls.key.as_ref(),
+                &mut err,
+            );
+            check_inline_ca(
+                &format!("{p}.tls.client_ca"),
+                tls.client_ca.as_ref(),
+                &mut err,
+            );
             check_sds_origin(&format!("{p}.tls.cert"), tls.cert.as_ref(), &mut err);
             check_sds_origin(
                 &format!("{p}.tls.client_ca"),
@@ -828,19 +840,96 @@ fn check_tls(
         }
         if let Some(tls) = &c.tls {
             match (&tls.cert, &tls.key) {
-                (Some(crate::tls::PemSource::File(_)), None) | (None, Some(_)) => err(
+                (Some(crate::tls::PemSource::File(_) | crate::tls::PemSource::Inline(_)), None)
+                | (None, Some(_)) => err(
                     format!("{p}.tls"),
                     "a client certificate needs both `cert` and `key`".into(),
                 ),
                 (cert, key) => check_cert_key(&format!("{p}.tls"), cert.as_ref(), key, &mut err),
             }
             check_sds_origin(&format!("{p}.tls.cert"), tls.cert.as_ref(), &mut err);
-            check_sds_origin(&format!("{p}.tls.ca"), Some(&tls.ca), &mut err);
+            check_sds_origin(&format!("{p}.tls.ca"), tls.ca.as_ref(), &mut err);
+            check_inline(
+                &format!("{p}.tls"),
+                tls.cert.as_ref(),
+                tls.key.as_ref(),
+                &mut err,
+            );
+            check_inline_ca(&format!("{p}.tls.ca"), tls.ca.as_ref(), &mut err);
             check_sans(
                 &format!("{p}.tls.match_subject_alt_names"),
                 &tls.match_subject_alt_names,
                 &mut err,
             );
+            if tls.verify {
+                if tls.ca.is_none() {
+                    err(
+                        format!("{p}.tls.ca"),
+                        "is required: the CAs that sign the upstream's certificate (or `verify: false` to accept any certificate, as Envoy does without a validation_context)".into(),
+                    );
+                }
+                if tls.sni.is_none() && tls.match_subject_alt_names.is_empty() {
+                    err(
+                        format!("{p}.tls.sni"),
+                        "is required unless `match_subject_alt_names` says who the upstream is"
+                            .into(),
+                    );
+                }
+            } else {
+                if tls.ca.is_some() {
+                    err(
+                        format!("{p}.tls.ca"),
+                        "is unused with `verify: false`: remove one of them".into(),
+                    );
+                }
+                if !tls.match_subject_alt_names.is_empty() {
+                    err(
+                        format!("{p}.tls.match_subject_alt_names"),
+                        "is unused with `verify: false`: remove one of them".into(),
+                    );
+                }
+            }
+            if let (Some(min), Some(max)) = (tls.min_version, tls.max_version) {
+                if min > max {
+                    err(
+                        format!("{p}.tls.min_version"),
+                        "is newer than `max_version`".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Inline PEM of a certificate and its key is well-formed (checked in full, the key
+/// against the certificate, when the TLS context is built).
+fn check_inline(
+    path: &str,
+    cert: Option<&crate::tls::PemSource>,
+    key: Option<&crate::tls::KeySource>,
+    err: &mut impl FnMut(String, String),
+) {
+    use crate::tls::{check_inline_pem, KeySource, PemKind, PemSource};
+    if let Some(PemSource::Inline(pem)) = cert {
+        if let Err(m) = check_inline_pem(&pem.pem, PemKind::Certificates) {
+            err(format!("{path}.cert.pem"), m);
+        }
+    }
+    if let Some(KeySource::Inline(pem)) = key {
+        if let Err(m) = check_inline_pem(&pem.pem, PemKind::PrivateKey) {
+            err(format!("{path}.key.pem"), m);
+        }
+    }
+}
+
+fn check_inline_ca(
+    path: &str,
+    ca: Option<&crate::tls::PemSource>,
+    err: &mut impl FnMut(String, String),
+) {
+    if let Some(crate::tls::PemSource::Inline(pem)) = ca {
+        if let Err(m) = crate::tls::check_inline_pem(&pem.pem, crate::tls::PemKind::Certificates) {
+            err(format!("{path}.pem"), m);
         }
     }
 }
@@ -849,11 +938,12 @@ fn check_tls(
 fn check_cert_key(
     path: &str,
     cert: Option<&crate::tls::PemSource>,
-    key: &Option<String>,
+    key: &Option<crate::tls::KeySource>,
     err: &mut impl FnMut(String, String),
 ) {
     match (cert, key) {
-        (Some(crate::tls::PemSource::File(_)), Some(_)) | (None, None) => {}
+        (Some(crate::tls::PemSource::File(_) | crate::tls::PemSource::Inline(_)), Some(_))
+        | (None, None) => {}
         (Some(crate::tls::PemSource::Sds(s)), Some(_)) => err(
             format!("{path}.key"),
             format!(

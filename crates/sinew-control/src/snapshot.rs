@@ -999,7 +999,7 @@ routes: [{prefix: /, service: api}]
         assert_eq!(sds(tls.client_ca.as_ref()), "ROOTCA");
         assert!(tls.require_client_certificate && tls.allow_plaintext);
         let upstream = config.clusters[0].tls.as_ref().expect("the cluster's TLS");
-        assert_eq!(sds(Some(&upstream.ca)), "ROOTCA");
+        assert_eq!(sds(upstream.ca.as_ref()), "ROOTCA");
         assert_eq!(sds(upstream.cert.as_ref()), "default");
         assert_eq!(upstream.match_subject_alt_names.len(), 1);
     }

@@ -1,6 +1,7 @@
 //! A certificate and key that can be replaced while connections use it: new handshakes
 //! take the new one, established sessions keep theirs (TLS never re-reads a certificate
-//! after its handshake). Fed from files (re-read when they change) or pushed (SDS).
+//! after its handshake). Fed from files (re-read when they change), from PEM written in
+//! the config (which changes only with the config), or pushed (SDS).
 //! A pushed certificate may be awaited: referenced before its secret arrived, it
 //! answers no handshake (which then fails cleanly) until the secret fills it in place.
 
@@ -15,13 +16,51 @@ use sinew_identity::PeerIdentity;
 
 use crate::pem;
 
+/// PEM material named in config: a file, or the text itself.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemInput {
+    /// A file, re-read when it changes.
+    File(String),
+    /// PEM text from the config (Envoy's `inline_string`): never re-read.
+    Inline(String),
+}
+
+impl std::fmt::Debug for PemInput {
+    // Inline text may be a private key: shown by length only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemInput::File(path) => f.debug_tuple("File").field(path).finish(),
+            PemInput::Inline(text) => write!(f, "Inline({} bytes)", text.len()),
+        }
+    }
+}
+
+impl PemInput {
+    /// The file, if it is one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            PemInput::File(path) => Some(path),
+            PemInput::Inline(_) => None,
+        }
+    }
+
+    /// The PEM and how errors name it (`"cert.pem"`, or `the inline cert`).
+    fn read(&self, field: &str) -> Result<(Vec<u8>, String), String> {
+        match self {
+            PemInput::File(path) => Ok((read(path)?, format!("{path:?}"))),
+            PemInput::Inline(text) => Ok((text.as_bytes().to_vec(), format!("the inline {field}"))),
+        }
+    }
+}
+
 /// Where a rotating certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
-    /// PEM files (and a DER OCSP response to staple), re-read when they change.
-    Files {
-        cert: String,
-        key: String,
+    /// PEM files or inline PEM (and a DER OCSP response to staple); the files are
+    /// re-read when they change.
+    Config {
+        cert: PemInput,
+        key: PemInput,
         ocsp: Option<String>,
     },
     /// Pushed by the control plane (an SDS secret of this name).
@@ -79,30 +118,66 @@ pub fn certified_key(
 ) -> Result<CertifiedKey, CertError> {
     let chain = pem::parse_certs(cert_pem, cert_what).map_err(CertError::Cert)?;
     let key = pem::parse_key(key_pem, key_what).map_err(CertError::Key)?;
-    CertifiedKey::from_der(chain, key, &pem::provider()).map_err(|e| {
-        CertError::Key(format!(
-            "{key_what} does not fit the certificate in {cert_what}: {e}"
-        ))
-    })
+    let provider = pem::provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CertError::Key(format!("cannot use the key in {key_what}: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(CertError::Key(format!(
+            "{key_what} does not fit the certificate in {cert_what}"
+        ))),
+        // rustls cannot read the leaf (webpki takes X.509 v3 only): compare the keys
+        // with a parser that reads v1 too. Envoy's own example certificates are v1, and
+        // serving one needs no more than sending it.
+        Err(e) => match leaf_public_key(&certified.cert[0]) {
+            Some(leaf)
+                if spki_key(certified.key.public_key().as_deref()).as_ref() == Some(&leaf) =>
+            {
+                Ok(certified)
+            }
+            Some(_) => Err(CertError::Key(format!(
+                "{key_what} does not fit the certificate in {cert_what}"
+            ))),
+            None => Err(CertError::Cert(format!(
+                "cannot read the certificate in {cert_what}: {e}"
+            ))),
+        },
+    }
+}
+
+/// The public key (the BIT STRING of the SubjectPublicKeyInfo) of a certificate, of any
+/// X.509 version.
+fn leaf_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.public_key().subject_public_key.data.to_vec())
+}
+
+/// The public key in a DER SubjectPublicKeyInfo.
+fn spki_key(spki: Option<&[u8]>) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::x509::SubjectPublicKeyInfo;
+    let (_, info) = SubjectPublicKeyInfo::from_der(spki?).ok()?;
+    Some(info.subject_public_key.data.to_vec())
 }
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot open {path:?}: {e}"))
 }
 
-fn certified_from_files(
-    cert: &str,
-    key: &str,
+fn certified_from_config(
+    cert: &PemInput,
+    key: &PemInput,
     ocsp: Option<&str>,
 ) -> Result<CertifiedKey, CertError> {
-    let cert_pem = read(cert).map_err(CertError::Cert)?;
-    let key_pem = read(key).map_err(CertError::Key)?;
-    let mut certified = certified_key(
-        &cert_pem,
-        &key_pem,
-        &format!("{cert:?}"),
-        &format!("{key:?}"),
-    )?;
+    let (cert_pem, cert_what) = cert.read("certificate").map_err(CertError::Cert)?;
+    let (key_pem, key_what) = key.read("key").map_err(CertError::Key)?;
+    let mut certified = certified_key(&cert_pem, &key_pem, &cert_what, &key_what)?;
     if let Some(ocsp) = ocsp {
         certified.ocsp = Some(read(ocsp).map_err(CertError::Ocsp)?);
     }
@@ -123,18 +198,39 @@ impl RotatingCert {
         key: &str,
         ocsp: Option<&str>,
     ) -> Result<Arc<Self>, CertError> {
-        let loaded = certified_from_files(cert, key, ocsp)?;
+        Self::from_config(
+            &PemInput::File(cert.into()),
+            &PemInput::File(key.into()),
+            ocsp,
+        )
+    }
+
+    /// A certificate and key each from a file or inline PEM, stapling the DER OCSP
+    /// response in `ocsp` if given. Inside a runtime, the files among them are re-read
+    /// whenever they change; with no file, nothing is watched.
+    pub fn from_config(
+        cert: &PemInput,
+        key: &PemInput,
+        ocsp: Option<&str>,
+    ) -> Result<Arc<Self>, CertError> {
+        let loaded = certified_from_config(cert, key, ocsp)?;
         let rotating = Arc::new(RotatingCert {
             current: ArcSwapOption::from_pointee(loaded),
-            source: CertSource::Files {
-                cert: cert.into(),
-                key: key.into(),
+            source: CertSource::Config {
+                cert: cert.clone(),
+                key: key.clone(),
                 ocsp: ocsp.map(str::to_string),
             },
         });
-        let mut paths = vec![cert.to_string(), key.to_string()];
-        paths.extend(ocsp.map(str::to_string));
-        crate::watch::spawn(&rotating, paths, RotatingCert::reload_files);
+        let mut paths: Vec<String> = [cert.file(), key.file(), ocsp]
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        paths.dedup();
+        if !paths.is_empty() {
+            crate::watch::spawn(&rotating, paths, RotatingCert::reload_files);
+        }
         Ok(rotating)
     }
 
@@ -161,10 +257,11 @@ impl RotatingCert {
     }
 
     fn reload_files(&self) -> Result<(), String> {
-        let CertSource::Files { cert, key, ocsp } = &self.source else {
+        let CertSource::Config { cert, key, ocsp } = &self.source else {
             return Ok(());
         };
-        let loaded = certified_from_files(cert, key, ocsp.as_deref()).map_err(|e| e.to_string())?;
+        let loaded =
+            certified_from_config(cert, key, ocsp.as_deref()).map_err(|e| e.to_string())?;
         self.replace(loaded);
         Ok(())
     }
@@ -248,6 +345,47 @@ mod tests {
         .is_ok());
         let garbage = certified_key(b"not pem", b"", "cert.pem", "key.pem").unwrap_err();
         assert!(matches!(garbage, CertError::Cert(_)), "{garbage:?}");
+    }
+
+    /// An X.509 v1 certificate (no extensions, as `openssl x509 -req` makes them and as
+    /// Envoy's example certificates are), made for this test, with its key and another.
+    const V1_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBJzCBzQIUQz5vsnWiK/aJNSenoNgDmp8k5oEwCgYIKoZIzj0EAwIwFTETMBEG
+A1UEAwwKdjEuZXhhbXBsZTAgFw0yNjEyMDcxMjI4MjBaGA8yMTI2MTExMzEyMjgy
+MFowFTETMBEGA1UEAwwKdjEuZXhhbXBsZTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABBbtac5XcxcZRZSYqe+T+cycaeLQVKVj+8YFtz2F9lDK8XYuzr+KbIXFjLUU
+OrXsh8KGLwZgOzHZJN9/dZm0x+UwCgYIKoZIzj0EAwIDSQAwRgIhAMoGrV82/fg/
+HuExMe8LigoH6UdgefA4IukPMKnwnBAgAiEA6YoP04Zy/WKLhVEaqHDf9FLa56FS
+NqYi39Wg+F9bntg=
+-----END CERTIFICATE-----\n";
+    const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgUf1nC57MByTE5O3R
+n/qAohfn5cYCvTQ6qAXTt5m0xnihRANCAAQW7WnOV3MXGUWUmKnvk/nMnGni0FSl
+Y/vGBbc9hfZQyvF2Ls6/imyFxYy1FDq17IfChi8GYDsx2STff3WZtMfl
+-----END PRIVATE KEY-----\n";
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0tvSRJ+8ZCvw6d6U
+tt5CiicOYnBVCUj9/BCq4I9lAwGhRANCAARj3mW8LvwpnanLtIm9/SuDEyO0Nrqr
+yUOYQ+u8Y5oGHxejDtx5rw8GaKO8mE1HB79Y+gK4KEeIrdORhUfK5/OB
+-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn an_x509_v1_certificate_is_served_when_its_key_fits_and_refused_when_not() {
+        let ok = certified_key(V1_CERT.as_bytes(), V1_KEY.as_bytes(), "v1.pem", "v1.key");
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = certified_key(V1_CERT.as_bytes(), OTHER_KEY.as_bytes(), "v1.pem", "v1.key")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CertError::Key("v1.key does not fit the certificate in v1.pem".into())
+        );
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let err =
+            certified_key(garbage.as_bytes(), V1_KEY.as_bytes(), "c.pem", "v1.key").unwrap_err();
+        assert!(
+            matches!(&err, CertError::Cert(m) if m.starts_with("cannot read the certificate in c.pem")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

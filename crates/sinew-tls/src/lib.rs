@@ -2,7 +2,8 @@
 //!
 //! - [`pem`]: reading certificates, keys and roots, from files or bytes.
 //! - [`RotatingCert`]: a certificate and key that can be replaced under load (files that
-//!   change, secrets pushed over SDS); new handshakes take the new one.
+//!   change, secrets pushed over SDS; or inline PEM, which does not change); new
+//!   handshakes take the new one.
 //! - [`SniCertificates`]: a listener's certificates, chosen per handshake by SNI and by
 //!   the signature schemes the client accepts.
 //! - [`TrustBundle`]: the roots a peer's chain must lead to, replaceable the same way (a
@@ -24,7 +25,7 @@ mod trust;
 mod verify;
 pub mod watch;
 
-pub use cert::{certified_key, CertError, CertSource, RotatingCert};
+pub use cert::{certified_key, CertError, CertSource, PemInput, RotatingCert};
 pub use mesh::MeshIdentity;
 pub use pem::provider;
 pub use sds::{PushedSecrets, SecretKey, SecretOrigin};

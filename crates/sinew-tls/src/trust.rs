@@ -17,6 +17,8 @@ use crate::pem;
 pub enum BundleSource {
     /// A PEM file, re-read when it changes.
     File(String),
+    /// PEM written in the config (Envoy's `inline_string`): never re-read.
+    Inline,
     /// Pushed by the control plane (an SDS validation context of this name).
     Pushed(String),
 }
@@ -64,6 +66,15 @@ impl TrustBundle {
         });
         crate::watch::spawn(&bundle, vec![path.into()], TrustBundle::reload_file);
         Ok(bundle)
+    }
+
+    /// A bundle from PEM written in the config; `what` names it in errors.
+    pub fn from_pem(pem: &str, what: &str) -> Result<Arc<Self>, String> {
+        let state = build(pem::parse_roots(pem.as_bytes(), what)?)?;
+        Ok(Arc::new(TrustBundle {
+            state: ArcSwapOption::from_pointee(state),
+            source: BundleSource::Inline,
+        }))
     }
 
     /// A bundle that the control plane pushes.
@@ -120,7 +131,8 @@ impl TrustBundle {
     pub(crate) fn state(&self) -> Result<Arc<BundleState>, rustls::Error> {
         self.state.load_full().ok_or_else(|| {
             let name = match &self.source {
-                BundleSource::Pushed(name) | BundleSource::File(name) => name,
+                BundleSource::Pushed(name) | BundleSource::File(name) => name.as_str(),
+                BundleSource::Inline => "inline",
             };
             rustls::Error::General(format!("trust bundle secret {name:?} has not arrived yet"))
         })

@@ -6,6 +6,11 @@
 //! Mesh upstreams are checked by identity, not host name: an SVID names a workload
 //! (`spiffe://…/sa/web`), not the address it was dialled at, so the host-name check is
 //! off unless asked for, as in Envoy.
+//!
+//! A cluster may also opt out of verifying its upstreams ([`ServerVerifier::accept_any`]),
+//! as Envoy does for an `UpstreamTlsContext` without a `validation_context`: the
+//! connection is still encrypted and the handshake signatures still checked (the peer
+//! holds the key of the certificate it sent), but who the certificate names is not.
 
 use std::sync::Arc;
 
@@ -253,7 +258,8 @@ impl ClientCertVerifier for ClientVerifier {
 /// Verifies an upstream: chain to the bundle, the host name if asked, then the policy.
 #[derive(Debug)]
 pub struct ServerVerifier {
-    bundle: Arc<TrustBundle>,
+    /// None: any certificate is accepted ([`ServerVerifier::accept_any`]).
+    bundle: Option<Arc<TrustBundle>>,
     check_host_name: bool,
     policy: PeerPolicy,
     signatures: Signatures,
@@ -262,11 +268,27 @@ pub struct ServerVerifier {
 impl ServerVerifier {
     pub fn new(bundle: Arc<TrustBundle>, check_host_name: bool, policy: PeerPolicy) -> Arc<Self> {
         Arc::new(ServerVerifier {
-            bundle,
+            bundle: Some(bundle),
             check_host_name,
             policy,
             signatures: Signatures(pem::provider()),
         })
+    }
+
+    /// Accepts whatever certificate the upstream presents (its chain, names and dates are
+    /// not checked); the handshake signatures still are.
+    pub fn accept_any() -> Arc<Self> {
+        Arc::new(ServerVerifier {
+            bundle: None,
+            check_host_name: false,
+            policy: PeerPolicy::default(),
+            signatures: Signatures(pem::provider()),
+        })
+    }
+
+    /// Whether the upstream's certificate is verified at all.
+    pub fn verifies(&self) -> bool {
+        self.bundle.is_some()
     }
 }
 
@@ -279,10 +301,13 @@ impl ServerCertVerifier for ServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let Some(bundle) = &self.bundle else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.bundle.state()?.roots,
+            &bundle.state()?.roots,
             intermediates,
             now,
             self.signatures.0.signature_verification_algorithms.all,

@@ -105,35 +105,54 @@ impl<'a> ClusterBuilder<'a> {
         if let Some(t) = &cfg.tls {
             let field = |f: &str| format!("tls.{f}");
             let secrets = PushedSecrets::global();
-            let (bundle, secret_sans) = match &t.ca {
-                PemSource::File(ca) => (
-                    TrustBundle::from_file(ca).map_err(|e| (field("ca"), e))?,
-                    Vec::new(),
-                ),
-                PemSource::Sds(s) => secrets.validation(&secret_key(s)),
+            let (verifier, secret_sans) = match &t.ca {
+                // Validation has made sure `ca` is given unless `verify` is off.
+                _ if !t.verify => (ServerVerifier::accept_any(), Vec::new()),
+                None => return Err((field("ca"), "is required".into())),
+                Some(ca) => {
+                    let (bundle, secret_sans) = match ca {
+                        PemSource::File(ca) => (
+                            TrustBundle::from_file(ca).map_err(|e| (field("ca"), e))?,
+                            Vec::new(),
+                        ),
+                        PemSource::Inline(ca) => (
+                            TrustBundle::from_pem(&ca.pem, "the inline CA")
+                                .map_err(|e| (field("ca.pem"), e))?,
+                            Vec::new(),
+                        ),
+                        PemSource::Sds(s) => secrets.validation(&secret_key(s)),
+                    };
+                    let mut sans = san_matchers(&t.match_subject_alt_names);
+                    sans.extend(secret_sans.iter().cloned());
+                    let verifier = ServerVerifier::new(
+                        bundle,
+                        sans.is_empty(),
+                        PeerPolicy {
+                            trust_domain: None,
+                            subject_alt_names: sans,
+                        },
+                    );
+                    (verifier, secret_sans)
+                }
             };
-            let mut sans = san_matchers(&t.match_subject_alt_names);
-            sans.extend(secret_sans.iter().cloned());
-            let verifier = ServerVerifier::new(
-                bundle,
-                sans.is_empty(),
-                PeerPolicy {
-                    trust_domain: None,
-                    subject_alt_names: sans,
-                },
-            );
             let client_cert = match (&t.cert, &t.key) {
-                (Some(PemSource::File(cert)), Some(key)) => Some(
-                    RotatingCert::from_files(cert, key)
+                (Some(PemSource::Sds(s)), _) => Some(secrets.certificate(&secret_key(s))),
+                (Some(cert), Some(key)) => Some(
+                    certificate(cert, key, None)
                         .map_err(|e| e.field_and_message())
                         .map_err(|(f, m)| (field(f), m))?,
                 ),
-                (Some(PemSource::Sds(s)), _) => Some(secrets.certificate(&secret_key(s))),
                 _ => None,
             };
-            let mut tls =
-                UpstreamTls::new(Some(&t.sni), verifier, client_cert, alpn(t.alpn.as_ref()))
-                    .map_err(|(f, m)| (field(f), m))?;
+            let versions = protocol_versions(t.min_version, t.max_version);
+            let mut tls = UpstreamTls::new(
+                t.sni.as_deref(),
+                verifier,
+                client_cert,
+                alpn(t.alpn.as_ref()),
+                &versions,
+            )
+            .map_err(|(f, m)| (field(f), m))?;
             tls.secret_sans = secret_sans;
             return Ok(Some(tls));
         }
@@ -148,6 +167,7 @@ impl<'a> ClusterBuilder<'a> {
                 verifier,
                 Some(mesh.cert.clone()),
                 alpn(None),
+                &protocol_versions(None, None),
             )
             .map_err(|(f, m)| (format!("mtls.{f}"), m))?;
             return Ok(Some(tls));
@@ -201,6 +221,7 @@ impl<'a> ClusterBuilder<'a> {
                 && p.config.pool == cfg.pool
                 && p.config.upstream_connection_options == cfg.upstream_connection_options
         });
+        warn_if_unverified(cfg);
         let settings = match previous {
             Some(p) if same_connections => p.settings.clone(),
             _ => Arc::new(ConnectSettings {
@@ -366,6 +387,68 @@ impl Drop for Picked {
     fn drop(&mut self) {
         self.state.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Warns that a cluster does not verify its upstreams' certificates: once when it is
+/// loaded so, not again while it stays so (a config is built more than once: checked,
+/// then started, and on every reload).
+fn warn_if_unverified(cfg: &model::Cluster) {
+    static WARNED: Mutex<std::collections::BTreeSet<String>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let unverified = cfg.tls.as_ref().is_some_and(|t| !t.verify);
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !unverified {
+        warned.remove(cfg.name.as_str());
+    } else if warned.insert(cfg.name.to_string()) {
+        tracing::warn!(
+            cluster = %cfg.name,
+            "upstream certificates are not verified, as Envoy does without a validation_context (tls.verify: false)"
+        );
+    }
+}
+
+/// A certificate and its key from config: each a file (watched) or inline PEM. Not for
+/// an SDS secret (`cert` is then one of [`PushedSecrets`]).
+pub fn certificate(
+    cert: &PemSource,
+    key: &sinew_config::tls::KeySource,
+    ocsp: Option<&str>,
+) -> Result<Arc<RotatingCert>, sinew_tls::CertError> {
+    use sinew_config::tls::KeySource;
+    use sinew_tls::PemInput;
+    let cert = match cert {
+        PemSource::File(f) => PemInput::File(f.clone()),
+        PemSource::Inline(p) => PemInput::Inline(p.pem.clone()),
+        PemSource::Sds(s) => {
+            return Err(sinew_tls::CertError::Cert(format!(
+                "the SDS secret {:?} is not a file",
+                s.sds
+            )))
+        }
+    };
+    let key = match key {
+        KeySource::File(f) => PemInput::File(f.clone()),
+        KeySource::Inline(p) => PemInput::Inline(p.pem.clone()),
+    };
+    RotatingCert::from_config(&cert, &key, ocsp)
+}
+
+/// The TLS versions between `min` and `max` (both included; unset: TLS 1.2 to 1.3).
+pub fn protocol_versions(
+    min: Option<sinew_config::tls::TlsVersion>,
+    max: Option<sinew_config::tls::TlsVersion>,
+) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    use sinew_config::tls::TlsVersion;
+    let min = min.unwrap_or(TlsVersion::Tls12);
+    let max = max.unwrap_or(TlsVersion::Tls13);
+    [
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, version)| version)
+    .collect()
 }
 
 /// Which pushed secret a config's `{sds: NAME}` names.

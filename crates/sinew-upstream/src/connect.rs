@@ -31,12 +31,14 @@ pub struct UpstreamTls {
 
 impl UpstreamTls {
     /// TLS to a cluster's endpoints: `server_name` goes in SNI (`None`: no SNI), the peer
-    /// is checked by `verifier`, and `client_cert` (if any) is presented when asked.
+    /// is checked by `verifier`, `client_cert` (if any) is presented when asked, and
+    /// `versions` are the TLS versions offered.
     pub fn new(
         server_name: Option<&str>,
         verifier: Arc<sinew_tls::ServerVerifier>,
         client_cert: Option<Arc<sinew_tls::RotatingCert>>,
         alpn: Vec<Vec<u8>>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<UpstreamTls, (&'static str, String)> {
         let server_name = match server_name {
             Some(sni) => ServerName::try_from(sni.to_string())
@@ -45,8 +47,8 @@ impl UpstreamTls {
             None => ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()),
         };
         let builder = rustls::ClientConfig::builder_with_provider(sinew_tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ("ca", e.to_string()))?
+            .with_protocol_versions(versions)
+            .map_err(|e| ("min_version", e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let mut config = match &client_cert {
@@ -124,7 +126,9 @@ pub async fn connect(
                         "client certificate secret {:?} has not arrived yet",
                         match cert.source() {
                             sinew_tls::CertSource::Pushed { name } => name.as_str(),
-                            sinew_tls::CertSource::Files { cert, .. } => cert.as_str(),
+                            sinew_tls::CertSource::Config { cert, .. } => {
+                                cert.file().unwrap_or("inline")
+                            }
                         }
                     ))));
                 }

@@ -7,11 +7,12 @@
 //! bootstrap's static secrets; this module puts that secret's certificate or validation
 //! context in place of the reference before the listener and cluster mappers run, so a
 //! named secret maps exactly as the same fields written inline do (files, watched and
-//! re-read). References with an `sds_config` (served over SDS or from a file) are left
+//! re-read; or PEM written in the file). References with an `sds_config` (served over SDS or from a file) are left
 //! for the mappers, which map them to Sinew's `{sds: NAME}` (see `tls_context`).
 //!
-//! A secret is checked where it is defined: only what Sinew can serve from files —
-//! `certificate_chain`, `private_key`, `ocsp_staple`, `trusted_ca` as `filename`, and
+//! A secret is checked where it is defined: only what Sinew can serve —
+//! `certificate_chain`, `private_key`, `trusted_ca` as `filename` or PEM
+//! (`inline_string`, `inline_bytes`), `ocsp_staple` as `filename`, and
 //! `match_typed_subject_alt_names` — and an error names its path under
 //! `static_resources.secrets[i]`.
 
@@ -27,6 +28,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, Secret, TlsCertificate, UpstreamTlsContext,
 };
 use prost::Message;
+use sinew_config::tls::{check_inline_pem, PemKind};
 use sinew_config::ConfigError;
 
 use crate::tls_context::{DOWNSTREAM, UPSTREAM};
@@ -92,16 +94,21 @@ fn check(secrets: Vec<Secret>) -> Result<Secrets, ConfigError> {
             Some(secret::Type::TlsCertificate(c)) => {
                 let at = format!("{path}.tls_certificate");
                 let mut rest = c.clone();
-                for (field, source) in [
-                    ("certificate_chain", rest.certificate_chain.take()),
-                    ("private_key", rest.private_key.take()),
+                for (field, source, kind) in [
+                    (
+                        "certificate_chain",
+                        rest.certificate_chain.take(),
+                        PemKind::Certificates,
+                    ),
+                    ("private_key", rest.private_key.take(), PemKind::PrivateKey),
                 ] {
-                    file(&format!("{at}.{field}"), source.as_ref(), true)?;
+                    file(&format!("{at}.{field}"), source.as_ref(), true, Some(kind))?;
                 }
                 file(
                     &format!("{at}.ocsp_staple"),
                     rest.ocsp_staple.take().as_ref(),
                     false,
+                    None,
                 )?;
                 only_files(&at, &rest)?;
                 out.certificates.insert(s.name, c);
@@ -113,6 +120,7 @@ fn check(secrets: Vec<Secret>) -> Result<Secrets, ConfigError> {
                     &format!("{at}.trusted_ca"),
                     rest.trusted_ca.take().as_ref(),
                     false,
+                    Some(PemKind::Certificates),
                 )?;
                 rest.match_typed_subject_alt_names.clear();
                 only_files(&at, &rest)?;
@@ -141,17 +149,40 @@ fn check(secrets: Vec<Secret>) -> Result<Secrets, ConfigError> {
     Ok(out)
 }
 
-/// A data source of a secret must be a file (Sinew watches and re-reads it).
-fn file(path: &str, source: Option<&DataSource>, required: bool) -> Result<(), ConfigError> {
-    match source.map(|s| &s.specifier) {
-        Some(Some(Specifier::Filename(_))) => Ok(()),
-        None if !required => Ok(()),
-        None | Some(None) => Err(ConfigError::new(path, "is required")),
-        Some(Some(_)) => Err(ConfigError::new(
+/// A data source of a secret: a file (Sinew watches and re-reads it) or, where `inline`
+/// says what it must hold, PEM text, checked here.
+fn file(
+    path: &str,
+    source: Option<&DataSource>,
+    required: bool,
+    inline: Option<PemKind>,
+) -> Result<(), ConfigError> {
+    let (text, at) = match source.map(|s| &s.specifier) {
+        Some(Some(Specifier::Filename(_))) => return Ok(()),
+        None if !required => return Ok(()),
+        None | Some(None) => return Err(ConfigError::new(path, "is required")),
+        Some(Some(Specifier::InlineString(text))) => {
+            (text.as_bytes(), format!("{path}.inline_string"))
+        }
+        Some(Some(Specifier::InlineBytes(bytes))) => {
+            (bytes.as_slice(), format!("{path}.inline_bytes"))
+        }
+        Some(Some(Specifier::EnvironmentVariable(_))) => {
+            return Err(ConfigError::new(
+                format!("{path}.environment_variable"),
+                "is not supported by Sinew: use `filename` or `inline_string`",
+            ))
+        }
+    };
+    let Some(kind) = inline else {
+        return Err(ConfigError::new(
             path,
-            "Sinew reads certificates and keys from files: use `filename`",
-        )),
-    }
+            "Sinew reads an OCSP staple from a file: use `filename`",
+        ));
+    };
+    let text = std::str::from_utf8(text)
+        .map_err(|_| ConfigError::new(&at, "is not PEM text (Sinew takes PEM, not DER)"))?;
+    check_inline_pem(text, kind).map_err(|m| ConfigError::new(at, m))
 }
 
 fn only_files<M: std::fmt::Debug + Default + PartialEq>(

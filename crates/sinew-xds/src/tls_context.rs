@@ -4,8 +4,12 @@
 //! (`tls_certificate_sds_secret_configs`, `validation_context_sds_secret_config`, also
 //! inside `combined_validation_context`) whose `sds_config` is the ADS stream
 //! (`ads: {}`) or a file (`path_config_source`, or the deprecated `path`): they become
-//! Sinew's `{sds: NAME}` ([`sinew_config::tls::PemSource`]). Inline certificate bytes,
-//! other config sources and every field Sinew does not honour are refused by name.
+//! Sinew's `{sds: NAME}` ([`sinew_config::tls::PemSource`]). Certificates, keys and CAs
+//! written in the file (`inline_string`, `inline_bytes`) become Sinew's `{pem: TEXT}`,
+//! checked here so a bad one is reported at its own field. An upstream context without
+//! a validation context verifies nothing, as in Envoy: the cluster's `tls` gets
+//! `verify: false`. Other config sources and every field Sinew does not honour are
+//! refused by name.
 
 use envoy_types::pb::envoy::config::core::v3::{
     config_source::ConfigSourceSpecifier, data_source::Specifier, ApiConfigSource, ApiVersion,
@@ -18,6 +22,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use serde_json::{json, Map, Value};
+use sinew_config::tls::PemKind;
 
 use crate::convert::decode;
 use crate::{Ctx, XdsError};
@@ -111,37 +116,35 @@ pub(crate) fn upstream(
         common,
         &mut unused,
     )?;
-    if let Some(alpn) = unused.remove("alpn") {
-        out.insert("alpn".into(), alpn);
+    for key in ["alpn", "min_version", "max_version"] {
+        if let Some(value) = unused.remove(key) {
+            out.insert(key.into(), value);
+        }
     }
-    if unused.contains_key("min_version") || unused.contains_key("max_version") {
-        return Err(ctx.error(
-            format!("{path}.common_tls_context.tls_params"),
-            "TLS versions to an upstream are not configurable in Sinew (TLS 1.2 and 1.3 are offered)",
-        ));
+    match ca {
+        Some(ca) => {
+            out.insert("ca".into(), ca);
+        }
+        // Envoy verifies nothing without a validation context (one with name matchers
+        // but no CA is refused by Envoy itself, and here too).
+        None if sans.is_empty() => {
+            out.insert("verify".into(), json!(false));
+        }
+        None => {
+            return Err(ctx.error(
+                format!("{path}.common_tls_context.validation_context.trusted_ca"),
+                "is required with match_typed_subject_alt_names (names are checked in a certificate whose chain is verified, as in Envoy)",
+            ))
+        }
     }
-    let Some(ca) = ca else {
-        return Err(ctx.error(
-            format!("{path}.common_tls_context.validation_context.trusted_ca"),
-            "Sinew verifies every upstream certificate: give the CA that signs it",
-        ));
-    };
-    if sni.is_empty() && sans.is_empty() {
+    if !sni.is_empty() {
+        out.insert("sni".into(), json!(sni));
+    } else if sans.is_empty() && out.contains_key("ca") {
         return Err(ctx.error(
             format!("{path}.sni"),
             "is required unless match_typed_subject_alt_names says who the upstream is",
         ));
     }
-    // Without SNI, the SAN matchers alone identify the upstream; the name is unused.
-    out.insert(
-        "sni".into(),
-        json!(if sni.is_empty() {
-            "upstream.invalid".to_string()
-        } else {
-            sni
-        }),
-    );
-    out.insert("ca".into(), ca);
     match certificates.as_slice() {
         [] => {}
         [one] => {
@@ -195,7 +198,7 @@ fn context<M: prost::Message + Default>(
 
 struct Common {
     certificates: Vec<Value>,
-    /// A file name, or `{sds: NAME}`.
+    /// A file name, `{pem: TEXT}` or `{sds: NAME}`.
     ca: Option<Value>,
     sans: Vec<Value>,
 }
@@ -214,12 +217,18 @@ fn common_context(
         .enumerate()
     {
         let at = format!("{path}.tls_certificates[{i}]");
-        let chain = file(
+        let chain = pem(
             ctx,
             &format!("{at}.certificate_chain"),
             cert.certificate_chain.take(),
+            PemKind::Certificates,
         )?;
-        let key = file(ctx, &format!("{at}.private_key"), cert.private_key.take())?;
+        let key = pem(
+            ctx,
+            &format!("{at}.private_key"),
+            cert.private_key.take(),
+            PemKind::PrivateKey,
+        )?;
         let mut entry = json!({"cert": chain, "key": key});
         if let Some(staple) = cert.ocsp_staple.take() {
             entry["ocsp_staple"] = json!(file(ctx, &format!("{at}.ocsp_staple"), Some(staple))?);
@@ -247,7 +256,12 @@ fn common_context(
         Some(ValidationContextType::ValidationContext(mut v)) => {
             let at = format!("{path}.validation_context");
             if let Some(trusted) = v.trusted_ca.take() {
-                ca = Some(json!(file(ctx, &format!("{at}.trusted_ca"), Some(trusted))?));
+                ca = Some(pem(
+                    ctx,
+                    &format!("{at}.trusted_ca"),
+                    Some(trusted),
+                    PemKind::Certificates,
+                )?);
             }
             for (i, m) in std::mem::take(&mut v.match_typed_subject_alt_names).into_iter().enumerate() {
                 sans.push(san(ctx, &format!("{at}.match_typed_subject_alt_names[{i}]"), m)?);
@@ -329,7 +343,9 @@ fn versions(
             Ok(TlsProtocol::TlsAuto) => continue,
             Ok(TlsProtocol::TlSv12) => "TLSv1_2",
             Ok(TlsProtocol::TlSv13) => "TLSv1_3",
-            // Sinew never speaks TLS 1.0 or 1.1; as a minimum they allow 1.2 anyway.
+            // Sinew never speaks TLS 1.0 or 1.1; as a minimum they allow 1.2 anyway, which
+            // is what a peer that Envoy would reach with them can speak too (a maximum of
+            // 1.0 or 1.1 is refused below: Sinew cannot honour it).
             Ok(TlsProtocol::TlSv10 | TlsProtocol::TlSv11) if key == "min_version" => continue,
             _ => {
                 return Err(ctx.error(
@@ -339,6 +355,15 @@ fn versions(
             }
         };
         out.insert(key.into(), json!(name));
+    }
+    if let (Some(min), Some(max)) = (out.get("min_version"), out.get("max_version")) {
+        // The names sort as the versions do.
+        if min.as_str() > max.as_str() {
+            return Err(ctx.error(
+                format!("{path}.tls_minimum_protocol_version"),
+                format!("{min} is newer than tls_maximum_protocol_version {max}"),
+            ));
+        }
     }
     ctx.only_supported(path, &params)
 }
@@ -518,13 +543,43 @@ fn sds_server(ctx: &Ctx, path: &str, mut api: ApiConfigSource) -> Result<Option<
     }
 }
 
-/// A data source that must be a file.
+/// A certificate chain, key or CA as Sinew's source: a file name, or `{pem: TEXT}` for
+/// PEM written in the file (checked here, so an error names the Envoy field).
+fn pem(
+    ctx: &Ctx,
+    path: &str,
+    source: Option<DataSource>,
+    kind: PemKind,
+) -> Result<Value, XdsError> {
+    let (text, at) = match source.and_then(|s| s.specifier) {
+        Some(Specifier::Filename(f)) => return Ok(json!(f)),
+        Some(Specifier::InlineString(text)) => (text, format!("{path}.inline_string")),
+        Some(Specifier::InlineBytes(bytes)) => {
+            let at = format!("{path}.inline_bytes");
+            match String::from_utf8(bytes) {
+                Ok(text) => (text, at),
+                Err(_) => return Err(ctx.error(at, "is not PEM text (Sinew takes PEM, not DER)")),
+            }
+        }
+        Some(Specifier::EnvironmentVariable(_)) => {
+            return Err(ctx.error(
+                format!("{path}.environment_variable"),
+                "is not supported by Sinew: use `filename` or `inline_string`",
+            ))
+        }
+        None => return Err(ctx.error(path, "is required")),
+    };
+    sinew_config::tls::check_inline_pem(&text, kind).map_err(|m| ctx.error(at, m))?;
+    Ok(json!({"pem": text}))
+}
+
+/// A data source that must be a file (an OCSP staple: Sinew reads it from one).
 fn file(ctx: &Ctx, path: &str, source: Option<DataSource>) -> Result<String, XdsError> {
     match source.and_then(|s| s.specifier) {
         Some(Specifier::Filename(f)) => Ok(f),
         Some(_) => Err(ctx.error(
             path,
-            "Sinew reads certificates and keys from files: use `filename`",
+            "Sinew reads an OCSP staple from a file: use `filename`",
         )),
         None => Err(ctx.error(path, "is required")),
     }

@@ -119,7 +119,7 @@ pub fn referenced(config: &Config) -> Vec<&SdsSecret> {
     for c in &config.clusters {
         if let Some(t) = &c.tls {
             out.extend(
-                [Some(&t.ca), t.cert.as_ref()]
+                [t.ca.as_ref(), t.cert.as_ref()]
                     .into_iter()
                     .flatten()
                     .filter_map(PemSource::sds),

@@ -777,3 +777,315 @@ static_resources:
     );
     assert_eq!((grpc.requests(), web.requests()), (2, 2));
 }
+
+/// `text` as a YAML block scalar (`|`) whose lines are indented by `indent` spaces, as
+/// Envoy's examples write PEM inline.
+fn block_scalar(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let lines: String = text.lines().map(|l| format!("{pad}{l}\n")).collect();
+    format!("|\n{lines}")
+}
+
+/// Starts `sinew proxy -c config` with its stderr (the log) in `log`.
+fn start_logging(config: &Path, log: &Path) -> ChildGuard {
+    ChildGuard(
+        Command::new(sinew_binary())
+            .args(["proxy", "-c"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("start sinew proxy"),
+    )
+}
+
+/// An HTTP connection manager on `listener` routing `/<cluster>` prefixes to clusters of
+/// that name, then `clusters` (each `- name: ...`, indented as list items under
+/// `clusters:`).
+fn routes_to_clusters(listener: SocketAddr, names: &[&str], clusters: &str) -> String {
+    let routes: String = names
+        .iter()
+        .map(|n| format!("              - match: {{ prefix: \"/{n}\" }}\n                route: {{ cluster: {n} }}\n"))
+        .collect();
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#,
+        lport = listener.port(),
+    )
+}
+
+/// A static cluster `name` at `upstream` whose transport socket is this
+/// `UpstreamTlsContext` body (indented to sit under `typed_config`).
+fn tls_cluster(name: &str, upstream: SocketAddr, context: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+{context}"#,
+        port = upstream.port(),
+    )
+}
+
+/// `openssl s_server -www` on a free port with `cert` (plus `extra` flags): it answers
+/// any GET with a page saying which TLS version the handshake took ("Protocol  :
+/// TLSv1.2").
+async fn openssl_server(cert: &str, key: &str, extra: &str) -> (ChildGuard, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut args = vec!["s_server", "-www", "-quiet", "-cert", cert, "-key", key];
+    args.extend(extra.split_whitespace());
+    let accept = addr.to_string();
+    args.extend(["-accept", &accept]);
+    let child = ChildGuard(
+        Command::new("openssl")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server"),
+    );
+    wait_for_port(addr).await;
+    (child, addr)
+}
+
+/// What curl gets for `path` through `listener`: the body and then the status.
+async fn curl_through(listener: SocketAddr, path: &str) -> String {
+    sinew_integration::shell(format!(
+        "curl -s --max-time 10 -w ' %{{http_code}}' http://{listener}{path}"
+    ))
+    .await
+}
+
+/// A listener's certificate and key written into the bootstrap (`inline_string`, as
+/// Envoy's front-proxy and tls examples do): curl, trusting only the CA, verifies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_serves_tls_from_an_inline_certificate_and_key_that_curl_verifies() {
+    use sinew_integration::tls_kit::TestCa;
+    let ca = TestCa::new("envoy-inline");
+    let cert = ca.issue("proxy", &["proxy.test"]);
+    let app = Upstream::start("app").await;
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let read = |p: &str| std::fs::read_to_string(p).expect("PEM");
+    let text = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: https
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {lport} }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain:
+                inline_string: {chain}              private_key:
+                inline_string: {key}      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: https
+{ROUTES_TO_APP}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{cluster}"#,
+        lport = listener.port(),
+        chain = block_scalar(&read(cert.cert_path()), 18),
+        key = block_scalar(&read(cert.key_path()), 18),
+        cluster = app_cluster(app.addr),
+    );
+    let file = scratch("inline-listener.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let log = scratch("inline-listener.log");
+    let _proxy = start_logging(&file, &log);
+    wait_for_port(listener).await;
+    let port = listener.port();
+    let out = sinew_integration::shell(format!(
+        "curl -sS --max-time 10 --cacert '{ca}' --resolve proxy.test:{port}:127.0.0.1 -w ' %{{http_code}}' https://proxy.test:{port}/ 2>&1",
+        ca = ca.ca_path(),
+    ))
+    .await;
+    assert_eq!(
+        out, "app\n 200",
+        "curl --cacert verifies the inline certificate"
+    );
+    // A client trusting another CA is refused: the inline certificate is the one served.
+    let other = TestCa::new("envoy-inline-other");
+    let refused = sinew_integration::shell(format!(
+        "curl -s --max-time 10 --cacert '{ca}' --resolve proxy.test:{port}:127.0.0.1 -o /dev/null -w '%{{http_code}}' https://proxy.test:{port}/; echo \" exit=$?\"",
+        ca = other.ca_path(),
+    ))
+    .await;
+    assert_eq!(
+        refused.trim(),
+        "000 exit=60",
+        "curl exit 60: peer certificate not trusted"
+    );
+    let key_line = read(cert.key_path()).lines().nth(1).unwrap().to_string();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logged.contains(&key_line),
+        "the key is never logged:\n{logged}"
+    );
+}
+
+/// Upstream `tls_params`: a cluster capped at TLS 1.2 takes 1.2 from a server that would
+/// speak 1.3 (which a cluster without `tls_params` gets), and a cluster asking for at
+/// least 1.3 cannot reach a server that speaks only 1.2. The server is `openssl
+/// s_server`, which reports the version it negotiated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_params_set_the_versions_a_cluster_offers() {
+    use sinew_integration::tls_kit::TestCa;
+    let ca = TestCa::new("envoy-tls-params");
+    let cert = ca.issue("upstream", &["upstream.test"]);
+    let (_both, both) = openssl_server(cert.cert_path(), cert.key_path(), "").await;
+    let (_only12, only12) = openssl_server(cert.cert_path(), cert.key_path(), "-tls1_2").await;
+    let context = |params: &str| {
+        format!(
+            "        sni: upstream.test\n        common_tls_context:\n{params}          validation_context:\n            trusted_ca: {{ filename: '{}' }}\n",
+            ca.ca_path()
+        )
+    };
+    let max12 = "          tls_params: { tls_maximum_protocol_version: TLSv1_2 }\n";
+    let min13 = "          tls_params: { tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }\n";
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let clusters = [
+        tls_cluster("max12", both, &context(max12)),
+        tls_cluster("unset", both, &context("")),
+        tls_cluster("min13", only12, &context(min13)),
+        tls_cluster("max12only", only12, &context(max12)),
+    ]
+    .concat();
+    let text = routes_to_clusters(
+        listener,
+        &["max12only", "max12", "unset", "min13"],
+        &clusters,
+    );
+    let file = scratch("tls-params.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let _proxy = start(&file);
+    wait_for_port(listener).await;
+
+    let protocol = |page: &str| {
+        page.lines()
+            .find_map(|l| l.trim().strip_prefix("Protocol  : "))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("no protocol in: {page}"))
+    };
+    let page = curl_through(listener, "/max12").await;
+    assert!(page.ends_with(" 200"), "{page}");
+    assert_eq!(
+        protocol(&page),
+        "TLSv1.2",
+        "capped at 1.2 against a 1.3 server"
+    );
+    let page = curl_through(listener, "/unset").await;
+    assert_eq!(
+        protocol(&page),
+        "TLSv1.3",
+        "without tls_params Sinew offers 1.3 too"
+    );
+    let page = curl_through(listener, "/max12only").await;
+    assert_eq!(protocol(&page), "TLSv1.2", "{page}");
+    let failed = curl_through(listener, "/min13").await;
+    assert!(
+        failed.ends_with(" 503"),
+        "TLS 1.3 only cannot reach a TLS 1.2 server: {failed}"
+    );
+}
+
+/// An `UpstreamTlsContext` without a `validation_context` verifies nothing, as in Envoy:
+/// the cluster reaches an upstream whose certificate is self-signed (and names another
+/// host), and a warning says so once when the cluster is loaded. The same upstream with
+/// a `trusted_ca` that did not sign it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_validation_context_is_reached_unverified_and_a_wrong_ca_is_refused() {
+    use sinew_integration::tls_kit::{CertFiles, TestCa, TlsUpstream};
+    let dir = scratch_dir("envoy-unverified");
+    let (cert, key) = (dir.join("self.pem"), dir.join("self.key"));
+    let made = sinew_integration::shell(format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+         -subj /CN=self-signed.example -addext subjectAltName=DNS:self-signed.example \
+         -keyout '{}' -out '{}' 2>/dev/null && echo made",
+        key.display(),
+        cert.display()
+    ))
+    .await;
+    assert_eq!(made.trim(), "made");
+    let self_signed = CertFiles::from_pem(&cert, &key);
+    let up = TlsUpstream::start("secure", &self_signed, &["http/1.1"]).await;
+    let other = TestCa::new("envoy-unverified-ca");
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let clusters = [
+        // As Envoy's tls-sni example writes it: SNI, nothing else.
+        tls_cluster("open", up.addr, "        sni: upstream.test\n"),
+        tls_cluster(
+            "checked",
+            up.addr,
+            &format!(
+                "        sni: self-signed.example\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: '{}' }}\n",
+                other.ca_path()
+            ),
+        ),
+    ]
+    .concat();
+    let text = routes_to_clusters(listener, &["open", "checked"], &clusters);
+    let file = scratch("unverified.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let log = scratch("unverified.log");
+    let _proxy = start_logging(&file, &log);
+    wait_for_port(listener).await;
+
+    let reply = curl_through(listener, "/open").await;
+    assert_eq!(reply, "secure HTTP/1.1 alpn=http/1.1 200", "{reply}");
+    let refused = curl_through(listener, "/checked").await;
+    assert!(
+        refused.ends_with(" 503"),
+        "a CA that did not sign it: {refused}"
+    );
+    assert_eq!(
+        up.handshakes(),
+        1,
+        "only the unverified cluster completed a handshake"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("upstream certificates are not verified"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the one cluster:\n{logged}"
+    );
+    assert!(warnings[0].contains("open"), "{}", warnings[0]);
+}

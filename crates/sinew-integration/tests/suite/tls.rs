@@ -214,6 +214,47 @@ async fn upstream_tls_with_the_wrong_sni_is_a_connect_failure() {
     assert_eq!(up.handshakes(), 0, "the certificate did not fit the name");
 }
 
+/// Sinew's own YAML: a CA written into the config (`ca: {pem: ...}`) verifies as the
+/// file would, and `verify: false` reaches an upstream no CA here signed.
+#[tokio::test]
+async fn upstream_tls_takes_an_inline_ca_and_verify_false_reaches_an_untrusted_upstream() {
+    let ca = TestCa::new("up-inline");
+    let cert = ca.issue("upstream", &["upstream.test"]);
+    let up = TlsUpstream::start("secure", &cert, &["h2", "http/1.1"]).await;
+    let pem = std::fs::read_to_string(ca.ca_path()).unwrap();
+    let inline = tls_cluster(
+        &up,
+        "http1",
+        &format!("{{sni: upstream.test, ca: {{pem: {pem:?}}}}}"),
+    )
+    .await;
+    let reply = TestClient::http1()
+        .get(inline.addr("web").await, "/", &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "secure HTTP/1.1 alpn=http/1.1");
+
+    let stranger = TestCa::new("up-inline-stranger");
+    let pem = std::fs::read_to_string(stranger.ca_path()).unwrap();
+    let wrong = tls_cluster(
+        &up,
+        "http1",
+        &format!("{{sni: upstream.test, ca: {{pem: {pem:?}}}}}"),
+    )
+    .await;
+    let reply = TestClient::http1()
+        .get(wrong.addr("web").await, "/", &[])
+        .await;
+    assert_eq!(reply.status, 503, "an inline CA that did not sign it");
+
+    let open = tls_cluster(&up, "http1", "{verify: false}").await;
+    let reply = TestClient::http1()
+        .get(open.addr("web").await, "/", &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "secure HTTP/1.1 alpn=http/1.1");
+}
+
 #[tokio::test]
 async fn upstream_tls_signed_by_an_untrusted_ca_is_a_connect_failure() {
     let ca = TestCa::new("up-ca");

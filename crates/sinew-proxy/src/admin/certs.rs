@@ -18,7 +18,10 @@ pub(super) fn certs(admin: &Admin) -> Reply {
         .into_iter()
         .map(|(name, cert)| {
             let source = match cert.source() {
-                CertSource::Files { cert, .. } => json!({"file": cert}),
+                CertSource::Config { cert, .. } => match cert.file() {
+                    Some(file) => json!({"file": file}),
+                    None => json!({"inline": true}),
+                },
                 CertSource::Pushed { name } => json!({"sds": name}),
             };
             match cert.leaf_identity() {

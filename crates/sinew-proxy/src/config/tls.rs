@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use sinew_config::model::{Config, Listener};
-use sinew_config::tls::{MtlsMode, PemSource, TlsVersion};
+use sinew_config::tls::{KeySource, MtlsMode, PemSource};
 use sinew_config::ConfigError;
 use sinew_tls::{
     ClientVerifier, MeshIdentity, PeerPolicy, PushedSecrets, RotatingCert, SniCertificates,
@@ -63,7 +63,7 @@ pub(crate) fn downstream_tls(
 ) -> Result<Option<DownstreamTls>, (String, String)> {
     let http_alpn = || vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if let Some(t) = &l.tls {
-        let versions = protocol_versions(t.min_version, t.max_version);
+        let versions = sinew_upstream::cluster::protocol_versions(t.min_version, t.max_version);
         let builder = rustls::ServerConfig::builder_with_provider(sinew_tls::provider())
             .with_protocol_versions(&versions)
             .map_err(|e| ("tls.min_version".to_string(), e.to_string()))?;
@@ -80,6 +80,8 @@ pub(crate) fn downstream_tls(
                     PemSource::File(ca) => {
                         TrustBundle::from_file(ca).map_err(|e| ("tls.client_ca".to_string(), e))?
                     }
+                    PemSource::Inline(ca) => TrustBundle::from_pem(&ca.pem, "the inline CA")
+                        .map_err(|e| ("tls.client_ca.pem".to_string(), e))?,
                     PemSource::Sds(s) => {
                         let key = sinew_upstream::cluster::secret_key(s);
                         let (bundle, secret_sans) = PushedSecrets::global().validation(&key);
@@ -152,23 +154,6 @@ pub(crate) fn downstream_tls(
     }))
 }
 
-/// The TLS versions between `min` and `max` (both included; unset: TLS 1.2 to 1.3).
-fn protocol_versions(
-    min: Option<TlsVersion>,
-    max: Option<TlsVersion>,
-) -> Vec<&'static rustls::SupportedProtocolVersion> {
-    let min = min.unwrap_or(TlsVersion::Tls12);
-    let max = max.unwrap_or(TlsVersion::Tls13);
-    [
-        (TlsVersion::Tls13, &rustls::version::TLS13),
-        (TlsVersion::Tls12, &rustls::version::TLS12),
-    ]
-    .into_iter()
-    .filter(|(v, _)| (min..=max).contains(v))
-    .map(|(_, version)| version)
-    .collect()
-}
-
 /// A certificate with the DNS names it answers for.
 type NamedCert = (Vec<String>, Arc<RotatingCert>);
 
@@ -180,27 +165,27 @@ fn listener_certificates(
     type Source<'a> = (
         String,
         &'a PemSource,
-        Option<&'a str>,
+        Option<&'a KeySource>,
         Option<&'a str>,
         Option<&'a [String]>,
     );
     let mut sources: Vec<Source> = Vec::new();
     if let Some(cert) = &t.cert {
-        sources.push(("tls".into(), cert, t.key.as_deref(), None, None));
+        sources.push(("tls".into(), cert, t.key.as_ref(), None, None));
     }
     for (j, c) in t.certificates.iter().enumerate() {
         let path = format!("tls.certificates[{j}]");
         let names = c.server_names.as_deref();
-        let key = c.key.as_deref();
+        let key = c.key.as_ref();
         sources.push((path, &c.cert, key, c.ocsp_staple.as_deref(), names));
     }
     sources
         .into_iter()
         .map(|(path, cert, key, ocsp, server_names)| {
             let cert = match cert {
-                PemSource::File(cert) => {
+                PemSource::File(_) | PemSource::Inline(_) => {
                     let key = key.ok_or_else(|| (format!("{path}.key"), "is required".into()))?;
-                    RotatingCert::from_files_stapling(cert, key, ocsp)
+                    sinew_upstream::cluster::certificate(cert, key, ocsp)
                         .map_err(|e| e.field_and_message())
                         .map_err(|(f, m)| (format!("{path}.{f}"), m))?
                 }

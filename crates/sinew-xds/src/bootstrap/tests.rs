@@ -483,7 +483,7 @@ fn tls_transport_sockets_map_to_listener_and_cluster_tls() {
         Some("/etc/certs/cert-chain.pem")
     );
     assert_eq!(
-        listener.certificates[0].key.as_deref(),
+        listener.certificates[0].key.as_ref().and_then(|k| k.file()),
         Some("/etc/certs/key.pem")
     );
     assert_eq!(
@@ -501,13 +501,20 @@ fn tls_transport_sockets_map_to_listener_and_cluster_tls() {
         Some("spiffe://cluster.local/ns/shop/")
     );
     let cluster = config.clusters[0].tls.as_ref().expect("cluster tls");
-    assert_eq!(cluster.sni, "app.internal");
-    assert_eq!(cluster.ca.file(), Some("/etc/certs/root-cert.pem"));
+    assert_eq!(cluster.sni.as_deref(), Some("app.internal"));
+    assert!(cluster.verify);
+    assert_eq!(
+        cluster.ca.as_ref().and_then(|c| c.file()),
+        Some("/etc/certs/root-cert.pem")
+    );
     assert_eq!(
         cluster.cert.as_ref().and_then(|c| c.file()),
         Some("/etc/certs/client.pem")
     );
-    assert_eq!(cluster.key.as_deref(), Some("/etc/certs/client-key.pem"));
+    assert_eq!(
+        cluster.key.as_ref().and_then(|k| k.file()),
+        Some("/etc/certs/client-key.pem")
+    );
 }
 
 #[test]
@@ -516,7 +523,7 @@ fn tls_fields_sinew_cannot_honour_are_named() {
         (
             "private_key: {filename: /etc/certs/key.pem}",
             "private_key: {inline_string: secret}",
-            "tls_certificates[0].private_key: Sinew reads certificates and keys from files",
+            "tls_certificates[0].private_key.inline_string: holds no PEM private key",
         ),
         (
             "tls_maximum_protocol_version: TLSv1_3",
@@ -533,6 +540,246 @@ fn tls_fields_sinew_cannot_honour_are_named() {
         let error = error_of(&text);
         assert!(error.contains(field), "{field:?} not in:\n{error}");
     }
+}
+
+/// Stand-ins for PEM: well-formed, which is all mapping checks (the key is checked
+/// against its certificate when the TLS context is built).
+const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+/// `TLS_BOOTSTRAP` with the listener's certificate and key written in as Envoy's examples
+/// do (`inline_string` block scalars), and the cluster's CA as `inline_bytes`.
+fn tls_bootstrap_inline() -> String {
+    let block = |pem: &str, indent: usize| {
+        let pad = " ".repeat(indent);
+        let lines: String = pem.lines().map(|l| format!("{pad}{l}\n")).collect();
+        format!("|\n{lines}")
+    };
+    TLS_BOOTSTRAP
+        .replacen(
+            "                  - certificate_chain: {filename: /etc/certs/cert-chain.pem}
+                    private_key: {filename: /etc/certs/key.pem}
+",
+            &format!(
+                "                  - certificate_chain:
+                      inline_string: {}                    private_key:
+                      inline_string: {}",
+                block(CERT_PEM, 24),
+                block(KEY_PEM, 24)
+            ),
+            1,
+        )
+        .replacen(
+            "            validation_context:
+              trusted_ca: {filename: /etc/certs/root-cert.pem}
+",
+            // base64 of CERT_PEM: proto3 JSON writes bytes so.
+            "            validation_context:
+              trusted_ca: {inline_bytes: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkFBQUEKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=}
+",
+            1,
+        )
+}
+
+#[test]
+fn inline_certificates_keys_and_cas_map_to_pem_written_in_the_config() {
+    use sinew_config::tls::{KeySource, PemSource};
+    let text = tls_bootstrap_inline();
+    assert!(text.contains("inline_string") && text.contains("inline_bytes"));
+    let bootstrap = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let config = &bootstrap.loaded.config;
+    let listener = config.listeners[0].tls.as_ref().unwrap();
+    let PemSource::Inline(cert) = &listener.certificates[0].cert else {
+        panic!("{:?}", listener.certificates[0].cert);
+    };
+    assert_eq!(cert.pem, CERT_PEM);
+    let Some(KeySource::Inline(key)) = &listener.certificates[0].key else {
+        panic!("{:?}", listener.certificates[0].key);
+    };
+    assert_eq!(key.pem, KEY_PEM);
+    // Printing the config never shows the key.
+    assert!(!format!("{listener:?}").contains("AAAA"), "{listener:?}");
+    let cluster = config.clusters[0].tls.as_ref().unwrap();
+    assert!(
+        matches!(&cluster.ca, Some(PemSource::Inline(ca)) if ca.pem == CERT_PEM),
+        "{:?}",
+        cluster.ca
+    );
+}
+
+#[test]
+fn bad_inline_pem_is_an_error_at_its_field_and_line() {
+    let text = tls_bootstrap_inline().replace("PRIVATE KEY", "PUBLIC KEY");
+    // The key's `inline_string` is the second in the file.
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("inline_string"))
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    let e = error_of(&text);
+    let at = "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates[0].private_key.inline_string";
+    assert!(
+        e.contains(&format!(
+            "envoy.yaml:{line}:23: {at}: holds no PEM private key"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("AAAA"), "the key text is never quoted:\n{e}");
+    // DER, as some write it: Sinew takes PEM.
+    let text = tls_bootstrap_inline().replacen(
+        "inline_bytes: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkFBQUEKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=",
+        "inline_bytes: MIIB",
+        1,
+    );
+    let e = error_of(&text);
+    assert!(
+        e.contains("static_resources.clusters[0].transport_socket.typed_config.common_tls_context.validation_context.trusted_ca.inline_bytes: is not PEM text"),
+        "{e}"
+    );
+    let text = tls_bootstrap_inline().replacen(
+        "trusted_ca: {inline_bytes: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkFBQUEKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=}",
+        "trusted_ca: {environment_variable: CA}",
+        1,
+    );
+    let e = error_of(&text);
+    assert!(
+        e.contains("validation_context.trusted_ca.environment_variable: is not supported by Sinew: use `filename` or `inline_string`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn static_secrets_may_hold_inline_pem_checked_where_they_are_defined() {
+    let text = tls_bootstrap_with_secrets().replacen(
+        "      tls_certificate:
+        certificate_chain: {filename: /etc/certs/cert-chain.pem}
+        private_key: {filename: /etc/certs/key.pem}",
+        &format!(
+            "      tls_certificate:
+        certificate_chain: {{inline_string: {CERT_PEM:?}}}
+        private_key: {{inline_string: {KEY_PEM:?}}}"
+        ),
+        1,
+    );
+    let bootstrap = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let listener = bootstrap.loaded.config.listeners[0].tls.as_ref().unwrap();
+    assert!(matches!(
+        &listener.certificates[0].cert,
+        sinew_config::tls::PemSource::Inline(c) if c.pem == CERT_PEM
+    ));
+    let bad = text.replace("CERTIFICATE", "NONSENSE");
+    let e = error_of(&bad);
+    assert!(
+        e.contains("static_resources.secrets[0].tls_certificate.certificate_chain.inline_string: holds no PEM certificate"),
+        "{e}"
+    );
+}
+
+#[test]
+fn upstream_tls_versions_map_and_versions_sinew_cannot_speak_are_refused() {
+    use sinew_config::tls::TlsVersion;
+    let with = |params: &str| {
+        TLS_BOOTSTRAP.replacen(
+            "          common_tls_context:
+            tls_certificates:
+              - certificate_chain: {filename: /etc/certs/client.pem}",
+            &format!(
+                "          common_tls_context:
+            tls_params: {params}
+            tls_certificates:
+              - certificate_chain: {{filename: /etc/certs/client.pem}}"
+            ),
+            1,
+        )
+    };
+    let versions = |params: &str| {
+        let b = load_str("envoy.yaml", &with(params)).unwrap_or_else(|d| panic!("{d}"));
+        let t = b.loaded.config.clusters[0].tls.clone().unwrap();
+        (t.min_version, t.max_version)
+    };
+    assert_eq!(
+        versions("{tls_maximum_protocol_version: TLSv1_2}"),
+        (None, Some(TlsVersion::Tls12))
+    );
+    assert_eq!(
+        versions("{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}"),
+        (Some(TlsVersion::Tls13), Some(TlsVersion::Tls13))
+    );
+    // TLS 1.0 and 1.1 as a minimum: Sinew has nothing older than 1.2 to offer.
+    assert_eq!(
+        versions("{tls_minimum_protocol_version: TLSv1_0, tls_maximum_protocol_version: TLSv1_2}"),
+        (None, Some(TlsVersion::Tls12))
+    );
+    assert_eq!(
+        versions("{tls_minimum_protocol_version: TLS_AUTO}"),
+        (None, None)
+    );
+    let at =
+        "static_resources.clusters[0].transport_socket.typed_config.common_tls_context.tls_params";
+    for (params, want) in [
+        (
+            "{tls_maximum_protocol_version: TLSv1_1}",
+            format!("{at}.tls_maximum_protocol_version: Sinew speaks TLS 1.2 and 1.3 only"),
+        ),
+        (
+            "{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_2}",
+            format!("{at}.tls_minimum_protocol_version: \"TLSv1_3\" is newer than tls_maximum_protocol_version \"TLSv1_2\""),
+        ),
+        (
+            "{cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256]}",
+            format!("{at}.cipher_suites: is not supported by Sinew"),
+        ),
+    ] {
+        let e = error_of(&with(params));
+        assert!(e.contains(&want), "want {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn an_upstream_context_without_validation_maps_to_tls_that_does_not_verify() {
+    let cluster_ctx = "          sni: app.internal
+          common_tls_context:
+            tls_certificates:
+              - certificate_chain: {filename: /etc/certs/client.pem}
+                private_key: {filename: /etc/certs/client-key.pem}
+            validation_context:
+              trusted_ca: {filename: /etc/certs/root-cert.pem}
+";
+    assert!(TLS_BOOTSTRAP.contains(cluster_ctx));
+    let tls_of = |ctx: &str| {
+        let text = TLS_BOOTSTRAP.replacen(cluster_ctx, ctx, 1);
+        let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+        b.loaded.config.clusters[0].tls.clone().unwrap()
+    };
+    // Only SNI, as Envoy's tls-sni example writes it.
+    let t = tls_of("          sni: app.internal\n");
+    assert!(!t.verify);
+    assert_eq!(t.ca, None);
+    assert_eq!(t.sni.as_deref(), Some("app.internal"));
+    // Nothing at all: no SNI either.
+    let t = tls_of("          common_tls_context: {}\n");
+    assert!(!t.verify);
+    assert_eq!(t.sni, None);
+    // A validation context with neither a CA nor names verifies nothing in Envoy either.
+    let t = tls_of("          common_tls_context: {validation_context: {}}\n");
+    assert!(!t.verify);
+    // Names to match but no CA: Envoy refuses it, and so does Sinew.
+    let text = TLS_BOOTSTRAP.replacen(
+        cluster_ctx,
+        "          common_tls_context:
+            validation_context:
+              match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: app.internal}}]
+",
+        1,
+    );
+    let e = error_of(&text);
+    assert!(
+        e.contains("common_tls_context.validation_context.trusted_ca: is required with match_typed_subject_alt_names"),
+        "{e}"
+    );
 }
 
 /// `TLS_BOOTSTRAP` with its certificates and CA given as static secrets, named from the
@@ -611,7 +858,10 @@ fn static_secrets_named_by_transport_sockets_map_as_the_inline_files_do() {
         format!("{:?}", b.listeners[0].tls)
     );
     let cluster = a.clusters[0].tls.as_ref().unwrap();
-    assert_eq!(cluster.ca.file(), Some("/etc/certs/root-cert.pem"));
+    assert_eq!(
+        cluster.ca.as_ref().and_then(|c| c.file()),
+        Some("/etc/certs/root-cert.pem")
+    );
     assert_eq!(
         cluster.cert.as_ref().and_then(|c| c.file()),
         Some("/etc/certs/client.pem")
@@ -641,7 +891,7 @@ fn bad_static_secrets_and_references_are_named() {
         (
             "private_key: {filename: /etc/certs/key.pem}\n    - name: client",
             "private_key: {inline_string: KEY}\n    - name: client",
-            "static_resources.secrets[0].tls_certificate.private_key: Sinew reads certificates and keys from files".to_string(),
+            "static_resources.secrets[0].tls_certificate.private_key.inline_string: holds no PEM private key".to_string(),
         ),
         (
             "trusted_ca: {filename: /etc/certs/root-cert.pem}\n",
