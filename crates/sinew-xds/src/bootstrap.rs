@@ -229,9 +229,42 @@ fn unknown_type_message(message: &str) -> Option<String> {
         format!(
             "Envoy type {name} is not supported by Sinew (docs/envoy-bootstrap.md lists what is)"
         )
+    } else if is_contrib(name) {
+        format!(
+            "Envoy type {name} is a contrib extension (built only into Envoy's contrib \
+             images), which Sinew does not support"
+        )
     } else {
         format!("{name:?} is not an Envoy v3 type: check the spelling of @type (type.googleapis.com/envoy....v3.Name)")
     })
+}
+
+/// Whether `name` is in one of the extensions Envoy keeps under `contrib/` (shipped in
+/// its contrib images only, so absent from the descriptors Sinew embeds): a real Envoy
+/// type, not a misspelling.
+fn is_contrib(name: &str) -> bool {
+    const CONTRIB: &[&str] = &[
+        "checksum",
+        "client_ssl_auth",
+        "cryptomb",
+        "dlb",
+        "dynamo",
+        "generic_proxy",
+        "golang",
+        "hyperscan",
+        "kafka_broker",
+        "kafka_mesh",
+        "language",
+        "mysql_proxy",
+        "postgres_proxy",
+        "qat",
+        "rocketmq_proxy",
+        "sip_proxy",
+        "squash",
+        "sxg",
+    ];
+    name.starts_with("envoy.extensions.")
+        && name.split('.').any(|segment| CONTRIB.contains(&segment))
 }
 
 /// A bootstrap's text with each extension Sinew has no descriptor for stood in for by an

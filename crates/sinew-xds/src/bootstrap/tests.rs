@@ -280,6 +280,23 @@ fn dns_clusters_take_envoys_lookup_family_auto_by_default_and_logical_dns_maps()
 }
 
 #[test]
+fn contrib_extensions_are_named_as_such_not_as_misspellings() {
+    let text = std::fs::read_to_string(example("tcp-proxy.json"))
+        .unwrap()
+        .replacen(
+            "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "type.googleapis.com/envoy.extensions.filters.network.mysql_proxy.v3.MySQLProxy",
+            1,
+        );
+    assert!(text.contains("MySQLProxy"));
+    let e = error_of(&text);
+    assert!(
+        e.contains("mysql_proxy.v3.MySQLProxy is a contrib extension"),
+        "{e}"
+    );
+}
+
+#[test]
 fn an_unsupported_bootstrap_section_is_named() {
     let text = "static_resources: {}\noverload_manager: {refresh_interval: 1s}\n";
     let e = error_of(text);
