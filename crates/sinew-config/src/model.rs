@@ -191,6 +191,11 @@ pub struct HttpConnectionManager {
     /// 403. Absent: every upgrade passes. Envoy: `upgrade_configs`.
     #[serde(default)]
     pub upgrades: Option<BTreeMap<String, bool>>,
+    /// What a request header whose name has an underscore gets: passed (`allow`), the
+    /// request refused with 400 (`reject_request`), or the header removed
+    /// (`drop_header`). Envoy: `common_http_protocol_options.headers_with_underscores_action`.
+    #[serde(default)]
+    pub headers_with_underscores: HeadersWithUnderscores,
     /// Treat the client as trusted: keep its `X-Forwarded-*` and append to them. When false,
     /// incoming `X-Forwarded-For` is replaced by the client's address.
     #[serde(default = "default_true")]
@@ -658,6 +663,17 @@ impl Discovery {
     pub fn resolves_names(self) -> bool {
         matches!(self, Discovery::Dns | Discovery::LogicalDns)
     }
+}
+
+/// What happens to request headers whose names have underscores (which some servers,
+/// such as CGI gateways, cannot tell from dashes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadersWithUnderscores {
+    #[default]
+    Allow,
+    RejectRequest,
+    DropHeader,
 }
 
 /// Which addresses of a name's answer a DNS cluster uses, as Envoy's

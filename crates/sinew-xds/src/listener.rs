@@ -471,6 +471,18 @@ fn http_connection_manager(
         if let Some(t) = common.idle_timeout.take() {
             out.insert("idle_timeout".into(), json!(duration(&t)));
         }
+        let underscores = match std::mem::take(&mut common.headers_with_underscores_action) {
+            0 => "allow",
+            1 => "reject_request",
+            2 => "drop_header",
+            other => {
+                return Err(ctx.error(
+                    format!("{path}.common_http_protocol_options.headers_with_underscores_action"),
+                    format!("{other} is not an action"),
+                ))
+            }
+        };
+        out.insert("headers_with_underscores".into(), json!(underscores));
         ctx.only_supported(format_args!("{path}.common_http_protocol_options"), &common)?;
     }
     // Path normalisation, which path matching in routes and RBAC policies sees.

@@ -159,3 +159,38 @@ async fn an_http10_upstream_is_answered_to_an_http11_client_in_http11() {
         assert_eq!(body, "hello\n");
     }
 }
+
+#[tokio::test]
+async fn header_names_with_underscores_are_passed_refused_or_dropped_as_the_listener_says() {
+    let upstream = sinew_integration::Upstream::start("a").await;
+    let header = [
+        ("x-test-echo", "1"),
+        ("x_custom_id", "7"),
+        ("x-custom-id", "8"),
+    ];
+    let client = sinew_integration::TestClient::http1();
+    for (action, status, seen_underscored) in [
+        ("allow", 200, true),
+        ("reject_request", 400, false),
+        ("drop_header", 200, false),
+    ] {
+        let (_proxy, addr) = sinew_integration::OneRoute::to(&[upstream.addr])
+            .http(&format!("      headers_with_underscores: {action}\n"))
+            .start()
+            .await;
+        let reply = client.get(addr, "/", &header).await;
+        assert_eq!(reply.status.as_u16(), status, "{action}: {}", reply.text());
+        if status == 200 {
+            let echo = reply.text().to_ascii_lowercase();
+            assert_eq!(
+                echo.contains("x_custom_id: 7"),
+                seen_underscored,
+                "{action}: {echo}"
+            );
+            assert!(
+                echo.contains("x-custom-id: 8"),
+                "{action}: the dashed header stays"
+            );
+        }
+    }
+}

@@ -484,6 +484,7 @@ fn http_manager(
             escaped_slashes: http.path_with_escaped_slashes_action,
         },
         upgrades: http.upgrades.as_ref().map(sinew_router::upgrade_list),
+        headers_with_underscores: http.headers_with_underscores,
     }
 }
 

@@ -153,6 +153,7 @@ pub struct HttpManager {
     pub path_options: crate::stream::path_normalize::PathOptions,
     /// The upgrade types passed (lower case) and whether each is on; None: every one.
     pub upgrades: Option<sinew_router::UpgradeList>,
+    pub headers_with_underscores: sinew_config::model::HeadersWithUnderscores,
 }
 
 impl HttpManager {

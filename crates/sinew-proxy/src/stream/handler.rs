@@ -20,6 +20,7 @@ use crate::config::snapshot::{HttpManager, ListenerKind};
 use crate::filters::chain::StreamState;
 use crate::filters::router::forward;
 use crate::filters::{Downstream, Routed};
+use sinew_config::model::HeadersWithUnderscores;
 
 /// Handles one request: its response, and the stream idle timeout that applies to it
 /// (its route's, else its listener's; zero when off).
@@ -89,6 +90,29 @@ async fn phases(
         Ok(None) => return local_reply::bad_request("missing Host header"),
         Err(problem) => return local_reply::bad_request(problem),
     };
+    // Phase 1: header names with underscores, when the listener refuses or drops them.
+    if manager.headers_with_underscores != HeadersWithUnderscores::Allow {
+        let underscored = |req: &DownstreamRequest| {
+            req.headers()
+                .keys()
+                .find(|name| name.as_str().contains('_'))
+                .cloned()
+        };
+        if manager.headers_with_underscores == HeadersWithUnderscores::RejectRequest {
+            if underscored(&req).is_some() {
+                return local_reply::error(
+                    StatusCode::BAD_REQUEST,
+                    ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                    "header name with underscores",
+                    grpc,
+                );
+            }
+        } else {
+            while let Some(name) = underscored(&req) {
+                req.headers_mut().remove(&name);
+            }
+        }
+    }
     // Phase 1: the path normalised, so routing and authorization see one path.
     if !manager.path_options.is_off() {
         if let Some(reply) = normalize_path(&mut req, manager, grpc) {

@@ -280,6 +280,24 @@ fn dns_clusters_take_envoys_lookup_family_auto_by_default_and_logical_dns_maps()
 }
 
 #[test]
+fn headers_with_underscores_action_maps_from_common_http_protocol_options() {
+    use sinew_config::model::HeadersWithUnderscores;
+    let text = std::fs::read_to_string(example("front-proxy.yaml"))
+        .unwrap()
+        .replacen(
+            "stat_prefix: ingress_http",
+            "stat_prefix: ingress_http\n          common_http_protocol_options: {headers_with_underscores_action: REJECT_REQUEST}",
+            1,
+        );
+    let b = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let http = b.loaded.config.listeners[0].http.as_ref().unwrap();
+    assert_eq!(
+        http.headers_with_underscores,
+        HeadersWithUnderscores::RejectRequest
+    );
+}
+
+#[test]
 fn contrib_extensions_are_named_as_such_not_as_misspellings() {
     let text = std::fs::read_to_string(example("tcp-proxy.json"))
         .unwrap()
