@@ -463,6 +463,18 @@ pub fn start_control(config: &std::path::Path) -> ChildGuard {
     )
 }
 
+/// `sinew proxy -c config` (a Sinew config or an Envoy bootstrap), killed when dropped.
+pub fn start_proxy_file(config: &std::path::Path) -> ChildGuard {
+    ChildGuard(
+        std::process::Command::new(sinew_binary())
+            .args(["proxy", "-c"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start sinew proxy"),
+    )
+}
+
 /// The nearest-rank percentile `p` (0..=1) of sorted durations; zero when empty.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

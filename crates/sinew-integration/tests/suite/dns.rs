@@ -232,14 +232,7 @@ async fn a_bootstraps_logical_dns_cluster_follows_the_first_address_of_its_famil
         ),
     )
     .unwrap();
-    let _proxy = ChildGuard(
-        Command::new(sinew_integration::sinew_binary())
-            .args(["proxy", "-c"])
-            .arg(&bootstrap)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew proxy"),
-    );
+    let _proxy = sinew_integration::start_proxy_file(&bootstrap);
     wait_for("the proxy listens", Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(listen).await.is_ok()
     })

@@ -26,14 +26,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn start(config: &Path) -> ChildGuard {
-    ChildGuard(
-        Command::new(sinew_binary())
-            .args(["proxy", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sinew proxy"),
-    )
+    sinew_integration::start_proxy_file(config)
 }
 
 async fn wait_for_port(addr: SocketAddr) {

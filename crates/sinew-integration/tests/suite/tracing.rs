@@ -691,13 +691,7 @@ fn run_bootstrap(name: &str, text: &str) -> (sinew_integration::ChildGuard, std:
     let dir = sinew_integration::scratch_dir(name);
     let file = dir.join("envoy.yaml");
     std::fs::write(&file, text).unwrap();
-    let child = std::process::Command::new(sinew_integration::sinew_binary())
-        .args(["proxy", "-c"])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start sinew proxy");
-    (sinew_integration::ChildGuard(child), dir)
+    (sinew_integration::start_proxy_file(&file), dir)
 }
 
 async fn serving(addr: SocketAddr) {

@@ -224,14 +224,7 @@ async fn a_bootstrap_passes_the_upgrades_its_upgrade_configs_name_and_answers_ot
     let dir = sinew_integration::scratch_dir("upgrade-configs");
     let file = dir.join("envoy.yaml");
     std::fs::write(&file, upgrade_bootstrap(with, without, upstream)).unwrap();
-    let _proxy = sinew_integration::ChildGuard(
-        std::process::Command::new(sinew_integration::sinew_binary())
-            .args(["proxy", "-c"])
-            .arg(&file)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start sinew proxy"),
-    );
+    let _proxy = sinew_integration::start_proxy_file(&file);
     for addr in [with, without] {
         assert!(
             sinew_integration::eventually(Duration::from_secs(10), || {
