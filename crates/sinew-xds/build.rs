@@ -23,6 +23,7 @@ use prost_types::FileDescriptorSet;
 /// maps (the rest arrive as what these import).
 const ROOTS: &[&str] = &[
     "envoy/config/bootstrap/v3/bootstrap.proto",
+    "envoy/service/discovery/v3/discovery.proto",
     "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
     "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",

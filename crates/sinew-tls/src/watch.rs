@@ -32,6 +32,37 @@ fn stamp(path: &str) -> Option<Stamp> {
     })
 }
 
+/// What a set of files looked like when last looked at: [`FileStamps::changed`] says
+/// whether any of them has changed since (written, replaced, created or removed; a
+/// directory's stamp changes when a file is moved into it).
+#[derive(Debug)]
+pub struct FileStamps {
+    paths: Vec<String>,
+    stamps: Vec<Option<Stamp>>,
+}
+
+impl FileStamps {
+    /// Stamps `paths` as they are now.
+    pub fn new(paths: Vec<String>) -> Self {
+        let stamps = paths.iter().map(|p| stamp(p)).collect();
+        FileStamps { paths, stamps }
+    }
+
+    /// Whether any file changed since the last look; the new stamps are kept.
+    pub fn changed(&mut self) -> bool {
+        let now: Vec<Option<Stamp>> = self.paths.iter().map(|p| stamp(p)).collect();
+        if now == self.stamps {
+            return false;
+        }
+        self.stamps = now;
+        true
+    }
+
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+}
+
 /// Calls `reload` on `target` whenever one of `paths` changes, until `target` is dropped.
 /// A failed reload is logged and the last good state kept; it is retried at the next
 /// change (a certificate and its key are often written one after the other).
@@ -45,7 +76,7 @@ pub fn spawn<T: Send + Sync + 'static>(
         return;
     };
     let weak: Weak<T> = Arc::downgrade(target);
-    let mut stamps: Vec<Option<Stamp>> = paths.iter().map(|p| stamp(p)).collect();
+    let mut stamps = FileStamps::new(paths);
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -53,11 +84,10 @@ pub fn spawn<T: Send + Sync + 'static>(
         loop {
             tick.tick().await;
             let Some(target) = weak.upgrade() else { return };
-            let now: Vec<Option<Stamp>> = paths.iter().map(|p| stamp(p)).collect();
-            if now == stamps {
+            if !stamps.changed() {
                 continue;
             }
-            stamps = now;
+            let paths = stamps.paths();
             match reload(&target) {
                 Ok(()) => tracing::info!(files = ?paths, "reloaded changed TLS files"),
                 Err(e) => tracing::warn!(

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::{DynamicResources, StaticResources};
 use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap};
@@ -18,13 +17,13 @@ use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{ApiConfigSource, ConfigSource, Node};
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage};
-use serde::de::DeserializeSeed;
 use sinew_config::{model, Config, ConfigError, Diagnostics, LoadedConfig, SourceMap};
 
 use crate::assemble::{Assembled, Change, Resources};
 use crate::convert::socket_address;
+use crate::envoy_text::{descriptors, lenient, parse_message, unknown_type_message};
 use crate::grpc_services::GrpcServices;
+use crate::resource_file::ResourceFile;
 use crate::{Ctx, XdsError};
 
 /// A bootstrap file as Sinew runs it.
@@ -34,8 +33,11 @@ pub struct EnvoyBootstrap {
     pub loaded: LoadedConfig,
     /// `node`, for the xDS client.
     pub node: Option<Node>,
-    /// Where `dynamic_resources` come from, when the file has them.
+    /// The control plane `dynamic_resources` names, when it names one.
     pub dynamic: Option<DynamicSource>,
+    /// The files `dynamic_resources` takes listeners and clusters from (filesystem xDS),
+    /// clusters first: the proxy reads them at start and follows them.
+    pub files: Vec<ResourceFile>,
     /// The static clusters that gRPC config sources (ADS, SDS servers) name: the proxy
     /// installs it for the resources xDS sends ([`GrpcServices::install`]).
     pub grpc_services: GrpcServices,
@@ -74,10 +76,13 @@ pub fn is_envoy_bootstrap(text: &str) -> bool {
     })
 }
 
-/// Reads and maps a bootstrap file.
+/// Reads and maps a bootstrap file, and the files it takes listeners and clusters from
+/// ([`EnvoyBootstrap::check_files`]).
 pub fn load_file(path: &Path) -> Result<EnvoyBootstrap, Diagnostics> {
     let (name, text) = sinew_config::read_file(path)?;
-    load_str(&name, &text)
+    let bootstrap = load_str(&name, &text)?;
+    bootstrap.check_files()?;
+    Ok(bootstrap)
 }
 
 /// Parses and maps bootstrap text; `name` is used in error messages.
@@ -149,6 +154,7 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
         loaded,
         node: mapped.node,
         dynamic: mapped.dynamic,
+        files: mapped.files,
         grpc_services: mapped.grpc_services,
         assembled: mapped.assembled,
         locations: mapped.locations,
@@ -176,6 +182,24 @@ fn incomplete_static(w: &crate::assemble::Warming) -> String {
 }
 
 impl EnvoyBootstrap {
+    /// Reads the files `dynamic_resources` takes listeners and clusters from, and checks
+    /// them with the static config ([`crate::resource_file::check`]). They must exist, as
+    /// in Envoy; a missing one is an error where the bootstrap names it, a bad one an
+    /// error in that file at its line and column.
+    pub fn check_files(&self) -> Result<(), Diagnostics> {
+        for file in &self.files {
+            if let Err(e) = std::fs::metadata(&file.path) {
+                let at = format!("{}.path", file.at);
+                let why = format!(
+                    "{:?} cannot be read: {e} (Envoy and Sinew need it at start)",
+                    file.path
+                );
+                return Err(self.loaded.diagnostics(vec![ConfigError::new(at, why)]));
+            }
+        }
+        crate::resource_file::check(&self.files, &self.loaded.config)
+    }
+
     /// Errors about the mapped config (paths like `listeners[0].http.routes[1]`) as
     /// errors about the file: the static resource they came from, and the path inside.
     pub fn diagnostics(&self, errors: Vec<ConfigError>) -> Diagnostics {
@@ -205,66 +229,6 @@ impl EnvoyBootstrap {
             .collect();
         self.loaded.diagnostics(errors)
     }
-}
-
-/// Envoy's descriptors for the bootstrap and the extensions Sinew maps (see build.rs).
-pub(crate) fn descriptors() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(
-            include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin")).as_slice(),
-        )
-        .expect("build.rs embeds a valid descriptor set")
-    })
-}
-
-/// For prost-reflect's "message 'NAME' not found" about an `@type`: whether NAME is an Envoy
-/// type Sinew has no mapper for, or no Envoy type at all (a misspelling, or another version).
-fn unknown_type_message(message: &str) -> Option<String> {
-    let name = message
-        .strip_prefix("message '")?
-        .strip_suffix("' not found")?;
-    static KNOWN: &str = include_str!(concat!(env!("OUT_DIR"), "/envoy_type_names.txt"));
-    Some(if KNOWN.lines().any(|known| known == name) {
-        format!(
-            "Envoy type {name} is not supported by Sinew (docs/envoy-bootstrap.md lists what is)"
-        )
-    } else if is_contrib(name) {
-        format!(
-            "Envoy type {name} is a contrib extension (built only into Envoy's contrib \
-             images), which Sinew does not support"
-        )
-    } else {
-        format!("{name:?} is not an Envoy v3 type: check the spelling of @type (type.googleapis.com/envoy....v3.Name)")
-    })
-}
-
-/// Whether `name` is in one of the extensions Envoy keeps under `contrib/` (shipped in
-/// its contrib images only, so absent from the descriptors Sinew embeds): a real Envoy
-/// type, not a misspelling.
-fn is_contrib(name: &str) -> bool {
-    const CONTRIB: &[&str] = &[
-        "checksum",
-        "client_ssl_auth",
-        "cryptomb",
-        "dlb",
-        "dynamo",
-        "generic_proxy",
-        "golang",
-        "hyperscan",
-        "kafka_broker",
-        "kafka_mesh",
-        "language",
-        "mysql_proxy",
-        "postgres_proxy",
-        "qat",
-        "rocketmq_proxy",
-        "sip_proxy",
-        "squash",
-        "sxg",
-    ];
-    name.starts_with("envoy.extensions.")
-        && name.split('.').any(|segment| CONTRIB.contains(&segment))
 }
 
 /// A bootstrap's text with each extension Sinew has no descriptor for stood in for by an
@@ -351,48 +315,14 @@ fn is_under(path: &str, prefix: &str) -> bool {
 
 /// The proto3 JSON mapping of `Bootstrap`, read from YAML (JSON is YAML too).
 pub(crate) fn parse(text: &str, source_map: &SourceMap) -> Result<Bootstrap, ConfigError> {
-    struct Seed(prost_reflect::MessageDescriptor);
-    impl<'de> DeserializeSeed<'de> for Seed {
-        type Value = DynamicMessage;
-        fn deserialize<D: serde::Deserializer<'de>>(
-            self,
-            deserializer: D,
-        ) -> Result<DynamicMessage, D::Error> {
-            DynamicMessage::deserialize_with_options(
-                self.0,
-                deserializer,
-                &DeserializeOptions::new(),
-            )
-        }
-    }
-    let descriptor = descriptors()
-        .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
-        .expect("the bootstrap message is embedded");
-    let mut track = serde_path_to_error::Track::new();
-    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    let message = Seed(descriptor)
-        .deserialize(serde_path_to_error::Deserializer::new(
-            deserializer,
-            &mut track,
-        ))
-        .map_err(|e| {
-            let path = track.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let mut error = sinew_config::yaml_error(path, &e, source_map);
-            if let Some(better) = unknown_type_message(&error.message) {
-                error.message = better;
-            }
-            error
-        })?;
-    message
-        .transcode_to::<Bootstrap>()
-        .map_err(|e| ConfigError::new("", format!("does not map to Envoy's Bootstrap: {e}")))
+    parse_message(text, source_map, "envoy.config.bootstrap.v3.Bootstrap")
 }
 
 struct Mapped {
     assembled: Assembled,
     node: Option<Node>,
     dynamic: Option<DynamicSource>,
+    files: Vec<ResourceFile>,
     locations: BTreeMap<String, String>,
     /// Everything refused, each at its path in the file.
     refused: Vec<ConfigError>,
@@ -527,15 +457,15 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         i += 1;
         keep("listener", "listeners", i - 1, &l.name)
     });
-    let dynamic = match dynamic {
+    let (dynamic, files) = match dynamic {
         Some(d) => match map_dynamic(d, &clusters) {
-            Ok(d) => Some(d),
+            Ok(d) => d,
             Err(e) => {
                 refused.push(e);
-                None
+                (None, Vec::new())
             }
         },
-        None => None,
+        None => (None, Vec::new()),
     };
     // A cluster of Unix sockets is a channel to a local agent (Istio's `sds-grpc`): the
     // config sources that name it reach it; it is no upstream.
@@ -581,6 +511,7 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         assembled,
         node,
         dynamic,
+        files,
         locations,
         refused,
         left_out,
@@ -634,12 +565,12 @@ fn map_admin(ctx: &Ctx, admin: Admin) -> Result<model::Admin, XdsError> {
 }
 
 /// `dynamic_resources`: which of the static clusters is the control plane, and how to
-/// talk to it. Sinew's client runs one variant over one kind of stream for every type, so
-/// LDS and CDS must agree.
+/// talk to it, or the files listeners and clusters come from. Sinew's client runs one
+/// variant over one kind of stream for every type, so LDS and CDS must agree.
 fn map_dynamic(
     dynamic: DynamicResources,
     clusters: &[envoy_types::pb::envoy::config::cluster::v3::Cluster],
-) -> Result<DynamicSource, ConfigError> {
+) -> Result<(Option<DynamicSource>, Vec<ResourceFile>), ConfigError> {
     let DynamicResources {
         lds_config,
         lds_resources_locator,
@@ -659,7 +590,9 @@ fn map_dynamic(
         }
     }
     let mut sources = Vec::new();
-    for (field, config) in [("lds_config", lds_config), ("cds_config", cds_config)] {
+    let mut files = Vec::new();
+    // Clusters first: the listeners in a file may route to them.
+    for (field, config) in [("cds_config", cds_config), ("lds_config", lds_config)] {
         let Some(config) = config else { continue };
         let path = format!("dynamic_resources.{field}");
         let ConfigSource {
@@ -684,28 +617,86 @@ fn map_dynamic(
             Some(ConfigSourceSpecifier::ApiConfigSource(api)) => {
                 api_source(&api, &format!("{path}.api_config_source"), clusters, false)?
             }
+            Some(ConfigSourceSpecifier::PathConfigSource(source)) => {
+                files.push(path_source(field, &format!("{path}.path_config_source"), source)?);
+                continue;
+            }
+            Some(ConfigSourceSpecifier::Path(file)) => {
+                let source = envoy_types::pb::envoy::config::core::v3::PathConfigSource {
+                    path: file,
+                    ..Default::default()
+                };
+                files.push(path_source(field, &path, source)?);
+                continue;
+            }
             _ => {
                 return Err(ConfigError::new(
                     path,
-                    "only ADS or an API config source (gRPC) is supported by Sinew",
+                    "only ADS, an API config source (gRPC) or a file (path_config_source) is supported by Sinew",
                 ))
             }
         };
         sources.push((path, source));
     }
     let Some((_, first)) = sources.first().cloned() else {
-        return Err(ConfigError::new(
-            "dynamic_resources",
-            "needs lds_config or cds_config",
-        ));
+        if files.is_empty() {
+            return Err(ConfigError::new(
+                "dynamic_resources",
+                "needs lds_config or cds_config",
+            ));
+        }
+        return Ok((None, files));
     };
+    if !files.is_empty() {
+        return Err(ConfigError::new(
+            sources[0].0.clone(),
+            "Sinew takes listeners and clusters both from files or both from one control plane, not one of each",
+        ));
+    }
     if let Some((path, _)) = sources.iter().find(|(_, s)| *s != first) {
         return Err(ConfigError::new(
             path.clone(),
             "Sinew's xDS client uses one server, variant and stream kind for every type; lds_config and cds_config must agree",
         ));
     }
-    Ok(first)
+    Ok((Some(first), files))
+}
+
+/// A `path_config_source` for `field` (`lds_config` or `cds_config`).
+fn path_source(
+    field: &str,
+    at: &str,
+    source: envoy_types::pb::envoy::config::core::v3::PathConfigSource,
+) -> Result<ResourceFile, ConfigError> {
+    if source.path.is_empty() {
+        return Err(ConfigError::new(format!("{at}.path"), "is required"));
+    }
+    if source.poll_interval.is_some() {
+        return Err(ConfigError::new(
+            format!("{at}.poll_interval"),
+            "is not supported by Sinew: it looks at the file (and watched_directory) every second",
+        ));
+    }
+    let watched_directory = match source.watched_directory {
+        Some(dir) if dir.path.is_empty() => {
+            return Err(ConfigError::new(
+                format!("{at}.watched_directory.path"),
+                "is required",
+            ))
+        }
+        Some(dir) => Some(dir.path),
+        None => None,
+    };
+    Ok(ResourceFile {
+        type_url: if field == "lds_config" {
+            crate::resource_file::LISTENER_TYPE
+        } else {
+            crate::resource_file::CLUSTER_TYPE
+        },
+        path: source.path,
+        watched_directory,
+        at: at.to_string(),
+    })
 }
 
 /// An `ApiConfigSource` (ADS or per-type) as servers and a variant.
@@ -806,8 +797,6 @@ fn api_source(
         tls_cluster,
     })
 }
-
-mod lenient;
 
 #[cfg(test)]
 mod tests;

@@ -7,8 +7,6 @@
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use prost::Message as _;
-use prost_reflect::{DeserializeOptions, DynamicMessage};
-use serde::de::DeserializeSeed;
 use sinew_config::tls::SanMatch;
 
 use crate::{Ctx, XdsError};
@@ -114,56 +112,18 @@ fn pem(ctx: &Ctx, path: &str, source: Option<DataSource>) -> Result<Pem, XdsErro
 }
 
 /// The secrets in a file holding a `DiscoveryResponse` (YAML or JSON), as Envoy's
-/// `path_config_source` reads: `resources` of `@type` Secret. The error names the field.
-pub fn parse_file(text: &str) -> Result<Vec<Secret>, String> {
-    let top: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
-    let serde_yaml_ng::Value::Mapping(top) = top else {
-        return Err("must be a DiscoveryResponse: a mapping with `resources`".into());
-    };
-    let mut resources = None;
-    for (key, value) in top {
-        match key.as_str() {
-            Some("resources") => resources = Some(value),
-            Some("version_info" | "type_url" | "nonce") => {}
-            Some(other) => return Err(format!("{other}: is not a field Sinew reads of a DiscoveryResponse (version_info, type_url, nonce, resources)")),
-            None => return Err("keys must be strings".into()),
-        }
-    }
-    let Some(serde_yaml_ng::Value::Sequence(resources)) = resources else {
-        return Err("resources: is required (a list of Secrets)".into());
-    };
-    let any = crate::bootstrap::descriptors()
-        .get_message_by_name("google.protobuf.Any")
-        .expect("Any is embedded");
-    let mut secrets = Vec::new();
-    for (i, value) in resources.into_iter().enumerate() {
-        let at = format!("resources[{i}]");
-        let message = DynamicSeed(any.clone())
-            .deserialize(value)
-            .map_err(|e| format!("{at}: {e}"))?;
-        let any: envoy_types::pb::google::protobuf::Any =
-            message.transcode_to().map_err(|e| format!("{at}: {e}"))?;
-        if any.type_url != SECRET_TYPE {
-            return Err(format!(
-                "{at}.@type: {:?} is not a Secret ({SECRET_TYPE})",
-                any.type_url
-            ));
-        }
-        let secret = Secret::decode(any.value.as_slice())
-            .map_err(|e| format!("{at}: does not decode: {e}"))?;
-        secrets.push(secret);
-    }
-    Ok(secrets)
-}
-
-struct DynamicSeed(prost_reflect::MessageDescriptor);
-
-impl<'de> DeserializeSeed<'de> for DynamicSeed {
-    type Value = DynamicMessage;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<DynamicMessage, D::Error> {
-        DynamicMessage::deserialize_with_options(self.0, d, &DeserializeOptions::new())
-    }
+/// `path_config_source` reads: `resources` of `@type` Secret ([`crate::resource_file`]).
+/// `name` is the file's name in errors, which give its line, column and field.
+pub fn parse_file(name: &str, text: &str) -> Result<Vec<Secret>, String> {
+    let read = crate::resource_file::parse(name, text, SECRET_TYPE).map_err(|d| d.to_string())?;
+    read.resources
+        .iter()
+        .enumerate()
+        .map(|(i, any)| {
+            Secret::decode(any.value.as_slice())
+                .map_err(|e| format!("{name}: resources[{i}]: does not decode: {e}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -187,7 +147,7 @@ resources:
       match_typed_subject_alt_names:
         - {san_type: URI, matcher: {prefix: "spiffe://td/"}}
 "#;
-        let secrets = parse_file(text).unwrap();
+        let secrets = parse_file("s.yaml", text).unwrap();
         assert_eq!(
             material(&secrets[0]).unwrap(),
             Material::Certificate {
@@ -205,19 +165,19 @@ resources:
     #[test]
     fn a_bad_file_names_the_field_at_fault() {
         for (text, expected) in [
-            ("resources: 3", "resources: is required"),
-            ("hello: 1\nresources: []", "hello: is not a field"),
+            ("resources: 3", "s.yaml:1:1: resources"),
+            ("hello: 1\nresources: []", "s.yaml:1:1: hello: is not a field"),
             (
                 "resources: [{\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster, name: x}]",
-                "resources[0].@type: \"type.googleapis.com/envoy.config.cluster.v3.Cluster\" is not a Secret",
+                "resources[0]: @type \"type.googleapis.com/envoy.config.cluster.v3.Cluster\": this file must hold resources of type type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
             ),
             (
                 "resources: [{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret, name: x, tls_certificate: {certificate_chain: {bogus: 1}}}]",
-                "resources[0]:",
+                "s.yaml:1:140: resources[0].tls_certificate.certificate_chain.bogus: is not a field",
             ),
-            ("[1, 2]", "must be a DiscoveryResponse"),
+            ("[1, 2]", "s.yaml:1:1:"),
         ] {
-            let err = parse_file(text).unwrap_err();
+            let err = parse_file("s.yaml", text).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");
         }
     }

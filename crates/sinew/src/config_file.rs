@@ -92,6 +92,7 @@ pub fn load(path: &Path) -> Result<ConfigFile, Diagnostics> {
     if bootstrap::is_envoy_bootstrap(&text) {
         let b = bootstrap::load_str(&name, &text)?;
         sinew_proxy::check(&b.loaded).map_err(|d| b.diagnostics(d.errors))?;
+        b.check_files()?;
         Ok(ConfigFile::Envoy(Box::new(b)))
     } else {
         let loaded = sinew_proxy::load_file(path)?;

@@ -8,6 +8,7 @@ mod demo;
 mod log_control;
 mod sds;
 mod xds;
+mod xds_files;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -416,7 +417,31 @@ async fn proxy(
             return ExitCode::FAILURE;
         }
     };
+    let files = match &file {
+        config_file::ConfigFile::Envoy(b) => b.files.clone(),
+        config_file::ConfigFile::Sinew(_) => Vec::new(),
+    };
+    if !files.is_empty() && !xds.xds.is_empty() {
+        eprintln!("sinew: the bootstrap takes its listeners and clusters from files (dynamic_resources ... path_config_source): --xds cannot be given with it");
+        return ExitCode::FAILURE;
+    }
+    let _file_sources = if files.is_empty() {
+        None
+    } else {
+        tokio::spawn(ignore_sighup_under_xds());
+        let handler = xds::ProxyHandler::new(proxy.clone(), loaded.config.clone(), secrets.clone());
+        let started =
+            xds_files::start(handler, files, loaded.config.clone(), proxy.metrics.clone());
+        match started.await {
+            Ok(task) => Some(AbortOnDrop(task)),
+            Err(e) => {
+                eprintln!("sinew: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let _xds_client = match xds_source(xds, &file, xds_tls) {
+        None if _file_sources.is_some() => None,
         None => {
             if let Some(path) = path {
                 tokio::spawn(sinew_proxy::reload::watch(
@@ -706,15 +731,25 @@ async fn start_admin(
     }
 }
 
-/// Under a control plane there is no file to reload; SIGHUP (which would otherwise end
-/// the process) is logged and ignored.
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Under xDS (a control plane, or files of resources) the config file is not reloaded:
+/// it would drop what xDS added. SIGHUP (which would otherwise end the process) is logged
+/// and ignored.
 async fn ignore_sighup_under_xds() {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
-        tracing::info!("SIGHUP ignored: the config comes from the control plane (--xds)");
+        tracing::info!("SIGHUP ignored: the config comes from xDS (a control plane or files)");
     }
 }
 

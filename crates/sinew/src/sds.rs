@@ -312,7 +312,7 @@ fn watch_files(config: &Config) -> Result<(), String> {
         let file = Arc::new(SecretFile {
             path: path.to_string(),
         });
-        file.load().map_err(|e| format!("{path}: {e}"))?;
+        file.load()?;
         let mut paths = vec![path.to_string()];
         paths.extend(dir.map(str::to_string));
         sinew_tls::watch::spawn(&file, paths, SecretFile::load);
@@ -325,7 +325,7 @@ impl SecretFile {
     fn load(&self) -> Result<(), String> {
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| format!("cannot read {:?}: {e}", self.path))?;
-        let secrets = sinew_xds::secret::parse_file(&text)?;
+        let secrets = sinew_xds::secret::parse_file(&self.path, &text)?;
         let origin = SecretOrigin::File(self.path.clone());
         let checked: Result<Vec<Checked>, String> =
             secrets.iter().map(|s| check(s, origin.clone())).collect();
@@ -336,7 +336,7 @@ impl SecretFile {
             }
             Err(e) => {
                 count_rejected(secrets.into_iter().map(|s| s.name));
-                Err(e)
+                Err(format!("{}: {e}", self.path))
             }
         }
     }

@@ -20,6 +20,7 @@ mod envoy_bootstrap;
 mod examples_run;
 mod external_clients;
 mod fault_injection;
+mod filesystem_xds;
 mod fuzz_http;
 mod gateway_tls;
 mod grpc;

@@ -16,7 +16,7 @@ use serde_yaml_ng::Value;
 /// `text` with every enum name written as the proto spells it and every lone value of a
 /// list field made a list, or `None` when nothing needed rewriting (or the text is not
 /// YAML: the parser reports that).
-pub(super) fn canonical(text: &str, root: &MessageDescriptor) -> Option<String> {
+pub(crate) fn canonical(text: &str, root: &MessageDescriptor) -> Option<String> {
     let mut value: Value = serde_yaml_ng::from_str(text).ok()?;
     let mut changed = false;
     walk_message(&mut value, root, &mut changed);
