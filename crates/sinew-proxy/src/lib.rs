@@ -59,6 +59,9 @@ pub struct Proxy {
     running_source: ArcSwap<(String, Arc<str>)>,
     /// The runtimes that serve traffic: each listener accepts on every one of them.
     workers: Arc<Workers>,
+    /// Asks the config file's watcher ([`reload::watch`]) to read the file again now (the
+    /// admin API's `/runtime_modify` does, so the changed runtime is mapped).
+    reload_requested: tokio::sync::Notify,
 }
 
 /// Compiles a config without running it.
@@ -121,6 +124,7 @@ impl Proxy {
             })),
             live_slots: ArcSwap::from_pointee(Vec::new()),
             health_check_failed: AtomicBool::new(false),
+            reload_requested: tokio::sync::Notify::new(),
             running_source: ArcSwap::from_pointee((String::new(), Arc::from(""))),
             workers,
         });
@@ -140,6 +144,17 @@ impl Proxy {
             Err(_) => self.note_reload_failed(),
         }
         result
+    }
+
+    /// Asks the config file's watcher to reload now; nothing happens when no file is
+    /// watched (a config from xDS).
+    pub fn request_reload(&self) {
+        self.reload_requested.notify_one();
+    }
+
+    /// Waits for [`Proxy::request_reload`].
+    pub(crate) async fn reload_requested(&self) {
+        self.reload_requested.notified().await;
     }
 
     /// Counts a reload refused before it reached [`Proxy::reload`] (a file that does not

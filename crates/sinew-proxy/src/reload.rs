@@ -31,15 +31,16 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf, load: Loader) {
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
         let forced = tokio::select! {
-            _ = poll.tick() => false,
-            _ = async { match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+            _ = poll.tick() => None,
+            _ = async { match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => Some("SIGHUP"),
+            _ = proxy.reload_requested() => Some("requested (the runtime changed)"),
         };
         let now = std::fs::read(&path).ok();
-        if !forced && now == last {
+        if forced.is_none() && now == last {
             continue;
         }
         last = now;
-        tracing::info!(file = %path.display(), reason = if forced { "SIGHUP" } else { "file changed" }, "reloading config");
+        tracing::info!(file = %path.display(), reason = forced.unwrap_or("file changed"), "reloading config");
         let loaded = match load(&path) {
             Ok(l) => l,
             Err(d) => {

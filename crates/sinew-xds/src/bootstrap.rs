@@ -38,6 +38,9 @@ pub struct EnvoyBootstrap {
     /// The files `dynamic_resources` takes listeners and clusters from (filesystem xDS),
     /// clusters first: the proxy reads them at start and follows them.
     pub files: Vec<ResourceFile>,
+    /// `layered_runtime`: the proxy installs it ([`crate::runtime::Runtime::install`]) for
+    /// the admin API and the resources xDS sends.
+    pub runtime: crate::runtime::Runtime,
     /// The static clusters that gRPC config sources (ADS, SDS servers) name: the proxy
     /// installs it for the resources xDS sends ([`GrpcServices::install`]).
     pub grpc_services: GrpcServices,
@@ -155,6 +158,7 @@ pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
         node: mapped.node,
         dynamic: mapped.dynamic,
         files: mapped.files,
+        runtime: mapped.runtime,
         grpc_services: mapped.grpc_services,
         assembled: mapped.assembled,
         locations: mapped.locations,
@@ -323,6 +327,7 @@ struct Mapped {
     node: Option<Node>,
     dynamic: Option<DynamicSource>,
     files: Vec<ResourceFile>,
+    runtime: crate::runtime::Runtime,
     locations: BTreeMap<String, String>,
     /// Everything refused, each at its path in the file.
     refused: Vec<ConfigError>,
@@ -340,9 +345,20 @@ struct Mapped {
 /// the others are still mapped and checked.
 fn map(mut bootstrap: Bootstrap) -> Mapped {
     let grpc_services = grpc_services(&bootstrap);
-    let (mut mapped, notes) = grpc_services
-        .clone()
-        .while_mapping(|| crate::report::collecting(|| map_collecting(&mut bootstrap)));
+    let (runtime, runtime_refused) = take_runtime(&mut bootstrap);
+    let ((mut mapped, notes), read) = runtime.clone().while_mapping(|| {
+        grpc_services
+            .clone()
+            .while_mapping(|| crate::report::collecting(|| map_collecting(&mut bootstrap)))
+    });
+    mapped.refused.extend(runtime_refused);
+    for key in runtime.unread(&read) {
+        mapped.refused.push(ConfigError::new(
+            format!("layered_runtime.layers[{}].static_layer", runtime.set_by(&key)),
+            format!("runtime key {key:?}: Sinew does not read it (docs/envoy-bootstrap.md lists the runtime keys it honours); remove it"),
+        ));
+    }
+    mapped.runtime = runtime;
     mapped.grpc_services = grpc_services;
     // The resources are mapped twice (alone, then together), so a note can come twice.
     let mut seen = std::collections::BTreeSet::new();
@@ -353,6 +369,35 @@ fn map(mut bootstrap: Bootstrap) -> Mapped {
         .collect();
     mapped.refused.splice(0..0, found);
     mapped
+}
+
+/// `layered_runtime`: static and admin layers; disk and RTDS layers are refused.
+fn take_runtime(bootstrap: &mut Bootstrap) -> (crate::runtime::Runtime, Vec<ConfigError>) {
+    use envoy_types::pb::envoy::config::bootstrap::v3::runtime_layer::LayerSpecifier;
+    let mut runtime = crate::runtime::Runtime::default();
+    let mut refused = Vec::new();
+    let Some(layered) = bootstrap.layered_runtime.take() else {
+        return (runtime, refused);
+    };
+    for (i, layer) in layered.layers.into_iter().enumerate() {
+        let at = format!("layered_runtime.layers[{i}]");
+        match layer.layer_specifier {
+            Some(LayerSpecifier::StaticLayer(values)) => {
+                runtime.add_static_layer(&layer.name, &crate::runtime::struct_json(&values));
+            }
+            Some(LayerSpecifier::AdminLayer(_)) => runtime.add_admin_layer(&layer.name),
+            Some(LayerSpecifier::DiskLayer(_)) => refused.push(ConfigError::new(
+                format!("{at}.disk_layer"),
+                "is not supported by Sinew: put the values in a static_layer, or set them with the admin API (an admin_layer and POST /runtime_modify)",
+            )),
+            Some(LayerSpecifier::RtdsLayer(_)) => refused.push(ConfigError::new(
+                format!("{at}.rtds_layer"),
+                "is not supported by Sinew (no RTDS): use a static_layer or an admin_layer",
+            )),
+            None => refused.push(ConfigError::new(at, "needs a layer: static_layer or admin_layer")),
+        }
+    }
+    (runtime, refused)
 }
 
 /// The static clusters gRPC config sources may name, and which one is the ADS server's.
@@ -512,6 +557,7 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
         node,
         dynamic,
         files,
+        runtime: crate::runtime::Runtime::default(),
         locations,
         refused,
         left_out,

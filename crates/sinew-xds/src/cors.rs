@@ -178,24 +178,51 @@ pub(crate) fn percent(
     path: &str,
     mut f: RuntimeFractionalPercent,
 ) -> Result<f64, XdsError> {
-    f.runtime_key.clear();
-    let Some(value) = f.default_value.take() else {
-        // Envoy: a missing default_value is 0%.
-        return Ok(0.0);
+    let key = std::mem::take(&mut f.runtime_key);
+    let value = f.default_value.take().unwrap_or_default();
+    let whole = |denominator: i32, at: &str| match DenominatorType::try_from(denominator) {
+        Ok(DenominatorType::Hundred) => Ok(100.0),
+        Ok(DenominatorType::TenThousand) => Ok(10_000.0),
+        Ok(DenominatorType::Million) => Ok(1_000_000.0),
+        Err(_) => Err(ctx.error(at, "is not a denominator")),
     };
-    let whole = match DenominatorType::try_from(value.denominator) {
-        Ok(DenominatorType::Hundred) => 100.0,
-        Ok(DenominatorType::TenThousand) => 10_000.0,
-        Ok(DenominatorType::Million) => 1_000_000.0,
-        Err(_) => {
-            return Err(ctx.error(
-                format!("{path}.default_value.denominator"),
-                "is not a denominator",
-            ))
-        }
-    };
+    let default_whole = whole(
+        value.denominator,
+        &format!("{path}.default_value.denominator"),
+    )?;
     ctx.only_supported(path, &f)?;
-    Ok((f64::from(value.numerator) / whole * 100.0).min(100.0))
+    // The runtime's value for the key, when it has one (`layered_runtime`): a numerator
+    // over the default's denominator, or a whole fractional percent.
+    let from_runtime = (!key.is_empty())
+        .then(|| crate::runtime::lookup(&key))
+        .flatten();
+    let (numerator, whole) = match from_runtime {
+        None => (f64::from(value.numerator), default_whole),
+        Some(v) => match crate::runtime::integer(&v) {
+            Some(n) => (n as f64, default_whole),
+            None => {
+                let numerator = v.get("numerator").and_then(crate::runtime::integer);
+                let denominator = match v.get("denominator").and_then(Value::as_str) {
+                    None => Some(100.0),
+                    Some("HUNDRED") => Some(100.0),
+                    Some("TEN_THOUSAND") => Some(10_000.0),
+                    Some("MILLION") => Some(1_000_000.0),
+                    Some(_) => None,
+                };
+                match (numerator, denominator) {
+                    (Some(n), Some(d)) => (n as f64, d),
+                    _ => {
+                        return Err(ctx.error(
+                            format!("{path}.runtime_key"),
+                            format!("runtime key {key:?}: {v} is not a percentage (a whole number, or {{numerator, denominator}})"),
+                        ))
+                    }
+                }
+            }
+        },
+    };
+    // Envoy: a missing default_value is 0%.
+    Ok((numerator / whole * 100.0).min(100.0))
 }
 
 #[cfg(test)]

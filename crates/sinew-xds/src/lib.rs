@@ -34,6 +34,7 @@ mod rbac;
 mod report;
 pub mod resource_file;
 pub mod route;
+pub mod runtime;
 pub mod secret;
 mod static_secrets;
 #[cfg(test)]

@@ -77,6 +77,12 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
     out.insert("address".into(), json!(address));
+    // Envoy's per-listener connection limit is a runtime key.
+    if let Some(limit) =
+        crate::runtime::connection_limit(&name).map_err(|e| ctx.error("name", e))?
+    {
+        out.insert("max_connections".into(), json!(limit));
+    }
     if let Some(tls) = merged.tls {
         out.insert("tls".into(), tls);
     }

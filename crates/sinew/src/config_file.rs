@@ -93,6 +93,9 @@ pub fn load(path: &Path) -> Result<ConfigFile, Diagnostics> {
         let b = bootstrap::load_str(&name, &text)?;
         sinew_proxy::check(&b.loaded).map_err(|d| b.diagnostics(d.errors))?;
         b.check_files()?;
+        // The runtime the file declares is the one `/runtime` shows and xDS resources
+        // are mapped with, from this (re)load on.
+        b.runtime.clone().install();
         Ok(ConfigFile::Envoy(Box::new(b)))
     } else {
         let loaded = sinew_proxy::load_file(path)?;

@@ -387,6 +387,7 @@ async fn proxy(
         }
     }
     if let config_file::ConfigFile::Envoy(b) = &file {
+        sinew_proxy::admin::runtime::install(Arc::new(EnvoyRuntime));
         b.grpc_services.clone().install();
         sds::set_node(b.node.clone().unwrap_or_default());
     }
@@ -728,6 +729,19 @@ async fn start_admin(
             eprintln!("sinew: cannot start the admin server on {address}: {e}");
             Err(ExitCode::FAILURE)
         }
+    }
+}
+
+/// An Envoy bootstrap's runtime (`layered_runtime`) for the admin API.
+struct EnvoyRuntime;
+
+impl sinew_proxy::admin::runtime::RuntimeControl for EnvoyRuntime {
+    fn show(&self) -> serde_json::Value {
+        sinew_xds::runtime::dump()
+    }
+
+    fn modify(&self, pairs: &[(String, String)]) -> Result<(), String> {
+        sinew_xds::runtime::modify(pairs)
     }
 }
 

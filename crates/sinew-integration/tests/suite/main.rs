@@ -44,6 +44,7 @@ mod quickstart;
 mod rate_limit;
 mod reload;
 mod routing;
+mod runtime_layers;
 mod sds_refs;
 mod smoke;
 mod stream_idle;

@@ -4,7 +4,7 @@
 //! It runs apart from the data plane — its own accept loop, untouched by a drain — so an
 //! operator can watch a drain finish through it. Endpoints are grouped one file each:
 //! [`health`] (readiness, health-check failing, drain, server info), [`stats`] (`/metrics`,
-//! `/stats`), [`clusters`], [`certs`], [`config_dump`], [`logging`].
+//! `/stats`), [`clusters`], [`certs`], [`config_dump`], [`logging`], [`runtime`].
 //!
 //! Errors: a wrong method is 405 (with `Allow`), an unknown path 404, a bad query 400
 //! with a message saying what was wrong.
@@ -14,6 +14,7 @@ mod clusters;
 mod config_dump;
 mod health;
 mod logging;
+pub mod runtime;
 pub mod scrape;
 mod stats;
 
@@ -141,6 +142,11 @@ impl Admin {
                     _ => None,
                 },
             ),
+            "/runtime" => (&[Method::GET], get(&method).then(runtime::show)),
+            "/runtime_modify" => (
+                &[Method::POST],
+                (method == Method::POST).then(|| runtime::modify(self, &query)),
+            ),
             _ => {
                 return text(
                     StatusCode::NOT_FOUND,
@@ -181,6 +187,8 @@ fn index() -> Reply {
          GET  /server_info        version, uptime, config version, state\n\
          GET  /logging            the current log filter\n\
          POST /logging?level=L    set every module's level; ?MODULE=L for one module\n\
+         GET  /runtime            an Envoy bootstrap's runtime: layers and values (JSON)\n\
+         POST /runtime_modify?K=V set runtime key K in the admin layer (empty V removes it)\n\
          POST /healthcheck/fail   fail /ready (keep serving)\n\
          POST /healthcheck/ok     undo /healthcheck/fail\n\
          POST /drain              drain as SIGTERM does (?timeout=10s)\n"
