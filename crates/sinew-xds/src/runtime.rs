@@ -3,7 +3,7 @@
 //! `/runtime_modify`), the later layer winning, as in Envoy.
 //!
 //! Runtime values feed the mapping: a `runtime_key` of a fractional percent (route
-//! `runtime_fraction`, mirror policies, CORS and CSRF `filter_enabled`), and
+//! mirror policies' `runtime_fraction`, CORS and CSRF `filter_enabled`), and
 //! `envoy.resource_limits.listener.NAME.connection_limit`, are read when a resource is
 //! mapped; a change through the admin layer maps the bootstrap again. A key in a static
 //! layer that nothing reads is refused, naming it, unless it is one of Envoy's own
