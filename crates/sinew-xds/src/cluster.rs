@@ -287,6 +287,18 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
         }
         out.insert("circuit_breakers".into(), Value::Object(mapped));
     }
+    let checks = std::mem::take(&mut rest.health_checks);
+    if !checks.is_empty() {
+        let mut mapped = Vec::new();
+        for (i, check) in checks.iter().enumerate() {
+            mapped.push(crate::health_check::map(
+                &ctx,
+                &format!("health_checks[{i}]"),
+                check,
+            )?);
+        }
+        out.insert("health_checks".into(), Value::Array(mapped));
+    }
     if let Some(outlier) = rest.outlier_detection.take() {
         out.insert(
             "outlier_detection".into(),

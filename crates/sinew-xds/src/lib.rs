@@ -26,6 +26,7 @@ mod csrf;
 pub mod endpoint;
 mod filter_chains;
 pub mod grpc_services;
+mod health_check;
 mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;
