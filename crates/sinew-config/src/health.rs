@@ -522,6 +522,21 @@ mod tests {
     }
 
     #[test]
+    fn rejects_bad_retriable_statuses_jitter_percent_and_check_headers() {
+        let out = errors(
+            "    health_checks:\n      - timeout: 1s\n        interval: 1s\n        interval_jitter_percent: 101\n        http_health_check: {path: /h, retriable_statuses: [{start: 504, end: 503}], request_headers_to_add: [{name: 'bad name', value: ok}, {name: x-ok, value: \"a\\nb\"}]}\n",
+        );
+        for want in [
+            "health_checks[0].interval_jitter_percent: is a percentage",
+            "http_health_check.retriable_statuses[0]: must be a range",
+            "http_health_check.request_headers_to_add[0].name: is not a header name",
+            "http_health_check.request_headers_to_add[1].value: is not a header value",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+    }
+
+    #[test]
     fn rejects_out_of_range_outlier_fields_and_panic_threshold() {
         let out = errors(
             "    outlier_detection: {max_ejection_percent: 101, consecutive_5xx: 0, base_ejection_time: 10s, max_ejection_time: 1s}\n    healthy_panic_threshold: 120\n",

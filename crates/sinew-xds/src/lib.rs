@@ -30,6 +30,7 @@ mod health_check;
 mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;
+mod protocol_options;
 mod rbac;
 mod report;
 pub mod route;
