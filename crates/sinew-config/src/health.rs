@@ -25,6 +25,17 @@ pub struct HealthCheck {
     /// Up to this much random time is added to each interval (Envoy `interval_jitter`).
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub interval_jitter: Duration,
+    /// Also added to each interval: up to this percentage of `interval` (Envoy
+    /// `interval_jitter_percent`; with `interval_jitter` both add up).
+    #[serde(default)]
+    pub interval_jitter_percent: u32,
+    /// An endpoint whose answer says it is unhealthy (an HTTP status in neither
+    /// `expected_statuses` nor `retriable_statuses`, a gRPC answer other than `SERVING`)
+    /// is taken out at once, without waiting for `unhealthy_threshold`; connection
+    /// failures and timeouts still count towards it. Envoy always works so; Sinew's
+    /// default counts every failure. Envoy bootstraps and xDS set it.
+    #[serde(default)]
+    pub answers_fail_at_once: bool,
     /// Failed checks in a row before a healthy endpoint is marked unhealthy (Envoy
     /// `unhealthy_threshold`; Envoy requires it, Sinew defaults to 3).
     #[serde(default = "default_unhealthy_threshold")]
@@ -60,6 +71,40 @@ pub struct HttpHealthCheck {
     /// Half-open ranges `[start, end)` of healthy statuses; default `[{start: 200, end: 201}]`.
     #[serde(default = "default_expected_statuses")]
     pub expected_statuses: Vec<StatusRange>,
+    /// Statuses that fail the check but count towards `unhealthy_threshold` even with
+    /// `answers_fail_at_once` (Envoy `retriable_statuses`); `expected_statuses` wins where
+    /// both hold a status.
+    #[serde(default)]
+    pub retriable_statuses: Vec<StatusRange>,
+    /// The protocol of the check: `http1` or `http2` (h2c, or h2 over TLS). Unset: the
+    /// cluster's `protocol` (Envoy `codec_client_type`, whose default is HTTP/1.1). A TLS
+    /// connection that negotiates a protocol over ALPN speaks that one.
+    #[serde(default)]
+    pub codec_client_type: Option<HealthCheckCodec>,
+    /// Headers added to each check request (Envoy `request_headers_to_add`), replacing
+    /// any of the same name Sinew sends (`host`, `user-agent`).
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HealthCheckHeader>,
+    /// Headers left out of each check request (Envoy `request_headers_to_remove`): only
+    /// `user-agent` is sent besides the Host, so that is the one this can remove.
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+}
+
+/// The HTTP version an HTTP health check speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckCodec {
+    Http1,
+    Http2,
+}
+
+/// One header of a health check request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckHeader {
+    pub name: String,
+    pub value: String,
 }
 
 /// Statuses `start` (inclusive) to `end` (exclusive), as Envoy's `type.v3.Int64Range`.
@@ -233,6 +278,12 @@ pub(crate) fn check(
         if hc.interval.is_zero() {
             err(format!("{hp}.interval"), "must be positive");
         }
+        if hc.interval_jitter_percent > 100 {
+            err(
+                format!("{hp}.interval_jitter_percent"),
+                "is a percentage: must be 0 to 100",
+            );
+        }
         if hc.unhealthy_threshold == 0 {
             err(format!("{hp}.unhealthy_threshold"), "must be at least 1");
         }
@@ -263,14 +314,43 @@ pub(crate) fn check(
                     "must list at least one range",
                 );
             }
-            for (j, r) in http.expected_statuses.iter().enumerate() {
+            let ranges = http
+                .expected_statuses
+                .iter()
+                .enumerate()
+                .map(|(j, r)| ("expected_statuses", j, r))
+                .chain(
+                    http.retriable_statuses
+                        .iter()
+                        .enumerate()
+                        .map(|(j, r)| ("retriable_statuses", j, r)),
+                );
+            for (field, j, r) in ranges {
                 if !(100..=600).contains(&r.start)
                     || !(100..=600).contains(&r.end)
                     || r.start >= r.end
                 {
                     err(
-                        format!("{hp}.http_health_check.expected_statuses[{j}]"),
+                        format!("{hp}.http_health_check.{field}[{j}]"),
                         "must be a range [start, end) with 100 <= start < end <= 600",
+                    );
+                }
+            }
+            for (j, h) in http.request_headers_to_add.iter().enumerate() {
+                let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+                if h.name.is_empty() || !h.name.chars().all(token) {
+                    err(
+                        format!("{hp}.http_health_check.request_headers_to_add[{j}].name"),
+                        "is not a header name",
+                    );
+                }
+                if h.value
+                    .chars()
+                    .any(|c| !c.is_ascii() || (c.is_ascii_control() && c != '\t'))
+                {
+                    err(
+                        format!("{hp}.http_health_check.request_headers_to_add[{j}].value"),
+                        "is not a header value",
                     );
                 }
             }
@@ -436,6 +516,21 @@ mod tests {
             "clusters[0].health_checks[0].tcp_health_check.send.text: \"PING\" is not hex",
             "clusters[0].health_checks[0].http_health_check.path: must start with `/`",
             "clusters[0].health_checks[0].http_health_check.expected_statuses[0]: must be a range",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_retriable_statuses_jitter_percent_and_check_headers() {
+        let out = errors(
+            "    health_checks:\n      - timeout: 1s\n        interval: 1s\n        interval_jitter_percent: 101\n        http_health_check: {path: /h, retriable_statuses: [{start: 504, end: 503}], request_headers_to_add: [{name: 'bad name', value: ok}, {name: x-ok, value: \"a\\nb\"}]}\n",
+        );
+        for want in [
+            "health_checks[0].interval_jitter_percent: is a percentage",
+            "http_health_check.retriable_statuses[0]: must be a range",
+            "http_health_check.request_headers_to_add[0].name: is not a header name",
+            "http_health_check.request_headers_to_add[1].value: is not a header value",
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }

@@ -262,7 +262,30 @@ pub struct HttpConnectionManager {
     /// Off when unset, and then their `csrf` does nothing either.
     #[serde(default)]
     pub csrf: Option<Csrf>,
+    /// What the listener announces to HTTP/2 clients (Envoy's `http2_protocol_options`).
+    #[serde(default)]
+    pub http2: Http2Options,
 }
+
+/// HTTP/2 settings a listener announces; each unset one keeps Sinew's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Options {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: streams beyond are refused. Default 200.
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: how much of each request body a client may send
+    /// before the service reads it. Default 1 MiB.
+    #[serde(default)]
+    pub initial_stream_window_size: Option<u32>,
+    /// The receive window of a connection, all its streams together. Default 1 MiB.
+    #[serde(default)]
+    pub initial_connection_window_size: Option<u32>,
+}
+
+/// HTTP/2's bounds for a window size (RFC 9113 §6.9.1): at least the protocol's initial
+/// 65,535 bytes (Envoy's lower bound too), at most 2^31 − 1.
+pub const HTTP2_WINDOW_RANGE: std::ops::RangeInclusive<u32> = 65_535..=0x7fff_ffff;
 
 fn default_max_request_headers_kb() -> u32 {
     60
@@ -805,6 +828,15 @@ pub struct PoolConfig {
     /// Streams per HTTP/2 connection, further capped by the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
     #[serde(default = "default_h2_streams")]
     pub http2_max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE announced on HTTP/2 connections to the endpoints:
+    /// how much of each response body an endpoint may send before Sinew reads it. Unset:
+    /// 512 KiB. Envoy: `http2_protocol_options.initial_stream_window_size`.
+    #[serde(default)]
+    pub http2_initial_stream_window_size: Option<u32>,
+    /// The receive window of each upstream HTTP/2 connection, all its streams together.
+    /// Unset: 5 MiB. Envoy: `http2_protocol_options.initial_connection_window_size`.
+    #[serde(default)]
+    pub http2_initial_connection_window_size: Option<u32>,
 }
 
 impl Default for PoolConfig {
@@ -813,6 +845,8 @@ impl Default for PoolConfig {
             max_idle_per_endpoint: default_max_idle(),
             idle_timeout: default_pool_idle(),
             http2_max_concurrent_streams: default_h2_streams(),
+            http2_initial_stream_window_size: None,
+            http2_initial_connection_window_size: None,
         }
     }
 }

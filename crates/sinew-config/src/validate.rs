@@ -104,6 +104,29 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                         v.virtual_hosts(&format!("{hp}.virtual_hosts"), vhosts, &clusters)
                     }
                 }
+                if http.http2.max_concurrent_streams == Some(0) {
+                    v.err(
+                        format!("{hp}.http2.max_concurrent_streams"),
+                        "must be at least 1",
+                    );
+                }
+                for (field, window) in [
+                    (
+                        "initial_stream_window_size",
+                        http.http2.initial_stream_window_size,
+                    ),
+                    (
+                        "initial_connection_window_size",
+                        http.http2.initial_connection_window_size,
+                    ),
+                ] {
+                    if window.is_some_and(|w| !crate::model::HTTP2_WINDOW_RANGE.contains(&w)) {
+                        v.err(
+                            format!("{hp}.http2.{field}"),
+                            "must be 65535 to 2147483647 bytes",
+                        );
+                    }
+                }
                 if http.max_request_headers_kb == 0 {
                     v.err(format!("{hp}.max_request_headers_kb"), "must be at least 1");
                 }
@@ -599,6 +622,23 @@ impl Checker {
                 "must be at least 1",
             );
         }
+        for (field, window) in [
+            (
+                "http2_initial_stream_window_size",
+                c.pool.http2_initial_stream_window_size,
+            ),
+            (
+                "http2_initial_connection_window_size",
+                c.pool.http2_initial_connection_window_size,
+            ),
+        ] {
+            if window.is_some_and(|w| !crate::model::HTTP2_WINDOW_RANGE.contains(&w)) {
+                self.err(
+                    format!("{p}.pool.{field}"),
+                    "must be 65535 to 2147483647 bytes",
+                );
+            }
+        }
         self.circuit_breakers(&format!("{p}.circuit_breakers"), &c.circuit_breakers);
         if c.ring_size == 0 {
             self.err(format!("{p}.ring_size"), "must be at least 1");
@@ -1031,6 +1071,37 @@ clusters:
     #[test]
     fn accepts_a_minimal_config() {
         assert_eq!(errors(GOOD), "");
+    }
+
+    #[test]
+    fn http2_windows_and_stream_limits_are_checked_on_listeners_and_pools() {
+        let good = GOOD
+            .replace(
+                "    http:\n",
+                "    http:\n      http2: {max_concurrent_streams: 10, initial_stream_window_size: 65535, initial_connection_window_size: 2147483647}\n",
+            )
+            .replace(
+                "    endpoints:\n",
+                "    pool: {http2_initial_stream_window_size: 131072, http2_initial_connection_window_size: 1048576}\n    endpoints:\n",
+            );
+        assert_eq!(errors(&good), "");
+        let bad = GOOD
+            .replace(
+                "    http:\n",
+                "    http:\n      http2: {max_concurrent_streams: 0, initial_stream_window_size: 1024}\n",
+            )
+            .replace(
+                "    endpoints:\n",
+                "    pool: {http2_initial_connection_window_size: 2147483648}\n    endpoints:\n",
+            );
+        let out = errors(&bad);
+        for want in [
+            "listeners[0].http.http2.max_concurrent_streams: must be at least 1",
+            "listeners[0].http.http2.initial_stream_window_size: must be 65535 to 2147483647 bytes",
+            "clusters[0].pool.http2_initial_connection_window_size: must be 65535 to 2147483647 bytes",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
     }
 
     #[test]

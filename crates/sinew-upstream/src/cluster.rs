@@ -639,9 +639,9 @@ impl Cluster {
         let mut changed = false;
         while let Some(done) = checks.join_next().await {
             let Ok((state, result)) = done else { continue };
-            if let Err(why) = &result {
-                tracing::debug!(cluster = %self.name, address = %state.address, %why,
-                    "health check failed");
+            if let Err(failure) = &result {
+                tracing::debug!(cluster = %self.name, address = %state.address,
+                    why = %failure.why, "health check failed");
             }
             crate::ClusterEvents::bump(if result.is_ok() {
                 &self.events.health_check_success
@@ -649,8 +649,11 @@ impl Cluster {
                 &self.events.health_check_failure
             });
             let health = &state.health;
+            let at_once = checker.answers_fail_at_once
+                && result.as_ref().is_err_and(|failure| failure.answered);
             if health.record_active_check(
                 result.is_ok(),
+                at_once,
                 checker.healthy_threshold,
                 checker.unhealthy_threshold,
             ) {

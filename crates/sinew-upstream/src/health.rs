@@ -124,8 +124,15 @@ impl EndpointHealth {
 
     /// Applies one active check result; true when the endpoint's health flipped. A new
     /// endpoint needs one pass; after that `healthy` passes or `unhealthy` failures in a
-    /// row flip it, as Envoy's thresholds do.
-    pub(crate) fn record_active_check(&self, passed: bool, healthy: u32, unhealthy: u32) -> bool {
+    /// row flip it, as Envoy's thresholds do; a failure `at_once` takes a healthy endpoint
+    /// out by itself (Envoy's rule for an endpoint that answers it is unhealthy).
+    pub(crate) fn record_active_check(
+        &self,
+        passed: bool,
+        at_once: bool,
+        healthy: u32,
+        unhealthy: u32,
+    ) -> bool {
         self.active_checked.store(true, Ordering::Relaxed);
         let first = passed && self.active_pending.swap(false, Ordering::Relaxed);
         let failed = self.active_failed.load(Ordering::Relaxed);
@@ -135,7 +142,11 @@ impl EndpointHealth {
             return false;
         }
         let streak = self.active_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        let needed = if passed { healthy } else { unhealthy };
+        let needed = match (passed, at_once) {
+            (true, _) => healthy,
+            (false, true) => 1,
+            (false, false) => unhealthy,
+        };
         if first || streak >= needed {
             self.active_failed.store(!passed, Ordering::Relaxed);
             self.active_streak.store(0, Ordering::Relaxed);
@@ -186,22 +197,51 @@ mod tests {
     fn a_new_endpoint_needs_one_pass_then_thresholds_apply() {
         let h = EndpointHealth::new(true);
         assert!(h.active_check_failed());
-        assert!(!h.record_active_check(false, 2, 3), "still failing");
-        assert!(h.record_active_check(true, 2, 3), "first pass suffices");
-        assert!(!h.active_check_failed());
-        assert!(!h.record_active_check(false, 2, 3));
-        assert!(!h.record_active_check(false, 2, 3));
+        assert!(!h.record_active_check(false, false, 2, 3), "still failing");
         assert!(
-            !h.record_active_check(true, 2, 3),
+            h.record_active_check(true, false, 2, 3),
+            "first pass suffices"
+        );
+        assert!(!h.active_check_failed());
+        assert!(!h.record_active_check(false, false, 2, 3));
+        assert!(!h.record_active_check(false, false, 2, 3));
+        assert!(
+            !h.record_active_check(true, false, 2, 3),
             "a pass breaks the streak"
         );
-        assert!(!h.record_active_check(false, 2, 3));
-        assert!(!h.record_active_check(false, 2, 3));
-        assert!(h.record_active_check(false, 2, 3), "third failure in a row");
+        assert!(!h.record_active_check(false, false, 2, 3));
+        assert!(!h.record_active_check(false, false, 2, 3));
+        assert!(
+            h.record_active_check(false, false, 2, 3),
+            "third failure in a row"
+        );
         assert!(h.active_check_failed());
-        assert!(!h.record_active_check(true, 2, 3));
-        assert!(h.record_active_check(true, 2, 3), "second pass in a row");
+        assert!(!h.record_active_check(true, false, 2, 3));
+        assert!(
+            h.record_active_check(true, false, 2, 3),
+            "second pass in a row"
+        );
         assert!(!h.active_check_failed());
+    }
+
+    #[test]
+    fn an_unhealthy_answer_at_once_takes_a_healthy_endpoint_out_alone() {
+        let h = EndpointHealth::new(true);
+        assert!(h.record_active_check(true, false, 2, 3));
+        assert!(
+            !h.record_active_check(false, false, 2, 3),
+            "a timeout counts"
+        );
+        assert!(
+            h.record_active_check(false, true, 2, 3),
+            "an answer does not wait"
+        );
+        assert!(h.active_check_failed());
+        assert!(
+            !h.record_active_check(true, false, 2, 3),
+            "back after two passes"
+        );
+        assert!(h.record_active_check(true, false, 2, 3));
     }
 
     #[test]

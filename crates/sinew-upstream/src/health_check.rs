@@ -14,7 +14,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use sinew_config::health::StatusRange;
+use sinew_config::health::{HealthCheckCodec, StatusRange};
 use sinew_config::model::{HealthCheck, UpstreamProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,14 +22,50 @@ use crate::connect::{connect, UpstreamIo};
 use crate::pool::EndpointState;
 use crate::request_body::RequestBody;
 
+/// Why a check failed, and whether the endpoint itself said it is unhealthy (an answer)
+/// rather than not answering (a connection failure, a reset or a timeout). Envoy takes an
+/// endpoint out on one such answer; Sinew does when `answers_fail_at_once` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub why: String,
+    pub answered: bool,
+}
+
+impl Failure {
+    fn network(why: impl Into<String>) -> Self {
+        Failure {
+            why: why.into(),
+            answered: false,
+        }
+    }
+    fn answer(why: impl Into<String>) -> Self {
+        Failure {
+            why: why.into(),
+            answered: true,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Failure::network(why)
+    }
+}
+
 /// What a check does, compiled from its config.
 enum Kind {
     Http {
         path: String,
         host: String,
         expected: Vec<StatusRange>,
-        /// Speak h2c to the endpoint (the cluster's protocol is `http2`).
+        /// Failing statuses that only count towards the unhealthy threshold.
+        retriable: Vec<StatusRange>,
+        /// Speak HTTP/2 to the endpoint unless ALPN says otherwise.
         http2: bool,
+        /// Headers set on the request after Host and User-Agent (which they may replace).
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        /// Send no User-Agent.
+        no_user_agent: bool,
     },
     Tcp {
         send: Vec<u8>,
@@ -46,8 +82,10 @@ pub struct ActiveChecker {
     pub(crate) timeout: Duration,
     interval: Duration,
     jitter: Duration,
+    jitter_percent: u32,
     pub(crate) healthy_threshold: u32,
     pub(crate) unhealthy_threshold: u32,
+    pub(crate) answers_fail_at_once: bool,
     kind: Kind,
 }
 
@@ -59,7 +97,26 @@ impl ActiveChecker {
                 path: http.path.clone(),
                 host: http.host.clone().unwrap_or_else(|| cluster.to_string()),
                 expected: http.expected_statuses.clone(),
-                http2: protocol == UpstreamProtocol::Http2,
+                retriable: http.retriable_statuses.clone(),
+                http2: match http.codec_client_type {
+                    Some(codec) => codec == HealthCheckCodec::Http2,
+                    None => protocol == UpstreamProtocol::Http2,
+                },
+                // Validated already: names are tokens, values visible ASCII.
+                headers: http
+                    .request_headers_to_add
+                    .iter()
+                    .filter_map(|h| {
+                        Some((
+                            http::HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                            http::HeaderValue::from_str(&h.value).ok()?,
+                        ))
+                    })
+                    .collect(),
+                no_user_agent: http
+                    .request_headers_to_remove
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case("user-agent")),
             }
         } else if let Some(grpc) = &cfg.grpc_health_check {
             Kind::Grpc {
@@ -88,15 +145,19 @@ impl ActiveChecker {
             timeout: cfg.timeout,
             interval: cfg.interval,
             jitter: cfg.interval_jitter,
+            jitter_percent: cfg.interval_jitter_percent,
             healthy_threshold: cfg.healthy_threshold,
             unhealthy_threshold: cfg.unhealthy_threshold,
+            answers_fail_at_once: cfg.answers_fail_at_once,
             kind,
         }
     }
 
-    /// The wait before the next round: the interval plus up to `interval_jitter`.
+    /// The wait before the next round: the interval plus up to `interval_jitter` plus up
+    /// to `interval_jitter_percent` of the interval.
     pub(crate) fn next_delay(&self) -> Duration {
-        let jitter = self.jitter.as_millis() as u64;
+        let jitter = self.jitter.as_millis() as u64
+            + self.interval.as_millis() as u64 * u64::from(self.jitter_percent) / 100;
         let extra = if jitter == 0 {
             0
         } else {
@@ -105,35 +166,42 @@ impl ActiveChecker {
         self.interval + Duration::from_millis(extra)
     }
 
-    /// Checks one endpoint; `Err` says why it failed (for the log).
-    pub(crate) async fn check(&self, endpoint: &Arc<EndpointState>) -> Result<(), String> {
+    /// Checks one endpoint; `Err` says why it failed (for the log) and how.
+    pub(crate) async fn check(&self, endpoint: &Arc<EndpointState>) -> Result<(), Failure> {
         match tokio::time::timeout(self.timeout, self.check_once(endpoint)).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err(Failure::network(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
-    async fn check_once(&self, endpoint: &Arc<EndpointState>) -> Result<(), String> {
+    async fn check_once(&self, endpoint: &Arc<EndpointState>) -> Result<(), Failure> {
         let settings = endpoint.settings();
         let io = connect(endpoint.address, self.timeout, settings.tls.as_ref(), None)
             .await
             .map_err(|e| e.to_string())?;
         let tls = settings.tls.is_some();
         match &self.kind {
-            Kind::Tcp { send, receive } => tcp_check(io, send, receive).await,
+            Kind::Tcp { send, receive } => Ok(tcp_check(io, send, receive).await?),
             Kind::Http {
                 path,
                 host,
                 expected,
+                retriable,
                 http2,
+                headers,
+                no_user_agent,
             } => {
                 let use_h2 = match io.alpn() {
                     Some(alpn) => alpn == b"h2",
                     None => *http2,
                 };
-                let request = Request::builder()
-                    .method(Method::GET)
-                    .header(http::header::USER_AGENT, "sinew-health-check");
+                let mut request = Request::builder().method(Method::GET);
+                if !no_user_agent {
+                    request = request.header(http::header::USER_AGENT, "sinew-health-check");
+                }
                 let request = if use_h2 {
                     request.uri(absolute(tls, host, path)?)
                 } else {
@@ -141,20 +209,33 @@ impl ActiveChecker {
                         .uri(path.as_str())
                         .header(http::header::HOST, host.as_str())
                 };
-                let request = request
+                let mut request = request
                     .body(RequestBody::Empty)
                     .map_err(|e| e.to_string())?;
+                for (name, value) in headers {
+                    if use_h2 && name == http::header::HOST {
+                        // HTTP/2 carries the host as :authority.
+                        *request.uri_mut() = absolute(tls, value.to_str().unwrap_or(host), path)?;
+                        continue;
+                    }
+                    request.headers_mut().insert(name.clone(), value.clone());
+                }
                 let response = exchange(io, request, use_h2).await?;
                 let status = response.status().as_u16();
-                if expected.iter().any(|r| (r.start..r.end).contains(&status)) {
+                let within = |ranges: &[StatusRange]| {
+                    ranges.iter().any(|r| (r.start..r.end).contains(&status))
+                };
+                if within(expected) {
                     Ok(())
+                } else if within(retriable) {
+                    Err(Failure::network(format!("status {status} (retriable)")))
                 } else {
-                    Err(format!("status {status}"))
+                    Err(Failure::answer(format!("status {status}")))
                 }
             }
             Kind::Grpc { authority, request } => {
                 if tls && io.alpn() != Some(b"h2") {
-                    return Err("upstream did not negotiate h2 over ALPN".into());
+                    return Err(Failure::network("upstream did not negotiate h2 over ALPN"));
                 }
                 let request = Request::builder()
                     .method(Method::POST)
@@ -166,7 +247,7 @@ impl ActiveChecker {
                     .map_err(|e| e.to_string())?;
                 let response = exchange(io, request, true).await?;
                 if response.status() != StatusCode::OK {
-                    return Err(format!("status {}", response.status()));
+                    return Err(Failure::answer(format!("status {}", response.status())));
                 }
                 let (parts, body) = response.into_parts();
                 let collected = body.collect().await.map_err(|e| e.to_string())?;
@@ -179,12 +260,12 @@ impl ActiveChecker {
                     .unwrap_or("missing")
                     .to_string();
                 if grpc_status != "0" {
-                    return Err(format!("grpc-status {grpc_status}"));
+                    return Err(Failure::answer(format!("grpc-status {grpc_status}")));
                 }
                 match serving_status(collected.to_bytes()) {
                     Some(SERVING) => Ok(()),
-                    Some(other) => Err(format!("serving status {other}")),
-                    None => Err("malformed HealthCheckResponse".into()),
+                    Some(other) => Err(Failure::answer(format!("serving status {other}"))),
+                    None => Err(Failure::answer("malformed HealthCheckResponse")),
                 }
             }
         }

@@ -198,7 +198,18 @@ impl EndpointState {
         if self.settings.tls.is_some() && io.alpn() != Some(b"h2") {
             return Err(ConnectError::NoH2);
         }
-        let (client, mut conn) = http2::handshake(io, http2::ClientSettings::default())
+        let pool = &self.settings.pool;
+        let defaults = http2::ClientSettings::default();
+        let client_settings = http2::ClientSettings {
+            initial_stream_window: pool
+                .http2_initial_stream_window_size
+                .unwrap_or(defaults.initial_stream_window),
+            initial_connection_window: pool
+                .http2_initial_connection_window_size
+                .unwrap_or(defaults.initial_connection_window),
+            ..defaults
+        };
+        let (client, mut conn) = http2::handshake(io, client_settings)
             .await
             .map_err(ConnectError::Handshake)?;
         let settings_received = conn.settings_received();

@@ -118,6 +118,12 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
     }
     rest.alt_stat_name.clear();
     rest.metadata = None;
+    // Envoy's per-connection buffer limit on a cluster is flow control only: how much of
+    // an upstream connection is read at once and held before reading pauses (the bodies
+    // a request buffers are bounded by the listener's). Sinew bounds its upstream buffers
+    // itself (HTTP/2 windows, its HTTP/1 codec's and the TCP proxy's fixed buffers), so
+    // the limit would change pacing, never which bytes go where.
+    rest.per_connection_buffer_limit_bytes = None;
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
 
@@ -191,11 +197,23 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
     out.insert("lb".into(), json!(lb));
 
     // HTTP/2 to the upstream: the v3 `typed_extension_protocol_options` form and the
-    // deprecated `http2_protocol_options` both ask for it (their tuning is not mapped,
-    // so only their default content is accepted).
+    // deprecated `http2_protocol_options` both ask for it; their stream limit and windows
+    // are the pool's.
     let mut http2 = false;
+    let mut pool = Map::new();
+    const POOL_HTTP2: [&str; 3] = [
+        "http2_max_concurrent_streams",
+        "http2_initial_stream_window_size",
+        "http2_initial_connection_window_size",
+    ];
     if let Some(options) = rest.http2_protocol_options.take() {
-        ctx.only_supported("http2_protocol_options", &options)?;
+        crate::protocol_options::http2(
+            &ctx,
+            "http2_protocol_options",
+            &options,
+            POOL_HTTP2,
+            &mut pool,
+        )?;
         http2 = true;
     }
     if let Some(options) = rest
@@ -213,9 +231,12 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
             Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)) => {
                 match explicit.protocol_config {
                     Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
-                        ctx.only_supported(
-                            format_args!("{path}.explicit_http_config.http2_protocol_options"),
+                        crate::protocol_options::http2(
+                            &ctx,
+                            &format!("{path}.explicit_http_config.http2_protocol_options"),
                             &h2,
+                            POOL_HTTP2,
+                            &mut pool,
                         )?;
                         http2 = true;
                     }
@@ -242,10 +263,21 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
             )),
             None => {}
         }
+        if let Some(common) = options.common_http_protocol_options.take() {
+            crate::protocol_options::common_upstream(
+                &ctx,
+                &format!("{path}.common_http_protocol_options"),
+                &common,
+                &mut pool,
+            )?;
+        }
         ctx.only_supported(path, &options)?;
     }
     if http2 {
         out.insert("protocol".into(), json!("http2"));
+    }
+    if !pool.is_empty() {
+        out.insert("pool".into(), Value::Object(pool));
     }
 
     if let Some(breakers) = rest.circuit_breakers.take() {
@@ -286,6 +318,18 @@ pub fn map(cluster: &Cluster) -> Result<MappedCluster, XdsError> {
             ctx.only_supported(&path, &t)?;
         }
         out.insert("circuit_breakers".into(), Value::Object(mapped));
+    }
+    let checks = std::mem::take(&mut rest.health_checks);
+    if !checks.is_empty() {
+        let mut mapped = Vec::new();
+        for (i, check) in checks.iter().enumerate() {
+            mapped.push(crate::health_check::map(
+                &ctx,
+                &format!("health_checks[{i}]"),
+                check,
+            )?);
+        }
+        out.insert("health_checks".into(), Value::Array(mapped));
     }
     if let Some(outlier) = rest.outlier_detection.take() {
         out.insert(

@@ -43,6 +43,21 @@ pub struct MappedListener {
     pub rds_fetch_timeout: Option<std::time::Duration>,
 }
 
+/// Whether any filter chain of the listener (the default one too) runs an HTTP
+/// connection manager, named by its `typed_config` type or by its filter name.
+fn serves_http(listener: &Listener) -> bool {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    listener
+        .filter_chains
+        .iter()
+        .chain(listener.default_filter_chain.as_ref())
+        .flat_map(|chain| &chain.filters)
+        .any(|f| match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) => any.type_url == HCM,
+            _ => f.name == "envoy.filters.network.http_connection_manager",
+        })
+}
+
 pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     let ctx = Ctx::new("listener", &listener.name);
     let mut rest = listener.clone();
@@ -56,6 +71,22 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     // not change what traffic does.
     rest.traffic_direction = 0;
     let address = socket_address(&ctx, "address", rest.address.take())?;
+    // Envoy's per-connection buffer limit is flow control (how much is read at once and
+    // held before reading pauses) and, through a connection manager, the size of the
+    // request and response bodies it will buffer: bodies past it are not retried or
+    // mirrored, and filters that need them whole answer 413. Sinew bounds its own buffers,
+    // so on a listener without a connection manager the limit only changes pacing and is
+    // accepted; with one it would change traffic and stays refused.
+    if rest.per_connection_buffer_limit_bytes.take().is_some() && serves_http(listener) {
+        crate::report::note(ctx.error(
+            "per_connection_buffer_limit_bytes",
+            "is not supported by Sinew on a listener with an HTTP connection manager, where \
+             Envoy buffers request bodies up to it for retries and mirrors and answers 413 \
+             past it when a filter needs a body whole; the nearest Sinew settings are a \
+             route's retry max_buffered_body_bytes and the listener's max_request_body_bytes \
+             (remove it to run on Sinew)",
+        ))?;
+    }
     let chains = std::mem::take(&mut rest.filter_chains);
     for (i, f) in std::mem::take(&mut rest.listener_filters)
         .iter()
@@ -490,6 +521,28 @@ fn http_connection_manager(
         };
         out.insert("headers_with_underscores".into(), json!(underscores));
         ctx.only_supported(format_args!("{path}.common_http_protocol_options"), &common)?;
+    }
+    if let Some(h2) = hcm.http2_protocol_options.take() {
+        let mut http2 = Map::new();
+        crate::protocol_options::http2(
+            ctx,
+            &format!("{path}.http2_protocol_options"),
+            &h2,
+            [
+                "max_concurrent_streams",
+                "initial_stream_window_size",
+                "initial_connection_window_size",
+            ],
+            &mut http2,
+        )?;
+        out.insert("http2".into(), Value::Object(http2));
+    }
+    if let Some(h1) = hcm.http_protocol_options.take() {
+        crate::protocol_options::http1_downstream(
+            ctx,
+            &format!("{path}.http_protocol_options"),
+            &h1,
+        )?;
     }
     // Path normalisation, which path matching in routes and RBAC policies sees.
     if let Some(normalize) = hcm.normalize_path.take() {

@@ -17,6 +17,8 @@ mod dashboard;
 mod dns;
 mod drain;
 mod envoy_bootstrap;
+mod envoy_health_checks;
+mod envoy_protocol_options;
 mod examples_run;
 mod external_clients;
 mod fault_injection;

@@ -468,7 +468,7 @@ fn http_manager(
             http.request_headers_timeout,
             http.idle_timeout,
         ),
-        http2: http2_settings(http.max_request_headers_kb as usize * 1024),
+        http2: http2_settings(http.max_request_headers_kb as usize * 1024, &http.http2),
         forward_client_cert: http.forward_client_cert_details,
         client_cert_details: http.set_current_client_cert_details,
         local_uri_san,
@@ -489,11 +489,24 @@ fn http_manager(
 }
 
 /// The codec's settings for a listener's HTTP/2 connections: its defaults (hyper's, which
-/// served HTTP/2 before), with the listener's header limit.
-fn http2_settings(max_request_headers_bytes: usize) -> sinew_codec::http2::ServerSettings {
+/// served HTTP/2 before), with the listener's header limit and its `http2` options.
+fn http2_settings(
+    max_request_headers_bytes: usize,
+    options: &sinew_config::model::Http2Options,
+) -> sinew_codec::http2::ServerSettings {
+    let defaults = sinew_codec::http2::ServerSettings::default();
     sinew_codec::http2::ServerSettings {
         max_header_list_size: u32::try_from(max_request_headers_bytes).unwrap_or(u32::MAX),
-        ..sinew_codec::http2::ServerSettings::default()
+        max_concurrent_streams: options
+            .max_concurrent_streams
+            .unwrap_or(defaults.max_concurrent_streams),
+        initial_stream_window: options
+            .initial_stream_window_size
+            .unwrap_or(defaults.initial_stream_window),
+        initial_connection_window: options
+            .initial_connection_window_size
+            .unwrap_or(defaults.initial_connection_window),
+        ..defaults
     }
 }
 

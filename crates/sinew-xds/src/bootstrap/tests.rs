@@ -986,7 +986,7 @@ overload_manager: {}
 static_resources:
   listeners:
   - name: first
-    per_connection_buffer_limit_bytes: 1024
+    continue_on_listener_filters_timeout: true
     address: { socket_address: { address: 127.0.0.1, port_value: 18100 } }
     filter_chains:
     - filters:
@@ -1020,7 +1020,7 @@ static_resources:
     let lines: Vec<&str> = e.lines().collect();
     let expect = [
         "envoy.yaml:2:1: overload_manager: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.overload_manager)",
-        "envoy.yaml:6:5: static_resources.listeners[0].per_connection_buffer_limit_bytes: is not supported by Sinew (envoy.config.listener.v3.Listener.per_connection_buffer_limit_bytes)",
+        "envoy.yaml:6:5: static_resources.listeners[0].continue_on_listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.continue_on_listener_filters_timeout)",
         "envoy.yaml:15:11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration: is not supported by Sinew (envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration)",
         "envoy.yaml:18:5: static_resources.listeners[1].listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.listener_filters_timeout)",
         "envoy.yaml:29:5: static_resources.clusters[0].close_connections_on_host_health_failure: is not supported by Sinew (envoy.config.cluster.v3.Cluster.close_connections_on_host_health_failure)",
@@ -1385,6 +1385,47 @@ static_resources:
     let e = error_of(&text.replace("least_request", "fastest"));
     assert!(
         e.starts_with("envoy.yaml:32:5: static_resources.clusters[0].lb_policy"),
+        "{e}"
+    );
+}
+
+/// `per_connection_buffer_limit_bytes` is flow control on clusters and on listeners
+/// without a connection manager (accepted), and decides what bodies are buffered on one
+/// with a connection manager (refused, saying why).
+#[test]
+fn per_connection_buffer_limits_are_accepted_where_they_only_pace_and_refused_where_http_buffers() {
+    use crate::test_fixtures::http_listener;
+    let tcp = r#"
+static_resources:
+  listeners:
+  - name: tcp
+    per_connection_buffer_limit_bytes: 32768
+    address: { socket_address: { address: 127.0.0.1, port_value: 18100 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: svc
+  clusters:
+  - name: svc
+    per_connection_buffer_limit_bytes: 32768
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 19001 } } }
+"#;
+    load_str("envoy.yaml", tcp).unwrap_or_else(|d| panic!("{d}"));
+    let http = http_listener("").replacen(
+        "  - name: web\n",
+        "  - name: web\n    per_connection_buffer_limit_bytes: 32768\n",
+        1,
+    );
+    let e = error_of(&http);
+    assert!(
+        e.contains("static_resources.listeners[0].per_connection_buffer_limit_bytes: is not supported by Sinew on a listener with an HTTP connection manager"),
         "{e}"
     );
 }
