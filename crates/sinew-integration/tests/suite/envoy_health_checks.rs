@@ -146,16 +146,11 @@ async fn an_envoy_health_check_takes_an_endpoint_out_on_a_503_and_after_refused_
         "back after fewer than healthy_threshold (2) passes"
     );
 
-    // b stops accepting: refused connects are not answers, so they count towards
-    // unhealthy_threshold (3 checks, 0.3 s apart) before b leaves.
+    // b stops accepting: it leaves (refused connects count towards unhealthy_threshold;
+    // when is not measured here, since a request to b retried on a refused connect
+    // also reaches only a).
     b.stop();
-    let stopped = Instant::now();
     until_reached(&client, listener, &["a"], Duration::from_secs(5)).await;
-    assert!(
-        stopped.elapsed() >= Duration::from_millis(500),
-        "out after {:?}: sooner than three checks 0.3 s apart allow",
-        stopped.elapsed()
-    );
     let t =
         sinew_integration::tally(&client, listener, "/", &[], 20, 2, Duration::from_secs(10)).await;
     assert_eq!((t.count("a"), t.errors, t.non_2xx), (20, 0, 0), "{t:?}");
