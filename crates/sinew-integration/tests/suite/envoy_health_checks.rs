@@ -146,11 +146,23 @@ async fn an_envoy_health_check_takes_an_endpoint_out_on_a_503_and_after_refused_
         "back after fewer than healthy_threshold (2) passes"
     );
 
-    // b stops accepting: it leaves (refused connects count towards unhealthy_threshold;
-    // when is not measured here, since a request to b retried on a refused connect
-    // also reaches only a).
+    // b stops accepting: refused connects count towards unhealthy_threshold, and b
+    // leaves. Until then a request sent to b fails (503): wait until none does.
     b.stop();
-    until_reached(&client, listener, &["a"], Duration::from_secs(5)).await;
+    let stopped = Instant::now();
+    loop {
+        let t =
+            sinew_integration::tally(&client, listener, "/", &[], 10, 2, Duration::from_secs(10))
+                .await;
+        if (t.count("a"), t.errors, t.non_2xx) == (10, 0, 0) {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "b never left: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let t =
         sinew_integration::tally(&client, listener, "/", &[], 20, 2, Duration::from_secs(10)).await;
     assert_eq!((t.count("a"), t.errors, t.non_2xx), (20, 0, 0), "{t:?}");
