@@ -475,6 +475,21 @@ pub fn start_proxy_file(config: &std::path::Path) -> ChildGuard {
     )
 }
 
+/// An Envoy bootstrap's static cluster `name` with one endpoint at `addr`, as an item of
+/// `static_resources.clusters` (two-space indent), for bootstraps written by tests.
+pub fn envoy_static_cluster(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "  - name: {name}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+",
+        port = addr.port()
+    )
+}
+
 /// The nearest-rank percentile `p` (0..=1) of sorted durations; zero when empty.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

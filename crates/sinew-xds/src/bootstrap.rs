@@ -714,32 +714,15 @@ fn path_source(
     at: &str,
     source: envoy_types::pb::envoy::config::core::v3::PathConfigSource,
 ) -> Result<ResourceFile, ConfigError> {
-    if source.path.is_empty() {
-        return Err(ConfigError::new(format!("{at}.path"), "is required"));
-    }
-    if source.poll_interval.is_some() {
-        return Err(ConfigError::new(
-            format!("{at}.poll_interval"),
-            "is not supported by Sinew: it looks at the file (and watched_directory) every second",
-        ));
-    }
-    let watched_directory = match source.watched_directory {
-        Some(dir) if dir.path.is_empty() => {
-            return Err(ConfigError::new(
-                format!("{at}.watched_directory.path"),
-                "is required",
-            ))
-        }
-        Some(dir) => Some(dir.path),
-        None => None,
-    };
+    let (path, watched_directory) = crate::convert::path_config_source(at, source)
+        .map_err(|(field, why)| ConfigError::new(field, why))?;
     Ok(ResourceFile {
         type_url: if field == "lds_config" {
             crate::resource_file::LISTENER_TYPE
         } else {
             crate::resource_file::CLUSTER_TYPE
         },
-        path: source.path,
+        path,
         watched_directory,
         at: at.to_string(),
     })

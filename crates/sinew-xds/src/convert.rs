@@ -137,3 +137,28 @@ pub(crate) fn decode<M: prost::Message + Default>(
         )
     })
 }
+
+/// A `PathConfigSource` checked: its path and watched directory, or the field at fault
+/// (under `at`) and why. Used for listener, cluster and secret files alike.
+pub(crate) fn path_config_source(
+    at: &str,
+    source: envoy_types::pb::envoy::config::core::v3::PathConfigSource,
+) -> Result<(String, Option<String>), (String, &'static str)> {
+    if source.path.is_empty() {
+        return Err((format!("{at}.path"), "is required"));
+    }
+    if source.poll_interval.is_some() {
+        return Err((
+            format!("{at}.poll_interval"),
+            "is not supported by Sinew: it polls the file (and watched_directory) every second",
+        ));
+    }
+    let directory = match source.watched_directory {
+        Some(dir) if dir.path.is_empty() => {
+            return Err((format!("{at}.watched_directory.path"), "is required"))
+        }
+        Some(dir) => Some(dir.path),
+        None => None,
+    };
+    Ok((source.path, directory))
+}

@@ -442,23 +442,15 @@ fn sds_reference(ctx: &Ctx, path: &str, reference: SdsSecretConfig) -> Result<Va
             }
             out["path"] = json!(file);
         }
-        Some(ConfigSourceSpecifier::PathConfigSource(mut source)) => {
-            let pat = format!("{at}.path_config_source");
-            if source.path.is_empty() {
-                return Err(ctx.error(format!("{pat}.path"), "is required"));
-            }
-            out["path"] = json!(std::mem::take(&mut source.path));
-            if let Some(dir) = source.watched_directory.take() {
-                if dir.path.is_empty() {
-                    return Err(ctx.error(format!("{pat}.watched_directory.path"), "is required"));
-                }
-                out["watched_directory"] = json!(dir.path);
-            }
-            if source.poll_interval.is_some() {
-                return Err(ctx.error(
-                    format!("{pat}.poll_interval"),
-                    "is not supported by Sinew: it polls the file (and watched_directory) every second",
-                ));
+        Some(ConfigSourceSpecifier::PathConfigSource(source)) => {
+            let (path, directory) = crate::convert::path_config_source(
+                &format!("{at}.path_config_source"),
+                source,
+            )
+            .map_err(|(field, why)| ctx.error(field, why))?;
+            out["path"] = json!(path);
+            if let Some(dir) = directory {
+                out["watched_directory"] = json!(dir);
             }
         }
         Some(ConfigSourceSpecifier::ApiConfigSource(api)) => {

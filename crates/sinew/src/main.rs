@@ -426,7 +426,8 @@ async fn proxy(
         eprintln!("sinew: the bootstrap takes its listeners and clusters from files (dynamic_resources ... path_config_source): --xds cannot be given with it");
         return ExitCode::FAILURE;
     }
-    let _file_sources = if files.is_empty() {
+    // The follower runs for the life of the process.
+    let file_sources = if files.is_empty() {
         None
     } else {
         tokio::spawn(ignore_sighup_under_xds());
@@ -434,7 +435,7 @@ async fn proxy(
         let started =
             xds_files::start(handler, files, loaded.config.clone(), proxy.metrics.clone());
         match started.await {
-            Ok(task) => Some(AbortOnDrop(task)),
+            Ok(task) => Some(task),
             Err(e) => {
                 eprintln!("sinew: {e}");
                 return ExitCode::FAILURE;
@@ -442,7 +443,7 @@ async fn proxy(
         }
     };
     let _xds_client = match xds_source(xds, &file, xds_tls) {
-        None if _file_sources.is_some() => None,
+        None if file_sources.is_some() => None,
         None => {
             if let Some(path) = path {
                 tokio::spawn(sinew_proxy::reload::watch(
@@ -742,15 +743,6 @@ impl sinew_proxy::admin::runtime::RuntimeControl for EnvoyRuntime {
 
     fn modify(&self, pairs: &[(String, String)]) -> Result<(), String> {
         sinew_xds::runtime::modify(pairs)
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

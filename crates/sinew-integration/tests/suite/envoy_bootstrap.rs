@@ -682,19 +682,6 @@ static_resources:
 }
 
 /// A static cluster `name` with one endpoint at `addr`, in Envoy's spelling.
-fn static_cluster(name: &str, addr: SocketAddr) -> String {
-    format!(
-        "  - name: {name}
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
-",
-        port = addr.port()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstraps_grpc_route_match_and_request_mirror_policies_route_and_copy() {
     let grpc = Upstream::start("grpc").await;
@@ -735,9 +722,9 @@ static_resources:
   clusters:
 {grpc}{web}{shadow}"#,
             port = listen.port(),
-            grpc = static_cluster("grpc", grpc.addr),
-            web = static_cluster("web", web.addr),
-            shadow = static_cluster("shadow", shadow.addr),
+            grpc = sinew_integration::envoy_static_cluster("grpc", grpc.addr),
+            web = sinew_integration::envoy_static_cluster("web", web.addr),
+            shadow = sinew_integration::envoy_static_cluster("shadow", shadow.addr),
         ),
     )
     .unwrap();

@@ -17,12 +17,6 @@ fn bootstrap(
     canary: SocketAddr,
     layers: &str,
 ) -> String {
-    let cluster = |name: &str, addr: SocketAddr| {
-        format!(
-            "  - name: {name}\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]\n",
-            addr.port()
-        )
-    };
     format!(
         r#"
 static_resources:
@@ -58,8 +52,8 @@ static_resources:
 layered_runtime:
   layers:
 {layers}"#,
-        stable = cluster("stable", stable),
-        canary = cluster("canary", canary),
+        stable = sinew_integration::envoy_static_cluster("stable", stable),
+        canary = sinew_integration::envoy_static_cluster("canary", canary),
     )
 }
 
