@@ -8,6 +8,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod authz;
+mod chain_match;
+pub mod chains;
 pub mod circuit_breaker;
 pub mod compression;
 pub mod duration;

@@ -81,6 +81,40 @@ pub struct Listener {
     /// Authorization policies for every request (HTTP) or connection (TCP); see `authz.rs`.
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
+    /// Filter chains chosen per connection by TLS or plaintext, SNI and ALPN (see
+    /// `chains.rs`); the fields above are then the default chain.
+    #[serde(default)]
+    pub chains: Vec<ListenerChain>,
+    /// How long a connection has to show what chooses its chain (its ClientHello);
+    /// then it is closed (Envoy: `listener_filters_timeout`).
+    #[serde(
+        default = "default_inspect_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub inspect_timeout: Duration,
+}
+
+fn default_inspect_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// One filter chain of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerChain {
+    /// Which connections take this chain; empty: every one (a catch-all).
+    #[serde(rename = "match", default)]
+    pub matcher: crate::chain_match::ChainMatch,
+    /// TLS termination. Without it, a TLS connection is passed through as it came (needs
+    /// `tcp`).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    #[serde(default)]
+    pub http: Option<HttpConnectionManager>,
+    #[serde(default)]
+    pub tcp: Option<TcpProxy>,
+    #[serde(default)]
+    pub authorization: Option<crate::authz::Authorization>,
 }
 
 /// Certificates for a listener that terminates TLS.

@@ -65,6 +65,11 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
         if let Some(k) = &l.tcp_keepalive {
             v.errors.extend(k.check(&format!("{p}.tcp_keepalive")));
         }
+        crate::chains::check(&p, l, &mut v.errors);
+    }
+    // Each body that serves connections: a listener's own, and each of its chains.
+    for body in crate::chains::bodies(&config.listeners) {
+        let (p, l) = (body.path, &*body.listener);
         if let Some(authz) = &l.authorization {
             crate::authz::check(&format!("{p}.authorization"), authz, &mut v.errors);
         }
@@ -199,7 +204,7 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
     }
     check_tls(
         config.mesh.as_ref(),
-        &config.listeners,
+        &crate::chains::bodies(&config.listeners),
         &config.clusters,
         &mut v.errors,
     );
@@ -735,7 +740,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 /// Checks the mesh identity and every `mtls`, client-certificate and SAN field.
 fn check_tls(
     mesh: Option<&crate::tls::Mesh>,
-    listeners: &[Listener],
+    listeners: &[crate::chains::Body<'_>],
     clusters: &[Cluster],
     errors: &mut Vec<ConfigError>,
 ) {
@@ -767,8 +772,8 @@ fn check_tls(
             }
         }
     }
-    for (i, l) in listeners.iter().enumerate() {
-        let p = format!("listeners[{i}]");
+    for body in listeners {
+        let (p, l) = (&body.path, &*body.listener);
         if let Some(mode) = l.mtls {
             if mesh.is_none() && mode != crate::tls::MtlsMode::Disable {
                 err(

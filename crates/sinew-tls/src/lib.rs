@@ -15,8 +15,11 @@
 //! - [`PushedSecrets`]: secrets pushed over SDS, by name, each one certificate and one
 //!   bundle shared by what names it and replaced in place.
 //! - [`watch`]: the file poller behind the first two.
+//! - [`client_hello`]: the SNI and ALPN of a ClientHello read from the first bytes, for
+//!   choosing a listener's filter chain before the handshake.
 
 mod cert;
+pub mod client_hello;
 mod mesh;
 pub mod pem;
 pub mod sds;

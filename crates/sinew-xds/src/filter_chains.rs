@@ -1,18 +1,19 @@
-//! A listener's several filter chains folded into one Sinew listener, where Sinew's
-//! model can say what Envoy's `filter_chain_match` says — the shapes Istio uses for mTLS
-//! and gateways:
-//! - chains told apart by `transport_protocol` (`"tls"` with a TLS transport socket,
-//!   `"raw_buffer"` without) become one listener whose `tls` also takes plaintext
-//!   (`allow_plaintext`, told apart by the first byte as PERMISSIVE mTLS is);
-//! - TLS chains told apart by `server_names`, each with its own certificates, become one
-//!   `tls` whose certificates are chosen by SNI (`server_names` on each certificate);
-//!   a chain without `server_names` gives the default certificate.
+//! A listener's filter chains as Sinew's listener says them, in one of two forms:
 //!
-//! The chains must otherwise be the same: equal filters (Sinew runs one set per
-//! listener) and equal TLS settings besides the certificates. Every other way of telling
-//! chains apart (ports, addresses, source, ALPN) is refused by its field. One difference
-//! remains: Envoy closes a TLS connection whose SNI no chain names when no chain is the
-//! default, where Sinew completes it with the first chain's certificate.
+//! - **Folded**, where the chains differ only in what one listener can say — the shapes
+//!   Istio uses for mTLS and gateways: chains told apart by `transport_protocol` (`"tls"`
+//!   with a TLS transport socket, `"raw_buffer"` without) become one listener whose `tls`
+//!   also takes plaintext (`allow_plaintext`); TLS chains told apart by `server_names`
+//!   become one `tls` whose certificates are chosen by SNI, the chain without
+//!   `server_names` giving the default certificate. One TLS acceptor, no inspection.
+//! - **As chains** (the listener's `chains`), for everything else Envoy's
+//!   `filter_chain_match` chooses by: different filters per chain, ALPN
+//!   (`application_protocols`), TLS passed through undecrypted to a TCP proxy (a chain
+//!   that names servers or `"tls"` without a transport socket), `default_filter_chain`,
+//!   and SNI chains with no TLS chain to fall back on (Envoy then closes a connection
+//!   whose name no chain lists; folding would serve it the first certificate).
+//!
+//! Chains told apart by destination port or address, or by source, are refused by field.
 
 use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
 use serde_json::{json, Map, Value};
@@ -28,12 +29,14 @@ pub(crate) struct ChainMatch {
     /// `""`, `"tls"` or `"raw_buffer"`.
     pub transport_protocol: String,
     pub server_names: Vec<String>,
+    pub application_protocols: Vec<String>,
 }
 
 /// One filter chain, mapped on its own.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Chain {
-    pub index: usize,
+    /// `filter_chains[i]` or `default_filter_chain`.
+    pub path: String,
     pub matched: ChainMatch,
     /// The listener `tls` its transport socket makes; None for plaintext.
     pub tls: Option<Value>,
@@ -42,12 +45,13 @@ pub(crate) struct Chain {
     pub rds: Option<RdsWait>,
 }
 
-/// The chains as one listener.
+/// The chains as one listener: its own body (`tls` and filters), and its `chains`.
 #[derive(Debug)]
 pub(crate) struct Merged {
     pub tls: Option<Value>,
     pub filters: Map<String, Value>,
     pub rds: Option<RdsWait>,
+    pub chains: Vec<Value>,
 }
 
 /// Reads a chain's `filter_chain_match` (at `path`), refusing what cannot be folded.
@@ -65,12 +69,7 @@ pub(crate) fn chain_match(
         ));
     }
     let server_names = std::mem::take(&mut m.server_names);
-    if !m.application_protocols.is_empty() {
-        return Err(ctx.error(
-            format!("{path}.application_protocols"),
-            "is not supported by Sinew: a listener runs one set of filters whatever ALPN the client offers",
-        ));
-    }
+    let application_protocols = std::mem::take(&mut m.application_protocols);
     if m.destination_port.is_some() {
         return Err(ctx.error(
             format!("{path}.destination_port"),
@@ -86,12 +85,149 @@ pub(crate) fn chain_match(
     Ok(ChainMatch {
         transport_protocol,
         server_names,
+        application_protocols,
     })
 }
 
+/// The listener's chains (at least one) and its `default_filter_chain`, folded into one
+/// body where that says the same as Envoy, else as Sinew chains.
+pub(crate) fn assemble(
+    ctx: &Ctx,
+    chains: Vec<Chain>,
+    default: Option<Chain>,
+) -> Result<Merged, XdsError> {
+    if default.is_none() && foldable(&chains) {
+        if let Ok(merged) = merge(ctx, chains.clone()) {
+            return Ok(merged);
+        }
+    }
+    as_chains(ctx, chains, default)
+}
+
+/// Whether folding could say what the chains say: the same filters, no ALPN, nothing
+/// passed through, and an SNI miss served by a chain that names no server.
+fn foldable(chains: &[Chain]) -> bool {
+    let first = &chains[0];
+    let same = chains
+        .iter()
+        .all(|c| c.filters == first.filters && c.rds == first.rds);
+    let alpn = chains
+        .iter()
+        .any(|c| !c.matched.application_protocols.is_empty());
+    let named = chains.iter().any(|c| !c.matched.server_names.is_empty());
+    let tls_default = chains
+        .iter()
+        .any(|c| c.tls.is_some() && c.matched.server_names.is_empty());
+    same && !alpn && !chains.iter().any(passes_through) && (!named || tls_default)
+}
+
+/// Whether a chain takes TLS connections without a TLS transport socket: it passes them
+/// through as they came.
+fn passes_through(c: &Chain) -> bool {
+    c.tls.is_none()
+        && (c.matched.transport_protocol == "tls"
+            || !c.matched.server_names.is_empty()
+            || !c.matched.application_protocols.is_empty())
+}
+
+/// The chains as Sinew's `chains`, the default chain as the listener's own body.
+fn as_chains(ctx: &Ctx, chains: Vec<Chain>, default: Option<Chain>) -> Result<Merged, XdsError> {
+    let mut rds: Option<(RdsWait, &str)> = None;
+    for c in chains.iter().chain(default.as_ref()) {
+        if let Some(wait) = &c.rds {
+            match &rds {
+                Some((first, at)) if first.0 != wait.0 => {
+                    return Err(ctx.error(
+                        format!("{}.filters", c.path),
+                        format!("waits for RDS route configuration {:?}, and {at} for {:?}: Sinew waits for one per listener", wait.0, first.0),
+                    ));
+                }
+                Some(_) => {}
+                None => rds = Some((wait.clone(), &c.path)),
+            }
+        }
+    }
+    let rds = rds.map(|(wait, _)| wait);
+    let mut out = Vec::with_capacity(chains.len());
+    let mut matches = Vec::with_capacity(chains.len());
+    for c in &chains {
+        let m = &c.matched;
+        let transport = match (m.transport_protocol.as_str(), c.tls.is_some()) {
+            ("raw_buffer", true) => {
+                return Err(ctx.error(
+                    format!("{}.filter_chain_match.transport_protocol", c.path),
+                    "\"raw_buffer\" matches plaintext clients, which a chain with a TLS transport socket cannot serve",
+                ))
+            }
+            ("raw_buffer", false) => Some(sinew_config::chains::Transport::Plaintext),
+            ("tls", _) => Some(sinew_config::chains::Transport::Tls),
+            _ => None,
+        };
+        if passes_through(c) && c.filters.contains_key("http") {
+            return Err(ctx.error(
+                format!("{}.filters", c.path),
+                "take TLS connections without a TLS transport socket, which passes them through undecrypted: only a TCP proxy can carry them",
+            ));
+        }
+        let matched = sinew_config::chains::ChainMatch {
+            server_names: m.server_names.clone(),
+            transport,
+            alpn: m.application_protocols.clone(),
+        };
+        let mut chain = Map::new();
+        chain.insert("match".into(), match_json(&matched));
+        if let Some(tls) = &c.tls {
+            chain.insert("tls".into(), tls.clone());
+        }
+        chain.extend(c.filters.clone());
+        out.push(Value::Object(chain));
+        matches.push(matched);
+    }
+    if let Some((later, earlier)) = sinew_config::chains::first_overlap(&matches) {
+        return Err(ctx.error(
+            format!("{}.filter_chain_match", chains[later].path),
+            format!(
+                "matches connections that {} matches (Envoy refuses such chains too)",
+                chains[earlier].path
+            ),
+        ));
+    }
+    let (tls, filters) = match default {
+        Some(d) => (d.tls, d.filters),
+        None => (None, Map::new()),
+    };
+    Ok(Merged {
+        tls,
+        filters,
+        rds,
+        chains: out,
+    })
+}
+
+/// A chain match in Sinew's YAML.
+fn match_json(m: &sinew_config::chains::ChainMatch) -> Value {
+    let mut out = Map::new();
+    if !m.server_names.is_empty() {
+        out.insert("server_names".into(), json!(m.server_names));
+    }
+    match m.transport {
+        Some(sinew_config::chains::Transport::Tls) => {
+            out.insert("transport".into(), json!("tls"));
+        }
+        Some(sinew_config::chains::Transport::Plaintext) => {
+            out.insert("transport".into(), json!("plaintext"));
+        }
+        None => {}
+    }
+    if !m.alpn.is_empty() {
+        out.insert("alpn".into(), json!(m.alpn));
+    }
+    Value::Object(out)
+}
+
 /// Folds the chains (at least one) into one listener's `tls` and filters.
-pub(crate) fn merge(ctx: &Ctx, chains: Vec<Chain>) -> Result<Merged, XdsError> {
-    let at = |c: &Chain, field: &str| format!("filter_chains[{}].{field}", c.index);
+fn merge(ctx: &Ctx, chains: Vec<Chain>) -> Result<Merged, XdsError> {
+    let at = |c: &Chain, field: &str| format!("{}.{field}", c.path);
     for c in &chains {
         let protocol = c.matched.transport_protocol.as_str();
         if protocol == "tls" && c.tls.is_none() {
@@ -131,17 +267,14 @@ pub(crate) fn merge(ctx: &Ctx, chains: Vec<Chain>) -> Result<Merged, XdsError> {
     if let Some(second) = plain.get(1) {
         return Err(ctx.error(
             at(second, "filter_chain_match"),
-            format!(
-                "matches what filter_chains[{}] matches (both plaintext)",
-                plain[0].index
-            ),
+            format!("matches what {} matches (both plaintext)", plain[0].path),
         ));
     }
     if let (Some(p), Some(t)) = (plain.first(), tls_chains.first()) {
         if p.matched.transport_protocol.is_empty() && t.matched.transport_protocol.is_empty() {
             return Err(ctx.error(
                 at(p, "filter_chain_match.transport_protocol"),
-                format!("set \"raw_buffer\" here or \"tls\" on filter_chains[{}], so TLS and plaintext clients each find their chain", t.index),
+                format!("set \"raw_buffer\" here or \"tls\" on {}, so TLS and plaintext clients each find their chain", t.path),
             ));
         }
     }
@@ -149,7 +282,12 @@ pub(crate) fn merge(ctx: &Ctx, chains: Vec<Chain>) -> Result<Merged, XdsError> {
     if let (Some(Value::Object(tls)), false) = (&mut tls, plain.is_empty()) {
         tls.insert("allow_plaintext".into(), json!(true));
     }
-    Ok(Merged { tls, filters, rds })
+    Ok(Merged {
+        tls,
+        filters,
+        rds,
+        chains: Vec::new(),
+    })
 }
 
 /// The TLS chains' `tls` as one: equal settings, certificates chosen by SNI.
@@ -170,33 +308,30 @@ fn tls_certificates_by_sni(ctx: &Ctx, chains: &[&Chain]) -> Result<Option<Value>
     }
     let settings = without_certificates(first);
     let mut default: Option<&Chain> = None;
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
     for &c in chains {
         if without_certificates(c) != settings {
             return Err(ctx.error(
-                format!("filter_chains[{}].transport_socket", c.index),
-                format!("TLS settings other than the certificates differ from filter_chains[{}]'s: Sinew's listener has one TLS configuration", first.index),
+                format!("{}.transport_socket", c.path),
+                format!("TLS settings other than the certificates differ from {}'s: Sinew's listener has one TLS configuration", first.path),
             ));
         }
         if c.matched.server_names.is_empty() {
             if let Some(d) = default.replace(c) {
                 return Err(ctx.error(
-                    format!("filter_chains[{}].filter_chain_match", c.index),
-                    format!(
-                        "matches what filter_chains[{}] matches (TLS without server_names)",
-                        d.index
-                    ),
+                    format!("{}.filter_chain_match", c.path),
+                    format!("matches what {} matches (TLS without server_names)", d.path),
                 ));
             }
         }
         for name in &c.matched.server_names {
             if let Some((_, other)) = seen.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
                 return Err(ctx.error(
-                    format!("filter_chains[{}].filter_chain_match.server_names", c.index),
-                    format!("{name:?} is also in filter_chains[{other}]'s"),
+                    format!("{}.filter_chain_match.server_names", c.path),
+                    format!("{name:?} is also in {other}'s"),
                 ));
             }
-            seen.push((name.as_str(), c.index));
+            seen.push((name.as_str(), c.path.as_str()));
         }
     }
     // The default chain's certificates come first: Sinew's default is the first.

@@ -1,8 +1,8 @@
 //! LDS: a `Listener` becomes a model listener. Each filter chain's network filters are
 //! RBAC filters (`rbac`) followed by the HTTP connection manager (whose HTTP filters may
 //! be the local rate limit, JWT authentication, RBAC and the router) or the TCP proxy,
-//! with an optional TLS transport socket (`tls_context`). Several chains are accepted
-//! where they differ only in what `filter_chains` can fold into one listener.
+//! with an optional TLS transport socket (`tls_context`). Several chains, and the
+//! default chain, become one listener's body and its `chains` (see `filter_chains`).
 
 use std::net::SocketAddr;
 
@@ -88,6 +88,17 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
         ))?;
     }
     let chains = std::mem::take(&mut rest.filter_chains);
+    let default = rest.default_filter_chain.take();
+    let inspect_timeout = rest.listener_filters_timeout.take();
+    // Envoy's default closes a connection whose listener filters time out; the other
+    // choice would serve it with what the inspector could not yet tell.
+    if std::mem::take(&mut rest.continue_on_listener_filters_timeout) {
+        crate::report::note(ctx.error(
+            "continue_on_listener_filters_timeout",
+            "is not supported by Sinew: a connection that shows nothing in time is closed \
+             (remove it to run on Sinew)",
+        ))?;
+    }
     for (i, f) in std::mem::take(&mut rest.listener_filters)
         .iter()
         .enumerate()
@@ -95,16 +106,23 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
         listener_filter(&ctx, &format!("listener_filters[{i}]"), f)?;
     }
     ctx.only_supported("", &rest)?;
-    if chains.is_empty() {
+    if chains.is_empty() && default.is_none() {
         return Err(ctx.error("filter_chains", "Sinew needs one filter chain"));
     }
     let listener_ip = address.parse::<SocketAddr>().ok().map(|a| a.ip());
-    let chains = chains
+    let mut chains = chains
         .iter()
         .enumerate()
-        .map(|(i, c)| chain(&ctx, i, c, listener_ip))
+        .map(|(i, c)| chain(&ctx, format!("filter_chains[{i}]"), c, listener_ip))
         .collect::<Result<Vec<_>, _>>()?;
-    let merged = filter_chains::merge(&ctx, chains)?;
+    let mut default = default
+        .map(|c| chain(&ctx, "default_filter_chain".into(), &c, listener_ip))
+        .transpose()?;
+    if chains.is_empty() {
+        // Only a default: it is the one chain.
+        chains.extend(default.take());
+    }
+    let merged = filter_chains::assemble(&ctx, chains, default)?;
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
     out.insert("address".into(), json!(address));
@@ -118,6 +136,12 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
         out.insert("tls".into(), tls);
     }
     out.extend(merged.filters);
+    if !merged.chains.is_empty() {
+        out.insert("chains".into(), Value::Array(merged.chains));
+        if let Some(timeout) = inspect_timeout {
+            out.insert("inspect_timeout".into(), json!(duration(&timeout)));
+        }
+    }
     let (rds, rds_fetch_timeout) = match merged.rds {
         Some((name, timeout)) => (Some(name), timeout),
         None => (None, None),
@@ -159,11 +183,10 @@ fn listener_filter(ctx: &Ctx, path: &str, f: &ListenerFilter) -> Result<(), XdsE
 /// One filter chain, mapped on its own; [`filter_chains::merge`] folds them together.
 fn chain(
     ctx: &Ctx,
-    index: usize,
+    path: String,
     chain: &FilterChain,
     listener_ip: Option<std::net::IpAddr>,
 ) -> Result<Chain, XdsError> {
-    let path = format!("filter_chains[{index}]");
     let mut chain = chain.clone();
     chain.name.clear();
     chain.metadata = None;
@@ -182,7 +205,7 @@ fn chain(
     ctx.only_supported(&path, &chain)?;
     let (filters, rds) = network_filters(ctx, &path, &filters, listener_ip)?;
     Ok(Chain {
-        index,
+        path,
         matched,
         tls,
         filters,

@@ -131,10 +131,16 @@ pub fn referenced(config: &Config) -> Vec<&SdsSecret> {
 
 /// The secrets a listener names.
 pub fn listener_secrets(l: &sinew_config::model::Listener) -> Vec<&SdsSecret> {
-    let Some(t) = &l.tls else { return Vec::new() };
-    let mut sources: Vec<&PemSource> = t.cert.iter().collect();
-    sources.extend(t.certificates.iter().map(|c| &c.cert));
-    sources.extend(t.client_ca.iter());
+    let tls = l
+        .tls
+        .iter()
+        .chain(l.chains.iter().filter_map(|c| c.tls.as_ref()));
+    let mut sources: Vec<&PemSource> = Vec::new();
+    for t in tls {
+        sources.extend(t.cert.iter());
+        sources.extend(t.certificates.iter().map(|c| &c.cert));
+        sources.extend(t.client_ca.iter());
+    }
     sources.into_iter().filter_map(PemSource::sds).collect()
 }
 

@@ -23,6 +23,7 @@ mod examples_run;
 mod external_clients;
 mod fault_injection;
 mod filesystem_xds;
+mod filter_chains;
 mod fuzz_http;
 mod gateway_tls;
 mod grpc;

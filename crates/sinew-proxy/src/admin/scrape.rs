@@ -278,7 +278,7 @@ impl Collector for ScrapeTime {
         // share a route table (one series per label set).
         let mut mirrors: BTreeMap<(String, String), [u64; 4]> = BTreeMap::new();
         let mut seen = Vec::new();
-        for l in &snapshot.listeners {
+        for l in snapshot.listener_bodies() {
             let crate::config::snapshot::ListenerKind::Http(manager) = &l.kind else {
                 continue;
             };

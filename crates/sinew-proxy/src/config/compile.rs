@@ -87,14 +87,20 @@ pub fn compile(
             Err(e) => errors.extend(e),
         }
     }
+    // Each body that serves connections: a listener's own, and each of its chains.
+    let bodies = sinew_config::chains::bodies(&config.listeners);
     let mut listener_tables = Vec::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        let inline = l.http.as_ref().and_then(|h| h.virtual_hosts.as_ref());
+    for body in &bodies {
+        let inline = body
+            .listener
+            .http
+            .as_ref()
+            .and_then(|h| h.virtual_hosts.as_ref());
         match inline {
             Some(vhosts) => {
                 match compile_table(
                     vhosts,
-                    &format!("listeners[{i}].http.virtual_hosts"),
+                    &format!("{}.http.virtual_hosts", body.path),
                     &mut builders,
                 ) {
                     Ok(t) => listener_tables.push(Some(t)),
@@ -141,10 +147,12 @@ pub fn compile(
         .map(|(name, t)| (name, resolve_set(t)))
         .collect();
 
-    let mut listeners = Vec::new();
-    for (i, (l, inline)) in config.listeners.iter().zip(listener_tables).enumerate() {
-        let path = format!("listeners[{i}]");
-        let before = previous.and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name));
+    let mut compiled: Vec<(usize, Option<usize>, ListenerConfig)> = Vec::new();
+    for (body, inline) in bodies.iter().zip(listener_tables) {
+        let (path, l) = (body.path.clone(), &*body.listener);
+        let before = previous
+            .and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name))
+            .and_then(|x| x.body(body.chain));
         let tls_before = before.and_then(|b| b.tls.as_ref());
         let tls = match super::tls::downstream_tls(l, mesh.as_ref(), tls_before) {
             Ok(tls) => tls,
@@ -176,7 +184,7 @@ pub fn compile(
             };
             let jwt_before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.jwt_authn().map(|j| &**j),
-                ListenerKind::Tcp(_) => None,
+                ListenerKind::Tcp(_) | ListenerKind::Closed => None,
             });
             let jwt = match &http.jwt_authn {
                 Some(j) => {
@@ -193,7 +201,7 @@ pub fn compile(
             };
             let before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.rate_limits().map(|r| &**r),
-                ListenerKind::Tcp(_) => None,
+                ListenerKind::Tcp(_) | ListenerKind::Closed => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
             let vp = vhosts_path(config, &path, http);
@@ -248,28 +256,31 @@ pub fn compile(
         } else {
             unreachable!("validation requires http or tcp");
         };
-        listeners.push(Arc::new(ListenerConfig {
-            name: l.name.as_str().into(),
-            address_text: l.address.clone(),
-            address: l.address.parse().expect("validated"),
-            max_connections: l.max_connections,
-            connection_rate_limit: l.connection_rate_limit.as_ref().map(|c| {
-                ConnectionRateLimit::compile(
-                    c,
-                    before.and_then(|b| b.connection_rate_limit.as_ref()),
-                )
-            }),
-            tcp_keepalive: l
-                .tcp_keepalive
-                .as_ref()
-                .map(sinew_upstream::socket::keepalive),
-            tls,
-            kind,
-            metrics: metrics.map(|m| m.listener(&l.name)),
-        }));
+        compiled.push((body.index, body.chain, shell(l, before, metrics, tls, kind)));
     }
     if !errors.is_empty() {
         return Err(loaded.diagnostics(errors));
+    }
+    let mut compiled = compiled.into_iter().peekable();
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for (i, l) in config.listeners.iter().enumerate() {
+        let mut own = None;
+        let mut chains = Vec::with_capacity(l.chains.len());
+        while let Some((_, chain, body)) = compiled.next_if(|(index, ..)| *index == i) {
+            match chain {
+                None => own = Some(body),
+                Some(j) => chains.push(super::snapshot::Chain {
+                    matcher: crate::net::chains::ChainMatcher::compile(&l.chains[j].matcher),
+                    config: body,
+                }),
+            }
+        }
+        let mut own = own.unwrap_or_else(|| {
+            let before = previous.and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name));
+            shell(l, before.map(|b| &**b), metrics, None, ListenerKind::Closed)
+        });
+        own.chains = chains.into();
+        listeners.push(Arc::new(own));
     }
     Ok(Snapshot {
         version,
@@ -279,6 +290,35 @@ pub fn compile(
         metrics_enabled: metrics.is_some(),
         mesh: config.mesh.clone().zip(mesh),
     })
+}
+
+/// A listener body's compiled config around its `tls` and `kind`: the listener-wide
+/// settings come from `l` (a chain's are unset: its listener's apply).
+fn shell(
+    l: &model::Listener,
+    before: Option<&ListenerConfig>,
+    metrics: Option<&Metrics>,
+    tls: Option<super::snapshot::DownstreamTls>,
+    kind: ListenerKind,
+) -> ListenerConfig {
+    ListenerConfig {
+        name: l.name.as_str().into(),
+        address_text: l.address.clone(),
+        address: l.address.parse().expect("validated"),
+        max_connections: l.max_connections,
+        connection_rate_limit: l.connection_rate_limit.as_ref().map(|c| {
+            ConnectionRateLimit::compile(c, before.and_then(|b| b.connection_rate_limit.as_ref()))
+        }),
+        tcp_keepalive: l
+            .tcp_keepalive
+            .as_ref()
+            .map(sinew_upstream::socket::keepalive),
+        tls,
+        kind,
+        metrics: metrics.map(|m| m.listener(&l.name)),
+        chains: Arc::new([]),
+        inspect_timeout: l.inspect_timeout,
+    }
 }
 
 /// The checks compiling makes — regexes, header values, certificates — run on a config
@@ -298,20 +338,21 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
             errors.extend(e);
         }
     }
-    for (i, l) in config.listeners.iter().enumerate() {
+    for body in sinew_config::chains::bodies(&config.listeners) {
+        let (p, l) = (&body.path, &*body.listener);
         if let Some(vhosts) = l.http.as_ref().and_then(|h| h.virtual_hosts.as_ref()) {
-            let path = format!("listeners[{i}].http.virtual_hosts");
+            let path = format!("{p}.http.virtual_hosts");
             if let Err(e) = RouteTable::compile(vhosts, &path, &mut stand_in) {
                 errors.extend(e);
             }
         }
         if let Some(j) = l.http.as_ref().and_then(|h| h.jwt_authn.as_ref()) {
-            let path = format!("listeners[{i}].http.jwt_authn");
+            let path = format!("{p}.http.jwt_authn");
             errors.extend(crate::filters::jwt_authn::lint(j, &path));
         }
         if let Some(http) = &l.http {
             // Origin regexes; a route configuration's are checked with its first listener.
-            let path = format!("listeners[{i}]");
+            let path = p.clone();
             let vhosts = match &http.virtual_hosts {
                 Some(v) => &v[..],
                 None => config
@@ -327,11 +368,11 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
         }
         // Validation has reported bad values already; what only compiling finds is a
         // list file that cannot be read or has a bad line.
-        if let Err(e) = compile_authorization(l, &format!("listeners[{i}]"), None, false) {
+        if let Err(e) = compile_authorization(l, p, None, false) {
             errors.extend(e.into_iter().filter(|e| e.path.ends_with(".from_file")));
         }
         if let Err((field, message)) = super::tls::downstream_tls(l, mesh.as_ref(), None) {
-            errors.push(ConfigError::new(format!("listeners[{i}].{field}"), message));
+            errors.push(ConfigError::new(format!("{p}.{field}"), message));
         }
     }
     for (i, c) in config.clusters.iter().enumerate() {
@@ -542,7 +583,7 @@ fn http1_settings(
 /// Waits (briefly) for each new global rate limiter's first connection to Redis, so a
 /// proxy that starts while Redis is up counts its first requests.
 pub(crate) async fn warm_rate_limits(snapshot: &Snapshot) {
-    for listener in &snapshot.listeners {
+    for listener in snapshot.listener_bodies() {
         if let ListenerKind::Http(m) = &listener.kind {
             if let Some(limits) = m.filters.rate_limits() {
                 limits.warm().await;
@@ -554,7 +595,7 @@ pub(crate) async fn warm_rate_limits(snapshot: &Snapshot) {
 /// Waits (briefly) for the first fetch of each new remote JWKS, so a proxy that starts
 /// while its token issuer is up does not refuse its first authenticated requests.
 pub(crate) async fn warm_jwks(snapshot: &Snapshot) {
-    for listener in &snapshot.listeners {
+    for listener in snapshot.listener_bodies() {
         if let ListenerKind::Http(m) = &listener.kind {
             if let Some(jwt) = m.filters.jwt_authn() {
                 jwt.warm().await;

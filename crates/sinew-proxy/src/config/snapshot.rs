@@ -45,6 +45,34 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     /// None when metrics are off.
     pub metrics: Option<Arc<ListenerMetrics>>,
+    /// Filter chains chosen per connection (`net::chains`); empty without. Each is a
+    /// body of its own (its `tls` and `kind`); this config's are the default's.
+    pub chains: Arc<[Chain]>,
+    /// How long a connection has to show what chooses its chain.
+    pub inspect_timeout: Duration,
+}
+
+impl ListenerConfig {
+    /// The body that serves a connection which took chain `chain` (None: the default):
+    /// None when a reload since removed that chain.
+    pub fn body(&self, chain: Option<usize>) -> Option<&ListenerConfig> {
+        match chain {
+            None => Some(self),
+            Some(i) => self.chains.get(i).map(|c| &c.config),
+        }
+    }
+}
+
+/// One chain: what it matches, and the listener body that serves what it takes.
+pub struct Chain {
+    pub matcher: crate::net::chains::ChainMatcher,
+    pub config: ListenerConfig,
+}
+
+impl AsRef<crate::net::chains::ChainMatcher> for Chain {
+    fn as_ref(&self) -> &crate::net::chains::ChainMatcher {
+        &self.matcher
+    }
 }
 
 /// A listener's TLS termination.
@@ -63,6 +91,13 @@ pub struct DownstreamTls {
 }
 
 impl Snapshot {
+    /// Every listener body: each listener's default, then its chains'.
+    pub fn listener_bodies(&self) -> impl Iterator<Item = &ListenerConfig> {
+        self.listeners
+            .iter()
+            .flat_map(|l| std::iter::once(&**l).chain(l.chains.iter().map(|c| &c.config)))
+    }
+
     /// Every certificate the proxy presents, once each, named by where it is used:
     /// `mesh` (the SVID), `listener/<name>`, `cluster/<name>`.
     pub fn certificates(&self) -> Vec<(String, Arc<sinew_tls::RotatingCert>)> {
@@ -76,11 +111,19 @@ impl Snapshot {
             add("mesh".into(), &mesh.cert);
         }
         for l in &self.listeners {
-            if let Some(tls) = &l.tls {
-                for (j, cert) in tls.certs.iter().enumerate() {
-                    match j {
-                        0 => add(format!("listener/{}", l.name), cert),
-                        _ => add(format!("listener/{}[{j}]", l.name), cert),
+            let bodies = std::iter::once((format!("listener/{}", l.name), &**l)).chain(
+                l.chains
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("listener/{}/chains[{i}]", l.name), &c.config)),
+            );
+            for (name, body) in bodies {
+                if let Some(tls) = &body.tls {
+                    for (j, cert) in tls.certs.iter().enumerate() {
+                        match j {
+                            0 => add(name.clone(), cert),
+                            _ => add(format!("{name}[{j}]"), cert),
+                        }
                     }
                 }
             }
@@ -98,6 +141,8 @@ impl Snapshot {
 pub enum ListenerKind {
     Http(Arc<HttpManager>),
     Tcp(Arc<TcpProxy>),
+    /// A listener with chains and no default: what no chain takes is closed.
+    Closed,
 }
 
 /// A route table with the clusters its targets point at.

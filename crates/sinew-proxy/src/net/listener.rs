@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use sinew_runtime::Workers;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::chains;
 use super::drain::Drain;
 use crate::config::slot::ListenerSlot;
 use crate::config::snapshot::{ListenerConfig, ListenerKind};
@@ -85,6 +86,39 @@ pub(crate) fn start(
     Ok(slot)
 }
 
+/// Serves one accepted connection with the listener body it takes: the one of the
+/// filter chain its first bytes choose, or the listener's own.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: &Arc<ListenerSlot>,
+    config: &ListenerConfig,
+) {
+    let (body, chain) = if config.chains.is_empty() {
+        (config, None)
+    } else {
+        let whole_hello = chains::reads_hello(&config.chains);
+        let Some(seen) = chains::inspect(&stream, whole_hello, config.inspect_timeout).await else {
+            tracing::debug!(listener = %slot.name, %peer, "no ClientHello or first byte in time; closing");
+            return;
+        };
+        match chains::select(&config.chains, &seen) {
+            Some(i) => (&config.chains[i].config, Some(i)),
+            None => (config, None),
+        }
+    };
+    match &body.kind {
+        ListenerKind::Http(_) => crate::protocol::serve(stream, peer, slot, body, chain).await,
+        ListenerKind::Tcp(tcp) => {
+            let metrics = config.metrics.as_deref();
+            super::tcp::serve(stream, body.tls.as_ref(), metrics, tcp.clone()).await
+        }
+        ListenerKind::Closed => {
+            tracing::debug!(listener = %slot.name, %peer, "no filter chain matches; closing")
+        }
+    }
+}
+
 async fn accept_loop(
     slot: Arc<ListenerSlot>,
     worker: usize,
@@ -129,13 +163,7 @@ async fn accept_loop(
         tokio::spawn(drain.cut_at_deadline(async move {
             let _guard = guard;
             let _counted = counted;
-            match &config.kind {
-                ListenerKind::Http(_) => crate::protocol::serve(stream, peer, &slot, &config).await,
-                ListenerKind::Tcp(tcp) => {
-                    let metrics = config.metrics.as_deref();
-                    super::tcp::serve(stream, config.tls.as_ref(), metrics, tcp.clone()).await
-                }
-            }
+            serve(stream, peer, &slot, &config).await
         }));
     }
     // The socket closes before the receiver goes, so `wait_stopped` means the port is free.

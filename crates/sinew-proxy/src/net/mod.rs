@@ -1,8 +1,10 @@
 //! The network layer: listening sockets and their per-worker accept loops
 //! ([`listener`]), limits on new connections ([`connection_rate_limit`]), the TCP proxy
 //! for listeners that do not speak HTTP ([`tcp`]), and the proxy-wide drain
-//! ([`drain`]). An accepted HTTP connection goes up to `protocol`.
+//! ([`drain`]). A listener with filter chains picks one per connection from its first
+//! bytes ([`chains`]). An accepted HTTP connection goes up to `protocol`.
 
+pub mod chains;
 pub mod connection_rate_limit;
 pub mod drain;
 pub mod listener;

@@ -39,43 +39,39 @@ use sinew_stream::DownstreamRequest;
 use sniff::Sniffed;
 
 /// Serves one accepted connection until it closes.
+/// `config` is the listener body that serves it: the listener's own, or the filter
+/// chain `chain` took.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     slot: &Arc<ListenerSlot>,
-    config: &Arc<ListenerConfig>,
+    config: &ListenerConfig,
+    chain: Option<usize>,
 ) {
     let ListenerKind::Http(manager) = &config.kind else {
         return;
     };
+    let on = (slot.clone(), chain);
     let Some(tls) = &config.tls else {
-        return serve_io(stream, peer, slot.clone(), manager, None, None).await;
+        return serve_io(stream, peer, on, manager, None, None).await;
     };
     if tls.plaintext_allowed {
         // PERMISSIVE: within the header deadline, the first byte tells a TLS handshake
         // record from plaintext (HTTP never starts with 0x16).
         match first_byte(&stream, manager.request_headers_timeout).await {
             Some(TLS_HANDSHAKE_RECORD) => {}
-            Some(_) => return serve_io(stream, peer, slot.clone(), manager, None, None).await,
+            Some(_) => return serve_io(stream, peer, on, manager, None, None).await,
             None => return,
         }
     }
     // Boxed: inline, the TLS states (handshake, TLS stream) would size every
     // connection's task, cleartext ones too.
     let metrics = config.metrics.as_deref();
-    Box::pin(serve_tls(
-        stream,
-        peer,
-        slot,
-        manager,
-        &tls.acceptor,
-        metrics,
-    ))
-    .await
+    Box::pin(serve_tls(stream, peer, on, manager, &tls.acceptor, metrics)).await
 }
 
 /// The content type of a TLS record that carries a handshake (RFC 8446 §5.1).
-pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+pub(crate) const TLS_HANDSHAKE_RECORD: u8 = sinew_tls::client_hello::HANDSHAKE_RECORD;
 
 /// The connection's first byte, without consuming it; `None` when the peer closes or
 /// says nothing within `timeout`.
@@ -87,10 +83,13 @@ pub(crate) async fn first_byte(stream: &TcpStream, timeout: Duration) -> Option<
     }
 }
 
+/// Where a connection is served: its listener's slot and the chain it took.
+type ServedOn = (Arc<ListenerSlot>, Option<usize>);
+
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
-    slot: &Arc<ListenerSlot>,
+    on: ServedOn,
     manager: &HttpManager,
     acceptor: &tokio_rustls::TlsAcceptor,
     metrics: Option<&crate::metrics::ListenerMetrics>,
@@ -116,7 +115,7 @@ async fn serve_tls(
             if let (Some(m), Some(id)) = (metrics, &identity) {
                 m.peer_connection(id);
             }
-            serve_io(tls, peer, slot.clone(), manager, Some(identity), alpn).await
+            serve_io(tls, peer, on, manager, Some(identity), alpn).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -180,7 +179,7 @@ where
 async fn serve_io<IO: IntoHalves>(
     mut io: IO,
     peer: SocketAddr,
-    slot: Arc<ListenerSlot>,
+    (slot, chain): ServedOn,
     manager: &HttpManager,
     tls: Option<Option<Arc<sinew_identity::PeerIdentity>>>,
     h2: Option<bool>,
@@ -201,7 +200,14 @@ async fn serve_io<IO: IntoHalves>(
     let io_activity = Arc::new(SharedMoment::now());
     // Built in place: a `ConnContext` held in a local would stay in the connection's
     // future for its whole life.
-    let ctx = Arc::new(ConnContext::new(slot, peer, tls, tracks_idle, io_activity));
+    let ctx = Arc::new(ConnContext::new(
+        slot,
+        chain,
+        peer,
+        tls,
+        tracks_idle,
+        io_activity,
+    ));
     match sniffed {
         Sniffed::Http1(prefix) => serve_http1(io, prefix, ctx, manager).await,
         Sniffed::Http2(prefix) => {
@@ -421,9 +427,9 @@ mod tests {
     #[test]
     fn a_connections_future_stays_under_1_kib() {
         type Slot = &'static Arc<ListenerSlot>;
-        type Config = &'static Arc<ListenerConfig>;
+        type Config = &'static ListenerConfig;
         let conn = size_of_output(|(s, p, slot, c): (TcpStream, SocketAddr, Slot, Config)| {
-            serve(s, p, slot, c)
+            serve(s, p, slot, c, None)
         });
         assert!(conn <= 1024, "a connection's future is {conn} bytes");
     }

@@ -13,6 +13,8 @@ use crate::moment::SharedMoment;
 /// What a request handler knows of its connection.
 pub(crate) struct ConnContext {
     pub slot: Arc<ListenerSlot>,
+    /// The filter chain the connection took; None: the listener's default.
+    pub chain: Option<usize>,
     pub peer: SocketAddr,
     /// The peer's IP as a header value, for `X-Forwarded-For`.
     pub peer_ip_value: http::HeaderValue,
@@ -45,6 +47,7 @@ impl ConnContext {
     /// `tls`: for a TLS connection, the client certificate's identity if it sent one.
     pub(crate) fn new(
         slot: Arc<ListenerSlot>,
+        chain: Option<usize>,
         peer: SocketAddr,
         tls: Option<Option<Arc<sinew_identity::PeerIdentity>>>,
         tracks_idle: bool,
@@ -57,6 +60,7 @@ impl ConnContext {
         });
         ConnContext {
             slot,
+            chain,
             peer,
             peer_ip_value: crate::filters::router::headers::client_address_value(peer.ip()),
             tls: tls.is_some(),

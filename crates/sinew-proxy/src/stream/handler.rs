@@ -30,9 +30,10 @@ pub(crate) async fn handle(
 ) -> (Response<ResponseBody>, Duration) {
     // The listener's config as of this request: a reload mid-connection applies to the
     // next request, and this one keeps what it started with.
-    let config = conn.slot.config();
+    let listener = conn.slot.config();
     adopt_target_authority(&mut req);
-    let ListenerKind::Http(manager) = &config.kind else {
+    let kind = listener.body(conn.chain).map(|body| &body.kind);
+    let Some(ListenerKind::Http(manager)) = kind else {
         let reply = local_reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
             ResponseFlags::NO_ROUTE,

@@ -249,7 +249,11 @@ fn a_field_that_would_change_behaviour_is_named_not_ignored() {
     let err = Resources::default().listeners(change(vec![l])).unwrap_err();
     // Two chains that match the same connections: Envoy refuses them too.
     assert_eq!(err.field, "filter_chains[1].filter_chain_match");
-    assert!(err.message.contains("both plaintext"), "{err}");
+    assert!(
+        err.message
+            .contains("matches connections that filter_chains[0] matches"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -998,7 +998,7 @@ static_resources:
           max_downstream_connection_duration: 10s
   - name: second
     address: { socket_address: { address: 127.0.0.1, port_value: 18101 } }
-    listener_filters_timeout: 1s
+    freebind: true
     filter_chains:
     - filters:
       - name: envoy.filters.network.tcp_proxy
@@ -1020,9 +1020,9 @@ static_resources:
     let lines: Vec<&str> = e.lines().collect();
     let expect = [
         "envoy.yaml:2:1: overload_manager: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.overload_manager)",
-        "envoy.yaml:6:5: static_resources.listeners[0].continue_on_listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.continue_on_listener_filters_timeout)",
+        "envoy.yaml:6:5: static_resources.listeners[0].continue_on_listener_filters_timeout: is not supported by Sinew: a connection that shows nothing in time is closed",
         "envoy.yaml:15:11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration: is not supported by Sinew (envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration)",
-        "envoy.yaml:18:5: static_resources.listeners[1].listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.listener_filters_timeout)",
+        "envoy.yaml:18:5: static_resources.listeners[1].freebind: is not supported by Sinew (envoy.config.listener.v3.Listener.freebind)",
         "envoy.yaml:29:5: static_resources.clusters[0].close_connections_on_host_health_failure: is not supported by Sinew (envoy.config.cluster.v3.Cluster.close_connections_on_host_health_failure)",
     ];
     assert_eq!(lines.len(), expect.len(), "{e}");

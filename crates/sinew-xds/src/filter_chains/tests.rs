@@ -117,24 +117,76 @@ fn chains_told_apart_by_server_names_choose_certificates_by_sni_default_first() 
 }
 
 #[test]
-fn chains_that_cannot_fold_into_one_listener_are_refused_by_field() {
-    let at = "static_resources.listeners[0].filter_chains";
-    let other_cluster = tls("b", "").to_string();
-    let cases: Vec<(String, String)> = vec![
+fn chains_that_differ_in_filters_alpn_or_pass_tls_through_become_sinew_chains() {
+    let text = listener(&[
+        ("{ server_names: [a.example] }", tls("a", "")),
         (
-            listener(&[
-                ("{ server_names: [a] }", tls("a", "")),
-                ("{ server_names: [b] }", tls("b", "require_client_certificate: true")),
-            ]),
-            format!("{at}[1].transport_socket: TLS settings other than the certificates differ"),
+            "{ server_names: [b.example] }",
+            tls("b", "require_client_certificate: true"),
         ),
+        (
+            "{ transport_protocol: tls, application_protocols: [h2] }",
+            String::new(),
+        ),
+        ("{ server_names: ['*.pass.example'] }", String::new()),
+        ("{ transport_protocol: raw_buffer }", String::new()),
+    ]);
+    let loaded = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let l = &loaded.loaded.config.listeners[0];
+    assert!(
+        l.tls.is_none() && l.tcp.is_none() && l.http.is_none(),
+        "no default chain"
+    );
+    let got: Vec<String> = l
+        .chains
+        .iter()
+        .map(|c| {
+            format!(
+                "{:?} {:?} {:?} tls={} client_cert={} tcp={}",
+                c.matcher.server_names,
+                c.matcher.transport,
+                c.matcher.alpn,
+                c.tls.is_some(),
+                c.tls.as_ref().is_some_and(|t| t.require_client_certificate),
+                c.tcp.is_some()
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "[\"a.example\"] None [] tls=true client_cert=false tcp=true",
+            "[\"b.example\"] None [] tls=true client_cert=true tcp=true",
+            "[] Some(Tls) [\"h2\"] tls=false client_cert=false tcp=true",
+            "[\"*.pass.example\"] None [] tls=false client_cert=false tcp=true",
+            "[] Some(Plaintext) [] tls=false client_cert=false tcp=true",
+        ]
+    );
+}
+
+#[test]
+fn a_default_filter_chain_is_the_listeners_own_body_beside_its_chains() {
+    let text = listener(&[("{ server_names: [a.example] }", tls("a", ""))]).replacen(
+        "\n  clusters:",
+        &format!(
+            "\n    default_filter_chain:{TCP_PROXY}\n    listener_filters_timeout: 2s\n  clusters:"
+        ),
+        1,
+    );
+    let loaded = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let l = &loaded.loaded.config.listeners[0];
+    assert!(l.tcp.is_some() && l.tls.is_none());
+    assert_eq!(l.chains.len(), 1);
+    assert_eq!(l.inspect_timeout, std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn chains_sinew_cannot_tell_apart_or_serve_are_refused_by_field() {
+    let at = "static_resources.listeners[0].filter_chains";
+    let cases: Vec<(String, String)> = vec![
         (
             listener(&[("{ destination_port: 443 }", tls("a", ""))]),
             format!("{at}[0].filter_chain_match.destination_port: is not supported by Sinew: a listener has one port"),
-        ),
-        (
-            listener(&[("{ application_protocols: [istio] }", tls("a", ""))]),
-            format!("{at}[0].filter_chain_match.application_protocols"),
         ),
         (
             listener(&[("{ prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }] }", tls("a", ""))]),
@@ -142,37 +194,24 @@ fn chains_that_cannot_fold_into_one_listener_are_refused_by_field() {
         ),
         (
             listener(&[("{}", tls("a", "")), ("{}", String::new())]),
-            format!("{at}[1].filter_chain_match.transport_protocol: set \"raw_buffer\" here"),
-        ),
-        (
-            listener(&[("{ transport_protocol: tls }", String::new())]),
-            format!("{at}[0].filter_chain_match.transport_protocol: \"tls\" on a chain without a TLS transport socket"),
+            format!("{at}[1].filter_chain_match: matches connections that filter_chains[0] matches"),
         ),
         (
             listener(&[
                 ("{ server_names: [a, b] }", tls("a", "")),
-                ("{ server_names: [B] }", other_cluster),
+                ("{ server_names: [B] }", tls("b", "")),
             ]),
-            format!("{at}[1].filter_chain_match.server_names: \"B\" is also in filter_chains[0]'s"),
+            format!("{at}[1].filter_chain_match: matches connections that filter_chains[0] matches"),
+        ),
+        (
+            listener(&[("{ transport_protocol: raw_buffer, server_names: [a] }", tls("a", ""))]),
+            format!("{at}[0].filter_chain_match.transport_protocol: \"raw_buffer\" matches plaintext clients"),
         ),
     ];
     for (text, want) in cases {
         let e = error_of(&text);
         assert!(e.contains(&want), "want {want:?} in:\n{e}");
     }
-    // Different filters per chain: one Sinew listener runs one set.
-    let text = listener(&[
-        ("{ transport_protocol: tls }", tls("a", "")),
-        ("{ transport_protocol: raw_buffer }", String::new()),
-    ]);
-    let different = text.rsplitn(2, "cluster: app").collect::<Vec<_>>();
-    let text = format!("{}cluster: other{}", different[1], different[0]);
-    let text = text.replacen("  clusters:\n", "  clusters:\n  - { name: other, type: STATIC, load_assignment: { cluster_name: other, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8081 } } } }] }] } }\n", 1);
-    let e = error_of(&text);
-    assert!(
-        e.contains(&format!("{at}[1].filters: differ from filter_chains[0]'s")),
-        "{e}"
-    );
     // Listener filters other than the TLS inspector.
     let text = listener(&[("{}", tls("a", ""))]).replace(
         "envoy.filters.listener.tls_inspector\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
