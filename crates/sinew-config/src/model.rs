@@ -49,6 +49,9 @@ pub struct Config {
     /// The proxy's workload identity, for mesh mTLS (`mtls` on listeners and clusters).
     #[serde(default)]
     pub mesh: Option<crate::tls::Mesh>,
+    /// Actions taken when the heap passes a budget (Envoy: bootstrap `overload_manager`).
+    #[serde(default)]
+    pub overload: Option<crate::overload::Overload>,
 }
 
 /// One listening socket and what runs on it.

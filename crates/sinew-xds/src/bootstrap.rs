@@ -451,6 +451,12 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
             Err(e) => refused.push(at_root(e)),
         }
     }
+    if let Some(manager) = bootstrap.overload_manager.take() {
+        match crate::overload::map(&ctx, manager) {
+            Ok(overload) => base.overload = Some(overload),
+            Err(e) => refused.push(at_root(e)),
+        }
+    }
     let statics = bootstrap.static_resources.take().unwrap_or_default();
     let dynamic = bootstrap.dynamic_resources.take();
     // When Envoy flushes stats to its sinks (on reads of the admin API, or every

@@ -40,6 +40,7 @@ mod mirroring;
 mod module_graph;
 mod mtls;
 mod outlier_detection;
+mod overload;
 mod pools;
 mod prometheus;
 mod quickstart;

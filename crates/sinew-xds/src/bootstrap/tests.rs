@@ -312,12 +312,105 @@ fn contrib_extensions_are_named_as_such_not_as_misspellings() {
 
 #[test]
 fn an_unsupported_bootstrap_section_is_named() {
-    let text = "static_resources: {}\noverload_manager: {refresh_interval: 1s}\n";
+    let text = "static_resources: {}\nwatchdogs: {}\n";
     let e = error_of(text);
     assert!(
-        e.starts_with("envoy.yaml:2:1: overload_manager: is not supported by Sinew"),
+        e.starts_with("envoy.yaml:2:1: watchdogs: is not supported by Sinew"),
         "{e}"
     );
+}
+
+/// Envoy's own example: keep-alive off at 92 % of the heap, requests refused at 95 %,
+/// new connections closed at 95 % (a load shed point).
+const OVERLOAD_MANAGER: &str = r#"
+static_resources: {}
+overload_manager:
+  refresh_interval: 0.25s
+  resource_monitors:
+  - name: envoy.resource_monitors.fixed_heap
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig
+      max_heap_size_bytes: 2147483648
+  actions:
+  - name: envoy.overload_actions.disable_http_keepalive
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.92 }
+  - name: envoy.overload_actions.stop_accepting_requests
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      scaled: { scaling_threshold: 0.9, saturation_threshold: 0.95 }
+  - name: envoy.overload_actions.shrink_heap
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.9 }
+    typed_config:
+      "@type": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig
+      timer_interval: 5s
+  loadshed_points:
+  - name: envoy.load_shed_points.tcp_listener_accept
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.95 }
+"#;
+
+#[test]
+fn the_overload_manager_with_the_fixed_heap_monitor_maps_to_overload() {
+    use sinew_config::overload::OverloadActionKind as Kind;
+    let b = load_str("envoy.yaml", OVERLOAD_MANAGER).unwrap();
+    let o = b.loaded.config.overload.expect("overload is mapped");
+    assert_eq!(o.refresh_interval, Duration::from_millis(250));
+    assert_eq!(o.max_heap_size_bytes, 2147483648);
+    let actions: Vec<_> = o
+        .actions
+        .iter()
+        .map(|a| {
+            (
+                a.action,
+                a.threshold,
+                a.scaled.map(|s| s.saturation_threshold),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (Kind::DisableHttpKeepalive, Some(0.92), None),
+            (Kind::StopAcceptingRequests, None, Some(0.95)),
+            (Kind::ShrinkHeap, Some(0.9), None),
+            (Kind::RejectIncomingConnections, Some(0.95), None),
+        ]
+    );
+}
+
+#[test]
+fn other_monitors_actions_and_load_shed_points_are_refused_by_name() {
+    for (from, to, want) in [
+        (
+            "- name: envoy.resource_monitors.fixed_heap\n    typed_config:",
+            "- name: envoy.resource_monitors.cpu_utilization\n    typed_config:",
+            "overload_manager.resource_monitors[0].name: \"envoy.resource_monitors.cpu_utilization\" is not supported by Sinew",
+        ),
+        (
+            "envoy.overload_actions.disable_http_keepalive",
+            "envoy.overload_actions.reduce_timeouts",
+            "overload_manager.actions[0].name: \"envoy.overload_actions.reduce_timeouts\" is not supported by Sinew",
+        ),
+        (
+            "envoy.load_shed_points.tcp_listener_accept",
+            "envoy.load_shed_points.connection_pool_new_connection",
+            "overload_manager.loadshed_points[0].name: \"envoy.load_shed_points.connection_pool_new_connection\" is not supported by Sinew",
+        ),
+        (
+            "  loadshed_points:",
+            "  buffer_factory_config: { minimum_account_to_track_power_of_two: 20 }\n  loadshed_points:",
+            "overload_manager.buffer_factory_config: is not supported by Sinew",
+        ),
+    ] {
+        assert!(OVERLOAD_MANAGER.contains(from), "{from}");
+        let e = error_of(&OVERLOAD_MANAGER.replacen(from, to, 1));
+        assert!(e.contains(want), "want {want:?} in:\n{e}");
+    }
 }
 
 #[test]
@@ -982,7 +1075,7 @@ fn bad_static_secrets_and_references_are_named() {
 #[test]
 fn every_problem_in_a_bootstrap_is_reported_at_once() {
     let text = r#"
-overload_manager: {}
+watchdogs: {}
 static_resources:
   listeners:
   - name: first
@@ -1019,7 +1112,7 @@ static_resources:
     let e = error_of(text);
     let lines: Vec<&str> = e.lines().collect();
     let expect = [
-        "envoy.yaml:2:1: overload_manager: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.overload_manager)",
+        "envoy.yaml:2:1: watchdogs: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.watchdogs)",
         "envoy.yaml:6:5: static_resources.listeners[0].continue_on_listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.continue_on_listener_filters_timeout)",
         "envoy.yaml:15:11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration: is not supported by Sinew (envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration)",
         "envoy.yaml:18:5: static_resources.listeners[1].listener_filters_timeout: is not supported by Sinew (envoy.config.listener.v3.Listener.listener_filters_timeout)",
