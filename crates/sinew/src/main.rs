@@ -733,7 +733,13 @@ async fn start_admin(
         return Ok(None);
     };
     let address = admin.socket_address().expect("validated");
-    match sinew_proxy::admin::AdminServer::start(proxy.clone(), address, Some(log)).await {
+    let started = sinew_proxy::admin::AdminServer::start_logged(
+        proxy.clone(),
+        address,
+        Some(log),
+        &admin.access_log,
+    );
+    match started.await {
         Ok(server) => {
             println!("admin API listening on http://{}", server.address);
             Ok(Some(server))

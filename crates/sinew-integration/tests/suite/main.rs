@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod admin_access_log;
 mod authorization;
 mod balancing;
 mod chaos;

@@ -1522,3 +1522,40 @@ static_resources:
         "{e}"
     );
 }
+
+#[test]
+fn the_admin_access_log_path_and_list_become_the_admin_servers_access_logs() {
+    let text = r#"
+static_resources: {}
+admin:
+  access_log_path: /var/log/envoy/admin.log
+  access_log:
+  - name: envoy.access_loggers.stdout
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+      log_format: { text_format: "%REQ(:PATH)% %RESPONSE_CODE%\n" }
+  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
+"#;
+    let b = load_str("envoy.yaml", text).unwrap();
+    let admin = b.loaded.config.admin.expect("admin is mapped");
+    let logs: Vec<(&str, Option<&str>)> = admin
+        .access_log
+        .iter()
+        .map(|l| (l.path.as_str(), l.format.as_deref()))
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            ("/var/log/envoy/admin.log", None),
+            ("/dev/stdout", Some("%REQ(:PATH)% %RESPONSE_CODE%\n")),
+        ]
+    );
+    // /dev/null, as Envoy's examples write it, is no log at all.
+    let quiet = text
+        .replace("/var/log/envoy/admin.log", "/dev/null")
+        .replace("  access_log:\n", "  access_log: []\n  x_removed:\n");
+    let quiet = quiet.split("  x_removed:").next().unwrap().to_string()
+        + "  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }\n";
+    let b = load_str("envoy.yaml", &quiet).unwrap();
+    assert!(b.loaded.config.admin.unwrap().access_log.is_empty());
+}
