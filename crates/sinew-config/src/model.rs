@@ -268,6 +268,29 @@ pub struct HttpConnectionManager {
     /// What the listener announces to HTTP/2 clients (Envoy's `http2_protocol_options`).
     #[serde(default)]
     pub http2: Http2Options,
+    /// The scheme every request is forwarded with, whatever the client or the upstream
+    /// connection: the upstream's `:scheme` (HTTP/2) and `X-Forwarded-Proto` (Envoy:
+    /// `scheme_header_transformation.scheme_to_overwrite`). Unset: `:scheme` follows the
+    /// upstream connection (TLS or not) and `X-Forwarded-Proto` the downstream one.
+    #[serde(default)]
+    pub scheme_to_overwrite: Option<Scheme>,
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
 }
 
 /// HTTP/2 settings a listener announces; each unset one keeps Sinew's default.

@@ -49,6 +49,7 @@ mod rate_limit;
 mod reload;
 mod routing;
 mod runtime_layers;
+mod scheme_transformation;
 mod sds_refs;
 mod smoke;
 mod stream_idle;

@@ -1559,3 +1559,62 @@ admin:
     let b = load_str("envoy.yaml", &quiet).unwrap();
     assert!(b.loaded.config.admin.unwrap().access_log.is_empty());
 }
+
+/// A listener whose connection manager has `extra` (indented for its typed_config).
+fn hcm_with(extra: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18100 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+{extra}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: / }}
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
+
+#[test]
+fn scheme_header_transformation_maps_to_scheme_to_overwrite() {
+    use sinew_config::model::Scheme;
+    let scheme = |extra: &str| {
+        let b = load_str("envoy.yaml", &hcm_with(extra)).unwrap();
+        b.loaded.config.listeners[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .scheme_to_overwrite
+    };
+    assert_eq!(
+        scheme("          scheme_header_transformation: { scheme_to_overwrite: https }\n"),
+        Some(Scheme::Https)
+    );
+    assert_eq!(
+        scheme("          scheme_header_transformation: { match_upstream: true }\n"),
+        None
+    );
+    assert_eq!(scheme(""), None);
+    let e = error_of(&hcm_with(
+        "          scheme_header_transformation: { scheme_to_overwrite: ftp }\n",
+    ));
+    assert!(
+        e.contains("scheme_header_transformation.scheme_to_overwrite: \"ftp\" is not a scheme"),
+        "{e}"
+    );
+}
+
