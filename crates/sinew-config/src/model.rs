@@ -463,6 +463,12 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     #[serde(default)]
     pub query: Vec<QueryMatch>,
+    /// The route matches only this share of the requests that meet its other conditions,
+    /// a percentage from 0 to 100 (Envoy: `runtime_fraction`); the others go on to the
+    /// next route. One draw per request serves every route of its virtual host, as in
+    /// Envoy. Unset: every request.
+    #[serde(default)]
+    pub percentage: Option<f64>,
 }
 
 /// A condition on one query parameter. With no condition the parameter must be present.

@@ -47,6 +47,7 @@ mod prometheus;
 mod quickstart;
 mod rate_limit;
 mod reload;
+mod route_fraction;
 mod routing;
 mod runtime_layers;
 mod scheme_transformation;

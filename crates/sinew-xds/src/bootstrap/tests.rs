@@ -1618,3 +1618,47 @@ fn scheme_header_transformation_maps_to_scheme_to_overwrite() {
     );
 }
 
+#[test]
+fn a_routes_runtime_fraction_is_its_percentage_read_through_the_runtime() {
+    let routes = |layer: &str| {
+        let text = format!(
+            r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18100 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match:
+                  prefix: /
+                  runtime_fraction:
+                    default_value: {{ numerator: 25, denominator: TEN_THOUSAND }}
+                    runtime_key: routing.canary
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{layer}"#
+        );
+        let b = load_str("envoy.yaml", &text).unwrap();
+        let http = b.loaded.config.listeners[0].http.clone().unwrap();
+        http.virtual_hosts.unwrap()[0].routes[0].match_.percentage
+    };
+    assert_eq!(routes(""), Some(0.25));
+    assert_eq!(
+        routes(
+            "layered_runtime:\n  layers:\n  - name: s\n    static_layer: {routing.canary: 5000}\n"
+        ),
+        Some(50.0)
+    );
+}
