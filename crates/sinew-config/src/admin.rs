@@ -9,12 +9,16 @@ use crate::ConfigError;
 
 /// The admin HTTP server: readiness, metrics, cluster state, config dump, log levels,
 /// drain. Envoy: bootstrap `admin.address`. Absent, no admin server runs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// `ip:port`, or a bare port (bound on 127.0.0.1, since the admin API can drain
     /// the proxy and should not face the network by accident).
     pub address: String,
+    /// One line per admin request, as a listener's access logs (Envoy: `admin.access_log`
+    /// and `admin.access_log_path`). None by default.
+    #[serde(default)]
+    pub access_log: Vec<crate::access_log::AccessLog>,
 }
 
 impl Admin {
@@ -58,6 +62,7 @@ impl StatsConfig {
 pub(crate) fn check(admin: Option<&Admin>) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     if let Some(admin) = admin {
+        crate::access_log::check("admin.access_log", &admin.access_log, &mut errors);
         if admin.socket_address().is_none() {
             errors.push(ConfigError::new(
                 "admin.address",
@@ -77,7 +82,13 @@ mod tests {
 
     #[test]
     fn a_bare_port_binds_on_loopback() {
-        let a = |s: &str| Admin { address: s.into() }.socket_address();
+        let a = |s: &str| {
+            Admin {
+                address: s.into(),
+                access_log: Vec::new(),
+            }
+            .socket_address()
+        };
         assert_eq!(a("9901"), Some("127.0.0.1:9901".parse().unwrap()));
         assert_eq!(a(":9901"), Some("127.0.0.1:9901".parse().unwrap()));
         assert_eq!(a("0.0.0.0:9901"), Some("0.0.0.0:9901".parse().unwrap()));
@@ -91,6 +102,23 @@ mod tests {
         let errors = crate::validate(&loaded.config);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "admin.address");
+    }
+
+    #[test]
+    fn the_admin_access_log_takes_a_listeners_log_fields_and_is_checked_like_one() {
+        let loaded = crate::parse_str(
+            "t.yaml",
+            "admin: {address: 9901, access_log: [{path: /tmp/admin.log}, {path: /dev/stdout, format: '%BAD%'}]}\n",
+        )
+        .unwrap();
+        let admin = loaded.config.admin.as_ref().unwrap();
+        assert_eq!(admin.access_log[0].path, "/tmp/admin.log");
+        let errors = crate::validate(&loaded.config);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].path.starts_with("admin.access_log[1]"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod jwt_authn;
 pub mod mirror;
 pub mod model;
 pub mod origin;
+pub mod overload;
 pub mod rate_limit;
 pub mod socket;
 pub mod source;
@@ -138,6 +139,7 @@ fn checked(loaded: LoadedConfig) -> Result<LoadedConfig, Diagnostics> {
 pub fn validate(config: &Config) -> Vec<ConfigError> {
     let mut errors = validate::check(config);
     errors.extend(admin::check(config.admin.as_ref()));
+    errors.extend(overload::check(config.overload.as_ref()));
     errors
 }
 

@@ -49,6 +49,9 @@ pub struct Config {
     /// The proxy's workload identity, for mesh mTLS (`mtls` on listeners and clusters).
     #[serde(default)]
     pub mesh: Option<crate::tls::Mesh>,
+    /// Actions taken when the heap passes a budget (Envoy: bootstrap `overload_manager`).
+    #[serde(default)]
+    pub overload: Option<crate::overload::Overload>,
 }
 
 /// One listening socket and what runs on it.
@@ -299,6 +302,29 @@ pub struct HttpConnectionManager {
     /// What the listener announces to HTTP/2 clients (Envoy's `http2_protocol_options`).
     #[serde(default)]
     pub http2: Http2Options,
+    /// The scheme every request is forwarded with, whatever the client or the upstream
+    /// connection: the upstream's `:scheme` (HTTP/2) and `X-Forwarded-Proto` (Envoy:
+    /// `scheme_header_transformation.scheme_to_overwrite`). Unset: `:scheme` follows the
+    /// upstream connection (TLS or not) and `X-Forwarded-Proto` the downstream one.
+    #[serde(default)]
+    pub scheme_to_overwrite: Option<Scheme>,
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
 }
 
 /// HTTP/2 settings a listener announces; each unset one keeps Sinew's default.
@@ -471,6 +497,12 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     #[serde(default)]
     pub query: Vec<QueryMatch>,
+    /// The route matches only this share of the requests that meet its other conditions,
+    /// a percentage from 0 to 100 (Envoy: `runtime_fraction`); the others go on to the
+    /// next route. One draw per request serves every route of its virtual host, as in
+    /// Envoy. Unset: every request.
+    #[serde(default)]
+    pub percentage: Option<f64>,
 }
 
 /// A condition on one query parameter. With no condition the parameter must be present.

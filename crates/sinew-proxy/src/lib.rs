@@ -20,6 +20,7 @@ pub mod filters;
 pub mod metrics;
 mod moment;
 pub mod net;
+pub mod overload;
 pub mod protocol;
 pub mod reload;
 pub mod stream;
@@ -238,6 +239,7 @@ impl Proxy {
             }
         }
         self.snapshot.store(next);
+        overload::configure(loaded.config.overload.as_ref());
         self.live_slots.store(Arc::new(slots.clone()));
         self.running_source
             .store(Arc::new((loaded.file.clone(), loaded.source.clone())));

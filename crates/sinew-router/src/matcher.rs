@@ -17,6 +17,8 @@ pub(crate) struct RouteMatcher {
     methods: Box<[Method]>,
     headers: HeaderMatchers,
     query: Box<[QueryMatcher]>,
+    /// `percentage`: the share of requests this route takes.
+    share: crate::percentage::Percentage,
 }
 
 /// Header conditions that must all hold: a route's `match.headers`, a fault's `headers`.
@@ -162,20 +164,41 @@ impl RouteMatcher {
             }
         }
 
+        let share = match m.percentage {
+            None => crate::percentage::Percentage::ALL,
+            Some(p) if (0.0..=100.0).contains(&p) => crate::percentage::Percentage::from_percent(p),
+            Some(p) => {
+                errors.push(
+                    format!("{mp}.percentage"),
+                    format!("{p} is not a percentage: write a number from 0 to 100"),
+                );
+                ok = false;
+                crate::percentage::Percentage::ALL
+            }
+        };
+
         ok.then(|| RouteMatcher {
             path,
             methods: methods.into(),
             headers: headers.unwrap_or_default(),
             query: query.into(),
+            share,
         })
     }
 
-    /// `path_head` is [`head`] of `req.path`, computed once for all routes.
-    pub(crate) fn matches(&self, req: &RequestView<'_>, path_head: u64) -> bool {
+    /// `path_head` is [`head`] of `req.path`, computed once for all routes; `draw` is the
+    /// request's one random draw for `percentage`, made when a route first needs it.
+    pub(crate) fn matches(
+        &self,
+        req: &RequestView<'_>,
+        path_head: u64,
+        draw: &std::cell::OnceCell<u32>,
+    ) -> bool {
         (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && self.path_matches(req.path, path_head)
             && self.headers.matches(req.headers)
             && self.query.iter().all(|q| q.matches(req.query))
+            && self.share.sample_once(draw)
     }
 
     fn path_matches(&self, path: &str, path_head: u64) -> bool {
@@ -373,6 +396,36 @@ mod tests {
     #[test]
     fn no_path_matcher_matches_every_path() {
         assert!(matches("{}", "GET", "/anything/at/all", &[]));
+    }
+
+    #[test]
+    fn a_percentage_route_takes_its_share_and_the_rest_fall_through() {
+        assert!(!(0..200).any(|_| matches("{prefix: /, percentage: 0}", "GET", "/", &[])));
+        assert!((0..200).all(|_| matches("{prefix: /, percentage: 100}", "GET", "/", &[])));
+        let routes = "[{name: canary, match: {prefix: /, percentage: 30}, cluster: a}, {name: stable, match: {prefix: /}, cluster: a}]";
+        let canary = (0..10_000)
+            .filter(|_| routed(routes, "GET", "/x", &[]).as_deref() == Some("canary"))
+            .count();
+        assert!((2_700..3_300).contains(&canary), "{canary} of 10000 at 30%");
+    }
+
+    #[test]
+    fn routes_share_one_draw_per_request_so_a_smaller_share_after_a_larger_one_never_matches() {
+        // Envoy's rule: one random value per request for every route's runtime_fraction.
+        let routes = "[{name: a, match: {prefix: /, percentage: 50}, cluster: a}, {name: b, match: {prefix: /, percentage: 40}, cluster: a}, {name: c, match: {prefix: /}, cluster: a}]";
+        assert!(!(0..2_000).any(|_| routed(routes, "GET", "/", &[]).as_deref() == Some("b")));
+    }
+
+    #[test]
+    fn a_percentage_out_of_range_is_refused_at_its_field() {
+        let e = crate::test_util::errors(
+            "[{name: v, domains: ['*'], routes: [{match: {prefix: /, percentage: 101}, cluster: a}]}]",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.path.ends_with("routes[0].match.percentage")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -42,6 +42,18 @@ impl Percentage {
         }
     }
 
+    /// As [`Percentage::sample`] with a draw shared by several shares (drawn by the first
+    /// that needs one): a request a 30 % share refuses is also refused by a later 20 %
+    /// one, as Envoy's routes share one random value per request.
+    #[inline]
+    pub fn sample_once(self, draw: &std::cell::OnceCell<u32>) -> bool {
+        match self.per_million {
+            0 => false,
+            MILLION => true,
+            n => self.chosen(*draw.get_or_init(|| fastrand::u32(0..MILLION)), n),
+        }
+    }
+
     /// `draw` is uniform in `[0, MILLION)`: exactly `n` of the million draws are chosen.
     fn chosen(self, draw: u32, n: u32) -> bool {
         draw < n

@@ -217,7 +217,13 @@ impl VirtualHost {
     /// First matching route, in config order.
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Route> {
         let head = crate::matcher::head(req.path.as_bytes());
-        let i = self.matchers.iter().position(|m| m.matches(req, head))?;
+        // One draw per request for every route's `percentage`, as Envoy draws one random
+        // value per stream for its routes' `runtime_fraction`.
+        let draw = std::cell::OnceCell::new();
+        let i = self
+            .matchers
+            .iter()
+            .position(|m| m.matches(req, head, &draw))?;
         self.routes.get(i)
     }
 

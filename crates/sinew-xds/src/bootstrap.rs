@@ -451,6 +451,12 @@ fn map_collecting(bootstrap: &mut Bootstrap) -> Mapped {
             Err(e) => refused.push(at_root(e)),
         }
     }
+    if let Some(manager) = bootstrap.overload_manager.take() {
+        match crate::overload::map(&ctx, manager) {
+            Ok(overload) => base.overload = Some(overload),
+            Err(e) => refused.push(at_root(e)),
+        }
+    }
     let statics = bootstrap.static_resources.take().unwrap_or_default();
     let dynamic = bootstrap.dynamic_resources.take();
     // When Envoy flushes stats to its sinks (on reads of the admin API, or every
@@ -601,13 +607,28 @@ fn name_unnamed_listeners(
 fn map_admin(ctx: &Ctx, admin: Admin) -> Result<model::Admin, XdsError> {
     let mut rest = admin;
     let address = socket_address(ctx, "admin.address", rest.address.take())?;
-    // Envoy's examples send the admin access log to /dev/null, which is what Sinew does.
-    if matches!(rest.access_log_path.as_str(), "" | "/dev/null") {
-        rest.access_log_path.clear();
+    // The admin access logs: the deprecated `access_log_path` (a file in Envoy's default
+    // format; Envoy's examples say /dev/null, which is no log), then `access_log`, mapped
+    // as a listener's are.
+    let mut logs = Vec::new();
+    let path = std::mem::take(&mut rest.access_log_path);
+    if !matches!(path.as_str(), "" | "/dev/null") {
+        logs.push(serde_json::json!({ "path": path }));
     }
+    let listed = std::mem::take(&mut rest.access_log);
+    if let Some(serde_json::Value::Array(mapped)) =
+        crate::access_log::map(ctx, "admin.access_log", listed)?
+    {
+        logs.extend(mapped);
+    }
+    let access_log = serde_json::from_value(serde_json::Value::Array(logs))
+        .map_err(|e| ctx.error("admin.access_log", e.to_string()))?;
     rest.profile_path.clear();
     ctx.only_supported("admin", &rest)?;
-    Ok(model::Admin { address })
+    Ok(model::Admin {
+        address,
+        access_log,
+    })
 }
 
 /// `dynamic_resources`: which of the static clusters is the control plane, and how to

@@ -31,6 +31,7 @@ mod health_check;
 mod jwt_authn;
 pub mod listener;
 mod local_ratelimit;
+mod overload;
 mod protocol_options;
 mod rbac;
 mod report;

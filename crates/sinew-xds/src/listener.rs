@@ -492,6 +492,14 @@ fn http_connection_manager(
     if std::mem::take(&mut hcm.skip_xff_append) && remote {
         out.insert("skip_xff_append".into(), json!(true));
     }
+    if let Some(scheme) = hcm.scheme_header_transformation.take() {
+        scheme_header_transformation(
+            ctx,
+            &format!("{path}.scheme_header_transformation"),
+            scheme,
+            &mut out,
+        )?;
+    }
     let logs = std::mem::take(&mut hcm.access_log);
     if let Some(logs) = crate::access_log::map(ctx, &format!("{path}.access_log"), logs)? {
         out.insert("access_log".into(), logs);
@@ -636,4 +644,32 @@ fn tcp_proxy(ctx: &Ctx, path: &str, mut tcp: TcpProxy) -> Result<Value, XdsError
     }
     ctx.only_supported(path, &tcp)?;
     Ok(Value::Object(out))
+}
+
+/// `scheme_header_transformation`: `scheme_to_overwrite` sets the scheme forwarded
+/// upstream (`:scheme` and `X-Forwarded-Proto`, as Envoy sets both); `match_upstream`
+/// sets `:scheme` from the upstream connection, which Sinew does anyway.
+fn scheme_header_transformation(
+    ctx: &Ctx,
+    path: &str,
+    transformation: envoy_types::pb::envoy::config::core::v3::SchemeHeaderTransformation,
+    out: &mut Map<String, Value>,
+) -> Result<(), XdsError> {
+    use envoy_types::pb::envoy::config::core::v3::scheme_header_transformation::Transformation;
+    match transformation.transformation {
+        Some(Transformation::SchemeToOverwrite(scheme)) => match scheme.as_str() {
+            "http" | "https" => {
+                out.insert("scheme_to_overwrite".into(), json!(scheme));
+            }
+            _ => {
+                return Err(ctx.error(
+                    format!("{path}.scheme_to_overwrite"),
+                    format!("{scheme:?} is not a scheme Envoy takes: write http or https"),
+                ))
+            }
+        },
+        // `match_upstream` (or nothing): what Sinew's router does already.
+        None => {}
+    }
+    Ok(())
 }

@@ -237,6 +237,11 @@ fn route_match(ctx: &Ctx, path: &str, mut m: RouteMatch) -> Result<Value, XdsErr
             ));
         }
     }
+    // A share of requests, read through the layered runtime when it sets the key.
+    if let Some(fraction) = m.runtime_fraction.take() {
+        let share = crate::cors::percent(ctx, &format!("{path}.runtime_fraction"), fraction)?;
+        out.insert("percentage".into(), json!(share));
+    }
     let mut headers = Vec::new();
     let mut methods = Vec::new();
     for (i, h) in std::mem::take(&mut m.headers).into_iter().enumerate() {

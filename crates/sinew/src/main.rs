@@ -161,8 +161,20 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The heap in use for the overload manager's heap monitor: jemalloc's `stats.allocated`
+/// (bytes the program holds, allocator slack and free pages not counted), the nearest to
+/// the tcmalloc measure Envoy's `fixed_heap` monitor reads. Its statistics are cached
+/// until the epoch advances.
+fn jemalloc_allocated() -> Option<u64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    tikv_jemalloc_ctl::stats::allocated::read()
+        .ok()
+        .map(|n| n as u64)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    sinew_proxy::overload::set_heap_reader(jemalloc_allocated);
     let log = log_control::init();
     sinew_tls::pem::install_default_provider();
     if cli.print_config {
@@ -721,7 +733,13 @@ async fn start_admin(
         return Ok(None);
     };
     let address = admin.socket_address().expect("validated");
-    match sinew_proxy::admin::AdminServer::start(proxy.clone(), address, Some(log)).await {
+    let started = sinew_proxy::admin::AdminServer::start_logged(
+        proxy.clone(),
+        address,
+        Some(log),
+        &admin.access_log,
+    );
+    match started.await {
         Ok(server) => {
             println!("admin API listening on http://{}", server.address);
             Ok(Some(server))

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod admin_access_log;
 mod authorization;
 mod balancing;
 mod chaos;
@@ -41,13 +42,16 @@ mod mirroring;
 mod module_graph;
 mod mtls;
 mod outlier_detection;
+mod overload;
 mod pools;
 mod prometheus;
 mod quickstart;
 mod rate_limit;
 mod reload;
+mod route_fraction;
 mod routing;
 mod runtime_layers;
+mod scheme_transformation;
 mod sds_refs;
 mod smoke;
 mod stream_idle;

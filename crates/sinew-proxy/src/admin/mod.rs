@@ -9,6 +9,7 @@
 //! Errors: a wrong method is 405 (with `Allow`), an unknown path 404, a bad query 400
 //! with a message saying what was wrong.
 
+mod access_log;
 mod certs;
 mod clusters;
 mod config_dump;
@@ -52,21 +53,43 @@ impl AdminServer {
         address: SocketAddr,
         log: Option<Arc<dyn LogControl>>,
     ) -> std::io::Result<AdminServer> {
+        Self::start_logged(proxy, address, log, &[]).await
+    }
+
+    /// As [`AdminServer::start`], writing one line per request to `access_log` (the
+    /// config's `admin.access_log`, Envoy's `admin.access_log_path`).
+    pub async fn start_logged(
+        proxy: Arc<Proxy>,
+        address: SocketAddr,
+        log: Option<Arc<dyn LogControl>>,
+        access_log: &[sinew_config::access_log::AccessLog],
+    ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         tracing::info!(%address, "admin server listening");
+        let access_logs = crate::filters::access_log::AccessLogs::compile(Some(access_log));
         let admin = Arc::new(Admin { proxy, log });
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let admin = admin.clone();
+                let access_logs = access_logs.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let admin = admin.clone();
-                        async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                        let access_logs = access_logs.clone();
+                        async move {
+                            let reply = match access_logs {
+                                None => admin.handle(req).await,
+                                Some(logs) => {
+                                    access_log::logged(&admin, req, &logs, peer, address).await
+                                }
+                            };
+                            Ok::<_, Infallible>(reply)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)

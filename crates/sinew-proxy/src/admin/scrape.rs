@@ -68,6 +68,70 @@ impl Samples {
     }
 }
 
+/// The overload manager's monitor and actions (Envoy's `overload.<monitor>.pressure`,
+/// `overload.<action>.active` and `.scale_percent`), when `overload` is configured.
+fn overload_samples(
+    o: crate::overload::Reading,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let monitor: Labels = vec![("monitor", "fixed_heap".to_string())];
+    let mut pressure = Samples::new(
+        "sinew_overload_pressure",
+        "Resource pressure as a ratio of its maximum (heap in use / max_heap_size_bytes)",
+        false,
+    );
+    pressure.values.push((monitor.clone(), o.pressure));
+    let mut heap = Samples::new(
+        "sinew_overload_heap_used_bytes",
+        "The heap in use at the last refresh",
+        false,
+    );
+    heap.values.push((Vec::new(), o.heap_bytes as f64));
+    let mut failed = Samples::new(
+        "sinew_overload_failed_updates",
+        "Refreshes whose heap reading failed",
+        true,
+    );
+    failed.values.push((monitor, o.failed_updates as f64));
+    let mut active = Samples::new(
+        "sinew_overload_action_active",
+        "1 while an overload action is saturated, else 0",
+        false,
+    );
+    let mut scale = Samples::new(
+        "sinew_overload_action_scale_percent",
+        "An overload action's state as a percent (0-99 scaling, 100 saturated)",
+        false,
+    );
+    for (name, state) in &o.actions {
+        let labels: Labels = vec![("action", name.to_string())];
+        active
+            .values
+            .push((labels.clone(), if *state >= 1.0 { 1.0 } else { 0.0 }));
+        scale.values.push((labels, (state * 100.0).round()));
+    }
+    let mut requests = Samples::new(
+        "sinew_overload_rq_rejected",
+        "Requests answered 503 by stop_accepting_requests",
+        true,
+    );
+    requests
+        .values
+        .push((Vec::new(), o.rejected_requests as f64));
+    let mut connections = Samples::new(
+        "sinew_overload_cx_rejected",
+        "Connections closed at accept by reject_incoming_connections",
+        true,
+    );
+    connections
+        .values
+        .push((Vec::new(), o.rejected_connections as f64));
+    for s in [pressure, heap, failed, active, scale, requests, connections] {
+        s.write(encoder)?;
+    }
+    Ok(())
+}
+
 impl Collector for ScrapeTime {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(proxy) = self.proxy.upgrade() else {
@@ -134,6 +198,9 @@ impl Collector for ScrapeTime {
         }
         for s in &server {
             s.write(&mut encoder)?;
+        }
+        if let Some(overload) = crate::overload::reading() {
+            overload_samples(overload, &mut encoder)?;
         }
         let snapshot = proxy.snapshot.load();
         if !snapshot.metrics_enabled {

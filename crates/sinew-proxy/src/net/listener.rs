@@ -128,7 +128,10 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = stopped.changed() => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                crate::overload::accepting().await;
+                listener.accept().await
+            } => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -139,6 +142,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        if crate::overload::rejects_connection() {
+            drop(stream);
+            continue;
+        }
         let config = slot.config_of_worker(worker);
         if let Some(rate) = &config.connection_rate_limit {
             if !rate.admit() {

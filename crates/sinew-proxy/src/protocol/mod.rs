@@ -367,8 +367,9 @@ where
     // polls it whenever the loop below polls the connection, which it does right after
     // setting it, so it needs no waker.
     let go_away = AtomicBool::new(false);
+    // `disable_http_keepalive` saturated under overload does the same.
     let shutdown = poll_fn(|_| {
-        if go_away.load(Ordering::Relaxed) {
+        if go_away.load(Ordering::Relaxed) || crate::overload::keepalive_disabled() {
             Poll::Ready(())
         } else {
             Poll::Pending

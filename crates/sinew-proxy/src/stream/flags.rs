@@ -41,8 +41,10 @@ impl ResponseFlags {
     pub const STREAM_IDLE_TIMEOUT: Self = Self(1 << 15);
     /// Denied by an authorization policy (RBAC, Envoy's code).
     pub const RBAC_DENIED: Self = Self(1 << 16);
+    /// Refused by the overload manager (`stop_accepting_requests`; Envoy's OM).
+    pub const OVERLOAD_MANAGER: Self = Self(1 << 17);
 
-    const NAMES: [(Self, &'static str); 17] = [
+    const NAMES: [(Self, &'static str); 18] = [
         (Self::NO_ROUTE, "NR"),
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -60,6 +62,7 @@ impl ResponseFlags {
         (Self::DELAY_INJECTED, "DI"),
         (Self::STREAM_IDLE_TIMEOUT, "SI"),
         (Self::RBAC_DENIED, "RBAC"),
+        (Self::OVERLOAD_MANAGER, "OM"),
     ];
 
     pub fn contains(self, other: Self) -> bool {

@@ -61,7 +61,15 @@ pub(crate) async fn handle(
         identity: conn.peer_identity.as_ref(),
     };
     filters.on_request(&mut req, downstream, &mut state);
-    let response = phases(req, conn, manager, &mut state, &mut idle).await;
+    let http1 = req.version() <= Version::HTTP_11;
+    let mut response = phases(req, conn, manager, &mut state, &mut idle).await;
+    // `disable_http_keepalive` under overload: the HTTP/1 connection closes after this
+    // response (HTTP/2 connections are sent GOAWAY by their driver).
+    if http1 && crate::overload::closes_connection() {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     // Every answer to a peer counts for it, the refusals (no route, denied, malformed)
     // as much as the routed ones: they are what a per-peer view is for.
     if let Some(m) = conn.peer_requests.as_deref() {
@@ -82,6 +90,17 @@ async fn phases(
     idle: &mut Duration,
 ) -> Response<ResponseBody> {
     let grpc = is_grpc(req.headers());
+
+    // Overloaded (`stop_accepting_requests`): a new request is refused before anything
+    // else is done for it, as Envoy does right after decoding the headers.
+    if crate::overload::rejects_request() {
+        return local_reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ResponseFlags::OVERLOAD_MANAGER,
+            "envoy overloaded",
+            grpc,
+        );
+    }
 
     // Phase 1: framing. The HTTP/1 codec has refused every request-smuggling shape while
     // parsing the head (RFC 9112 §2.2, §6.1, §6.3) and `h2` the malformed HTTP/2 ones;

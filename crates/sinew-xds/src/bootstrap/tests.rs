@@ -312,12 +312,105 @@ fn contrib_extensions_are_named_as_such_not_as_misspellings() {
 
 #[test]
 fn an_unsupported_bootstrap_section_is_named() {
-    let text = "static_resources: {}\noverload_manager: {refresh_interval: 1s}\n";
+    let text = "static_resources: {}\nwatchdogs: {}\n";
     let e = error_of(text);
     assert!(
-        e.starts_with("envoy.yaml:2:1: overload_manager: is not supported by Sinew"),
+        e.starts_with("envoy.yaml:2:1: watchdogs: is not supported by Sinew"),
         "{e}"
     );
+}
+
+/// Envoy's own example: keep-alive off at 92 % of the heap, requests refused at 95 %,
+/// new connections closed at 95 % (a load shed point).
+const OVERLOAD_MANAGER: &str = r#"
+static_resources: {}
+overload_manager:
+  refresh_interval: 0.25s
+  resource_monitors:
+  - name: envoy.resource_monitors.fixed_heap
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig
+      max_heap_size_bytes: 2147483648
+  actions:
+  - name: envoy.overload_actions.disable_http_keepalive
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.92 }
+  - name: envoy.overload_actions.stop_accepting_requests
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      scaled: { scaling_threshold: 0.9, saturation_threshold: 0.95 }
+  - name: envoy.overload_actions.shrink_heap
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.9 }
+    typed_config:
+      "@type": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig
+      timer_interval: 5s
+  loadshed_points:
+  - name: envoy.load_shed_points.tcp_listener_accept
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.95 }
+"#;
+
+#[test]
+fn the_overload_manager_with_the_fixed_heap_monitor_maps_to_overload() {
+    use sinew_config::overload::OverloadActionKind as Kind;
+    let b = load_str("envoy.yaml", OVERLOAD_MANAGER).unwrap();
+    let o = b.loaded.config.overload.expect("overload is mapped");
+    assert_eq!(o.refresh_interval, Duration::from_millis(250));
+    assert_eq!(o.max_heap_size_bytes, 2147483648);
+    let actions: Vec<_> = o
+        .actions
+        .iter()
+        .map(|a| {
+            (
+                a.action,
+                a.threshold,
+                a.scaled.map(|s| s.saturation_threshold),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (Kind::DisableHttpKeepalive, Some(0.92), None),
+            (Kind::StopAcceptingRequests, None, Some(0.95)),
+            (Kind::ShrinkHeap, Some(0.9), None),
+            (Kind::RejectIncomingConnections, Some(0.95), None),
+        ]
+    );
+}
+
+#[test]
+fn other_monitors_actions_and_load_shed_points_are_refused_by_name() {
+    for (from, to, want) in [
+        (
+            "- name: envoy.resource_monitors.fixed_heap\n    typed_config:",
+            "- name: envoy.resource_monitors.cpu_utilization\n    typed_config:",
+            "overload_manager.resource_monitors[0].name: \"envoy.resource_monitors.cpu_utilization\" is not supported by Sinew",
+        ),
+        (
+            "envoy.overload_actions.disable_http_keepalive",
+            "envoy.overload_actions.reduce_timeouts",
+            "overload_manager.actions[0].name: \"envoy.overload_actions.reduce_timeouts\" is not supported by Sinew",
+        ),
+        (
+            "envoy.load_shed_points.tcp_listener_accept",
+            "envoy.load_shed_points.connection_pool_new_connection",
+            "overload_manager.loadshed_points[0].name: \"envoy.load_shed_points.connection_pool_new_connection\" is not supported by Sinew",
+        ),
+        (
+            "  loadshed_points:",
+            "  buffer_factory_config: { minimum_account_to_track_power_of_two: 20 }\n  loadshed_points:",
+            "overload_manager.buffer_factory_config: is not supported by Sinew",
+        ),
+    ] {
+        assert!(OVERLOAD_MANAGER.contains(from), "{from}");
+        let e = error_of(&OVERLOAD_MANAGER.replacen(from, to, 1));
+        assert!(e.contains(want), "want {want:?} in:\n{e}");
+    }
 }
 
 #[test]
@@ -982,7 +1075,7 @@ fn bad_static_secrets_and_references_are_named() {
 #[test]
 fn every_problem_in_a_bootstrap_is_reported_at_once() {
     let text = r#"
-overload_manager: {}
+watchdogs: {}
 static_resources:
   listeners:
   - name: first
@@ -1019,7 +1112,7 @@ static_resources:
     let e = error_of(text);
     let lines: Vec<&str> = e.lines().collect();
     let expect = [
-        "envoy.yaml:2:1: overload_manager: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.overload_manager)",
+        "envoy.yaml:2:1: watchdogs: is not supported by Sinew (envoy.config.bootstrap.v3.Bootstrap.watchdogs)",
         "envoy.yaml:6:5: static_resources.listeners[0].continue_on_listener_filters_timeout: is not supported by Sinew: a connection that shows nothing in time is closed",
         "envoy.yaml:15:11: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_downstream_connection_duration: is not supported by Sinew (envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration)",
         "envoy.yaml:18:5: static_resources.listeners[1].freebind: is not supported by Sinew (envoy.config.listener.v3.Listener.freebind)",
@@ -1427,5 +1520,145 @@ static_resources:
     assert!(
         e.contains("static_resources.listeners[0].per_connection_buffer_limit_bytes: is not supported by Sinew on a listener with an HTTP connection manager"),
         "{e}"
+    );
+}
+
+#[test]
+fn the_admin_access_log_path_and_list_become_the_admin_servers_access_logs() {
+    let text = r#"
+static_resources: {}
+admin:
+  access_log_path: /var/log/envoy/admin.log
+  access_log:
+  - name: envoy.access_loggers.stdout
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+      log_format: { text_format: "%REQ(:PATH)% %RESPONSE_CODE%\n" }
+  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
+"#;
+    let b = load_str("envoy.yaml", text).unwrap();
+    let admin = b.loaded.config.admin.expect("admin is mapped");
+    let logs: Vec<(&str, Option<&str>)> = admin
+        .access_log
+        .iter()
+        .map(|l| (l.path.as_str(), l.format.as_deref()))
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            ("/var/log/envoy/admin.log", None),
+            ("/dev/stdout", Some("%REQ(:PATH)% %RESPONSE_CODE%\n")),
+        ]
+    );
+    // /dev/null, as Envoy's examples write it, is no log at all.
+    let quiet = text
+        .replace("/var/log/envoy/admin.log", "/dev/null")
+        .replace("  access_log:\n", "  access_log: []\n  x_removed:\n");
+    let quiet = quiet.split("  x_removed:").next().unwrap().to_string()
+        + "  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }\n";
+    let b = load_str("envoy.yaml", &quiet).unwrap();
+    assert!(b.loaded.config.admin.unwrap().access_log.is_empty());
+}
+
+/// A listener whose connection manager has `extra` (indented for its typed_config).
+fn hcm_with(extra: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18100 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+{extra}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: / }}
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
+
+#[test]
+fn scheme_header_transformation_maps_to_scheme_to_overwrite() {
+    use sinew_config::model::Scheme;
+    let scheme = |extra: &str| {
+        let b = load_str("envoy.yaml", &hcm_with(extra)).unwrap();
+        b.loaded.config.listeners[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .scheme_to_overwrite
+    };
+    assert_eq!(
+        scheme("          scheme_header_transformation: { scheme_to_overwrite: https }\n"),
+        Some(Scheme::Https)
+    );
+    assert_eq!(
+        scheme("          scheme_header_transformation: { match_upstream: true }\n"),
+        None
+    );
+    assert_eq!(scheme(""), None);
+    let e = error_of(&hcm_with(
+        "          scheme_header_transformation: { scheme_to_overwrite: ftp }\n",
+    ));
+    assert!(
+        e.contains("scheme_header_transformation.scheme_to_overwrite: \"ftp\" is not a scheme"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_routes_runtime_fraction_is_its_percentage_read_through_the_runtime() {
+    let routes = |layer: &str| {
+        let text = format!(
+            r#"
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18100 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match:
+                  prefix: /
+                  runtime_fraction:
+                    default_value: {{ numerator: 25, denominator: TEN_THOUSAND }}
+                    runtime_key: routing.canary
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{layer}"#
+        );
+        let b = load_str("envoy.yaml", &text).unwrap();
+        let http = b.loaded.config.listeners[0].http.clone().unwrap();
+        http.virtual_hosts.unwrap()[0].routes[0].match_.percentage
+    };
+    assert_eq!(routes(""), Some(0.25));
+    assert_eq!(
+        routes(
+            "layered_runtime:\n  layers:\n  - name: s\n    static_layer: {routing.canary: 5000}\n"
+        ),
+        Some(50.0)
     );
 }

@@ -220,6 +220,7 @@ pub(crate) async fn forward(
         method: parts.method,
         uri: Uri::from(path_and_query),
         headers,
+        scheme: manager.forwarding.scheme,
     };
     if !route.mirrors.is_empty() && !upgrade {
         let shadow = mirror::Source::new(&prepared, &authority, downstream_h2, timeout);

@@ -135,6 +135,9 @@ pub struct Forwarding {
     /// An incoming `X-Forwarded-Proto` is kept (else set from the connection: `http`, or
     /// `https` behind TLS).
     pub keep_proto: bool,
+    /// `scheme_to_overwrite`: `X-Forwarded-Proto` (and the upstream `:scheme`) is this,
+    /// whatever came or the connection is.
+    pub scheme: Option<sinew_config::model::Scheme>,
 }
 
 /// What happens to `X-Forwarded-For`.
@@ -154,11 +157,13 @@ impl Forwarding {
     pub const TRUSTED: Forwarding = Forwarding {
         xff: Xff::Append,
         keep_proto: true,
+        scheme: None,
     };
     /// Sinew's `trust_forwarded_headers: false`.
     pub const UNTRUSTED: Forwarding = Forwarding {
         xff: Xff::Replace,
         keep_proto: false,
+        scheme: None,
     };
 
     /// A listener's: Sinew's own (`trust_forwarded_headers`) unless Envoy's
@@ -166,7 +171,7 @@ impl Forwarding {
     /// (and no `skip_xff_append`), and keeps an incoming `X-Forwarded-Proto` only when it
     /// trusts hops in front of it (`xff_num_trusted_hops` > 0).
     pub fn of(http: &sinew_config::model::HttpConnectionManager) -> Forwarding {
-        match http.use_remote_address {
+        let forwarding = match http.use_remote_address {
             None if http.trust_forwarded_headers => Forwarding::TRUSTED,
             None => Forwarding::UNTRUSTED,
             Some(remote) => Forwarding {
@@ -176,7 +181,12 @@ impl Forwarding {
                     Xff::Keep
                 },
                 keep_proto: http.xff_num_trusted_hops > 0,
+                scheme: None,
             },
+        };
+        Forwarding {
+            scheme: http.scheme_to_overwrite,
+            ..forwarding
         }
     }
 }
@@ -203,7 +213,12 @@ pub fn set_forwarded(
     if let Some(xff) = xff {
         headers.insert(&X_FORWARDED_FOR, xff);
     }
-    if !(forwarding.keep_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if let Some(scheme) = forwarding.scheme {
+        headers.insert(
+            &X_FORWARDED_PROTO,
+            HeaderValue::from_static(scheme.as_str()),
+        );
+    } else if !(forwarding.keep_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
@@ -335,6 +350,27 @@ mod tests {
         set_forwarded(&mut h, &ip, true, envoy("use_remote_address: false"));
         assert!(!h.contains_key(&X_FORWARDED_FOR), "transparent: none added");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn scheme_to_overwrite_sets_x_forwarded_proto_whatever_came_or_the_connection_is() {
+        let ip = client_address_value("10.0.0.7".parse().unwrap());
+        for (yaml, tls, want) in [
+            ("scheme_to_overwrite: https", false, "https"),
+            ("scheme_to_overwrite: http", true, "http"),
+            (
+                "scheme_to_overwrite: https, xff_num_trusted_hops: 1, use_remote_address: true",
+                false,
+                "https",
+            ),
+        ] {
+            let http: sinew_config::model::HttpConnectionManager =
+                serde_yaml_ng::from_str(&format!("{{virtual_hosts: [], {yaml}}}")).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
+            set_forwarded(&mut h, &ip, tls, Forwarding::of(&http));
+            assert_eq!(h[&X_FORWARDED_PROTO], want, "{yaml}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ thread_local! {
 pub(super) struct HeadCopy {
     method: Method,
     uri: Uri,
+    scheme: Option<sinew_config::model::Scheme>,
     fields: Fields,
 }
 
@@ -49,6 +50,7 @@ impl HeadCopy {
         Self {
             method: head.method.clone(),
             uri: head.uri.clone(),
+            scheme: head.scheme,
             fields,
         }
     }
@@ -63,6 +65,7 @@ impl HeadCopy {
             method: self.method.clone(),
             uri: self.uri.clone(),
             headers,
+            scheme: self.scheme,
         }
     }
 }
@@ -98,6 +101,7 @@ mod tests {
             method: Method::POST,
             uri: Uri::from_static("/a?b=c"),
             headers,
+            scheme: None,
         }
     }
 
@@ -125,6 +129,7 @@ mod tests {
             method: Method::GET,
             uri: Uri::from_static("/"),
             headers: small,
+            scheme: None,
         });
         assert_eq!(
             second.fields.as_ptr(),
@@ -153,6 +158,7 @@ mod tests {
             method: Method::GET,
             uri: Uri::from_static("/"),
             headers: big,
+            scheme: None,
         }));
         assert_eq!(POOL.with(|pool| pool.borrow().len()), 0);
     }

@@ -14,6 +14,8 @@ pub(crate) struct Prepared {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// `scheme_to_overwrite`: the HTTP/2 `:scheme` whatever the upstream connection.
+    pub scheme: Option<sinew_config::model::Scheme>,
 }
 
 /// The protocol to speak to a cluster's endpoint; an upgrade (WebSocket) needs HTTP/1.1.
@@ -39,6 +41,9 @@ pub(crate) fn build_request(
     tls: bool,
 ) -> Request<RequestBody> {
     let mut request = Request::new(body);
+    let tls = parts
+        .scheme
+        .map_or(tls, |s| s == sinew_config::model::Scheme::Https);
     *request.method_mut() = parts.method;
     *request.headers_mut() = parts.headers;
     match protocol {
@@ -64,4 +69,42 @@ pub(crate) fn build_request(
         }
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sinew_config::model::Scheme as Overwrite;
+
+    fn scheme_sent(overwrite: Option<Overwrite>, upstream_tls: bool) -> Option<String> {
+        let parts = Prepared {
+            method: Method::GET,
+            uri: Uri::from_static("/a"),
+            headers: HeaderMap::new(),
+            scheme: overwrite,
+        };
+        let authority = HeaderValue::from_static("example.com");
+        let request = build_request(
+            parts,
+            &authority,
+            RequestBody::Empty,
+            WireProtocol::Http2,
+            upstream_tls,
+        );
+        request.uri().scheme_str().map(str::to_string)
+    }
+
+    #[test]
+    fn the_http2_scheme_follows_the_upstream_connection_unless_overwritten() {
+        assert_eq!(scheme_sent(None, false).as_deref(), Some("http"));
+        assert_eq!(scheme_sent(None, true).as_deref(), Some("https"));
+        assert_eq!(
+            scheme_sent(Some(Overwrite::Https), false).as_deref(),
+            Some("https")
+        );
+        assert_eq!(
+            scheme_sent(Some(Overwrite::Http), true).as_deref(),
+            Some("http")
+        );
+    }
 }
