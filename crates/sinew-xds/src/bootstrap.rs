@@ -92,6 +92,16 @@ pub fn load_file(path: &Path) -> Result<EnvoyBootstrap, Diagnostics> {
 pub fn load_str(name: &str, text: &str) -> Result<EnvoyBootstrap, Diagnostics> {
     let source_map = SourceMap::index(text);
     let fail = |errors: Vec<ConfigError>| Diagnostics::new(name, source_map.clone(), errors);
+    // Where the indexing parser stops reading YAML that serde's parser still takes, the
+    // fields past that point have no place to be reported at: refuse the text there, as
+    // Sinew's own config loader does.
+    if let Some((position, why)) = source_map.unreadable() {
+        return Err(fail(vec![ConfigError {
+            path: String::new(),
+            message: format!("not valid YAML: {why}"),
+            position: Some(position),
+        }]));
+    }
     let stood_in = stand_in_unknown_types(text, &source_map);
     let parsed = {
         let text = stood_in.as_ref().map_or(text, |s| s.text.as_str());

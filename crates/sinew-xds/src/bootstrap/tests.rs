@@ -1662,3 +1662,24 @@ static_resources:
         Some(50.0)
     );
 }
+
+/// A fuzz find: text serde's parser reads but the indexing parser does not (here a flow
+/// mapping continued on a line less indented than its block) is refused where it stops
+/// being YAML, not reported at a field the file cannot locate.
+#[test]
+fn yaml_only_the_lenient_parser_reads_is_refused_where_it_stops_being_yaml() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/envoy/front-proxy.yaml"
+    ))
+    .unwrap();
+    let broken = text.replacen(
+        "- match: { prefix: \"/\" }\n                route:",
+        "- match: { prefix:\n   \"/\" }\n$               route:",
+        1,
+    );
+    assert_ne!(broken, text, "the sample changed");
+    let e = error_of(&broken);
+    assert!(e.contains(": not valid YAML: "), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
