@@ -279,6 +279,7 @@ pub fn compile(
             let before = previous.and_then(|p| p.listeners.iter().find(|x| *x.name == *l.name));
             shell(l, before.map(|b| &**b), metrics, None, ListenerKind::Closed)
         });
+        own.chains_read_hello = crate::net::chains::reads_hello(&chains);
         own.chains = chains.into();
         listeners.push(Arc::new(own));
     }
@@ -318,6 +319,7 @@ fn shell(
         metrics: metrics.map(|m| m.listener(&l.name)),
         chains: Arc::new([]),
         inspect_timeout: l.inspect_timeout,
+        chains_read_hello: false,
     }
 }
 

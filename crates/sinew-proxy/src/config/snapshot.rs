@@ -50,6 +50,9 @@ pub struct ListenerConfig {
     pub chains: Arc<[Chain]>,
     /// How long a connection has to show what chooses its chain.
     pub inspect_timeout: Duration,
+    /// Whether choosing needs the whole ClientHello (a chain names servers or ALPN), not
+    /// just the first byte.
+    pub chains_read_hello: bool,
 }
 
 impl ListenerConfig {

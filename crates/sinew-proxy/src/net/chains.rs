@@ -192,10 +192,6 @@ mod tests {
         })
     }
 
-    fn pick(matchers: &[ChainMatcher], seen: &Inspected) -> Option<usize> {
-        select(matchers, seen)
-    }
-
     fn tls(name: Option<&str>, alpn: &[&str]) -> Inspected {
         Inspected::Tls(ClientHello {
             server_name: name.map(str::to_string),
@@ -211,12 +207,12 @@ mod tests {
             matcher(&["a.b.example.com"], None, &[]),
             matcher(&[], None, &[]),
         ];
-        assert_eq!(pick(&chains, &tls(Some("a.b.example.com"), &[])), Some(2));
-        assert_eq!(pick(&chains, &tls(Some("x.b.example.com"), &[])), Some(1));
-        assert_eq!(pick(&chains, &tls(Some("x.y.example.com"), &[])), Some(0));
-        assert_eq!(pick(&chains, &tls(Some("example.com"), &[])), Some(3));
-        assert_eq!(pick(&chains, &tls(None, &[])), Some(3));
-        assert_eq!(pick(&chains, &Inspected::Plaintext), Some(3));
+        assert_eq!(select(&chains, &tls(Some("a.b.example.com"), &[])), Some(2));
+        assert_eq!(select(&chains, &tls(Some("x.b.example.com"), &[])), Some(1));
+        assert_eq!(select(&chains, &tls(Some("x.y.example.com"), &[])), Some(0));
+        assert_eq!(select(&chains, &tls(Some("example.com"), &[])), Some(3));
+        assert_eq!(select(&chains, &tls(None, &[])), Some(3));
+        assert_eq!(select(&chains, &Inspected::Plaintext), Some(3));
     }
 
     #[test]
@@ -226,8 +222,11 @@ mod tests {
             matcher(&[], None, &[]),
         ];
         // Envoy does not go back to the catch-all once the name matched.
-        assert_eq!(pick(&chains, &tls(Some("a.example"), &["http/1.1"])), None);
-        assert_eq!(pick(&chains, &tls(Some("a.example"), &["h2"])), Some(0));
+        assert_eq!(
+            select(&chains, &tls(Some("a.example"), &["http/1.1"])),
+            None
+        );
+        assert_eq!(select(&chains, &tls(Some("a.example"), &["h2"])), Some(0));
     }
 
     #[test]
@@ -238,10 +237,10 @@ mod tests {
             matcher(&[], Some(Transport::Tls), &[]),
             matcher(&[], Some(Transport::Plaintext), &[]),
         ];
-        assert_eq!(pick(&chains, &tls(None, &["h2", "http/1.1"])), Some(1));
-        assert_eq!(pick(&chains, &tls(None, &["http/1.1", "h2"])), Some(0));
-        assert_eq!(pick(&chains, &tls(None, &["spdy/3"])), Some(2));
-        assert_eq!(pick(&chains, &Inspected::Plaintext), Some(3));
+        assert_eq!(select(&chains, &tls(None, &["h2", "http/1.1"])), Some(1));
+        assert_eq!(select(&chains, &tls(None, &["http/1.1", "h2"])), Some(0));
+        assert_eq!(select(&chains, &tls(None, &["spdy/3"])), Some(2));
+        assert_eq!(select(&chains, &Inspected::Plaintext), Some(3));
     }
 
     #[test]
@@ -250,8 +249,8 @@ mod tests {
             matcher(&[], None, &[]),
             matcher(&[], Some(Transport::Tls), &[]),
         ];
-        assert_eq!(pick(&chains, &tls(None, &[])), Some(1));
-        assert_eq!(pick(&chains, &Inspected::Plaintext), Some(0));
+        assert_eq!(select(&chains, &tls(None, &[])), Some(1));
+        assert_eq!(select(&chains, &Inspected::Plaintext), Some(0));
     }
 
     #[tokio::test]

@@ -97,7 +97,7 @@ async fn serve(
     let (body, chain) = if config.chains.is_empty() {
         (config, None)
     } else {
-        let whole_hello = chains::reads_hello(&config.chains);
+        let whole_hello = config.chains_read_hello;
         let Some(seen) = chains::inspect(&stream, whole_hello, config.inspect_timeout).await else {
             tracing::debug!(listener = %slot.name, %peer, "no ClientHello or first byte in time; closing");
             return;
