@@ -26,8 +26,9 @@ pub struct RequestMirrorPolicy {
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
     /// Requests with a larger body are not copied (the main request is untouched).
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: u32,
+    /// Absent: the listener's `request_body_buffer_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u32>,
 }
 
 fn default_percentage() -> f64 {
@@ -35,9 +36,6 @@ fn default_percentage() -> f64 {
 }
 fn default_max_in_flight() -> u32 {
     256
-}
-fn default_max_body_bytes() -> u32 {
-    64 * 1024
 }
 
 #[cfg(test)]
@@ -65,11 +63,11 @@ mod tests {
         assert_eq!(m[0].percentage, 100.0);
         assert!(!m[0].disable_shadow_host_suffix_append);
         assert_eq!(m[0].max_in_flight, 256);
-        assert_eq!(m[0].max_body_bytes, 65536);
+        assert_eq!(m[0].max_body_bytes, None);
         let m = load("cluster: c, request_mirror_policies: [{cluster: shadow, percentage: 2.5, disable_shadow_host_suffix_append: true, max_in_flight: 4, max_body_bytes: 10}]").unwrap();
         assert_eq!(m[0].percentage, 2.5);
         assert!(m[0].disable_shadow_host_suffix_append);
-        assert_eq!((m[0].max_in_flight, m[0].max_body_bytes), (4, 10));
+        assert_eq!((m[0].max_in_flight, m[0].max_body_bytes), (4, Some(10)));
     }
 
     #[test]

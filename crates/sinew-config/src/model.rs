@@ -191,6 +191,12 @@ pub struct HttpConnectionManager {
     /// Request bodies larger than this get 413 (buffered or streamed).
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// The most of a request body kept in memory so that a retry can send it again or a
+    /// mirror can copy it, on routes that set no limit of their own (a retry's
+    /// `max_buffered_body_bytes`, a mirror's `max_body_bytes`). Absent: 64 KiB. Envoy:
+    /// the listener's `per_connection_buffer_limit_bytes`.
+    #[serde(default)]
+    pub request_body_buffer_bytes: Option<u32>,
     /// A client must send its whole request head within this time.
     #[serde(
         default = "default_request_headers_timeout",
@@ -609,8 +615,9 @@ pub struct RetryPolicy {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub max_backoff: Option<Duration>,
     /// A request body is kept for replay only up to this size; larger ones are not retried.
-    #[serde(default = "default_retry_buffer")]
-    pub max_buffered_body_bytes: usize,
+    /// Absent: the listener's `request_body_buffer_bytes`.
+    #[serde(default)]
+    pub max_buffered_body_bytes: Option<u32>,
     /// `previous_hosts`: a retry avoids every endpoint this request has already tried,
     /// not only the last one. Envoy: `retry_host_predicate`.
     #[serde(default)]
@@ -624,14 +631,15 @@ pub struct RetryPolicy {
 fn default_num_retries() -> u32 {
     1
 }
+/// How much of a request body a retry or a mirror keeps when neither the route nor the
+/// listener says (`request_body_buffer_bytes`).
+pub const DEFAULT_REQUEST_BODY_BUFFER_BYTES: u32 = 64 * 1024;
+
 fn default_base_backoff() -> Duration {
     Duration::from_millis(25)
 }
 fn default_host_selection_attempts() -> u32 {
     3
-}
-fn default_retry_buffer() -> usize {
-    64 * 1024
 }
 
 /// One way to derive the hash key of a request.

@@ -18,8 +18,8 @@ pub struct MirrorPolicy {
     pub percentage: Percentage,
     /// Append `-shadow` to the host part of `Host` / `:authority`, as Envoy does.
     pub suffix_host: bool,
-    /// Larger request bodies are not mirrored.
-    pub max_body_bytes: usize,
+    /// Larger request bodies are not mirrored. None: the listener's limit.
+    pub max_body_bytes: Option<usize>,
     max_in_flight: u32,
     /// Shared with the shadow requests in flight, which may outlive a reload.
     state: Arc<MirrorState>,
@@ -60,7 +60,7 @@ impl MirrorPolicy {
             target: resolve(&m.cluster, &BTreeMap::new()),
             percentage: Percentage::from_percent(m.percentage),
             suffix_host: !m.disable_shadow_host_suffix_append,
-            max_body_bytes: m.max_body_bytes as usize,
+            max_body_bytes: m.max_body_bytes.map(|n| n as usize),
             max_in_flight: m.max_in_flight,
             state: Arc::default(),
         }
@@ -103,11 +103,11 @@ mod tests {
         assert_eq!(m[0].target, Target(1));
         assert_eq!(m[0].percentage, Percentage::ALL);
         assert!(m[0].suffix_host);
-        assert_eq!(m[0].max_body_bytes, 65536);
+        assert_eq!(m[0].max_body_bytes, None);
         assert_eq!(m[1].target, Target(2));
         assert_eq!(m[1].percentage.per_million(), 50_000);
         assert!(!m[1].suffix_host);
-        assert_eq!(m[1].max_body_bytes, 10);
+        assert_eq!(m[1].max_body_bytes, Some(10));
         assert!(first_route(&one_route("{match: {}, cluster: a}"))
             .mirrors
             .is_empty());

@@ -15,8 +15,9 @@ pub struct RetryPolicy {
     pub base_backoff: Duration,
     /// Defaults to 10 × `base_backoff`, as in Envoy.
     pub max_backoff: Duration,
-    /// Bodies larger than this are streamed rather than kept, and so not retried.
-    pub max_buffered_body_bytes: usize,
+    /// Bodies larger than this are streamed rather than kept, and so not retried. None:
+    /// the listener's limit.
+    pub max_buffered_body_bytes: Option<usize>,
     /// Retries avoid every endpoint tried so far (`previous_hosts`), not only the last.
     pub avoid_all_previous_hosts: bool,
     /// Fresh picks a retry may draw to find an endpoint it should not avoid.
@@ -38,7 +39,7 @@ impl RetryPolicy {
             per_try_timeout: r.per_try_timeout,
             base_backoff: r.base_backoff,
             max_backoff: r.max_backoff.unwrap_or(r.base_backoff.saturating_mul(10)),
-            max_buffered_body_bytes: r.max_buffered_body_bytes,
+            max_buffered_body_bytes: r.max_buffered_body_bytes.map(|n| n as usize),
             avoid_all_previous_hosts: r.retry_host_predicate.iter().any(|p| p == "previous_hosts"),
             host_selection_attempts: r.host_selection_retry_max_attempts,
             on_5xx: on("5xx"),
@@ -161,14 +162,14 @@ mod tests {
         assert_eq!(p.base_backoff, Duration::from_millis(25));
         assert_eq!(p.max_backoff, Duration::from_millis(250));
         assert_eq!(p.per_try_timeout, None);
-        assert_eq!(p.max_buffered_body_bytes, 64 * 1024);
+        assert_eq!(p.max_buffered_body_bytes, None);
         let p = policy(
             "{retry_on: [5xx], num_retries: 3, per_try_timeout: 2s, base_backoff: 10ms, max_backoff: 1s, max_buffered_body_bytes: 100}",
         );
         assert_eq!(p.num_retries, 3);
         assert_eq!(p.per_try_timeout, Some(Duration::from_secs(2)));
         assert_eq!(p.max_backoff, Duration::from_secs(1));
-        assert_eq!(p.max_buffered_body_bytes, 100);
+        assert_eq!(p.max_buffered_body_bytes, Some(100));
     }
 
     #[test]

@@ -43,21 +43,6 @@ pub struct MappedListener {
     pub rds_fetch_timeout: Option<std::time::Duration>,
 }
 
-/// Whether any filter chain of the listener (the default one too) runs an HTTP
-/// connection manager, named by its `typed_config` type or by its filter name.
-fn serves_http(listener: &Listener) -> bool {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    listener
-        .filter_chains
-        .iter()
-        .chain(listener.default_filter_chain.as_ref())
-        .flat_map(|chain| &chain.filters)
-        .any(|f| match &f.config_type {
-            Some(ConfigType::TypedConfig(any)) => any.type_url == HCM,
-            _ => f.name == "envoy.filters.network.http_connection_manager",
-        })
-}
-
 pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     let ctx = Ctx::new("listener", &listener.name);
     let mut rest = listener.clone();
@@ -72,21 +57,15 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     rest.traffic_direction = 0;
     let address = socket_address(&ctx, "address", rest.address.take())?;
     // Envoy's per-connection buffer limit is flow control (how much is read at once and
-    // held before reading pauses) and, through a connection manager, the size of the
-    // request and response bodies it will buffer: bodies past it are not retried or
-    // mirrored, and filters that need them whole answer 413. Sinew bounds its own buffers,
-    // so on a listener without a connection manager the limit only changes pacing and is
-    // accepted; with one it would change traffic and stays refused.
-    if rest.per_connection_buffer_limit_bytes.take().is_some() && serves_http(listener) {
-        crate::report::note(ctx.error(
-            "per_connection_buffer_limit_bytes",
-            "is not supported by Sinew on a listener with an HTTP connection manager, where \
-             Envoy buffers request bodies up to it for retries and mirrors and answers 413 \
-             past it when a filter needs a body whole; the nearest Sinew settings are a \
-             route's retry max_buffered_body_bytes and the listener's max_request_body_bytes \
-             (remove it to run on Sinew)",
-        ))?;
-    }
+    // held before reading pauses), which Sinew's own bounded buffers make moot, and,
+    // through a connection manager, the most of a request body the router keeps for
+    // retries and mirrors: larger bodies are neither retried nor mirrored. That part is
+    // the connection manager's `request_body_buffer_bytes`. (Envoy's filters that need a
+    // body whole answer 413 past it; Sinew has none of them.)
+    let body_buffer = rest
+        .per_connection_buffer_limit_bytes
+        .take()
+        .map(|v| v.value);
     let chains = std::mem::take(&mut rest.filter_chains);
     let default = rest.default_filter_chain.take();
     let inspect_timeout = rest.listener_filters_timeout.take();
@@ -121,6 +100,13 @@ pub fn map(listener: &Listener) -> Result<MappedListener, XdsError> {
     if chains.is_empty() {
         // Only a default: it is the one chain.
         chains.extend(default.take());
+    }
+    if let Some(limit) = body_buffer {
+        for chain in chains.iter_mut().chain(default.iter_mut()) {
+            if let Some(Value::Object(http)) = chain.filters.get_mut("http") {
+                http.insert("request_body_buffer_bytes".into(), json!(limit));
+            }
+        }
     }
     let merged = filter_chains::assemble(&ctx, chains, default)?;
     let mut out = Map::new();

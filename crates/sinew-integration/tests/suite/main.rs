@@ -48,6 +48,7 @@ mod prometheus;
 mod quickstart;
 mod rate_limit;
 mod reload;
+mod request_body_buffer;
 mod route_fraction;
 mod routing;
 mod runtime_layers;

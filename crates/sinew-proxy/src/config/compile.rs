@@ -496,6 +496,10 @@ fn http_manager(
         routes,
         max_request_headers_bytes: http.max_request_headers_kb as usize * 1024,
         max_request_body_bytes: http.max_request_body_bytes,
+        request_body_buffer_bytes: http
+            .request_body_buffer_bytes
+            .unwrap_or(model::DEFAULT_REQUEST_BODY_BUFFER_BYTES)
+            as usize,
         request_headers_timeout: http.request_headers_timeout,
         idle_timeout: http.idle_timeout,
         stream_idle_timeout: http.stream_idle_timeout,

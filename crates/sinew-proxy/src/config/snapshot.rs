@@ -169,6 +169,8 @@ pub struct HttpManager {
     pub routes: Arc<RouteSet>,
     pub max_request_headers_bytes: usize,
     pub max_request_body_bytes: Option<u64>,
+    /// How much of a request body retries and mirrors keep on routes that set no limit.
+    pub request_body_buffer_bytes: usize,
     pub request_headers_timeout: Duration,
     pub idle_timeout: Duration,
     /// Zero when off.

@@ -1483,10 +1483,11 @@ static_resources:
 }
 
 /// `per_connection_buffer_limit_bytes` is flow control on clusters and on listeners
-/// without a connection manager (accepted), and decides what bodies are buffered on one
-/// with a connection manager (refused, saying why).
+/// without a connection manager (accepted: Sinew's buffers are bounded anyway); on one
+/// with a connection manager it is also how much of a request body retries and mirrors
+/// keep, which is the manager's `request_body_buffer_bytes`.
 #[test]
-fn per_connection_buffer_limits_are_accepted_where_they_only_pace_and_refused_where_http_buffers() {
+fn per_connection_buffer_limits_pace_tcp_and_bound_the_bodies_http_keeps_for_retries() {
     use crate::test_fixtures::http_listener;
     let tcp = r#"
 static_resources:
@@ -1511,16 +1512,17 @@ static_resources:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 19001 } } }
 "#;
     load_str("envoy.yaml", tcp).unwrap_or_else(|d| panic!("{d}"));
-    let http = http_listener("").replacen(
+    let without = load_str("envoy.yaml", &http_listener("")).unwrap_or_else(|d| panic!("{d}"));
+    let http = without.loaded.config.listeners[0].http.as_ref().unwrap();
+    assert_eq!(http.request_body_buffer_bytes, None, "Sinew's default then");
+    let text = http_listener("").replacen(
         "  - name: web\n",
         "  - name: web\n    per_connection_buffer_limit_bytes: 32768\n",
         1,
     );
-    let e = error_of(&http);
-    assert!(
-        e.contains("static_resources.listeners[0].per_connection_buffer_limit_bytes: is not supported by Sinew on a listener with an HTTP connection manager"),
-        "{e}"
-    );
+    let with = load_str("envoy.yaml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let http = with.loaded.config.listeners[0].http.as_ref().unwrap();
+    assert_eq!(http.request_body_buffer_bytes, Some(32768));
 }
 
 #[test]

@@ -211,7 +211,7 @@ pub(crate) async fn forward(
         None => routed_authority,
     };
 
-    let mut body = match prepare_body(body, manager.max_request_body_bytes, route).await {
+    let mut body = match prepare_body(body, manager, route).await {
         Ok(b) => b,
         Err(f) => return f.reply(grpc),
     };
@@ -224,7 +224,13 @@ pub(crate) async fn forward(
     };
     if !route.mirrors.is_empty() && !upgrade {
         let shadow = mirror::Source::new(&prepared, &authority, downstream_h2, timeout);
-        mirror::send_copies(&route.mirrors, routes, &shadow, &mut body);
+        mirror::send_copies(
+            &route.mirrors,
+            routes,
+            &shadow,
+            &mut body,
+            manager.request_body_buffer_bytes,
+        );
     }
     // Boxed: the attempts' state (the pool's send, retries, circuit-breaker slots) is
     // large, and inline it would be copied whole each time the request's future moves
@@ -530,14 +536,17 @@ fn find_cause<'a, T: std::error::Error + 'static>(
 /// Chooses how the body travels: buffered when a retry may need it again, else streamed.
 async fn prepare_body(
     body: DownstreamBody,
-    limit: Option<u64>,
+    manager: &HttpManager,
     route: &Route,
 ) -> Result<RequestBody, Failure> {
     if body.is_end_stream() {
         return Ok(RequestBody::Empty);
     }
+    let limit = manager.max_request_body_bytes;
     if let Some(policy) = &route.retry {
-        let cap = policy.max_buffered_body_bytes as u64;
+        let cap = policy
+            .max_buffered_body_bytes
+            .unwrap_or(manager.request_body_buffer_bytes) as u64;
         let exact = body.size_hint().exact();
         if exact.is_some_and(|n| n <= cap && limit.is_none_or(|l| n <= l)) {
             let collected = body.collect().await.map_err(|_| Failure::Downstream)?;

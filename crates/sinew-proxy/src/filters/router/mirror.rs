@@ -55,12 +55,14 @@ impl<'a> Source<'a> {
 }
 
 /// Starts a copy for each policy that draws this request. `body` is the main request's:
-/// a streamed one gets a tee that hands its copy over when it ends.
+/// a streamed one gets a tee that hands its copy over when it ends. `listener_body_limit`
+/// bounds the copies of policies that set no `max_body_bytes`.
 pub(super) fn send_copies(
     policies: &[MirrorPolicy],
     routes: &RouteSet,
     source: &Source<'_>,
     body: &mut RequestBody,
+    listener_body_limit: usize,
 ) {
     for policy in policies {
         if !policy.percentage.sample() {
@@ -70,7 +72,8 @@ pub(super) fn send_copies(
             tracing::debug!("mirror skipped: max_in_flight copies already out");
             continue;
         };
-        let Some(copy) = body.shadow_copy(policy.max_body_bytes) else {
+        let Some(copy) = body.shadow_copy(policy.max_body_bytes.unwrap_or(listener_body_limit))
+        else {
             slot.state().skipped_body.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("mirror skipped: request body over max_body_bytes");
             continue;
