@@ -13,9 +13,14 @@
 //! - [`http2`]: HTTP/2: the driver that runs a downstream connection's streams on the
 //!   connection's own task, and the upstream client that sends each request from its own
 //!   task (the protocol itself is the `h2` crate's).
+//! - [`rpc`]: the interface of request/response RPC protocols, and [`bolt`] (SOFA Bolt
+//!   v1), with [`hessian2`], the little of Hessian 2.0 that routing reads.
 //! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
 
+pub mod bolt;
 pub mod buf;
 pub mod date;
+pub mod hessian2;
 pub mod http1;
 pub mod http2;
+pub mod rpc;
