@@ -267,7 +267,7 @@ impl RpcCodec for Bolt {
         }
     }
 
-    fn error_reply(&self, request: &Frame, error: ProxyError, message: &str) -> Bytes {
+    fn error_reply(&self, request: &Frame, error: ProxyError, _message: &str) -> Bytes {
         let code = match error {
             ProxyError::NoRoute => status::NO_PROCESSOR,
             ProxyError::Unavailable => status::CONNECTION_CLOSED,
@@ -275,16 +275,11 @@ impl RpcCodec for Bolt {
             ProxyError::Overloaded => status::SERVER_THREADPOOL_BUSY,
             ProxyError::Denied => status::ERROR,
         };
-        // The message as a Hessian 2.0 string, which clients show as the error's text.
-        let mut content = Vec::with_capacity(message.len() + 3);
-        let units = message.encode_utf16().count().min(0xffff);
-        if units < 32 {
-            content.push(units as u8);
-        } else {
-            content.push(b'S');
-            content.extend_from_slice(&(units as u16).to_be_bytes());
-        }
-        content.extend_from_slice(message.as_bytes());
+        // The status says it all. Bolt clients read an error response's content as the
+        // server's exception object, which the proxy has none of (sofa-bolt-node
+        // refuses anything else and drops the connection), so there is no content and
+        // the text goes to the proxy's log instead.
+        let content = [];
         response(request, CMD_RESPONSE, code, &content)
     }
 

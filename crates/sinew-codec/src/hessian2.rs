@@ -1,7 +1,9 @@
 //! Just enough of Hessian 2.0 (the serialization of SOFA RPC and Dubbo bodies) to read
 //! the strings routing needs at the front of a body, and to stop cleanly at anything
-//! else: strings, integers, null, and class definitions with the objects that use them.
-//! Arguments are never decoded.
+//! else: strings, integers, null, and class definitions with the objects that use them,
+//! in the final 2.0 form (`C` definitions, `O` instances) and in the 2.0 draft that
+//! hessian.js (sofa-rpc-node) writes (`O` definitions, `o` instances). Arguments are
+//! never decoded.
 
 /// A cursor over Hessian 2.0 bytes. Every read returns None on anything it does not
 /// handle or on a truncated value, leaving the caller to give up on the body.
@@ -83,21 +85,25 @@ impl<'a> Reader<'a> {
                     let Value::String(name) = self.value()? else {
                         return None;
                     };
-                    let Value::Int(count) = self.value()? else {
-                        return None;
-                    };
-                    let count = usize::try_from(count).ok().filter(|&c| c <= 256)?;
-                    let mut fields = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let Value::String(field) = self.value()? else {
-                            return None;
-                        };
-                        fields.push(field);
-                    }
-                    self.classes.push((name, fields));
+                    self.fields(name)?;
                     continue;
                 }
                 b'O' => {
+                    let Value::Int(n) = self.value()? else {
+                        return None;
+                    };
+                    let n = usize::try_from(n).ok()?;
+                    if n < self.classes.len() {
+                        Value::Object { class: n }
+                    } else {
+                        // The 2.0 draft (what hessian.js writes): `O`, the type name's
+                        // length and bytes, the field count and names; instances are `o`.
+                        let name = self.chars(n)?;
+                        self.fields(name)?;
+                        continue;
+                    }
+                }
+                b'o' => {
                     let Value::Int(class) = self.value()? else {
                         return None;
                     };
@@ -113,6 +119,23 @@ impl<'a> Reader<'a> {
                 _ => return None,
             });
         }
+    }
+
+    /// A class definition's field count and names, after its type name.
+    fn fields(&mut self, name: String) -> Option<()> {
+        let Value::Int(count) = self.value()? else {
+            return None;
+        };
+        let count = usize::try_from(count).ok().filter(|&c| c <= 256)?;
+        let mut fields = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Value::String(field) = self.value()? else {
+                return None;
+            };
+            fields.push(field);
+        }
+        self.classes.push((name, fields));
+        Some(())
     }
 
     /// The next value if it is a string (null reads as empty).
@@ -195,6 +218,24 @@ mod tests {
         assert_eq!(name, "com.example.Req");
         assert_eq!(fields, ["methodName", "args"]);
         assert_eq!(r.string().as_deref(), Some("echo"));
+    }
+
+    /// The front of a SofaRequest as sofa-rpc-node 2.10 writes it (captured).
+    #[test]
+    fn the_draft_forms_class_definition_and_instance_are_read() {
+        let mut b = vec![b'O', 0x90 + 7];
+        b.extend_from_slice(b"com.Req");
+        b.push(0x92);
+        b.extend(string("methodName"));
+        b.extend(string("methodArgSigs"));
+        b.extend_from_slice(&[b'o', 0x90]);
+        b.extend(string("slow"));
+        let mut r = Reader::new(&b);
+        let Some(Value::Object { class }) = r.value() else {
+            panic!("an object")
+        };
+        assert_eq!(r.class(class).unwrap().0, "com.Req");
+        assert_eq!(r.string().as_deref(), Some("slow"));
     }
 
     #[test]

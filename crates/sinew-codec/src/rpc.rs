@@ -97,6 +97,10 @@ pub enum Sniffed {
     NeedMore,
 }
 
+/// How much of a request [`RpcCodec::error_reply`] and [`RpcCodec::heartbeat_ack`] may
+/// read: the proxy keeps only this much of a call it has sent on.
+pub const REPLY_CONTEXT_BYTES: usize = 64;
+
 /// One request/response RPC protocol.
 pub trait RpcCodec: Send + Sync + 'static {
     /// Its name in configs, metrics and logs (`bolt`).
@@ -118,7 +122,9 @@ pub trait RpcCodec: Send + Sync + 'static {
     /// How a response went.
     fn response_class(&self, response: &Frame) -> ResponseClass;
 
-    /// The protocol's error response to `request`, made by the proxy.
+    /// The protocol's error response to `request`, made by the proxy from no more than
+    /// its first [`REPLY_CONTEXT_BYTES`]. `message` is carried where the protocol has a
+    /// place for text that its clients show.
     fn error_reply(&self, request: &Frame, error: ProxyError, message: &str) -> Bytes;
 
     /// The protocol's answer to a heartbeat.

@@ -32,6 +32,7 @@ impl Listener {
             mtls: None,
             http: chain.http.clone(),
             tcp: chain.tcp.clone(),
+            rpc: chain.rpc.clone(),
             authorization: chain.authorization.clone(),
             chains: Vec::new(),
             inspect_timeout: self.inspect_timeout,
@@ -41,7 +42,7 @@ impl Listener {
     /// Whether the listener's own body (its `http` or `tcp`) serves connections: always
     /// without chains, and as the default chain when it has one.
     pub fn has_default_chain(&self) -> bool {
-        self.chains.is_empty() || self.http.is_some() || self.tcp.is_some()
+        self.chains.is_empty() || self.http.is_some() || self.tcp.is_some() || self.rpc.is_some()
     }
 }
 

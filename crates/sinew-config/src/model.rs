@@ -81,6 +81,9 @@ pub struct Listener {
     /// A TCP proxy to a cluster or weighted clusters.
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
+    /// Request/response RPC (SOFA Bolt): calls routed by service and method.
+    #[serde(default)]
+    pub rpc: Option<RpcProxy>,
     /// Authorization policies for every request (HTTP) or connection (TCP); see `authz.rs`.
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
@@ -116,6 +119,9 @@ pub struct ListenerChain {
     pub http: Option<HttpConnectionManager>,
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
+    /// Request/response RPC (SOFA Bolt): calls routed by service and method.
+    #[serde(default)]
+    pub rpc: Option<RpcProxy>,
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
 }
@@ -640,6 +646,40 @@ fn default_base_backoff() -> Duration {
 }
 fn default_host_selection_attempts() -> u32 {
     3
+}
+
+/// An RPC listener: each call is routed by the same route tables as HTTP requests, read
+/// as a request to the service (the virtual host's `domains`) at path `/<method>`, with
+/// the call's headers (Bolt's header map) and `version` and `group` as headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcProxy {
+    pub protocol: RpcProtocol,
+    /// Name of an entry in `route_configs`; exclusive with `virtual_hosts`.
+    #[serde(default)]
+    pub route_config: Option<String>,
+    #[serde(default)]
+    pub virtual_hosts: Option<Vec<VirtualHost>>,
+    /// A call's timeout when its route sets none. `0` disables it.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub request_timeout: Duration,
+    /// A client connection with no call in flight is closed after this. `0` disables it.
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub idle_timeout: Duration,
+}
+
+/// The RPC protocols an `rpc` listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RpcProtocol {
+    /// SOFA Bolt v1 (SOFARPC).
+    Bolt,
 }
 
 /// One way to derive the hash key of a request.

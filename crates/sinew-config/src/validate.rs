@@ -86,9 +86,34 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 }
             }
         }
+        if let Some(rpc) = &l.rpc {
+            let rp = format!("{p}.rpc");
+            if l.http.is_some() || l.tcp.is_some() {
+                v.err(&p, "set one of `http`, `tcp` or `rpc`, not several");
+            }
+            match (&rpc.route_config, &rpc.virtual_hosts) {
+                (Some(_), Some(_)) => v.err(
+                    &rp,
+                    "set either `route_config` or `virtual_hosts`, not both",
+                ),
+                (None, None) => v.err(&rp, "set one of `route_config` or `virtual_hosts`"),
+                (Some(name), None) => {
+                    if !route_configs.contains(name.as_str()) {
+                        v.err(
+                            format!("{rp}.route_config"),
+                            format!("no route config named {name:?}"),
+                        );
+                    }
+                }
+                (None, Some(vhosts)) => {
+                    v.virtual_hosts(&format!("{rp}.virtual_hosts"), vhosts, &clusters)
+                }
+            }
+            continue;
+        }
         match (&l.http, &l.tcp) {
             (Some(_), Some(_)) => v.err(&p, "set either `http` or `tcp`, not both"),
-            (None, None) => v.err(&p, "set one of `http` or `tcp`"),
+            (None, None) => v.err(&p, "set one of `http`, `tcp` or `rpc`"),
             (Some(http), None) => {
                 let hp = format!("{p}.http");
                 match (&http.route_config, &http.virtual_hosts) {

@@ -23,6 +23,7 @@ pub mod net;
 pub mod overload;
 pub mod protocol;
 pub mod reload;
+mod rpc;
 pub mod stream;
 
 use std::net::SocketAddr;

@@ -51,6 +51,7 @@ mod reload;
 mod request_body_buffer;
 mod route_fraction;
 mod routing;
+mod rpc_bolt;
 mod runtime_layers;
 mod scheme_transformation;
 mod sds_refs;

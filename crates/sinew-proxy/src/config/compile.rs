@@ -91,16 +91,12 @@ pub fn compile(
     let bodies = sinew_config::chains::bodies(&config.listeners);
     let mut listener_tables = Vec::new();
     for body in &bodies {
-        let inline = body
-            .listener
-            .http
-            .as_ref()
-            .and_then(|h| h.virtual_hosts.as_ref());
+        let (inline, section) = inline_virtual_hosts(&body.listener);
         match inline {
             Some(vhosts) => {
                 match compile_table(
                     vhosts,
-                    &format!("{}.http.virtual_hosts", body.path),
+                    &format!("{}.{section}.virtual_hosts", body.path),
                     &mut builders,
                 ) {
                     Ok(t) => listener_tables.push(Some(t)),
@@ -184,7 +180,7 @@ pub fn compile(
             };
             let jwt_before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.jwt_authn().map(|j| &**j),
-                ListenerKind::Tcp(_) | ListenerKind::Closed => None,
+                ListenerKind::Tcp(_) | ListenerKind::Rpc(_) | ListenerKind::Closed => None,
             });
             let jwt = match &http.jwt_authn {
                 Some(j) => {
@@ -201,7 +197,7 @@ pub fn compile(
             };
             let before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.rate_limits().map(|r| &**r),
-                ListenerKind::Tcp(_) | ListenerKind::Closed => None,
+                ListenerKind::Tcp(_) | ListenerKind::Rpc(_) | ListenerKind::Closed => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
             let vp = vhosts_path(config, &path, http);
@@ -253,8 +249,21 @@ pub fn compile(
                 access_log: AccessLogs::compile(tcp.access_log.as_deref()),
                 authorization,
             }))
+        } else if let Some(rpc) = &l.rpc {
+            let routes = match (inline, &rpc.route_config) {
+                (Some(t), _) => resolve_set(t),
+                (None, Some(name)) => named_sets[name].clone(),
+                (None, None) => unreachable!("validation requires route_config or virtual_hosts"),
+            };
+            ListenerKind::Rpc(Arc::new(RpcProxy {
+                codec: crate::rpc::codec(rpc.protocol),
+                routes,
+                request_timeout: rpc.request_timeout,
+                idle_timeout: rpc.idle_timeout,
+                authorization,
+            }))
         } else {
-            unreachable!("validation requires http or tcp");
+            unreachable!("validation requires http, tcp or rpc");
         };
         compiled.push((body.index, body.chain, shell(l, before, metrics, tls, kind)));
     }
@@ -291,6 +300,16 @@ pub fn compile(
         metrics_enabled: metrics.is_some(),
         mesh: config.mesh.clone().zip(mesh),
     })
+}
+
+/// The virtual hosts a listener body writes inline (HTTP or RPC), and which section
+/// holds them.
+fn inline_virtual_hosts(l: &Listener) -> (Option<&Vec<model::VirtualHost>>, &'static str) {
+    match (&l.http, &l.rpc) {
+        (Some(h), _) => (h.virtual_hosts.as_ref(), "http"),
+        (None, Some(r)) => (r.virtual_hosts.as_ref(), "rpc"),
+        (None, None) => (None, "http"),
+    }
 }
 
 /// A listener body's compiled config around its `tls` and `kind`: the listener-wide
@@ -342,8 +361,8 @@ pub fn lint(loaded: &LoadedConfig) -> Vec<ConfigError> {
     }
     for body in sinew_config::chains::bodies(&config.listeners) {
         let (p, l) = (&body.path, &*body.listener);
-        if let Some(vhosts) = l.http.as_ref().and_then(|h| h.virtual_hosts.as_ref()) {
-            let path = format!("{p}.http.virtual_hosts");
+        if let (Some(vhosts), section) = inline_virtual_hosts(l) {
+            let path = format!("{p}.{section}.virtual_hosts");
             if let Err(e) = RouteTable::compile(vhosts, &path, &mut stand_in) {
                 errors.extend(e);
             }

@@ -144,6 +144,7 @@ impl Snapshot {
 pub enum ListenerKind {
     Http(Arc<HttpManager>),
     Tcp(Arc<TcpProxy>),
+    Rpc(Arc<RpcProxy>),
     /// A listener with chains and no default: what no chain takes is closed.
     Closed,
 }
@@ -233,6 +234,18 @@ pub struct TcpProxy {
     pub idle_timeout: Duration,
     /// None when the listener has no `access_log`.
     pub access_log: Option<Arc<crate::filters::access_log::AccessLogs>>,
+    /// The listener's authorization policies; None when it has none.
+    pub authorization: Option<Arc<crate::filters::authz::Authorization>>,
+}
+
+/// An RPC listener: its protocol's codec and the routes its calls take.
+pub struct RpcProxy {
+    pub codec: &'static dyn sinew_codec::rpc::RpcCodec,
+    pub routes: Arc<RouteSet>,
+    /// Zero when off.
+    pub request_timeout: Duration,
+    /// Zero when off.
+    pub idle_timeout: Duration,
     /// The listener's authorization policies; None when it has none.
     pub authorization: Option<Arc<crate::filters::authz::Authorization>>,
 }

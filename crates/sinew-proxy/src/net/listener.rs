@@ -113,6 +113,9 @@ async fn serve(
             let metrics = config.metrics.as_deref();
             super::tcp::serve(stream, body.tls.as_ref(), metrics, tcp.clone()).await
         }
+        ListenerKind::Rpc(rpc) => {
+            crate::rpc::serve(stream, peer, body.tls.as_ref(), rpc.clone()).await
+        }
         ListenerKind::Closed => {
             tracing::debug!(listener = %slot.name, %peer, "no filter chain matches; closing")
         }

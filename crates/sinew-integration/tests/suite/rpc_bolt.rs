@@ -1,0 +1,240 @@
+//! SOFA Bolt through Sinew's RPC listener, between Ant's own implementations: the
+//! `sofa-rpc-node` consumer and provider (on `sofa-bolt-node`) from npm, installed by
+//! `scripts/test` into `peers/bolt`. Calls are balanced over two providers, an
+//! application error reaches the client as the provider sent it, a route timeout and a
+//! missing route come back as Bolt errors, heartbeats are answered by the proxy, and a
+//! provider killed in the middle of a run of calls costs no call (retried on the other).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sinew_integration::{free_port, ChildGuard, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SERVICE: &str = "com.sinew.test.EchoService";
+
+fn peers() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/peers/bolt")
+}
+
+fn node(args: &[&str]) -> Command {
+    let mut command = Command::new("node");
+    command
+        .args(args)
+        .current_dir(peers())
+        .stdout(Stdio::piped());
+    command
+}
+
+/// A provider named `name` on a fresh port, once it says it listens.
+async fn provider(name: &str) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let mut child = ChildGuard(
+        node(&["server.js", &port.to_string(), name])
+            .spawn()
+            .expect("node runs (scripts/test installs the Bolt peers)"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let said = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let said = tokio::time::timeout(Duration::from_secs(20), said).await;
+    assert!(
+        matches!(&said, Ok(Ok(Ok(l))) if l.starts_with("listening")),
+        "provider {name} did not start: {said:?}"
+    );
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The consumer's lines for `count` calls of `method` through `addr`.
+async fn consume(
+    addr: SocketAddr,
+    service: &str,
+    method: &str,
+    count: usize,
+    arg: &str,
+) -> Vec<String> {
+    let mut command = node(&[
+        "client.js",
+        &addr.to_string(),
+        service,
+        method,
+        &count.to_string(),
+        arg,
+    ]);
+    let child = ChildGuard(command.spawn().expect("node runs"));
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        let stdout = child.0.stdout.take().unwrap();
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the consumer finishes")
+        .unwrap()
+}
+
+fn config(a: SocketAddr, b: SocketAddr) -> String {
+    format!(
+        r#"
+listeners:
+- name: rpc
+  address: 127.0.0.1:0
+  rpc:
+    protocol: bolt
+    virtual_hosts:
+    - name: echo
+      domains: ["{SERVICE}"]
+      routes:
+      - match: {{ path: /slow }}
+        cluster: echo
+        timeout: 300ms
+      - match: {{ prefix: / }}
+        cluster: echo
+        retry: {{ retry_on: [connect-failure, reset], num_retries: 2, base_backoff: 5ms }}
+clusters:
+- name: echo
+  lb: round_robin
+  endpoints: [{{ address: "{a}" }}, {{ address: "{b}" }}]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_calls_are_balanced_and_errors_timeouts_and_missing_routes_come_back_as_bolt_errors() {
+    let ((_a, a), (_b, b)) = (provider("a").await, provider("b").await);
+    let proxy = TestProxy::start(&config(a, b)).await;
+    let addr = proxy.addr("rpc").await;
+
+    let lines = consume(addr, SERVICE, "echo", 6, "").await;
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with("ok ")), "{lines:?}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.ends_with(&format!(":hi{i}")),
+            "the call's own answer: {l}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.starts_with("ok a:")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("ok b:")), "{lines:?}");
+
+    // The provider's exception, as it sent it.
+    let lines = consume(addr, SERVICE, "fail", 1, "").await;
+    assert!(
+        lines[0].starts_with("error ") && lines[0].contains("failed: hi0"),
+        "{lines:?}"
+    );
+
+    // The route's 300 ms timeout, long before the consumer's own 3 s.
+    let started = std::time::Instant::now();
+    let lines = consume(addr, SERVICE, "slow", 1, "2000").await;
+    assert!(lines[0].starts_with("error "), "{lines:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+    let lines = consume(addr, SERVICE, "slow", 1, "10").await;
+    assert!(lines[0].starts_with("ok "), "{lines:?}");
+
+    // No virtual host for this service: an error, and the consumer carries on.
+    let lines = consume(addr, "com.sinew.test.Nowhere", "echo", 2, "").await;
+    assert!(lines.iter().all(|l| l.starts_with("error ")), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_unroutable_calls_are_answered_by_the_proxy_with_their_ids() {
+    let ((_a, a), (_b, b)) = (provider("a").await, provider("b").await);
+    let proxy = TestProxy::start(&config(a, b)).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr("rpc").await)
+        .await
+        .unwrap();
+    stream
+        .write_all(&sinew_codec::bolt::encode_heartbeat(77))
+        .await
+        .unwrap();
+    let mut ack = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut ack))
+        .await
+        .expect("an ack in time")
+        .unwrap();
+    // A response (type 0), command code 0 (heartbeat), the heartbeat's id, SUCCESS.
+    assert_eq!((ack[0], ack[1], &ack[2..4]), (1, 0, &[0, 0][..]));
+    assert_eq!(u32::from_be_bytes(ack[5..9].try_into().unwrap()), 77);
+    assert_eq!(&ack[10..12], &[0, 0]);
+
+    // On the same connection, a call no route takes: a Bolt response with the call's id
+    // and status NO_PROCESSOR (6).
+    let call = sinew_codec::bolt::encode_request(
+        78,
+        false,
+        1000,
+        b"com.alipay.sofa.rpc.core.request.SofaRequest",
+        &[
+            ("service", "com.sinew.test.Nowhere:1.0"),
+            ("sofa_head_method_name", "echo"),
+        ],
+        b"",
+    );
+    stream.write_all(&call).await.unwrap();
+    let mut reply = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+        .await
+        .expect("a reply in time")
+        .unwrap();
+    assert_eq!((reply[1], &reply[2..4]), (0, &[0, 2][..]), "a response");
+    assert_eq!(u32::from_be_bytes(reply[5..9].try_into().unwrap()), 78);
+    assert_eq!(u16::from_be_bytes([reply[10], reply[11]]), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_killed_mid_run_costs_no_call() {
+    let ((mut a_process, a), (_b, b)) = (provider("a").await, provider("b").await);
+    let proxy = TestProxy::start(&config(a, b)).await;
+    let addr = proxy.addr("rpc").await;
+    let mut consumer = ChildGuard(
+        node(&["client.js", &addr.to_string(), SERVICE, "echo", "300"])
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = consumer.0.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let run = async {
+        while let Some(line) = rx.recv().await {
+            seen.push(line);
+            if seen.len() == 50 {
+                let _ = a_process.0.kill();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run ends");
+    assert_eq!(
+        seen.len(),
+        300,
+        "{:?}",
+        &seen[seen.len().saturating_sub(5)..]
+    );
+    let failed: Vec<&String> = seen.iter().filter(|l| !l.starts_with("ok ")).collect();
+    assert!(failed.is_empty(), "calls failed: {failed:?}");
+    assert!(seen[..50].iter().any(|l| l.starts_with("ok a:")));
+    assert!(
+        seen[60..].iter().all(|l| l.starts_with("ok b:")),
+        "only b after a died"
+    );
+}

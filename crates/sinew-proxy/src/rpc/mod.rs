@@ -1,0 +1,27 @@
+//! The RPC proxy: request/response RPC protocols (SOFA Bolt) served with the routing and
+//! upstream machinery HTTP uses.
+//!
+//! A connection's frames are read by its protocol's codec ([`sinew_codec::rpc`]). Each
+//! call is routed by the listener's route table as if it were a request to its service
+//! (the virtual host's `domains`) at path `/<method>` with its headers, so weighted
+//! clusters, subsets, timeouts and retries mean what they mean for HTTP; it is sent over
+//! an upstream connection that multiplexes many clients' calls ([`upstream`]), and the
+//! response goes back with the client's own request id. Whatever the proxy answers
+//! itself (no route, no endpoint, a timeout, a breaker) goes back as the protocol's own
+//! error response; heartbeats are answered where they arrive.
+
+mod call;
+mod downstream;
+mod upstream;
+
+use sinew_codec::rpc::RpcCodec;
+use sinew_config::model::RpcProtocol;
+
+pub(crate) use downstream::serve;
+
+/// The codec of a protocol.
+pub(crate) fn codec(protocol: RpcProtocol) -> &'static dyn RpcCodec {
+    match protocol {
+        RpcProtocol::Bolt => &sinew_codec::bolt::Bolt,
+    }
+}
