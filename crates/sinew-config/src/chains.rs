@@ -221,7 +221,7 @@ listeners:
             ),
             (
                 "      - {match: {}}\n".to_string(),
-                "listeners[0].chains[0]: set one of `http` or `tcp`",
+                "listeners[0].chains[0]: set one of `http`, `tcp` or `rpc`",
             ),
         ];
         for (chains, want) in cases {
