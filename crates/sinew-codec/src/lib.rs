@@ -15,6 +15,7 @@
 //!   task (the protocol itself is the `h2` crate's).
 //! - [`rpc`]: the interface of request/response RPC protocols, and [`bolt`] (SOFA Bolt
 //!   v1), with [`hessian2`], the little of Hessian 2.0 that routing reads.
+//! - [`sniff`]: which protocol a plaintext connection speaks, from its first bytes.
 //! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
 
 pub mod bolt;
@@ -24,3 +25,4 @@ pub mod hessian2;
 pub mod http1;
 pub mod http2;
 pub mod rpc;
+pub mod sniff;

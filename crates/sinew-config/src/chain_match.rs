@@ -18,6 +18,20 @@ pub struct ChainMatch {
     /// ALPN protocols, any of which the ClientHello must offer.
     #[serde(default)]
     pub alpn: Vec<String>,
+    /// Protocols a plaintext connection's first bytes must show, any of them (sniffed).
+    #[serde(default)]
+    pub protocols: Vec<Protocol>,
+}
+
+/// A protocol told from a plaintext connection's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1 or HTTP/2 (its preface).
+    Http,
+    Bolt,
+    Dubbo,
+    Redis,
 }
 
 /// How a connection's bytes arrive.
@@ -33,6 +47,11 @@ impl ChainMatch {
     pub fn reads_hello(&self) -> bool {
         !self.server_names.is_empty() || !self.alpn.is_empty()
     }
+
+    /// Whether matching this chain needs a plaintext connection's protocol sniffed.
+    pub fn sniffs(&self) -> bool {
+        !self.protocols.is_empty()
+    }
 }
 
 /// The first chain (by index) that matches connections an earlier one matches, with
@@ -45,9 +64,17 @@ pub fn first_overlap(matches: &[ChainMatch]) -> Option<(usize, usize)> {
     })
 }
 
-/// Every (server name, transport, ALPN protocol) a match names, one per combination;
-/// `None` for a criterion it leaves open. Two chains overlap when they share one.
-fn match_keys(m: &ChainMatch) -> Vec<(Option<String>, Option<Transport>, Option<&str>)> {
+/// One combination of what a match names; `None` for a criterion it leaves open.
+type MatchKey<'a> = (
+    Option<String>,
+    Option<Transport>,
+    Option<&'a str>,
+    Option<Protocol>,
+);
+
+/// Every (server name, transport, ALPN protocol, sniffed protocol) a match names, one per
+/// combination. Two chains overlap when they share one.
+fn match_keys(m: &ChainMatch) -> Vec<MatchKey<'_>> {
     let names: Vec<Option<String>> = match m.server_names.is_empty() {
         true => vec![None],
         false => m
@@ -60,10 +87,16 @@ fn match_keys(m: &ChainMatch) -> Vec<(Option<String>, Option<Transport>, Option<
         true => vec![None],
         false => m.alpn.iter().map(|a| Some(a.as_str())).collect(),
     };
+    let protocols: Vec<Option<Protocol>> = match m.protocols.is_empty() {
+        true => vec![None],
+        false => m.protocols.iter().copied().map(Some).collect(),
+    };
     let mut keys = Vec::new();
     for n in &names {
         for a in &alpn {
-            keys.push((n.clone(), m.transport, *a));
+            for p in &protocols {
+                keys.push((n.clone(), m.transport, *a, *p));
+            }
         }
     }
     keys

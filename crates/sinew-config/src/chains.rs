@@ -13,7 +13,7 @@
 //! transport (`tls` or `plaintext`, then chains that say neither), then ALPN (the first
 //! protocol the client offers that a chain lists, then chains that list none).
 
-pub use crate::chain_match::{first_overlap, ChainMatch, Transport};
+pub use crate::chain_match::{first_overlap, ChainMatch, Protocol, Transport};
 use crate::model::Listener;
 use crate::ConfigError;
 
@@ -142,6 +142,12 @@ pub(crate) fn check(p: &str, l: &Listener, errors: &mut Vec<ConfigError>) {
                     "a chain for plaintext connections cannot terminate TLS".into(),
                 );
             }
+        }
+        if m.sniffs() && (m.transport == Some(Transport::Tls) || m.reads_hello()) {
+            err(
+                "match.protocols",
+                "protocols are sniffed on plaintext connections: leave out `transport: tls`, `server_names` and `alpn`".into(),
+            );
         }
         let only_tls = m.transport == Some(Transport::Tls) || m.reads_hello();
         if only_tls && c.tls.is_none() && c.http.is_some() {

@@ -173,6 +173,7 @@ fn as_chains(ctx: &Ctx, chains: Vec<Chain>, default: Option<Chain>) -> Result<Me
             server_names: m.server_names.clone(),
             transport,
             alpn: m.application_protocols.clone(),
+            protocols: Vec::new(),
         };
         let mut chain = Map::new();
         chain.insert("match".into(), match_json(&matched));

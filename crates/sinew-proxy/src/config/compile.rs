@@ -289,6 +289,7 @@ pub fn compile(
             shell(l, before.map(|b| &**b), metrics, None, ListenerKind::Closed)
         });
         own.chains_read_hello = crate::net::chains::reads_hello(&chains);
+        own.chains_sniff = crate::net::chains::sniffs(&chains);
         own.chains = chains.into();
         listeners.push(Arc::new(own));
     }
@@ -339,6 +340,7 @@ fn shell(
         chains: Arc::new([]),
         inspect_timeout: l.inspect_timeout,
         chains_read_hello: false,
+        chains_sniff: false,
     }
 }
 

@@ -53,6 +53,9 @@ pub struct ListenerConfig {
     /// Whether choosing needs the whole ClientHello (a chain names servers or ALPN), not
     /// just the first byte.
     pub chains_read_hello: bool,
+    /// Whether choosing needs a plaintext connection's protocol (a chain names
+    /// `protocols`).
+    pub chains_sniff: bool,
 }
 
 impl ListenerConfig {

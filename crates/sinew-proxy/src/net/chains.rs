@@ -9,7 +9,8 @@
 use std::io;
 use std::time::Duration;
 
-use sinew_config::chains::{ChainMatch, Transport};
+use sinew_codec::sniff::{detect, Detected};
+use sinew_config::chains::{ChainMatch, Protocol, Transport};
 use sinew_tls::client_hello::{read_client_hello, ClientHello, ClientHelloRead, HANDSHAKE_RECORD};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -32,6 +33,7 @@ pub struct ChainMatcher {
     suffixes: Vec<String>,
     transport: Option<Transport>,
     alpn: Vec<Vec<u8>>,
+    protocols: Vec<Protocol>,
 }
 
 impl ChainMatcher {
@@ -46,6 +48,7 @@ impl ChainMatcher {
             suffixes: wild.into_iter().map(|w| w[1..].to_string()).collect(),
             transport: m.transport,
             alpn: m.alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            protocols: m.protocols.clone(),
         }
     }
 
@@ -62,7 +65,9 @@ impl ChainMatcher {
 /// What a connection showed before its chain was chosen.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Inspected {
-    Plaintext,
+    /// With the protocol its first bytes show, when the chains sniff and it is one
+    /// Sinew knows.
+    Plaintext(Option<Protocol>),
     Tls(ClientHello),
 }
 
@@ -71,7 +76,7 @@ pub(crate) enum Inspected {
 /// match and never going back. None: no chain (the listener's default takes it).
 pub(crate) fn select<C: AsRef<ChainMatcher>>(chains: &[C], seen: &Inspected) -> Option<usize> {
     let (tls, hello) = match seen {
-        Inspected::Plaintext => (false, None),
+        Inspected::Plaintext(_) => (false, None),
         Inspected::Tls(hello) => (true, Some(hello)),
     };
     let all: Vec<usize> = (0..chains.len()).collect();
@@ -119,6 +124,16 @@ pub(crate) fn select<C: AsRef<ChainMatcher>>(chains: &[C], seen: &Inspected) -> 
             .filter(|i| m(i).transport.is_none())
             .collect(),
     };
+    if let Inspected::Plaintext(sniffed) = seen {
+        // As for ALPN: the first chain listing the protocol, else one listing none.
+        let listed = sniffed.and_then(|p| {
+            by_transport
+                .iter()
+                .copied()
+                .find(|i| m(i).protocols.contains(&p))
+        });
+        return listed.or_else(|| by_transport.into_iter().find(|i| m(i).protocols.is_empty()));
+    }
     let offered = hello.map_or(&[][..], |h| &h.alpn[..]);
     let listed = offered.iter().find_map(|proto| {
         by_transport
@@ -129,18 +144,36 @@ pub(crate) fn select<C: AsRef<ChainMatcher>>(chains: &[C], seen: &Inspected) -> 
     listed.or_else(|| by_transport.into_iter().find(|i| m(i).alpn.is_empty()))
 }
 
+/// Whether a listener's chains need a plaintext connection's protocol sniffed.
+pub(crate) fn sniffs<C: AsRef<ChainMatcher>>(chains: &[C]) -> bool {
+    chains.iter().any(|c| !c.as_ref().protocols.is_empty())
+}
+
+/// The sniffed protocol, in the config's terms.
+fn protocol(detected: sinew_codec::sniff::Protocol) -> Protocol {
+    use sinew_codec::sniff::Protocol as P;
+    match detected {
+        P::Http => Protocol::Http,
+        P::Bolt => Protocol::Bolt,
+        P::Dubbo => Protocol::Dubbo,
+        P::Redis => Protocol::Redis,
+    }
+}
+
 /// Whether a listener's chains need the whole ClientHello to choose.
 pub(crate) fn reads_hello<C: AsRef<ChainMatcher>>(chains: &[C]) -> bool {
     chains.iter().any(|c| c.as_ref().reads_hello())
 }
 
 /// Peeks at the connection until it shows what chooses its chain: plaintext from its
-/// first byte; TLS from the first byte, or its whole ClientHello when `whole_hello`.
-/// None when the peer closes, the hello is too large, or `timeout` (zero: none) passes
-/// first: the connection is then closed.
+/// first byte, or, when `sniff`, from enough bytes to tell its protocol; TLS from the
+/// first byte, or its whole ClientHello when `whole_hello`. None when the peer closes,
+/// the hello is too large, or `timeout` (zero: none) passes first: the connection is
+/// then closed.
 pub(crate) async fn inspect(
     stream: &TcpStream,
     whole_hello: bool,
+    sniff: bool,
     timeout: Duration,
 ) -> Option<Inspected> {
     // A second handle on the socket, for a non-blocking peek that tokio's readiness
@@ -153,14 +186,21 @@ pub(crate) async fn inspect(
             return Ok(None);
         }
         if buf[0] != HANDSHAKE_RECORD {
-            return Ok(Some(Inspected::Plaintext));
+            if !sniff {
+                return Ok(Some(Inspected::Plaintext(None)));
+            }
+            return match detect(&buf[..n]) {
+                Detected::Is(p) => Ok(Some(Inspected::Plaintext(Some(protocol(p))))),
+                Detected::Unknown => Ok(Some(Inspected::Plaintext(None))),
+                Detected::NeedMore => Err(io::ErrorKind::WouldBlock.into()),
+            };
         }
         if !whole_hello {
             return Ok(Some(Inspected::Tls(ClientHello::default())));
         }
         match read_client_hello(&buf[..n]) {
             ClientHelloRead::Hello(hello) => Ok(Some(Inspected::Tls(hello))),
-            ClientHelloRead::NotTls => Ok(Some(Inspected::Plaintext)),
+            ClientHelloRead::NotTls => Ok(Some(Inspected::Plaintext(None))),
             ClientHelloRead::Incomplete if n < buf.len() => Err(io::ErrorKind::WouldBlock.into()),
             ClientHelloRead::Incomplete if buf.len() < MAX_HELLO => {
                 buf.resize(MAX_HELLO, 0);
@@ -189,6 +229,7 @@ mod tests {
             server_names: names.iter().map(|s| s.to_string()).collect(),
             transport,
             alpn: alpn.iter().map(|s| s.to_string()).collect(),
+            protocols: Vec::new(),
         })
     }
 
@@ -212,7 +253,7 @@ mod tests {
         assert_eq!(select(&chains, &tls(Some("x.y.example.com"), &[])), Some(0));
         assert_eq!(select(&chains, &tls(Some("example.com"), &[])), Some(3));
         assert_eq!(select(&chains, &tls(None, &[])), Some(3));
-        assert_eq!(select(&chains, &Inspected::Plaintext), Some(3));
+        assert_eq!(select(&chains, &Inspected::Plaintext(None)), Some(3));
     }
 
     #[test]
@@ -240,7 +281,7 @@ mod tests {
         assert_eq!(select(&chains, &tls(None, &["h2", "http/1.1"])), Some(1));
         assert_eq!(select(&chains, &tls(None, &["http/1.1", "h2"])), Some(0));
         assert_eq!(select(&chains, &tls(None, &["spdy/3"])), Some(2));
-        assert_eq!(select(&chains, &Inspected::Plaintext), Some(3));
+        assert_eq!(select(&chains, &Inspected::Plaintext(None)), Some(3));
     }
 
     #[test]
@@ -250,7 +291,7 @@ mod tests {
             matcher(&[], Some(Transport::Tls), &[]),
         ];
         assert_eq!(select(&chains, &tls(None, &[])), Some(1));
-        assert_eq!(select(&chains, &Inspected::Plaintext), Some(0));
+        assert_eq!(select(&chains, &Inspected::Plaintext(None)), Some(0));
     }
 
     #[tokio::test]
@@ -283,15 +324,15 @@ mod tests {
             (c, plain)
         });
         let (tls_side, _) = listener.accept().await.unwrap();
-        let seen = inspect(&tls_side, true, Duration::from_secs(5)).await;
+        let seen = inspect(&tls_side, true, false, Duration::from_secs(5)).await;
         let expected = ClientHello {
             server_name: Some("pieces.example".into()),
             alpn: vec![b"h2".to_vec()],
         };
         assert_eq!(seen, Some(Inspected::Tls(expected)));
         let (plain_side, _) = listener.accept().await.unwrap();
-        let seen = inspect(&plain_side, true, Duration::from_secs(5)).await;
-        assert_eq!(seen, Some(Inspected::Plaintext));
+        let seen = inspect(&plain_side, true, false, Duration::from_secs(5)).await;
+        assert_eq!(seen, Some(Inspected::Plaintext(None)));
         let _keep = client.await.unwrap();
         // A client that sends half a hello and stops is given up at the timeout.
         let half = tokio::spawn(async move {
@@ -303,10 +344,51 @@ mod tests {
         let (half_side, _) = listener.accept().await.unwrap();
         let started = std::time::Instant::now();
         assert_eq!(
-            inspect(&half_side, true, Duration::from_millis(200)).await,
+            inspect(&half_side, true, false, Duration::from_millis(200)).await,
             None
         );
         assert!(started.elapsed() >= Duration::from_millis(200));
         half.abort();
+    }
+
+    #[test]
+    fn a_sniffed_protocol_takes_the_chain_that_lists_it_else_one_that_lists_none() {
+        let with = |protocols: Vec<Protocol>| {
+            ChainMatcher::compile(&ChainMatch {
+                protocols,
+                ..ChainMatch::default()
+            })
+        };
+        let chains = vec![
+            with(vec![Protocol::Http]),
+            with(vec![Protocol::Bolt, Protocol::Redis]),
+            with(vec![]),
+        ];
+        let plain = |p| select(&chains, &Inspected::Plaintext(p));
+        assert_eq!(plain(Some(Protocol::Http)), Some(0));
+        assert_eq!(plain(Some(Protocol::Redis)), Some(1));
+        assert_eq!(plain(Some(Protocol::Dubbo)), Some(2));
+        assert_eq!(plain(None), Some(2));
+        assert!(sniffs(&chains));
+        assert!(!sniffs(&chains[2..]));
+    }
+
+    #[tokio::test]
+    async fn a_request_line_sent_a_byte_at_a_time_is_sniffed_once_it_says_enough() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            for b in b"OPTIONS * HTTP/1.1\r\n" {
+                s.write_all(&[*b]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            s
+        });
+        let (server_side, _) = listener.accept().await.unwrap();
+        let seen = inspect(&server_side, false, true, Duration::from_secs(5)).await;
+        assert_eq!(seen, Some(Inspected::Plaintext(Some(Protocol::Http))));
+        drop(client.await.unwrap());
     }
 }

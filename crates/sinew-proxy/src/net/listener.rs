@@ -98,7 +98,9 @@ async fn serve(
         (config, None)
     } else {
         let whole_hello = config.chains_read_hello;
-        let Some(seen) = chains::inspect(&stream, whole_hello, config.inspect_timeout).await else {
+        let sniff = config.chains_sniff;
+        let inspected = chains::inspect(&stream, whole_hello, sniff, config.inspect_timeout);
+        let Some(seen) = inspected.await else {
             tracing::debug!(listener = %slot.name, %peer, "no ClientHello or first byte in time; closing");
             return;
         };
