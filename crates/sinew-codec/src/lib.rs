@@ -13,9 +13,12 @@
 //! - [`http2`]: HTTP/2: the driver that runs a downstream connection's streams on the
 //!   connection's own task, and the upstream client that sends each request from its own
 //!   task (the protocol itself is the `h2` crate's).
+//! - [`resp`]: RESP2 and RESP3 (Redis): frame boundaries without copying, commands as
+//!   argument ranges, inline commands.
 //! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
 
 pub mod buf;
 pub mod date;
 pub mod http1;
 pub mod http2;
+pub mod resp;
