@@ -32,6 +32,7 @@ impl Listener {
             mtls: None,
             http: chain.http.clone(),
             tcp: chain.tcp.clone(),
+            redis: chain.redis.clone(),
             authorization: chain.authorization.clone(),
             chains: Vec::new(),
             inspect_timeout: self.inspect_timeout,
@@ -41,7 +42,7 @@ impl Listener {
     /// Whether the listener's own body (its `http` or `tcp`) serves connections: always
     /// without chains, and as the default chain when it has one.
     pub fn has_default_chain(&self) -> bool {
-        self.chains.is_empty() || self.http.is_some() || self.tcp.is_some()
+        self.chains.is_empty() || self.http.is_some() || self.tcp.is_some() || self.redis.is_some()
     }
 }
 
@@ -143,9 +144,9 @@ pub(crate) fn check(p: &str, l: &Listener, errors: &mut Vec<ConfigError>) {
             }
         }
         let only_tls = m.transport == Some(Transport::Tls) || m.reads_hello();
-        if only_tls && c.tls.is_none() && c.http.is_some() {
+        if only_tls && c.tls.is_none() && (c.http.is_some() || c.redis.is_some()) {
             err(
-                "http",
+                if c.http.is_some() { "http" } else { "redis" },
                 "TLS connections reach this chain, and without `tls` they are passed through undecrypted, which only `tcp` can do".into(),
             );
         }
@@ -220,7 +221,7 @@ listeners:
             ),
             (
                 "      - {match: {}}\n".to_string(),
-                "listeners[0].chains[0]: set one of `http` or `tcp`",
+                "listeners[0].chains[0]: set one of `http`, `tcp` or `redis`",
             ),
         ];
         for (chains, want) in cases {

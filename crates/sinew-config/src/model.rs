@@ -81,6 +81,10 @@ pub struct Listener {
     /// A TCP proxy to a cluster or weighted clusters.
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
+    /// A Redis proxy: commands routed by key prefix, keys sharded over a cluster's
+    /// endpoints (see `redis.rs`).
+    #[serde(default)]
+    pub redis: Option<crate::redis::RedisProxy>,
     /// Authorization policies for every request (HTTP) or connection (TCP); see `authz.rs`.
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
@@ -116,6 +120,8 @@ pub struct ListenerChain {
     pub http: Option<HttpConnectionManager>,
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
+    #[serde(default)]
+    pub redis: Option<crate::redis::RedisProxy>,
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
 }

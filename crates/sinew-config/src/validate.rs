@@ -86,9 +86,20 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 }
             }
         }
+        if let Some(redis) = &l.redis {
+            let rp = format!("{p}.redis");
+            if l.http.is_some() || l.tcp.is_some() {
+                v.err(&p, "set only one of `http`, `tcp` or `redis`");
+            }
+            crate::redis::check(&rp, redis, &mut v.errors);
+            for (field, name) in redis.clusters() {
+                v.cluster_ref(format!("{rp}.{field}"), name, &clusters);
+            }
+        }
         match (&l.http, &l.tcp) {
             (Some(_), Some(_)) => v.err(&p, "set either `http` or `tcp`, not both"),
-            (None, None) => v.err(&p, "set one of `http` or `tcp`"),
+            (None, None) if l.redis.is_some() => {}
+            (None, None) => v.err(&p, "set one of `http`, `tcp` or `redis`"),
             (Some(http), None) => {
                 let hp = format!("{p}.http");
                 match (&http.route_config, &http.virtual_hosts) {
