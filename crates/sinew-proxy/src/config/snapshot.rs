@@ -144,6 +144,8 @@ impl Snapshot {
 pub enum ListenerKind {
     Http(Arc<HttpManager>),
     Tcp(Arc<TcpProxy>),
+    /// A Redis (RESP) proxy.
+    Redis(Arc<crate::redis::RedisProxy>),
     /// A listener with chains and no default: what no chain takes is closed.
     Closed,
 }

@@ -113,6 +113,10 @@ async fn serve(
             let metrics = config.metrics.as_deref();
             super::tcp::serve(stream, body.tls.as_ref(), metrics, tcp.clone()).await
         }
+        ListenerKind::Redis(redis) => {
+            let tls = body.tls.as_ref().map(|t| &t.acceptor);
+            crate::redis::serve(stream, tls, redis.clone()).await
+        }
         ListenerKind::Closed => {
             tracing::debug!(listener = %slot.name, %peer, "no filter chain matches; closing")
         }
