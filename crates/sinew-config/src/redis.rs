@@ -36,6 +36,23 @@ pub struct RedisProxy {
     /// is not empty, so related keys land on one shard (twemproxy's `hash_tag: "{}"`).
     #[serde(default)]
     pub enable_hashtagging: bool,
+    /// How a key is hashed onto the continuum (twemproxy's `hash`).
+    #[serde(default)]
+    pub hash: RedisHash,
+}
+
+/// Key hashes, by twemproxy's names, so a pool moved from twemproxy keeps its keys where
+/// they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum RedisHash {
+    /// twemproxy's default: FNV-1a in 32 bits. Fast, but keys that differ only in their
+    /// last bytes (`user:1`, `user:2`) hash close together and crowd onto few shards.
+    #[default]
+    #[serde(rename = "fnv1a_64")]
+    Fnv1a64,
+    /// The first four bytes of the key's MD5: spreads any keys evenly.
+    #[serde(rename = "md5")]
+    Md5,
 }
 
 fn default_op_timeout() -> Duration {

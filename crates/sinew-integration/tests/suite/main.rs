@@ -46,6 +46,7 @@ mod overload;
 mod pools;
 mod prometheus;
 mod quickstart;
+mod redis_proxy;
 mod rate_limit;
 mod reload;
 mod request_body_buffer;

@@ -58,6 +58,21 @@ impl Continuum {
     }
 }
 
+/// A key's position under `hash`.
+#[inline]
+pub fn hash(hash: sinew_config::redis::RedisHash, key: &[u8]) -> u32 {
+    match hash {
+        sinew_config::redis::RedisHash::Fnv1a64 => fnv1a_64(key),
+        sinew_config::redis::RedisHash::Md5 => md5_hash(key),
+    }
+}
+
+/// twemproxy's `md5` key hash: the digest's first four bytes, little-endian.
+pub fn md5_hash(key: &[u8]) -> u32 {
+    let d = super::md5::digest(key);
+    u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+}
+
 /// twemproxy's `fnv1a_64`: FNV-1a with the 64-bit constants truncated to 32 bits, and
 /// each byte taken as a signed `char` (bytes over 0x7f are sign-extended).
 pub fn fnv1a_64(key: &[u8]) -> u32 {

@@ -37,6 +37,7 @@ pub struct RedisProxy {
     catch_all: Option<Arc<Target>>,
     case_insensitive: bool,
     hashtags: bool,
+    hash: sinew_config::redis::RedisHash,
     pub op_timeout: Duration,
     pub max_pipeline: usize,
     pub authorization: Option<Arc<crate::filters::authz::Authorization>>,
@@ -107,6 +108,7 @@ impl RedisProxy {
             catch_all: config.catch_all_cluster.as_deref().map(target),
             case_insensitive: config.case_insensitive,
             hashtags: config.enable_hashtagging,
+            hash: config.hash,
             op_timeout: config.op_timeout,
             max_pipeline: config.max_pipeline.max(1) as usize,
             authorization,
@@ -135,7 +137,7 @@ impl RedisProxy {
 
     /// The hash that places `key` (as sent to the shard, prefix cut) on its continuum.
     pub(crate) fn hash(&self, key: &[u8]) -> u32 {
-        ketama::fnv1a_64(ketama::hashed_part(key, self.hashtags))
+        ketama::hash(self.hash, ketama::hashed_part(key, self.hashtags))
     }
 }
 
@@ -202,7 +204,11 @@ impl Ring {
 
 /// The shard of `key` (as hashed) among `shards` (`ip:port`, weight), by the documented
 /// continuum: for tests that check where keys went.
-pub fn shard_of(shards: &[(String, u32)], key: &[u8]) -> Option<usize> {
+pub fn shard_of(
+    shards: &[(String, u32)],
+    hash: sinew_config::redis::RedisHash,
+    key: &[u8],
+) -> Option<usize> {
     ketama::Continuum::new(shards.iter().map(|(n, w)| (n.as_str(), *w)))
-        .shard(ketama::fnv1a_64(key))
+        .shard(ketama::hash(hash, key))
 }
