@@ -187,6 +187,9 @@ clusters:
             "listeners:\n  - name: r\n    address: 127.0.0.1:0\n    redis: {{catch_all_cluster: cache, read_policy: any}}\n{CLUSTERS}"
         );
         let out = errors(&unknown);
-        assert!(out.contains("r.yaml:4:") && out.contains("read_policy"), "{out}");
+        assert!(
+            out.contains("r.yaml:4:") && out.contains("read_policy"),
+            "{out}"
+        );
     }
 }

@@ -205,10 +205,7 @@ pub struct Twemproxy {
 impl Twemproxy {
     pub fn start(dir: &std::path::Path, shards: &[SocketAddr], hash: &str) -> Twemproxy {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let servers: String = shards
-            .iter()
-            .map(|s| format!("   - {s}:1\n"))
-            .collect();
+        let servers: String = shards.iter().map(|s| format!("   - {s}:1\n")).collect();
         let config = dir.join("nutcracker.yml");
         std::fs::write(
             &config,

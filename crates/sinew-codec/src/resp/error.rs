@@ -36,7 +36,9 @@ impl fmt::Display for RespError {
             RespError::BadLineEnd => f.write_str("CR not followed by LF"),
             RespError::LineTooLong => f.write_str("too big inline request"),
             RespError::BadLength => f.write_str("invalid length"),
-            RespError::BulkTooLong(n) => write!(f, "invalid bulk length {n} (the limit is 512 MiB)"),
+            RespError::BulkTooLong(n) => {
+                write!(f, "invalid bulk length {n} (the limit is 512 MiB)")
+            }
             RespError::TooManyElements(n) => write!(f, "invalid multibulk length {n}"),
             RespError::TooDeep => f.write_str("aggregates nested too deep"),
             RespError::BadBulkEnd => f.write_str("bulk string not followed by CRLF"),

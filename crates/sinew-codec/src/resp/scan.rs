@@ -174,7 +174,11 @@ fn valid_double(text: &[u8]) -> bool {
     }
     std::str::from_utf8(text)
         .ok()
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)))
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        })
         .and_then(|t| t.parse::<f64>().ok())
         .is_some()
 }

@@ -49,7 +49,11 @@ fn every_reply_type_is_one_frame_whole_and_in_pieces() {
         let mut with_next = reply.to_vec();
         with_next.extend_from_slice(b"+NEXT\r\n");
         assert_eq!(scan_all(&with_next), Ok(Some(reply.len())), "{reply:?}");
-        assert_eq!(scan_bytewise(&with_next), Ok(Some(reply.len())), "{reply:?}");
+        assert_eq!(
+            scan_bytewise(&with_next),
+            Ok(Some(reply.len())),
+            "{reply:?}"
+        );
         // One byte short is never a frame.
         assert_eq!(scan_all(&reply[..reply.len() - 1]), Ok(None), "{reply:?}");
     }
@@ -61,7 +65,10 @@ fn scanner_is_ready_for_the_next_frame_after_one() {
     let mut scanner = FrameScanner::new();
     let mut at = 0;
     for reply in REPLIES {
-        let n = scanner.scan(&stream[at..], &Limits::default()).unwrap().unwrap();
+        let n = scanner
+            .scan(&stream[at..], &Limits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(&stream[at..at + n], *reply);
         at += n;
     }
@@ -97,7 +104,10 @@ fn limits_bound_depth_bulk_length_elements_and_lines() {
     };
     let scan = |b: &[u8]| FrameScanner::new().scan(b, &limits);
     assert_eq!(scan(b"*1\r\n*1\r\n*1\r\n:1\r\n"), Ok(Some(16)));
-    assert_eq!(scan(b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"), Err(RespError::TooDeep));
+    assert_eq!(
+        scan(b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"),
+        Err(RespError::TooDeep)
+    );
     assert_eq!(scan(b"*11\r\n"), Err(RespError::TooManyElements(11)));
     assert_eq!(scan(b"%6\r\n"), Ok(None));
     assert_eq!(scan(b"+0123456789abcdefg\r\n"), Err(RespError::LineTooLong));
@@ -121,7 +131,10 @@ fn a_large_bulk_in_pieces_is_not_rescanned() {
     assert_eq!(scanner.scan(&frame[..20], &Limits::default()), Ok(None));
     assert_eq!(scanner.need, frame.len());
     assert_eq!(scanner.scan(&frame[..50_000], &Limits::default()), Ok(None));
-    assert_eq!(scanner.scan(&frame, &Limits::default()), Ok(Some(frame.len())));
+    assert_eq!(
+        scanner.scan(&frame, &Limits::default()),
+        Ok(Some(frame.len()))
+    );
 }
 
 fn args_of(bytes: &[u8]) -> (usize, Vec<Vec<u8>>) {
@@ -129,7 +142,11 @@ fn args_of(bytes: &[u8]) -> (usize, Vec<Vec<u8>>) {
     match parser.parse(bytes, &Limits::default()).unwrap().unwrap() {
         Parsed::Command { len } => (
             len,
-            parser.args().iter().map(|r| bytes[r.clone()].to_vec()).collect(),
+            parser
+                .args()
+                .iter()
+                .map(|r| bytes[r.clone()].to_vec())
+                .collect(),
         ),
         Parsed::Inline { len, args } => (len, args),
         Parsed::Empty { len } => (len, Vec::new()),
@@ -150,7 +167,11 @@ fn commands_read_in_pieces_match_commands_read_whole() {
     let bytes = b"*2\r\n$3\r\nGET\r\n$10\r\nuser:12345\r\n";
     let mut parser = CommandParser::new();
     for end in 1..bytes.len() {
-        assert_eq!(parser.parse(&bytes[..end], &Limits::default()), Ok(None), "{end}");
+        assert_eq!(
+            parser.parse(&bytes[..end], &Limits::default()),
+            Ok(None),
+            "{end}"
+        );
     }
     assert_eq!(
         parser.parse(bytes, &Limits::default()),
@@ -165,7 +186,12 @@ fn inline_commands_split_as_redis_server_splits_them() {
     assert_eq!(args_of(b"ping\n"), (5, vec![b"ping".to_vec()]));
     assert_eq!(
         args_of(b"set  k \"a b\\x41\\n\" 'it\\'s'\r\n").1,
-        vec![b"set".to_vec(), b"k".to_vec(), b"a bA\n".to_vec(), b"it's".to_vec()]
+        vec![
+            b"set".to_vec(),
+            b"k".to_vec(),
+            b"a bA\n".to_vec(),
+            b"it's".to_vec()
+        ]
     );
     assert_eq!(args_of(b"   \r\n"), (5, Vec::new()));
     let mut parser = CommandParser::new();
@@ -179,15 +205,24 @@ fn inline_commands_split_as_redis_server_splits_them() {
     );
     assert_eq!(parser.parse(b"PIN", &Limits::default()), Ok(None));
     let long = vec![b'a'; 64 * 1024 + 1];
-    assert_eq!(parser.parse(&long, &Limits::default()), Err(RespError::LineTooLong));
+    assert_eq!(
+        parser.parse(&long, &Limits::default()),
+        Err(RespError::LineTooLong)
+    );
 }
 
 #[test]
 fn empty_and_malformed_commands() {
     let mut parser = CommandParser::new();
     let limits = Limits::default();
-    assert_eq!(parser.parse(b"*0\r\n", &limits), Ok(Some(Parsed::Empty { len: 4 })));
-    assert_eq!(parser.parse(b"*-1\r\n", &limits), Ok(Some(Parsed::Empty { len: 5 })));
+    assert_eq!(
+        parser.parse(b"*0\r\n", &limits),
+        Ok(Some(Parsed::Empty { len: 4 }))
+    );
+    assert_eq!(
+        parser.parse(b"*-1\r\n", &limits),
+        Ok(Some(Parsed::Empty { len: 5 }))
+    );
     assert_eq!(
         CommandParser::new().parse(b"*1\r\n:1\r\n", &limits),
         Err(RespError::ExpectedBulk(b':'))
@@ -233,9 +268,34 @@ fn encode_i64(n: i64) -> String {
 }
 
 const DICTIONARY: &[&[u8]] = &[
-    b"\r\n", b"*", b"$", b"%", b"~", b">", b"|", b"_", b"#t", b",", b"(", b"!", b"=", b"+OK",
-    b"-ERR", b":", b"-1", b"0", b"1", b"2", b"3", b"10", b"99999999999", b"GET", b"\"", b"'",
-    b"\\x4", b" ",
+    b"\r\n",
+    b"*",
+    b"$",
+    b"%",
+    b"~",
+    b">",
+    b"|",
+    b"_",
+    b"#t",
+    b",",
+    b"(",
+    b"!",
+    b"=",
+    b"+OK",
+    b"-ERR",
+    b":",
+    b"-1",
+    b"0",
+    b"1",
+    b"2",
+    b"3",
+    b"10",
+    b"99999999999",
+    b"GET",
+    b"\"",
+    b"'",
+    b"\\x4",
+    b" ",
 ];
 
 /// Any bytes give an answer without a panic; a frame found in the whole is found, with

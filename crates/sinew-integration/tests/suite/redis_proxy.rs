@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sinew_integration::redis_kit::{cli, cli_with_input, wait_bounded, wait_pong, RedisServer, Twemproxy};
 use sinew_config::redis::RedisHash;
+use sinew_integration::redis_kit::{
+    cli, cli_with_input, wait_bounded, wait_pong, RedisServer, Twemproxy,
+};
 use sinew_integration::{free_port, scratch_dir, start_proxy_file, ChildGuard};
 
 struct Setup {
@@ -65,7 +67,9 @@ fn redis_cli_through_sinew_sets_gets_and_joins_multi_key_commands_across_shards(
     assert_eq!(cli(s.addr, &["SET", "a", "1"]), "OK");
     assert_eq!(cli(s.addr, &["GET", "a"]), "1");
     assert_eq!(cli(s.addr, &["INCR", "a"]), "2");
-    let mset: Vec<String> = (0..20).flat_map(|i| [format!("k{i}"), format!("v{i}")]).collect();
+    let mset: Vec<String> = (0..20)
+        .flat_map(|i| [format!("k{i}"), format!("v{i}")])
+        .collect();
     let mut args = vec!["MSET"];
     args.extend(mset.iter().map(String::as_str));
     assert_eq!(cli(s.addr, &args), "OK");
@@ -126,10 +130,19 @@ fn commands_a_proxy_cannot_run_safely_get_resp_errors_naming_them() {
     let (a, b) = keys_on_different_shards(&s);
     assert_eq!(cli(s.addr, &["SET", &a, "x"]), "OK");
     let out = cli(s.addr, &["RENAME", &a, &b]);
-    assert!(out.contains("'RENAME' needs its keys on one shard"), "{out}");
+    assert!(
+        out.contains("'RENAME' needs its keys on one shard"),
+        "{out}"
+    );
     let out = cli(s.addr, &["EVAL", "return 1", "2", &a, &b]);
     assert!(out.contains("'EVAL' needs its keys on one shard"), "{out}");
-    assert_eq!(cli(s.addr, &["EVAL", "return redis.call('GET', KEYS[1])", "1", &a]), "x");
+    assert_eq!(
+        cli(
+            s.addr,
+            &["EVAL", "return redis.call('GET', KEYS[1])", "1", &a]
+        ),
+        "x"
+    );
     // The connection stays usable after every refusal.
     assert_eq!(cli(s.addr, &["GET", &a]), "x");
 }
@@ -169,14 +182,19 @@ fn keys_land_where_twemproxy_puts_them_with_the_md5_hash() {
 /// twemproxy in front of the same shards with the same hash finds them; what twemproxy
 /// writes, Sinew reads.
 fn same_placement_as_twemproxy(name: &str, hash: RedisHash) {
-    let s = start(&format!("redis-placement-{name}"), &format!("      hash: {name}"));
+    let s = start(
+        &format!("redis-placement-{name}"),
+        &format!("      hash: {name}"),
+    );
     let addrs: Vec<SocketAddr> = s.shards.iter().map(|sh| sh.addr).collect();
     let twemproxy = Twemproxy::start(&s.dir, &addrs, name);
     // Through Sinew, mass-inserted with `redis-cli --pipe` (raw RESP, all pipelined).
     let mut input = Vec::new();
     let keys: Vec<String> = (0..300).map(|i| format!("user:{i}:{}", i * 7919)).collect();
     for k in &keys {
-        input.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\n1\r\n", k.len()).as_bytes());
+        input.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\n1\r\n", k.len()).as_bytes(),
+        );
     }
     let out = cli_with_input(s.addr, &["--pipe"], &input);
     assert!(out.contains("errors: 0, replies: 300"), "{out}");
@@ -187,7 +205,11 @@ fn same_placement_as_twemproxy(name: &str, hash: RedisHash) {
             .collect();
         let documented = sinew_proxy::redis::shard_of(&names, hash, k.as_bytes());
         assert_eq!(holders, vec![documented.unwrap()], "key {k}");
-        assert_eq!(cli(twemproxy.addr, &["GET", k]), "1", "twemproxy looked elsewhere for {k}");
+        assert_eq!(
+            cli(twemproxy.addr, &["GET", k]),
+            "1",
+            "twemproxy looked elsewhere for {k}"
+        );
     }
     for i in 0..100 {
         let k = format!("tw:{i}");
@@ -303,7 +325,9 @@ fn redis_benchmark_pipelined_through_sinew_completes_without_errors() {
     let s = start("redis-bench", "");
     let child = std::process::Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &s.addr.port().to_string()])
-        .args(["-t", "get,set", "-n", "2000", "-P", "16", "-c", "20", "-r", "1000", "-q", "--csv"])
+        .args([
+            "-t", "get,set", "-n", "2000", "-P", "16", "-c", "20", "-r", "1000", "-q", "--csv",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

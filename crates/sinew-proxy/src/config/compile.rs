@@ -254,8 +254,7 @@ pub fn compile(
                 authorization,
             }))
         } else if let Some(redis) = &l.redis {
-            let redis_metrics =
-                metrics.map(|m| m.redis(&l.name, &crate::redis::METRIC_CLASSES));
+            let redis_metrics = metrics.map(|m| m.redis(&l.name, &crate::redis::METRIC_CLASSES));
             ListenerKind::Redis(Arc::new(crate::redis::RedisProxy::compile(
                 redis,
                 |name| clusters[cluster_index[name]].clone(),

@@ -33,12 +33,14 @@ impl Continuum {
             }
             // Single precision, as twemproxy computes it, so the counts agree.
             let share = weight as f32 / total as f32;
-            let groups =
-                (share * POINTS_PER_SHARD / POINTS_PER_HASH as f32 * count + 0.000_000_000_1).floor() as u32;
+            let groups = (share * POINTS_PER_SHARD / POINTS_PER_HASH as f32 * count
+                + 0.000_000_000_1)
+                .floor() as u32;
             for group in 0..groups {
                 let digest = super::md5::digest(format!("{name}-{group}").as_bytes());
                 for align in 0..POINTS_PER_HASH as usize {
-                    let at = u32::from_le_bytes(digest[align * 4..align * 4 + 4].try_into().unwrap());
+                    let at =
+                        u32::from_le_bytes(digest[align * 4..align * 4 + 4].try_into().unwrap());
                     points.push((at, index as u32));
                 }
             }
@@ -105,7 +107,9 @@ mod tests {
 
     #[test]
     fn equal_shards_get_160_points_each_and_weights_scale_them() {
-        let c = Continuum::new([("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)].into_iter());
+        let c = Continuum::new(
+            [("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)].into_iter(),
+        );
         assert_eq!(c.points.len(), 480);
         let c = Continuum::new([("a:1", 1), ("b:1", 3)].into_iter());
         let of = |s: u32| c.points.iter().filter(|p| p.1 == s).count();

@@ -35,9 +35,17 @@ pub fn digest(data: &[u8]) -> [u8; 16] {
 fn compress(state: &mut [u32; 4], block: &[u8]) {
     // K[i] = floor(|sin(i + 1)| * 2^32), computed once rather than tabulated.
     static K: std::sync::OnceLock<[u32; 64]> = std::sync::OnceLock::new();
-    let k = K.get_or_init(|| std::array::from_fn(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32));
-    let m: [u32; 16] =
-        std::array::from_fn(|i| u32::from_le_bytes([block[i * 4], block[i * 4 + 1], block[i * 4 + 2], block[i * 4 + 3]]));
+    let k = K.get_or_init(|| {
+        std::array::from_fn(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32)
+    });
+    let m: [u32; 16] = std::array::from_fn(|i| {
+        u32::from_le_bytes([
+            block[i * 4],
+            block[i * 4 + 1],
+            block[i * 4 + 2],
+            block[i * 4 + 3],
+        ])
+    });
     let [mut a, mut b, mut c, mut d] = *state;
     for i in 0..64 {
         let (f, g) = match i / 16 {
@@ -71,7 +79,10 @@ mod tests {
     #[test]
     fn md5_gives_the_rfc_1321_test_digests() {
         assert_eq!(hex(super::digest(b"")), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(hex(super::digest(b"abc")), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            hex(super::digest(b"abc")),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
         assert_eq!(
             hex(super::digest(
                 b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
@@ -79,7 +90,13 @@ mod tests {
             "57edf4a22be3c955ac49da2e2107b67a"
         );
         // 55 and 56 bytes: the length fits in the last block, or needs one more.
-        assert_eq!(hex(super::digest(&[b'a'; 55])), "ef1772b6dff9a122358552954ad0df65");
-        assert_eq!(hex(super::digest(&[b'a'; 56])), "3b0c8ac703f828b04c6c197006d17218");
+        assert_eq!(
+            hex(super::digest(&[b'a'; 55])),
+            "ef1772b6dff9a122358552954ad0df65"
+        );
+        assert_eq!(
+            hex(super::digest(&[b'a'; 56])),
+            "3b0c8ac703f828b04c6c197006d17218"
+        );
     }
 }

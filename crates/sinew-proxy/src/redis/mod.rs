@@ -132,7 +132,9 @@ impl RedisProxy {
                 });
             }
         }
-        self.catch_all.as_ref().map(|target| Routed { target, cut: 0 })
+        self.catch_all
+            .as_ref()
+            .map(|target| Routed { target, cut: 0 })
     }
 
     /// The hash that places `key` (as sent to the shard, prefix cut) on its continuum.
@@ -180,8 +182,7 @@ impl Target {
 
 impl Ring {
     fn new(hosts: Arc<HostSet>) -> Ring {
-        let eligible: Vec<std::net::SocketAddr> =
-            hosts.eligible(0).map(|e| e.address()).collect();
+        let eligible: Vec<std::net::SocketAddr> = hosts.eligible(0).map(|e| e.address()).collect();
         let members: Vec<(String, u32, Arc<EndpointState>)> = hosts
             .members(0)
             .map(|e| (e.address().to_string(), e.weight, e.state.clone()))

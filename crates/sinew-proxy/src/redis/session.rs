@@ -90,7 +90,9 @@ impl Slot {
             match rx.try_recv() {
                 Ok(reply) => *self = Slot::Got(reply),
                 Err(oneshot::error::TryRecvError::Empty) => return false,
-                Err(oneshot::error::TryRecvError::Closed) => *self = Slot::Got(Err(Failure::Closed)),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    *self = Slot::Got(Err(Failure::Closed))
+                }
             }
         }
         true
@@ -122,9 +124,16 @@ struct Part {
 
 enum Body {
     /// Made here: a local answer or an error.
-    Local { reply: Bytes, error: bool },
+    Local {
+        reply: Bytes,
+        error: bool,
+    },
     One(Part),
-    Split { join: Join, keys: usize, parts: Vec<Part> },
+    Split {
+        join: Join,
+        keys: usize,
+        parts: Vec<Part>,
+    },
 }
 
 /// A command whose reply is owed to the client.
@@ -178,7 +187,10 @@ impl Pending {
 }
 
 fn failure(out: &mut BytesMut, f: Failure, shard: Option<SocketAddr>) {
-    let shard = shard.map_or_else(|| "(none: the cluster has no endpoints)".to_string(), |a| a.to_string());
+    let shard = shard.map_or_else(
+        || "(none: the cluster has no endpoints)".to_string(),
+        |a| a.to_string(),
+    );
     let message = match f {
         Failure::Unavailable => format!("ERR upstream shard {shard} unavailable"),
         Failure::Timeout => format!("ERR upstream shard {shard} did not answer within op_timeout"),
@@ -212,8 +224,13 @@ fn join_replies(join: Join, keys: usize, parts: &mut [Part], out: &mut BytesMut)
                     None => {
                         let mut err = BytesMut::new();
                         match reply {
-                            Ok(frame) if frame.first() == Some(&b'-') => err.extend_from_slice(frame),
-                            Ok(_) => encode::error(&mut err, "ERR unexpected reply from upstream shard to a split MGET"),
+                            Ok(frame) if frame.first() == Some(&b'-') => {
+                                err.extend_from_slice(frame)
+                            }
+                            Ok(_) => encode::error(
+                                &mut err,
+                                "ERR unexpected reply from upstream shard to a split MGET",
+                            ),
                             Err(f) => failure(&mut err, *f, *shard),
                         }
                         made_error = true;
@@ -254,7 +271,10 @@ fn join_replies(join: Join, keys: usize, parts: &mut [Part], out: &mut BytesMut)
                         match n {
                             Some(n) => sum += n,
                             None => {
-                                encode::error(out, "ERR unexpected reply from upstream shard to a split command");
+                                encode::error(
+                                    out,
+                                    "ERR unexpected reply from upstream shard to a split command",
+                                );
                                 return true;
                             }
                         }
@@ -415,7 +435,10 @@ fn dispatch(
     let arity = || {
         error_reply(
             class,
-            &format!("ERR wrong number of arguments for '{}' command", shown(name)),
+            &format!(
+                "ERR wrong number of arguments for '{}' command",
+                shown(name)
+            ),
         )
     };
     let body = match kind {
@@ -457,7 +480,10 @@ fn dispatch(
                         "ERR '{}' without keys cannot be routed to a shard",
                         shown(name)
                     ),
-                    _ => format!("ERR wrong number of arguments for '{}' command", shown(name)),
+                    _ => format!(
+                        "ERR wrong number of arguments for '{}' command",
+                        shown(name)
+                    ),
                 };
                 return error_reply(class, &message);
             }
@@ -468,7 +494,7 @@ fn dispatch(
         }
         Kind::Split(join) => {
             let step = if join == Join::Pairs { 2 } else { 1 };
-            if args.len() < 2 || (args.len() - 1) % step != 0 {
+            if args.len() < 2 || !(args.len() - 1).is_multiple_of(step) {
                 return arity();
             }
             match split(config, frame, args, join, step) {
@@ -499,17 +525,18 @@ fn local_command<'a>(
         }
         Local::Select if argc != 2 => return arity(),
         Local::Select if arg(1) == b"0" => encode::simple(&mut reply, "OK"),
-        Local::Select => {
-            return error_reply(
-                class,
-                "ERR SELECT is only allowed for database 0 through the proxy (its keys are sharded)",
-            )
-        }
+        Local::Select => return error_reply(
+            class,
+            "ERR SELECT is only allowed for database 0 through the proxy (its keys are sharded)",
+        ),
         Local::Hello => {
             // RESP2 only: replies pass through unchanged, so the shards' connections
             // must speak what the client reads, and they speak RESP2.
             if argc >= 2 && arg(1) != b"2" {
-                return error_reply(class, "NOPROTO sorry, this protocol version is not supported");
+                return error_reply(
+                    class,
+                    "NOPROTO sorry, this protocol version is not supported",
+                );
             }
             let mut i = 2;
             while i < argc {
@@ -651,7 +678,12 @@ fn no_route(key: &[u8]) -> String {
 }
 
 /// The command with the keys at `positions` cut by their routes' `remove_prefix`.
-fn rebuild(config: &RedisProxy, frame: &Bytes, args: &[Range<usize>], positions: &[usize]) -> Bytes {
+fn rebuild(
+    config: &RedisProxy,
+    frame: &Bytes,
+    args: &[Range<usize>],
+    positions: &[usize],
+) -> Bytes {
     let mut out = BytesMut::with_capacity(frame.len());
     let parts = args.iter().enumerate().map(|(i, r)| {
         let a = &frame[r.clone()];
@@ -710,7 +742,13 @@ fn split(
     if groups.len() == 1 && !cuts {
         // All on one shard as sent: the command goes as it is, its reply comes back as is.
         let g = groups.pop().expect("one group");
-        return Ok(Body::One(send(config, g.target, g.shard, frame.clone(), Vec::new())));
+        return Ok(Body::One(send(
+            config,
+            g.target,
+            g.shard,
+            frame.clone(),
+            Vec::new(),
+        )));
     }
     let name = &frame[args[0].clone()];
     let parts = groups
