@@ -16,6 +16,8 @@
 //! - [`rpc`]: the interface of request/response RPC protocols, and [`bolt`] (SOFA Bolt
 //!   v1), with [`hessian2`], the little of Hessian 2.0 that routing reads.
 //! - [`sniff`]: which protocol a plaintext connection speaks, from its first bytes.
+//! - [`resp`]: RESP2 and RESP3 (Redis): frame boundaries without copying, commands as
+//!   argument ranges, inline commands.
 //! - [`buf`]: the per-worker pool of read buffers, so that an idle connection holds none.
 
 pub mod bolt;
@@ -24,5 +26,6 @@ pub mod date;
 pub mod hessian2;
 pub mod http1;
 pub mod http2;
+pub mod resp;
 pub mod rpc;
 pub mod sniff;

@@ -33,6 +33,7 @@ impl Listener {
             http: chain.http.clone(),
             tcp: chain.tcp.clone(),
             rpc: chain.rpc.clone(),
+            redis: chain.redis.clone(),
             authorization: chain.authorization.clone(),
             chains: Vec::new(),
             inspect_timeout: self.inspect_timeout,
@@ -42,7 +43,11 @@ impl Listener {
     /// Whether the listener's own body (its `http` or `tcp`) serves connections: always
     /// without chains, and as the default chain when it has one.
     pub fn has_default_chain(&self) -> bool {
-        self.chains.is_empty() || self.http.is_some() || self.tcp.is_some() || self.rpc.is_some()
+        self.chains.is_empty()
+            || self.http.is_some()
+            || self.tcp.is_some()
+            || self.rpc.is_some()
+            || self.redis.is_some()
     }
 }
 
@@ -150,9 +155,9 @@ pub(crate) fn check(p: &str, l: &Listener, errors: &mut Vec<ConfigError>) {
             );
         }
         let only_tls = m.transport == Some(Transport::Tls) || m.reads_hello();
-        if only_tls && c.tls.is_none() && c.http.is_some() {
+        if only_tls && c.tls.is_none() && (c.http.is_some() || c.redis.is_some()) {
             err(
-                "http",
+                if c.http.is_some() { "http" } else { "redis" },
                 "TLS connections reach this chain, and without `tls` they are passed through undecrypted, which only `tcp` can do".into(),
             );
         }
@@ -227,7 +232,7 @@ listeners:
             ),
             (
                 "      - {match: {}}\n".to_string(),
-                "listeners[0].chains[0]: set one of `http`, `tcp` or `rpc`",
+                "listeners[0].chains[0]: set one of `http`, `tcp`, `rpc` or `redis`",
             ),
         ];
         for (chains, want) in cases {

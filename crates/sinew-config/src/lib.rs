@@ -22,6 +22,7 @@ pub mod model;
 pub mod origin;
 pub mod overload;
 pub mod rate_limit;
+pub mod redis;
 pub mod socket;
 pub mod source;
 pub mod tls;

@@ -84,6 +84,10 @@ pub struct Listener {
     /// Request/response RPC (SOFA Bolt): calls routed by service and method.
     #[serde(default)]
     pub rpc: Option<RpcProxy>,
+    /// A Redis proxy: commands routed by key prefix, keys sharded over a cluster's
+    /// endpoints (see `redis.rs`).
+    #[serde(default)]
+    pub redis: Option<crate::redis::RedisProxy>,
     /// Authorization policies for every request (HTTP) or connection (TCP); see `authz.rs`.
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
@@ -122,6 +126,8 @@ pub struct ListenerChain {
     /// Request/response RPC (SOFA Bolt): calls routed by service and method.
     #[serde(default)]
     pub rpc: Option<RpcProxy>,
+    #[serde(default)]
+    pub redis: Option<crate::redis::RedisProxy>,
     #[serde(default)]
     pub authorization: Option<crate::authz::Authorization>,
 }

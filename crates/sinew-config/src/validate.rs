@@ -86,11 +86,28 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                 }
             }
         }
+        let kinds = [
+            l.http.is_some(),
+            l.tcp.is_some(),
+            l.rpc.is_some(),
+            l.redis.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            v.err(
+                &p,
+                "set one of `http`, `tcp`, `rpc` or `redis`, not several",
+            );
+        }
+        if let Some(redis) = &l.redis {
+            let rp = format!("{p}.redis");
+            crate::redis::check(&rp, redis, &mut v.errors);
+            for (field, name) in redis.clusters() {
+                v.cluster_ref(format!("{rp}.{field}"), name, &clusters);
+            }
+            continue;
+        }
         if let Some(rpc) = &l.rpc {
             let rp = format!("{p}.rpc");
-            if l.http.is_some() || l.tcp.is_some() {
-                v.err(&p, "set one of `http`, `tcp` or `rpc`, not several");
-            }
             match (&rpc.route_config, &rpc.virtual_hosts) {
                 (Some(_), Some(_)) => v.err(
                     &rp,
@@ -112,8 +129,8 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
             continue;
         }
         match (&l.http, &l.tcp) {
-            (Some(_), Some(_)) => v.err(&p, "set either `http` or `tcp`, not both"),
-            (None, None) => v.err(&p, "set one of `http`, `tcp` or `rpc`"),
+            (Some(_), Some(_)) => {}
+            (None, None) => v.err(&p, "set one of `http`, `tcp`, `rpc` or `redis`"),
             (Some(http), None) => {
                 let hp = format!("{p}.http");
                 match (&http.route_config, &http.virtual_hosts) {

@@ -22,6 +22,7 @@ mod moment;
 pub mod net;
 pub mod overload;
 pub mod protocol;
+pub mod redis;
 pub mod reload;
 mod rpc;
 pub mod stream;

@@ -567,6 +567,15 @@ impl Cluster {
         }
     }
 
+    /// [`report`](Self::report) for an endpoint held without a pick (a connection
+    /// shared by many requests, as the Redis proxy's are).
+    #[inline]
+    pub fn report_endpoint(&self, endpoint: &EndpointState, outcome: Outcome) {
+        if let Some(outlier) = &self.outlier {
+            outlier.record(&endpoint.health.outlier, outcome);
+        }
+    }
+
     /// Health-check results and outlier ejections so far (for metrics).
     pub fn events(&self) -> &crate::ClusterEvents {
         &self.events

@@ -47,6 +47,7 @@ mod pools;
 mod prometheus;
 mod quickstart;
 mod rate_limit;
+mod redis_proxy;
 mod reload;
 mod request_body_buffer;
 mod route_fraction;

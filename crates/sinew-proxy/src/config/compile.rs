@@ -180,7 +180,10 @@ pub fn compile(
             };
             let jwt_before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.jwt_authn().map(|j| &**j),
-                ListenerKind::Tcp(_) | ListenerKind::Rpc(_) | ListenerKind::Closed => None,
+                ListenerKind::Tcp(_)
+                | ListenerKind::Rpc(_)
+                | ListenerKind::Redis(_)
+                | ListenerKind::Closed => None,
             });
             let jwt = match &http.jwt_authn {
                 Some(j) => {
@@ -197,7 +200,10 @@ pub fn compile(
             };
             let before = before.and_then(|b| match &b.kind {
                 ListenerKind::Http(m) => m.filters.rate_limits().map(|r| &**r),
-                ListenerKind::Tcp(_) | ListenerKind::Rpc(_) | ListenerKind::Closed => None,
+                ListenerKind::Tcp(_)
+                | ListenerKind::Rpc(_)
+                | ListenerKind::Redis(_)
+                | ListenerKind::Closed => None,
             });
             let rate_limits = crate::filters::rate_limit::compile(http, vhosts, before);
             let vp = vhosts_path(config, &path, http);
@@ -262,8 +268,16 @@ pub fn compile(
                 idle_timeout: rpc.idle_timeout,
                 authorization,
             }))
+        } else if let Some(redis) = &l.redis {
+            let redis_metrics = metrics.map(|m| m.redis(&l.name, &crate::redis::METRIC_CLASSES));
+            ListenerKind::Redis(Arc::new(crate::redis::RedisProxy::compile(
+                redis,
+                |name| clusters[cluster_index[name]].clone(),
+                authorization,
+                redis_metrics,
+            )))
         } else {
-            unreachable!("validation requires http, tcp or rpc");
+            unreachable!("validation requires http, tcp, rpc or redis");
         };
         compiled.push((body.index, body.chain, shell(l, before, metrics, tls, kind)));
     }

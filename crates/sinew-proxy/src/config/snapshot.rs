@@ -148,6 +148,8 @@ pub enum ListenerKind {
     Http(Arc<HttpManager>),
     Tcp(Arc<TcpProxy>),
     Rpc(Arc<RpcProxy>),
+    /// A Redis (RESP) proxy.
+    Redis(Arc<crate::redis::RedisProxy>),
     /// A listener with chains and no default: what no chain takes is closed.
     Closed,
 }

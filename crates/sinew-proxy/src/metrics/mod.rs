@@ -70,6 +70,9 @@ pub struct Metrics {
     http_coding: Family<Labels, ShardedCounter>,
     jwks_fetch: Family<Labels, Counter>,
     authz_decisions: Family<Labels, ShardedCounter>,
+    redis_commands: Family<Labels, ShardedCounter>,
+    redis_errors: Family<Labels, ShardedCounter>,
+    redis_latency: Family<Labels, LatencyHistogram>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -105,6 +108,9 @@ impl Metrics {
             http_coding: Family::default(),
             jwks_fetch: Family::default(),
             authz_decisions: Family::default(),
+            redis_commands: Family::default(),
+            redis_errors: Family::default(),
+            redis_latency: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -150,6 +156,21 @@ impl Metrics {
             "sinew_listener_downstream_rq_idle_timeout",
             "Streams ended by stream_idle_timeout (or a route's idle_timeout): no bytes moved either way for that long",
             m.listener_rq_idle_timeout.clone(),
+        );
+        r.register(
+            "sinew_redis_commands",
+            "Redis commands a redis listener received, by listener and command class",
+            m.redis_commands.clone(),
+        );
+        r.register(
+            "sinew_redis_command_errors",
+            "Redis commands answered with an error the proxy made (refused, malformed, shard unavailable or timed out), by listener and command class",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "sinew_redis_command_time_seconds",
+            "Time from reading a Redis command to having its whole reply, by listener and command class",
+            m.redis_latency.clone(),
         );
         r.register(
             "sinew_vhost_route_rq",
@@ -361,6 +382,21 @@ impl Metrics {
         self.authz_decisions.get_or_create(&labels).clone()
     }
 
+    /// A Redis listener's handles, per command class (`crate::redis` names the classes).
+    pub fn redis(&self, listener: &str, classes: &[&str; 4]) -> Arc<RedisMetrics> {
+        let labels = |class: &str| -> Labels {
+            vec![
+                ("listener", listener.to_string()),
+                ("class", class.to_string()),
+            ]
+        };
+        Arc::new(RedisMetrics {
+            commands: classes.map(|c| self.redis_commands.get_or_create(&labels(c)).clone()),
+            errors: classes.map(|c| self.redis_errors.get_or_create(&labels(c)).clone()),
+            time: classes.map(|c| self.redis_latency.get_or_create(&labels(c)).clone()),
+        })
+    }
+
     /// One cluster's per-request handles.
     pub fn cluster(&self, name: &str) -> Arc<ClusterMetrics> {
         let l: Labels = vec![("cluster", name.to_string())];
@@ -556,6 +592,14 @@ impl RouteMetrics {
     pub fn count(&self, status: StatusCode) {
         self.responses[class_index(status)].inc();
     }
+}
+
+/// A Redis listener's counters, indexed by command class.
+#[derive(Debug)]
+pub struct RedisMetrics {
+    pub commands: [ShardedCounter; 4],
+    pub errors: [ShardedCounter; 4],
+    pub time: [LatencyHistogram; 4],
 }
 
 /// A cluster's per-request counters.

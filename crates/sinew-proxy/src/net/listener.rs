@@ -118,6 +118,10 @@ async fn serve(
         ListenerKind::Rpc(rpc) => {
             crate::rpc::serve(stream, peer, body.tls.as_ref(), rpc.clone()).await
         }
+        ListenerKind::Redis(redis) => {
+            let tls = body.tls.as_ref().map(|t| &t.acceptor);
+            crate::redis::serve(stream, tls, redis.clone()).await
+        }
         ListenerKind::Closed => {
             tracing::debug!(listener = %slot.name, %peer, "no filter chain matches; closing")
         }
