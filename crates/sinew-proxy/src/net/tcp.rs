@@ -60,7 +60,7 @@ pub(crate) async fn serve(
     }
     match accepted {
         Ok(Ok(stream)) => {
-            let identity = crate::protocol::peer_identity(stream.get_ref().1);
+            let identity = super::admit::peer_identity(stream.get_ref().1);
             if let (Some(m), Some(id)) = (metrics, &identity) {
                 m.peer_connection(id);
             }

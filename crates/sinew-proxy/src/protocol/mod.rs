@@ -111,7 +111,7 @@ async fn serve_tls(
                 Some(_) => Some(false),
                 None => None,
             };
-            let identity = peer_identity(connection);
+            let identity = crate::net::admit::peer_identity(connection);
             if let (Some(m), Some(id)) = (metrics, &identity) {
                 m.peer_connection(id);
             }
@@ -119,22 +119,6 @@ async fn serve_tls(
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-    }
-}
-
-/// What the client's verified certificate says, read once per connection; `None`
-/// without one.
-pub(crate) fn peer_identity(
-    connection: &rustls::ServerConnection,
-) -> Option<Arc<sinew_identity::PeerIdentity>> {
-    let leaf = connection.peer_certificates()?.first()?;
-    match sinew_identity::PeerIdentity::from_der(leaf.as_ref()) {
-        Ok(identity) => Some(Arc::new(identity)),
-        Err(e) => {
-            // The verifier parsed it already; this would be a parser disagreement.
-            tracing::debug!(error = %e, "verified client certificate unreadable");
-            None
-        }
     }
 }
 

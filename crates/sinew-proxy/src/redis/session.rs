@@ -21,10 +21,7 @@ use tokio::time::Instant;
 use super::commands::{self, Join, Keys, Kind, Local};
 use super::upstream::{self, Failure, Reply};
 use super::{RedisProxy, Shard, Target};
-use crate::filters::authz::Verdict;
-
-/// How long a TLS client has to finish its handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::net::admit::{admit, Admitted};
 
 /// Serves one accepted connection: TLS first when the listener terminates it, then the
 /// listener's authorization (per connection, as for a TCP proxy), then commands.
@@ -35,46 +32,11 @@ pub(crate) async fn serve(
 ) {
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     let peer = stream.peer_addr().unwrap_or(unknown);
-    let local_port = stream.local_addr().map_or(0, |a| a.port());
-    let Some(tls) = tls else {
-        if allowed(&config, peer, local_port, None) {
-            run(stream, config).await;
-        }
-        return;
-    };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            // The verifier has checked the chain; what the policies read is its leaf.
-            let identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| sinew_identity::PeerIdentity::from_der(leaf.as_ref()).ok());
-            if allowed(&config, peer, local_port, identity.as_ref()) {
-                Box::pin(run(stream, config)).await;
-            }
-        }
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-    }
-}
-
-fn allowed(
-    config: &RedisProxy,
-    peer: SocketAddr,
-    local_port: u16,
-    identity: Option<&sinew_identity::PeerIdentity>,
-) -> bool {
-    let Some(authz) = &config.authorization else {
-        return true;
-    };
-    match authz.check_connection(peer, local_port, identity) {
-        Verdict::Denied(policy) => {
-            tracing::debug!(%peer, policy = policy.as_deref().unwrap_or("-"), "Redis connection denied by authorization; closing");
-            false
-        }
-        _ => true,
+    let authz = config.authorization.as_deref();
+    match admit(stream, peer, tls, authz, "Redis").await {
+        Some(Admitted::Plain(stream)) => run(stream, config).await,
+        Some(Admitted::Tls(stream)) => Box::pin(run(*stream, config)).await,
+        None => {}
     }
 }
 

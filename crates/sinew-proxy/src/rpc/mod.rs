@@ -13,6 +13,7 @@
 mod call;
 mod downstream;
 mod upstream;
+mod writer;
 
 use sinew_codec::rpc::RpcCodec;
 use sinew_config::model::RpcProtocol;

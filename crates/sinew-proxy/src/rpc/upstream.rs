@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use sinew_codec::rpc::{Frame, FrameKind, RpcCodec};
 use sinew_upstream::pool::EndpointState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 /// Calls written to one upstream connection ahead of the socket.
@@ -127,7 +127,10 @@ pub(super) async fn connection(
     let (writes, queued) = mpsc::channel(WRITE_QUEUE);
     let pending: Arc<Pending> = Arc::default();
     let closed = Arc::new(AtomicBool::new(false));
-    tokio::spawn(write_calls(write, queued, closed.clone()));
+    let broken = closed.clone();
+    tokio::spawn(super::writer::write_batched(write, queued, move || {
+        broken.store(true, Ordering::Relaxed)
+    }));
     tokio::spawn(read_responses(read, codec, pending.clone(), closed.clone()));
     let conn = Arc::new(MuxConn {
         codec,
@@ -140,32 +143,6 @@ pub(super) async fn connection(
     // the other finishes its calls and closes when its last user drops it.
     CONNECTIONS.with(|c| c.borrow_mut().insert(key, conn.clone()));
     Ok(conn)
-}
-
-async fn write_calls<W: tokio::io::AsyncWrite>(
-    write: W,
-    mut queued: mpsc::Receiver<Bytes>,
-    closed: Arc<AtomicBool>,
-) {
-    let mut write = std::pin::pin!(write);
-    let mut batch = BytesMut::new();
-    while let Some(first) = queued.recv().await {
-        batch.extend_from_slice(&first);
-        while let Ok(next) = queued.try_recv() {
-            batch.extend_from_slice(&next);
-            if batch.len() > 64 * 1024 {
-                break;
-            }
-        }
-        let wrote = write.write_all(&batch).await;
-        batch.clear();
-        if wrote.is_err() || write.flush().await.is_err() {
-            closed.store(true, Ordering::Relaxed);
-            return;
-        }
-    }
-    // Every user dropped the connection: end it.
-    let _ = write.shutdown().await;
 }
 
 async fn read_responses<R: tokio::io::AsyncRead>(
