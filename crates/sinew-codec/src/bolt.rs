@@ -283,8 +283,8 @@ impl RpcCodec for Bolt {
         response(request, CMD_RESPONSE, code, &content)
     }
 
-    fn heartbeat_ack(&self, heartbeat: &Frame) -> Bytes {
-        response(heartbeat, CMD_HEARTBEAT, status::SUCCESS, &[])
+    fn heartbeat_ack(&self, heartbeat: &Frame) -> Option<Bytes> {
+        Some(response(heartbeat, CMD_HEARTBEAT, status::SUCCESS, &[]))
     }
 }
 
@@ -492,7 +492,7 @@ mod tests {
         );
         assert_eq!(Bolt.response_class(&reply), ResponseClass::Timeout);
         let hb = decode_all(&encode_heartbeat(5)).pop().unwrap();
-        let ack = decode_all(&Bolt.heartbeat_ack(&hb)).pop().unwrap();
+        let ack = decode_all(&Bolt.heartbeat_ack(&hb).unwrap()).pop().unwrap();
         assert_eq!((ack.kind, ack.request_id), (FrameKind::HeartbeatAck, 5));
     }
 

@@ -1,9 +1,12 @@
 //! Just enough of Hessian 2.0 (the serialization of SOFA RPC and Dubbo bodies) to read
-//! the strings routing needs at the front of a body, and to stop cleanly at anything
-//! else: strings, integers, null, and class definitions with the objects that use them,
-//! in the final 2.0 form (`C` definitions, `O` instances) and in the 2.0 draft that
-//! hessian.js (sofa-rpc-node) writes (`O` definitions, `o` instances). Arguments are
-//! never decoded.
+//! the strings routing needs, and to step over everything else without decoding it.
+//!
+//! [`Reader::value`] reads strings, integers, null, and class definitions with the
+//! objects that use them, in the final 2.0 form (`C` definitions, `O` instances) and in
+//! the 2.0 draft that sofa-rpc-node's Bolt serializer writes (`O` definitions, `o`
+//! instances). [`Reader::skip`] steps over any one value of the final 2.0 grammar
+//! (what Dubbo's clients write) so that a Dubbo call's attachments, which follow its
+//! arguments, can be reached; arguments are never decoded.
 
 /// A cursor over Hessian 2.0 bytes. Every read returns None on anything it does not
 /// handle or on a truncated value, leaving the caller to give up on the body.
@@ -65,14 +68,14 @@ impl<'a> Reader<'a> {
             let tag = self.byte()?;
             return Some(match tag {
                 b'N' => Value::Null,
-                0x00..=0x1f => Value::String(self.chars(tag as usize)?),
+                0x00..=0x1f => Value::String(self.chars(tag as usize)?.to_owned()),
                 0x30..=0x33 => {
                     let len = ((tag as usize - 0x30) << 8) | self.byte()? as usize;
-                    Value::String(self.chars(len)?)
+                    Value::String(self.chars(len)?.to_owned())
                 }
                 b'S' => {
-                    let len = u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize;
-                    Value::String(self.chars(len)?)
+                    let len = self.u16()? as usize;
+                    Value::String(self.chars(len)?.to_owned())
                 }
                 0x80..=0xbf => Value::Int(tag as i64 - 0x90),
                 0xc0..=0xcf => Value::Int(((tag as i64 - 0xc8) << 8) | self.byte()? as i64),
@@ -98,7 +101,7 @@ impl<'a> Reader<'a> {
                     } else {
                         // The 2.0 draft (what hessian.js writes): `O`, the type name's
                         // length and bytes, the field count and names; instances are `o`.
-                        let name = self.chars(n)?;
+                        let name = self.chars(n)?.to_owned();
                         self.fields(name)?;
                         continue;
                     }
@@ -148,7 +151,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `len` UTF-16 code units of UTF-8 text (Hessian counts characters, not bytes).
-    fn chars(&mut self, len: usize) -> Option<String> {
+    fn chars(&mut self, len: usize) -> Option<&'a str> {
         if len > MAX_STRING_CHARS {
             return None;
         }
@@ -167,11 +170,174 @@ impl<'a> Reader<'a> {
             self.take(extra)?;
             units += count;
         }
-        std::str::from_utf8(&self.bytes[start..self.pos])
-            .ok()
-            .map(str::to_owned)
+        std::str::from_utf8(&self.bytes[start..self.pos]).ok()
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    /// Whether the next byte is `tag`; it is consumed if so.
+    fn eat(&mut self, tag: u8) -> bool {
+        let here = self.bytes.get(self.pos) == Some(&tag);
+        self.pos += here as usize;
+        here
+    }
+
+    /// An integer where the grammar wants a count or a reference.
+    fn count(&mut self) -> Option<usize> {
+        match self.value()? {
+            Value::Int(n) => usize::try_from(n).ok(),
+            _ => None,
+        }
+    }
+
+    /// Steps over one value of any type (the final 2.0 grammar, and the draft's `o`
+    /// instances), reading nothing but the class definitions on the way, which later
+    /// objects need. Containers nest at most [`MAX_DEPTH`] deep.
+    pub fn skip(&mut self) -> Option<()> {
+        self.skip_at(0)
+    }
+
+    fn skip_at(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let tag = *self.bytes.get(self.pos)?;
+        let fixed = match tag {
+            b'N' | b'T' | b'F' | 0x80..=0xbf | 0xd8..=0xef | 0x5b | 0x5c => 0,
+            0xc0..=0xcf | 0xf0..=0xff | 0x5d => 1,
+            0xd0..=0xd7 | 0x38..=0x3f | 0x5e => 2,
+            b'I' | 0x59 | 0x5f | 0x4b => 4,
+            b'L' | b'D' | 0x4a => 8,
+            _ => usize::MAX,
+        };
+        if fixed != usize::MAX {
+            self.take(1 + fixed)?;
+            return Some(());
+        }
+        match tag {
+            // Strings, whole or in chunks.
+            0x00..=0x1f | 0x30..=0x33 | b'S' | b'R' => loop {
+                let tag = self.byte()?;
+                let len = match tag {
+                    0x00..=0x1f => tag as usize,
+                    0x30..=0x33 => ((tag as usize - 0x30) << 8) | self.byte()? as usize,
+                    b'S' | b'R' => self.u16()? as usize,
+                    _ => return None,
+                };
+                self.chars(len)?;
+                if tag != b'R' {
+                    return Some(());
+                }
+            },
+            // Binary data, whole or in chunks.
+            0x20..=0x2f | 0x34..=0x37 | b'B' | b'A' => loop {
+                let tag = self.byte()?;
+                let len = match tag {
+                    0x20..=0x2f => tag as usize - 0x20,
+                    0x34..=0x37 => ((tag as usize - 0x34) << 8) | self.byte()? as usize,
+                    b'B' | b'A' => self.u16()? as usize,
+                    _ => return None,
+                };
+                self.take(len)?;
+                if tag != b'A' {
+                    return Some(());
+                }
+            },
+            // A reference to an earlier value.
+            b'Q' => {
+                self.pos += 1;
+                self.count().map(drop)
+            }
+            // Lists: typed or not, with a length or up to `Z`.
+            b'U' | b'V' | b'W' | b'X' | 0x70..=0x7f => {
+                self.pos += 1;
+                if matches!(tag, b'U' | b'V' | 0x70..=0x77) {
+                    self.skip_type()?;
+                }
+                let len = match tag {
+                    b'V' | b'X' => Some(self.count()?),
+                    0x70..=0x77 => Some((tag - 0x70) as usize),
+                    0x78..=0x7f => Some((tag - 0x78) as usize),
+                    _ => None,
+                };
+                match len {
+                    Some(len) => (0..len).try_for_each(|_| self.skip_at(depth + 1)),
+                    None => {
+                        while !self.eat(b'Z') {
+                            self.skip_at(depth + 1)?;
+                        }
+                        Some(())
+                    }
+                }
+            }
+            // Maps, typed (`M`) or not (`H`), up to `Z`.
+            b'M' | b'H' => {
+                self.pos += 1;
+                if tag == b'M' {
+                    self.skip_type()?;
+                }
+                while !self.eat(b'Z') {
+                    self.skip_at(depth + 1)?;
+                    self.skip_at(depth + 1)?;
+                }
+                Some(())
+            }
+            // Class definitions and objects: `value` reads the definition, then the
+            // object's fields are stepped over.
+            b'C' | b'O' | b'o' | 0x60..=0x6f => {
+                let Value::Object { class } = self.value()? else {
+                    return None;
+                };
+                let fields = self.classes.get(class)?.1.len();
+                (0..fields).try_for_each(|_| self.skip_at(depth + 1))
+            }
+            _ => None,
+        }
+    }
+
+    /// A list's or map's type: a type name, or a reference to one seen before.
+    fn skip_type(&mut self) -> Option<()> {
+        match self.value()? {
+            Value::String(_) | Value::Int(_) => Some(()),
+            _ => None,
+        }
+    }
+
+    /// A map (`H` or `M`) read as string pairs: entries whose key or value is not a
+    /// string (or null) are stepped over. Null as the whole value reads as no entries.
+    pub fn string_map(&mut self) -> Option<Vec<(String, String)>> {
+        let tag = self.byte()?;
+        match tag {
+            b'N' => return Some(Vec::new()),
+            b'H' => {}
+            b'M' => self.skip_type()?,
+            _ => return None,
+        }
+        let mut entries = Vec::new();
+        while !self.eat(b'Z') {
+            let key = self.string_or_skip()?;
+            let value = self.string_or_skip()?;
+            if let (Some(key), Some(value)) = (key, value) {
+                entries.push((key, value));
+            }
+        }
+        Some(entries)
+    }
+
+    /// The next value if it is a string (or null, read as empty); any other value is
+    /// stepped over.
+    fn string_or_skip(&mut self) -> Option<Option<String>> {
+        match self.bytes.get(self.pos)? {
+            0x00..=0x1f | 0x30..=0x33 | b'S' | b'N' => self.string().map(Some),
+            _ => self.skip().map(|()| None),
+        }
     }
 }
+
+/// How deep lists, maps and objects may nest inside a value being stepped over.
+const MAX_DEPTH: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -236,6 +402,80 @@ mod tests {
         };
         assert_eq!(r.class(class).unwrap().0, "com.Req");
         assert_eq!(r.string().as_deref(), Some("slow"));
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Values as hessian.js 2.11 (dubbo-remoting's serializer) writes them, captured:
+    /// each is stepped over whole, so the string after it reads.
+    #[test]
+    fn every_kind_of_value_a_dubbo_client_writes_is_stepped_over_whole() {
+        let nested = format!(
+            "430b636f6d2e782e4f757465729605696e6e657205616761696e04626c6f6203626967016401\
+             74604307636f6d2e782e5093046e616d650474616773016d61016e7a0161016248016b4c0000\
+             00e8d4a510005a61017a784e352c{}53044c{}5f00000cb254",
+            "01".repeat(300),
+            "78".repeat(1100)
+        );
+        let samples = [
+            "48016191016201785a",                                       // untyped map
+            "4307636f6d2e782e5092046e616d650361676560016e93",           // class and object
+            "7a4307636f6d2e782e5092046e616d650361676560016e9360016d94", // list of two
+            "7b91920161",                                               // short untyped list
+            "72045b696e749192",                                         // typed short list (int[])
+            "72115b6a6176612e6c616e672e537472696e670161026262",         // String[]
+            "7a4307636f6d2e782e4e91017660915191", // a repeated object as a ref
+            "f92c",                               // long
+            "5f000005dc",                         // double as int millis
+            "4b00000000",                         // date in minutes
+            "23616263",                           // short binary
+            &nested,
+        ];
+        for hex in samples {
+            let mut bytes = unhex(hex);
+            bytes.extend(string("end"));
+            let mut r = Reader::new(&bytes);
+            assert_eq!(r.skip(), Some(()), "{hex}");
+            assert_eq!(r.string().as_deref(), Some("end"), "{hex}");
+            // Cut short anywhere, it is None, never a panic or a wrong position.
+            for cut in 0..bytes.len() - 4 {
+                assert_eq!(
+                    Reader::new(&bytes[..cut]).skip(),
+                    None,
+                    "{hex} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_map_reads_as_its_string_entries_stepping_over_the_rest() {
+        let mut b = vec![b'H'];
+        b.extend(string("group"));
+        b.extend(string("blue"));
+        b.extend(string("timeout"));
+        b.push(0x90 + 5);
+        b.extend(string("n"));
+        b.push(b'N');
+        b.push(b'Z');
+        let entries = Reader::new(&b).string_map().unwrap();
+        assert_eq!(
+            entries,
+            [("group".into(), "blue".into()), ("n".into(), String::new())]
+        );
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused() {
+        let deep = [vec![0x57u8; MAX_DEPTH + 2], vec![b'Z'; MAX_DEPTH + 2]].concat();
+        assert_eq!(Reader::new(&deep).skip(), None);
+        let ok = [vec![0x57u8; 8], vec![b'Z'; 8]].concat();
+        assert_eq!(Reader::new(&ok).skip(), Some(()));
     }
 
     #[test]

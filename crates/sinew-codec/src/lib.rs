@@ -23,6 +23,7 @@
 pub mod bolt;
 pub mod buf;
 pub mod date;
+pub mod dubbo;
 pub mod hessian2;
 pub mod http1;
 pub mod http2;

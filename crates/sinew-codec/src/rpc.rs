@@ -1,4 +1,4 @@
-//! Request/response RPC protocols (SOFA Bolt; Dubbo next): the one interface a protocol
+//! Request/response RPC protocols (SOFA Bolt, Dubbo): the one interface a protocol
 //! implements so that Sinew's RPC proxy routes, balances, retries and times out its
 //! calls the same way whatever the protocol.
 //!
@@ -127,6 +127,7 @@ pub trait RpcCodec: Send + Sync + 'static {
     /// place for text that its clients show.
     fn error_reply(&self, request: &Frame, error: ProxyError, message: &str) -> Bytes;
 
-    /// The protocol's answer to a heartbeat.
-    fn heartbeat_ack(&self, heartbeat: &Frame) -> Bytes;
+    /// The protocol's answer to a heartbeat, or None when it wants none (a one-way
+    /// event).
+    fn heartbeat_ack(&self, heartbeat: &Frame) -> Option<Bytes>;
 }

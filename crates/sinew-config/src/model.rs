@@ -81,7 +81,7 @@ pub struct Listener {
     /// A TCP proxy to a cluster or weighted clusters.
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
-    /// Request/response RPC (SOFA Bolt): calls routed by service and method.
+    /// Request/response RPC (SOFA Bolt, Dubbo): calls routed by service and method.
     #[serde(default)]
     pub rpc: Option<RpcProxy>,
     /// A Redis proxy: commands routed by key prefix, keys sharded over a cluster's
@@ -123,7 +123,7 @@ pub struct ListenerChain {
     pub http: Option<HttpConnectionManager>,
     #[serde(default)]
     pub tcp: Option<TcpProxy>,
-    /// Request/response RPC (SOFA Bolt): calls routed by service and method.
+    /// Request/response RPC (SOFA Bolt, Dubbo): calls routed by service and method.
     #[serde(default)]
     pub rpc: Option<RpcProxy>,
     #[serde(default)]
@@ -686,6 +686,8 @@ pub struct RpcProxy {
 pub enum RpcProtocol {
     /// SOFA Bolt v1 (SOFARPC).
     Bolt,
+    /// Dubbo's `dubbo` protocol with Hessian 2.0 bodies.
+    Dubbo,
 }
 
 /// One way to derive the hash key of a request.

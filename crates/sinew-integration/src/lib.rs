@@ -14,6 +14,7 @@ pub mod prometheus_kit;
 pub mod python_xds;
 pub mod raw;
 pub mod redis_kit;
+pub mod rpc_peers;
 pub mod tls_kit;
 pub mod upstream;
 pub mod zookeeper_kit;

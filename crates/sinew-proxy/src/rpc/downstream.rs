@@ -57,7 +57,10 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, config: Arc<
             };
             match frame.kind {
                 FrameKind::Heartbeat => {
-                    if replies.send(codec.heartbeat_ack(&frame)).await.is_err() {
+                    let Some(ack) = codec.heartbeat_ack(&frame) else {
+                        continue;
+                    };
+                    if replies.send(ack).await.is_err() {
                         break 'connection;
                     }
                 }

@@ -1,4 +1,4 @@
-//! The RPC proxy: request/response RPC protocols (SOFA Bolt) served with the routing and
+//! The RPC proxy: request/response RPC protocols (SOFA Bolt, Dubbo) served with the routing and
 //! upstream machinery HTTP uses.
 //!
 //! A connection's frames are read by its protocol's codec ([`sinew_codec::rpc`]). Each
@@ -24,5 +24,6 @@ pub(crate) use downstream::serve;
 pub(crate) fn codec(protocol: RpcProtocol) -> &'static dyn RpcCodec {
     match protocol {
         RpcProtocol::Bolt => &sinew_codec::bolt::Bolt,
+        RpcProtocol::Dubbo => &sinew_codec::dubbo::Dubbo,
     }
 }
