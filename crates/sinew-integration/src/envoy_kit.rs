@@ -96,6 +96,35 @@ pub fn bootstrap(
     admin_port: u16,
 ) -> String {
     let listeners: String = listeners.iter().map(HttpListener::yaml).collect();
+    bootstrap_of(&listeners, clusters, admin_port)
+}
+
+/// A listener `name` on 127.0.0.1:`port` whose one filter is the network filter `filter`
+/// (`envoy.filters.network.redis_proxy`…) with `@type` `type_url` and the YAML `fields`
+/// (each line indented by 10 spaces, under `typed_config`).
+pub fn network_listener(
+    name: &str,
+    port: u16,
+    filter: &str,
+    type_url: &str,
+    fields: &str,
+) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: {filter}
+        typed_config:
+          "@type": {type_url}
+          stat_prefix: {name}
+{fields}"#
+    )
+}
+
+/// A bootstrap of `listeners` (YAML list items of `static_resources.listeners`), one
+/// static cluster per `(name, address)`, and an admin server on `admin_port`.
+pub fn bootstrap_of(listeners: &str, clusters: &[(&str, SocketAddr)], admin_port: u16) -> String {
     let clusters: String = clusters
         .iter()
         .map(|(name, addr)| envoy_static_cluster(name, *addr))

@@ -20,13 +20,18 @@ use serde_json::{json, Map, Value};
 pub(crate) use crate::convert::decode;
 use crate::convert::{duration, socket_address};
 use crate::filter_chains::{self, Chain, RdsWait};
-use crate::{compression, cors, csrf, jwt_authn, local_ratelimit, rbac, route};
+use crate::{
+    compression, cors, csrf, dubbo_proxy, jwt_authn, local_ratelimit, rbac, redis_proxy, route,
+};
 use crate::{Ctx, XdsError};
 
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+/// The network filters a chain may end with, as errors name them.
+const TERMINAL_FILTERS: &str =
+    "the HTTP connection manager, the TCP proxy, the Redis proxy or the Dubbo proxy";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const TLS_INSPECTOR: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
@@ -211,7 +216,7 @@ fn network_filters(
     let Some((terminal, before)) = filters.split_last() else {
         return Err(ctx.error(
             format!("{chain_path}.filters"),
-            "Sinew needs a network filter: the HTTP connection manager or the TCP proxy",
+            format!("Sinew needs a network filter: {TERMINAL_FILTERS}"),
         ));
     };
     let typed = |i: usize, f: &Filter| {
@@ -231,7 +236,7 @@ fn network_filters(
         if any.type_url != rbac::NETWORK_TYPE_URL {
             return Err(ctx.error(
                 path,
-                "only RBAC filters may come before the last network filter (the HTTP connection manager or the TCP proxy) in Sinew",
+                format!("only RBAC filters may come before the last network filter ({TERMINAL_FILTERS}) in Sinew"),
             ));
         }
         rbac::map_network(
@@ -269,10 +274,24 @@ fn network_filters(
                 tcp_proxy(ctx, &format!("{path}.typed_config"), tcp)?,
             );
         }
+        redis_proxy::TYPE_URL => {
+            let redis = decode(ctx, &path, &typed)?;
+            out.insert(
+                "redis".into(),
+                redis_proxy::map(ctx, &format!("{path}.typed_config"), redis)?,
+            );
+        }
+        dubbo_proxy::TYPE_URL => {
+            let dubbo = decode(ctx, &path, &typed)?;
+            out.insert(
+                "rpc".into(),
+                dubbo_proxy::map(ctx, &format!("{path}.typed_config"), dubbo)?,
+            );
+        }
         other => {
             return Err(ctx.error(
                 format!("{path}.typed_config"),
-                format!("network filter {other:?} is not supported by Sinew (the last network filter is the HTTP connection manager or the TCP proxy)"),
+                format!("network filter {other:?} is not supported by Sinew (the last network filter is {TERMINAL_FILTERS})"),
             ))
         }
     }

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action, route, route_action, route_match::PathSpecifier, DirectResponseAction,
     HeaderMatcher, RedirectAction, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost,
+    VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use serde_json::{json, Map, Value};
@@ -302,9 +302,31 @@ fn route_match(ctx: &Ctx, path: &str, mut m: RouteMatch) -> Result<Value, XdsErr
     Ok(Value::Object(out))
 }
 
+/// `weighted_clusters` (of an HTTP route, or of a Dubbo route): each cluster's name,
+/// weight and subset; `total_weight` is implied by the weights.
+pub(crate) fn weighted_clusters(
+    ctx: &Ctx,
+    path: &str,
+    mut w: WeightedCluster,
+) -> Result<Value, XdsError> {
+    let clusters = std::mem::take(&mut w.clusters);
+    w.total_weight = None;
+    ctx.only_supported(path, &w)?;
+    let mut mapped = Vec::new();
+    for (i, mut c) in clusters.into_iter().enumerate() {
+        let cpath = format!("{path}.clusters[{i}]");
+        let name = std::mem::take(&mut c.name);
+        let weight = c.weight.take().map_or(0, |w| w.value);
+        let labels = labels(c.metadata_match.take().as_ref());
+        ctx.only_supported(&cpath, &c)?;
+        mapped.push(json!({"cluster": name, "weight": weight, "metadata_match": labels}));
+    }
+    Ok(Value::Array(mapped))
+}
+
 /// A string matcher as (the model's condition name, value): `exact`, `prefix` or `regex`
 /// (the caller refuses the others by name); `ignore_case` is refused.
-fn string_matcher(
+pub(crate) fn string_matcher(
     ctx: &Ctx,
     path: &str,
     s: StringMatcher,
@@ -323,7 +345,7 @@ fn string_matcher(
     }
 }
 
-fn header_match(ctx: &Ctx, path: &str, h: HeaderMatcher) -> Result<Value, XdsError> {
+pub(crate) fn header_match(ctx: &Ctx, path: &str, h: HeaderMatcher) -> Result<Value, XdsError> {
     if h.treat_missing_header_as_empty {
         return Err(ctx.error(
             format!("{path}.treat_missing_header_as_empty"),
@@ -393,21 +415,8 @@ fn route_action(
             out.insert("cluster".into(), json!(name));
         }
         Some(route_action::ClusterSpecifier::WeightedClusters(weighted)) => {
-            let mut w = weighted.clone();
-            let clusters = std::mem::take(&mut w.clusters);
-            w.total_weight = None;
-            ctx.only_supported(format_args!("{path}.weighted_clusters"), &w)?;
-            let mut mapped = Vec::new();
-            for (i, c) in clusters.into_iter().enumerate() {
-                let cpath = format!("{path}.weighted_clusters.clusters[{i}]");
-                let mut c = c;
-                let name = std::mem::take(&mut c.name);
-                let weight = c.weight.take().map_or(0, |w| w.value);
-                let labels = labels(c.metadata_match.take().as_ref());
-                ctx.only_supported(&cpath, &c)?;
-                mapped.push(json!({"cluster": name, "weight": weight, "metadata_match": labels}));
-            }
-            out.insert("weighted_clusters".into(), Value::Array(mapped));
+            let mapped = weighted_clusters(ctx, &format!("{path}.weighted_clusters"), weighted)?;
+            out.insert("weighted_clusters".into(), mapped);
         }
         Some(_) => {
             return Err(ctx.error(

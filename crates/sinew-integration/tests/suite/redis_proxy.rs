@@ -357,3 +357,53 @@ fn pipelined_inline_commands_are_answered_in_order() {
         .collect();
     assert_eq!(lines(&out), want);
 }
+
+/// Envoy's Redis proxy filter in a bootstrap, run by the sinew binary: a prefix route
+/// with `remove_prefix` to one server and the catch-all route to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_redis_proxy_bootstrap_routes_by_prefix_and_catch_all() {
+    use sinew_integration::envoy_kit::{bootstrap_of, network_listener, start};
+    let (cache, users) = (RedisServer::start(), RedisServer::start());
+    let (port, admin) = (free_port(), free_port());
+    let listener = network_listener(
+        "cache",
+        port,
+        "envoy.filters.network.redis_proxy",
+        "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+        r#"          settings: { op_timeout: 1s }
+          prefix_routes:
+            routes: [{ prefix: "user:", cluster: users, remove_prefix: true }]
+            catch_all_route: { cluster: cache }
+"#,
+    );
+    let dir = scratch_dir("envoy-redis");
+    let file = dir.join("envoy.yaml");
+    std::fs::write(
+        &file,
+        bootstrap_of(
+            &listener,
+            &[("cache", cache.addr), ("users", users.addr)],
+            admin,
+        ),
+    )
+    .unwrap();
+    let _proxy = start(&file, admin).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let out = tokio::task::spawn_blocking(move || {
+        [
+            cli(addr, &["SET", "user:7", "ada"]),
+            cli(addr, &["SET", "page", "home"]),
+            cli(addr, &["GET", "user:7"]),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, ["OK", "OK", "ada"]);
+    assert_eq!(
+        users.command(&["GET", "7"]),
+        "ada",
+        "prefix removed, on users"
+    );
+    assert_eq!(cache.command(&["GET", "page"]), "home", "the catch-all");
+    assert_eq!(cache.command(&["EXISTS", "user:7"]), "0");
+}

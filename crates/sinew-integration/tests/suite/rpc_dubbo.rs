@@ -411,3 +411,66 @@ clusters:
         .unwrap();
     assert_eq!(&back, b"\x00hello, no protocol");
 }
+
+/// Envoy's Dubbo proxy filter in a bootstrap, run by the sinew binary: a route
+/// configuration for version 2.0.0 of the interface, then one for the interface at any
+/// version, as Envoy tries them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_dubbo_proxy_bootstrap_routes_by_interface_and_version() {
+    use sinew_integration::envoy_kit::{bootstrap_of, network_listener, start};
+    let (_a, a) = provider("a", "1.0.0").await;
+    let (_c, c) = provider("c", "2.0.0").await;
+    let (port, admin) = (
+        sinew_integration::free_port(),
+        sinew_integration::free_port(),
+    );
+    let listener = network_listener(
+        "dubbo",
+        port,
+        "envoy.filters.network.dubbo_proxy",
+        "type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.DubboProxy",
+        &format!(
+            r#"          route_config:
+          - name: v2
+            interface: {SERVICE}
+            version: 2.0.0
+            routes: [{{ match: {{ method: {{ name: {{ prefix: "" }} }} }}, route: {{ cluster: v2 }} }}]
+          - name: any
+            interface: "*.EchoService"
+            routes: [{{ match: {{ method: {{ name: {{ exact: echo }} }} }}, route: {{ cluster: v1 }} }}]
+          dubbo_filters: [{{ name: envoy.filters.dubbo.router }}]
+"#
+        ),
+    );
+    let dir = sinew_integration::scratch_dir("envoy-dubbo");
+    let file = dir.join("envoy.yaml");
+    std::fs::write(
+        &file,
+        bootstrap_of(&listener, &[("v1", a), ("v2", c)], admin),
+    )
+    .unwrap();
+    let _proxy = start(&file, admin).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for client in [Client::Node, Client::Python] {
+        let lines = run(client, addr, &Call::echo("2.0.0", "", 2)).await;
+        assert!(
+            lines.len() == 2 && all_from(&lines, &["c"]),
+            "{client:?}: {lines:?}"
+        );
+        let lines = run(client, addr, &Call::echo("1.0.0", "", 2)).await;
+        assert!(
+            lines.len() == 2 && all_from(&lines, &["a"]),
+            "{client:?}: {lines:?}"
+        );
+        // Only `echo` is routed at 1.0.0: `fail` has no route.
+        let fail = Call {
+            method: "fail",
+            ..Call::echo("1.0.0", "", 1)
+        };
+        let lines = run(client, addr, &fail).await;
+        assert!(
+            lines[0].contains("sinew: no route"),
+            "{client:?}: {lines:?}"
+        );
+    }
+}
