@@ -162,8 +162,9 @@ pub struct RateLimit {
     pub fill_interval: Option<Duration>,
 }
 
-/// A listener the proxies run: HTTP routing by path to services, or (`tcp`) every
-/// connection to one service.
+/// A listener the proxies run: HTTP routing by path to services, (`tcp`) every
+/// connection to one service, or (`dubbo`) Dubbo calls to the service their interface
+/// names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -182,6 +183,11 @@ pub struct Listener {
     /// A TCP proxy: every connection goes to this service.
     #[serde(default)]
     pub tcp: Option<String>,
+    /// A Dubbo proxy for these services (each named by its interface, as Dubbo's
+    /// registries name them): a call goes to the service of its interface, and there to
+    /// the instances whose `version` and `group` labels are the call's.
+    #[serde(default)]
+    pub dubbo: Vec<String>,
     /// TLS termination with files on the proxy's disk (a certificate, and the CA that
     /// client certificates are verified against): the peer's SPIFFE ID is then what
     /// `principals` match.
@@ -368,7 +374,7 @@ fn service_identities(s: &Service) -> Option<sinew_config::ConfigError> {
     })
 }
 
-/// A listener is HTTP (routes) or TCP (one service), never both or neither; its TLS is
+/// A listener is HTTP (routes), TCP (one service) or Dubbo (services), exactly one; its TLS is
 /// files (`tls`) or the mesh's (`mtls`), not both.
 fn listener_shape(l: &Listener) -> Option<sinew_config::ConfigError> {
     use sinew_config::ConfigError;
@@ -379,14 +385,25 @@ fn listener_shape(l: &Listener) -> Option<sinew_config::ConfigError> {
              (`mtls`), not both",
         ));
     }
-    match (&l.tcp, l.routes.is_empty()) {
-        (Some(_), false) => Some(ConfigError::new(
-            "tcp",
-            "a listener routes HTTP (`routes`) or proxies TCP to one service (`tcp`), not both",
-        )),
+    let kinds = [!l.routes.is_empty(), l.tcp.is_some(), !l.dubbo.is_empty()];
+    if kinds.iter().filter(|&&k| k).count() > 1 {
+        let field = if l.tcp.is_some() { "tcp" } else { "dubbo" };
+        return Some(ConfigError::new(
+            field,
+            "a listener routes HTTP (`routes`), proxies TCP to one service (`tcp`) or \
+             proxies Dubbo to services (`dubbo`): one of them",
+        ));
+    }
+    if let Some(i) = l.dubbo.iter().position(String::is_empty) {
+        return Some(ConfigError::new(
+            format!("dubbo[{i}]"),
+            "must name a service",
+        ));
+    }
+    match (&l.tcp, l.routes.is_empty() && l.dubbo.is_empty()) {
         (None, true) => Some(ConfigError::new(
             "routes",
-            "a listener needs routes (HTTP) or `tcp: SERVICE`",
+            "a listener needs routes (HTTP), `tcp: SERVICE` or `dubbo: [SERVICE, ...]`",
         )),
         (Some(service), true) if service.is_empty() => {
             Some(ConfigError::new("tcp", "must name a service"))
@@ -494,7 +511,7 @@ routes: [{prefix: /, service: reviews}]
     }
 
     #[test]
-    fn a_listener_is_http_or_tcp() {
+    fn a_listener_is_http_tcp_or_dubbo() {
         let tcp = parse("kind: Listener\nname: l\naddress: 127.0.0.1:1\ntcp: db\n").unwrap();
         let Resource::Listener(l) = &tcp[0] else {
             panic!()
@@ -506,7 +523,20 @@ routes: [{prefix: /, service: reviews}]
             "kind: Listener\nname: l\naddress: 127.0.0.1:1\ntcp: db\nroutes: [{service: a}]\n",
         )
         .unwrap_err();
-        assert!(err.starts_with("4:") && err.contains("not both"), "{err}");
+        assert!(
+            err.starts_with("4:") && err.contains("one of them"),
+            "{err}"
+        );
+        let dubbo =
+            parse("kind: Listener\nname: l\naddress: 127.0.0.1:1\ndubbo: [com.a.B]\n").unwrap();
+        let Resource::Listener(l) = &dubbo[0] else {
+            panic!()
+        };
+        assert_eq!(l.dubbo, ["com.a.B"]);
+        let err =
+            parse("kind: Listener\nname: l\naddress: 127.0.0.1:1\ndubbo: [com.a.B]\ntcp: db\n")
+                .unwrap_err();
+        assert!(err.contains("one of them"), "{err}");
     }
 
     #[test]

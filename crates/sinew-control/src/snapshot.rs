@@ -114,6 +114,7 @@ impl Built {
         for l in catalog.listeners.values() {
             names.extend(l.routes.iter().map(|r| r.service.as_str()));
             names.extend(l.tcp.as_deref());
+            names.extend(l.dubbo.iter().map(String::as_str));
         }
         let default = Service::default();
         for name in names {
@@ -158,6 +159,7 @@ impl Built {
                 .iter()
                 .map(|r| r.service.as_str())
                 .chain(l.tcp.as_deref())
+                .chain(l.dubbo.iter().map(String::as_str))
                 .map(|name| {
                     let guarded = catalog
                         .services
@@ -166,11 +168,12 @@ impl Built {
                     (name, guarded)
                 })
                 .collect();
-            let listener_version = version_of(&("listener", l, policies));
+            let dubbo = dubbo_subsets(l, &instances);
+            let listener_version = version_of(&("listener", l, policies, &dubbo));
             let route_version = version_of(&("routes", l, route_services(l, catalog)));
-            match listener(l, catalog) {
+            match listener(l, catalog, &dubbo) {
                 Ok(listener) => {
-                    let routes = (l.tcp.is_none()).then(|| {
+                    let routes = (l.tcp.is_none() && l.dubbo.is_empty()).then(|| {
                         entry(Kind::Route, &route_configuration(l, catalog), route_version)
                     });
                     built.listeners.push((
@@ -437,9 +440,87 @@ fn any<M: Message>(type_url: &str, m: &M) -> Any {
     }
 }
 
+/// The `(version, group)` pairs of each service of a Dubbo listener, from its
+/// instances' labels (empty where an instance has none), in order.
+type DubboSubsets = Vec<(String, BTreeSet<(String, String)>)>;
+
+fn dubbo_subsets(l: &Listener, instances: &BTreeMap<&str, Vec<&Instance>>) -> DubboSubsets {
+    l.dubbo
+        .iter()
+        .map(|service| {
+            let label = |i: &Instance, key: &str| i.labels.get(key).cloned().unwrap_or_default();
+            let subsets = instances
+                .get(service.as_str())
+                .into_iter()
+                .flatten()
+                .map(|i| (label(i, "version"), label(i, "group")))
+                .collect();
+            (service.clone(), subsets)
+        })
+        .collect()
+}
+
+/// A Dubbo listener's proxy filter: per service, one route configuration per
+/// `(version, group)` its instances have, taking the calls of that version and group to
+/// those instances (a subset by labels). Those with a group come before those without,
+/// and those with a version before those without, so that a call finds the most
+/// specific one first; a service with no instances still gets a route (its calls find no
+/// endpoint rather than no route).
+fn dubbo_proxy(
+    l: &Listener,
+    subsets: &DubboSubsets,
+) -> envoy_types::pb::envoy::extensions::filters::network::dubbo_proxy::v3::DubboProxy {
+    use envoy_types::pb::envoy::extensions::filters::network::dubbo_proxy::v3::{
+        dubbo_proxy, route_action, DubboProxy, MultipleRouteConfiguration, Route, RouteAction,
+        RouteConfiguration, RouteMatch,
+    };
+    let mut route_config = Vec::new();
+    for (service, pairs) in subsets {
+        let mut pairs: Vec<&(String, String)> = pairs.iter().collect();
+        pairs.sort_by_key(|(version, group)| (group.is_empty(), version.is_empty()));
+        let unlabelled = (String::new(), String::new());
+        if pairs.is_empty() {
+            pairs.push(&unlabelled);
+        }
+        for (version, group) in pairs {
+            let labels: BTreeMap<String, String> = [("version", version), ("group", group)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            route_config.push(RouteConfiguration {
+                name: format!("{service}:{version}:{group}"),
+                interface: service.clone(),
+                version: version.clone(),
+                group: group.clone(),
+                routes: vec![Route {
+                    r#match: Some(RouteMatch::default()),
+                    route: Some(RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            service.clone(),
+                        )),
+                        metadata_match: (!labels.is_empty()).then(|| lb_metadata(&labels)),
+                    }),
+                }],
+            });
+        }
+    }
+    DubboProxy {
+        stat_prefix: l.name.clone(),
+        route_specifier: Some(dubbo_proxy::RouteSpecifier::MultipleRouteConfig(
+            MultipleRouteConfiguration {
+                name: l.name.clone(),
+                route_config,
+            },
+        )),
+        ..Default::default()
+    }
+}
+
 fn listener(
     l: &Listener,
     catalog: &Catalog,
+    dubbo: &DubboSubsets,
 ) -> Result<envoy_types::pb::envoy::config::listener::v3::Listener, String> {
     use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
     use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
@@ -453,6 +534,26 @@ fn listener(
         .map_err(|_| format!("address {:?} is not ip:port", l.address))?
         .port();
     let filters = match &l.tcp {
+        None if !l.dubbo.is_empty() => {
+            if let Some(guarded) = l.dubbo.iter().find(|s| {
+                catalog
+                    .services
+                    .get(s.as_str())
+                    .is_some_and(|s| s.authorization.is_some())
+            }) {
+                return Err(format!(
+                    "service {guarded:?} has authorization, which Sinew does not send for \
+                     services reached over Dubbo yet"
+                ));
+            }
+            vec![Filter {
+                name: "envoy.filters.network.dubbo_proxy".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "envoy.extensions.filters.network.dubbo_proxy.v3.DubboProxy",
+                    &dubbo_proxy(l, dubbo),
+                ))),
+            }]
+        }
         Some(service) => {
             let policies = crate::authz::tcp_listener(service, &catalog.services, port)?;
             let mut filters: Vec<Filter> = policies
@@ -965,6 +1066,78 @@ routes: [{prefix: /, service: a}]
             http.local_rate_limit_levels,
             sinew_config::model::LocalRateLimitLevels::MostSpecific
         );
+    }
+
+    /// A Dubbo listener over registry instances: the proxy gets an RPC listener whose
+    /// host for the interface routes each version and group to its own instances, the
+    /// grouped ones first; a new version's instance changes the listener.
+    #[test]
+    fn a_dubbo_listener_routes_each_version_and_group_to_its_instances() {
+        let mut c = catalog(
+            "kind: Listener\nname: rpc\naddress: 127.0.0.1:20880\ndubbo: [com.example.Echo]\n",
+        );
+        let instance = |address: &str, labels: &[(&str, &str)]| Instance {
+            address: address.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            weight: 100,
+        };
+        let mut registered = BTreeMap::new();
+        registered.insert(
+            "com.example.Echo".to_string(),
+            vec![
+                instance("127.0.0.1:1", &[("version", "1.0.0")]),
+                instance("127.0.0.1:2", &[("version", "1.0.0"), ("group", "canary")]),
+            ],
+        );
+        c.registered
+            .insert("zookeeper /dubbo".into(), registered.clone());
+        let before = Built::new(&c);
+        let assembled = assembled_by_a_proxy(&before, "any");
+        assert!(assembled.warming.is_empty(), "{:?}", assembled.warming);
+        assert!(sinew_config::validate(&assembled.config).is_empty());
+        let rpc = assembled.config.listeners[0]
+            .rpc
+            .as_ref()
+            .expect("an rpc listener");
+        assert_eq!(rpc.protocol, sinew_config::model::RpcProtocol::Dubbo);
+        let hosts = rpc.virtual_hosts.as_ref().unwrap();
+        assert_eq!(hosts[0].domains, ["com.example.Echo"]);
+        let routes = &hosts[0].routes;
+        assert_eq!(routes.len(), 2);
+        let conditions = |i: usize| {
+            routes[i]
+                .match_
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.exact.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            conditions(0),
+            [
+                ("group".to_string(), "canary".to_string()),
+                ("version".to_string(), "1.0.0".to_string())
+            ]
+        );
+        assert_eq!(
+            routes[0].metadata_match.get("group").map(String::as_str),
+            Some("canary")
+        );
+        assert_eq!(
+            conditions(1),
+            [("version".to_string(), "1.0.0".to_string())]
+        );
+
+        registered
+            .get_mut("com.example.Echo")
+            .unwrap()
+            .push(instance("127.0.0.1:3", &[("version", "2.0.0")]));
+        c.registered.insert("zookeeper /dubbo".into(), registered);
+        let after = Built::new(&c);
+        assert_ne!(before.listeners[0].1.version, after.listeners[0].1.version);
     }
 
     /// Mesh mTLS as control sends it maps, in the proxy, to the SDS names its mesh
