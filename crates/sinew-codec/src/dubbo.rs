@@ -191,6 +191,10 @@ impl RpcCodec for Dubbo {
             return info;
         }
         for (key, value) in r.string_map().unwrap_or_default() {
+            // An empty group or version is none (clients send either form).
+            if value.is_empty() && matches!(key.as_str(), "group" | "version") {
+                continue;
+            }
             match key.as_str() {
                 "group" if info.group.is_empty() => info.group.clone_from(&value),
                 "version" if info.version.is_empty() => info.version.clone_from(&value),

@@ -158,6 +158,19 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut units = 0;
         while units < len {
+            // Runs of ASCII, the common case, a byte a unit: skipped at once (a profile
+            // of Dubbo calls with 1 KB string arguments spent a quarter of its time
+            // here, a character at a time).
+            let ascii = self.bytes[self.pos..]
+                .iter()
+                .take(len - units)
+                .take_while(|b| b.is_ascii())
+                .count();
+            self.pos += ascii;
+            units += ascii;
+            if units == len {
+                break;
+            }
             let b = self.byte()?;
             let (extra, count) = match b {
                 0x00..=0x7f => (0, 1),

@@ -117,11 +117,24 @@ impl Built {
             names.extend(l.dubbo.iter().map(String::as_str));
         }
         let default = Service::default();
+        let over_dubbo: BTreeSet<&str> = catalog
+            .listeners
+            .values()
+            .flat_map(|l| l.dubbo.iter().map(String::as_str))
+            .collect();
         for name in names {
             let service = catalog.services.get(name).unwrap_or(&default);
             let mut list: Vec<&Instance> = instances.get(name).cloned().unwrap_or_default();
             list.sort();
             list.dedup_by(|a, b| a.address == b.address);
+            // Dubbo routes pick instances by version and group, "none" included: an
+            // instance without one is labelled with an empty one, so that a subset of
+            // the instances without a group leaves out those with one.
+            let labelled: Vec<Instance>;
+            if over_dubbo.contains(name) {
+                labelled = list.iter().copied().map(with_dubbo_labels).collect();
+                list = labelled.iter().collect();
+            }
             match cluster(name, service) {
                 Ok(c) => {
                     // The policy only: instances are the assignment's business, and
@@ -440,6 +453,15 @@ fn any<M: Message>(type_url: &str, m: &M) -> Any {
     }
 }
 
+/// `instance` with a `version` and a `group` label, empty where it has none.
+fn with_dubbo_labels(instance: &Instance) -> Instance {
+    let mut i = instance.clone();
+    for key in ["version", "group"] {
+        i.labels.entry(key.to_string()).or_default();
+    }
+    i
+}
+
 /// The `(version, group)` pairs of each service of a Dubbo listener, from its
 /// instances' labels (empty where an instance has none), in order.
 type DubboSubsets = Vec<(String, BTreeSet<(String, String)>)>;
@@ -462,14 +484,18 @@ fn dubbo_subsets(l: &Listener, instances: &BTreeMap<&str, Vec<&Instance>>) -> Du
 
 /// A Dubbo listener's proxy filter: per service, one route configuration per
 /// `(version, group)` its instances have, taking the calls of that version and group to
-/// those instances (a subset by labels). Those with a group come before those without,
-/// and those with a version before those without, so that a call finds the most
-/// specific one first; a service with no instances still gets a route (its calls find no
-/// endpoint rather than no route).
+/// those instances (a subset by labels). As Dubbo's own consumers match providers, both
+/// must be the call's exactly: a provider without a group takes only calls without one
+/// (Envoy's empty `group` would take any, so its absence is a header condition). A
+/// service with no instances still gets a route (its calls find no endpoint rather than
+/// no route).
 fn dubbo_proxy(
     l: &Listener,
     subsets: &DubboSubsets,
 ) -> envoy_types::pb::envoy::extensions::filters::network::dubbo_proxy::v3::DubboProxy {
+    use envoy_types::pb::envoy::config::route::v3::{
+        header_matcher::HeaderMatchSpecifier, HeaderMatcher,
+    };
     use envoy_types::pb::envoy::extensions::filters::network::dubbo_proxy::v3::{
         dubbo_proxy, route_action, DubboProxy, MultipleRouteConfiguration, Route, RouteAction,
         RouteConfiguration, RouteMatch,
@@ -477,15 +503,14 @@ fn dubbo_proxy(
     let mut route_config = Vec::new();
     for (service, pairs) in subsets {
         let mut pairs: Vec<&(String, String)> = pairs.iter().collect();
-        pairs.sort_by_key(|(version, group)| (group.is_empty(), version.is_empty()));
         let unlabelled = (String::new(), String::new());
         if pairs.is_empty() {
             pairs.push(&unlabelled);
         }
         for (version, group) in pairs {
+            // Both, empty ones too: instances have both ([`with_dubbo_labels`]).
             let labels: BTreeMap<String, String> = [("version", version), ("group", group)]
                 .into_iter()
-                .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
             route_config.push(RouteConfiguration {
@@ -494,12 +519,25 @@ fn dubbo_proxy(
                 version: version.clone(),
                 group: group.clone(),
                 routes: vec![Route {
-                    r#match: Some(RouteMatch::default()),
+                    r#match: Some(RouteMatch {
+                        headers: [("version", version), ("group", group)]
+                            .into_iter()
+                            .filter(|(_, v)| v.is_empty())
+                            .map(|(name, _)| HeaderMatcher {
+                                name: name.into(),
+                                header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(
+                                    false,
+                                )),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }),
                     route: Some(RouteAction {
                         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
                             service.clone(),
                         )),
-                        metadata_match: (!labels.is_empty()).then(|| lb_metadata(&labels)),
+                        metadata_match: Some(lb_metadata(&labels)),
                     }),
                 }],
             });
@@ -1115,20 +1153,35 @@ routes: [{prefix: /, service: a}]
                 .map(|h| (h.name.clone(), h.exact.clone().unwrap_or_default()))
                 .collect::<Vec<_>>()
         };
+        // Without a group: only calls without one (an absent header).
         assert_eq!(
-            conditions(0),
+            conditions(0)[0],
+            ("version".to_string(), "1.0.0".to_string())
+        );
+        assert_eq!(routes[0].match_.headers[1].name, "group");
+        assert_eq!(routes[0].match_.headers[1].present, Some(false));
+        // Its subset is the instances labelled with no group, not the canary one.
+        assert_eq!(
+            routes[0].metadata_match.get("group").map(String::as_str),
+            Some("")
+        );
+        let cluster = &assembled.config.clusters[0];
+        let no_group = cluster
+            .endpoints
+            .iter()
+            .filter(|e| e.metadata.get("group").is_some_and(String::is_empty))
+            .count();
+        assert_eq!(no_group, 1);
+        assert_eq!(
+            conditions(1),
             [
                 ("group".to_string(), "canary".to_string()),
                 ("version".to_string(), "1.0.0".to_string())
             ]
         );
         assert_eq!(
-            routes[0].metadata_match.get("group").map(String::as_str),
+            routes[1].metadata_match.get("group").map(String::as_str),
             Some("canary")
-        );
-        assert_eq!(
-            conditions(1),
-            [("version".to_string(), "1.0.0".to_string())]
         );
 
         registered

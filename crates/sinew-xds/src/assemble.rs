@@ -420,7 +420,40 @@ fn listener_clusters(
     route_config: Option<&model::RouteConfig>,
     out: &mut BTreeSet<String>,
 ) {
-    if let Some(tcp) = &l.tcp {
+    body_clusters(
+        l.tcp.as_ref(),
+        l.http.as_ref(),
+        l.rpc.as_ref(),
+        l.redis.as_ref(),
+        out,
+    );
+    for chain in &l.chains {
+        body_clusters(
+            chain.tcp.as_ref(),
+            chain.http.as_ref(),
+            chain.rpc.as_ref(),
+            chain.redis.as_ref(),
+            out,
+        );
+    }
+    hosts_clusters(
+        route_config
+            .into_iter()
+            .flat_map(|r| r.virtual_hosts.iter()),
+        out,
+    );
+}
+
+/// The clusters one filter chain's body sends to (inline routes only; a route
+/// configuration by name is the caller's).
+fn body_clusters(
+    tcp: Option<&model::TcpProxy>,
+    http: Option<&model::HttpConnectionManager>,
+    rpc: Option<&model::RpcProxy>,
+    redis: Option<&sinew_config::redis::RedisProxy>,
+    out: &mut BTreeSet<String>,
+) {
+    if let Some(tcp) = tcp {
         out.extend(tcp.cluster.iter().cloned());
         out.extend(
             tcp.weighted_clusters
@@ -429,17 +462,21 @@ fn listener_clusters(
                 .map(|w| w.cluster.clone()),
         );
     }
-    let hosts = l
-        .http
-        .as_ref()
+    if let Some(redis) = redis {
+        out.extend(redis.clusters().map(|(_, cluster)| cluster.to_string()));
+    }
+    let inline = http
         .and_then(|h| h.virtual_hosts.as_ref())
         .into_iter()
-        .flatten()
-        .chain(
-            route_config
-                .into_iter()
-                .flat_map(|r| r.virtual_hosts.iter()),
-        );
+        .chain(rpc.and_then(|r| r.virtual_hosts.as_ref()))
+        .flatten();
+    hosts_clusters(inline, out);
+}
+
+fn hosts_clusters<'a>(
+    hosts: impl Iterator<Item = &'a model::VirtualHost>,
+    out: &mut BTreeSet<String>,
+) {
     for host in hosts {
         for route in &host.routes {
             out.extend(route.cluster.iter().cloned());

@@ -474,3 +474,113 @@ async fn an_envoy_dubbo_proxy_bootstrap_routes_by_interface_and_version() {
         );
     }
 }
+
+/// The provider URL a Java Dubbo provider of `SERVICE` at `version` on `addr` writes to
+/// ZooKeeper, as its node's path (percent-encoded under the interface's `providers`).
+fn zookeeper_provider_node(addr: SocketAddr, version: &str, group: &str) -> String {
+    let url = format!(
+        "dubbo://{addr}/{SERVICE}?anyhost=true&application=echo&dubbo=2.0.2&group={group}&interface={SERVICE}&methods=echo,fail,slow&side=provider&version={version}&weight=100"
+    );
+    let node: String = url
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/dubbo/{SERVICE}/providers/{node}")
+}
+
+/// `sinew control` following Dubbo's registry in a real ZooKeeper: providers that
+/// register there (ephemeral nodes, as Dubbo writes them) are reached over Dubbo through
+/// a proxy it steers over xDS, by the version and group of each call, and a provider
+/// whose session ends leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinew_control_routes_dubbo_calls_to_the_providers_registered_in_zookeeper() {
+    use sinew_integration::zookeeper_kit::ZooKeeper;
+    let zk = ZooKeeper::start();
+    let (_a, a) = provider("a", "1.0.0").await;
+    let (_c, c) = provider("c", "2.0.0").await;
+    let (_d, d) = provider("d", "1.0.0").await;
+    let dir = sinew_integration::scratch_dir("control-dubbo");
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let edge = SocketAddr::from(([127, 0, 0, 1], sinew_integration::free_port()));
+    let xds = SocketAddr::from(([127, 0, 0, 1], sinew_integration::free_port()));
+    std::fs::write(
+        dir.join("services/rpc.yaml"),
+        format!("kind: Listener\nname: rpc\naddress: {edge}\ndubbo: [{SERVICE}]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("control.yaml"),
+        format!(
+            "xds_address: {xds}\nregistries:\n  - directory: services\n  - zookeeper: {{servers: ['{}']}}\n",
+            zk.address
+        ),
+    )
+    .unwrap();
+    zk.cli(&[
+        "create /dubbo \"\"",
+        &format!("create /dubbo/{SERVICE} \"\""),
+        &format!("create /dubbo/{SERVICE}/providers \"\""),
+    ])
+    .expect("zkCli create");
+    let _sessions = [
+        zk.ephemeral(&zookeeper_provider_node(a, "1.0.0", "")),
+        zk.ephemeral(&zookeeper_provider_node(c, "2.0.0", "")),
+    ];
+    let mut canary = zk.ephemeral(&zookeeper_provider_node(d, "1.0.0", "canary"));
+    let _control = sinew_integration::start_control(&dir.join("control.yaml"));
+    let _proxy = ChildGuard(
+        Command::new(sinew_integration::sinew_binary())
+            .args([
+                "proxy",
+                "--xds",
+                &format!("http://{xds}"),
+                "--node-id",
+                "consumer",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start sinew proxy"),
+    );
+    // The listener opens once the control plane has read ZooKeeper and sent it.
+    let ready = sinew_integration::eventually(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(edge).is_ok()
+    })
+    .await;
+    assert!(ready, "the Dubbo listener never opened");
+
+    for client in [Client::Node, Client::Python] {
+        let lines = run(client, edge, &Call::echo("1.0.0", "", 3)).await;
+        assert!(
+            lines.len() == 3 && all_from(&lines, &["a"]),
+            "{client:?}: {lines:?}"
+        );
+        let lines = run(client, edge, &Call::echo("2.0.0", "", 3)).await;
+        assert!(
+            lines.len() == 3 && all_from(&lines, &["c"]),
+            "{client:?}: {lines:?}"
+        );
+        let lines = run(client, edge, &Call::echo("1.0.0", "canary", 3)).await;
+        assert!(
+            lines.len() == 3 && all_from(&lines, &["d"]),
+            "{client:?}: {lines:?}"
+        );
+    }
+
+    // The canary provider's session ends: its node goes, and so do its calls' route.
+    canary.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = run(Client::Node, edge, &Call::echo("1.0.0", "canary", 1)).await;
+        if lines[0].starts_with("error ") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the canary never left: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
