@@ -53,6 +53,7 @@ mod request_body_buffer;
 mod route_fraction;
 mod routing;
 mod rpc_bolt;
+mod rpc_policies;
 mod runtime_layers;
 mod scheme_transformation;
 mod sds_refs;
