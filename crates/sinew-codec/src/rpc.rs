@@ -129,4 +129,17 @@ pub trait RpcCodec: Send + Sync + 'static {
 
     /// The protocol's answer to a heartbeat.
     fn heartbeat_ack(&self, heartbeat: &Frame) -> Bytes;
+
+    /// Rewrites a request's headers (attachments): `edit` gets them as key/value pairs
+    /// in their order and spelling, and the frame is re-encoded with what it leaves.
+    /// False, with the frame untouched, when the protocol (or this message) does not
+    /// allow it: the default, for codecs that cannot re-encode their headers cheaply.
+    fn edit_headers(
+        &self,
+        request: &mut Frame,
+        edit: &mut dyn FnMut(&mut Vec<(String, String)>),
+    ) -> bool {
+        let _ = (request, edit);
+        false
+    }
 }

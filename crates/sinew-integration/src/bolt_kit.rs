@@ -99,6 +99,8 @@ pub struct StubCall {
     pub id: u64,
     pub service: String,
     pub method: String,
+    /// The header map as it arrived.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A Bolt server that records every call and answers it (after `delay`) with an empty
@@ -155,6 +157,7 @@ async fn serve_stub(
                         id: frame.request_id,
                         service: info.service,
                         method: info.method,
+                        headers: info.headers,
                     });
                     if frame.kind == FrameKind::OneWay {
                         continue;

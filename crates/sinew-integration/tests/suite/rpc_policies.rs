@@ -427,3 +427,59 @@ async fn calls_are_counted_by_outcome_and_timed_per_listener_route_and_cluster()
         7.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_header_actions_rewrite_the_bolt_header_map_on_the_way_upstream() {
+    let (_p, echo) = provider("a").await;
+    let stub = BoltStub::start(Duration::ZERO).await;
+    let vhosts = format!(
+        r#"    - name: echo
+      domains: ["{SERVICE}"]
+      request_headers: {{ add: {{ x-via: sinew }} }}
+      routes:
+      - {{ match: {{ prefix: / }}, cluster: echo, request_headers: {{ set: {{ x-tenant: blue }} }} }}
+    - name: stub
+      domains: ["{STUB}"]
+      request_headers: {{ add: {{ x-via: sinew }} }}
+      routes:
+      - match: {{ prefix: / }}
+        cluster: stub
+        request_headers: {{ set: {{ x-tenant: blue }}, remove: [x-secret] }}"#
+    );
+    let clusters = format!(
+        "- {{ name: echo, endpoints: [{{ address: \"{echo}\" }}] }}\n- {{ name: stub, endpoints: [{{ address: \"{}\" }}] }}",
+        stub.addr
+    );
+    let proxy = TestProxy::start(&config("", "", &vhosts, &clusters)).await;
+
+    // The provider reads the re-encoded message as a whole call.
+    let lines = consume(proxy.addr("rpc").await, SERVICE, "echo", 2, "").await;
+    assert_eq!(lines, ["ok a:hi0", "ok a:hi1"]);
+
+    let mut stream = connect(&proxy).await;
+    let (id, status) = bolt_kit::call(
+        &mut stream,
+        5,
+        STUB,
+        "ping",
+        &[("X-Tenant", "red"), ("x-secret", "s3cret"), ("Keep", "k")],
+    )
+    .await;
+    assert_eq!((id, status), (5, status::SUCCESS));
+    let got = stub
+        .calls()
+        .pop()
+        .expect("the call reached the stub")
+        .headers;
+    let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("service", "com.sinew.test.Stub:1.0"),
+            ("sofa_head_method_name", "ping"),
+            ("Keep", "k"),
+            ("x-tenant", "blue"),
+            ("x-via", "sinew"),
+        ]
+    );
+}

@@ -1,6 +1,7 @@
 //! One call's life, in HTTP's order of policies: authorization (when the listener's
 //! policies read requests), routing by the listener's route table, the route's local
-//! rate limits, its fault injection, copies to its mirrors, then an endpoint of its
+//! rate limits, its fault injection, its `request_headers` edits (where the codec can
+//! re-encode headers), copies to its mirrors, then an endpoint of its
 //! cluster with its retries and timeouts; the response (or the proxy's own error) goes
 //! back with the client's request id, and the call is counted and logged.
 
@@ -140,7 +141,7 @@ impl Local {
 async fn serve<'a>(
     config: &'a RpcProxy,
     caller: &Caller,
-    frame: Frame,
+    mut frame: Frame,
     info: &CallInfo,
     headers: &HeaderMap,
     path: &str,
@@ -254,6 +255,19 @@ async fn serve<'a>(
                 status,
                 ResponseFlags::FAULT_INJECTED,
                 "fault filter abort",
+            );
+        }
+    }
+    if !(route.request_headers.is_empty() && vhost.request_headers.is_empty()) {
+        // The route's edits, then the virtual host's, as for HTTP.
+        let edited = codec.edit_headers(&mut frame, &mut |pairs| {
+            route.request_headers.apply_pairs(pairs);
+            vhost.request_headers.apply_pairs(pairs);
+        });
+        if !edited {
+            tracing::debug!(
+                protocol = codec.name(),
+                "request_headers not applied: the protocol cannot edit this call's headers"
             );
         }
     }
