@@ -21,7 +21,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::hessian2;
 use crate::rpc::{
-    CallInfo, CodecError, Frame, FrameKind, ProxyError, ResponseClass, RpcCodec, Sniffed,
+    CallInfo, CodecError, Frame, FrameKind, HeaderEdit, ProxyError, ResponseClass, RpcCodec,
+    Sniffed,
 };
 
 /// The protocol byte of Bolt v1.
@@ -291,11 +292,7 @@ impl RpcCodec for Bolt {
     /// the content: it is re-encoded and the rest copied around it. A map that is not
     /// whole UTF-8 entries, or one that would grow past the 16-bit length, is left as
     /// it is.
-    fn edit_headers(
-        &self,
-        request: &mut Frame,
-        edit: &mut dyn FnMut(&mut Vec<(String, String)>),
-    ) -> bool {
+    fn edit_headers(&self, request: &mut Frame, edit: &mut HeaderEdit<'_>) -> bool {
         if !matches!(request.kind, FrameKind::Request | FrameKind::OneWay) {
             return false;
         }

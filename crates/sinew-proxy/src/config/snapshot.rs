@@ -262,7 +262,7 @@ pub struct RpcProxy {
     /// None when the listener has no `access_log`.
     pub access_log: Option<Arc<crate::filters::access_log::AccessLogs>>,
     /// None when metrics are off.
-    pub metrics: Option<Arc<crate::rpc::CallMetrics>>,
+    pub metrics: Option<Arc<crate::metrics::RpcCallMetrics>>,
     /// The listener's name, for logs.
     pub listener: Arc<str>,
 }

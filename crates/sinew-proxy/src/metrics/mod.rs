@@ -641,6 +641,12 @@ pub struct RedisMetrics {
     pub time: [LatencyHistogram; 4],
 }
 
+/// How many ways an RPC call can end (`crate::rpc` names them).
+pub const RPC_OUTCOMES: usize = 11;
+
+/// An RPC listener's handles, one counter per call outcome.
+pub type RpcCallMetrics = RpcMetrics<RPC_OUTCOMES>;
+
 /// An RPC listener's counters, indexed by call outcome.
 #[derive(Debug)]
 pub struct RpcMetrics<const N: usize> {

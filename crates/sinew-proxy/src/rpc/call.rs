@@ -6,7 +6,6 @@
 //! back with the client's request id, and the call is counted and logged.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -14,50 +13,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use sinew_codec::rpc::{
     CallInfo, Frame, FrameKind, ProxyError, ResponseClass, RpcCodec, REPLY_CONTEXT_BYTES,
 };
-use sinew_identity::PeerIdentity;
 use sinew_router::{Action, RequestView};
-use sinew_upstream::{Cluster, Outcome};
+use sinew_upstream::Outcome;
 
 use super::outcome::{abort_error, proxy_status, upstream_status, Ended};
+use super::record::{Caller, Trail};
 use super::upstream::{connection, CallError};
 use crate::config::snapshot::RpcProxy;
 use crate::filters::authz::{RbacDenied, Verdict};
 use crate::stream::flags::ResponseFlags;
-
-/// The client connection a call came on, shared by its calls.
-pub(super) struct Caller {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub tls: bool,
-    /// What the client's certificate says (mTLS).
-    pub identity: Option<Arc<PeerIdentity>>,
-}
-
-/// What a call leaves for its metrics and access log, filled in as it goes.
-pub(super) struct Trail<'a> {
-    pub ended: Ended,
-    /// The HTTP status the call counts as (see [`super::outcome`]).
-    pub status: StatusCode,
-    pub flags: ResponseFlags,
-    /// An authorization denial's policy, for `%RESPONSE_CODE_DETAILS%`.
-    pub denied: Option<RbacDenied>,
-    pub route_id: Option<usize>,
-    /// The last endpoint tried and its cluster.
-    pub upstream: Option<(SocketAddr, &'a Arc<Cluster>)>,
-}
-
-impl Trail<'_> {
-    fn new() -> Self {
-        Trail {
-            ended: Ended::Proxy(ProxyError::Unavailable),
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            flags: ResponseFlags::default(),
-            denied: None,
-            route_id: None,
-            upstream: None,
-        }
-    }
-}
 
 /// The headers routing (and authorization, rate-limit keys, fault headers, the access
 /// log) see: the call's own, then `version` and `group` when the protocol carries them

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::call::Caller;
+use super::record::Caller;
 use crate::config::snapshot::{DownstreamTls, RpcProxy};
 use crate::net::admit::{admit, Admitted};
 

@@ -27,7 +27,7 @@ use sinew_codec::rpc::RpcCodec;
 use sinew_config::model::RpcProtocol;
 
 pub(crate) use downstream::serve;
-pub(crate) use outcome::{call_metrics, CallMetrics};
+pub(crate) use outcome::call_metrics;
 
 /// The codec of a protocol.
 pub(crate) fn codec(protocol: RpcProtocol) -> &'static dyn RpcCodec {

@@ -9,7 +9,7 @@ use http::StatusCode;
 use sinew_codec::rpc::{ProxyError, ResponseClass};
 use sinew_router::Abort;
 
-use crate::metrics::{Metrics, RpcMetrics};
+use crate::metrics::{Metrics, RpcCallMetrics, RPC_OUTCOMES};
 
 /// How a call ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub(super) enum Ended {
 }
 
 /// The `source` and `class` labels of `sinew_rpc_calls`, indexed by [`Ended::index`].
-pub(crate) const OUTCOMES: [(&str, &str); 11] = [
+pub(crate) const OUTCOMES: [(&str, &str); RPC_OUTCOMES] = [
     ("upstream", "success"),
     ("upstream", "server_error"),
     ("upstream", "unavailable"),
@@ -37,11 +37,13 @@ pub(crate) const OUTCOMES: [(&str, &str); 11] = [
     ("proxy", "denied"),
 ];
 
-/// An RPC listener's call counters (one per [`OUTCOMES`] entry) and call-time histogram.
-pub(crate) type CallMetrics = RpcMetrics<{ OUTCOMES.len() }>;
-
-/// Looks up an RPC listener's handles, once per config.
-pub(crate) fn call_metrics(metrics: &Metrics, listener: &str, protocol: &str) -> Arc<CallMetrics> {
+/// Looks up an RPC listener's handles (one counter per [`OUTCOMES`] entry, and the
+/// call-time histogram), once per config.
+pub(crate) fn call_metrics(
+    metrics: &Metrics,
+    listener: &str,
+    protocol: &str,
+) -> Arc<RpcCallMetrics> {
     metrics.rpc(listener, protocol, &OUTCOMES)
 }
 

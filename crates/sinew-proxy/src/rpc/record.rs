@@ -4,14 +4,56 @@
 //! `/<method>`, `%PROTOCOL%` the protocol's name, `%RESPONSE_CODE%` the status the call
 //! counts as (see [`super::outcome`]).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use sinew_codec::rpc::ProxyError;
+use sinew_identity::PeerIdentity;
+use sinew_upstream::Cluster;
 
-use super::call::{Caller, Trail};
+use super::outcome::Ended;
 use crate::config::snapshot::RpcProxy;
 use crate::filters::access_log::Entry;
+use crate::filters::authz::RbacDenied;
+use crate::stream::flags::ResponseFlags;
+
+/// The client connection a call came on, shared by its calls.
+pub(super) struct Caller {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// What the client's certificate says (mTLS).
+    pub identity: Option<Arc<PeerIdentity>>,
+}
+
+/// What a call leaves for its metrics and access log, filled in as it goes.
+pub(super) struct Trail<'a> {
+    pub ended: Ended,
+    /// The HTTP status the call counts as (see [`super::outcome`]).
+    pub status: StatusCode,
+    pub flags: ResponseFlags,
+    /// An authorization denial's policy, for `%RESPONSE_CODE_DETAILS%`.
+    pub denied: Option<RbacDenied>,
+    pub route_id: Option<usize>,
+    /// The last endpoint tried and its cluster.
+    pub upstream: Option<(SocketAddr, &'a Arc<Cluster>)>,
+}
+
+impl Trail<'_> {
+    pub(super) fn new() -> Self {
+        Trail {
+            ended: Ended::Proxy(ProxyError::Unavailable),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            flags: ResponseFlags::default(),
+            denied: None,
+            route_id: None,
+            upstream: None,
+        }
+    }
+}
 
 /// The call's own fields a record names.
 pub(super) struct Call<'a> {
