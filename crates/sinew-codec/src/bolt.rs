@@ -21,7 +21,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::hessian2;
 use crate::rpc::{
-    CallInfo, CodecError, Frame, FrameKind, ProxyError, ResponseClass, RpcCodec, Sniffed,
+    CallInfo, CodecError, Frame, FrameKind, HeaderEdit, ProxyError, ResponseClass, RpcCodec,
+    Sniffed,
 };
 
 /// The protocol byte of Bolt v1.
@@ -286,6 +287,51 @@ impl RpcCodec for Bolt {
     fn heartbeat_ack(&self, heartbeat: &Frame) -> Option<Bytes> {
         Some(response(heartbeat, CMD_HEARTBEAT, status::SUCCESS, &[]))
     }
+
+    /// The header map is the one length-prefixed section between the class name and
+    /// the content: it is re-encoded and the rest copied around it. A map that is not
+    /// whole UTF-8 entries, or one that would grow past the 16-bit length, is left as
+    /// it is.
+    fn edit_headers(&self, request: &mut Frame, edit: &mut HeaderEdit<'_>) -> bool {
+        if !matches!(request.kind, FrameKind::Request | FrameKind::OneWay) {
+            return false;
+        }
+        let b = &request.bytes;
+        let (class, header, content) = parts(b);
+        let mut pairs = Vec::new();
+        let mut read = 0;
+        for (key, value) in header_entries(header) {
+            let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value))
+            else {
+                return false;
+            };
+            read += 8 + key.len() + value.len();
+            pairs.push((key.to_owned(), value.to_owned()));
+        }
+        if read != header.len() {
+            return false;
+        }
+        edit(&mut pairs);
+        let new_len: usize = pairs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+        let Ok(new_len16) = u16::try_from(new_len) else {
+            return false;
+        };
+        let mut out = BytesMut::with_capacity(b.len() - header.len() + new_len);
+        let at = lengths_at(b[1]);
+        out.put_slice(&b[..at + 2]);
+        out.put_u16(new_len16);
+        out.put_slice(&b[at + 4..REQUEST_HEAD]);
+        out.put_slice(class);
+        for (key, value) in &pairs {
+            out.put_u32(key.len() as u32);
+            out.put_slice(key.as_bytes());
+            out.put_u32(value.len() as u32);
+            out.put_slice(value.as_bytes());
+        }
+        out.put_slice(content);
+        request.bytes = out;
+        true
+    }
 }
 
 /// Builds a Bolt v1 request: for tests, benchmarks and the proxy's own probes.
@@ -356,6 +402,47 @@ pub fn encode_heartbeat(id: u32) -> BytesMut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edited_headers_are_re_encoded_around_the_class_and_content() {
+        let mut buf = encode_request(
+            9,
+            false,
+            1000,
+            b"Cls",
+            &[
+                ("service", "a.B:1.0"),
+                ("Tenant", "x"),
+                ("sofa_head_method_name", "m"),
+            ],
+            b"CONTENT",
+        );
+        let mut frame = Bolt.decode(&mut buf).unwrap().unwrap();
+        let edited = Bolt.edit_headers(&mut frame, &mut |h| {
+            h.retain(|(k, _)| k != "Tenant");
+            h.push(("x-added".into(), "yes".into()));
+        });
+        assert!(edited);
+        let mut again = frame.bytes.clone();
+        let decoded = Bolt.decode(&mut again).unwrap().unwrap();
+        assert!(again.is_empty(), "one whole frame");
+        let (class, _, content) = parts(&decoded.bytes);
+        assert_eq!((class, content), (&b"Cls"[..], &b"CONTENT"[..]));
+        let info = Bolt.call_info(&decoded);
+        assert_eq!((info.service.as_str(), info.method.as_str()), ("a.B", "m"));
+        let names: Vec<&str> = info.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["service", "sofa_head_method_name", "x-added"]);
+        assert_eq!(decoded.request_id, 9);
+        let mut ack = Frame {
+            kind: FrameKind::Response,
+            request_id: 1,
+            bytes: encode_response(1, 0, b""),
+        };
+        assert!(
+            !Bolt.edit_headers(&mut ack, &mut |_| {}),
+            "responses are left alone"
+        );
+    }
     use sinew_fuzz::proptest::prelude::*;
 
     const SOFA_REQUEST: &[u8] = b"com.alipay.sofa.rpc.core.request.SofaRequest";

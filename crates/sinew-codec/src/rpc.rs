@@ -101,6 +101,9 @@ pub enum Sniffed {
 /// read: the proxy keeps only this much of a call it has sent on.
 pub const REPLY_CONTEXT_BYTES: usize = 64;
 
+/// What [`RpcCodec::edit_headers`] does to a call's headers, as key/value pairs.
+pub type HeaderEdit<'a> = dyn FnMut(&mut Vec<(String, String)>) + 'a;
+
 /// One request/response RPC protocol.
 pub trait RpcCodec: Send + Sync + 'static {
     /// Its name in configs, metrics and logs (`bolt`).
@@ -130,4 +133,13 @@ pub trait RpcCodec: Send + Sync + 'static {
     /// The protocol's answer to a heartbeat, or None when it wants none (a one-way
     /// event).
     fn heartbeat_ack(&self, heartbeat: &Frame) -> Option<Bytes>;
+
+    /// Rewrites a request's headers (attachments): `edit` gets them as key/value pairs
+    /// in their order and spelling, and the frame is re-encoded with what it leaves.
+    /// False, with the frame untouched, when the protocol (or this message) does not
+    /// allow it: the default, for codecs that cannot re-encode their headers cheaply.
+    fn edit_headers(&self, request: &mut Frame, edit: &mut HeaderEdit<'_>) -> bool {
+        let _ = (request, edit);
+        false
+    }
 }

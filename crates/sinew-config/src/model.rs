@@ -678,6 +678,15 @@ pub struct RpcProxy {
         deserialize_with = "duration::deserialize"
     )]
     pub idle_timeout: Duration,
+    /// A token bucket for every call of the listener, applied before the virtual
+    /// hosts' and routes' `local_rate_limit` (calls over it get the protocol's
+    /// "overloaded" error).
+    #[serde(default)]
+    pub local_rate_limit: Option<LocalRateLimit>,
+    /// One line per call, with the HTTP access log's formats and filters
+    /// (`%REQ(:AUTHORITY)%` is the service, `%REQ(:PATH)%` `/<method>`).
+    #[serde(default)]
+    pub access_log: Option<Vec<AccessLog>>,
 }
 
 /// The RPC protocols an `rpc` listener speaks.

@@ -126,6 +126,12 @@ pub(crate) fn check(config: &Config) -> Vec<ConfigError> {
                     v.virtual_hosts(&format!("{rp}.virtual_hosts"), vhosts, &clusters)
                 }
             }
+            if let Some(l) = &rpc.local_rate_limit {
+                rate_limit::check_local(&format!("{rp}.local_rate_limit"), l, &mut v.errors);
+            }
+            if let Some(logs) = &rpc.access_log {
+                access_log::check(&format!("{rp}.access_log"), logs, &mut v.errors);
+            }
             continue;
         }
         match (&l.http, &l.tcp) {

@@ -4,6 +4,7 @@
 //! Everything binds port 0 on loopback, so tests run in parallel and leave nothing behind.
 
 pub mod admin_kit;
+pub mod bolt_kit;
 pub mod envoy_kit;
 pub mod etcd_kit;
 pub mod grpc_kit;

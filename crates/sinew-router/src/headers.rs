@@ -65,6 +65,19 @@ impl HeaderOps {
         }
     }
 
+    /// [`apply`](Self::apply) to headers kept as ordered pairs (an RPC call's
+    /// attachments), names compared without case and left in their own spelling.
+    pub fn apply_pairs(&self, pairs: &mut Vec<(String, String)>) {
+        let named = |name: &HeaderName, key: &str| key.eq_ignore_ascii_case(name.as_str());
+        let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        pairs.retain(|(k, _)| {
+            !self.remove.iter().any(|n| named(n, k)) && !self.set.iter().any(|(n, _)| named(n, k))
+        });
+        for (name, value) in self.set.iter().chain(self.add.iter()) {
+            pairs.push((name.as_str().to_owned(), text(value)));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
@@ -107,6 +120,39 @@ mod tests {
         assert_eq!(values(&h, "x-reset"), ["fresh", "more"]);
         assert_eq!(values(&h, "x-added"), ["zero", "one"]);
         assert_eq!(values(&h, "x-kept"), ["k"]);
+    }
+
+    #[test]
+    fn pairs_are_edited_as_a_header_map_is_keeping_their_spelling() {
+        let t = one_route(
+            "{match: {}, cluster: a, request_headers: {
+                remove: [x-gone], set: {x-set: new}, add: {x-added: one, x-kept: two}}}",
+        );
+        let ops = &crate::test_util::first_route(&t).request_headers;
+        let mut pairs: Vec<(String, String)> = [
+            ("X-Gone", "1"),
+            ("x-SET", "old"),
+            ("X-Kept", "k"),
+            ("service", "a.B:1.0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        ops.apply_pairs(&mut pairs);
+        let got: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("X-Kept", "k"),
+                ("service", "a.B:1.0"),
+                ("x-set", "new"),
+                ("x-added", "one"),
+                ("x-kept", "two")
+            ]
+        );
     }
 
     #[test]

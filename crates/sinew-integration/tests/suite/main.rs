@@ -54,6 +54,7 @@ mod route_fraction;
 mod routing;
 mod rpc_bolt;
 mod rpc_dubbo;
+mod rpc_policies;
 mod runtime_layers;
 mod scheme_transformation;
 mod sds_refs;

@@ -7,78 +7,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sinew_integration::{free_port, ChildGuard, TestProxy};
+use sinew_integration::bolt_kit::{consume, node, provider, SERVICE};
+use sinew_integration::{ChildGuard, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SERVICE: &str = "com.sinew.test.EchoService";
-
-fn peers() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/peers/bolt")
-}
-
-fn node(args: &[&str]) -> Command {
-    let mut command = Command::new("node");
-    command
-        .args(args)
-        .current_dir(peers())
-        .stdout(Stdio::piped());
-    command
-}
-
-/// A provider named `name` on a fresh port, once it says it listens.
-async fn provider(name: &str) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let mut child = ChildGuard(
-        node(&["server.js", &port.to_string(), name])
-            .spawn()
-            .expect("node runs (scripts/test installs the Bolt peers)"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let said = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let said = tokio::time::timeout(Duration::from_secs(20), said).await;
-    assert!(
-        matches!(&said, Ok(Ok(Ok(l))) if l.starts_with("listening")),
-        "provider {name} did not start: {said:?}"
-    );
-    (child, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-/// The consumer's lines for `count` calls of `method` through `addr`.
-async fn consume(
-    addr: SocketAddr,
-    service: &str,
-    method: &str,
-    count: usize,
-    arg: &str,
-) -> Vec<String> {
-    let mut command = node(&[
-        "client.js",
-        &addr.to_string(),
-        service,
-        method,
-        &count.to_string(),
-        arg,
-    ]);
-    let child = ChildGuard(command.spawn().expect("node runs"));
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = child;
-        let stdout = child.0.stdout.take().unwrap();
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
-    tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the consumer finishes")
-        .unwrap()
-}
 
 fn config(a: SocketAddr, b: SocketAddr) -> String {
     format!(

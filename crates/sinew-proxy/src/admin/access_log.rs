@@ -42,6 +42,7 @@ pub(super) async fn logged(
         authority,
         tls: false,
         version: Some(version),
+        protocol: None,
         status: Some(reply.status().as_u16()),
         flags: ResponseFlags::default(),
         details: None,

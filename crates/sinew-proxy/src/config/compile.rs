@@ -261,12 +261,33 @@ pub fn compile(
                 (None, Some(name)) => named_sets[name].clone(),
                 (None, None) => unreachable!("validation requires route_config or virtual_hosts"),
             };
+            let vhosts = match &rpc.virtual_hosts {
+                Some(v) => &v[..],
+                None => config
+                    .route_configs
+                    .iter()
+                    .find(|rc| Some(&rc.name) == rpc.route_config.as_ref())
+                    .map_or(&[][..], |rc| &rc.virtual_hosts[..]),
+            };
+            let limits_before = before.and_then(|b| match &b.kind {
+                ListenerKind::Rpc(r) => r.rate_limits.as_deref(),
+                ListenerKind::Http(_)
+                | ListenerKind::Tcp(_)
+                | ListenerKind::Redis(_)
+                | ListenerKind::Closed => None,
+            });
+            let codec = crate::rpc::codec(rpc.protocol);
             ListenerKind::Rpc(Arc::new(RpcProxy {
-                codec: crate::rpc::codec(rpc.protocol),
+                codec,
                 routes,
                 request_timeout: rpc.request_timeout,
                 idle_timeout: rpc.idle_timeout,
+                authorize_calls: authorization.as_ref().is_some_and(|a| a.reads_requests()),
                 authorization,
+                rate_limits: crate::filters::rate_limit::compile_rpc(rpc, vhosts, limits_before),
+                access_log: AccessLogs::compile(rpc.access_log.as_deref()),
+                metrics: metrics.map(|m| crate::rpc::call_metrics(m, &l.name, codec.name())),
+                listener: l.name.as_str().into(),
             }))
         } else if let Some(redis) = &l.redis {
             let redis_metrics = metrics.map(|m| m.redis(&l.name, &crate::redis::METRIC_CLASSES));

@@ -253,6 +253,18 @@ pub struct RpcProxy {
     pub idle_timeout: Duration,
     /// The listener's authorization policies; None when it has none.
     pub authorization: Option<Arc<crate::filters::authz::Authorization>>,
+    /// Whether the policies are checked per call (some rule reads a request: a path, a
+    /// header...) rather than once per connection.
+    pub authorize_calls: bool,
+    /// The listener's, virtual hosts' and routes' local rate limits; None when none has
+    /// one.
+    pub rate_limits: Option<Arc<crate::filters::rate_limit::HttpRateLimits>>,
+    /// None when the listener has no `access_log`.
+    pub access_log: Option<Arc<crate::filters::access_log::AccessLogs>>,
+    /// None when metrics are off.
+    pub metrics: Option<Arc<crate::metrics::RpcCallMetrics>>,
+    /// The listener's name, for logs.
+    pub listener: Arc<str>,
 }
 
 impl TcpProxy {

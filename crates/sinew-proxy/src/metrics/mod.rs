@@ -73,6 +73,8 @@ pub struct Metrics {
     redis_commands: Family<Labels, ShardedCounter>,
     redis_errors: Family<Labels, ShardedCounter>,
     redis_latency: Family<Labels, LatencyHistogram>,
+    rpc_calls: Family<Labels, ShardedCounter>,
+    rpc_call_time: Family<Labels, LatencyHistogram>,
     pub reloads_succeeded: Counter,
     pub reloads_failed: Counter,
     pub config_version: Gauge,
@@ -111,6 +113,8 @@ impl Metrics {
             redis_commands: Family::default(),
             redis_errors: Family::default(),
             redis_latency: Family::default(),
+            rpc_calls: Family::default(),
+            rpc_call_time: Family::default(),
             reloads_succeeded: Counter::default(),
             reloads_failed: Counter::default(),
             config_version: Gauge::default(),
@@ -171,6 +175,16 @@ impl Metrics {
             "sinew_redis_command_time_seconds",
             "Time from reading a Redis command to having its whole reply, by listener and command class",
             m.redis_latency.clone(),
+        );
+        r.register(
+            "sinew_rpc_calls",
+            "RPC calls an rpc listener received, by listener, protocol, who answered (upstream or proxy) and how the call ended",
+            m.rpc_calls.clone(),
+        );
+        r.register(
+            "sinew_rpc_call_time_seconds",
+            "Time from reading an RPC call to having its answer (the upstream's response or the proxy's error), by listener and protocol",
+            m.rpc_call_time.clone(),
         );
         r.register(
             "sinew_vhost_route_rq",
@@ -397,6 +411,31 @@ impl Metrics {
         })
     }
 
+    /// An RPC listener's handles: one counter per (source, class) of `outcomes`
+    /// (`crate::rpc` names them), and the call-time histogram.
+    pub fn rpc<const N: usize>(
+        &self,
+        listener: &str,
+        protocol: &str,
+        outcomes: &[(&str, &str); N],
+    ) -> Arc<RpcMetrics<N>> {
+        let base = || -> Labels {
+            vec![
+                ("listener", listener.to_string()),
+                ("protocol", protocol.to_string()),
+            ]
+        };
+        Arc::new(RpcMetrics {
+            calls: outcomes.map(|(source, class)| {
+                let mut labels = base();
+                labels.push(("source", source.to_string()));
+                labels.push(("class", class.to_string()));
+                self.rpc_calls.get_or_create(&labels).clone()
+            }),
+            time: self.rpc_call_time.get_or_create(&base()).clone(),
+        })
+    }
+
     /// One cluster's per-request handles.
     pub fn cluster(&self, name: &str) -> Arc<ClusterMetrics> {
         let l: Labels = vec![("cluster", name.to_string())];
@@ -600,6 +639,19 @@ pub struct RedisMetrics {
     pub commands: [ShardedCounter; 4],
     pub errors: [ShardedCounter; 4],
     pub time: [LatencyHistogram; 4],
+}
+
+/// How many ways an RPC call can end (`crate::rpc` names them).
+pub const RPC_OUTCOMES: usize = 11;
+
+/// An RPC listener's handles, one counter per call outcome.
+pub type RpcCallMetrics = RpcMetrics<RPC_OUTCOMES>;
+
+/// An RPC listener's counters, indexed by call outcome.
+#[derive(Debug)]
+pub struct RpcMetrics<const N: usize> {
+    pub calls: [ShardedCounter; N],
+    pub time: LatencyHistogram,
 }
 
 /// A cluster's per-request counters.

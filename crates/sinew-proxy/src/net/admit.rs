@@ -22,15 +22,19 @@ pub(crate) enum Admitted {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The connection, ready to serve; None when its handshake failed or timed out or the
-/// authorization denied it (logged, naming `what` the listener serves).
+/// What the client's verified certificate says, when it sent one.
+pub(crate) type Identity = Option<Arc<sinew_identity::PeerIdentity>>;
+
+/// The connection, ready to serve, and its peer's identity; None when its handshake
+/// failed or timed out or the authorization denied it (logged, naming `what` the
+/// listener serves).
 pub(crate) async fn admit(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<&TlsAcceptor>,
     authorization: Option<&Authorization>,
     what: &str,
-) -> Option<Admitted> {
+) -> Option<(Admitted, Identity)> {
     let local_port = stream.local_addr().map_or(0, |a| a.port());
     let (admitted, identity) = match tls {
         None => (Admitted::Plain(stream), None),
@@ -57,7 +61,7 @@ pub(crate) async fn admit(
             return None;
         }
     }
-    Some(admitted)
+    Some((admitted, identity))
 }
 
 /// What the client's verified certificate says, read once per connection; `None`

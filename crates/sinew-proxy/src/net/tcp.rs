@@ -199,6 +199,7 @@ fn tcp_entry(
         authority: None,
         tls: false,
         version: None,
+        protocol: None,
         status: None,
         flags: Default::default(),
         details: None,

@@ -34,8 +34,8 @@ pub(crate) async fn serve(
     let peer = stream.peer_addr().unwrap_or(unknown);
     let authz = config.authorization.as_deref();
     match admit(stream, peer, tls, authz, "Redis").await {
-        Some(Admitted::Plain(stream)) => run(stream, config).await,
-        Some(Admitted::Tls(stream)) => Box::pin(run(*stream, config)).await,
+        Some((Admitted::Plain(stream), _)) => run(stream, config).await,
+        Some((Admitted::Tls(stream), _)) => Box::pin(run(*stream, config)).await,
         None => {}
     }
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::record::Caller;
 use crate::config::snapshot::{DownstreamTls, RpcProxy};
 use crate::net::admit::{admit, Admitted};
 
@@ -21,8 +22,9 @@ const WRITE_QUEUE: usize = 256;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// Serves one accepted connection: its TLS first, if the listener takes any, then the
-/// listener's authorization (per connection, as for TCP: a call carries no more
-/// identity than its connection).
+/// listener's authorization: once here when its rules need only the connection's facts
+/// (peer, port, certificate), as for TCP; per call, with the call's service, method and
+/// headers, when some rule reads a request.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -30,15 +32,34 @@ pub(crate) async fn serve(
     config: Arc<RpcProxy>,
 ) {
     let acceptor = tls.map(|t| &t.acceptor);
-    let authz = config.authorization.as_deref();
+    let authz = config
+        .authorization
+        .as_deref()
+        .filter(|_| !config.authorize_calls);
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let local = stream.local_addr().unwrap_or(unknown);
+    let caller = |identity| {
+        Arc::new(Caller {
+            peer,
+            local,
+            tls: acceptor.is_some(),
+            identity,
+        })
+    };
     match admit(stream, peer, acceptor, authz, config.codec.name()).await {
-        Some(Admitted::Plain(stream)) => run(stream, config).await,
-        Some(Admitted::Tls(stream)) => Box::pin(run(*stream, config)).await,
+        Some((Admitted::Plain(stream), identity)) => run(stream, config, caller(identity)).await,
+        Some((Admitted::Tls(stream), identity)) => {
+            Box::pin(run(*stream, config, caller(identity))).await
+        }
         None => {}
     }
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, config: Arc<RpcProxy>) {
+async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    config: Arc<RpcProxy>,
+    caller: Arc<Caller>,
+) {
     let (mut read, write) = tokio::io::split(stream);
     let (replies, queued) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::spawn(super::writer::write_batched(write, queued, || {}));
@@ -69,9 +90,10 @@ async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, config: Arc<
                         break 'connection;
                     };
                     let (config, replies) = (config.clone(), replies.clone());
+                    let caller = caller.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        if let Some(reply) = super::call::call(&config, frame).await {
+                        if let Some(reply) = super::call::call(&config, &caller, frame).await {
                             let _ = replies.send(reply).await;
                         }
                     });

@@ -9,9 +9,17 @@
 //! response goes back with the client's own request id. Whatever the proxy answers
 //! itself (no route, no endpoint, a timeout, a breaker) goes back as the protocol's own
 //! error response; heartbeats are answered where they arrive.
+//!
+//! HTTP's policies apply to calls with their HTTP config and compiled objects: the
+//! listener's authorization (per call when a rule reads a request), the route's and
+//! virtual host's local rate limits, fault injection and mirroring, metrics and access
+//! logs ([`call`], [`mirror`], [`record`], [`outcome`]).
 
 mod call;
 mod downstream;
+mod mirror;
+mod outcome;
+mod record;
 mod upstream;
 mod writer;
 
@@ -19,6 +27,7 @@ use sinew_codec::rpc::RpcCodec;
 use sinew_config::model::RpcProtocol;
 
 pub(crate) use downstream::serve;
+pub(crate) use outcome::call_metrics;
 
 /// The codec of a protocol.
 pub(crate) fn codec(protocol: RpcProtocol) -> &'static dyn RpcCodec {

@@ -66,8 +66,10 @@ pub struct Entry {
     pub path: Option<PathAndQuery>,
     pub authority: Option<HeaderValue>,
     pub tls: bool,
-    /// None for a TCP connection.
+    /// None for a TCP connection or an RPC call.
     pub version: Option<Version>,
+    /// An RPC call's protocol (`bolt`), for `%PROTOCOL%`; None otherwise.
+    pub protocol: Option<&'static str>,
     pub status: Option<u16>,
     pub flags: ResponseFlags,
     /// `%RESPONSE_CODE_DETAILS%` (only authorization denials say, for now).
@@ -239,6 +241,7 @@ mod tests {
             authority: None,
             tls: false,
             version: None,
+            protocol: None,
             status: Some(status),
             flags: ResponseFlags::default(),
             details: None,

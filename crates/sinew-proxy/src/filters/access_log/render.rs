@@ -105,7 +105,10 @@ fn write_value(op: &Operator, e: &Entry, out: &mut String) -> bool {
                 Some(Version::HTTP_11) => "HTTP/1.1",
                 Some(Version::HTTP_2) => "HTTP/2",
                 Some(Version::HTTP_3) => "HTTP/3",
-                _ => return false,
+                _ => match e.protocol {
+                    Some(rpc) => rpc,
+                    None => return false,
+                },
             };
             out.push_str(name);
             Ok(())
@@ -551,6 +554,7 @@ mod fuzz {
                     authority: Some(a.clone()),
                     tls: n % 2 == 0,
                     version: Some(http::Version::HTTP_11),
+                    protocol: None,
                     status: Some(status),
                     flags: ResponseFlags::default(),
                     details: None,

@@ -244,6 +244,44 @@ impl Authorization {
         }
     }
 
+    /// Whether some rule reads a request (hosts, methods, paths, headers, request
+    /// principals, JWT claims): then an RPC listener decides per call, where its calls
+    /// supply those, rather than once per connection, where they would be absent.
+    pub(crate) fn reads_requests(&self) -> bool {
+        [&self.audit, &self.deny, &self.allow]
+            .iter()
+            .flat_map(|list| list.iter())
+            .any(|p| p.rules.iter().any(|r| r.http_only))
+    }
+
+    /// For an RPC call: the verdict on its connection's facts and the call read as a
+    /// `POST` to `host` (its service) at `path` (`/<method>`) with `headers`. Calls carry
+    /// no `X-Forwarded-For` to trust: the remote is the peer.
+    pub(crate) fn check_call(
+        &self,
+        peer: SocketAddr,
+        local_port: u16,
+        identity: Option<&sinew_identity::PeerIdentity>,
+        host: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Verdict {
+        let peer = peer.ip().to_canonical();
+        self.evaluate(&Attributes {
+            peer,
+            remote: peer,
+            port: local_port,
+            identity,
+            http: Some(HttpAttributes {
+                method: "POST",
+                path,
+                host,
+                headers,
+                auth: None,
+            }),
+        })
+    }
+
     /// For a TCP-proxy connection: the verdict on its peer and the listener's port.
     pub(crate) fn check_connection(
         &self,

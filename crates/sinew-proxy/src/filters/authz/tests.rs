@@ -702,3 +702,39 @@ fn evaluation_cost() {
         "decision (4 policies, allowed by the last rule): {each:?}; normalising a clean path: {plain:?}; one that changes: {rewritten:?}"
     );
 }
+
+#[test]
+fn rpc_calls_are_checked_per_call_only_when_a_rule_reads_a_request() {
+    let by_path = policies(
+        "policies: [{name: no-drop, action: DENY, rules: [{to: [{operation: {paths: [/drop]}}]}]}]",
+    );
+    assert!(by_path.reads_requests());
+    let by_peer = policies(
+        "policies: [{name: lan, action: ALLOW, rules: [{from: [{source: {ip_blocks: [10.0.0.0/8]}}]}]}]",
+    );
+    assert!(!by_peer.reads_requests());
+
+    let peer: std::net::SocketAddr = "10.1.2.3:5000".parse().unwrap();
+    let headers = HeaderMap::new();
+    let call = |authz: &Authorization, service: &str, path: &str| {
+        authz.check_call(peer, 12200, None, service, path, &headers)
+    };
+    assert_eq!(
+        call(&by_path, "com.example.Echo", "/drop"),
+        Verdict::Denied(Some("no-drop".into()))
+    );
+    assert_eq!(
+        call(&by_path, "com.example.Echo", "/echo"),
+        Verdict::Allowed
+    );
+    let by_service =
+        allow_only("{to: [{operation: {hosts: [com.example.Echo], methods: [POST]}}]}");
+    assert_eq!(
+        call(&by_service, "com.example.Echo", "/echo"),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        call(&by_service, "com.example.Other", "/echo"),
+        Verdict::Denied(None)
+    );
+}

@@ -19,16 +19,21 @@
 //! connection across a reload that leaves `global_rate_limit` unchanged.
 //!
 //! Nothing configured = `HttpManager::rate_limits` is None, checked once per request.
+//!
+//! RPC listeners use the same compiled limits for their calls ([`compile_rpc`],
+//! [`HttpRateLimits::check_call`]): a call is a request to its service's virtual host at
+//! its method's route, and a refusal is the protocol's "overloaded" error.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sinew_router::{Route, VirtualHost};
 use sinew_stream::DownstreamRequest;
 
 use super::Routed;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use sinew_config::model::{self, RateLimitKey, XRateLimitHeaders};
 use sinew_ratelimit::{
     now_nanos, BucketSpec, Counter, GlobalLimiter, GlobalVerdict, KeyedBuckets, RedisOptions, Take,
@@ -102,9 +107,10 @@ pub(crate) struct Quota {
     reset: Duration,
 }
 
-/// Where a request stands, for keys: its client address and its route's position.
+/// Where a request stands, for keys: its headers, its client address and its route's
+/// position.
 struct RequestKeys<'a> {
-    req: &'a DownstreamRequest,
+    headers: &'a HeaderMap,
     client: IpAddr,
     vhost: usize,
     route: usize,
@@ -130,11 +136,7 @@ impl RequestKeys<'_> {
                 scratch[8..].copy_from_slice(&(self.route as u64).to_le_bytes());
                 &scratch[..]
             }
-            Key::Header(name) => self
-                .req
-                .headers()
-                .get(name)
-                .map_or(&b""[..], |v| v.as_bytes()),
+            Key::Header(name) => self.headers.get(name).map_or(&b""[..], |v| v.as_bytes()),
         }
     }
 
@@ -146,7 +148,7 @@ impl RequestKeys<'_> {
                 out.extend_from_slice(format!("{}/{}", self.vhost, self.route).as_bytes())
             }
             Key::Header(name) => {
-                if let Some(v) = self.req.headers().get(name) {
+                if let Some(v) = self.headers.get(name) {
                     out.extend_from_slice(v.as_bytes());
                 }
             }
@@ -229,6 +231,32 @@ fn position<T>(all: &[T], one: &T) -> Option<usize> {
     (i * size == offset && i < all.len() && std::ptr::eq(&all[i], one)).then_some(i)
 }
 
+/// Why a request or call was refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    /// A level (or the global limit) had no token left.
+    OverLimit(Quota),
+    /// The global limit's service could not be asked and `failure_mode_deny` is set.
+    ServiceError,
+}
+
+impl Refusal {
+    /// The HTTP reply: a 429 with the x-ratelimit-* headers, or Envoy's 500 for a rate
+    /// limit service that failed closed.
+    fn reply(self, grpc: bool) -> Response<ResponseBody> {
+        match self {
+            Refusal::OverLimit(quota) => over_limit(quota, grpc),
+            // Envoy's `failure_mode_deny`: a 500 flagged RLSE, as Envoy answers.
+            Refusal::ServiceError => local_reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ResponseFlags::RATE_LIMIT_SERVICE_ERROR,
+                "rate limit service unavailable",
+                grpc,
+            ),
+        }
+    }
+}
+
 impl HttpRateLimits {
     /// The rate-limit phase: Ok with what to report on the response, or the reply that
     /// refuses the request.
@@ -238,11 +266,31 @@ impl HttpRateLimits {
         req: &DownstreamRequest,
         client: IpAddr,
     ) -> Result<Option<Quota>, Response<ResponseBody>> {
-        let (vhost, route, grpc) = (routed.vhost, routed.route, routed.grpc);
-        let vhost_index = position(routed.virtual_hosts, vhost).unwrap_or(usize::MAX);
+        self.check_call(
+            routed.virtual_hosts,
+            routed.vhost,
+            routed.route,
+            req.headers(),
+            client,
+        )
+        .await
+        .map_err(|r| r.reply(routed.grpc))
+    }
+
+    /// Takes a token at every level that applies to a request (or RPC call) routed to
+    /// `route` of `vhost` (one of `virtual_hosts`), with `headers` for header keys.
+    pub(crate) async fn check_call(
+        &self,
+        virtual_hosts: &[VirtualHost],
+        vhost: &VirtualHost,
+        route: &Route,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Option<Quota>, Refusal> {
+        let vhost_index = position(virtual_hosts, vhost).unwrap_or(usize::MAX);
         let route_index = position(vhost.routes(), route).unwrap_or(usize::MAX);
         let keys = RequestKeys {
-            req,
+            headers,
             client,
             vhost: vhost_index,
             route: route_index,
@@ -268,13 +316,13 @@ impl HttpRateLimits {
         // its route's.
         for limit in applying.into_iter().rev().flatten() {
             if let Err(over) = limit.take(&keys, now, &mut quota) {
-                return Err(over_limit(over, grpc));
+                return Err(Refusal::OverLimit(over));
             }
         }
         if let Some(global) = &self.global {
             // Boxed: the Redis round trip's state is large, and inline it would size the
             // future of every request on every listener, limited or not.
-            Box::pin(global.check(&keys, &mut quota, grpc)).await?;
+            Box::pin(global.check(&keys, &mut quota)).await?;
         }
         Ok(quota)
     }
@@ -285,8 +333,7 @@ impl GlobalLimit {
         &self,
         keys: &RequestKeys<'_>,
         quota: &mut Option<Quota>,
-        grpc: bool,
-    ) -> Result<(), Response<ResponseBody>> {
+    ) -> Result<(), Refusal> {
         let counters: Vec<Counter> = self
             .descriptors
             .iter()
@@ -320,21 +367,14 @@ impl GlobalLimit {
                 }
                 Ok(())
             }
-            GlobalVerdict::OverLimit { limit, reset } => Err(over_limit(
-                Quota {
-                    limit,
-                    remaining: 0,
-                    reset,
-                },
-                grpc,
-            )),
-            // Envoy's `failure_mode_deny`: a 500 flagged RLSE, as Envoy answers.
-            GlobalVerdict::Unavailable if self.config.failure_mode_deny => Err(local_reply::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ResponseFlags::RATE_LIMIT_SERVICE_ERROR,
-                "rate limit service unavailable",
-                grpc,
-            )),
+            GlobalVerdict::OverLimit { limit, reset } => Err(Refusal::OverLimit(Quota {
+                limit,
+                remaining: 0,
+                reset,
+            })),
+            GlobalVerdict::Unavailable if self.config.failure_mode_deny => {
+                Err(Refusal::ServiceError)
+            }
             GlobalVerdict::Unavailable => Ok(()),
         }
     }
@@ -369,14 +409,47 @@ pub(crate) fn compile(
     vhosts: &[model::VirtualHost],
     previous: Option<&HttpRateLimits>,
 ) -> Option<Arc<HttpRateLimits>> {
-    let local_on = http.local_rate_limit_levels != model::LocalRateLimitLevels::Disabled;
+    compile_levels(
+        &http.local_rate_limit,
+        http.local_rate_limit_levels,
+        http.global_rate_limit.as_ref(),
+        vhosts,
+        previous,
+    )
+}
+
+/// Compiles an RPC listener's local limits (its own `local_rate_limit`, its virtual
+/// hosts' and routes'), every level applying, keeping unchanged buckets from `previous`.
+/// None when no level has a limit.
+pub(crate) fn compile_rpc(
+    rpc: &model::RpcProxy,
+    vhosts: &[model::VirtualHost],
+    previous: Option<&HttpRateLimits>,
+) -> Option<Arc<HttpRateLimits>> {
+    compile_levels(
+        &rpc.local_rate_limit,
+        model::LocalRateLimitLevels::EveryLevel,
+        None,
+        vhosts,
+        previous,
+    )
+}
+
+fn compile_levels(
+    listener_limit: &Option<model::LocalRateLimit>,
+    levels: model::LocalRateLimitLevels,
+    global: Option<&model::GlobalRateLimit>,
+    vhosts: &[model::VirtualHost],
+    previous: Option<&HttpRateLimits>,
+) -> Option<Arc<HttpRateLimits>> {
+    let local_on = levels != model::LocalRateLimitLevels::Disabled;
     let any_local = local_on
-        && (http.local_rate_limit.is_some()
+        && (listener_limit.is_some()
             || vhosts.iter().any(|v| {
                 v.local_rate_limit.is_some()
                     || v.routes.iter().any(|r| r.local_rate_limit.is_some())
             }));
-    if !any_local && http.global_rate_limit.is_none() {
+    if !any_local && global.is_none() {
         return None;
     }
     let mut named = HashMap::new();
@@ -392,7 +465,7 @@ pub(crate) fn compile(
         named.insert(level, limit.clone());
         Some(limit)
     };
-    let listener = reuse((None, None), &http.local_rate_limit);
+    let listener = reuse((None, None), listener_limit);
     let compiled_vhosts = vhosts
         .iter()
         .map(|v| {
@@ -412,16 +485,13 @@ pub(crate) fn compile(
             VhostLimits { own, routes }
         })
         .collect();
-    let global =
-        http.global_rate_limit
-            .as_ref()
-            .map(|g| match previous.and_then(|p| p.global.as_ref()) {
-                Some(old) if old.config == *g => old.clone(),
-                _ => Arc::new(GlobalLimit::new(g)),
-            });
+    let global = global.map(|g| match previous.and_then(|p| p.global.as_ref()) {
+        Some(old) if old.config == *g => old.clone(),
+        _ => Arc::new(GlobalLimit::new(g)),
+    });
     Some(Arc::new(HttpRateLimits {
         listener,
-        most_specific: http.local_rate_limit_levels == model::LocalRateLimitLevels::MostSpecific,
+        most_specific: levels == model::LocalRateLimitLevels::MostSpecific,
         vhosts: compiled_vhosts,
         global,
         named,
