@@ -587,3 +587,129 @@ class TlsScenarios(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# redis-benchmark 7.0.15 --csv, as it printed against redis-server on this machine.
+REDIS_BENCHMARK = '''"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+"GET","499999.97","1.215","0.256","1.423","1.703","1.743","1.751"
+'''
+
+# One line of `sinew-bench rpc-load` as it prints it.
+RPC_LOAD = {"protocol": "Bolt", "connections": 10, "pipeline": 16, "size": 1024,
+            "requests": 100000, "errors": 1, "secs": 2.001, "rps": 49975.0,
+            "first_error": "call 7: response 7 is Timeout"}
+
+
+class Issue21Scenarios(unittest.TestCase):
+    """The RPC (Bolt, Dubbo) and Redis scenarios: their loads' output, the QPS per core
+    put beside MOSN's anchor, and Sinew's CPU per Redis request judged against
+    twemproxy's."""
+
+    def test_rpc_load_passes_the_shape_and_reads_the_counts(self):
+        with mock.patch.object(harness, "run_load", return_value=json.dumps(RPC_LOAD)) as run:
+            r = harness.rpc_load("dubbo", 19701, 5)
+        cmd = run.call_args.args[0]
+        self.assertEqual(cmd[1:3], ["rpc-load", "--protocol"])
+        for flag, value in (("--protocol", "dubbo"), ("--target", "127.0.0.1:19701"),
+                            ("--connections", "10"), ("--pipeline", "16"), ("--secs", "5"),
+                            ("--size", "1024")):
+            self.assertEqual(cmd[cmd.index(flag) + 1], value)
+        self.assertEqual((r["requests"], r["errors"]), (100000, 1))
+        self.assertEqual(r["first_error"], "call 7: response 7 is Timeout")
+
+    def test_qps_per_core_is_requests_per_cpu_second(self):
+        # 50,000 req/s for 10 s on 40% of a core: 125,000 per fully used core.
+        r = harness.add_per_core({"requests": 500_000, "cpu_s": 4.0})
+        self.assertAlmostEqual(r["qps_per_core"], 125_000)
+        self.assertNotIn("qps_per_core", harness.add_per_core({"requests": 5, "rps": 1.0}))
+        self.assertIsNone(harness.add_per_core(None))
+
+    def test_the_rpc_section_puts_sinew_beside_mosns_anchor(self):
+        results = {"rpc-bolt": {"runs": {
+            "direct": [{"rps": 400_000.0}],
+            "sinew": [{"rps": 100_000.0, "cpu_us_per_request": 5.0, "qps_per_core": 200_000.0},
+                      {"rps": 90_000.0, "cpu_us_per_request": 6.0, "qps_per_core": 160_000.0},
+                      {"failed": "boom"}]}}}
+        text = harness.issue21_section(results)
+        self.assertIn("Sinew 95,000 req/s (0.24× direct's 400,000) at 5.50 µs CPU per request "
+                      "= 180,000 QPS per fully used core", text)
+        self.assertIn("MOSN's published 103,500 QPS", text)
+        self.assertIn("= 1.74× the anchor", text)
+        self.assertNotIn("rpc-dubbo", text)
+        rows = cells(harness.table("rpc-bolt", results["rpc-bolt"]))
+        self.assertEqual(rows["sinew"]["QPS per fully used core"], "180,000")
+        self.assertEqual(rows["direct"]["QPS per fully used core"], "—")
+
+    def test_redis_benchmark_output_gives_the_rate_and_latencies(self):
+        self.assertEqual(harness.read_redis_benchmark(REDIS_BENCHMARK, "GET"),
+                         {"rps": 499999.97, "p50_ms": 1.423, "p99_ms": 1.743})
+        # Before redis 7: no header, the rate only.
+        self.assertEqual(harness.read_redis_benchmark('"SET","1234.50"\n', "SET"), {"rps": 1234.5})
+        with self.assertRaisesRegex(RuntimeError, "no SET rate"):
+            harness.read_redis_benchmark(REDIS_BENCHMARK, "SET")
+
+    def test_redis_cases_are_sized_to_a_quarter_of_the_time(self):
+        self.assertEqual(harness.redis_requests(1, 10), 100_000)
+        self.assertEqual(harness.redis_requests(16, 10), 375_000)
+        self.assertEqual(harness.redis_requests(1, 0), 10_000)  # never too few to time
+
+    def test_sinew_cpu_per_redis_request_is_judged_against_twemproxys(self):
+        def case(sinew, twemproxy):
+            return {"direct": [{"rps": 90_000.0}],
+                    "sinew": [{"rps": 50_000.0, "cpu_us_per_request": sinew}],
+                    "twemproxy": [{"rps": 40_000.0, "cpu_us_per_request": twemproxy}]}
+
+        results = {"redis": {"requests": {"SET -P 1": 100, "GET -P 16": 200},
+                             "cases": {"SET -P 1": case(5.0 + 1e-12, 5.0), "GET -P 16": case(2.0, 1.0)}}}
+        text = harness.issue21_section(results)
+        self.assertIn("(redis) SET -P 1: CPU per request Sinew 5.00 µs, twemproxy 5.00 µs = 1.00× "
+                      "(Sinew 50,000 req/s, twemproxy 40,000); goal at or below twemproxy's: met.", text)
+        self.assertIn("GET -P 16: CPU per request Sinew 2.00 µs, twemproxy 1.00 µs = 2.00× (Sinew "
+                      "50,000 req/s, twemproxy 40,000); goal at or below twemproxy's: not met.", text)
+        table = harness.redis_table(results["redis"])
+        rows = [line.split(" | ") for line in table.splitlines()[2:]]
+        self.assertEqual([(r[0].strip("| "), r[2]) for r in rows],
+                         [("SET -P 1", "direct"), ("SET -P 1", "sinew"), ("SET -P 1", "twemproxy"),
+                          ("GET -P 16", "direct"), ("GET -P 16", "sinew"), ("GET -P 16", "twemproxy")])
+        self.assertEqual(rows[4][-1].strip(" |"), "2.00× CPU µs/req")
+
+    def test_redis_runs_the_chosen_targets_on_their_own_configs_each_case_in_turn(self):
+        started, measured = [], []
+
+        class FakeTarget:
+            def __init__(self, name, workers, config=None):
+                self.name, self.config = name, config or name
+                started.append((name, workers, self.config))
+
+            def start(self):
+                pass
+
+            def stop(self):
+                pass
+
+        def benchmark(port, command, pipeline, requests):
+            measured.append((port, command, pipeline, requests))
+            return {"requests": requests, "rps": 1000.0}
+
+        args = mock.Mock(runs=1, secs=4)
+        results = {}
+        with mock.patch.object(harness, "Target", FakeTarget), \
+                mock.patch.object(harness, "start_redis_server"), \
+                mock.patch.object(harness, "stop_server"), \
+                mock.patch.object(harness, "redis_benchmark", benchmark), \
+                mock.patch.object(harness, "measure", lambda target, action: action()), \
+                mock.patch("builtins.print"):
+            harness.run_redis(["direct", "sinew", "nginx", "twemproxy"], args, results)
+        self.assertEqual(started, [("sinew", 1, "sinew-rpc"), ("twemproxy", 1, "twemproxy")])
+        self.assertEqual(list(results["redis"]["cases"]),
+                         ["SET -P 1", "GET -P 1", "SET -P 16", "GET -P 16"])
+        # Per case: a warm-up of each target, then the measured runs, targets in turn.
+        first = [m for m in measured if m[1:3] == ("SET", 1)]
+        self.assertEqual([m[0] for m in first], [19005, 19702, 19800] * 2)
+        self.assertEqual([m[3] for m in first], [4000] * 3 + [40_000] * 3)
+        self.assertEqual(sorted(results["redis"]["cases"]["GET -P 16"]), ["direct", "sinew", "twemproxy"])
+
+    def test_the_issue_21_scenarios_are_in_the_default_list(self):
+        for scenario in ("rpc-bolt", "rpc-dubbo", "redis"):
+            self.assertIn(scenario, harness.DEFAULT_SCENARIOS)
+            self.assertIn(scenario, harness.SCENARIOS)

@@ -121,7 +121,7 @@ pub async fn run(options: Options<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn json_escape(text: &str) -> String {
+pub(crate) fn json_escape(text: &str) -> String {
     text.chars()
         .flat_map(|c| match c {
             '"' | '\\' => vec!['\\', c],

@@ -10,9 +10,15 @@
 //! - `load` sends GETs over keep-alive connections or a new connection each, in cleartext
 //!   or TLS 1.3, with session resumption on or off and an optional client certificate,
 //!   and counts full and resumed handshakes (the TLS scenarios).
+//! - `rpc-upstream` is a Bolt or Dubbo echo server, and `rpc-load` keeps pipelined echo
+//!   calls in flight against it, directly or through a proxy, and checks each answer's id
+//!   (the RPC scenarios).
 
 mod hold;
 mod load;
+mod rpc;
+mod rpc_load;
+mod rpc_upstream;
 mod tcp;
 mod upstream;
 
@@ -98,14 +104,51 @@ enum Command {
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
     },
+    /// A Bolt or Dubbo echo server: each call answered with its payload; prints the bound
+    /// address as JSON.
+    RpcUpstream {
+        #[arg(long, value_enum)]
+        protocol: rpc::Protocol,
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Runtime threads (the harness pins the server to one core and uses 1).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Echo calls to `--target` over `--connections` connections, `--pipeline` in flight
+    /// on each, for `--secs` seconds, every answer's id checked; print JSON (requests,
+    /// errors, the rate).
+    RpcLoad {
+        #[arg(long, value_enum)]
+        protocol: rpc::Protocol,
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        pipeline: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Payload bytes of each call (Bolt content, Dubbo string argument).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = match cli.command {
+        Command::RpcUpstream { threads, .. } if threads > 1 => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Upstream {
@@ -147,6 +190,27 @@ fn main() -> std::process::ExitCode {
                     secs,
                     close,
                     tls,
+                })
+                .await
+            }
+            Command::RpcUpstream {
+                protocol, listen, ..
+            } => rpc_upstream::run(protocol, listen).await,
+            Command::RpcLoad {
+                protocol,
+                target,
+                connections,
+                pipeline,
+                secs,
+                size,
+            } => {
+                rpc_load::run(rpc_load::Options {
+                    protocol,
+                    target,
+                    connections,
+                    pipeline,
+                    secs,
+                    size,
                 })
                 .await
             }
