@@ -261,7 +261,13 @@ async fn outlier_detection_ejects_an_instance_that_fails() {
             from_b += 1;
         }
     }
-    assert_eq!(from_b, 3, "b failed three times, then was ejected");
+    // The third failure wakes the detector's task, which ejects b (as Envoy's main
+    // thread does, not the request's): a request sent meanwhile on a busy machine may
+    // still reach b, so one more failure is allowed, never the twenty.
+    assert!(
+        (3..=4).contains(&from_b),
+        "b failed three times, then was ejected: {from_b}"
+    );
     let after = tally(&client, mesh.edge, "/", &[], 30, 2, Duration::from_secs(10)).await;
     assert_eq!(after.count("a"), 30, "{after:?}");
     let m = admin_kit::metrics(mesh.admin).await;
