@@ -3,9 +3,8 @@
 //! the calls it gets and answers each with an empty success, and raw Bolt calls made
 //! with `sinew_codec::bolt`'s encoders, whose response statuses a test reads.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,8 @@ use sinew_codec::rpc::{FrameKind, RpcCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{free_port, ChildGuard};
+use crate::rpc_peers::{node_provider, output_lines, peer_command};
+use crate::ChildGuard;
 
 /// The service the npm provider serves.
 pub const SERVICE: &str = "com.sinew.test.EchoService";
@@ -22,41 +22,15 @@ pub const SERVICE: &str = "com.sinew.test.EchoService";
 /// The class name SOFARPC puts on its calls.
 const REQUEST_CLASS: &[u8] = b"com.alipay.sofa.rpc.core.request.SofaRequest";
 
-/// Where the npm peers are installed.
-pub fn peers() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/peers/bolt")
-}
-
-/// A `node` command run in the peers' directory, its standard output piped.
+/// A `node` command run in the Bolt peers' directory, its standard output piped.
 pub fn node(args: &[&str]) -> Command {
-    let mut command = Command::new("node");
-    command
-        .args(args)
-        .current_dir(peers())
-        .stdout(Stdio::piped());
-    command
+    peer_command("bolt", "node", args)
 }
 
 /// A provider named `name` on a fresh port, once it says it listens. Every answer names
 /// it (`name:...`), so a test can tell which endpoint served a call.
 pub async fn provider(name: &str) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let mut child = ChildGuard(
-        node(&["server.js", &port.to_string(), name])
-            .spawn()
-            .expect("node runs (scripts/test installs the Bolt peers)"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let said = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let said = tokio::time::timeout(Duration::from_secs(20), said).await;
-    assert!(
-        matches!(&said, Ok(Ok(Ok(l))) if l.starts_with("listening")),
-        "provider {name} did not start: {said:?}"
-    );
-    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+    node_provider("bolt", "server.js", &[name]).await
 }
 
 /// The consumer's lines (`ok <result>` or `error <message>`) for `count` calls of
@@ -68,27 +42,15 @@ pub async fn consume(
     count: usize,
     arg: &str,
 ) -> Vec<String> {
-    let mut command = node(&[
+    output_lines(node(&[
         "client.js",
         &addr.to_string(),
         service,
         method,
         &count.to_string(),
         arg,
-    ]);
-    let child = ChildGuard(command.spawn().expect("node runs"));
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = child;
-        let stdout = child.0.stdout.take().unwrap();
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
-    tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the consumer finishes")
-        .unwrap()
+    ]))
+    .await
 }
 
 /// One call a [`BoltStub`] received.

@@ -71,13 +71,16 @@ pub async fn output_lines(mut command: Command) -> Vec<String> {
         .expect("its output is read")
 }
 
-/// `command`'s lines as they come, on a channel (for runs that act midway).
-pub fn stream_lines(
-    command: &mut Command,
-) -> (ChildGuard, tokio::sync::mpsc::UnboundedReceiver<String>) {
+/// Every line `command` prints (at most 60 s), with `victim` killed once `after` lines
+/// have come: a provider dying in the middle of a consumer's run.
+pub async fn output_lines_killing(
+    mut command: Command,
+    victim: &mut ChildGuard,
+    after: usize,
+) -> Vec<String> {
     let mut child = ChildGuard(command.spawn().expect("the peer runs"));
     let stdout = child.0.stdout.take().expect("piped");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -85,5 +88,17 @@ pub fn stream_lines(
             }
         }
     });
-    (child, rx)
+    let mut seen = Vec::new();
+    let run = async {
+        while let Some(line) = lines.recv().await {
+            seen.push(line);
+            if seen.len() == after {
+                let _ = victim.0.kill();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the peer finishes within 60 s");
+    seen
 }

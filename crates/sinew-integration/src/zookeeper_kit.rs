@@ -178,3 +178,16 @@ impl Drop for ZooKeeper {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The node a Dubbo provider with this `url` registers under `/dubbo/<interface>/providers`:
+/// the URL percent-encoded as Dubbo's registry writes it.
+pub fn dubbo_provider_node(interface: &str, url: &str) -> String {
+    let node: String = url
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/dubbo/{interface}/providers/{node}")
+}

@@ -496,14 +496,7 @@ fn dubbo_provider_node(addr: SocketAddr) -> String {
     let url = format!(
         "dubbo://{addr}/com.example.DemoService?anyhost=true&application=demo&version=1.0.0&weight=100"
     );
-    let node: String = url
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("{DEMO_PROVIDERS}/{node}")
+    sinew_integration::zookeeper_kit::dubbo_provider_node("com.example.DemoService", &url)
 }
 
 /// The persistent parents a Dubbo provider's registry creates before its own node.

@@ -5,12 +5,12 @@
 //! missing route come back as Bolt errors, heartbeats are answered by the proxy, and a
 //! provider killed in the middle of a run of calls costs no call (retried on the other).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use sinew_integration::bolt_kit::{consume, node, provider, SERVICE};
-use sinew_integration::{ChildGuard, TestProxy};
+use sinew_integration::rpc_peers::output_lines_killing;
+use sinew_integration::TestProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(a: SocketAddr, b: SocketAddr) -> String {
@@ -131,32 +131,12 @@ async fn a_provider_killed_mid_run_costs_no_call() {
     let ((mut a_process, a), (_b, b)) = (provider("a").await, provider("b").await);
     let proxy = TestProxy::start(&config(a, b)).await;
     let addr = proxy.addr("rpc").await;
-    let mut consumer = ChildGuard(
-        node(&["client.js", &addr.to_string(), SERVICE, "echo", "300"])
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = consumer.0.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let run = async {
-        while let Some(line) = rx.recv().await {
-            seen.push(line);
-            if seen.len() == 50 {
-                let _ = a_process.0.kill();
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the run ends");
+    let seen = output_lines_killing(
+        node(&["client.js", &addr.to_string(), SERVICE, "echo", "300"]),
+        &mut a_process,
+        50,
+    )
+    .await;
     assert_eq!(
         seen.len(),
         300,

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use sinew_integration::rpc_peers::{node_provider, output_lines, peer_command, stream_lines};
+use sinew_integration::rpc_peers::{
+    node_provider, output_lines, output_lines_killing, peer_command,
+};
 use sinew_integration::{ChildGuard, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -278,23 +280,12 @@ async fn a_provider_killed_mid_run_costs_no_call() {
     let (_b, b) = provider("b", "1.0.0").await;
     let proxy = TestProxy::start(&config(&[a, b], b, b)).await;
     let addr = proxy.addr("rpc").await;
-    let (_consumer, mut lines) = stream_lines(&mut consumer(
-        Client::Node,
-        addr,
-        &Call::echo("1.0.0", "", 300),
-    ));
-    let mut seen = Vec::new();
-    let run = async {
-        while let Some(line) = lines.recv().await {
-            seen.push(line);
-            if seen.len() == 50 {
-                let _ = a_process.0.kill();
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the run ends");
+    let seen = output_lines_killing(
+        consumer(Client::Node, addr, &Call::echo("1.0.0", "", 300)),
+        &mut a_process,
+        50,
+    )
+    .await;
     assert_eq!(
         seen.len(),
         300,
@@ -481,14 +472,7 @@ fn zookeeper_provider_node(addr: SocketAddr, version: &str, group: &str) -> Stri
     let url = format!(
         "dubbo://{addr}/{SERVICE}?anyhost=true&application=echo&dubbo=2.0.2&group={group}&interface={SERVICE}&methods=echo,fail,slow&side=provider&version={version}&weight=100"
     );
-    let node: String = url
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("/dubbo/{SERVICE}/providers/{node}")
+    sinew_integration::zookeeper_kit::dubbo_provider_node(SERVICE, &url)
 }
 
 /// `sinew control` following Dubbo's registry in a real ZooKeeper: providers that
