@@ -253,33 +253,14 @@ fn virtual_hosts(configured: &[Configured]) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::bootstrap::load_str;
-    use crate::test_fixtures::APP_CLUSTER;
+    use crate::test_fixtures::{network_filter_listener, refusal_of};
 
-    /// A bootstrap whose listener `rpc` ends with a Dubbo proxy of `fields`.
     fn bootstrap(fields: &str) -> String {
-        format!(
-            r#"
-static_resources:
-  listeners:
-  - name: rpc
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 20880 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.dubbo_proxy
-        typed_config:
-          "@type": {TYPE_URL}
-          stat_prefix: dubbo
-{fields}
-{APP_CLUSTER}"#
-        )
+        network_filter_listener("envoy.filters.network.dubbo_proxy", TYPE_URL, fields)
     }
 
     fn error_of(fields: &str) -> String {
-        match load_str("envoy.yaml", &bootstrap(fields)) {
-            Ok(_) => panic!("accepted:\n{fields}"),
-            Err(d) => d.to_string(),
-        }
+        refusal_of(&bootstrap(fields))
     }
 
     #[test]

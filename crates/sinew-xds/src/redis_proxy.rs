@@ -96,32 +96,14 @@ mod tests {
 
     use super::*;
     use crate::bootstrap::load_str;
-    use crate::test_fixtures::APP_CLUSTER;
+    use crate::test_fixtures::{network_filter_listener, refusal_of};
 
     fn bootstrap(fields: &str) -> String {
-        format!(
-            r#"
-static_resources:
-  listeners:
-  - name: cache
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 6380 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": {TYPE_URL}
-          stat_prefix: redis
-{fields}
-{APP_CLUSTER}"#
-        )
+        network_filter_listener("envoy.filters.network.redis_proxy", TYPE_URL, fields)
     }
 
     fn error_of(fields: &str) -> String {
-        match load_str("envoy.yaml", &bootstrap(fields)) {
-            Ok(_) => panic!("accepted:\n{fields}"),
-            Err(d) => d.to_string(),
-        }
+        refusal_of(&bootstrap(fields))
     }
 
     #[test]

@@ -47,3 +47,33 @@ static_resources:
 {APP_CLUSTER}"#
     )
 }
+
+/// A bootstrap whose one listener ends with the network filter `filter` of `@type`
+/// `type_url` and the YAML `fields` (indented 10 spaces, under `typed_config`), and the
+/// static cluster `app`.
+pub(crate) fn network_filter_listener(filter: &str, type_url: &str, fields: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: front
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: 9000 }}
+    filter_chains:
+    - filters:
+      - name: {filter}
+        typed_config:
+          "@type": {type_url}
+          stat_prefix: front
+{fields}
+{APP_CLUSTER}"#
+    )
+}
+
+/// What loading `text` as a bootstrap refuses it with; a panic if it is accepted.
+pub(crate) fn refusal_of(text: &str) -> String {
+    match crate::bootstrap::load_str("envoy.yaml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(d) => d.to_string(),
+    }
+}
